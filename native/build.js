@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// Builds the native addon with npm's bundled node-gyp. Node's headers come from the local
+// installation (no download: the build machines have no route to nodejs.org).
+'use strict';
+const { execFileSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+
+const root = path.resolve(__dirname, '..');
+const out = path.join(root, 'build', 'Release', 'famfs_native.node');
+const force = process.argv.includes('--force');
+
+function ensureLibfuse() {
+  try {
+    execFileSync('pkg-config', ['--exists', 'fuse3']);
+    return;
+  } catch {
+    /* fall through */
+  }
+  if (process.getuid && process.getuid() === 0) {
+    console.error('[famfs-csi] libfuse3-dev missing: installing it with apt-get');
+    execFileSync('apt-get', ['install', '-y', '-q', 'libfuse3-dev', 'fuse3', 'pkg-config'], {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
+    return;
+  }
+  console.error('[famfs-csi] libfuse3-dev is missing. Install it: sudo apt-get install libfuse3-dev fuse3 pkg-config');
+  process.exit(1);
+}
+
+function nodeDir() {
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
+}
+
+function newestSource() {
+  let newest = 0;
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else newest = Math.max(newest, fs.statSync(p).mtimeMs);
+    }
+  };
+  walk(path.join(root, 'native', 'src'));
+  newest = Math.max(newest, fs.statSync(path.join(root, 'binding.gyp')).mtimeMs);
+  return newest;
+}
+
+if (!force && fs.existsSync(out) && fs.statSync(out).mtimeMs >= newestSource()) {
+  process.exit(0);
+}
+ensureLibfuse();
+const gyp = require.resolve('node-gyp/bin/node-gyp.js', {
+  paths: [path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules'), root],
+});
+const args = [gyp, 'rebuild', '-j', 'max'];
+const dir = nodeDir();
+if (dir) args.push(`--nodedir=${dir}`);
+execFileSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
