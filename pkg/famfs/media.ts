@@ -1,0 +1,20 @@
+/**
+ * The byte-addressable memory a famfs instance lives on, as the format code sees it.
+ *
+ * The format layer never decides *how* memory is reached (raw devdax mapping, an emulation
+ * file, a test image): it only needs these five operations. Implementations must turn a
+ * memory fault (SIGBUS: poison, device gone, backing file shrunk) into a thrown error rather
+ * than a crashed process; see pkg/device.
+ */
+export interface Media {
+  /** Usable size in bytes. */
+  readonly size: number;
+  /** Copy `length` bytes starting at `offset` out of the memory (a fresh Buffer). */
+  read(offset: number, length: number): Buffer;
+  /** Copy `data` into the memory at `offset`. Does not flush. */
+  write(offset: number, data: Uint8Array): void;
+  /** Write back CPU cache lines covering [offset, offset+length) and fence (persistence / visibility to other hosts). */
+  flush(offset: number, length: number): void;
+  /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
+  invalidate(offset: number, length: number): void;
+}
