@@ -3,7 +3,9 @@
     {
       "target_name": "famfs_native",
       "sources": [
-        "native/src/addon.cc"
+        "native/src/addon.cc",
+        "native/src/memaccess.cc",
+        "native/src/device.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
