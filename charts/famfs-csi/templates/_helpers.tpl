@@ -1,0 +1,54 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "famfs-csi.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix for every object name: the release name, plus the chart name unless the release already says it. */}}
+{{- define "famfs-csi.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "famfs-csi.labels" -}}
+app.kubernetes.io/name: {{ include "famfs-csi.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Selector labels for one component (controller or node); pass (dict "root" $ "component" "x"). */}}
+{{- define "famfs-csi.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "famfs-csi.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "famfs-csi.image" -}}
+{{- $tag := .image.tag | default .root.Chart.AppVersion -}}
+{{- printf "%s:%s" .image.repository $tag -}}
+{{- end -}}
+
+{{/* Where the kubelet finds the node plugin's socket (host path). */}}
+{{- define "famfs-csi.pluginDir" -}}
+{{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
+{{- end -}}
+
+{{/* The FUSE server's mount point for the pool (host path, same inside the containers). */}}
+{{- define "famfs-csi.fuseMountpoint" -}}
+{{- printf "%s/fuse/%s" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
+{{- end -}}
+
+{{- define "famfs-csi.controllerServiceAccount" -}}
+{{- if .Values.serviceAccount.create -}}{{ .Values.serviceAccount.controller }}{{- else -}}{{ .Values.serviceAccount.controller | default "default" }}{{- end -}}
+{{- end -}}
+
+{{- define "famfs-csi.nodeServiceAccount" -}}
+{{- if .Values.serviceAccount.create -}}{{ .Values.serviceAccount.node }}{{- else -}}{{ .Values.serviceAccount.node | default "default" }}{{- end -}}
+{{- end -}}
+
+{{/* CRD group of the FamfsPool resource. */}}
+{{- define "famfs-csi.crdGroup" -}}famfs.csi.cxl.io{{- end -}}
