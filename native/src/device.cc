@@ -586,6 +586,7 @@ std::shared_ptr<DeviceMapping> ShareDevice(Napi::Object obj) {
 }
 
 void InitDevice(Napi::Env env, Napi::Object exports) {
+  InstallFaultHandlers();  // at load, so no thread ever touches a mapping before it is in place
   exports.Set("DaxDevice", JsDevice::Define(env));
   exports.Set("flushMethod", Napi::String::New(env, FlushMethodName()));
   exports.Set("invalidateMethod", Napi::String::New(env, InvalidateMethodName()));

@@ -1,0 +1,165 @@
+/**
+ * DaxDevice: famfs' Media on a mapped devdax device or emulation file.
+ *
+ * Every access except `view` goes through the native guarded path, so a memory fault
+ * (SIGBUS) surfaces as a DeviceError 'EFAULT_DEVICE' and leaves the device `failed`, instead
+ * of killing the process and every mount it serves (design-hazards §7).
+ */
+import type { Media } from '../famfs/media.js';
+import { DeviceError, toDeviceError } from './errors.js';
+import { loadNative, type NativeDeviceHandle, type NativeOpenOptions } from './native.js';
+
+export type DeviceKind = 'devdax' | 'file';
+
+export interface OpenDeviceOptions {
+  /** Create the emulation file with `size` bytes if it does not exist (regular files only). */
+  create?: { size: number };
+  /** Map read-only: writes are refused with 'EACCES'. */
+  readOnly?: boolean;
+  /** Map only [offset, offset+length) of the device (multiples of its alignment); offsets become window-relative. */
+  window?: { offset: number; length?: number };
+}
+
+export class DaxDevice implements Media {
+  /** The addon's handle, for native consumers (the FUSE server starts a session on it). */
+  readonly nativeHandle: NativeDeviceHandle;
+  readonly path: string;
+  readonly size: number;
+  readonly kind: DeviceKind;
+  readonly readOnly: boolean;
+  /** The mapping was made with MAP_SYNC (a DAX device with synchronous page faults). */
+  readonly mapSync: boolean;
+  /** Mapping granularity: 2 MiB on a typical devdax, the page size for a file. */
+  readonly alignment: number;
+  readonly flushMethod: string;
+  readonly invalidateMethod: string;
+
+  constructor(handle: NativeDeviceHandle) {
+    this.nativeHandle = handle;
+    this.path = handle.path;
+    this.size = handle.size;
+    this.kind = handle.kind;
+    this.readOnly = handle.readOnly;
+    this.mapSync = handle.mapSync;
+    this.alignment = handle.alignment;
+    this.flushMethod = handle.flushMethod;
+    this.invalidateMethod = handle.invalidateMethod;
+  }
+
+  /** A memory fault happened on this device; every later access throws 'EFAULT_DEVICE'. */
+  get failed(): boolean {
+    return this.nativeHandle.failed;
+  }
+
+  /** Why the device failed (offset and advice), or undefined while it is healthy. */
+  get failureMessage(): string | undefined {
+    return this.nativeHandle.failureMessage ?? undefined;
+  }
+
+  get closed(): boolean {
+    return this.nativeHandle.closed;
+  }
+
+  read(offset: number, length: number): Buffer {
+    try {
+      return this.nativeHandle.read(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Fills `target` from `offset` without allocating; returns the byte count. */
+  readInto(offset: number, target: Uint8Array): number {
+    try {
+      return this.nativeHandle.readInto(offset, target);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  write(offset: number, data: Uint8Array): void {
+    try {
+      this.nativeHandle.write(offset, data);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Copies `length` bytes inside the device (overlapping ranges allowed). */
+  copy(dstOffset: number, srcOffset: number, length: number): void {
+    try {
+      this.nativeHandle.copy(dstOffset, srcOffset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  flush(offset: number, length: number): void {
+    try {
+      this.nativeHandle.flush(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  invalidate(offset: number, length: number): void {
+    try {
+      this.nativeHandle.invalidate(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /**
+   * Zero-copy Buffer over [offset, offset+length). UNGUARDED: if the memory faults while JS
+   * touches the Buffer the process dies. For benchmarks and mmap-style users only; famfs code
+   * uses read/write. The Buffer keeps the mapping alive after close().
+   */
+  view(offset: number, length: number): Buffer {
+    try {
+      return this.nativeHandle.view(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Marks the device failed by hand (e.g. a FUSE thread or health check found it bad). */
+  markFailed(reason: string): void {
+    try {
+      this.nativeHandle.markFailed(reason);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Releases this object's mapping (unmapped once no view or FUSE session holds it). Idempotent. */
+  close(): void {
+    this.nativeHandle.close();
+  }
+}
+
+/**
+ * Opens (and maps) a devdax character device or a regular file standing in for one; the kind
+ * is decided by what the path is. Throws DeviceError: 'ENOENT', 'ENOTDAX', 'EINVAL', 'EACCES',
+ * 'EEXIST', 'ERANGE', ...
+ */
+export function openDevice(path: string, options: OpenDeviceOptions = {}): DaxDevice {
+  const nativeOptions: NativeOpenOptions = { readOnly: options.readOnly === true };
+  if (options.create !== undefined) {
+    const size = options.create.size;
+    if (!Number.isSafeInteger(size) || size <= 0) {
+      throw new DeviceError('EINVAL', `create.size must be a positive integer, got ${size}`, { path });
+    }
+    nativeOptions.createSize = size;
+  }
+  if (options.window !== undefined) {
+    nativeOptions.mapOffset = options.window.offset;
+    if (options.window.length !== undefined) nativeOptions.mapLength = options.window.length;
+  }
+  const addon = loadNative();
+  try {
+    return new DaxDevice(new addon.DaxDevice(path, nativeOptions));
+  } catch (e) {
+    throw toDeviceError(e, path);
+  }
+}

@@ -1,0 +1,323 @@
+import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Worker } from 'worker_threads';
+
+import {
+  createEmulatedDevice,
+  DaxDevice,
+  DeviceError,
+  emulatedDevicePath,
+  loadNative,
+  openDevice,
+  removeEmulatedDevice,
+  type DeviceErrorCode,
+} from '../pkg/device/index.js';
+
+const MiB = 1 << 20;
+const deviceModule = path.join(__dirname, '..', 'pkg', 'device', 'index.js');
+const prefix = `devtest-${process.pid}`;
+let counter = 0;
+
+/** A fresh emulated device with a unique name; closed and removed after each test. */
+const opened: { name: string; dev: DaxDevice }[] = [];
+function fresh(size = 8 * MiB): { name: string; file: string; dev: DaxDevice } {
+  const name = `${prefix}-${counter++}`;
+  const dev = createEmulatedDevice(name, size, { fresh: true });
+  opened.push({ name, dev });
+  return { name, file: emulatedDevicePath(name), dev };
+}
+
+function expectCode(fn: () => unknown, code: DeviceErrorCode): DeviceError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof DeviceError, `expected DeviceError, got ${String(e)}`);
+    assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected ${code}, nothing thrown`);
+}
+
+/** Runs a script in a separate node process; `DEV` in it is the device module. */
+function runNode(script: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, ['-e', `const DEV = require(${JSON.stringify(deviceModule)});\n${script}`], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+afterEach(() => {
+  for (const { name, dev } of opened.splice(0)) {
+    dev.close();
+    removeEmulatedDevice(name);
+  }
+});
+
+describe('device: open and map', () => {
+  it('creates, sizes and maps an emulation file in /dev/shm', () => {
+    const { file, dev } = fresh(8 * MiB);
+    assert.equal(file, `/dev/shm/famfs-${prefix}-${counter - 1}`);
+    assert.equal(fs.statSync(file).size, 8 * MiB);
+    assert.equal(dev.size, 8 * MiB);
+    assert.equal(dev.kind, 'file');
+    assert.equal(dev.alignment, 4096);
+    assert.equal(typeof dev.mapSync, 'boolean');
+    assert.equal(dev.failed, false);
+    assert.equal(dev.readOnly, false);
+    // A new file reads as zeros.
+    assert.ok(dev.read(0, 64 * 1024).equals(Buffer.alloc(64 * 1024)));
+  });
+
+  it('reopens an existing file at its size, and refuses to re-create it with another size', () => {
+    const { file, dev } = fresh(4 * MiB);
+    dev.write(10, Buffer.from('kept'));
+    const again = openDevice(file, { create: { size: 4 * MiB } });
+    assert.equal(again.read(10, 4).toString(), 'kept');
+    again.close();
+    const plain = openDevice(file);
+    assert.equal(plain.size, 4 * MiB);
+    plain.close();
+    expectCode(() => openDevice(file, { create: { size: 8 * MiB } }), 'EEXIST');
+    assert.equal(fs.statSync(file).size, 4 * MiB);
+  });
+
+  it('reports the flush method chosen from cpuid', () => {
+    const { dev } = fresh(MiB);
+    const flags = new Set((/^flags\s*:\s*(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '').split(/\s+/));
+    const expected = flags.has('clwb') ? 'clwb' : flags.has('clflushopt') ? 'clflushopt' : 'clflush';
+    assert.equal(dev.flushMethod, expected);
+    assert.equal(loadNative().flushMethod, expected);
+    assert.equal(dev.invalidateMethod, flags.has('clflushopt') ? 'clflushopt' : 'clflush');
+  });
+
+  it('refuses paths that are missing, not devdax, or neither device nor file', () => {
+    expectCode(() => openDevice(`/dev/shm/famfs-${prefix}-missing`), 'ENOENT');
+    const notDax = expectCode(() => openDevice('/dev/null'), 'ENOTDAX');
+    assert.match(notDax.message, /not a devdax/);
+    expectCode(() => openDevice('/dev/shm'), 'EINVAL');
+    expectCode(() => openDevice(`/dev/shm/famfs-${prefix}-x`, { create: { size: 0 } }), 'EINVAL');
+    assert.equal(fs.existsSync(`/dev/shm/famfs-${prefix}-x`), false);
+    expectCode(() => createEmulatedDevice('../etc', MiB), 'EINVAL');
+  });
+
+  it('maps an aligned window and refuses misaligned or oversized ones', () => {
+    const { file, dev } = fresh(8 * MiB);
+    dev.write(2 * MiB + 5, Buffer.from('window'));
+    const win = openDevice(file, { window: { offset: 2 * MiB, length: 4 * MiB } });
+    assert.equal(win.size, 4 * MiB);
+    assert.equal(win.read(5, 6).toString(), 'window');
+    expectCode(() => win.read(4 * MiB, 1), 'ERANGE');
+    win.close();
+    expectCode(() => openDevice(file, { window: { offset: 100 } }), 'EINVAL');
+    expectCode(() => openDevice(file, { window: { offset: 0, length: 4097 } }), 'EINVAL');
+    expectCode(() => openDevice(file, { window: { offset: 4 * MiB, length: 8 * MiB } }), 'ERANGE');
+    expectCode(() => openDevice(file, { window: { offset: 8 * MiB } }), 'ERANGE');
+  });
+});
+
+describe('device: access', () => {
+  it('round-trips write/read/readInto/copy, with number and bigint offsets', () => {
+    const { dev } = fresh(8 * MiB);
+    const data = crypto.randomBytes(3 * MiB + 17);
+    dev.write(MiB + 3, data);
+    assert.ok(dev.read(MiB + 3, data.length).equals(data));
+    const into = Buffer.alloc(1000);
+    assert.equal(dev.readInto(MiB + 3 + 500, into), 1000);
+    assert.ok(into.equals(data.subarray(500, 1500)));
+    // copy within the device, including an overlapping (memmove) one
+    dev.copy(6 * MiB, MiB + 3, 1000);
+    assert.ok(dev.read(6 * MiB, 1000).equals(data.subarray(0, 1000)));
+    dev.copy(6 * MiB + 10, 6 * MiB, 1000);
+    assert.ok(dev.read(6 * MiB + 10, 1000).equals(data.subarray(0, 1000)));
+    // bigint offsets on the native handle
+    assert.ok(dev.nativeHandle.read(BigInt(MiB + 3), 16n).equals(data.subarray(0, 16)));
+    // Uint8Array subarray (byteOffset != 0) as source
+    const u8 = new Uint8Array([9, 9, 1, 2, 3, 9]).subarray(2, 5);
+    dev.write(0, u8);
+    assert.deepEqual([...dev.read(0, 3)], [1, 2, 3]);
+  });
+
+  it('view() is zero-copy in both directions and outlives close()', () => {
+    const { file, dev } = fresh(4 * MiB);
+    const v = dev.view(4096, 8192);
+    dev.write(4096, Buffer.from('through-write'));
+    assert.equal(v.subarray(0, 13).toString(), 'through-write');
+    v.write('through-view', 100);
+    assert.equal(dev.read(4196, 12).toString(), 'through-view');
+    dev.close();
+    expectCode(() => dev.read(0, 1), 'ECLOSED');
+    assert.equal(v.subarray(100, 112).toString(), 'through-view');
+    assert.equal(fs.readFileSync(file).subarray(4196, 4208).toString(), 'through-view');
+  });
+
+  it('bounds-checks every call and touches nothing on a refused one', () => {
+    const { dev } = fresh(MiB);
+    dev.write(MiB - 4, Buffer.from([1, 2, 3, 4]));
+    expectCode(() => dev.read(MiB, 1), 'ERANGE');
+    expectCode(() => dev.read(MiB - 1, 2), 'ERANGE');
+    expectCode(() => dev.read(-1, 1), 'ERANGE');
+    expectCode(() => dev.read(0.5, 1), 'ERANGE');
+    expectCode(() => dev.read(2 ** 53, 1), 'ERANGE');
+    expectCode(() => dev.read(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), 'ERANGE');
+    expectCode(() => dev.write(MiB - 2, Buffer.from([9, 9, 9, 9])), 'ERANGE');
+    expectCode(() => dev.readInto(MiB - 2, Buffer.alloc(4)), 'ERANGE');
+    expectCode(() => dev.copy(0, MiB - 2, 4), 'ERANGE');
+    expectCode(() => dev.copy(MiB - 2, 0, 4), 'ERANGE');
+    expectCode(() => dev.flush(0, MiB + 1), 'ERANGE');
+    expectCode(() => dev.invalidate(MiB, 64), 'ERANGE');
+    expectCode(() => dev.view(MiB - 1, 2), 'ERANGE');
+    // the raw native handle throws plain Errors carrying the same codes
+    assert.throws(() => dev.nativeHandle.read(-1n, 1), { code: 'ERANGE' });
+    assert.throws(() => dev.nativeHandle.read(2n ** 64n, 1), { code: 'ERANGE' });
+    assert.throws(() => dev.nativeHandle.read('0' as unknown as number, 1), { code: 'EINVAL' });
+    assert.deepEqual([...dev.read(MiB - 4, 4)], [1, 2, 3, 4]);
+    assert.equal(dev.read(MiB, 0).length, 0);
+    assert.equal(dev.failed, false);
+  });
+
+  it('flush and invalidate run over any range and report their method', () => {
+    const { dev } = fresh(4 * MiB);
+    dev.write(123, Buffer.from('persist me'));
+    dev.flush(123, 10);
+    dev.flush(0, 4 * MiB);
+    dev.invalidate(100, 1);
+    dev.invalidate(0, 4 * MiB);
+    dev.flush(4 * MiB, 0);
+    assert.equal(dev.read(123, 10).toString(), 'persist me');
+    assert.match(dev.flushMethod, /^(clwb|clflushopt|clflush)$/);
+    assert.match(dev.invalidateMethod, /^(clflushopt|clflush)$/);
+  });
+
+  it('refuses writes on a read-only open and leaves the bytes alone', () => {
+    const { file, dev } = fresh(MiB);
+    dev.write(0, Buffer.from('original'));
+    const ro = openDevice(file, { readOnly: true });
+    assert.equal(ro.readOnly, true);
+    assert.equal(ro.read(0, 8).toString(), 'original');
+    const err = expectCode(() => ro.write(0, Buffer.from('changed!')), 'EACCES');
+    assert.match(err.message, /read-only/);
+    expectCode(() => ro.copy(0, 100, 8), 'EACCES');
+    ro.flush(0, 4096);
+    ro.invalidate(0, 4096);
+    assert.equal(ro.failed, false);
+    ro.close();
+    assert.equal(fs.readFileSync(file).subarray(0, 8).toString(), 'original');
+  });
+
+  it('shares bytes with another process mapping the same file', () => {
+    const { file, dev } = fresh(4 * MiB);
+    const mine = crypto.randomBytes(4096);
+    dev.write(MiB, mine);
+    dev.flush(MiB, mine.length);
+    const r = runNode(`
+      const d = DEV.openDevice(${JSON.stringify(file)});
+      d.invalidate(${MiB}, 4096);
+      process.stdout.write(d.read(${MiB}, 4096).toString('hex'));
+      d.write(${2 * MiB}, Buffer.from('from-child-' + process.pid));
+      d.flush(${2 * MiB}, 64);
+      d.close();`);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, mine.toString('hex'));
+    dev.invalidate(2 * MiB, 64);
+    assert.match(dev.read(2 * MiB, 32).toString('latin1'), /^from-child-\d+/);
+  });
+});
+
+describe('device: memory faults (SIGBUS)', () => {
+  it('turns SIGBUS from a shrunk backing file into EFAULT_DEVICE and fails only that device', () => {
+    const a = fresh(4 * MiB);
+    const b = fresh(4 * MiB);
+    a.dev.write(3 * MiB, Buffer.from('before'));
+    b.dev.write(0, Buffer.from('healthy'));
+    fs.truncateSync(a.file, MiB); // pages past 1 MiB are gone under the live mapping
+    assert.equal(a.dev.read(0, 16).length, 16); // still-backed part reads fine
+    const err = expectCode(() => a.dev.read(3 * MiB, 6), 'EFAULT_DEVICE');
+    assert.equal(typeof err.offset, 'number');
+    assert.ok(err.offset! >= 3 * MiB && err.offset! < 3 * MiB + 6, `offset ${err.offset}`);
+    assert.match(err.message, /0x300000/);
+    assert.match(err.message, /marked failed/);
+    assert.equal(a.dev.failed, true);
+    assert.match(a.dev.failureMessage ?? '', /SIGBUS/);
+    // Later calls fail fast with the same code, even on ranges that are still backed.
+    expectCode(() => a.dev.read(0, 1), 'EFAULT_DEVICE');
+    expectCode(() => a.dev.write(0, Buffer.from('x')), 'EFAULT_DEVICE');
+    expectCode(() => a.dev.flush(0, 64), 'EFAULT_DEVICE');
+    // The other device and this process are fine.
+    assert.equal(b.dev.failed, false);
+    assert.equal(b.dev.read(0, 7).toString(), 'healthy');
+    b.dev.write(7, Buffer.from('!'));
+    assert.equal(b.dev.read(0, 8).toString(), 'healthy!');
+  });
+
+  it('catches faults in write, readInto, copy, flush and invalidate too', () => {
+    const ops: [string, (d: DaxDevice) => unknown][] = [
+      ['write', (d) => d.write(2 * MiB, Buffer.alloc(4096, 1))],
+      ['readInto', (d) => d.readInto(2 * MiB, Buffer.alloc(100))],
+      ['copy', (d) => d.copy(0, 2 * MiB, 4096)],
+      ['flush', (d) => d.flush(2 * MiB, 4096)],
+      ['invalidate', (d) => d.invalidate(2 * MiB, 4096)],
+    ];
+    for (const [what, op] of ops) {
+      const { file, dev } = fresh(4 * MiB);
+      dev.write(2 * MiB, Buffer.alloc(4096, 7)); // make the page resident first
+      fs.truncateSync(file, 0);
+      const err = expectCode(() => op(dev), 'EFAULT_DEVICE');
+      assert.match(err.message, new RegExp(what === 'readInto' ? 'read' : what), what);
+      assert.equal(dev.failed, true, what);
+    }
+  });
+
+  it('catches the fault inside a worker_thread, and the main thread keeps working', async () => {
+    const { dev } = fresh(MiB);
+    dev.write(0, Buffer.from('main'));
+    const workerFile = `/dev/shm/famfs-${prefix}-worker`;
+    const code = `
+      const { parentPort, workerData } = require('worker_threads');
+      const fs = require('fs');
+      const DEV = require(workerData.mod);
+      const d = DEV.openDevice(workerData.file, { create: { size: 4 << 20 } });
+      d.write(3 << 20, Buffer.from('w'));
+      fs.truncateSync(workerData.file, 0);
+      let result;
+      try { d.read(3 << 20, 1); result = { thrown: false }; }
+      catch (e) { result = { thrown: true, name: e.name, code: e.code, failed: d.failed }; }
+      d.close();
+      fs.rmSync(workerData.file, { force: true });
+      parentPort.postMessage(result);`;
+    const result = await new Promise<unknown>((resolve, reject) => {
+      const w = new Worker(code, { eval: true, workerData: { mod: deviceModule, file: workerFile } });
+      w.once('message', resolve);
+      w.once('error', reject);
+      w.once('exit', (c) => (c !== 0 ? reject(new Error(`worker exited ${c}`)) : undefined));
+    });
+    assert.deepEqual(result, { thrown: true, name: 'DeviceError', code: 'EFAULT_DEVICE', failed: true });
+    assert.equal(dev.read(0, 4).toString(), 'main');
+    assert.equal(dev.failed, false);
+  });
+
+  it('still crashes on a fault outside any guarded call (unguarded view), as a real bug should', () => {
+    const name = `${prefix}-crash`;
+    const r = runNode(`
+      const fs = require('fs');
+      const d = DEV.createEmulatedDevice(${JSON.stringify(name)}, 4 << 20, { fresh: true });
+      const v = d.view(0, 4 << 20);
+      v[3 << 20] = 1;
+      fs.truncateSync(DEV.emulatedDevicePath(${JSON.stringify(name)}), 0);
+      try { d.read(3 << 20, 1); } catch (e) { process.stdout.write(e.code + '\\n'); }
+      v[3 << 20] = 2; // unguarded: must kill the process with SIGBUS
+      process.stdout.write('survived\\n');`);
+    removeEmulatedDevice(name);
+    assert.equal(r.stdout, 'EFAULT_DEVICE\n');
+    assert.equal(r.signal, 'SIGBUS', `status ${r.status} signal ${r.signal} stderr ${r.stderr}`);
+  });
+
+  it('does not swallow a SIGBUS sent with kill()', () => {
+    const r = runNode(`DEV.loadNative(); process.kill(process.pid, 'SIGBUS'); setTimeout(() => process.stdout.write('survived'), 200);`);
+    assert.equal(r.signal, 'SIGBUS');
+    assert.equal(r.stdout, '');
+  });
+});
