@@ -1,0 +1,266 @@
+/**
+ * Free-space accounting and placement, rebuilt from the replayed tree (famfs stores no free map).
+ *
+ * Space is tracked in 2 MiB allocation units as a sorted list of free runs, so the largest free
+ * extent (what a volume can really get) is always known and placement is O(runs), not O(device).
+ */
+import { FamfsError } from './errors';
+import { ALLOC_UNIT, Extent, Fmap, MAX_BUCKETS, MAX_STRIPS } from './layout';
+import { fmapExtents } from './fmap';
+import { FamfsTree, reservedBytes } from './tree';
+
+/** Sorted, disjoint, non-adjacent free runs [start, end) in allocation units. */
+export class SpaceMap {
+  private starts: number[] = [];
+  private ends: number[] = [];
+
+  constructor(readonly totalUnits: number) {
+    if (totalUnits > 0) {
+      this.starts.push(0);
+      this.ends.push(totalUnits);
+    }
+  }
+
+  get freeUnits(): number {
+    let n = 0;
+    for (let i = 0; i < this.starts.length; i++) n += this.ends[i] - this.starts[i];
+    return n;
+  }
+
+  get largestFreeRun(): number {
+    let best = 0;
+    for (let i = 0; i < this.starts.length; i++) best = Math.max(best, this.ends[i] - this.starts[i]);
+    return best;
+  }
+
+  get runCount(): number {
+    return this.starts.length;
+  }
+
+  /** First run index whose end is > unit. */
+  private firstRunEndingAfter(unit: number): number {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ends[mid] <= unit) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  isFree(start: number, count: number): boolean {
+    const i = this.firstRunEndingAfter(start);
+    return i < this.starts.length && this.starts[i] <= start && this.ends[i] >= start + count;
+  }
+
+  /** Mark [start, start+count) used; returns how many of those units were already used (collisions). */
+  markUsed(start: number, count: number): number {
+    const end = Math.min(start + count, this.totalUnits);
+    let newlyUsed = 0;
+    let i = this.firstRunEndingAfter(start);
+    while (i < this.starts.length && this.starts[i] < end) {
+      const s = this.starts[i];
+      const e = this.ends[i];
+      const cutS = Math.max(s, start);
+      const cutE = Math.min(e, end);
+      newlyUsed += cutE - cutS;
+      const pieces: [number, number][] = [];
+      if (s < cutS) pieces.push([s, cutS]);
+      if (cutE < e) pieces.push([cutE, e]);
+      this.starts.splice(i, 1, ...pieces.map((p) => p[0]));
+      this.ends.splice(i, 1, ...pieces.map((p) => p[1]));
+      i += pieces.length;
+    }
+    return count - newlyUsed;
+  }
+
+  /** Return [start, start+count) to the free runs (must be used now). */
+  release(start: number, count: number): void {
+    const end = start + count;
+    const i = this.firstRunEndingAfter(start);
+    if (i < this.starts.length && this.starts[i] < end) throw new Error(`releasing units ${start}+${count} that are partly free`);
+    let s = start;
+    let e = end;
+    let at = i;
+    let remove = 0;
+    if (at > 0 && this.ends[at - 1] === s) {
+      at--;
+      s = this.starts[at];
+      remove++;
+    }
+    if (i < this.starts.length && this.starts[i] === e) {
+      e = this.ends[i];
+      remove++;
+    }
+    this.starts.splice(at, remove, s);
+    this.ends.splice(at, remove, e);
+  }
+
+  /** First free run of `count` units inside [from, limit); undefined when none. */
+  firstFit(count: number, from = 0, limit = this.totalUnits): number | undefined {
+    for (let i = this.firstRunEndingAfter(from); i < this.starts.length && this.starts[i] < limit; i++) {
+      const s = Math.max(this.starts[i], from);
+      if (Math.min(this.ends[i], limit) - s >= count) return s;
+    }
+    return undefined;
+  }
+
+  freeRuns(): { start: number; count: number }[] {
+    return this.starts.map((s, i) => ({ start: s, count: this.ends[i] - s }));
+  }
+}
+
+export interface InterleaveParams {
+  nbuckets: number;
+  nstrips: number;
+  chunkSize: number;
+}
+
+export const MIN_BUCKET_SIZE = 1 << 30;
+
+export function validateInterleave(p: InterleaveParams, deviceSize: number): void {
+  const { nbuckets, nstrips, chunkSize } = p;
+  const bad = (msg: string): never => {
+    throw new FamfsError('EINVAL', `interleave: ${msg}`);
+  };
+  if (!Number.isInteger(nbuckets) || nbuckets < 1 || nbuckets > MAX_BUCKETS) bad(`nbuckets ${nbuckets} must be 1..${MAX_BUCKETS}`);
+  if (!Number.isInteger(nstrips) || nstrips < 1 || nstrips > Math.min(nbuckets, MAX_STRIPS)) bad(`nstrips ${nstrips} must be 1..min(nbuckets, ${MAX_STRIPS})`);
+  if (!Number.isInteger(chunkSize) || chunkSize < ALLOC_UNIT || chunkSize % ALLOC_UNIT !== 0 || (chunkSize & (chunkSize - 1)) !== 0) {
+    bad(`chunk size ${chunkSize} must be a power of two and a multiple of 2 MiB`);
+  }
+  const bucket = Math.floor(deviceSize / nbuckets / ALLOC_UNIT) * ALLOC_UNIT;
+  if (bucket < MIN_BUCKET_SIZE) bad(`${nbuckets} buckets of a ${deviceSize}-byte device are ${bucket} bytes each; buckets must be at least 1 GiB`);
+}
+
+export interface SpaceSummary {
+  deviceBytes: number;
+  /** Superblock + log, files, orphans and pending frees. */
+  allocatedBytes: number;
+  freeBytes: number;
+  largestFreeBytes: number;
+  /** Released by deletes, not reusable until every host has replayed past the delete. */
+  pendingFreeBytes: number;
+  /** Allocation units claimed by more than one file (fsck's cross-linked count). */
+  collisions: number;
+}
+
+/**
+ * The allocator of one famfs instance. Owns the space map; the tree stays the single source of
+ * truth and the map can always be rebuilt from it.
+ */
+export class Allocator {
+  private map!: SpaceMap;
+  private pending: { deleteIndex: number; extents: Extent[] }[] = [];
+  private collisions = 0;
+  private readonly units: number;
+
+  constructor(
+    private readonly tree: FamfsTree,
+    readonly deviceSize: number,
+    private readonly logLen: number,
+  ) {
+    this.units = Math.floor(deviceSize / ALLOC_UNIT);
+  }
+
+  /**
+   * Rebuild from the tree. Extents released by deletes at log index >= horizon stay reserved
+   * (some host may not have replayed the delete and may still map them).
+   */
+  rebuild(horizon: number): void {
+    const map = new SpaceMap(this.units);
+    map.markUsed(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT));
+    let collisions = 0;
+    for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) collisions += map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+    for (const o of this.tree.orphaned) {
+      for (const e of o.extents) if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+    }
+    // Pending releases never count as collisions: a newer file may legitimately sit there once
+    // the horizon passed at its allocation time.
+    this.pending = this.tree.released.filter((r) => r.deleteIndex >= horizon).map((r) => ({ deleteIndex: r.deleteIndex, extents: r.extents }));
+    for (const p of this.pending) for (const e of p.extents) map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+    this.map = map;
+    this.collisions = collisions;
+  }
+
+  get hasPending(): boolean {
+    return this.pending.length > 0;
+  }
+
+  /** Free what the horizon now allows; returns true if anything became allocatable. */
+  reclaim(horizon: number): boolean {
+    if (!this.pending.some((p) => p.deleteIndex < horizon)) return false;
+    this.rebuild(horizon);
+    return true;
+  }
+
+  /** A file was added by replay (ours or another writer's). */
+  noteAdded(fmap: Fmap): void {
+    for (const e of fmapExtents(fmap)) this.collisions += this.map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+  }
+
+  /** A file was deleted at `deleteIndex`: its units stay used until reclaim() passes the index. */
+  noteReleased(deleteIndex: number, fmap: Fmap): void {
+    this.pending.push({ deleteIndex, extents: fmapExtents(fmap) });
+  }
+
+  summary(): SpaceSummary {
+    const free = this.map.freeUnits * ALLOC_UNIT;
+    const pendingUnits = new Set<number>();
+    for (const p of this.pending) for (const e of p.extents) for (let u = e.offset / ALLOC_UNIT; u < (e.offset + e.len) / ALLOC_UNIT; u++) pendingUnits.add(u);
+    return {
+      deviceBytes: this.units * ALLOC_UNIT,
+      allocatedBytes: this.units * ALLOC_UNIT - free,
+      freeBytes: free,
+      largestFreeBytes: this.map.largestFreeRun * ALLOC_UNIT,
+      pendingFreeBytes: pendingUnits.size * ALLOC_UNIT,
+      collisions: this.collisions,
+    };
+  }
+
+  freeRuns(): { offset: number; len: number }[] {
+    return this.map.freeRuns().map((r) => ({ offset: r.start * ALLOC_UNIT, len: r.count * ALLOC_UNIT }));
+  }
+
+  /** Place a file of `size` bytes; the map is not changed until the entry is committed (noteAdded). */
+  place(size: number, interleave?: InterleaveParams, random: () => number = Math.random): Fmap {
+    if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer`);
+    if (interleave) {
+      validateInterleave(interleave, this.deviceSize);
+      // famfs' rule: a file smaller than one chunk is not worth striping.
+      if (size >= interleave.chunkSize) return this.placeInterleaved(size, interleave, random);
+    }
+    const units = Math.ceil(size / ALLOC_UNIT);
+    const at = this.map.firstFit(units);
+    if (at === undefined) {
+      throw new FamfsError(
+        'ENOSPC',
+        `no free extent of ${units * ALLOC_UNIT} bytes (free ${this.map.freeUnits * ALLOC_UNIT} bytes, largest free extent ${this.map.largestFreeRun * ALLOC_UNIT})`,
+      );
+    }
+    return { kind: 'simple', extents: [{ devindex: 0, offset: at * ALLOC_UNIT, len: units * ALLOC_UNIT }] };
+  }
+
+  private placeInterleaved(size: number, p: InterleaveParams, random: () => number): Fmap {
+    const stripLen = Math.ceil(size / (p.nstrips * p.chunkSize)) * p.chunkSize;
+    const stripUnits = stripLen / ALLOC_UNIT;
+    const bucketUnits = Math.floor(this.units / p.nbuckets);
+    const order = [...Array(p.nbuckets).keys()];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    const strips: Extent[] = [];
+    for (const b of order) {
+      if (strips.length === p.nstrips) break;
+      // Unlike famfs, a strip never runs past its bucket: two strips of one file in one bucket
+      // would defeat the point of striping.
+      const at = this.map.firstFit(stripUnits, b * bucketUnits, (b + 1) * bucketUnits);
+      if (at !== undefined) strips.push({ devindex: 0, offset: at * ALLOC_UNIT, len: stripLen });
+    }
+    if (strips.length < p.nstrips) {
+      throw new FamfsError('ENOSPC', `only ${strips.length} of ${p.nbuckets} buckets have ${stripLen} contiguous free bytes; ${p.nstrips} strips needed`);
+    }
+    return { kind: 'interleave', nstrips: p.nstrips, chunkSize: p.chunkSize, strips };
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Consistency check of a famfs device. Never throws on bad metadata: everything wrong is named
+ * in the report, and `clean` is true only when nothing is.
+ */
+import { Allocator, SpaceSummary } from './allocator';
+import { readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
+import {
+  decodeLogHeader,
+  decodeSuperblock,
+  entryOffset,
+  HostSlot,
+  LE,
+  LH,
+  LOG_OFFSET,
+  logCapacity,
+  SB,
+  SUPERBLOCK_OFFSET,
+  validateLogHeader,
+  validateSuperblock,
+} from './layout';
+import { Media } from './media';
+import { LogReader } from './replay';
+import { FamfsTree, reservedBytes } from './tree';
+
+export interface FsckReport {
+  clean: boolean;
+  superblock?: {
+    uuid: string;
+    systemUuid: string;
+    deviceSize: number;
+    logLen: number;
+    version: string;
+    famfsCsiExtensions: boolean;
+    devicePath: string;
+  };
+  log?: { entriesUsed: number; entriesTotal: number; replayedEntries: number };
+  files: number;
+  directories: number;
+  space?: SpaceSummary;
+  fencingEpoch?: number;
+  hosts: HostSlot[];
+  errors: string[];
+  warnings: string[];
+}
+
+export interface FsckOptions {
+  now?: number;
+  hostLiveMs?: number;
+}
+
+export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
+  const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], errors: [], warnings: [] };
+  media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
+  const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
+  const sbCheck = validateSuperblock(sbRaw, media.size);
+  if (!sbCheck.ok) {
+    report.errors.push(...sbCheck.problems.map((p) => `superblock: ${p}`));
+    return report;
+  }
+  const sb = decodeSuperblock(sbRaw);
+  report.superblock = {
+    uuid: sb.uuid,
+    systemUuid: sb.systemUuid,
+    deviceSize: sb.deviceSize,
+    logLen: sb.logLen,
+    version: sb.version.toString(),
+    famfsCsiExtensions: sbCheck.extended,
+    devicePath: sb.devicePath,
+  };
+  media.invalidate(LOG_OFFSET, LH.SIZE);
+  const lhRaw = media.read(LOG_OFFSET, LH.SIZE);
+  const lhProblems = validateLogHeader(lhRaw, sb.logLen);
+  if (lhProblems.length) {
+    report.errors.push(...lhProblems.map((p) => `log header: ${p}`));
+    return report;
+  }
+  const header = decodeLogHeader(lhRaw);
+  const tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
+  const reader = new LogReader(media, sb.logLen, () => sbCheck.extended);
+  const { entries, stop } = reader.entries(0, header.nextIndex);
+  for (const e of entries) tree.apply(e);
+  if (stop) report.errors.push(`log entry ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`);
+  for (const p of tree.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
+  report.log = { entriesUsed: header.nextIndex, entriesTotal: logCapacity(sb.logLen), replayedEntries: tree.nextIndex };
+  if (header.nextIndex < logCapacity(sb.logLen)) {
+    const next = LOG_OFFSET + entryOffset(header.nextIndex);
+    media.invalidate(next, LE.SIZE);
+    if (media.read(next, LE.SIZE).some((b) => b !== 0)) {
+      report.warnings.push(`log slot ${header.nextIndex} (past the end) is not empty: an append was interrupted; it is ignored and will be overwritten`);
+    }
+  }
+  report.files = tree.fileCount;
+  report.directories = tree.dirCount;
+
+  let horizon = tree.nextIndex;
+  try {
+    const block = readExtBlock(media);
+    if (block) {
+      report.fencingEpoch = block.epoch;
+      report.hosts = readHostSlots(media, block.slotCount);
+      horizon = reclaimHorizon(report.hosts, tree.nextIndex, o.now ?? Date.now(), o.hostLiveMs ?? 60_000);
+    }
+  } catch (e) {
+    report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);
+  }
+  const alloc = new Allocator(tree, sb.deviceSize, sb.logLen);
+  alloc.rebuild(horizon);
+  report.space = alloc.summary();
+  if (report.space.collisions > 0) report.errors.push(`${report.space.collisions} allocation units are claimed by more than one file (cross-linked files)`);
+  report.clean = report.errors.length === 0;
+  return report;
+}

@@ -1,0 +1,100 @@
+/**
+ * The famfs-csi extension block in shared memory: the writer fencing epoch and the hosts'
+ * replay acknowledgements (design hazards 2 and 5).
+ *
+ * Every host owns one cache-line slot and writes only that line, so hosts never race on a line.
+ * The master reads all slots to learn how far the slowest live host has replayed: memory
+ * released by a delete at index D is reusable only once every live host acked an index > D.
+ */
+import { FamfsError } from './errors';
+import {
+  decodeExtBlock,
+  decodeHostSlot,
+  DEFAULT_HOST_SLOTS,
+  encodeExtBlock,
+  encodeHostSlot,
+  EXT,
+  EXT_BLOCK_OFFSET,
+  EXT_REVISION,
+  ExtBlock,
+  HOST_SLOT_SIZE,
+  HOST_SLOTS_OFFSET,
+  HostSlot,
+  SUPERBLOCK_REGION,
+} from './layout';
+import { Media } from './media';
+
+export const MAX_HOST_SLOTS = Math.floor((SUPERBLOCK_REGION - HOST_SLOTS_OFFSET) / HOST_SLOT_SIZE);
+
+export function readExtBlock(media: Media): ExtBlock | undefined {
+  media.invalidate(EXT_BLOCK_OFFSET, EXT.SIZE);
+  return decodeExtBlock(media.read(EXT_BLOCK_OFFSET, EXT.SIZE));
+}
+
+export function writeExtBlock(media: Media, block: ExtBlock): void {
+  media.write(EXT_BLOCK_OFFSET, encodeExtBlock(block));
+  media.flush(EXT_BLOCK_OFFSET, EXT.SIZE);
+}
+
+export function initExtBlock(media: Media, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS): ExtBlock {
+  if (slotCount < 1 || slotCount > MAX_HOST_SLOTS) throw new FamfsError('EINVAL', `host slot count ${slotCount} must be 1..${MAX_HOST_SLOTS}`);
+  media.write(HOST_SLOTS_OFFSET, Buffer.alloc(slotCount * HOST_SLOT_SIZE));
+  media.flush(HOST_SLOTS_OFFSET, slotCount * HOST_SLOT_SIZE);
+  const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch: 1, masterUuid, epochTimeMs: nowMs };
+  writeExtBlock(media, block);
+  return block;
+}
+
+export function readHostSlots(media: Media, slotCount: number): HostSlot[] {
+  const len = slotCount * HOST_SLOT_SIZE;
+  media.invalidate(HOST_SLOTS_OFFSET, len);
+  const raw = media.read(HOST_SLOTS_OFFSET, len);
+  const slots: HostSlot[] = [];
+  for (let i = 0; i < slotCount; i++) {
+    const s = decodeHostSlot(raw.subarray(i * HOST_SLOT_SIZE, (i + 1) * HOST_SLOT_SIZE), i);
+    if (s) slots.push(s);
+  }
+  return slots;
+}
+
+/**
+ * Record that `hostUuid` has applied every entry below `ackedIndex`. Finds the host's slot, or
+ * claims a free one. Slot claiming is not atomic across hosts, so a claimed slot is re-read after
+ * the write: if another host won the race, we move on to the next free slot.
+ */
+export function ackReplay(media: Media, slotCount: number, hostUuid: string, name: string, ackedIndex: number, nowMs: number): number {
+  const slots = readHostSlots(media, slotCount);
+  const mine = slots.find((s) => s.hostUuid === hostUuid);
+  const taken = new Set(slots.map((s) => s.slot));
+  const candidates = mine ? [mine.slot] : [...Array(slotCount).keys()].filter((i) => !taken.has(i));
+  for (const slot of candidates) {
+    const off = HOST_SLOTS_OFFSET + slot * HOST_SLOT_SIZE;
+    media.write(off, encodeHostSlot({ hostUuid, ackedIndex, heartbeatMs: nowMs, name }));
+    media.flush(off, HOST_SLOT_SIZE);
+    media.invalidate(off, HOST_SLOT_SIZE);
+    const back = decodeHostSlot(media.read(off, HOST_SLOT_SIZE), slot);
+    if (back && back.hostUuid === hostUuid) return slot;
+  }
+  throw new FamfsError('ENOSPC', `no free host slot among ${slotCount}: remove stale hosts (famfs hosts --evict)`);
+}
+
+/** Free a host's slot (host decommissioned or fenced out). */
+export function evictHost(media: Media, slotCount: number, hostUuid: string): boolean {
+  const s = readHostSlots(media, slotCount).find((x) => x.hostUuid === hostUuid);
+  if (!s) return false;
+  const off = HOST_SLOTS_OFFSET + s.slot * HOST_SLOT_SIZE;
+  media.write(off, Buffer.alloc(HOST_SLOT_SIZE));
+  media.flush(off, HOST_SLOT_SIZE);
+  return true;
+}
+
+/**
+ * The reclaim horizon: the lowest acked index among hosts that heartbeated within `liveMs`,
+ * never above the writer's own position. A host silent for longer counts as gone (its node must
+ * re-replay from scratch before serving again, which the FUSE server does on every start).
+ */
+export function reclaimHorizon(slots: HostSlot[], writerNextIndex: number, nowMs: number, liveMs: number): number {
+  let horizon = writerNextIndex;
+  for (const s of slots) if (nowMs - s.heartbeatMs <= liveMs) horizon = Math.min(horizon, s.ackedIndex);
+  return horizon;
+}

@@ -1,0 +1,695 @@
+/**
+ * famfs on-media format (OMF 2.2, superblock version 48): every struct, every offset, in one place.
+ *
+ * Readers and writers both go through the encode/decode functions below, so an offset is written
+ * down exactly once. All integers are little-endian; the structs are plain x86-64 LP64 C structs
+ * (natural alignment, no packing), which is why two CRC slots are 8 bytes wide.
+ *
+ * famfs-csi extensions (see docs/format.md) are defined here too and are kept out of every byte
+ * that a famfs reader interprets unless the superblock version says the extension is in use.
+ */
+import { crc32 } from 'zlib';
+import { FamfsError } from './errors';
+
+// ---------------------------------------------------------------------------------------------
+// Global constants
+// ---------------------------------------------------------------------------------------------
+export const SUPERBLOCK_MAGIC = 0x87b282ffn;
+/** famfs' FAMFS_CURRENT_VERSION: the only ts_version a plain famfs reader accepts. */
+export const FAMFS_VERSION = 48n;
+/**
+ * ts_version of a superblock whose log may hold famfs-csi extension entries (deletes).
+ * Low 32 bits keep famfs' 48, high 32 bits carry the tag "CSI" and the extension revision 1.
+ * famfs compares ts_version with 48 for equality, so it refuses such a device instead of replaying
+ * a log whose deletions it cannot understand (it would show deleted files over freed memory).
+ */
+export const FAMFS_CSI_EXT_VERSION = (0x43534901n << 32n) | FAMFS_VERSION;
+export const OMF_MAJOR = 2;
+export const OMF_MINOR = 2;
+
+export const SUPERBLOCK_OFFSET = 0;
+/** Size of the superblock *region*; the log starts right after it. */
+export const SUPERBLOCK_REGION = 0x200000;
+export const LOG_OFFSET = 0x200000;
+export const ALLOC_UNIT = 0x200000;
+export const DEFAULT_LOG_LEN = 0x800000;
+export const MIN_LOG_LEN = 0x800000;
+export const CACHE_LINE = 64;
+
+export const LOG_MAGIC = 0xbadcafef00dn;
+export const LOG_HEADER_SIZE = 48;
+export const LOG_ENTRY_SIZE = 544;
+export const MAX_RELPATH = 79; // FAMFS_MAX_PATHLEN 80 including the NUL
+export const RELPATH_FIELD = 80;
+export const MAX_SIMPLE_EXTENTS = 16;
+export const MAX_STRIPS = 16;
+export const MAX_BUCKETS = 64;
+export const DAXDEV_PATH_FIELD = 64;
+
+/** Log entry type codes (famfs_log_entry_type). */
+export const EntryType = {
+  FILE: 0,
+  MKDIR: 1,
+  /** Reserved by famfs, never written by it; famfs-csi does not use it either (its meaning is famfs'). */
+  FAMFS_DELETE_RESERVED: 2,
+  ADD_DAXDEV: 3,
+  INVALID: 4,
+  /** famfs-csi extension: delete a file or an empty directory. Only valid under FAMFS_CSI_EXT_VERSION. */
+  CSI_DELETE: 0x43530001,
+} as const;
+
+export const FileFlags = { ALL_HOSTS_RO: 1, ALL_HOSTS_RW: 2 } as const;
+export const ExtentType = { SIMPLE: 0, INTERLEAVE: 1 } as const;
+
+/** Number of log entries a log of `logLen` bytes holds (famfs_log_last_index + 1). */
+export function logCapacity(logLen: number): number {
+  return Math.floor((logLen - LOG_HEADER_SIZE) / LOG_ENTRY_SIZE);
+}
+
+export function crc(buf: Uint8Array, start: number, end: number): number {
+  return crc32(buf.subarray(start, end)) >>> 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UUIDs: stored in libuuid byte order (same order as the hex digits of the text form)
+// ---------------------------------------------------------------------------------------------
+export function uuidToBytes(text: string): Buffer {
+  const hex = text.replace(/-/g, '');
+  if (!/^[0-9a-fA-F]{32}$/.test(hex)) throw new FamfsError('EINVAL', `not a UUID: ${JSON.stringify(text)}`);
+  return Buffer.from(hex, 'hex');
+}
+
+export function bytesToUuid(b: Uint8Array): string {
+  const h = Buffer.from(b).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Little helpers: u64 fields are read as bigint and narrowed where the value must fit a JS number
+// ---------------------------------------------------------------------------------------------
+function u64(b: Buffer, off: number): bigint {
+  return b.readBigUInt64LE(off);
+}
+/** Read a u64 that must be a safe integer (offsets, sizes); anything larger is corrupt metadata. */
+function u64n(b: Buffer, off: number, what: string): number {
+  const v = b.readBigUInt64LE(off);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FamfsError('ECORRUPT', `${what} is out of range: ${v}`);
+  return Number(v);
+}
+/** Read a u64 for reporting: values beyond 2^53 saturate, so validation still sees them as absurd. */
+function u64sat(b: Buffer, off: number): number {
+  const v = b.readBigUInt64LE(off);
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+function putU64(b: Buffer, off: number, v: number | bigint): void {
+  b.writeBigUInt64LE(BigInt(v), off);
+}
+function readCString(b: Buffer, off: number, len: number): { text: string; terminated: boolean } {
+  const field = b.subarray(off, off + len);
+  const nul = field.indexOf(0);
+  return { text: field.subarray(0, nul < 0 ? len : nul).toString('utf8'), terminated: nul >= 0 };
+}
+function putCString(b: Buffer, off: number, len: number, text: string): void {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length >= len) throw new FamfsError('ENAMETOOLONG', `"${text}" is ${bytes.length} bytes; the field holds ${len - 1}`);
+  b.fill(0, off, off + len);
+  bytes.copy(b, off);
+}
+
+// ---------------------------------------------------------------------------------------------
+// struct famfs_superblock (200 bytes at device offset 0)
+// ---------------------------------------------------------------------------------------------
+export const SB = {
+  magic: 0,
+  version: 8,
+  logOffset: 16,
+  logLen: 24,
+  allocUnit: 32,
+  omfMajor: 40,
+  omfMinor: 44,
+  uuid: 48,
+  devUuid: 64,
+  systemUuid: 80,
+  crc: 96, // CRC-32 over bytes [0, 96)
+  flags: 104, // not covered by the CRC
+  daxdevSize: 112, // struct famfs_daxdev, not covered by the CRC
+  daxdevUuid: 120,
+  daxdevPath: 136,
+  SIZE: 200,
+} as const;
+
+export interface Superblock {
+  magic: bigint;
+  version: bigint;
+  logOffset: number;
+  logLen: number;
+  allocUnit: number;
+  omfMajor: number;
+  omfMinor: number;
+  uuid: string;
+  devUuid: string;
+  systemUuid: string;
+  crc: number;
+  flags: number;
+  deviceSize: number;
+  deviceUuid: string;
+  devicePath: string;
+}
+
+export function superblockCrc(b: Buffer): number {
+  return crc(b, 0, SB.crc);
+}
+
+export function encodeSuperblock(sb: Omit<Superblock, 'crc' | 'magic'>): Buffer {
+  const b = Buffer.alloc(SB.SIZE);
+  putU64(b, SB.magic, SUPERBLOCK_MAGIC);
+  putU64(b, SB.version, sb.version);
+  putU64(b, SB.logOffset, sb.logOffset);
+  putU64(b, SB.logLen, sb.logLen);
+  putU64(b, SB.allocUnit, sb.allocUnit);
+  b.writeUInt32LE(sb.omfMajor, SB.omfMajor);
+  b.writeUInt32LE(sb.omfMinor, SB.omfMinor);
+  uuidToBytes(sb.uuid).copy(b, SB.uuid);
+  uuidToBytes(sb.devUuid).copy(b, SB.devUuid);
+  uuidToBytes(sb.systemUuid).copy(b, SB.systemUuid);
+  putU64(b, SB.crc, superblockCrc(b));
+  b.writeUInt32LE(sb.flags, SB.flags);
+  putU64(b, SB.daxdevSize, sb.deviceSize);
+  uuidToBytes(sb.deviceUuid).copy(b, SB.daxdevUuid);
+  putCString(b, SB.daxdevPath, DAXDEV_PATH_FIELD, sb.devicePath);
+  return b;
+}
+
+/** Decode without judging; see validateSuperblock for the checks. */
+export function decodeSuperblock(b: Buffer): Superblock {
+  if (b.length < SB.SIZE) throw new FamfsError('ECORRUPT', `superblock buffer is ${b.length} bytes, need ${SB.SIZE}`);
+  return {
+    magic: u64(b, SB.magic),
+    version: u64(b, SB.version),
+    logOffset: u64sat(b, SB.logOffset),
+    logLen: u64sat(b, SB.logLen),
+    allocUnit: u64sat(b, SB.allocUnit),
+    omfMajor: b.readUInt32LE(SB.omfMajor),
+    omfMinor: b.readUInt32LE(SB.omfMinor),
+    uuid: bytesToUuid(b.subarray(SB.uuid, SB.uuid + 16)),
+    devUuid: bytesToUuid(b.subarray(SB.devUuid, SB.devUuid + 16)),
+    systemUuid: bytesToUuid(b.subarray(SB.systemUuid, SB.systemUuid + 16)),
+    crc: u64sat(b, SB.crc),
+    flags: b.readUInt32LE(SB.flags),
+    deviceSize: u64sat(b, SB.daxdevSize),
+    deviceUuid: bytesToUuid(b.subarray(SB.daxdevUuid, SB.daxdevUuid + 16)),
+    devicePath: readCString(b, SB.daxdevPath, DAXDEV_PATH_FIELD).text,
+  };
+}
+
+export interface SuperblockCheck {
+  ok: boolean;
+  /** True when the superblock carries the famfs-csi extension version. */
+  extended: boolean;
+  problems: string[];
+}
+
+/**
+ * Enabling the extension rewrites ts_version and the CRC; a crash between the two stores leaves a
+ * CRC that matches the *other* version. No extension entry is written before the new superblock
+ * is flushed, so either reading is safe; accept it rather than lose the file system.
+ */
+function tornVersionUpgrade(raw: Buffer, stored: number): boolean {
+  const v = raw.readBigUInt64LE(SB.version);
+  if (v !== FAMFS_VERSION && v !== FAMFS_CSI_EXT_VERSION) return false;
+  const copy = Buffer.from(raw.subarray(0, SB.crc));
+  copy.writeBigUInt64LE(v === FAMFS_VERSION ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION, SB.version);
+  return crc(copy, 0, SB.crc) === stored;
+}
+
+/** The checks famfs_check_super makes, plus range checks that protect our own arithmetic. */
+export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockCheck {
+  const sb = decodeSuperblock(raw);
+  const problems: string[] = [];
+  if (sb.magic !== SUPERBLOCK_MAGIC) {
+    return { ok: false, extended: false, problems: [`no famfs superblock (magic 0x${sb.magic.toString(16)}, want 0x87b282ff)`] };
+  }
+  const extended = sb.version === FAMFS_CSI_EXT_VERSION;
+  if (sb.version !== FAMFS_VERSION && !extended) problems.push(`unsupported superblock version ${sb.version} (want 48)`);
+  const stored = Number(raw.readBigUInt64LE(SB.crc));
+  const computed = superblockCrc(raw);
+  if (stored !== computed && !tornVersionUpgrade(raw, stored)) {
+    problems.push(`superblock CRC mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`);
+  }
+  if (sb.logOffset !== LOG_OFFSET) problems.push(`log offset 0x${sb.logOffset.toString(16)} (want 0x200000)`);
+  if (sb.logLen < MIN_LOG_LEN || (sb.logLen & (sb.logLen - 1)) !== 0) problems.push(`log length ${sb.logLen} is not a power of two >= 8 MiB`);
+  if (sb.allocUnit !== ALLOC_UNIT && sb.allocUnit !== 4096) problems.push(`allocation unit ${sb.allocUnit} (want 2 MiB or 4 KiB)`);
+  if (sb.omfMajor !== OMF_MAJOR) problems.push(`OMF major version ${sb.omfMajor} (want ${OMF_MAJOR})`);
+  if (sb.deviceSize < LOG_OFFSET + sb.logLen) problems.push(`device size ${sb.deviceSize} is smaller than superblock + log`);
+  if (mediaSize !== undefined && sb.deviceSize > mediaSize) {
+    problems.push(`superblock says the device has ${sb.deviceSize} bytes but only ${mediaSize} are mapped`);
+  }
+  return { ok: problems.length === 0, extended, problems };
+}
+
+// ---------------------------------------------------------------------------------------------
+// struct famfs_log (48-byte header at LOG_OFFSET)
+// ---------------------------------------------------------------------------------------------
+export const LH = {
+  magic: 0,
+  len: 8,
+  lastIndex: 16,
+  crc: 24, // CRC-32 over [0, 24): magic, len, last_index
+  nextSeqnum: 32, // not CRC-protected
+  nextIndex: 40, // not CRC-protected
+  SIZE: LOG_HEADER_SIZE,
+} as const;
+
+export interface LogHeader {
+  magic: bigint;
+  len: number;
+  lastIndex: number;
+  crc: number;
+  nextSeqnum: number;
+  nextIndex: number;
+}
+
+export function encodeLogHeader(logLen: number): Buffer {
+  const b = Buffer.alloc(LH.SIZE);
+  putU64(b, LH.magic, LOG_MAGIC);
+  putU64(b, LH.len, logLen);
+  putU64(b, LH.lastIndex, logCapacity(logLen) - 1);
+  putU64(b, LH.crc, crc(b, 0, LH.crc));
+  return b;
+}
+
+/** The two counters an append bumps; they live in one cache line with the rest of the header. */
+export function encodeLogCounters(nextSeqnum: number, nextIndex: number): Buffer {
+  const b = Buffer.alloc(16);
+  putU64(b, 0, nextSeqnum);
+  putU64(b, 8, nextIndex);
+  return b;
+}
+
+export function decodeLogHeader(b: Buffer): LogHeader {
+  return {
+    magic: u64(b, LH.magic),
+    len: u64n(b, LH.len, 'log length'),
+    lastIndex: u64n(b, LH.lastIndex, 'log last_index'),
+    crc: Number(u64(b, LH.crc) & 0xffffffffn),
+    nextSeqnum: u64n(b, LH.nextSeqnum, 'log next_seqnum'),
+    nextIndex: u64n(b, LH.nextIndex, 'log next_index'),
+  };
+}
+
+export function validateLogHeader(b: Buffer, sbLogLen: number): string[] {
+  const problems: string[] = [];
+  const magic = u64(b, LH.magic);
+  if (magic !== LOG_MAGIC) return [`bad log magic 0x${magic.toString(16)} (want 0xbadcafef00d)`];
+  const stored = Number(b.readBigUInt64LE(LH.crc));
+  const computed = crc(b, 0, LH.crc);
+  if (stored !== computed) problems.push(`log header CRC mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`);
+  let h: LogHeader;
+  try {
+    h = decodeLogHeader(b);
+  } catch (e) {
+    return [...problems, (e as Error).message];
+  }
+  if (h.len !== sbLogLen) problems.push(`log length ${h.len} differs from the superblock's ${sbLogLen}`);
+  if (h.lastIndex !== logCapacity(h.len) - 1) problems.push(`log last_index ${h.lastIndex} does not fit length ${h.len}`);
+  if (h.nextIndex > h.lastIndex + 1) problems.push(`log next_index ${h.nextIndex} is past the last slot ${h.lastIndex}`);
+  if (h.nextSeqnum !== h.nextIndex) problems.push(`log next_seqnum ${h.nextSeqnum} differs from next_index ${h.nextIndex}`);
+  return problems;
+}
+
+export function entryOffset(index: number): number {
+  return LOG_HEADER_SIZE + index * LOG_ENTRY_SIZE;
+}
+
+// ---------------------------------------------------------------------------------------------
+// struct famfs_log_entry (544 bytes)
+// ---------------------------------------------------------------------------------------------
+export const LE = {
+  seqnum: 0,
+  type: 8,
+  payload: 16, // 520-byte union
+  crc: 536, // CRC-32 over [0, 536) of the zero-filled raw entry
+  SIZE: LOG_ENTRY_SIZE,
+} as const;
+
+/** famfs_log_file_meta, relative to the payload. */
+export const FM = {
+  size: 0,
+  flags: 8,
+  uid: 12,
+  gid: 16,
+  mode: 20,
+  relpath: 24,
+  fmap: 104,
+} as const;
+
+/** famfs_log_fmap, relative to FM.fmap. */
+export const FMAP = {
+  extType: 0,
+  count: 8, // fmap_nextents (SIMPLE) / fmap_niext (INTERLEAVE)
+  extents: 16,
+  SIMPLE_EXTENT_SIZE: 24, // {u64 devindex, u64 offset, u64 len}
+  /** famfs_interleaved_ext: {u64 nstrips, u64 chunk_size, se strips[16]} */
+  IE_NSTRIPS: 0,
+  IE_CHUNK: 8,
+  IE_STRIPS: 16,
+} as const;
+
+/** famfs_log_mkdir, relative to the payload. */
+export const MD = { uid: 0, gid: 4, mode: 8, relpath: 12 } as const;
+
+/** famfs_log_add_daxdev (OMF 2.2), relative to the payload. */
+export const AD = { size: 0, uuid: 8, index: 24 } as const;
+
+/**
+ * famfs-csi delete entry payload (type CSI_DELETE), relative to the payload:
+ * the log index of the FILE or MKDIR entry it removes, that entry's type, and its relpath
+ * (a cross-check: replay refuses a delete whose target does not match).
+ */
+export const DEL = { targetIndex: 0, targetType: 8, flags: 12, relpath: 16 } as const;
+
+export interface Extent {
+  devindex: number;
+  offset: number;
+  len: number;
+}
+
+export type Fmap =
+  | { kind: 'simple'; extents: Extent[] }
+  | { kind: 'interleave'; nstrips: number; chunkSize: number; strips: Extent[] };
+
+export interface FileEntry {
+  type: 'file';
+  size: number;
+  flags: number;
+  uid: number;
+  gid: number;
+  mode: number;
+  relpath: string;
+  fmap: Fmap;
+}
+export interface MkdirEntry {
+  type: 'mkdir';
+  uid: number;
+  gid: number;
+  mode: number;
+  relpath: string;
+}
+export interface AddDaxdevEntry {
+  type: 'add_daxdev';
+  size: number;
+  uuid: string;
+  devindex: number;
+}
+export interface DeleteEntry {
+  type: 'delete';
+  targetIndex: number;
+  targetType: 'file' | 'mkdir';
+  relpath: string;
+}
+export type EntryBody = FileEntry | MkdirEntry | AddDaxdevEntry | DeleteEntry;
+export interface LogEntry {
+  index: number;
+  seqnum: number;
+  body: EntryBody;
+}
+
+export function checkRelpath(relpath: string): void {
+  if (relpath.length === 0) throw new FamfsError('EINVAL', 'empty path');
+  if (relpath.startsWith('/')) throw new FamfsError('EINVAL', `"${relpath}": famfs paths are relative to the mount (no leading /)`);
+  if (relpath.includes('\0')) throw new FamfsError('EINVAL', 'path contains a NUL byte');
+  const bytes = Buffer.byteLength(relpath, 'utf8');
+  if (bytes > MAX_RELPATH) throw new FamfsError('ENAMETOOLONG', `"${relpath}" is ${bytes} bytes; famfs paths hold at most ${MAX_RELPATH}`);
+  for (const part of relpath.split('/')) {
+    if (part === '' || part === '.' || part === '..') throw new FamfsError('EINVAL', `"${relpath}": empty, "." or ".." path component`);
+  }
+  if (relpath === '.meta' || relpath.startsWith('.meta/')) throw new FamfsError('EINVAL', `"${relpath}": .meta is reserved for famfs metadata files`);
+}
+
+function encodeExtent(b: Buffer, off: number, e: Extent): void {
+  putU64(b, off, e.devindex);
+  putU64(b, off + 8, e.offset);
+  putU64(b, off + 16, e.len);
+}
+function decodeExtent(b: Buffer, off: number): Extent {
+  return { devindex: u64n(b, off, 'extent devindex'), offset: u64n(b, off + 8, 'extent offset'), len: u64n(b, off + 16, 'extent length') };
+}
+
+/** Build the full 544-byte entry (zero-filled, CRC set). */
+export function encodeEntry(index: number, body: EntryBody): Buffer {
+  const b = Buffer.alloc(LE.SIZE);
+  putU64(b, LE.seqnum, index);
+  const p = LE.payload;
+  switch (body.type) {
+    case 'file': {
+      b.writeUInt32LE(EntryType.FILE, LE.type);
+      putU64(b, p + FM.size, body.size);
+      b.writeUInt32LE(body.flags, p + FM.flags);
+      b.writeUInt32LE(body.uid, p + FM.uid);
+      b.writeUInt32LE(body.gid, p + FM.gid);
+      b.writeUInt32LE(body.mode, p + FM.mode);
+      putCString(b, p + FM.relpath, RELPATH_FIELD, body.relpath);
+      const f = p + FM.fmap;
+      if (body.fmap.kind === 'simple') {
+        const n = body.fmap.extents.length;
+        if (n < 1 || n > MAX_SIMPLE_EXTENTS) throw new FamfsError('EINVAL', `${n} simple extents (1..${MAX_SIMPLE_EXTENTS})`);
+        b.writeUInt32LE(ExtentType.SIMPLE, f + FMAP.extType);
+        b.writeUInt32LE(n, f + FMAP.count);
+        body.fmap.extents.forEach((e, i) => encodeExtent(b, f + FMAP.extents + i * FMAP.SIMPLE_EXTENT_SIZE, e));
+      } else {
+        const n = body.fmap.strips.length;
+        if (n < 1 || n > MAX_STRIPS || n !== body.fmap.nstrips) throw new FamfsError('EINVAL', `${n} strips (1..${MAX_STRIPS}, = nstrips)`);
+        b.writeUInt32LE(ExtentType.INTERLEAVE, f + FMAP.extType);
+        b.writeUInt32LE(1, f + FMAP.count);
+        const ie = f + FMAP.extents;
+        putU64(b, ie + FMAP.IE_NSTRIPS, body.fmap.nstrips);
+        putU64(b, ie + FMAP.IE_CHUNK, body.fmap.chunkSize);
+        body.fmap.strips.forEach((e, i) => encodeExtent(b, ie + FMAP.IE_STRIPS + i * FMAP.SIMPLE_EXTENT_SIZE, e));
+      }
+      break;
+    }
+    case 'mkdir':
+      b.writeUInt32LE(EntryType.MKDIR, LE.type);
+      b.writeUInt32LE(body.uid, p + MD.uid);
+      b.writeUInt32LE(body.gid, p + MD.gid);
+      b.writeUInt32LE(body.mode, p + MD.mode);
+      putCString(b, p + MD.relpath, RELPATH_FIELD, body.relpath);
+      break;
+    case 'add_daxdev':
+      b.writeUInt32LE(EntryType.ADD_DAXDEV, LE.type);
+      putU64(b, p + AD.size, body.size);
+      uuidToBytes(body.uuid).copy(b, p + AD.uuid);
+      b.writeUInt32LE(body.devindex, p + AD.index);
+      break;
+    case 'delete':
+      b.writeUInt32LE(EntryType.CSI_DELETE, LE.type);
+      putU64(b, p + DEL.targetIndex, body.targetIndex);
+      b.writeUInt32LE(body.targetType === 'file' ? EntryType.FILE : EntryType.MKDIR, p + DEL.targetType);
+      putCString(b, p + DEL.relpath, RELPATH_FIELD, body.relpath);
+      break;
+  }
+  putU64(b, LE.crc, crc(b, 0, LE.crc));
+  return b;
+}
+
+/** Why an entry slot cannot be used; replay stops at the first one. */
+export class EntryDecodeError extends Error {
+  constructor(readonly index: number, readonly reason: string) {
+    super(`log entry ${index}: ${reason}`);
+  }
+}
+
+/**
+ * Decode and validate one raw entry. `extended` says whether famfs-csi extension entries are
+ * allowed (superblock carries FAMFS_CSI_EXT_VERSION).
+ */
+export function decodeEntry(raw: Buffer, index: number, extended: boolean): LogEntry {
+  const stored = Number(raw.readBigUInt64LE(LE.crc));
+  const computed = crc(raw, 0, LE.crc);
+  if (stored !== computed) throw new EntryDecodeError(index, `CRC mismatch (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
+  const seq = raw.readBigUInt64LE(LE.seqnum);
+  if (seq !== BigInt(index)) throw new EntryDecodeError(index, `seqnum ${seq} differs from its index`);
+  const type = raw.readUInt32LE(LE.type);
+  const p = LE.payload;
+  try {
+    switch (type) {
+      case EntryType.FILE: {
+        const rp = readCString(raw, p + FM.relpath, RELPATH_FIELD);
+        if (!rp.terminated) throw new EntryDecodeError(index, 'relpath is not NUL-terminated');
+        const f = p + FM.fmap;
+        const extType = raw.readUInt32LE(f + FMAP.extType);
+        const count = raw.readUInt32LE(f + FMAP.count);
+        let fmap: Fmap;
+        if (extType === ExtentType.SIMPLE) {
+          if (count < 1 || count > MAX_SIMPLE_EXTENTS) throw new EntryDecodeError(index, `${count} simple extents`);
+          const extents: Extent[] = [];
+          for (let i = 0; i < count; i++) extents.push(decodeExtent(raw, f + FMAP.extents + i * FMAP.SIMPLE_EXTENT_SIZE));
+          fmap = { kind: 'simple', extents };
+        } else if (extType === ExtentType.INTERLEAVE) {
+          if (count !== 1) throw new EntryDecodeError(index, `${count} interleaved extents (famfs allows exactly 1)`);
+          const ie = f + FMAP.extents;
+          const nstrips = u64n(raw, ie + FMAP.IE_NSTRIPS, 'nstrips');
+          const chunkSize = u64n(raw, ie + FMAP.IE_CHUNK, 'chunk size');
+          if (nstrips < 1 || nstrips > MAX_STRIPS) throw new EntryDecodeError(index, `${nstrips} strips`);
+          if (chunkSize === 0) throw new EntryDecodeError(index, 'interleave chunk size 0');
+          const strips: Extent[] = [];
+          for (let i = 0; i < nstrips; i++) strips.push(decodeExtent(raw, ie + FMAP.IE_STRIPS + i * FMAP.SIMPLE_EXTENT_SIZE));
+          fmap = { kind: 'interleave', nstrips, chunkSize, strips };
+        } else {
+          throw new EntryDecodeError(index, `unknown extent type ${extType}`);
+        }
+        return {
+          index,
+          seqnum: index,
+          body: {
+            type: 'file',
+            size: u64n(raw, p + FM.size, 'file size'),
+            flags: raw.readUInt32LE(p + FM.flags),
+            uid: raw.readUInt32LE(p + FM.uid),
+            gid: raw.readUInt32LE(p + FM.gid),
+            mode: raw.readUInt32LE(p + FM.mode),
+            relpath: rp.text,
+            fmap,
+          },
+        };
+      }
+      case EntryType.MKDIR: {
+        const rp = readCString(raw, p + MD.relpath, RELPATH_FIELD);
+        if (!rp.terminated) throw new EntryDecodeError(index, 'relpath is not NUL-terminated');
+        return {
+          index,
+          seqnum: index,
+          body: { type: 'mkdir', uid: raw.readUInt32LE(p + MD.uid), gid: raw.readUInt32LE(p + MD.gid), mode: raw.readUInt32LE(p + MD.mode), relpath: rp.text },
+        };
+      }
+      case EntryType.ADD_DAXDEV:
+        return {
+          index,
+          seqnum: index,
+          body: {
+            type: 'add_daxdev',
+            size: u64n(raw, p + AD.size, 'daxdev size'),
+            uuid: bytesToUuid(raw.subarray(p + AD.uuid, p + AD.uuid + 16)),
+            devindex: raw.readUInt32LE(p + AD.index),
+          },
+        };
+      case EntryType.CSI_DELETE: {
+        if (!extended) throw new EntryDecodeError(index, 'famfs-csi delete entry in a log whose superblock does not enable the extension');
+        const rp = readCString(raw, p + DEL.relpath, RELPATH_FIELD);
+        const tt = raw.readUInt32LE(p + DEL.targetType);
+        if (tt !== EntryType.FILE && tt !== EntryType.MKDIR) throw new EntryDecodeError(index, `delete of unsupported entry type ${tt}`);
+        return {
+          index,
+          seqnum: index,
+          body: { type: 'delete', targetIndex: u64n(raw, p + DEL.targetIndex, 'delete target'), targetType: tt === EntryType.FILE ? 'file' : 'mkdir', relpath: rp.text },
+        };
+      }
+      default:
+        throw new EntryDecodeError(index, `unknown entry type ${type}`);
+    }
+  } catch (e) {
+    if (e instanceof EntryDecodeError) throw e;
+    throw new EntryDecodeError(index, (e as Error).message);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// famfs-csi extension block: in the unused part of the superblock region (famfs never reads past
+// byte 200 of it). Holds the writer fencing epoch and one cache line per host for replay acks.
+// ---------------------------------------------------------------------------------------------
+export const EXT_BLOCK_OFFSET = 0x1000;
+export const EXT_MAGIC = 0x4953434d53464146n; // "FAMFSCSI" read as a little-endian u64
+export const EXT_REVISION = 1;
+export const EXT = {
+  magic: 0,
+  revision: 8,
+  slotCount: 12,
+  epoch: 16, // writer fencing epoch, bumped by every new master
+  masterUuid: 24, // system UUID of the host holding the epoch
+  epochTimeMs: 40, // wall clock of the last epoch change (informational)
+  crc: 48, // CRC-32 over [0, 48)
+  SIZE: 64,
+} as const;
+export const HOST_SLOTS_OFFSET = EXT_BLOCK_OFFSET + 0x1000;
+export const HOST_SLOT_SIZE = CACHE_LINE;
+export const DEFAULT_HOST_SLOTS = 1024;
+/** One cache line per host so hosts never write the same line. */
+export const HS = {
+  hostUuid: 0, // 16 bytes; zero = free slot
+  ackedIndex: 16, // u64: the host has applied every entry below this index
+  heartbeatMs: 24, // u64 wall-clock ms of the last ack
+  name: 32, // 24-byte NUL-padded host name (informational)
+  crc: 56, // CRC-32 over [0, 56)
+} as const;
+export const HOST_NAME_FIELD = 24;
+
+export interface ExtBlock {
+  revision: number;
+  slotCount: number;
+  epoch: number;
+  masterUuid: string;
+  epochTimeMs: number;
+}
+
+export function encodeExtBlock(e: ExtBlock): Buffer {
+  const b = Buffer.alloc(EXT.SIZE);
+  putU64(b, EXT.magic, EXT_MAGIC);
+  b.writeUInt32LE(e.revision, EXT.revision);
+  b.writeUInt32LE(e.slotCount, EXT.slotCount);
+  putU64(b, EXT.epoch, e.epoch);
+  uuidToBytes(e.masterUuid).copy(b, EXT.masterUuid);
+  putU64(b, EXT.epochTimeMs, e.epochTimeMs);
+  putU64(b, EXT.crc, crc(b, 0, EXT.crc));
+  return b;
+}
+
+/** undefined when the block was never initialised; throws ECORRUPT when it is damaged. */
+export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
+  if (u64(b, EXT.magic) !== EXT_MAGIC) return undefined;
+  const stored = Number(b.readBigUInt64LE(EXT.crc));
+  if (stored !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
+  const revision = b.readUInt32LE(EXT.revision);
+  if (revision !== EXT_REVISION) throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows ${EXT_REVISION})`);
+  return {
+    revision,
+    slotCount: b.readUInt32LE(EXT.slotCount),
+    epoch: u64n(b, EXT.epoch, 'fencing epoch'),
+    masterUuid: bytesToUuid(b.subarray(EXT.masterUuid, EXT.masterUuid + 16)),
+    epochTimeMs: u64n(b, EXT.epochTimeMs, 'epoch time'),
+  };
+}
+
+export interface HostSlot {
+  slot: number;
+  hostUuid: string;
+  ackedIndex: number;
+  heartbeatMs: number;
+  name: string;
+}
+
+export const ZERO_UUID = '00000000-0000-0000-0000-000000000000';
+
+export function encodeHostSlot(s: Omit<HostSlot, 'slot'>): Buffer {
+  const b = Buffer.alloc(HOST_SLOT_SIZE);
+  uuidToBytes(s.hostUuid).copy(b, HS.hostUuid);
+  putU64(b, HS.ackedIndex, s.ackedIndex);
+  putU64(b, HS.heartbeatMs, s.heartbeatMs);
+  const name = Buffer.from(s.name, 'utf8').subarray(0, HOST_NAME_FIELD - 1);
+  name.copy(b, HS.name);
+  putU64(b, HS.crc, crc(b, 0, HS.crc));
+  return b;
+}
+
+/** undefined for a free or damaged slot (a torn slot is treated as absent, its host re-acks). */
+export function decodeHostSlot(b: Buffer, slot: number): HostSlot | undefined {
+  const uuid = bytesToUuid(b.subarray(HS.hostUuid, HS.hostUuid + 16));
+  if (uuid === ZERO_UUID) return undefined;
+  if (Number(b.readBigUInt64LE(HS.crc)) !== crc(b, 0, HS.crc)) return undefined;
+  return {
+    slot,
+    hostUuid: uuid,
+    ackedIndex: u64sat(b, HS.ackedIndex),
+    heartbeatMs: u64sat(b, HS.heartbeatMs),
+    name: readCString(b, HS.name, HOST_NAME_FIELD).text,
+  };
+}

@@ -1,0 +1,101 @@
+/**
+ * Reading the log from memory that other hosts write.
+ *
+ * The writer flushes the entry before the header counters, but nothing orders what *we* see:
+ * our CPU may still hold stale lines. So every read is preceded by an invalidate of exactly the
+ * lines read, and an entry that fails validation is invalidated and read once more before replay
+ * gives up at it (the famfs rule: the first bad entry stops replay; the next catch-up retries).
+ */
+import { FamfsError } from './errors';
+import {
+  decodeEntry,
+  decodeLogHeader,
+  EntryDecodeError,
+  entryOffset,
+  LE,
+  LogEntry,
+  LogHeader,
+  LOG_OFFSET,
+  LH,
+  validateLogHeader,
+} from './layout';
+import { Media } from './media';
+import { FamfsTree, TreeChange } from './tree';
+
+export interface ReplayStop {
+  index: number;
+  reason: string;
+}
+
+export interface CatchUpResult {
+  /** Entries the header says exist. */
+  headerNextIndex: number;
+  /** First index not applied yet (== headerNextIndex unless replay stopped). */
+  nextIndex: number;
+  changes: TreeChange[];
+  stop?: ReplayStop;
+}
+
+export class LogReader {
+  constructor(
+    private readonly media: Media,
+    private readonly logLen: number,
+    private readonly extended: () => boolean,
+  ) {}
+
+  /** Fresh header (invalidated first); throws ECORRUPT with every problem found. */
+  header(): LogHeader {
+    this.media.invalidate(LOG_OFFSET, LH.SIZE);
+    const raw = this.media.read(LOG_OFFSET, LH.SIZE);
+    const problems = validateLogHeader(raw, this.logLen);
+    if (problems.length) throw new FamfsError('ECORRUPT', `famfs log header: ${problems.join('; ')}`);
+    return decodeLogHeader(raw);
+  }
+
+  /**
+   * Read and validate entries [from, to). Returns those that are good up to the first bad one,
+   * which is retried once after an invalidate.
+   */
+  entries(from: number, to: number): { entries: LogEntry[]; stop?: ReplayStop } {
+    const entries: LogEntry[] = [];
+    if (to <= from) return { entries };
+    const base = LOG_OFFSET + entryOffset(from);
+    const length = (to - from) * LE.SIZE;
+    this.media.invalidate(base, length);
+    const raw = this.media.read(base, length);
+    const extended = this.extended();
+    for (let i = from; i < to; i++) {
+      const slot = raw.subarray((i - from) * LE.SIZE, (i - from + 1) * LE.SIZE);
+      try {
+        entries.push(decodeEntry(slot, i, extended));
+      } catch (first) {
+        if (!(first instanceof EntryDecodeError)) throw first;
+        // A stale or half-seen line: drop it and look once more before calling the entry bad.
+        const at = LOG_OFFSET + entryOffset(i);
+        this.media.invalidate(at, LE.SIZE);
+        try {
+          entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, extended));
+        } catch (second) {
+          if (!(second instanceof EntryDecodeError)) throw second;
+          return { entries, stop: { index: i, reason: second.reason } };
+        }
+      }
+    }
+    return { entries };
+  }
+
+  /** Apply every entry the tree has not seen yet. Idempotent; safe to call at any rate. */
+  catchUp(tree: FamfsTree): CatchUpResult {
+    const h = this.header();
+    const changes: TreeChange[] = [];
+    if (h.nextIndex < tree.nextIndex) {
+      throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.nextIndex} were already replayed (was the device re-made? remount)`);
+    }
+    const { entries, stop } = this.entries(tree.nextIndex, h.nextIndex);
+    for (const e of entries) {
+      const c = tree.apply(e);
+      if (c) changes.push(c);
+    }
+    return { headerNextIndex: h.nextIndex, nextIndex: tree.nextIndex, changes, stop };
+  }
+}

@@ -1,0 +1,217 @@
+/**
+ * The file tree that replaying a famfs log produces.
+ *
+ * Entries are applied strictly in log order. An entry that is well-formed on media but makes no
+ * sense here (parent missing, duplicate name, extent outside the device, a delete whose target
+ * does not match) is skipped and recorded as a problem, never exposed: a pod must not see a file
+ * whose map could point at someone else's memory. Memory named by a skipped FILE entry still
+ * counts as used (famfs' own allocator counts every FILE entry), so it is never handed out again.
+ */
+import { ALLOC_UNIT, Extent, Fmap, LogEntry, FileEntry, MkdirEntry, DeleteEntry, LOG_OFFSET } from './layout';
+import { fmapCapacity, fmapExtents } from './fmap';
+
+export interface DirNode {
+  kind: 'dir';
+  relpath: string; // '' for the root
+  name: string;
+  /** Log index of the MKDIR entry; -1 for the root. */
+  index: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  children: Map<string, TreeNode>;
+}
+
+export interface FileNode {
+  kind: 'file';
+  relpath: string;
+  name: string;
+  /** Log index of the FILE entry: stable identity across hosts and restarts. */
+  index: number;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  flags: number;
+  fmap: Fmap;
+}
+
+export type TreeNode = DirNode | FileNode;
+
+/** Extents released by a delete; reusable only once every host has replayed past `deleteIndex`. */
+export interface ReleasedExtents {
+  deleteIndex: number;
+  relpath: string;
+  extents: Extent[];
+}
+
+export interface TreeProblem {
+  index: number;
+  message: string;
+}
+
+export type TreeChange = { op: 'add'; node: TreeNode } | { op: 'remove'; node: TreeNode; deleteIndex: number };
+
+export interface TreeLimits {
+  /** Device size from the superblock: extents must end inside it. */
+  deviceSize: number;
+  /** Bytes at the start of the device that hold superblock and log: no extent may touch them. */
+  reservedBytes: number;
+}
+
+export function reservedBytes(logLen: number): number {
+  return LOG_OFFSET + logLen;
+}
+
+export class FamfsTree {
+  readonly root: DirNode = { kind: 'dir', relpath: '', name: '', index: -1, mode: 0o755, uid: 0, gid: 0, children: new Map() };
+  /** Live nodes by the log index that created them. */
+  readonly byIndex = new Map<number, TreeNode>();
+  readonly released: ReleasedExtents[] = [];
+  /** Extents of FILE entries that were skipped: still counted as allocated. */
+  readonly orphaned: { index: number; extents: Extent[] }[] = [];
+  readonly problems: TreeProblem[] = [];
+  /** Index of the next entry to apply (= number of entries applied). */
+  nextIndex = 0;
+  fileCount = 0;
+  dirCount = 0;
+
+  constructor(readonly limits: TreeLimits) {}
+
+  lookup(relpath: string): TreeNode | undefined {
+    if (relpath === '' || relpath === '.') return this.root;
+    let node: TreeNode = this.root;
+    for (const part of relpath.split('/')) {
+      if (node.kind !== 'dir') return undefined;
+      const next = node.children.get(part);
+      if (!next) return undefined;
+      node = next;
+    }
+    return node;
+  }
+
+  *nodes(): IterableIterator<TreeNode> {
+    const stack: TreeNode[] = [this.root];
+    while (stack.length) {
+      const n = stack.pop()!;
+      if (n !== this.root) yield n;
+      if (n.kind === 'dir') for (const c of [...n.children.values()].reverse()) stack.push(c);
+    }
+  }
+
+  *files(): IterableIterator<FileNode> {
+    for (const n of this.byIndex.values()) if (n.kind === 'file') yield n;
+  }
+
+  /** Apply one validated entry. Must be called with entry.index === this.nextIndex. */
+  apply(entry: LogEntry): TreeChange | undefined {
+    if (entry.index !== this.nextIndex) throw new Error(`tree expects entry ${this.nextIndex}, got ${entry.index}`);
+    this.nextIndex++;
+    const body = entry.body;
+    switch (body.type) {
+      case 'file':
+        return this.applyFile(entry.index, body);
+      case 'mkdir':
+        return this.applyMkdir(entry.index, body);
+      case 'delete':
+        return this.applyDelete(entry.index, body);
+      case 'add_daxdev':
+        // OMF 2.2 phase 1: recorded by famfs but only device 0 is ever allocated from.
+        return undefined;
+    }
+  }
+
+  private problem(index: number, message: string): undefined {
+    this.problems.push({ index, message });
+    return undefined;
+  }
+
+  private parentOf(index: number, relpath: string): { parent: DirNode; name: string } | undefined {
+    const cut = relpath.lastIndexOf('/');
+    const parentPath = cut < 0 ? '' : relpath.slice(0, cut);
+    const name = cut < 0 ? relpath : relpath.slice(cut + 1);
+    const parent = this.lookup(parentPath);
+    if (!parent) return this.problem(index, `"${relpath}": parent directory "${parentPath}" does not exist`);
+    if (parent.kind !== 'dir') return this.problem(index, `"${relpath}": parent "${parentPath}" is a file`);
+    if (name === '' || name === '.' || name === '..' || relpath.startsWith('/') || relpath.startsWith('.meta')) {
+      return this.problem(index, `"${relpath}": not a valid famfs path`);
+    }
+    if (parent.children.has(name)) return this.problem(index, `"${relpath}" already exists (entry ${parent.children.get(name)!.index})`);
+    return { parent, name };
+  }
+
+  /** Why an fmap cannot be trusted, or undefined when every byte of the file maps inside the device data area. */
+  private fmapProblem(body: FileEntry): string | undefined {
+    const extents = fmapExtents(body.fmap);
+    for (const e of extents) {
+      if (e.devindex !== 0) return `extent on device ${e.devindex} (only device 0 exists)`;
+      if (e.len <= 0) return 'zero-length extent';
+      if (e.offset % ALLOC_UNIT !== 0 || e.len % ALLOC_UNIT !== 0) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} is not 2 MiB aligned`;
+      if (e.offset < this.limits.reservedBytes) return `extent at 0x${e.offset.toString(16)} overlaps the superblock/log`;
+      if (e.offset + e.len > this.limits.deviceSize) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${this.limits.deviceSize} bytes)`;
+    }
+    if (body.fmap.kind === 'interleave') {
+      const { chunkSize, strips } = body.fmap;
+      if (chunkSize % ALLOC_UNIT !== 0 || (chunkSize & (chunkSize - 1)) !== 0) return `interleave chunk ${chunkSize} is not a power-of-two multiple of 2 MiB`;
+      if (strips.some((s) => s.len !== strips[0].len || s.len % chunkSize !== 0)) return 'interleave strips differ in length or are not whole chunks';
+    }
+    if (fmapCapacity(body.fmap) < body.size) return `file size ${body.size} exceeds its ${fmapCapacity(body.fmap)} mapped bytes`;
+    return undefined;
+  }
+
+  private applyFile(index: number, body: FileEntry): TreeChange | undefined {
+    const bad = this.fmapProblem(body);
+    if (bad) return this.problem(index, `"${body.relpath}": ${bad}`);
+    const where = this.parentOf(index, body.relpath);
+    if (!where) {
+      this.orphaned.push({ index, extents: fmapExtents(body.fmap) });
+      return undefined;
+    }
+    const node: FileNode = {
+      kind: 'file',
+      relpath: body.relpath,
+      name: where.name,
+      index,
+      size: body.size,
+      mode: body.mode & 0o7777,
+      uid: body.uid,
+      gid: body.gid,
+      flags: body.flags,
+      fmap: body.fmap,
+    };
+    where.parent.children.set(where.name, node);
+    this.byIndex.set(index, node);
+    this.fileCount++;
+    return { op: 'add', node };
+  }
+
+  private applyMkdir(index: number, body: MkdirEntry): TreeChange | undefined {
+    const where = this.parentOf(index, body.relpath);
+    if (!where) return undefined;
+    const node: DirNode = { kind: 'dir', relpath: body.relpath, name: where.name, index, mode: body.mode & 0o7777, uid: body.uid, gid: body.gid, children: new Map() };
+    where.parent.children.set(where.name, node);
+    this.byIndex.set(index, node);
+    this.dirCount++;
+    return { op: 'add', node };
+  }
+
+  private applyDelete(index: number, body: DeleteEntry): TreeChange | undefined {
+    const target = this.byIndex.get(body.targetIndex);
+    if (!target) return this.problem(index, `delete of entry ${body.targetIndex} ("${body.relpath}"), which is not a live file or directory`);
+    if (target.relpath !== body.relpath || (target.kind === 'file') !== (body.targetType === 'file')) {
+      return this.problem(index, `delete names "${body.relpath}" (${body.targetType}) but entry ${body.targetIndex} is "${target.relpath}" (${target.kind})`);
+    }
+    if (target.kind === 'dir' && target.children.size > 0) return this.problem(index, `delete of non-empty directory "${target.relpath}"`);
+    const cut = target.relpath.lastIndexOf('/');
+    const parent = this.lookup(cut < 0 ? '' : target.relpath.slice(0, cut)) as DirNode;
+    parent.children.delete(target.name);
+    this.byIndex.delete(target.index);
+    if (target.kind === 'file') {
+      this.fileCount--;
+      this.released.push({ deleteIndex: index, relpath: target.relpath, extents: fmapExtents(target.fmap) });
+    } else {
+      this.dirCount--;
+    }
+    return { op: 'remove', node: target, deleteIndex: index };
+  }
+}
