@@ -299,6 +299,15 @@ describe('device: memory faults (SIGBUS)', () => {
     assert.equal(dev.failed, false);
   });
 
+  it('guards C++ threads concurrently: every thread faults and recovers, many times', () => {
+    const { file, dev } = fresh(4 * MiB);
+    dev.write(0, Buffer.alloc(64, 1));
+    dev.write(3 * MiB, Buffer.alloc(64, 2));
+    fs.truncateSync(file, MiB);
+    const r = loadNative().testing.faultStress(dev.nativeHandle, 3 * MiB, 0, 8, 2000);
+    assert.deepEqual(r, { faults: 16000, ok: 16000, wrongAddress: 0 });
+  });
+
   it('still crashes on a fault outside any guarded call (unguarded view), as a real bug should', () => {
     const name = `${prefix}-crash`;
     const r = runNode(`
