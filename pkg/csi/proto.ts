@@ -13,16 +13,23 @@ export const CSI_LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-/** Finds proto/csi.proto by walking up from this module: works from pkg/ (sources) and dist/pkg/ (built). */
-export function csiProtoPath(): string {
+/**
+ * Finds a file of the project (e.g. "proto/csi.proto", "package.json") by walking up from this module,
+ * so it works both from the sources (pkg/csi) and from the build (dist/pkg/csi).
+ */
+export function findProjectFile(relative: string): string {
   let dir = __dirname;
   for (;;) {
-    const candidate = path.join(dir, 'proto', 'csi.proto');
+    const candidate = path.join(dir, relative);
     if (fs.existsSync(candidate)) return candidate;
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error(`proto/csi.proto not found above ${__dirname}`);
+    if (parent === dir) throw new Error(`${relative} not found above ${__dirname}`);
     dir = parent;
   }
+}
+
+export function csiProtoPath(): string {
+  return findProjectFile(path.join('proto', 'csi.proto'));
 }
 
 let cached: protoLoader.PackageDefinition | undefined;

@@ -1,0 +1,131 @@
+// StorageClass parameters → what CreateVolume asks of famfs.
+//
+//   nstrips, nbuckets, chunkSize   interleave the file over nbuckets equal device buckets, nstrips of
+//                                  them, chunkSize bytes at a time (famfs creat -N/-B/-C). nstrips and
+//                                  nbuckets go together; chunkSize defaults to 2Mi. Limits against the
+//                                  device (bucket ≥ 1 GiB, ≤ 64 buckets, ≤ 16 strips) are the core's.
+//   mode                           octal file mode of the volume's file (default 0644)
+//   uid, gid                       owner of the file (default 0, 0)
+//   sharing                        "serial" (default): one writer node at a time, handed over with
+//                                  flush/invalidate; "multi-writer": additionally allows
+//                                  MULTI_NODE_MULTI_WRITER (the application owns coherency)
+//   csi.storage.k8s.io/*           set by Kubernetes (pvc name, namespace, ...): accepted, ignored
+// Any other key is INVALID_ARGUMENT: a typo must not silently give a volume other than the one asked for.
+import { invalidArgument } from './errors';
+import type { StringMap } from './types';
+
+export const ALLOC_UNIT_BYTES = 2 * 1024 * 1024;
+export const DEFAULT_CHUNK_SIZE = ALLOC_UNIT_BYTES;
+export const DEFAULT_FILE_MODE = 0o644;
+const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to chown; never a real owner
+
+export type SharingPolicy = 'serial' | 'multi-writer';
+
+export interface Interleave {
+  nstrips: number;
+  nbuckets: number;
+  chunkSize: number;
+}
+
+export interface VolumeParams {
+  interleave?: Interleave;
+  mode: number;
+  uid: number;
+  gid: number;
+  sharing: SharingPolicy;
+}
+
+const KNOWN_KEYS = new Set(['nstrips', 'nbuckets', 'chunkSize', 'mode', 'uid', 'gid', 'sharing']);
+const K8S_PREFIX = 'csi.storage.k8s.io/';
+
+const SIZE_UNITS: Record<string, number> = {
+  '': 1,
+  k: 1000, M: 1000 ** 2, G: 1000 ** 3, T: 1000 ** 4,
+  Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
+  KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4,
+};
+
+/** Parses a byte size: "4096", "2Mi", "2MiB", "1G" (Kubernetes quantity suffixes, plus the *iB forms). */
+export function parseSize(value: string, key: string): number {
+  const m = /^(\d+)([a-zA-Z]*)$/.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2] as string] : undefined;
+  if (!m || unit === undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: expected a size such as 2097152, 2Mi or 4MiB`);
+  const n = Number(m[1]) * unit;
+  if (!Number.isSafeInteger(n)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)} is too large`);
+  return n;
+}
+
+function parseUint(value: string, key: string, max: number): number {
+  if (!/^\d{1,10}$/.test(value.trim())) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: expected a non-negative integer`);
+  const n = Number(value.trim());
+  if (n > max) throw invalidArgument(`parameter ${key}=${value} exceeds ${max}`);
+  return n;
+}
+
+function parseMode(value: string): number {
+  if (!/^0?[0-7]{3,4}$/.test(value.trim())) throw invalidArgument(`parameter mode=${JSON.stringify(value)}: expected octal permissions such as 0644 or 0660`);
+  return parseInt(value.trim(), 8) & 0o7777;
+}
+
+/** Parses CreateVolume/GetCapacity parameters. */
+export function parseVolumeParams(params: StringMap | null | undefined): VolumeParams {
+  const p = params ?? {};
+  const unknown = Object.keys(p).filter((k) => !KNOWN_KEYS.has(k) && !k.startsWith(K8S_PREFIX));
+  if (unknown.length > 0) {
+    throw invalidArgument(
+      `unknown StorageClass parameter${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; known: ${[...KNOWN_KEYS].join(', ')}`,
+    );
+  }
+  const out: VolumeParams = { mode: DEFAULT_FILE_MODE, uid: 0, gid: 0, sharing: 'serial' };
+  if (p['mode'] !== undefined) out.mode = parseMode(p['mode']);
+  if (p['uid'] !== undefined) out.uid = parseUint(p['uid'], 'uid', MAX_ID);
+  if (p['gid'] !== undefined) out.gid = parseUint(p['gid'], 'gid', MAX_ID);
+  if (p['sharing'] !== undefined) {
+    const s = p['sharing'];
+    if (s !== 'serial' && s !== 'multi-writer') throw invalidArgument(`parameter sharing=${JSON.stringify(s)}: expected "serial" or "multi-writer"`);
+    out.sharing = s;
+  }
+  const hasStrips = p['nstrips'] !== undefined;
+  const hasBuckets = p['nbuckets'] !== undefined;
+  if (hasStrips !== hasBuckets) throw invalidArgument('parameters nstrips and nbuckets go together: set both to interleave, neither for a contiguous file');
+  if (!hasStrips && p['chunkSize'] !== undefined) throw invalidArgument('parameter chunkSize needs nstrips and nbuckets');
+  if (hasStrips) {
+    const nstrips = parseUint(p['nstrips'] as string, 'nstrips', 1024);
+    const nbuckets = parseUint(p['nbuckets'] as string, 'nbuckets', 1024);
+    if (nstrips < 1 || nbuckets < 1) throw invalidArgument('parameters nstrips and nbuckets must be at least 1');
+    if (nstrips > nbuckets) throw invalidArgument(`parameter nstrips=${nstrips} exceeds nbuckets=${nbuckets}`);
+    const chunkSize = p['chunkSize'] !== undefined ? parseSize(p['chunkSize'], 'chunkSize') : DEFAULT_CHUNK_SIZE;
+    if (chunkSize < ALLOC_UNIT_BYTES || chunkSize % ALLOC_UNIT_BYTES !== 0 || (chunkSize & (chunkSize - 1)) !== 0) {
+      throw invalidArgument(`parameter chunkSize=${p['chunkSize']}: must be a power of two and a multiple of 2Mi`);
+    }
+    out.interleave = { nstrips, nbuckets, chunkSize };
+  }
+  return out;
+}
+
+/**
+ * Canonical string form of parameters, independent of key order, spelling ("2Mi" vs "2097152") and
+ * ignored keys. Two CreateVolume calls with the same name are compatible only if these are equal.
+ */
+export function canonicalParams(p: VolumeParams): StringMap {
+  const out: StringMap = {
+    mode: '0' + p.mode.toString(8),
+    uid: String(p.uid),
+    gid: String(p.gid),
+    sharing: p.sharing,
+  };
+  if (p.interleave) {
+    out['nstrips'] = String(p.interleave.nstrips);
+    out['nbuckets'] = String(p.interleave.nbuckets);
+    out['chunkSize'] = String(p.interleave.chunkSize);
+  }
+  return out;
+}
+
+export function sameParams(a: VolumeParams, b: VolumeParams): boolean {
+  const ca = canonicalParams(a);
+  const cb = canonicalParams(b);
+  const keys = new Set([...Object.keys(ca), ...Object.keys(cb)]);
+  for (const k of keys) if (ca[k] !== cb[k]) return false;
+  return true;
+}
