@@ -8,7 +8,7 @@
 # and DIR/{A,B}.serial.log; exits 0 only when both guests finished, every check passed and no
 # result says "fail". Exits 2, loudly, when qemu cannot run here: the tier never passes silently.
 #
-# Environment: DEVDAX_ACCEL=kvm|tcg (default tcg; see below),
+# Environment: DEVDAX_ACCEL=kvm|tcg (default tcg; see below), DEVDAX_NO_BUILD=1 (skip tsc),
 # DEVDAX_TIMEOUT (seconds per guest, default 150), DEVDAX_KERNEL_PKG (pin the Debian kernel).
 set -euo pipefail
 PROJ="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -86,6 +86,18 @@ phase_start download
 KVER="$("$PROJ/test/devdax/lib/fetch.sh" "$CACHE")" || fatal "cannot fetch the guest packages with apt-get download"
 KERNEL="$CACHE/x/boot/vmlinuz-$KVER"
 [[ -f "$KERNEL" ]] || fatal "no kernel at $KERNEL"
+phase_end
+
+# --- project build -----------------------------------------------------------------------------
+# The guests run the checkout's dist/ and build/Release addon over 9p. DEVDAX_NO_BUILD=1 skips this
+# (the mocha test sets it: npm test has just built everything).
+phase_start build
+if [[ "${DEVDAX_NO_BUILD:-0}" != 1 ]]; then
+  [[ -f "$PROJ/build/Release/famfs_native.node" ]] || (cd "$PROJ" && node native/build.js >&2) \
+    || fatal "the native addon does not build"
+  # tsc still emits when another module has type errors; the checks then report what is missing.
+  (cd "$PROJ" && npx tsc -p . >&2) || log "WARNING: tsc reported errors (emitted anyway)"
+fi
 phase_end
 
 # --- initramfs ----------------------------------------------------------------------------------

@@ -63,17 +63,14 @@ famfs() { node "$PROJ/dist/cmd/famfs.js" "$@"; }
 famfs_fused() { node "$PROJ/dist/cmd/famfs-fused.js" "$@"; }
 have_js() { [ -f "$PROJ/dist/$1" ]; }
 
-# payload NAME SIZE: deterministic bytes for NAME in this run (so B and the host can recompute them).
+# payload NAME SIZE: deterministic bytes for NAME in this run (so B and the host can recompute them);
+# the same function as payload() in report.ts.
 payload() { node -e '
   const [name, size, nonce] = process.argv.slice(1);
   const crypto = require("crypto");
-  const out = Buffer.alloc(Number(size));
-  let block = Buffer.alloc(0), i = 0;
-  for (let off = 0; off < out.length; off += block.length, i++) {
-    block = crypto.createHash("sha256").update(`${nonce}/${name}/${i}`).digest();
-    block.copy(out, off);
-  }
-  process.stdout.write(out);' "$1" "$2" "$NONCE"; }
+  const key = crypto.createHash("sha256").update(`${nonce}/${name}`).digest();
+  const c = crypto.createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  process.stdout.write(Buffer.concat([c.update(Buffer.alloc(Number(size))), c.final()]));' "$1" "$2" "$NONCE"; }
 
 # host_verify NAME DAX_OFFSET FILE: ask the host agent whether the backing file holds FILE's bytes at
 # this devdax offset; prints the agent's answer and succeeds only on agreement.
