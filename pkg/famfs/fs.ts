@@ -117,7 +117,7 @@ export class FamfsFs {
   ) {
     this.now = opts.now ?? Date.now;
     this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
-    this.reader = new LogReader(media, sb.logLen, () => this.extended);
+    this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended());
     this.allocator = new Allocator(this.tree, sb.deviceSize, sb.logLen);
     this.reader.catchUp(this.tree);
     this.allocator.rebuild(this.horizon());
@@ -299,6 +299,18 @@ export class FamfsFs {
     this.media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
     this.sb = next;
     this.extended = true;
+  }
+
+  /** The master may have enabled the extension after we opened the device: look again. */
+  private rereadExtended(): boolean {
+    this.media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
+    const raw = this.media.read(SUPERBLOCK_OFFSET, SB.SIZE);
+    const check = validateSuperblock(raw, this.media.size);
+    if (check.ok && check.extended) {
+      this.sb = decodeSuperblock(raw);
+      this.extended = true;
+    }
+    return this.extended;
   }
 
   /** The fencing epoch and master of the shared extension block (initialised on first use). */

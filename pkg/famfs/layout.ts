@@ -501,9 +501,10 @@ export class EntryDecodeError extends Error {
 
 /**
  * Decode and validate one raw entry. `extended` says whether famfs-csi extension entries are
- * allowed (superblock carries FAMFS_CSI_EXT_VERSION).
+ * allowed (superblock carries FAMFS_CSI_EXT_VERSION); it is asked only when such an entry shows
+ * up, so a reader can re-check a superblock that was upgraded after it opened the device.
  */
-export function decodeEntry(raw: Buffer, index: number, extended: boolean): LogEntry {
+export function decodeEntry(raw: Buffer, index: number, extended: boolean | (() => boolean)): LogEntry {
   const stored = Number(raw.readBigUInt64LE(LE.crc));
   const computed = crc(raw, 0, LE.crc);
   if (stored !== computed) throw new EntryDecodeError(index, `CRC mismatch (stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)})`);
@@ -574,7 +575,7 @@ export function decodeEntry(raw: Buffer, index: number, extended: boolean): LogE
           },
         };
       case EntryType.CSI_DELETE: {
-        if (!extended) throw new EntryDecodeError(index, 'famfs-csi delete entry in a log whose superblock does not enable the extension');
+        if (!(typeof extended === 'function' ? extended() : extended)) throw new EntryDecodeError(index, 'famfs-csi delete entry in a log whose superblock does not enable the extension');
         const rp = readCString(raw, p + DEL.relpath, RELPATH_FIELD);
         const tt = raw.readUInt32LE(p + DEL.targetType);
         if (tt !== EntryType.FILE && tt !== EntryType.MKDIR) throw new EntryDecodeError(index, `delete of unsupported entry type ${tt}`);

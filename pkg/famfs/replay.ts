@@ -63,18 +63,17 @@ export class LogReader {
     const length = (to - from) * LE.SIZE;
     this.media.invalidate(base, length);
     const raw = this.media.read(base, length);
-    const extended = this.extended();
     for (let i = from; i < to; i++) {
       const slot = raw.subarray((i - from) * LE.SIZE, (i - from + 1) * LE.SIZE);
       try {
-        entries.push(decodeEntry(slot, i, extended));
+        entries.push(decodeEntry(slot, i, this.extended));
       } catch (first) {
         if (!(first instanceof EntryDecodeError)) throw first;
         // A stale or half-seen line: drop it and look once more before calling the entry bad.
         const at = LOG_OFFSET + entryOffset(i);
         this.media.invalidate(at, LE.SIZE);
         try {
-          entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, extended));
+          entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, this.extended));
         } catch (second) {
           if (!(second instanceof EntryDecodeError)) throw second;
           return { entries, stop: { index: i, reason: second.reason } };
