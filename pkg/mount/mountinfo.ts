@@ -1,0 +1,108 @@
+// Reading the kernel's mount table (/proc/self/mountinfo) and probing mount health, without shelling out.
+import * as fs from 'fs';
+import * as path from 'path';
+
+export interface MountEntry {
+  id: number;
+  parentId: number;
+  /** "major:minor" of the mounted device. */
+  device: string;
+  /** Path inside the source filesystem that is mounted here (for a bind mount: the bound directory). */
+  root: string;
+  mountPoint: string;
+  /** Per-mount options (ro/rw, nosuid, ...). */
+  mountOptions: string[];
+  /** Optional fields (shared:N, master:N, ...). */
+  propagation: string[];
+  fsType: string;
+  source: string;
+  /** Per-superblock options. */
+  superOptions: string[];
+}
+
+/** mountinfo escapes space, tab, newline and backslash as \ooo octal. */
+function unescapeMountinfo(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+export function parseMountinfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    const fields = line.split(' ');
+    const sep = fields.indexOf('-', 6);
+    if (sep < 0 || fields.length < sep + 4) throw new Error(`malformed mountinfo line: ${line}`);
+    out.push({
+      id: Number(fields[0]),
+      parentId: Number(fields[1]),
+      device: fields[2] as string,
+      root: unescapeMountinfo(fields[3] as string),
+      mountPoint: unescapeMountinfo(fields[4] as string),
+      mountOptions: (fields[5] as string).split(','),
+      propagation: fields.slice(6, sep),
+      fsType: fields[sep + 1] as string,
+      source: unescapeMountinfo(fields[sep + 2] as string),
+      superOptions: (fields[sep + 3] as string).split(','),
+    });
+  }
+  return out;
+}
+
+export async function readMountinfo(file = '/proc/self/mountinfo'): Promise<MountEntry[]> {
+  return parseMountinfo(await fs.promises.readFile(file, 'utf8'));
+}
+
+/**
+ * Canonical absolute form of a path that may itself be a dead mount point: the parent is resolved
+ * with realpath (following symlinks, as the kernel did when mounting), the last component is kept
+ * as is, because stat on a dead FUSE mount fails with ENOTCONN.
+ */
+export async function canonicalMountPath(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  if (abs === '/') return abs;
+  let parent: string;
+  try {
+    parent = await fs.promises.realpath(path.dirname(abs));
+  } catch {
+    parent = path.dirname(abs);
+  }
+  return path.join(parent, path.basename(abs));
+}
+
+/** The mount entry at `p` (the topmost when several are stacked there), or undefined. */
+export async function findMount(p: string, table?: MountEntry[]): Promise<MountEntry | undefined> {
+  const target = await canonicalMountPath(p);
+  const entries = table ?? (await readMountinfo());
+  let found: MountEntry | undefined;
+  // mountinfo lists mounts in mount order, so the last match is the one on top.
+  for (const e of entries) if (e.mountPoint === target) found = e;
+  return found;
+}
+
+/** Every mount entry at `p`, bottom first (stacked mounts from repeated mounting). */
+export async function mountsAt(p: string, table?: MountEntry[]): Promise<MountEntry[]> {
+  const target = await canonicalMountPath(p);
+  return (table ?? (await readMountinfo())).filter((e) => e.mountPoint === target);
+}
+
+export async function isMountPoint(p: string): Promise<boolean> {
+  return (await findMount(p)) !== undefined;
+}
+
+export type PathHealth = 'ok' | 'missing' | 'disconnected' | 'error';
+
+/**
+ * What stat says about a path: 'disconnected' is ENOTCONN (the FUSE server behind it died; the
+ * mount can only be lazily unmounted), 'missing' is ENOENT.
+ */
+export async function probePath(p: string): Promise<{ health: PathHealth; error?: NodeJS.ErrnoException }> {
+  try {
+    await fs.promises.stat(p);
+    return { health: 'ok' };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOTCONN') return { health: 'disconnected', error: err };
+    if (err.code === 'ENOENT') return { health: 'missing', error: err };
+    return { health: 'error', error: err };
+  }
+}
