@@ -314,13 +314,33 @@ uint64_t ToUint(Napi::Env env, const Napi::Value& v, const char* what) {
   ThrowInvalid(env, std::string(what) + " must be a number or bigint");
 }
 
-// The bytes of a Uint8Array/Buffer (or any TypedArray / DataView) argument.
+size_t ElementSize(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array:
+    case napi_uint8_array:
+    case napi_uint8_clamped_array:
+      return 1;
+    case napi_int16_array:
+    case napi_uint16_array:
+      return 2;
+    case napi_int32_array:
+    case napi_uint32_array:
+    case napi_float32_array:
+      return 4;
+    default:
+      return 8;  // float64, bigint64, biguint64
+  }
+}
+
+// The bytes of a Buffer/Uint8Array (any TypedArray, or a DataView) argument. One N-API call on
+// the hot path: this runs for every small log read/write.
 void BytesOf(Napi::Env env, const Napi::Value& v, const char* what, uint8_t** data, size_t* len) {
-  if (v.IsTypedArray()) {
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    Napi::ArrayBuffer ab = ta.ArrayBuffer();
-    *data = static_cast<uint8_t*>(ab.Data()) + ta.ByteOffset();
-    *len = ta.ByteLength();
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* p = nullptr;
+  if (napi_get_typedarray_info(env, v, &type, &length, &p, nullptr, nullptr) == napi_ok) {
+    *data = static_cast<uint8_t*>(p);  // already adjusted by byteOffset
+    *len = length * ElementSize(type);
     return;
   }
   if (v.IsDataView()) {

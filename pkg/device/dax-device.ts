@@ -9,6 +9,9 @@ import type { Media } from '../famfs/media.js';
 import { DeviceError, toDeviceError } from './errors.js';
 import { loadNative, type NativeDeviceHandle, type NativeOpenOptions } from './native.js';
 
+/** Reads up to this size come from Node's Buffer pool (allocUnsafe pools sizes below 4 KiB). */
+const SMALL_READ_MAX = 4095;
+
 export type DeviceKind = 'devdax' | 'file';
 
 export interface OpenDeviceOptions {
@@ -62,6 +65,13 @@ export class DaxDevice implements Media {
 
   read(offset: number, length: number): Buffer {
     try {
+      // Small reads (famfs log entries) are cheaper from Node's Buffer pool than from a
+      // native allocation; large ones come straight from the addon.
+      if (length > 0 && length <= SMALL_READ_MAX && Number.isSafeInteger(length)) {
+        const out = Buffer.allocUnsafe(length);
+        this.nativeHandle.readInto(offset, out);
+        return out;
+      }
       return this.nativeHandle.read(offset, length);
     } catch (e) {
       throw toDeviceError(e, this.path);
