@@ -5,7 +5,10 @@
       "sources": [
         "native/src/addon.cc",
         "native/src/memaccess.cc",
-        "native/src/device.cc"
+        "native/src/device.cc",
+        "native/src/fuse_table.cc",
+        "native/src/fuse_server.cc",
+        "native/src/fuse_addon.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -1,0 +1,278 @@
+// JS face of the famfs FUSE server: the `FuseSession` class of the addon.
+//
+//   new FuseSession(daxDeviceHandle, mountpoint, options)   // not mounted yet
+//   .start(inodes, logIndex)       mounts and starts the C++ worker threads
+//   .update(inodes, logIndex)      swaps the inode table, returns kernel notifications sent
+//   .setStatfs({...}) .setDirectIo(on) .setFileDirectIo(ino, on)
+//   .flushFile(ino) .invalidateFile(ino)  -> { ok, error?, fault? }
+//   .status() .stop()
+//
+// The inode list is an array of plain objects (see pkg/fuse/native.ts for the shape); it is
+// parsed once per update on the JS thread, never per request.
+#include <napi.h>
+
+#include <memory>
+#include <string>
+
+#include "device.h"
+#include "fuse_server.h"
+#include "module_init.h"
+
+namespace famfs_fuse {
+namespace {
+
+uint64_t U64(const Napi::Object& o, const char* key, uint64_t dflt = 0) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return dflt;
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    return v.As<Napi::BigInt>().Uint64Value(&lossless);
+  }
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("field ") + key + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d < 0) throw Napi::RangeError::New(o.Env(), std::string("field ") + key + " must not be negative");
+  return static_cast<uint64_t>(d);
+}
+
+bool Bool(const Napi::Object& o, const char* key, bool dflt) {
+  Napi::Value v = o.Get(key);
+  return v.IsBoolean() ? v.As<Napi::Boolean>().Value() : dflt;
+}
+
+std::vector<Extent> Extents(const Napi::Env& env, Napi::Value v) {
+  std::vector<Extent> out;
+  if (!v.IsArray()) throw Napi::TypeError::New(env, "extents must be an array");
+  Napi::Array a = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Object e = a.Get(i).As<Napi::Object>();
+    out.push_back({U64(e, "offset"), U64(e, "len")});
+  }
+  return out;
+}
+
+TablePtr ParseTable(const Napi::Env& env, Napi::Value list, uint64_t log_index) {
+  if (!list.IsArray()) throw Napi::TypeError::New(env, "inodes must be an array");
+  auto table = std::make_shared<Table>();
+  table->log_index = log_index;
+  Napi::Array a = list.As<Napi::Array>();
+  table->inodes.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    Inode n;
+    n.ino = U64(o, "ino");
+    n.parent = U64(o, "parent");
+    n.name = o.Get("name").As<Napi::String>().Utf8Value();
+    std::string kind = o.Get("kind").As<Napi::String>().Utf8Value();
+    if (kind == "dir") {
+      n.kind = Kind::kDir;
+    } else if (kind == "file") {
+      n.kind = Kind::kFile;
+    } else {
+      throw Napi::TypeError::New(env, "inode kind must be 'dir' or 'file'");
+    }
+    n.mode = static_cast<uint32_t>(U64(o, "mode"));
+    n.uid = static_cast<uint32_t>(U64(o, "uid"));
+    n.gid = static_cast<uint32_t>(U64(o, "gid"));
+    n.size = U64(o, "size");
+    n.read_only = Bool(o, "readOnly", false);
+    Napi::Value fm = o.Get("fmap");
+    if (n.kind == Kind::kFile && fm.IsObject()) {
+      Napi::Object f = fm.As<Napi::Object>();
+      std::string fk = f.Get("kind").As<Napi::String>().Utf8Value();
+      if (fk == "interleave") {
+        n.interleaved = true;
+        n.chunk = U64(f, "chunkSize");
+        n.extents = Extents(env, f.Get("strips"));
+        if (n.chunk == 0 || n.extents.empty()) throw Napi::RangeError::New(env, "bad interleaved fmap");
+      } else {
+        n.extents = Extents(env, f.Get("extents"));
+      }
+    }
+    if (n.ino == 0) throw Napi::RangeError::New(env, "inode number 0");
+    if (!table->inodes.emplace(n.ino, std::move(n)).second) {
+      throw Napi::RangeError::New(env, "duplicate inode number");
+    }
+  }
+  std::string err = table->Finish();
+  if (!err.empty()) throw Napi::Error::New(env, err);
+  return table;
+}
+
+Napi::Object FaultObject(Napi::Env env, const famfs_native::Fault& f) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("signo", f.signo);
+  o.Set("code", f.code);
+  o.Set("addr", Napi::BigInt::New(env, static_cast<uint64_t>(f.addr)));
+  return o;
+}
+
+class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FuseSession",
+                       {
+                           InstanceMethod<&FuseSessionWrap::Start>("start"),
+                           InstanceMethod<&FuseSessionWrap::Update>("update"),
+                           InstanceMethod<&FuseSessionWrap::SetStatfs>("setStatfs"),
+                           InstanceMethod<&FuseSessionWrap::SetDirectIo>("setDirectIo"),
+                           InstanceMethod<&FuseSessionWrap::SetFileDirectIo>("setFileDirectIo"),
+                           InstanceMethod<&FuseSessionWrap::FlushFile>("flushFile"),
+                           InstanceMethod<&FuseSessionWrap::InvalidateFile>("invalidateFile"),
+                           InstanceMethod<&FuseSessionWrap::Status>("status"),
+                           InstanceMethod<&FuseSessionWrap::Stop>("stop"),
+                       });
+  }
+
+  explicit FuseSessionWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FuseSessionWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsObject() || !info[1].IsString() || !info[2].IsObject()) {
+      throw Napi::TypeError::New(env, "FuseSession(deviceHandle, mountpoint, options)");
+    }
+    device_ = famfs_native::ShareDevice(info[0].As<Napi::Object>());
+    if (!device_) throw Napi::TypeError::New(env, "not an open DaxDevice handle");
+    Napi::Object o = info[2].As<Napi::Object>();
+    ServerOptions opts;
+    opts.mountpoint = info[1].As<Napi::String>().Utf8Value();
+    if (o.Get("fsname").IsString()) opts.fsname = o.Get("fsname").As<Napi::String>().Utf8Value();
+    if (o.Get("subtype").IsString()) opts.subtype = o.Get("subtype").As<Napi::String>().Utf8Value();
+    opts.read_only = Bool(o, "readOnly", false);
+    opts.direct_io = Bool(o, "directIo", false);
+    opts.zero_copy_reads = Bool(o, "zeroCopyReads", true);
+    opts.clone_fd = Bool(o, "cloneFd", true);
+    opts.debug = Bool(o, "debug", false);
+    opts.max_threads = static_cast<unsigned>(U64(o, "maxThreads", 0));
+    opts.mount_time = U64(o, "mountTime", 0);
+    if (o.Get("attrTimeout").IsNumber()) opts.attr_timeout = o.Get("attrTimeout").As<Napi::Number>().DoubleValue();
+    if (o.Get("entryTimeout").IsNumber()) opts.entry_timeout = o.Get("entryTimeout").As<Napi::Number>().DoubleValue();
+    Napi::Value xa = o.Get("rootXattrs");
+    if (xa.IsObject()) {
+      Napi::Object x = xa.As<Napi::Object>();
+      Napi::Array keys = x.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); i++) {
+        std::string k = keys.Get(i).As<Napi::String>().Utf8Value();
+        opts.root_xattrs.emplace_back(k, x.Get(k).As<Napi::String>().Utf8Value());
+      }
+    }
+    std::shared_ptr<famfs_native::DeviceMapping> dev = device_;
+    DeviceView view;
+    view.base = dev->base();
+    view.size = dev->size();
+    view.writable = !dev->read_only();
+    view.on_fault = [dev](const famfs_native::Fault& f) {
+      std::string why = "memory error while serving FUSE I/O (signal " + std::to_string(f.signo) + ", addr 0x";
+      char hex[32];
+      snprintf(hex, sizeof hex, "%llx)", static_cast<unsigned long long>(f.addr));
+      dev->MarkFailed((why + hex).c_str());
+    };
+    view.is_failed = [dev]() { return dev->failed(); };
+    server_ = std::make_unique<Server>(std::move(view), std::move(opts));
+  }
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    TablePtr t = ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
+    std::string err = server_->Start(t);
+    if (!err.empty()) throw Napi::Error::New(env, err);
+    return env.Undefined();
+  }
+
+  Napi::Value Update(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    TablePtr t = ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
+    return Napi::Number::New(env, server_->Update(t));
+  }
+
+  Napi::Value SetStatfs(const Napi::CallbackInfo& info) {
+    Napi::Object o = info[0].As<Napi::Object>();
+    StatfsTotals s;
+    s.total_bytes = U64(o, "totalBytes");
+    s.free_bytes = U64(o, "freeBytes");
+    s.total_inodes = U64(o, "totalInodes");
+    s.free_inodes = U64(o, "freeInodes");
+    server_->SetStatfs(s);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetDirectIo(const Napi::CallbackInfo& info) {
+    server_->SetDirectIo(info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetFileDirectIo(const Napi::CallbackInfo& info) {
+    server_->SetFileDirectIo(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), info[1].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CacheOp(const Napi::CallbackInfo& info, bool flush) {
+    Napi::Env env = info.Env();
+    uint64_t ino = static_cast<uint64_t>(info[0].ToNumber().DoubleValue());
+    famfs_native::Fault f;
+    std::string err;
+    bool ok = flush ? server_->FlushFile(ino, &f, &err) : server_->InvalidateFile(ino, &f, &err);
+    Napi::Object r = Napi::Object::New(env);
+    r.Set("ok", ok);
+    if (!ok) {
+      r.Set("error", err);
+      if (f.signo != 0) r.Set("fault", FaultObject(env, f));
+    }
+    return r;
+  }
+  Napi::Value FlushFile(const Napi::CallbackInfo& info) { return CacheOp(info, true); }
+  Napi::Value InvalidateFile(const Napi::CallbackInfo& info) { return CacheOp(info, false); }
+
+  Napi::Value Status(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object r = Napi::Object::New(env);
+    const Counters& c = server_->counters();
+    TablePtr t = server_->table();
+    r.Set("running", server_->running());
+    r.Set("serving", server_->serving());
+    r.Set("failed", server_->failed());
+    r.Set("failureMessage", device_->failed() ? Napi::Value(Napi::String::New(env, device_->failure_message()))
+                                              : env.Null());
+    r.Set("logIndex", Napi::Number::New(env, t ? static_cast<double>(t->log_index) : 0));
+    r.Set("inodes", Napi::Number::New(env, t ? static_cast<double>(t->inodes.size()) : 0));
+    r.Set("directIo", server_->direct_io());
+    r.Set("threads", server_->threads());
+    r.Set("connectionId", Napi::Number::New(env, static_cast<double>(server_->connection_id())));
+    r.Set("flushMethod", famfs_native::FlushMethodName());
+    Napi::Object k = Napi::Object::New(env);
+    k.Set("reads", Napi::Number::New(env, static_cast<double>(c.reads.load())));
+    k.Set("readBytes", Napi::Number::New(env, static_cast<double>(c.read_bytes.load())));
+    k.Set("writes", Napi::Number::New(env, static_cast<double>(c.writes.load())));
+    k.Set("writeBytes", Napi::Number::New(env, static_cast<double>(c.write_bytes.load())));
+    k.Set("lookups", Napi::Number::New(env, static_cast<double>(c.lookups.load())));
+    k.Set("refused", Napi::Number::New(env, static_cast<double>(c.refused.load())));
+    k.Set("faults", Napi::Number::New(env, static_cast<double>(c.faults.load())));
+    k.Set("staleHandles", Napi::Number::New(env, static_cast<double>(c.stale.load())));
+    r.Set("counters", k);
+    Napi::Array fa = Napi::Array::New(env);
+    uint32_t i = 0;
+    for (const FaultRecord& fr : server_->faults()) {
+      Napi::Object o = FaultObject(env, fr.fault);
+      o.Set("ino", Napi::Number::New(env, static_cast<double>(fr.ino)));
+      o.Set("op", fr.op);
+      fa.Set(i++, o);
+    }
+    r.Set("faults", fa);
+    return r;
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    server_->Stop();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<famfs_native::DeviceMapping> device_;
+  std::unique_ptr<Server> server_;
+};
+
+void InitFuse(Napi::Env env, Napi::Object exports) {
+  exports.Set("FuseSession", FuseSessionWrap::Define(env));
+}
+
+}  // namespace
+}  // namespace famfs_fuse
+
+FAMFS_NATIVE_MODULE_INIT(fuse, famfs_fuse::InitFuse);

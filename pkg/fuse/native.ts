@@ -1,0 +1,119 @@
+/**
+ * Typed face of the addon's FUSE part (native/src/fuse_addon.cc). The addon object is checked
+ * once; nothing untyped leaves this module.
+ */
+import { loadNative, type NativeDeviceHandle } from '../device/index.js';
+import { FuseError } from './errors.js';
+
+export interface NativeExtent {
+  offset: number;
+  len: number;
+}
+
+export type NativeFmap =
+  | { kind: 'simple'; extents: NativeExtent[] }
+  | { kind: 'interleave'; chunkSize: number; strips: NativeExtent[] };
+
+/** One row of the inode table handed to C++ (parsed once per update, never per request). */
+export interface NativeInode {
+  ino: number;
+  /** Parent directory's ino (the root names itself). */
+  parent: number;
+  name: string;
+  kind: 'dir' | 'file';
+  /** Permission bits only. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Never writable through the mount (the .meta files). */
+  readOnly?: boolean;
+  fmap?: NativeFmap;
+}
+
+export interface NativeSessionOptions {
+  fsname?: string;
+  subtype?: string;
+  readOnly?: boolean;
+  directIo?: boolean;
+  /** Reply to reads with iovecs into the mapping (the kernel copies); false: guarded copy first. */
+  zeroCopyReads?: boolean;
+  cloneFd?: boolean;
+  maxThreads?: number;
+  attrTimeout?: number;
+  entryTimeout?: number;
+  /** Seconds since the epoch, reported as every file's atime/mtime/ctime. */
+  mountTime?: number;
+  /** Extended attributes served on the root directory. */
+  rootXattrs?: Record<string, string>;
+  debug?: boolean;
+}
+
+export interface NativeStatfs {
+  totalBytes: number;
+  freeBytes: number;
+  totalInodes: number;
+  freeInodes: number;
+}
+
+export interface NativeFault {
+  signo: number;
+  code: number;
+  addr: bigint;
+}
+
+export interface NativeCacheOpResult {
+  ok: boolean;
+  error?: 'ENOENT' | 'EIO';
+  fault?: NativeFault;
+}
+
+export interface NativeSessionStatus {
+  running: boolean;
+  /** False once the kernel connection ended (unmounted from outside, aborted). */
+  serving: boolean;
+  failed: boolean;
+  failureMessage: string | null;
+  logIndex: number;
+  inodes: number;
+  directIo: boolean;
+  threads: number;
+  connectionId: number;
+  flushMethod: string;
+  counters: {
+    reads: number;
+    readBytes: number;
+    writes: number;
+    writeBytes: number;
+    lookups: number;
+    refused: number;
+    faults: number;
+    staleHandles: number;
+  };
+  faults: (NativeFault & { ino: number; op: string })[];
+}
+
+export interface NativeFuseSession {
+  start(inodes: NativeInode[], logIndex: number): void;
+  /** Returns the number of kernel invalidation notices sent. */
+  update(inodes: NativeInode[], logIndex: number): number;
+  setStatfs(s: NativeStatfs): void;
+  setDirectIo(on: boolean): void;
+  setFileDirectIo(ino: number, on: boolean): void;
+  flushFile(ino: number): NativeCacheOpResult;
+  invalidateFile(ino: number): NativeCacheOpResult;
+  status(): NativeSessionStatus;
+  stop(): void;
+}
+
+type SessionCtor = new (device: NativeDeviceHandle, mountpoint: string, options: NativeSessionOptions) => NativeFuseSession;
+
+/** The FuseSession constructor of the loaded addon; throws FuseError 'ENATIVE' if it has none. */
+export function fuseSessionClass(): SessionCtor {
+  const addon: unknown = loadNative();
+  const ctor = (addon as { FuseSession?: unknown }).FuseSession;
+  if (typeof ctor !== 'function') {
+    throw new FuseError('ENATIVE', 'the native addon has no FUSE server (stale build?); rebuild with: npm run build:native');
+  }
+  return ctor as SessionCtor;
+}

@@ -1,0 +1,290 @@
+/**
+ * The famfs FUSE server, TypeScript half: opens the device, replays the log into an inode
+ * table, starts the C++ session (which serves every request on its own threads), and keeps
+ * the table current by polling the log header. Control operations (catch up, flush,
+ * invalidate, direct I/O, status) are methods here; control.ts puts them on a socket.
+ */
+import type { Logger } from 'pino';
+
+import { openDevice, type DaxDevice } from '../device/index.js';
+import { FamfsFs } from '../famfs/fs.js';
+import { FuseError } from './errors.js';
+import { buildInodeTable, resolvePath } from './inode-table.js';
+import { fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeSessionStatus } from './native.js';
+import { setReadahead } from './readahead.js';
+
+export interface FuseServerOptions {
+  /** /dev/daxX.Y or an emulation file. */
+  device: string;
+  mountpoint: string;
+  /** Map the device read-only and mount `ro`: writes fail with EROFS. */
+  readOnly?: boolean;
+  /** Start with direct I/O for every open (coherent across hosts, no page cache). */
+  directIo?: boolean;
+  /** How often to look at the log header for new entries; 0 disables polling. */
+  pollMs?: number;
+  /** Reply to reads from the mapping without a user-space copy (default true). */
+  zeroCopyReads?: boolean;
+  maxThreads?: number;
+  /** Kernel readahead for the mount in KiB (default 4096); 0 leaves the kernel default. */
+  readaheadKb?: number;
+  attrTimeout?: number;
+  entryTimeout?: number;
+  /** The control socket path, advertised in the root's user.famfs.* xattrs. */
+  controlSocket?: string;
+  /** This host's identity for publishing its replay position (design-hazards §2). */
+  hostUuid?: string;
+  hostName?: string;
+  /** Called once if the kernel connection ends without stop() (unmounted from outside). */
+  onConnectionLost?: () => void;
+  logger: Logger;
+}
+
+export interface CatchupResult {
+  /** Log index reached (entries replayed). */
+  index: number;
+  added: number;
+  removed: number;
+  /** Kernel invalidation notices sent for this update. */
+  notices: number;
+  stop?: { index: number; reason: string };
+}
+
+export interface ServerStatus {
+  device: string;
+  mountpoint: string;
+  logIndex: number;
+  files: number;
+  directories: number;
+  failed: boolean;
+  failureMessage: string | null;
+  serving: boolean;
+  directIo: boolean;
+  directIoFiles: string[];
+  replayStop: { index: number; reason: string } | null;
+  native: NativeSessionStatus;
+}
+
+export class FamfsFuseServer {
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  private lastFaults = 0;
+  private lastPollError = '';
+  private replayStop: { index: number; reason: string } | null = null;
+  private readonly directFiles = new Set<string>();
+  private lostReported = false;
+
+  private constructor(
+    private readonly opts: FuseServerOptions,
+    private readonly device: DaxDevice,
+    private readonly fs: FamfsFs,
+    private readonly session: NativeFuseSession,
+  ) {}
+
+  /** Opens the device, replays the log, mounts, and starts following the log. */
+  static start(opts: FuseServerOptions): FamfsFuseServer {
+    const log = opts.logger;
+    const device = openDevice(opts.device, { readOnly: opts.readOnly === true });
+    let session: NativeFuseSession | undefined;
+    try {
+      const fs = FamfsFs.open(device, { readOnly: true, hostUuid: opts.hostUuid, hostName: opts.hostName });
+      const sb = fs.superblock;
+      const xattrs: Record<string, string> = { 'user.famfs.device': opts.device };
+      if (opts.controlSocket !== undefined) {
+        // famfs' own tools recognise a famfs FUSE mount by this xattr naming a directory that
+        // holds a socket called `sock`; our control socket lives at <that dir>/sock by default.
+        xattrs['user.famfs.shadow'] = opts.controlSocket.replace(/\/[^/]*$/, '') || '/';
+        xattrs['user.famfs.control'] = opts.controlSocket;
+      }
+      const Session = fuseSessionClass();
+      session = new Session(device.nativeHandle, opts.mountpoint, {
+        fsname: 'famfs',
+        subtype: 'famfs',
+        readOnly: opts.readOnly === true,
+        directIo: opts.directIo === true,
+        zeroCopyReads: opts.zeroCopyReads !== false,
+        maxThreads: opts.maxThreads ?? 0,
+        attrTimeout: opts.attrTimeout ?? 1,
+        entryTimeout: opts.entryTimeout ?? 1,
+        mountTime: Math.floor(Date.now() / 1000),
+        rootXattrs: xattrs,
+      });
+      const server = new FamfsFuseServer(opts, device, fs, session);
+      try {
+        session.start(buildInodeTable(fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen }), fs.tree.nextIndex);
+      } catch (e) {
+        throw new FuseError('EMOUNT', `mounting famfs on ${opts.mountpoint}: ${(e as Error).message}`);
+      }
+      server.refreshStatfs();
+      const ra = opts.readaheadKb ?? 4096;
+      if (ra > 0) {
+        const now = setReadahead(opts.mountpoint, ra);
+        if (now === undefined) log.warn({ mountpoint: opts.mountpoint }, 'could not raise readahead');
+      }
+      server.ackReplay();
+      const st = session.status();
+      log.info(
+        { device: opts.device, mountpoint: opts.mountpoint, logIndex: fs.tree.nextIndex, files: fs.tree.fileCount, dirs: fs.tree.dirCount, threads: st.threads, directIo: st.directIo, flushMethod: st.flushMethod },
+        'famfs mounted',
+      );
+      const pollMs = opts.pollMs ?? 100;
+      if (pollMs > 0) {
+        server.timer = setInterval(() => server.poll(), pollMs);
+        server.timer.unref();
+      }
+      return server;
+    } catch (e) {
+      session?.stop();
+      device.close();
+      throw e;
+    }
+  }
+
+  /** Replays new log entries and swaps the inode table if anything changed. */
+  catchup(): CatchupResult {
+    this.assertRunning();
+    const before = this.fs.tree.nextIndex;
+    const r = this.fs.catchUp();
+    let added = 0;
+    let removed = 0;
+    for (const c of r.changes) {
+      if (c.op === 'add') added++;
+      else removed++;
+    }
+    let notices = 0;
+    if (r.nextIndex !== before || r.changes.length > 0) {
+      const sb = this.fs.superblock;
+      notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen }), r.nextIndex);
+      this.refreshStatfs();
+      this.ackReplay();
+      this.opts.logger.info({ index: r.nextIndex, added, removed, notices }, 'log replayed');
+    }
+    if (r.stop && (this.replayStop === null || this.replayStop.index !== r.stop.index)) {
+      this.opts.logger.warn({ stop: r.stop }, 'log replay stopped at a bad entry; will retry');
+    }
+    this.replayStop = r.stop ?? null;
+    return { index: r.nextIndex, added, removed, notices, ...(r.stop ? { stop: r.stop } : {}) };
+  }
+
+  /** The host giving a file up: write its CPU cache lines back to the shared memory. */
+  flush(relpath: string): void {
+    const ino = this.fileIno(relpath);
+    const r = this.session.flushFile(ino);
+    if (!r.ok) this.cacheOpFailed('flush', relpath, r.error, r.fault);
+  }
+
+  /** The host taking a file over: drop its CPU lines and this host's page cache of it. */
+  invalidate(relpath: string): void {
+    const ino = this.fileIno(relpath);
+    const r = this.session.invalidateFile(ino);
+    if (!r.ok) this.cacheOpFailed('invalidate', relpath, r.error, r.fault);
+  }
+
+  /** Direct I/O for the whole mount, or for one file (applies to opens from now on). */
+  setDirectIo(on: boolean, relpath?: string): void {
+    this.assertRunning();
+    if (relpath === undefined) {
+      this.session.setDirectIo(on);
+      return;
+    }
+    const ino = this.fileIno(relpath);
+    this.session.setFileDirectIo(ino, on);
+    if (on) this.directFiles.add(relpath);
+    else this.directFiles.delete(relpath);
+  }
+
+  status(): ServerStatus {
+    const native = this.session.status();
+    return {
+      device: this.opts.device,
+      mountpoint: this.opts.mountpoint,
+      logIndex: this.fs.tree.nextIndex,
+      files: this.fs.tree.fileCount,
+      directories: this.fs.tree.dirCount,
+      failed: native.failed || this.device.failed,
+      failureMessage: native.failureMessage ?? this.device.failureMessage ?? null,
+      serving: native.serving,
+      directIo: native.directIo,
+      directIoFiles: [...this.directFiles],
+      replayStop: this.replayStop,
+      native,
+    };
+  }
+
+  /** Unmounts (severing the connection if something still holds it) and closes the device. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.session.stop();
+    this.device.close();
+    this.opts.logger.info({ mountpoint: this.opts.mountpoint }, 'famfs unmounted');
+  }
+
+  private poll(): void {
+    if (this.stopped) return;
+    const st = this.session.status();
+    if (st.counters.faults !== this.lastFaults) {
+      this.lastFaults = st.counters.faults;
+      this.opts.logger.error({ faults: st.faults, failureMessage: st.failureMessage }, 'memory error while serving: device marked failed, I/O answers EIO');
+    }
+    if (!st.serving) {
+      if (!this.lostReported) {
+        this.lostReported = true;
+        this.opts.logger.error({ mountpoint: this.opts.mountpoint }, 'FUSE connection ended (unmounted or aborted from outside)');
+        this.opts.onConnectionLost?.();
+      }
+      return;
+    }
+    if (st.failed) return; // the log lives on the same memory; nothing more to learn from it
+    try {
+      this.catchup();
+      this.lastPollError = '';
+    } catch (e) {
+      const msg = (e as Error).message;
+      if (msg !== this.lastPollError) {
+        this.lastPollError = msg;
+        this.opts.logger.error({ err: msg }, 'log catch-up failed; will retry');
+      }
+    }
+  }
+
+  private refreshStatfs(): void {
+    const u = this.fs.usage();
+    this.session.setStatfs({
+      totalBytes: u.deviceBytes,
+      freeBytes: u.freeBytes,
+      totalInodes: u.logEntriesTotal,
+      freeInodes: Math.max(0, u.logEntriesTotal - u.logEntriesUsed),
+    });
+  }
+
+  /** Tell the master how far this host has replayed, so deleted memory can be reused safely. */
+  private ackReplay(): void {
+    if (this.opts.hostUuid === undefined || this.device.readOnly || !this.fs.extensionsEnabled) return;
+    try {
+      this.fs.ackReplay(this.opts.hostUuid, this.opts.hostName ?? '');
+    } catch (e) {
+      this.opts.logger.warn({ err: (e as Error).message }, 'could not publish replay position');
+    }
+  }
+
+  private fileIno(relpath: string): number {
+    this.assertRunning();
+    const r = resolvePath(this.fs.tree, relpath);
+    if (!r) throw new FuseError('ENOENT', `no such famfs path: ${relpath}`);
+    if (r.kind !== 'file') throw new FuseError('EISDIR', `${relpath} is a directory`);
+    return r.ino;
+  }
+
+  private cacheOpFailed(op: string, relpath: string, error: string | undefined, fault: NativeFault | undefined): never {
+    if (error === 'ENOENT') throw new FuseError('ENOENT', `no such famfs file: ${relpath}`);
+    const detail = fault ? { signo: fault.signo, code: fault.code, addr: `0x${fault.addr.toString(16)}` } : undefined;
+    this.opts.logger.error({ op, relpath, fault: detail }, 'memory error during cache operation');
+    throw new FuseError('EIO', `${op} ${relpath}: memory error; the device is marked failed`);
+  }
+
+  private assertRunning(): void {
+    if (this.stopped) throw new FuseError('ESTOPPED', 'the FUSE server is stopped');
+  }
+}
