@@ -10,3 +10,4 @@ export * from './fs';
 export * from './fsck';
 export * from './buffer-media';
 export * from './identity';
+export * from './fileio';
