@@ -13,7 +13,7 @@
 set -euo pipefail
 PROJ="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$PROJ/.cache/devdax"
-OUT="$CACHE/last-run"
+OUT=""
 ONLY=""
 KEEP=0
 while (($#)); do
@@ -29,7 +29,14 @@ TIMEOUT="${DEVDAX_TIMEOUT:-150}"
 # info block takes the first 2 MiB (checked by the raw-share check through the host agent).
 DATA_OFFSET=$((2 << 20))
 BACKING="/dev/shm/famfs-devdax-$$.img"
-mkdir -p "$CACHE"
+mkdir -p "$CACHE/runs"
+# Each run has its own directory (several test runs may start at once); last-run points at the newest.
+if [[ -z "$OUT" ]]; then
+  OUT="$CACHE/runs/$(date +%Y%m%d-%H%M%S)-$$"
+  ln -sfn "runs/$(basename "$OUT")" "$CACHE/last-run"
+  # keep the 5 newest run directories
+  { ls -1dt "$CACHE"/runs/*/ 2>/dev/null || true; } | tail -n +6 | xargs -r rm -rf
+fi
 rm -rf "$OUT"; mkdir -p "$OUT/sync" "$OUT/hostreq" "$OUT/A" "$OUT/B"
 OUT="$(cd "$OUT" && pwd)"
 RESULTS="$OUT/results.jsonl"; : >"$RESULTS"
@@ -37,7 +44,7 @@ RESULTS="$OUT/results.jsonl"; : >"$RESULTS"
 log() { printf '[devdax] %s\n' "$*" >&2; }
 now_ms() { date +%s%3N; }
 emit() { printf '%s\n' "$1" >>"$RESULTS"; }
-json_str() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' | tr '\n\t' '  '; }
+json_str() { printf '%s' "$1" | tr '\n\t' '  ' | tr -d '\000-\037' | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 host_result() { emit "{\"check\":\"$1\",\"role\":\"host\",\"name\":\"$2\",\"status\":\"$3\",\"detail\":\"$(json_str "${4:-}")\"}"; }
 phase_start() { PHASE="$1"; PHASE_T0="$(now_ms)"; log "phase $1"; }
 phase_end() { emit "{\"check\":\"phase\",\"role\":\"host\",\"name\":\"$PHASE\",\"status\":\"ok\",\"ms\":$(( $(now_ms) - PHASE_T0 ))}"; }
@@ -103,7 +110,18 @@ phase_end
 # --- initramfs ----------------------------------------------------------------------------------
 phase_start initrd
 INITRD="$CACHE/initrd.cpio"
-"$PROJ/test/devdax/lib/build-initrd.sh" "$CACHE" "$KVER" "$PROJ" "$INITRD" || fatal "cannot build the initramfs"
+# Rebuilt only when what goes into it changed (scripts, node, the addon's library set, the packages).
+initrd_key="$( {
+  cat "$PROJ/test/devdax/lib/build-initrd.sh" "$PROJ/test/devdax/guest/init" "$PROJ/test/devdax/guest/daxio.c" "$CACHE/fetch.stamp"
+  echo "$KVER"; stat -c '%s %Y' /usr/bin/node "$(command -v fusermount3 || echo /dev/null)"
+  for a in "$PROJ"/build/Release/*.node; do [[ -e "$a" ]] && ldd "$a" | awk '{print $1}'; done
+} | sha256sum | cut -c1-16)"
+if [[ -f "$INITRD" && "$(cat "$INITRD.key" 2>/dev/null)" == "$initrd_key" ]]; then
+  log "initramfs up to date ($initrd_key)"
+else
+  "$PROJ/test/devdax/lib/build-initrd.sh" "$CACHE" "$KVER" "$PROJ" "$INITRD" || fatal "cannot build the initramfs"
+  echo "$initrd_key" >"$INITRD.key"
+fi
 phase_end
 
 # --- guests -------------------------------------------------------------------------------------
