@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// famfs-csi: the CSI driver binary. One binary for every role:
+//   --mode controller   Identity + Controller (runs on the famfs master host)
+//   --mode node         Identity + Node (a DaemonSet on every host attached to the memory)
+//   --mode all          everything in one process (npm start; csi-sanity; single-host setups)
+import * as os from 'os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import pino from 'pino';
+import {
+  DEFAULT_DEVICE,
+  DEFAULT_DEVICE_SIZE,
+  DEFAULT_DRIVER_NAME,
+  DEFAULT_ENDPOINT,
+  DEFAULT_POOL,
+  DEFAULT_STATE_DIR,
+  startDriver,
+  type DriverMode,
+} from '../pkg/csi/driver';
+import { packageVersion } from '../pkg/csi/identity';
+import { parseSize } from '../pkg/csi/params';
+
+function sizeArg(value: string): number {
+  try {
+    return parseSize(value, '--device-size');
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
+
+async function main(): Promise<void> {
+  const program = new Command()
+    .name('famfs-csi')
+    .description('Kubernetes CSI driver for famfs: files in shared fabric-attached (CXL) memory')
+    .version(packageVersion())
+    .addOption(new Option('--mode <mode>', 'which CSI services to serve').choices(['controller', 'node', 'all']).default('all'))
+    .option('--endpoint <endpoint>', 'gRPC endpoint: unix:///path/csi.sock', DEFAULT_ENDPOINT)
+    .option('--device <path>', 'famfs device (/dev/daxX.Y, or an emulation file; one under /dev/shm is created and formatted when missing)', DEFAULT_DEVICE)
+    .option('--device-size <size>', 'size of an emulated device created on demand (e.g. 8Gi)', sizeArg, DEFAULT_DEVICE_SIZE)
+    .option('--mkfs', 'format the device if it holds no famfs file system', false)
+    .option('--node-id <id>', 'this node\'s id (Kubernetes node name)', os.hostname())
+    .option('--driver-name <name>', 'CSI driver name (CSIDriver object name)', DEFAULT_DRIVER_NAME)
+    .option('--state-dir <dir>', 'where the node plugin persists what it staged and published', DEFAULT_STATE_DIR)
+    .option('--pool <name>', 'name of the memory pool (topology segment shared by every node on this memory)', DEFAULT_POOL)
+    .option('--metrics-address <host:port>', 'serve Prometheus /metrics (and /healthz) on this address')
+    .option('--health-address <host:port>', 'serve /healthz on this address')
+    .option('--health-port <port>', 'shorthand for --health-address :<port>')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
+    .parse();
+
+  const o = program.opts<{
+    mode: DriverMode;
+    endpoint: string;
+    device: string;
+    deviceSize: number;
+    mkfs: boolean;
+    nodeId: string;
+    driverName: string;
+    stateDir: string;
+    pool: string;
+    metricsAddress?: string;
+    healthAddress?: string;
+    healthPort?: string;
+    logLevel: string;
+  }>();
+  const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
+  const healthAddress = o.healthAddress ?? (o.healthPort !== undefined ? `:${o.healthPort}` : undefined);
+
+  const driver = await startDriver({
+    mode: o.mode,
+    endpoint: o.endpoint,
+    devicePath: o.device,
+    deviceSize: o.deviceSize,
+    mkfs: o.mkfs,
+    nodeId: o.nodeId,
+    driverName: o.driverName,
+    stateDir: o.stateDir,
+    pool: o.pool,
+    ...(o.metricsAddress !== undefined ? { metricsAddress: o.metricsAddress } : {}),
+    ...(healthAddress !== undefined ? { healthAddress } : {}),
+    log,
+  });
+
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    driver.stop().then(
+      () => process.exit(0),
+      (e: unknown) => {
+        log.error({ err: e }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  // Startup errors are for a human reading the pod log: the message, not a stack.
+  process.stderr.write(`famfs-csi: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,125 @@
+// Assembles a running famfs-csi instance from its configuration: the device (an emulated one in
+// /dev/shm is created and formatted when missing), the gRPC services for the chosen mode, and the
+// metrics/health HTTP endpoints. cmd/famfs-csi.ts only parses flags and calls startDriver().
+import * as fs from 'fs';
+import type * as http from 'http';
+import * as path from 'path';
+import type { Logger } from 'pino';
+import { openDevice, type DaxDevice } from '../device';
+import { FamfsError } from '../famfs/errors';
+import { FamfsFs } from '../famfs/fs';
+import { systemUuid } from '../famfs/identity';
+import { identityService, type Health } from './identity';
+import { DriverMetrics, startHttpEndpoints } from './metrics';
+import { CsiServer } from './server';
+
+export type DriverMode = 'controller' | 'node' | 'all';
+
+export const DEFAULT_DRIVER_NAME = 'famfs.csi.cxl.io';
+export const DEFAULT_ENDPOINT = 'unix:///tmp/famfs-csi/csi.sock';
+export const DEFAULT_DEVICE = '/dev/shm/famfs-csi-default.img';
+export const DEFAULT_DEVICE_SIZE = 8 * 1024 ** 3;
+export const DEFAULT_STATE_DIR = '/var/lib/famfs-csi';
+export const DEFAULT_POOL = 'default';
+/** Topology segment key every node attached to the same famfs memory pool reports. */
+export const POOL_TOPOLOGY_KEY = 'famfs.csi.cxl.io/pool';
+
+export interface DriverConfig {
+  mode: DriverMode;
+  endpoint: string;
+  devicePath: string;
+  /** Size used when the emulated device file has to be created. */
+  deviceSize: number;
+  /** Format the device when it holds no famfs (always done for a device file created by this run). */
+  mkfs: boolean;
+  nodeId: string;
+  driverName: string;
+  stateDir: string;
+  pool: string;
+  metricsAddress?: string;
+  healthAddress?: string;
+  log: Logger;
+}
+
+export interface RunningDriver {
+  readonly config: DriverConfig;
+  readonly device: DaxDevice;
+  readonly fs: FamfsFs;
+  readonly server: CsiServer;
+  stop(): Promise<void>;
+}
+
+/** Opens the device, creating a sparse emulation file in /dev/shm when it is missing there. */
+function openOrCreateDevice(cfg: DriverConfig): { device: DaxDevice; created: boolean } {
+  const exists = fs.existsSync(cfg.devicePath);
+  if (!exists && !path.resolve(cfg.devicePath).startsWith('/dev/shm/')) {
+    throw new Error(`device ${cfg.devicePath} does not exist (only emulated devices under /dev/shm are created on demand)`);
+  }
+  const device = openDevice(cfg.devicePath, exists ? {} : { create: { size: cfg.deviceSize } });
+  return { device, created: !exists };
+}
+
+function openFamfs(cfg: DriverConfig, device: DaxDevice, created: boolean): FamfsFs {
+  const hostUuid = systemUuid();
+  try {
+    return FamfsFs.open(device, { hostUuid, hostName: cfg.nodeId });
+  } catch (e) {
+    if (!(e instanceof FamfsError && e.code === 'ENOTFAMFS') || !(created || cfg.mkfs)) throw e;
+  }
+  cfg.log.info({ device: cfg.devicePath, size: device.size }, 'no famfs on the device: formatting it');
+  return FamfsFs.mkfs(device, { systemUuid: hostUuid, devicePath: cfg.devicePath });
+}
+
+export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
+  const log = cfg.log;
+  await fs.promises.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
+  const { device, created } = openOrCreateDevice(cfg);
+  let famfs: FamfsFs;
+  try {
+    famfs = openFamfs(cfg, device, created);
+  } catch (e) {
+    device.close();
+    throw e;
+  }
+  log.info({ device: cfg.devicePath, kind: device.kind, size: device.size, master: famfs.isMaster, created }, 'device open');
+
+  const health = (): Health => {
+    if (device.closed) return { state: 'unhealthy', message: `device ${cfg.devicePath} is closed` };
+    if (device.failed) return { state: 'unhealthy', message: `device ${cfg.devicePath} failed: ${device.failureMessage ?? 'memory error'}` };
+    return { state: 'ready' };
+  };
+  const metrics = new DriverMetrics();
+  const server = new CsiServer({ endpoint: cfg.endpoint, log: log.child({ component: 'grpc' }), onRpc: metrics.observeRpc });
+  server.addService(
+    'Identity',
+    identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }),
+  );
+  // Controller and Node services are added here once they exist (pkg/csi/controller.ts, node.ts).
+  await server.start();
+
+  const httpServers: http.Server[] = [];
+  try {
+    if (cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.metricsAddress, metrics, health }));
+    if (cfg.healthAddress && cfg.healthAddress !== cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.healthAddress, health }));
+  } catch (e) {
+    await server.stop(0);
+    device.close();
+    throw e;
+  }
+
+  let stopped = false;
+  return {
+    config: cfg,
+    device,
+    fs: famfs,
+    server,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await server.stop();
+      await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      device.close();
+      log.info('driver stopped');
+    },
+  };
+}

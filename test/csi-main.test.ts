@@ -1,0 +1,105 @@
+// The famfs-csi binary as a real process: creates and formats an emulated device, serves Identity on
+// a unix socket, /healthz and /metrics over HTTP, and shuts down cleanly on SIGTERM.
+import { strict as assert } from 'assert';
+import { spawn, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { CsiClient } from '../pkg/csi/client';
+import type { GetPluginInfoResponse, ProbeResponse } from '../pkg/csi/types';
+
+const MAIN = path.join(__dirname, '..', 'cmd', 'famfs-csi.js');
+
+async function waitFor(cond: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await cond()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+describe('famfs-csi binary', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let device: string;
+  let sock: string;
+  let child: ChildProcess;
+  let output = '';
+  const port = 20000 + (process.pid % 20000);
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-main-'));
+    device = `/dev/shm/famfs-csi-test-${process.pid}.img`;
+    sock = path.join(dir, 'csi.sock');
+    child = spawn(process.execPath, [
+      MAIN, '--mode', 'all', '--endpoint', `unix://${sock}`, '--device', device, '--device-size', '1Gi',
+      '--state-dir', path.join(dir, 'state'), '--metrics-address', `127.0.0.1:${port}`, '--driver-name', 'famfs.csi.test.io', '--node-id', 'node-a',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr?.on('data', (b: Buffer) => (output += b.toString()));
+    await waitFor(() => fs.existsSync(sock) || child.exitCode !== null, 20_000, 'the socket');
+    assert.equal(child.exitCode, null, `famfs-csi exited: ${output}`);
+  });
+
+  after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    fs.rmSync(device, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('formatted the emulated device it created and serves Identity', async () => {
+    assert.ok(fs.existsSync(device));
+    assert.equal(fs.statSync(device).size, 1024 ** 3);
+    assert.match(output, /formatting it/);
+    const client = new CsiClient(`unix://${sock}`, 5000);
+    try {
+      const info = await client.call<GetPluginInfoResponse>('Identity', 'GetPluginInfo');
+      assert.equal(info.name, 'famfs.csi.test.io');
+      assert.equal(info.manifest?.['node'], 'node-a');
+      assert.deepEqual((await client.call<ProbeResponse>('Identity', 'Probe')).ready, { value: true });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('serves /healthz and /metrics with per-RPC histograms', async () => {
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(health.status, 200);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /famfs_csi_rpc_duration_seconds_count\{service="Identity",method="GetPluginInfo",code="OK"\} 1/);
+  });
+
+  it('exits 0 on SIGTERM and removes its socket', async () => {
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0, output);
+    assert.ok(!fs.existsSync(sock));
+  });
+
+  it('reopens the existing famfs on restart instead of formatting again', async () => {
+    const again = spawn(process.execPath, [MAIN, '--endpoint', `unix://${sock}`, '--device', device, '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    again.stdout?.on('data', (b: Buffer) => (out += b.toString()));
+    again.stderr?.on('data', (b: Buffer) => (out += b.toString()));
+    try {
+      await waitFor(() => fs.existsSync(sock) || again.exitCode !== null, 20_000, 'the socket');
+      assert.equal(again.exitCode, null, out);
+      assert.doesNotMatch(out, /formatting/);
+      assert.match(out, /"created":false/);
+    } finally {
+      const exited = new Promise((resolve) => again.once('exit', resolve));
+      again.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('refuses a missing device outside /dev/shm with a readable message', async () => {
+    const bad = spawn(process.execPath, [MAIN, '--endpoint', `unix://${dir}/x.sock`, '--device', path.join(dir, 'nope.img'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+    const code = await new Promise((resolve) => bad.once('exit', resolve));
+    assert.equal(code, 1);
+    assert.match(err, /does not exist/);
+  });
+});
