@@ -1,0 +1,48 @@
+# famfs-csi image: the CSI driver (controller and node modes), the FUSE server and the famfs CLI.
+#
+#   docker build -t famfs-csi:dev .
+#
+# Stage 1 compiles the native addon (node-addon-api + libfuse3) and the TypeScript; stage 2 carries
+# only what runs: node, the fuse3 runtime (fusermount3, libfuse3.so) and the production node_modules.
+# Not built in this project's CI (no container engine there); docs/install.md says how to build it.
+
+ARG NODE_VERSION=20
+
+FROM node:${NODE_VERSION}-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libfuse3-dev fuse3 pkg-config python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, so source edits do not invalidate the npm layer. --ignore-scripts: the
+# package's own install script needs the sources, it runs after the COPY below.
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts
+COPY tsconfig.json binding.gyp ./
+COPY native ./native
+COPY proto ./proto
+COPY cmd ./cmd
+COPY pkg ./pkg
+RUN node native/build.js --force \
+ && npx tsc -p . \
+ && npm prune --omit=dev
+
+FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends fuse3 libfuse3-3 util-linux \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/famfs-csi
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules ./node_modules
+COPY --from=build /src/build/Release/famfs_native.node ./build/Release/famfs_native.node
+COPY --from=build /src/dist/cmd ./dist/cmd
+COPY --from=build /src/dist/pkg ./dist/pkg
+COPY --from=build /src/proto ./proto
+# Small launchers so the chart can call the binaries by name (famfs-csi, famfs-fused, famfs).
+RUN for b in famfs-csi famfs-fused famfs; do \
+      printf '#!/bin/sh\nexec node /opt/famfs-csi/dist/cmd/%s.js "$@"\n' "$b" > /usr/local/bin/$b; \
+      chmod 0755 /usr/local/bin/$b; \
+    done
+ENV NODE_ENV=production
+# The node plugin and FUSE server run privileged as root (mounts, /dev/fuse, devdax); the image
+# does not pick a user so that the chart's securityContext decides.
+ENTRYPOINT ["famfs-csi"]
