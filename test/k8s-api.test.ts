@@ -1,0 +1,353 @@
+// pkg/k8s against a real kube-apiserver: Lease leader election (hand-over, no two leaders, step-down
+// when renewal fails, fencing when the process was paused), Events on PVCs/PVs as kubectl describe
+// shows them, and the FamfsPool status written by a controller and several nodes at once.
+import { strict as assert } from 'assert';
+import * as net from 'net';
+import * as path from 'path';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { EventReason, EventRecorder, pvRef, pvcRef } from '../pkg/k8s/events';
+import { FamfsPoolClient, formatBytes } from '../pkg/k8s/famfspool';
+import { LeaderElector, parseDuration, type LeaderElectorOptions } from '../pkg/k8s/lease';
+import { TestCluster } from '../pkg/k8s/test-cluster';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+/** A TCP relay to the API server that the test can cut, to make one client lose the API. */
+class CuttableProxy {
+  private readonly sockets = new Set<net.Socket>();
+  private cut = false;
+  private readonly server: net.Server;
+  port = 0;
+
+  constructor(private readonly target: { host: string; port: number }) {
+    this.server = net.createServer((client) => {
+      if (this.cut) {
+        client.destroy();
+        return;
+      }
+      const upstream = net.connect(this.target.port, this.target.host);
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => s.destroy());
+      }
+      client.pipe(upstream).pipe(client);
+    });
+  }
+
+  listen(): Promise<void> {
+    return new Promise((r) => this.server.listen(0, '127.0.0.1', () => {
+      this.port = (this.server.address() as net.AddressInfo).port;
+      r();
+    }));
+  }
+
+  sever(): void {
+    this.cut = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  restore(): void {
+    this.cut = false;
+  }
+
+  close(): Promise<void> {
+    this.sever();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+/** Records leadership intervals of several candidates and fails on any overlap. */
+class LeadershipLog {
+  readonly events: { who: string; what: 'start' | 'stop'; epoch: number; at: number }[] = [];
+  private current: string | undefined;
+  overlaps = 0;
+
+  callbacks(who: string): Pick<LeaderElectorOptions, 'onStartedLeading' | 'onStoppedLeading'> {
+    return {
+      onStartedLeading: ({ epoch }) => {
+        if (this.current !== undefined) this.overlaps++;
+        this.current = who;
+        this.events.push({ who, what: 'start', epoch, at: Date.now() });
+      },
+      onStoppedLeading: ({ epoch }) => {
+        if (this.current === who) this.current = undefined;
+        this.events.push({ who, what: 'stop', epoch, at: Date.now() });
+      },
+    };
+  }
+
+  leader(): string | undefined {
+    return this.current;
+  }
+}
+
+describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () {
+  let cluster: TestCluster | undefined;
+  let kc: KubeConfig;
+  const ns = 'famfs-test';
+
+  before(async function () {
+    if (k8sTestsSkipped()) {
+      this.skip();
+      return;
+    }
+    this.timeout(60 * 60_000);
+    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl']);
+    this.timeout(120_000);
+    cluster = TestCluster.start();
+    kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    cluster.must('kubectl', ['create', 'namespace', ns]);
+  });
+
+  after(function () {
+    this.timeout(60_000);
+    cluster?.stop();
+  });
+
+  function c(): TestCluster {
+    assert.ok(cluster);
+    return cluster;
+  }
+
+  /** A KubeConfig for the same admin user whose traffic goes through `proxy`. */
+  function viaProxy(proxy: CuttableProxy): KubeConfig {
+    const k = new KubeConfig();
+    k.loadFromFile(c().kubeconfig);
+    const cl = k.getCurrentCluster();
+    assert.ok(cl);
+    const clusters = k.clusters.map((x) => (x.name === cl.name ? { ...x, server: `https://127.0.0.1:${proxy.port}` } : x));
+    k.loadFromOptions({ clusters, users: k.users, contexts: k.contexts, currentContext: k.currentContext });
+    return k;
+  }
+
+  function apiTarget(): { host: string; port: number } {
+    const u = new URL(c().apiUrl);
+    return { host: u.hostname, port: Number(u.port) };
+  }
+
+  describe('Lease leader election', () => {
+    const fast = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300 };
+
+    it('parses durations like the chart values', () => {
+      assert.equal(parseDuration('15s'), 15_000);
+      assert.equal(parseDuration('1m30s'), 90_000);
+      assert.equal(parseDuration('250ms'), 250);
+      assert.throws(() => parseDuration('15'), { code: 'INVALID_CONFIG' });
+      assert.throws(() => new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'x', identity: 'a', leaseDurationMs: 2000, renewDeadlineMs: 2000 }),
+        { code: 'INVALID_CONFIG' });
+    });
+
+    it('one candidate acquires a new Lease (epoch 0), renews it, and releases it on stop', async function () {
+      this.timeout(30_000);
+      const log = new LeadershipLog();
+      const a = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'solo', identity: 'pod-a', ...fast, ...log.callbacks('a') });
+      a.start();
+      await waitFor('a to lead', () => log.leader() === 'a', 10_000);
+      assert.equal(a.currentEpoch(), 0);
+      const lease1 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { holderIdentity: string; renewTime: string; leaseDurationSeconds: number } };
+      assert.equal(lease1.spec.holderIdentity, 'pod-a');
+      assert.equal(lease1.spec.leaseDurationSeconds, 3);
+      await sleep(1000);
+      const lease2 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { renewTime: string } };
+      assert.ok(Date.parse(lease2.spec.renewTime) > Date.parse(lease1.spec.renewTime), 'renewTime advances');
+      await a.stop();
+      assert.equal(a.holdsLease(), false);
+      assert.deepEqual(log.events.map((e) => e.what), ['start', 'stop']);
+      const released = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { holderIdentity?: string } };
+      assert.equal(released.spec.holderIdentity, undefined);
+    });
+
+    it('three candidates: exactly one leads; hand-overs raise the epoch and never overlap', async function () {
+      this.timeout(60_000);
+      const log = new LeadershipLog();
+      const electors = ['a', 'b', 'c'].map((id) =>
+        new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'trio', identity: `pod-${id}`, ...fast, ...log.callbacks(id) }));
+      for (const e of electors) e.start();
+      await waitFor('a leader', () => log.leader() !== undefined, 10_000);
+      await sleep(1500); // let the others campaign against a held lease
+      assert.equal(electors.filter((e) => e.holdsLease()).length, 1);
+
+      const epochs: number[] = [];
+      const stopped = new Set<LeaderElector>();
+      for (let round = 0; round < 2; round++) {
+        const leader = electors.find((e) => e.holdsLease());
+        assert.ok(leader, `round ${round}: nobody leads`);
+        epochs.push(leader.currentEpoch());
+        const t0 = Date.now();
+        await leader.stop(); // releases: a standby takes over without waiting for expiry
+        stopped.add(leader);
+        await waitFor('a new leader', () => electors.some((e) => !stopped.has(e) && e.holdsLease()), 10_000);
+        assert.ok(Date.now() - t0 < fast.leaseDurationMs + 1000, 'release lets a standby in before expiry');
+      }
+      const last = electors.find((e) => e.holdsLease());
+      assert.ok(last);
+      epochs.push(last.currentEpoch());
+      assert.deepEqual(epochs, [...epochs].sort((x, y) => x - y));
+      assert.equal(new Set(epochs).size, 3, `epochs strictly increase: ${epochs.join(',')}`);
+      assert.equal(log.overlaps, 0);
+      await last.stop();
+    });
+
+    it('a leader cut off from the API steps down before anyone else takes over', async function () {
+      this.timeout(60_000);
+      const proxy = new CuttableProxy(apiTarget());
+      await proxy.listen();
+      const log = new LeadershipLog();
+      const a = new LeaderElector({ kubeConfig: viaProxy(proxy), namespace: ns, name: 'cut', identity: 'pod-a', ...fast, ...log.callbacks('a') });
+      a.start();
+      await waitFor('a to lead', () => log.leader() === 'a', 10_000);
+      const b = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'cut', identity: 'pod-b', ...fast, ...log.callbacks('b') });
+      b.start();
+      await sleep(1000);
+      assert.equal(log.leader(), 'a');
+
+      proxy.sever();
+      await waitFor('b to lead', () => log.leader() === 'b', 15_000);
+      const aStop = log.events.find((e) => e.who === 'a' && e.what === 'stop');
+      const bStart = log.events.find((e) => e.who === 'b' && e.what === 'start');
+      assert.ok(aStop && bStart);
+      assert.ok(aStop.at <= bStart.at, 'a stepped down before b started');
+      assert.ok(bStart.epoch > 0);
+      assert.equal(log.overlaps, 0);
+      assert.equal(a.holdsLease(), false);
+
+      // a gets the API back: it must stay a follower while b renews.
+      proxy.restore();
+      await sleep(1500);
+      assert.equal(a.holdsLease(), false);
+      assert.equal(b.holdsLease(), true);
+      await Promise.all([a.stop(), b.stop()]);
+      await proxy.close();
+    });
+
+    it('a leader whose process was paused past the renew deadline is fenced at once', async function () {
+      this.timeout(30_000);
+      const a = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'paused', identity: 'pod-a', ...fast });
+      a.start();
+      await waitFor('a to lead', () => a.holdsLease(), 10_000);
+      const epoch = a.currentEpoch();
+      // Block this thread (no timers, no I/O) like SIGSTOP would, longer than renewDeadline.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, fast.renewDeadlineMs + 300);
+      // First thing after waking, before any renewal could run: the writer's check must refuse.
+      assert.equal(a.holdsLease(), false);
+      assert.throws(() => a.currentEpoch(), { code: 'NOT_LEADER' });
+      await a.stop();
+      assert.equal(epoch, 0);
+    });
+  });
+
+  describe('Events', () => {
+    it('events on a PVC fold repeats and show in kubectl describe; PV events land in default', async function () {
+      this.timeout(30_000);
+      const core = kc.makeApiClient(CoreV1Api);
+      const pvc = await core.createNamespacedPersistentVolumeClaim({
+        namespace: ns,
+        body: {
+          metadata: { name: 'data' },
+          spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } }, storageClassName: 'famfs-serial' },
+        },
+      });
+      const rec = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'node-a' });
+      const ref = pvcRef(ns, 'data', pvc.metadata?.uid);
+      await rec.record(ref, 'Normal', EventReason.VolumePlaced, 'volume vol-1 placed at offset 0x200000, size 1Gi');
+      await rec.record(ref, 'Warning', EventReason.LogNearlyFull, 'famfs log 92% full (23000 of 25000 entries)');
+      const again = await rec.record(ref, 'Warning', EventReason.LogNearlyFull, 'famfs log 92% full (23000 of 25000 entries)');
+      assert.equal(again.count, 2);
+      const described = c().must('kubectl', ['-n', ns, 'describe', 'pvc', 'data']);
+      assert.match(described, /Normal\s+VolumePlaced\s+.*volume vol-1 placed at offset 0x200000, size 1Gi/);
+      assert.match(described, /Warning\s+LogNearlyFull\s+.*\(x2 over .*famfs log 92% full/);
+
+      await core.createPersistentVolume({
+        body: {
+          metadata: { name: 'pv-famfs-1' },
+          spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], csi: { driver: 'famfs.csi.cxl.io', volumeHandle: 'vol-1' } },
+        },
+      });
+      await rec.record(pvRef('pv-famfs-1'), 'Warning', EventReason.MemoryError, 'uncorrectable memory error at offset 0x201000');
+      const pvDescribed = c().must('kubectl', ['describe', 'pv', 'pv-famfs-1']);
+      assert.match(pvDescribed, /Warning\s+MemoryError\s+.*uncorrectable memory error at offset 0x201000/);
+      const evs = c().must('kubectl', ['-n', 'default', 'get', 'events', '--field-selector', 'involvedObject.name=pv-famfs-1', '-o', 'name']);
+      assert.equal(evs.trim().split('\n').length, 1);
+    });
+  });
+
+  describe('FamfsPool status', () => {
+    before(function () {
+      this.timeout(30_000);
+      c().must('kubectl', ['apply', '-f', path.join(repoRoot(), 'charts', 'famfs-csi', 'crds', 'famfspools.famfs.csi.cxl.io.yaml')]);
+      c().must('kubectl', ['wait', '--for=condition=Established', 'crd/famfspools.famfs.csi.cxl.io', '--timeout=20s']);
+    });
+
+    it('formats sizes the way kubectl users read them', () => {
+      assert.equal(formatBytes(64 * 2 ** 30), '64Gi');
+      assert.equal(formatBytes(1.5 * 2 ** 30), '1.5Gi');
+      assert.equal(formatBytes(2 ** 20 + 1), '1Mi');
+      assert.equal(formatBytes(1000), '1000');
+      assert.equal(formatBytes(0), '0');
+    });
+
+    it('controller and nodes write their parts concurrently without clobbering each other', async function () {
+      this.timeout(30_000);
+      const ctl = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: 'famfs-csi-controller' });
+      const pool = await ctl.ensure({ device: '/dev/dax0.0', driverName: 'famfs.csi.cxl.io' });
+      assert.equal(pool.spec.device, '/dev/dax0.0');
+      await ctl.ensure({ device: '/dev/dax0.0' }); // idempotent
+
+      const figures = {
+        device: '/dev/dax0.0', sizeBytes: 64 * 2 ** 30, freeBytes: 64 * 2 ** 30 - 2 ** 21, pendingFreeBytes: 0,
+        largestFreeExtentBytes: 64 * 2 ** 30 - 2 ** 21, volumes: 0, logEntriesUsed: 1, logEntriesTotal: 25000,
+        master: { node: 'node-a', pod: 'ctl-0', leaseName: 'famfs-master', fencingEpoch: 4 },
+      };
+      await ctl.writePoolStatus(figures);
+      const nodes = ['node-a', 'node-b', 'node-c'].map((n) => new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: `famfs-csi-node-${n}` }));
+      await Promise.all(nodes.map((n, i) => n.writeNodeStatus({ name: `node-${'abc'[i]}`, replayedEntries: 1, lagEntries: 0, healthy: true })));
+      await nodes[1].writeNodeStatus({ name: 'node-b', replayedEntries: 1, lagEntries: 2, healthy: false, message: 'replay stalled: bad log entry 2', memoryErrors: 1 });
+      // Capacity changes: a 1 GiB volume is placed.
+      const after = await ctl.writePoolStatus({ ...figures, freeBytes: figures.freeBytes - 2 ** 30, volumes: 1, logEntriesUsed: 3 });
+
+      assert.equal(after.status?.nodes?.length, 3, 'the controller write keeps every node entry');
+      assert.equal(after.status?.nodesHealthy, '2/3');
+      assert.equal(after.status?.log?.entriesUsed, 3);
+      const b = after.status?.nodes?.find((n) => n.name === 'node-b');
+      assert.equal(b?.healthy, false);
+      assert.equal(b?.lagEntries, 2);
+      assert.ok(b?.lastHeartbeatTime);
+
+      const [header, row] = c().must('kubectl', ['get', 'famfspool', 'pool-t']).trim().split('\n');
+      assert.match(header ?? '', /SIZE\s+FREE\s+LARGEST-FREE\s+LOG-USED\s+LOG-TOTAL\s+MASTER\s+NODES-HEALTHY/);
+      assert.match(row ?? '', /pool-t\s+\/dev\/dax0\.0\s+64Gi\s+63Gi\s+64Gi\s+3\s+25000\s+node-a\s+2\/3/);
+      const described = c().must('kubectl', ['describe', 'famfspool', 'pool-t']);
+      assert.match(described, /replay stalled: bad log entry 2/);
+      assert.match(described, /Fencing Epoch:\s+4/);
+
+      // Field ownership: each node owns its entry, the controller the figures.
+      const managed = JSON.parse(c().must('kubectl', ['get', 'famfspool', 'pool-t', '--show-managed-fields', '-o', 'json'])) as { metadata: { managedFields: { manager: string }[] } };
+      const managers = managed.metadata.managedFields.map((m) => m.manager).sort();
+      for (const m of ['famfs-csi-controller', 'famfs-csi-node-node-a', 'famfs-csi-node-node-b', 'famfs-csi-node-node-c']) assert.ok(managers.includes(m), `${m} in ${managers.join(',')}`);
+    });
+
+    it('invalid figures are refused locally and by the server schema', async function () {
+      this.timeout(30_000);
+      const ctl = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: 'famfs-csi-controller' });
+      await assert.rejects(ctl.writePoolStatus({
+        device: '/dev/dax0.0', sizeBytes: -1, freeBytes: 0, pendingFreeBytes: 0, largestFreeExtentBytes: 0, volumes: 0,
+        logEntriesUsed: 0, logEntriesTotal: 1, master: { node: 'x', fencingEpoch: 0 },
+      }), { code: 'INVALID' });
+      const node = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: 'famfs-csi-node-bad' });
+      await assert.rejects(node.writeNodeStatus({ name: 'node-z', replayedEntries: -5, lagEntries: 0, healthy: true }), { code: 'INVALID' });
+      const missing = new FamfsPoolClient({ kubeConfig: kc, pool: 'no-such-pool', fieldManager: 'x' });
+      await assert.rejects(missing.get(), { code: 'NOT_FOUND' });
+    });
+  });
+});
