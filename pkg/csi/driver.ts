@@ -9,9 +9,11 @@ import { openDevice, type DaxDevice } from '../device';
 import { FamfsError } from '../famfs/errors';
 import { FamfsFs } from '../famfs/fs';
 import { systemUuid } from '../famfs/identity';
+import { controllerService } from './controller';
 import { identityService, type Health } from './identity';
 import { DriverMetrics, startHttpEndpoints } from './metrics';
 import { CsiServer } from './server';
+import { VolumeState } from './state';
 
 export type DriverMode = 'controller' | 'node' | 'all';
 
@@ -94,7 +96,24 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     'Identity',
     identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }),
   );
-  // Controller and Node services are added here once they exist (pkg/csi/controller.ts, node.ts).
+  if (cfg.mode === 'controller' || cfg.mode === 'all') {
+    server.addService(
+      'Controller',
+      controllerService({
+        state: new VolumeState(famfs, cfg.stateDir),
+        pool: cfg.pool,
+        topologyKey: POOL_TOPOLOGY_KEY,
+        // All-in-one knows exactly one node. A cluster controller will check the pool's nodes
+        // (FamfsPool / CSINode); until then every node id is taken at its word.
+        nodeExists: cfg.mode === 'all' ? (id) => id === cfg.nodeId : () => true,
+        condition: () => {
+          const h = health();
+          return h.state === 'ready' ? { abnormal: false, message: 'ok' } : { abnormal: true, message: h.message };
+        },
+      }),
+    );
+  }
+  // The Node service is added here once pkg/csi/node.ts exists.
   await server.start();
 
   const httpServers: http.Server[] = [];
