@@ -140,6 +140,15 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     assert.ok(!can(NODE_SA, 'get', 'secrets', '-n', NS));
   });
 
+  it('the examples/ manifests are accepted by the server (dry run)', function () {
+    this.timeout(60_000);
+    const out = c().must('kubectl', ['apply', '--dry-run=server', '-n', 'default', '-f', path.join(repoRoot(), 'examples')]);
+    for (const want of ['persistentvolumeclaim/dataset', 'job.batch/load-dataset', 'persistentvolume/dataset-readonly',
+      'deployment.apps/readers', 'persistentvolumeclaim/handoff', 'pod/producer', 'pod/consumer']) {
+      assert.ok(out.includes(want), `${want} missing from:\n${out}`);
+    }
+  });
+
   it('helm uninstall removes the release', function () {
     this.timeout(120_000);
     c().must('helm', ['uninstall', 'famfs-csi', '-n', NS, '--wait=false']);
