@@ -78,16 +78,12 @@ export class FamfsTree {
 
   constructor(readonly limits: TreeLimits) {}
 
+  /** Live nodes by relpath: replay looks up every parent, so this must not walk the tree. */
+  private readonly byPath = new Map<string, TreeNode>();
+
   lookup(relpath: string): TreeNode | undefined {
     if (relpath === '' || relpath === '.') return this.root;
-    let node: TreeNode = this.root;
-    for (const part of relpath.split('/')) {
-      if (node.kind !== 'dir') return undefined;
-      const next = node.children.get(part);
-      if (!next) return undefined;
-      node = next;
-    }
-    return node;
+    return this.byPath.get(relpath);
   }
 
   *nodes(): IterableIterator<TreeNode> {
@@ -133,7 +129,7 @@ export class FamfsTree {
     const parent = this.lookup(parentPath);
     if (!parent) return this.problem(index, `"${relpath}": parent directory "${parentPath}" does not exist`);
     if (parent.kind !== 'dir') return this.problem(index, `"${relpath}": parent "${parentPath}" is a file`);
-    if (name === '' || name === '.' || name === '..' || relpath.startsWith('/') || relpath.startsWith('.meta')) {
+    if (name === '' || name === '.' || name === '..' || relpath.startsWith('/') || relpath === '.meta' || relpath.startsWith('.meta/')) {
       return this.problem(index, `"${relpath}": not a valid famfs path`);
     }
     if (parent.children.has(name)) return this.problem(index, `"${relpath}" already exists (entry ${parent.children.get(name)!.index})`);
@@ -181,6 +177,7 @@ export class FamfsTree {
     };
     where.parent.children.set(where.name, node);
     this.byIndex.set(index, node);
+    this.byPath.set(node.relpath, node);
     this.fileCount++;
     return { op: 'add', node };
   }
@@ -191,6 +188,7 @@ export class FamfsTree {
     const node: DirNode = { kind: 'dir', relpath: body.relpath, name: where.name, index, mode: body.mode & 0o7777, uid: body.uid, gid: body.gid, children: new Map() };
     where.parent.children.set(where.name, node);
     this.byIndex.set(index, node);
+    this.byPath.set(node.relpath, node);
     this.dirCount++;
     return { op: 'add', node };
   }
@@ -206,6 +204,7 @@ export class FamfsTree {
     const parent = this.lookup(cut < 0 ? '' : target.relpath.slice(0, cut)) as DirNode;
     parent.children.delete(target.name);
     this.byIndex.delete(target.index);
+    this.byPath.delete(target.relpath);
     if (target.kind === 'file') {
       this.fileCount--;
       this.released.push({ deleteIndex: index, relpath: target.relpath, extents: fmapExtents(target.fmap) });
