@@ -261,6 +261,8 @@ export class VolumeState {
   /** Space the CO may plan with: free memory now (pending frees excluded) and the largest single volume. */
   capacity(): { available: number; maximumVolume: number } {
     this.famfs('catch up with the famfs log', () => this.fs.catchUp());
+    // Deleted memory becomes free once every host replayed past the delete; count what is free now.
+    if (this.fs.allocator.hasPending) this.fs.allocator.reclaim(this.fs.horizon());
     const u = this.fs.usage();
     return { available: u.freeBytes, maximumVolume: u.largestFreeBytes };
   }
