@@ -16,6 +16,7 @@ import {
   SB,
   validateSuperblock,
   readExtBlock,
+  repair,
 } from '../pkg/famfs';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
@@ -379,5 +380,65 @@ describe('famfs core: corruption never crashes replay or fsck', () => {
       }),
       { numRuns: 400 },
     );
+  });
+});
+
+describe('famfs core: repair', () => {
+  it('cuts the log at the first bad entry, reporting what was dropped; fsck is clean after', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 5; i++) fs.creat(`f${i}`, 1);
+    const at = LOG_OFFSET + entryOffset(2) + LE.payload + 30;
+    media.write(at, Buffer.from([media.read(at, 1)[0] ^ 0x40]));
+    assert.equal(fsck(media).clean, false);
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(
+      r.dropped.map((d) => d.index),
+      [2, 3, 4],
+    );
+    assert.match(r.dropped[0].what, /CRC mismatch/);
+    assert.match(r.dropped[1].what, /"f3"/);
+    const after = fsck(media);
+    assert.deepEqual(after.errors, []);
+    assert.equal(after.files, 2);
+    // The master can append again, into the freed slots.
+    FamfsFs.open(media, { hostUuid: MASTER }).creat('again', 1);
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('rebuilds a damaged log header from the superblock and keeps every valid entry', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 4; i++) fs.creat(`f${i}`, 1);
+    media.write(LOG_OFFSET + LH.len, Buffer.from([0x77]));
+    assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
+    const r = repair(media, { hostUuid: MASTER });
+    assert.ok(r.actions.some((a) => a.includes('rewrote the log header')));
+    const after = fsck(media);
+    assert.equal(after.clean, true, after.errors.join('; '));
+    assert.equal(after.files, 4);
+  });
+
+  it('clears a slot left by an interrupted append, and only the master may repair', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', 1);
+    const before = Buffer.from(media.read(LOG_OFFSET, LH.SIZE));
+    fs.creat('b', 1);
+    media.write(LOG_OFFSET, before);
+    assert.equal(code(() => repair(media, { hostUuid: OTHER })), 'ENOTMASTER');
+    const r = repair(media, { hostUuid: MASTER });
+    assert.ok(r.actions.some((a) => a.includes('cleared log slots')));
+    const after = fsck(media);
+    assert.deepEqual(after.warnings, []);
+    assert.equal(after.clean, true);
+  });
+
+  it('re-makes a damaged extension block with an epoch above any old writer', () => {
+    const { media } = fresh();
+    const w = FamfsFs.open(media, { hostUuid: MASTER });
+    const epoch = w.takeOver(MASTER);
+    media.write(0x1000 + 20, Buffer.from([0xee]));
+    const r = repair(media, { hostUuid: MASTER, now: 1_700_000_000_000 });
+    assert.ok(r.actions.some((a) => a.includes('extension block')));
+    assert.ok(readExtBlock(media)!.epoch > epoch);
+    assert.equal(code(() => w.creat('x', 1)), 'EFENCED');
   });
 });

@@ -19,6 +19,7 @@ import {
   FsckReport,
   InterleaveParams,
   readFileData,
+  repair,
   systemUuid,
   TreeNode,
   writeFileData,
@@ -291,6 +292,27 @@ export function buildProgram(io: CliIO): Command {
         const r = fsck(dev);
         io.out(o.json ? JSON.stringify(r, null, 2) : fsckText(r));
         if (!r.clean) throw new ChecksFailed();
+      });
+    });
+
+  program
+    .command('repair')
+    .description('repair what fsck finds without losing anything that was ever visible (master only)')
+    .option('--json', 'machine-readable output')
+    .argument('<device>')
+    .action((device: string, o: { json?: boolean }) => {
+      withDevice(device, false, (dev) => {
+        const r = repair(dev, { hostUuid: systemUuid() });
+        const after = fsck(dev);
+        if (o.json) {
+          io.out(JSON.stringify({ ...r, fsck: after }, null, 2));
+        } else {
+          for (const a of r.actions) io.out(`repaired: ${a}`);
+          for (const d of r.dropped) io.out(`dropped log entry ${d.index}: ${d.what}`);
+          if (r.actions.length === 0) io.out('nothing to repair');
+          io.out(fsckText(after));
+        }
+        if (!after.clean) throw new ChecksFailed();
       });
     });
 

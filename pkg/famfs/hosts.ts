@@ -36,11 +36,11 @@ export function writeExtBlock(media: Media, block: ExtBlock): void {
   media.flush(EXT_BLOCK_OFFSET, EXT.SIZE);
 }
 
-export function initExtBlock(media: Media, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS): ExtBlock {
+export function initExtBlock(media: Media, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS, epoch = 1): ExtBlock {
   if (slotCount < 1 || slotCount > MAX_HOST_SLOTS) throw new FamfsError('EINVAL', `host slot count ${slotCount} must be 1..${MAX_HOST_SLOTS}`);
   media.write(HOST_SLOTS_OFFSET, Buffer.alloc(slotCount * HOST_SLOT_SIZE));
   media.flush(HOST_SLOTS_OFFSET, slotCount * HOST_SLOT_SIZE);
-  const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch: 1, masterUuid, epochTimeMs: nowMs };
+  const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch, masterUuid, epochTimeMs: nowMs };
   writeExtBlock(media, block);
   return block;
 }

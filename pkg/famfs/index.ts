@@ -11,3 +11,4 @@ export * from './fsck';
 export * from './buffer-media';
 export * from './identity';
 export * from './fileio';
+export * from './repair';
