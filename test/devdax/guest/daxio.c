@@ -6,6 +6,8 @@
 //   daxio DEV write OFF                copy stdin to OFF (then flush)
 //   daxio DEV wait OFF STRING SECS     poll every 10 ms until STRING is at OFF; prints MATCH
 //   daxio DEV bench OFF LEN ROUNDS     read LEN bytes at OFF ROUNDS times; prints MB/s
+//   daxio FILE fileread BS             read() FILE to its end in BS-byte calls; prints MB/s
+//                                       (the FUSE side of the FUSE-vs-mmap comparison)
 //
 // Every mapping is widened to the device's 2 MiB alignment, as devdax requires.
 #define _GNU_SOURCE
@@ -55,6 +57,19 @@ static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
 
 int main(int argc, char **argv) {
   if (argc < 3) { fprintf(stderr, "usage: daxio DEV size|read|write|wait|bench ...\n"); return 2; }
+  if (!strcmp(argv[2], "fileread") && argc == 4) {
+    int ffd = open(argv[1], O_RDONLY);
+    if (ffd < 0) die(argv[1]);
+    size_t bs = strtoull(argv[3], NULL, 0), total = 0;
+    char *buf = malloc(bs);
+    double t0 = now();
+    for (ssize_t n; (n = read(ffd, buf, bs)) != 0;) {
+      if (n < 0) die("read");
+      total += (size_t)n;
+    }
+    printf("%.1f %zu\n", (double)total / (now() - t0) / 1e6, total);
+    return 0;
+  }
   int fd = open(argv[1], O_RDWR);
   if (fd < 0) die(argv[1]);
   const char *op = argv[2];

@@ -51,6 +51,9 @@ await() {
   local name="$1" secs="${2:-60}" i=0
   while [ ! -e "$RUN/sync/$name.$OTHER" ]; do
     if [ -e "$RUN/sync/exited.$OTHER" ]; then echo "await $name: guest $OTHER has exited" >&2; return 1; fi
+    # The other guest is past this check: it will signal nothing more in it (it failed early).
+    if [ -n "${CHECK:-}" ] && [ "$name" != "end-$CHECK" ] && [ -e "$RUN/sync/end-$CHECK.$OTHER" ]; then
+      echo "await $name: guest $OTHER already finished $CHECK" >&2; return 1; fi
     i=$((i + 1)); [ "$i" -gt $((secs * 20)) ] && { echo "await $name: timeout after ${secs}s" >&2; return 1; }
     usleep 50000
   done

@@ -107,6 +107,10 @@ export async function awaitSignal(ctx: GuestContext, name: string, seconds = 60)
   const deadline = Date.now() + seconds * 1000;
   while (!fs.existsSync(flag)) {
     if (fs.existsSync(exited)) throw new AssertionFailed(`await ${name}: guest ${ctx.other} has exited`);
+    // The other guest is past this check, so it will signal nothing more in it (it failed early).
+    if (fs.existsSync(path.join(ctx.run, 'sync', `end-${ctx.check}.${ctx.other}`))) {
+      throw new AssertionFailed(`await ${name}: guest ${ctx.other} already finished ${ctx.check}`);
+    }
     if (Date.now() > deadline) throw new AssertionFailed(`await ${name}: timeout after ${seconds} s`);
     await new Promise((r) => setTimeout(r, 50));
   }
