@@ -5,7 +5,9 @@
  * 2 bad usage (nothing was written); 3 a check found problems (fsck not clean, verify mismatch).
  */
 import { Command, CommanderError } from 'commander';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import { SingleBar } from 'cli-progress';
 import { DaxDevice, DeviceError, openDevice } from '../device';
 import {
@@ -39,6 +41,12 @@ export interface CliIO {
 const COPY_CHUNK = 8 << 20;
 
 class ChecksFailed extends Error {}
+/** A helper program failed; it already printed why. */
+class ChildFailed extends Error {
+  constructor(readonly exitCode: number) {
+    super(`exit ${exitCode}`);
+  }
+}
 
 function withDevice<T>(path: string, readOnly: boolean, fn: (dev: DaxDevice) => T): T {
   const dev = openDevice(path, { readOnly });
@@ -296,6 +304,20 @@ export function buildProgram(io: CliIO): Command {
     });
 
   program
+    .command('mount')
+    .description('mount DEVICE at MOUNTPOINT with the famfs FUSE server (famfs-fused; its options pass through)')
+    .allowUnknownOption()
+    .helpOption(false)
+    .argument('<args...>', 'famfs-fused arguments: DEVICE MOUNTPOINT [options]')
+    .action((args: string[]) => {
+      const fused = path.resolve(__dirname, '..', '..', 'cmd', 'famfs-fused.js');
+      const r = spawnSync(process.execPath, [fused, ...args], { encoding: 'utf8' });
+      if (r.stdout) io.out(r.stdout.replace(/\n$/, ''));
+      if (r.stderr) io.err(r.stderr.replace(/\n$/, ''));
+      if (r.status !== 0) throw new ChildFailed(r.status ?? EXIT.FAILED);
+    });
+
+  program
     .command('repair')
     .description('repair what fsck finds without losing anything that was ever visible (master only)')
     .option('--json', 'machine-readable output')
@@ -410,6 +432,7 @@ export function buildProgram(io: CliIO): Command {
 
 function exitCodeOf(e: unknown): { code: number; message?: string } {
   if (e instanceof ChecksFailed) return { code: EXIT.PROBLEMS };
+  if (e instanceof ChildFailed) return { code: e.exitCode };
   if (e instanceof UsageError) return { code: EXIT.USAGE, message: e.message };
   if (e instanceof CommanderError) return { code: e.exitCode === 0 ? EXIT.OK : EXIT.USAGE };
   if (e instanceof FamfsError && (e.code === 'EINVAL' || e.code === 'ENAMETOOLONG')) return { code: EXIT.USAGE, message: e.message };
