@@ -139,6 +139,8 @@ function xattr(p: string, name: string): string {
   let a: Host;
   let b: Host;
   let c: Host;
+  /** Emulation files made by single tests, removed even when a test fails half-way. */
+  const scratch: string[] = [];
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-fuse-'));
@@ -163,7 +165,7 @@ function xattr(p: string, name: string): string {
   after(async () => {
     for (const h of [a, b, c]) if (h) await h.stop().catch(() => undefined);
     dev?.close();
-    fs.rmSync(devPath, { force: true });
+    for (const f of [devPath, ...scratch]) fs.rmSync(f, { force: true });
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -355,6 +357,7 @@ function xattr(p: string, name: string): string {
 
   it('survives a memory error: EIO to the caller, device failed on the control socket, clean SIGTERM unmount', async () => {
     const errDev = `/dev/shm/famfs-fusetest-err-${process.pid}`;
+    scratch.push(errDev);
     fs.rmSync(errDev, { force: true });
     const d = openDevice(errDev, { create: { size: 8 * GIB } });
     const fsys = FamfsFs.mkfs(d, { systemUuid: MASTER_UUID, devicePath: errDev });
@@ -413,6 +416,7 @@ function xattr(p: string, name: string): string {
     }
     const manifest = JSON.parse(fs.readFileSync(path.join(VECTORS, 'manifest.json'), 'utf8')) as { device_size: number; entries: ManifestEntry[] };
     const img = `/dev/shm/famfs-fusetest-golden-${process.pid}`;
+    scratch.push(img);
     const sb = zlib.gunzipSync(fs.readFileSync(path.join(VECTORS, 'superblock.bin.gz')));
     const log = zlib.gunzipSync(fs.readFileSync(path.join(VECTORS, 'log.bin.gz')));
     fs.writeFileSync(img, Buffer.concat([sb, log]));
