@@ -1,7 +1,8 @@
 /**
  * The devdax tier (issue 7): two qemu guests sharing one real /dev/dax0.0 run
  * test/devdax/checks/*.sh; this test runs test/devdax/run.sh and asserts on the guests'
- * structured results. It never passes when qemu cannot run: run.sh then exits 2.
+ * structured results. It never passes when qemu cannot run: run.sh then exits 2. It runs only
+ * with FAMFS_DEVDAX=1 (set by .ci/run); without it every case is reported pending, loudly.
  */
 import { strict as assert } from 'assert';
 import { spawn } from 'child_process';
@@ -58,15 +59,16 @@ function runTier(): Promise<{ code: number; stderr: string }> {
 
 describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', function () {
   // Up to one other run ahead of us (run.sh serialises on a lock), then ours.
-  this.timeout(600_000);
+  this.timeout(900_000);
   let results: DevdaxResult[] = [];
   let code = -1;
   let stderr = '';
 
   before(async function () {
-    // An explicit, visible opt-out for quick local runs; CI never sets it.
-    if (process.env['FAMFS_SKIP_DEVDAX'] === '1') {
-      console.warn('      *** devdax tier SKIPPED (FAMFS_SKIP_DEVDAX=1): nothing about a real devdax was tested ***');
+    // Two emulated machines for ~2 minutes: CI (.ci/run) and anyone who asks set FAMFS_DEVDAX=1;
+    // other runs say loudly that the tier did not run rather than pass quietly.
+    if (process.env['FAMFS_DEVDAX'] !== '1') {
+      console.warn('      *** devdax tier NOT RUN (set FAMFS_DEVDAX=1; .ci/run does): nothing about a real devdax was tested ***');
       this.skip();
     }
     ({ code, stderr } = await runTier());

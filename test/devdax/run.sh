@@ -9,7 +9,7 @@
 # result says "fail". Exits 2, loudly, when qemu cannot run here: the tier never passes silently.
 #
 # Environment: DEVDAX_ACCEL=kvm|tcg (default tcg; see below), DEVDAX_NO_BUILD=1 (skip tsc),
-# DEVDAX_TIMEOUT (seconds per guest, default 150), DEVDAX_KERNEL_PKG (pin the Debian kernel).
+# DEVDAX_TIMEOUT (seconds per guest, default 300), DEVDAX_KERNEL_PKG (pin the Debian kernel).
 set -euo pipefail
 PROJ="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$PROJ/.cache/devdax"
@@ -24,7 +24,8 @@ while (($#)); do
     *) echo "usage: $0 [--out DIR] [--only REGEX] [--keep]" >&2; exit 64 ;;
   esac
 done
-TIMEOUT="${DEVDAX_TIMEOUT:-150}"
+# Per guest. A quiet 2-core machine needs ~100 s for the whole run; a loaded one much more.
+TIMEOUT="${DEVDAX_TIMEOUT:-300}"
 # The devdax data start inside the backing file: with --map=mem and 2 MiB alignment the namespace's
 # info block takes the first 2 MiB (checked by the raw-share check through the host agent).
 DATA_OFFSET=$((2 << 20))
