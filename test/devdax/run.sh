@@ -108,6 +108,13 @@ if [[ "${DEVDAX_NO_BUILD:-0}" != 1 ]]; then
 fi
 phase_end
 
+# --- one tier at a time ------------------------------------------------------------------------
+# Two runs at once would fight over the initramfs and starve each other's emulated CPUs (2 cores).
+phase_start lock
+exec 9>"$CACHE/run.lock"
+flock -w "${DEVDAX_LOCK_WAIT:-600}" 9 || fatal "another devdax run held $CACHE/run.lock for ${DEVDAX_LOCK_WAIT:-600} s"
+phase_end
+
 # --- initramfs ----------------------------------------------------------------------------------
 phase_start initrd
 INITRD="$CACHE/initrd.cpio"
