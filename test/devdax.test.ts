@@ -40,11 +40,11 @@ function readResults(file: string): DevdaxResult[] {
   return out;
 }
 
-function runTier(): Promise<{ code: number; stderr: string }> {
+function runTier(out: string, args: string[] = [], env: Record<string, string> = {}): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(RUN_SH, ['--out', OUT], {
+    const child = spawn(RUN_SH, ['--out', out, ...args], {
       cwd: PROJ,
-      env: { ...process.env, DEVDAX_NO_BUILD: '1' },
+      env: { ...process.env, DEVDAX_NO_BUILD: '1', ...env },
       stdio: ['ignore', 'inherit', 'pipe'],
     });
     let stderr = '';
@@ -71,7 +71,7 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
       console.warn('      *** devdax tier NOT RUN (set FAMFS_DEVDAX=1; .ci/run does): nothing about a real devdax was tested ***');
       this.skip();
     }
-    ({ code, stderr } = await runTier());
+    ({ code, stderr } = await runTier(OUT));
     const file = path.join(OUT, 'results.jsonl');
     results = fs.existsSync(file) ? readResults(file) : [];
   });
@@ -133,5 +133,16 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
     if (fuse?.mbps === undefined || mmap?.mbps === undefined) this.skip();
     console.log(`      guest ${fuse.role}: FUSE read ${fuse.mbps} MB/s, raw mmap read ${mmap.mbps} MB/s, ratio ${(fuse.mbps / mmap.mbps).toFixed(3)}`);
     assert.ok(fuse.mbps > 0 && mmap.mbps > 0);
+  });
+
+  it('fails when the guests do not really share the memory (negative control: share=off)', async function () {
+    const out = `${OUT}-share-off`;
+    const neg = await runTier(out, ['--only', '00-raw-share'], { DEVDAX_SHARE: 'off', DEVDAX_TIMEOUT: '150' });
+    const negResults = fs.existsSync(path.join(out, 'results.jsonl')) ? readResults(path.join(out, 'results.jsonl')) : [];
+    assert.equal(neg.code, 1, `a private mapping must make the tier fail, got exit ${neg.code}: ${neg.stderr.slice(-1500)}`);
+    // A provisions into its private copy; B never gets the namespace, or never sees A's bytes.
+    const bFailed = negResults.some((r) => r.role === 'B' && r.status === 'fail' && ['probe', 'ping', 'raw-read'].includes(r.name));
+    assert.ok(bFailed, `B should fail to see A's namespace or bytes: ${JSON.stringify(negResults.filter((r) => r.status === 'fail'))}`);
+    fs.rmSync(out, { recursive: true, force: true });
   });
 });

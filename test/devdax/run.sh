@@ -9,7 +9,7 @@
 # result says "fail". Exits 2, loudly, when qemu cannot run here: the tier never passes silently.
 #
 # Environment: DEVDAX_ACCEL=kvm|tcg (default tcg; see below), DEVDAX_NO_BUILD=1 (skip tsc),
-# DEVDAX_TIMEOUT (seconds per guest, default 300), DEVDAX_KERNEL_PKG (pin the Debian kernel).
+# DEVDAX_TIMEOUT (seconds per guest, default 300), DEVDAX_SHARE=off (negative control), DEVDAX_KERNEL_PKG (pin the Debian kernel).
 set -euo pipefail
 PROJ="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$PROJ/.cache/devdax"
@@ -26,6 +26,9 @@ while (($#)); do
 done
 # Per guest. A quiet 2-core machine needs ~100 s for the whole run; a loaded one much more.
 TIMEOUT="${DEVDAX_TIMEOUT:-300}"
+# DEVDAX_SHARE=off is the negative control: qemu maps the backing file privately, so nothing one
+# guest writes reaches the other, and the tier must fail.
+SHARE="${DEVDAX_SHARE:-on}"
 # The devdax data start inside the backing file: with --map=mem and 2 MiB alignment the namespace's
 # info block takes the first 2 MiB (checked by the raw-share check through the host agent).
 DATA_OFFSET=$((2 << 20))
@@ -138,13 +141,13 @@ phase_start guests
 # of 16 MiB after that (see docs/devdax.md, "region alignment").
 truncate -s 1026M "$BACKING"
 NONCE="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
-log "accel=$ACCEL kernel=$KVER nonce=$NONCE backing=$BACKING out=$OUT"
+log "accel=$ACCEL share=$SHARE kernel=$KVER nonce=$NONCE backing=$BACKING out=$OUT"
 
 boot() { # ROLE
   local role="$1"
   timeout --kill-after=5 "$TIMEOUT" qemu-system-x86_64 \
     -machine pc,nvdimm=on "${ACCEL_ARGS[@]}" -smp 1 -m 1G,slots=2,maxmem=4G \
-    -object "memory-backend-file,id=mem1,share=on,mem-path=$BACKING,size=1026M,align=2M" \
+    -object "memory-backend-file,id=mem1,share=$SHARE,mem-path=$BACKING,size=1026M,align=2M" \
     -device nvdimm,memdev=mem1,id=nv1,label-size=128K \
     -virtfs "local,path=$OUT,mount_tag=run,security_model=none,id=run" \
     -virtfs "local,path=$PROJ,mount_tag=proj,security_model=none,readonly=on,id=proj" \
@@ -211,7 +214,7 @@ for role in A B; do
   grep -a 'DEVDAX-GUEST-FATAL' "$OUT/$role.serial.log" && failed=1
   [[ -f "$OUT/$role/results.jsonl" ]] && cat "$OUT/$role/results.jsonl" >>"$RESULTS"
 done
-emit "{\"check\":\"phase\",\"role\":\"host\",\"name\":\"total\",\"status\":\"ok\",\"ms\":$(( $(now_ms) - T_ALL )),\"accel\":\"$ACCEL\",\"kernel\":\"$KVER\"}"
+emit "{\"check\":\"phase\",\"role\":\"host\",\"name\":\"total\",\"status\":\"ok\",\"ms\":$(( $(now_ms) - T_ALL )),\"accel\":\"$ACCEL\",\"share\":\"$SHARE\",\"kernel\":\"$KVER\"}"
 
 n_ok="$(grep -c '"status":"ok"' "$RESULTS" || true)"
 n_fail="$(grep -c '"status":"fail"' "$RESULTS" || true)"
