@@ -42,8 +42,10 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
     const uuid = '11111111-2222-3333-4444-555555555555';
     const famfs = FamfsFs.mkfs(new BufferMedia(Buffer.alloc(256 * MiB)), { systemUuid: uuid, devicePath: '/dev/shm/test' });
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
+    const state = new VolumeState(famfs);
+    state.onBecameLeader(uuid);
     server.addService('Controller', controllerService({
-      state: new VolumeState(famfs, dir), pool: 'p1', topologyKey: KEY,
+      state, pool: 'p1', topologyKey: KEY,
       nodeExists: (id) => id === 'node-a' || id === 'node-b', condition: () => ({ abnormal: false, message: 'ok' }),
     }));
     await server.start();
@@ -117,9 +119,8 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
   });
 
   it('fills the device to RESOURCE_EXHAUSTED, and GetCapacity reports the shrinking space', async () => {
-    const empty = await client.call<GetCapacityResponse>('Controller', 'GetCapacity', {});
     // Larger than the whole data area: OUT_OF_RANGE, never satisfiable.
-    assert.equal(await code(create('huge', Number(empty.available_capacity) + 2 * MiB)), 'OUT_OF_RANGE');
+    assert.equal(await code(create('huge', 512 * MiB)), 'OUT_OF_RANGE');
     await create('keep', 8 * MiB);
     const before = await client.call<GetCapacityResponse>('Controller', 'GetCapacity', {});
     const free = Number(before.available_capacity);

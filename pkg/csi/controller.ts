@@ -1,12 +1,23 @@
 // Controller service: volumes as famfs files, published to nodes under the sharing rules of
-// capabilities.ts. Snapshots and cloning are not offered yet (not advertised).
+// capabilities.ts; snapshots and clones as memory-to-memory copies into new famfs files.
+// famfs files cannot grow, so expansion is not advertised (ControllerExpandVolume: UNIMPLEMENTED).
 import { checkCapability, requireCapabilities, type AccessProfile, type CapabilityPolicy } from './capabilities';
-import { aborted, alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from './errors';
-import { isVolumeId, objectFileRelpath } from './names';
-import { parseVolumeParams } from './params';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from './errors';
+import { isSnapshotId, isVolumeId, objectFileRelpath } from './names';
+import { checkSnapshotParams, parseVolumeParams } from './params';
 import type { RpcHandler } from './server';
-import type { VolumeInfo, VolumeState } from './state';
+import { paginate, type ContentSource, type SnapshotInfo, type VolumeInfo, type VolumeState } from './state';
 import type {
+  CreateSnapshotRequest,
+  CreateSnapshotResponse,
+  DeleteSnapshotRequest,
+  DeleteSnapshotResponse,
+  GetSnapshotRequest,
+  GetSnapshotResponse,
+  ListSnapshotsRequest,
+  ListSnapshotsResponse,
+  SnapshotOut,
+  VolumeContentSource,
   ControllerGetCapabilitiesRequest,
   ControllerGetCapabilitiesResponse,
   ControllerGetVolumeRequest,
@@ -57,6 +68,10 @@ export interface ControllerHandlers {
   GetCapacity: RpcHandler<GetCapacityRequest, GetCapacityResponse>;
   ControllerGetCapabilities: RpcHandler<ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse>;
   ControllerGetVolume: RpcHandler<ControllerGetVolumeRequest, ControllerGetVolumeResponse>;
+  CreateSnapshot: RpcHandler<CreateSnapshotRequest, CreateSnapshotResponse>;
+  DeleteSnapshot: RpcHandler<DeleteSnapshotRequest, DeleteSnapshotResponse>;
+  ListSnapshots: RpcHandler<ListSnapshotsRequest, ListSnapshotsResponse>;
+  GetSnapshot: RpcHandler<GetSnapshotRequest, GetSnapshotResponse>;
 }
 
 export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
@@ -69,7 +84,38 @@ export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
   'VOLUME_CONDITION',
   'GET_VOLUME',
   'SINGLE_NODE_MULTI_WRITER',
+  'CREATE_DELETE_SNAPSHOT',
+  'LIST_SNAPSHOTS',
+  'GET_SNAPSHOT',
+  'CLONE_VOLUME',
 ];
+
+/** The request's content source, checked; undefined when none. */
+function parseContentSource(src: VolumeContentSource | null | undefined): ContentSource | undefined {
+  if (src === null || src === undefined || src.type === undefined) return undefined;
+  if (src.type === 'snapshot') {
+    const id = src.snapshot?.snapshot_id ?? '';
+    if (id === '') throw invalidArgument('volume_content_source.snapshot.snapshot_id is required');
+    if (!isSnapshotId(id)) throw notFound(`source snapshot ${JSON.stringify(id)} does not exist`);
+    return { kind: 'snapshot', id };
+  }
+  const id = src.volume?.volume_id ?? '';
+  if (id === '') throw invalidArgument('volume_content_source.volume.volume_id is required');
+  if (!isVolumeId(id)) throw notFound(`source volume ${JSON.stringify(id)} does not exist`);
+  return { kind: 'volume', id };
+}
+
+const timestamp = (ms: number) => ({ seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
+
+function snapshotOut(s: SnapshotInfo): SnapshotOut {
+  return {
+    size_bytes: String(s.sizeBytes),
+    snapshot_id: s.snapshotId,
+    source_volume_id: s.sourceVolumeId,
+    creation_time: timestamp(s.createdAtMs),
+    ready_to_use: s.readyToUse,
+  };
+}
 
 export function controllerService(opts: ControllerOptions): ControllerHandlers {
   const { state } = opts;
@@ -80,26 +126,34 @@ export function controllerService(opts: ControllerOptions): ControllerHandlers {
   });
   const isOurs = (t: Topology | null | undefined): boolean => t?.segments?.[opts.topologyKey] === opts.pool;
 
-  const volumeOut = (v: VolumeInfo): VolumeOut => ({
-    capacity_bytes: String(v.capacityBytes),
-    volume_id: v.volumeId,
-    volume_context: { [CTX_POOL]: opts.pool, [CTX_SHARING]: v.sharing, [CTX_FILE]: objectFileRelpath(v.volumeId) },
-    accessible_topology: [ourTopology],
-  });
+  const volumeOut = (v: VolumeInfo): VolumeOut => {
+    const src = v.record?.contentSource;
+    return {
+      capacity_bytes: String(v.capacityBytes),
+      volume_id: v.volumeId,
+      volume_context: { [CTX_POOL]: opts.pool, [CTX_SHARING]: v.sharing, [CTX_FILE]: objectFileRelpath(v.volumeId) },
+      accessible_topology: [ourTopology],
+      ...(src === undefined ? {} : { content_source: src.kind === 'snapshot' ? { snapshot: { snapshot_id: src.id } } : { volume: { volume_id: src.id } } }),
+    };
+  };
+  // The device's health first (it fails every volume), then the volume's own.
+  const conditionOf = (v: VolumeInfo): VolumeCondition => {
+    const device = opts.condition();
+    return device.abnormal ? device : state.condition(v);
+  };
+  const statusOf = (v: VolumeInfo) => ({ published_node_ids: Object.keys(v.record?.published ?? {}), volume_condition: conditionOf(v) });
 
   return {
     CreateVolume: async (req) => {
       if (req.name === '') throw invalidArgument('name is required');
       const params = parseVolumeParams(req.parameters);
       requireCapabilities(req.volume_capabilities, policyFor(params.sharing));
-      if (req.volume_content_source !== null && req.volume_content_source !== undefined && req.volume_content_source.type !== undefined) {
-        throw invalidArgument('volume_content_source: cloning and restoring from snapshots are not supported by this driver');
-      }
+      const source = parseContentSource(req.volume_content_source);
       const reqs = req.accessibility_requirements;
       if (reqs !== null && reqs !== undefined && reqs.requisite.length > 0 && !reqs.requisite.some(isOurs)) {
         throw resourceExhausted(`none of the requisite topologies is pool ${opts.topologyKey}=${opts.pool}`);
       }
-      const info = await state.create({ name: req.name, range: req.capacity_range, params });
+      const info = await state.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}) });
       return { volume: volumeOut(info) };
     },
 
@@ -183,24 +237,13 @@ export function controllerService(opts: ControllerOptions): ControllerHandlers {
     },
 
     ListVolumes: async (req) => {
-      if (req.max_entries < 0) throw invalidArgument(`max_entries must not be negative (got ${req.max_entries})`);
-      const ids = state.volumeIds();
-      let start = 0;
-      if (req.starting_token !== '') {
-        // The token is the last id of the previous page: stable when volumes come and go in between.
-        if (!isVolumeId(req.starting_token)) throw aborted(`starting_token ${JSON.stringify(req.starting_token)} was not issued by this driver`);
-        start = ids.findIndex((id) => id > req.starting_token);
-        if (start < 0) start = ids.length;
-      }
-      const end = req.max_entries > 0 ? Math.min(ids.length, start + req.max_entries) : ids.length;
+      const { page, nextToken } = paginate(state.volumeIds(), req.starting_token, req.max_entries, isVolumeId);
       const entries: ListVolumesResponse['entries'] = [];
-      const condition = opts.condition();
-      for (const id of ids.slice(start, end)) {
+      for (const id of page) {
         const info = await state.describe(id);
-        if (info === undefined) continue;
-        entries.push({ volume: volumeOut(info), status: { published_node_ids: Object.keys(info.record?.published ?? {}), volume_condition: condition } });
+        if (info !== undefined) entries.push({ volume: volumeOut(info), status: statusOf(info) });
       }
-      return { entries, next_token: end < ids.length ? (ids[end - 1] ?? '') : '' };
+      return { entries, next_token: nextToken };
     },
 
     GetCapacity: (req) => {
@@ -220,10 +263,38 @@ export function controllerService(opts: ControllerOptions): ControllerHandlers {
 
     ControllerGetVolume: async (req) => {
       const info = await state.require(req.volume_id);
-      return {
-        volume: volumeOut(info),
-        status: { published_node_ids: Object.keys(info.record?.published ?? {}), volume_condition: opts.condition() },
-      };
+      return { volume: volumeOut(info), status: statusOf(info) };
+    },
+
+    CreateSnapshot: async (req) => {
+      if (req.name === '') throw invalidArgument('name is required');
+      if (req.source_volume_id === '') throw invalidArgument('source_volume_id is required');
+      checkSnapshotParams(req.parameters);
+      if (!isVolumeId(req.source_volume_id)) throw notFound(`source volume ${JSON.stringify(req.source_volume_id)} does not exist`);
+      return { snapshot: snapshotOut(await state.createSnapshot(req.name, req.source_volume_id)) };
+    },
+
+    DeleteSnapshot: async (req) => {
+      await state.deleteSnapshot(req.snapshot_id);
+      return {};
+    },
+
+    ListSnapshots: (req) => {
+      let ids: string[];
+      if (req.snapshot_id !== '') ids = isSnapshotId(req.snapshot_id) && state.describeSnapshot(req.snapshot_id) ? [req.snapshot_id] : [];
+      else ids = state.snapshotIds();
+      const infos = ids.map((id) => state.describeSnapshot(id)).filter((s): s is SnapshotInfo => s !== undefined);
+      const wanted = req.source_volume_id === '' ? infos : infos.filter((s) => s.sourceVolumeId === req.source_volume_id);
+      const byId = new Map(wanted.map((s) => [s.snapshotId, s]));
+      const { page, nextToken } = paginate([...byId.keys()], req.starting_token, req.max_entries, isSnapshotId);
+      return { entries: page.map((id) => ({ snapshot: snapshotOut(byId.get(id) as SnapshotInfo) })), next_token: nextToken };
+    },
+
+    GetSnapshot: (req) => {
+      if (req.snapshot_id === '') throw invalidArgument('snapshot_id is required');
+      const s = state.describeSnapshot(req.snapshot_id);
+      if (s === undefined) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
+      return { snapshot: snapshotOut(s) };
     },
   };
 }

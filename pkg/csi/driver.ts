@@ -40,6 +40,8 @@ export interface DriverConfig {
   pool: string;
   metricsAddress?: string;
   healthAddress?: string;
+  /** Controller: do not take the writer role at start; a leader elector calls volumes.onBecameLeader(). */
+  deferLeadership?: boolean;
   log: Logger;
 }
 
@@ -48,6 +50,8 @@ export interface RunningDriver {
   readonly device: DaxDevice;
   readonly fs: FamfsFs;
   readonly server: CsiServer;
+  /** The controller's state layer (controller and all modes): leadership hooks for the Lease. */
+  readonly volumes?: VolumeState;
   stop(): Promise<void>;
 }
 
@@ -96,11 +100,16 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     'Identity',
     identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }),
   );
+  let volumes: VolumeState | undefined;
   if (cfg.mode === 'controller' || cfg.mode === 'all') {
+    volumes = new VolumeState(famfs, { log: log.child({ component: 'controller' }) });
+    // Without leader election this process is the only controller: it takes the famfs writer role
+    // (fencing epoch) now. With a Lease, the elector calls volumes.onBecameLeader/onLostLeadership.
+    if (cfg.deferLeadership !== true) volumes.onBecameLeader(systemUuid());
     server.addService(
       'Controller',
       controllerService({
-        state: new VolumeState(famfs, cfg.stateDir),
+        state: volumes,
         pool: cfg.pool,
         topologyKey: POOL_TOPOLOGY_KEY,
         // All-in-one knows exactly one node. A cluster controller will check the pool's nodes
@@ -132,6 +141,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     device,
     fs: famfs,
     server,
+    ...(volumes !== undefined ? { volumes } : {}),
     async stop() {
       if (stopped) return;
       stopped = true;

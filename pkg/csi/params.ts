@@ -129,3 +129,15 @@ export function sameParams(a: VolumeParams, b: VolumeParams): boolean {
   for (const k of keys) if (ca[k] !== cb[k]) return false;
   return true;
 }
+
+/**
+ * VolumeSnapshotClass parameters. A snapshot is a plain copy with nothing to tune, so only the
+ * keys Kubernetes adds (csi.storage.k8s.io/*) are accepted; anything else is a typo or a
+ * parameter meant for another driver, and INVALID_ARGUMENT says so.
+ */
+export function checkSnapshotParams(params: StringMap | null | undefined): void {
+  const unknown = Object.keys(params ?? {}).filter((k) => !k.startsWith(K8S_PREFIX));
+  if (unknown.length > 0) {
+    throw invalidArgument(`unknown snapshot parameter${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; famfs snapshots take none`);
+  }
+}
