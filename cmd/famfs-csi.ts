@@ -44,6 +44,11 @@ async function main(): Promise<void> {
     .option('--metrics-address <host:port>', 'serve Prometheus /metrics (and /healthz) on this address')
     .option('--health-address <host:port>', 'serve /healthz on this address')
     .option('--health-port <port>', 'shorthand for --health-address :<port>')
+    .option(
+      '--allowed-path-root <dir>',
+      'node: a directory under which staging and target paths may lie (repeatable; default /var/lib/kubelet)',
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
     .parse();
 
@@ -60,6 +65,7 @@ async function main(): Promise<void> {
     metricsAddress?: string;
     healthAddress?: string;
     healthPort?: string;
+    allowedPathRoot?: string[];
     logLevel: string;
   }>();
   const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
@@ -77,6 +83,7 @@ async function main(): Promise<void> {
     pool: o.pool,
     ...(o.metricsAddress !== undefined ? { metricsAddress: o.metricsAddress } : {}),
     ...(healthAddress !== undefined ? { healthAddress } : {}),
+    ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
     log,
   });
 

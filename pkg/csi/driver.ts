@@ -12,6 +12,8 @@ import { systemUuid } from '../famfs/identity';
 import { controllerService } from './controller';
 import { identityService, type Health } from './identity';
 import { DriverMetrics, startHttpEndpoints } from './metrics';
+import { NodeService } from './node';
+import { DEFAULT_ALLOWED_PATH_ROOTS } from './node-paths';
 import { CsiServer } from './server';
 import { VolumeState } from './state';
 
@@ -40,6 +42,10 @@ export interface DriverConfig {
   pool: string;
   metricsAddress?: string;
   healthAddress?: string;
+  /** Node mode: directories under which staging and target paths may lie (default: kubelet's). */
+  allowedPathRoots?: string[];
+  /** Node mode: the famfs-fused entry script (default: the one shipped next to this module). */
+  fusedScript?: string;
   /** Controller: do not take the writer role at start; a leader elector calls volumes.onBecameLeader(). */
   deferLeadership?: boolean;
   log: Logger;
@@ -52,6 +58,8 @@ export interface RunningDriver {
   readonly server: CsiServer;
   /** The controller's state layer (controller and all modes): leadership hooks for the Lease. */
   readonly volumes?: VolumeState;
+  /** The Node service, in node and all modes. */
+  readonly node?: NodeService;
   stop(): Promise<void>;
 }
 
@@ -89,10 +97,33 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
   }
   log.info({ device: cfg.devicePath, kind: device.kind, size: device.size, master: famfs.isMaster, created }, 'device open');
 
-  const health = (): Health => {
+  const node =
+    cfg.mode === 'node' || cfg.mode === 'all'
+      ? new NodeService({
+          nodeId: cfg.nodeId,
+          pool: cfg.pool,
+          topologyKey: POOL_TOPOLOGY_KEY,
+          stateDir: cfg.stateDir,
+          devicePath: cfg.devicePath,
+          device,
+          famfs,
+          hostUuid: systemUuid(),
+          allowedPathRoots: cfg.allowedPathRoots ?? [...DEFAULT_ALLOWED_PATH_ROOTS],
+          log: log.child({ component: 'node' }),
+          ...(cfg.fusedScript !== undefined ? { fusedScript: cfg.fusedScript } : {}),
+        })
+      : undefined;
+  const deviceHealth = (): Health => {
     if (device.closed) return { state: 'unhealthy', message: `device ${cfg.devicePath} is closed` };
     if (device.failed) return { state: 'unhealthy', message: `device ${cfg.devicePath} failed: ${device.failureMessage ?? 'memory error'}` };
     return { state: 'ready' };
+  };
+  // Probe: the device, and on a node the FUSE mount that staged volumes live in.
+  const health = async (): Promise<Health> => {
+    const h = deviceHealth();
+    if (h.state !== 'ready' || node === undefined) return h;
+    const n = await node.health();
+    return n.ok ? h : { state: 'unhealthy', message: n.message };
   };
   const metrics = new DriverMetrics();
   const server = new CsiServer({ endpoint: cfg.endpoint, log: log.child({ component: 'grpc' }), onRpc: metrics.observeRpc });
@@ -116,13 +147,17 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
         // (FamfsPool / CSINode); until then every node id is taken at its word.
         nodeExists: cfg.mode === 'all' ? (id) => id === cfg.nodeId : () => true,
         condition: () => {
-          const h = health();
+          const h = deviceHealth();
           return h.state === 'ready' ? { abnormal: false, message: 'ok' } : { abnormal: true, message: h.message };
         },
       }),
     );
   }
-  // The Node service is added here once pkg/csi/node.ts exists.
+  if (node !== undefined) {
+    server.addService('Node', node.handlers());
+    // Before serving: put back (or tear down) what was staged and published before a restart.
+    await node.restore();
+  }
   await server.start();
 
   const httpServers: http.Server[] = [];
@@ -142,6 +177,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     fs: famfs,
     server,
     ...(volumes !== undefined ? { volumes } : {}),
+    ...(node !== undefined ? { node } : {}),
     async stop() {
       if (stopped) return;
       stopped = true;

@@ -92,12 +92,15 @@ export async function isMountPoint(p: string): Promise<boolean> {
 export type PathHealth = 'ok' | 'missing' | 'disconnected' | 'error';
 
 /**
- * What stat says about a path: 'disconnected' is ENOTCONN (the FUSE server behind it died; the
+ * What stat and statfs say about a path: 'disconnected' is ENOTCONN (the FUSE server behind it died; the
  * mount can only be lazily unmounted), 'missing' is ENOENT.
  */
 export async function probePath(p: string): Promise<{ health: PathHealth; error?: NodeJS.ErrnoException }> {
   try {
     await fs.promises.stat(p);
+    // stat can be answered from attributes the kernel cached before the server died; statfs is
+    // always sent to a FUSE server, so it tells a dead connection apart.
+    await fs.promises.statfs(p);
     return { health: 'ok' };
   } catch (e) {
     const err = e as NodeJS.ErrnoException;

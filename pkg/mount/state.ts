@@ -113,6 +113,12 @@ export interface StagedVolume {
   readOnly: boolean;
   accessMode: string;
   stagedAt: string;
+  /** What was bound onto stagingPath (the volume's directory inside the famfs mount). */
+  source?: string;
+  /** famfs path of the volume's file: flushed on unstage, invalidated on stage. */
+  fileRelpath?: string;
+  kind?: 'mount' | 'block';
+  flags?: string[];
 }
 
 export interface PublishedVolume {
@@ -126,6 +132,8 @@ export interface PublishedVolume {
   flags: string[];
   mountGroup?: number;
   publishedAt: string;
+  /** The staging path this target was bound from. */
+  stagingPath?: string;
 }
 
 export interface NodeStateDoc {

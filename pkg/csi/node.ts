@@ -1,0 +1,626 @@
+// Node service: makes a famfs volume (a pre-allocated file in shared memory) visible to pods on this
+// host.
+//
+//   famfs FUSE mount   <state-dir>/mnt/<pool>            one detached famfs-fused per device (node-fuse.ts)
+//   NodeStage          <mnt>/csi/<id>  --bind-->  staging_target_path   after catching up with the log
+//                      and invalidating the file's cache lines + page cache (taking the file over)
+//   NodePublish        staging           --bind-->  target_path (a directory holding `data`)
+//                      staging/data      --bind-->  target_path (a file: block access)
+//                      read-only publishes are `remount,bind,ro`: the kernel refuses write(2),
+//                      mmap(PROT_WRITE) of a shared mapping and writable opens (EROFS)
+//   NodeUnpublish      unmount (lazily when the FUSE connection is dead), remove target_path
+//   NodeUnstage        flush the file's cache lines (giving the file up), unmount staging
+//
+// What was staged and published is persisted (pkg/mount/state.ts) so that a restarted plugin can
+// put everything back or tear it down (restore()).
+import * as fs from 'fs';
+import type { Logger } from 'pino';
+import type { DaxDevice } from '../device';
+import { forEachDeviceRun } from '../famfs/fmap';
+import type { FamfsFs } from '../famfs/fs';
+import type { FileNode } from '../famfs/tree';
+import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
+import { findMount, probePath } from '../mount/mountinfo';
+import { nodeStateStore, type JsonStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
+import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
+import { CTX_SHARING } from './controller';
+import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';
+import { FuseMount } from './node-fuse';
+import { checkPathSyntax, PathPolicy } from './node-paths';
+import { isVolumeId, objectDirRelpath, objectFileRelpath, VOLUME_FILE_NAME } from './names';
+import type { RpcHandler } from './server';
+import type {
+  NodeGetCapabilitiesRequest,
+  NodeGetCapabilitiesResponse,
+  NodeGetInfoRequest,
+  NodeGetInfoResponse,
+  NodeGetVolumeStatsRequest,
+  NodeGetVolumeStatsResponse,
+  NodePublishVolumeRequest,
+  NodePublishVolumeResponse,
+  NodeRpcType,
+  NodeStageVolumeRequest,
+  NodeStageVolumeResponse,
+  NodeUnpublishVolumeRequest,
+  NodeUnpublishVolumeResponse,
+  NodeUnstageVolumeRequest,
+  NodeUnstageVolumeResponse,
+  VolumeCapability,
+  VolumeCondition,
+} from './types';
+
+export const NODE_CAPABILITIES: readonly NodeRpcType[] = [
+  'STAGE_UNSTAGE_VOLUME',
+  'GET_VOLUME_STATS',
+  'VOLUME_CONDITION',
+  'SINGLE_NODE_MULTI_WRITER',
+  'VOLUME_MOUNT_GROUP',
+];
+
+/** How long NodeStage waits for this node's FUSE server to replay the entry that created the volume. */
+export const DEFAULT_STAGE_CATCHUP_MS = 10_000;
+
+export interface NodeOptions {
+  nodeId: string;
+  pool: string;
+  topologyKey: string;
+  stateDir: string;
+  devicePath: string;
+  /** The plugin's own mapping of the device: failure status, and the fallback flush when the FUSE server is gone. */
+  device: DaxDevice;
+  /** The plugin's read view of the famfs log: which volumes exist. */
+  famfs: FamfsFs;
+  hostUuid: string;
+  allowedPathRoots: readonly string[];
+  log: Logger;
+  fusedScript?: string;
+  stageCatchupMs?: number;
+  blockAllowed?: boolean;
+}
+
+export interface NodeHandlers {
+  NodeStageVolume: RpcHandler<NodeStageVolumeRequest, NodeStageVolumeResponse>;
+  NodeUnstageVolume: RpcHandler<NodeUnstageVolumeRequest, NodeUnstageVolumeResponse>;
+  NodePublishVolume: RpcHandler<NodePublishVolumeRequest, NodePublishVolumeResponse>;
+  NodeUnpublishVolume: RpcHandler<NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse>;
+  NodeGetVolumeStats: RpcHandler<NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse>;
+  NodeGetCapabilities: RpcHandler<NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse>;
+  NodeGetInfo: RpcHandler<NodeGetInfoRequest, NodeGetInfoResponse>;
+}
+
+export interface RestoreReport {
+  restored: string[];
+  kept: string[];
+  removed: string[];
+  failed: string[];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const sameList = (a: readonly string[] = [], b: readonly string[] = []): boolean => a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
+
+/** Flags a bind mount carries besides ro/rw (those become the readOnly decision). */
+function bindFlags(profile: AccessProfile): string[] {
+  return profile.mountFlags.filter((f) => f !== 'ro' && f !== 'rw');
+}
+
+export class NodeService {
+  readonly fuse: FuseMount;
+  private readonly store: JsonStateStore<NodeStateDoc>;
+  private readonly paths: PathPolicy;
+  private readonly busy = new Set<string>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: NodeOptions) {
+    this.log = opts.log;
+    this.store = nodeStateStore(opts.stateDir);
+    this.paths = new PathPolicy(opts.allowedPathRoots);
+    this.fuse = new FuseMount({
+      stateDir: opts.stateDir,
+      pool: opts.pool,
+      devicePath: opts.devicePath,
+      hostUuid: opts.hostUuid,
+      log: opts.log.child({ component: 'fuse' }),
+      ...(opts.fusedScript !== undefined ? { fusedScript: opts.fusedScript } : {}),
+    });
+  }
+
+  // ---- helpers ----
+
+  /** One operation per volume at a time; a second one is ABORTED (the CO retries). */
+  private async exclusive<T>(volumeId: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy.has(volumeId)) throw aborted(`an operation on volume ${volumeId} is already in progress on node ${this.opts.nodeId}`);
+    this.busy.add(volumeId);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(volumeId);
+    }
+  }
+
+  /** The volume's file as this node's log view knows it (catching up first), or undefined. */
+  private volumeFile(volumeId: string): FileNode | undefined {
+    if (!isVolumeId(volumeId)) return undefined;
+    try {
+      this.opts.famfs.catchUp();
+    } catch (e) {
+      throw unavailable(`cannot read the famfs log on ${this.opts.devicePath}: ${(e as Error).message}`, e);
+    }
+    const node = this.opts.famfs.lookup(objectFileRelpath(volumeId));
+    return node?.kind === 'file' ? node : undefined;
+  }
+
+  private requireFile(volumeId: string): FileNode {
+    const f = this.volumeFile(volumeId);
+    if (f === undefined) throw notFound(`volume ${volumeId} does not exist in famfs pool ${this.opts.pool}`);
+    return f;
+  }
+
+  private profileOf(cap: VolumeCapability | null | undefined, volumeContext: Record<string, string>): AccessProfile {
+    const multiWriterAllowed = volumeContext[CTX_SHARING] === 'multi-writer';
+    const r = checkCapability(cap, { multiWriterAllowed, blockAllowed: this.opts.blockAllowed ?? true });
+    if (r.ok) return r.profile;
+    const mode = cap?.access_mode?.mode;
+    // The mode exists but this volume's StorageClass did not opt in: a property of the volume.
+    if (mode !== undefined && ACCESS_MODE_RULES[mode]?.needsMultiWriterOptIn) throw failedPrecondition(`volume_capability: ${r.reason}`);
+    throw invalidArgument(`volume_capability: ${r.reason}`);
+  }
+
+  /** A bind mount at `p` that is alive and shows `expectRoot` of the famfs mount. */
+  private async bindAlive(p: string, expectRoot: string): Promise<boolean> {
+    const m = await findMount(p);
+    if (m === undefined || !m.fsType.startsWith('fuse') || m.root !== expectRoot) return false;
+    // A bind pins the FUSE connection it was made on: one from before a server restart shows the
+    // old connection's device number and can never serve again.
+    const fuseMount = await findMount(this.fuse.mountpoint);
+    if (fuseMount !== undefined && fuseMount.device !== m.device) return false;
+    return (await probePath(p)).health === 'ok';
+  }
+
+  /** Catches this node's FUSE server up with the log until the volume's file shows in the mount. */
+  private async catchUpUntilVisible(volumeId: string, deadlineMs: number): Promise<void> {
+    const hostFile = this.fuse.hostPath(objectFileRelpath(volumeId));
+    for (;;) {
+      const reply = await this.fuse.control({ op: 'catchup' });
+      if (!reply.ok) throw unavailable(`famfs FUSE server could not catch up with the log: ${reply.error} (${reply.code})`);
+      const st = await probePath(hostFile);
+      if (st.health === 'ok') return;
+      if (st.health === 'disconnected') throw unavailable(`famfs FUSE mount ${this.fuse.mountpoint} died while staging ${volumeId}`);
+      if (Date.now() >= deadlineMs) {
+        throw unavailable(
+          `volume ${volumeId} exists in the famfs log but this node's FUSE server did not show it within ${this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS} ms ` +
+            `(log index ${String(reply['index'] ?? '?')}${reply['stop'] ? `, replay stopped: ${JSON.stringify(reply['stop'])}` : ''})`,
+        );
+      }
+      await sleep(50);
+    }
+  }
+
+  private async ensureFuse(): Promise<void> {
+    if (this.opts.device.failed) throw unavailable(`device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`);
+    try {
+      const r = await this.fuse.ensure();
+      if (r === 'started') this.log.info({ mountpoint: this.fuse.mountpoint }, 'famfs FUSE mount (re)established');
+    } catch (e) {
+      throw unavailable(`cannot serve famfs on ${this.fuse.mountpoint}: ${(e as Error).message}`, e);
+    }
+  }
+
+  /**
+   * Writes the file's dirty CPU cache lines back to the shared memory: through the FUSE server when
+   * it runs (it owns the mapping pods write through), else through the plugin's own mapping of the
+   * same memory (cache lines are physical: any mapping flushes them).
+   */
+  private async flushFile(volumeId: string): Promise<string> {
+    const rel = objectFileRelpath(volumeId);
+    const h = await this.fuse.health();
+    if (h.state === 'serving') {
+      // Pages dirtied through a shared mmap reach the FUSE server only on writeback: force it, so
+      // that the flush below covers them (write(2) through FUSE is already write-through).
+      await this.writeBack(this.fuse.hostPath(rel));
+      const r = await this.fuse.control({ op: 'flush', path: rel });
+      if (r.ok) return 'fuse';
+      if (r.code === 'ENOENT') return 'vanished';
+      throw internal(`flushing ${rel} failed: ${r.error} (${r.code}); the device may have failed`);
+    }
+    const file = this.volumeFile(volumeId);
+    if (file === undefined) return 'vanished';
+    try {
+      forEachDeviceRun(file.fmap, 0, file.size, (off, _fo, len) => this.opts.device.flush(off, len));
+    } catch (e) {
+      throw internal(`flushing ${rel} through the plugin's mapping failed: ${(e as Error).message}`, e);
+    }
+    return 'plugin-mapping';
+  }
+
+  private async writeBack(hostFile: string): Promise<void> {
+    let fh: fs.promises.FileHandle | undefined;
+    try {
+      fh = await fs.promises.open(hostFile, 'r');
+      await fh.sync();
+    } catch (e) {
+      this.log.warn({ file: hostFile, err: (e as Error).message }, 'writeback of the page cache before flush failed');
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  }
+
+  /** Binds the volume's directory from the FUSE mount onto the staging path (after takeover). */
+  private async bindStaging(volumeId: string, staging: string, readOnly: boolean, flags: string[]): Promise<void> {
+    await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
+    await unmountAll(staging);
+    await bindMount(this.fuse.hostPath(objectDirRelpath(volumeId)), staging, { readOnly, flags });
+  }
+
+  private async takeOver(volumeId: string, deadlineMs: number): Promise<void> {
+    await this.ensureFuse();
+    await this.catchUpUntilVisible(volumeId, deadlineMs);
+    // Serial sharing: another host may have written this file since we last looked. Drop our CPU
+    // lines and page cache so the first read comes from the memory (design-hazards §4).
+    const r = await this.fuse.control({ op: 'invalidate', path: objectFileRelpath(volumeId) });
+    if (!r.ok) throw unavailable(`invalidating ${objectFileRelpath(volumeId)} failed: ${r.error} (${r.code})`);
+  }
+
+  private publishSource(rec: { kind: 'mount' | 'block' }, staging: string): string {
+    return rec.kind === 'block' ? `${staging}/${VOLUME_FILE_NAME}` : staging;
+  }
+
+  private expectedRoot(volumeId: string, kind: 'mount' | 'block'): string {
+    return '/' + (kind === 'block' ? objectFileRelpath(volumeId) : objectDirRelpath(volumeId));
+  }
+
+  /**
+   * fsGroup for a file that cannot be chowned per pod: famfs keeps one uid/gid/mode per file in the
+   * shared log, and the FUSE mount enforces them (default_permissions). A pod with fsGroup G can
+   * use the file when the file's gid is G (group bits), or when the "other" bits already grant the
+   * access. Anything else would fail at the pod's first open, so it is refused here.
+   */
+  private checkMountGroup(file: FileNode, group: number, readOnly: boolean): void {
+    const need = readOnly ? 0o4 : 0o6;
+    const groupOk = file.gid === group && ((file.mode >> 3) & need) === need;
+    const otherOk = (file.mode & need) === need;
+    if (groupOk || otherOk) return;
+    throw failedPrecondition(
+      `volume_mount_group ${group}: the volume's file is owned by gid ${file.gid} with mode 0${(file.mode & 0o777).toString(8)}, ` +
+        `so a pod with fsGroup ${group} cannot ${readOnly ? 'read' : 'read and write'} it; famfs cannot change a file's group per pod — ` +
+        `create the volume with StorageClass parameter gid: "${group}" (and a mode granting group access)`,
+    );
+  }
+
+  // ---- RPCs ----
+
+  async stage(req: NodeStageVolumeRequest): Promise<NodeStageVolumeResponse> {
+    if (req.volume_id === '') throw invalidArgument('volume_id is required');
+    if (req.staging_target_path === '') throw invalidArgument('staging_target_path is required');
+    if (req.volume_capability === null || req.volume_capability === undefined) throw invalidArgument('volume_capability is required');
+    const staging = await this.paths.check(req.staging_target_path, 'staging_target_path');
+    const profile = this.profileOf(req.volume_capability, req.volume_context ?? {});
+    const readOnly = profile.readOnly || profile.mountFlags.includes('ro');
+    const flags = bindFlags(profile);
+    const deadline = Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS);
+    return this.exclusive(req.volume_id, async () => {
+      const file = this.requireFile(req.volume_id);
+      const doc = await this.store.load();
+      const existing = doc.staged[staging];
+      if (existing !== undefined) {
+        if (existing.volumeId !== req.volume_id) {
+          throw alreadyExists(`staging_target_path ${staging} already holds volume ${existing.volumeId}`);
+        }
+        if (existing.accessMode !== profile.mode || existing.readOnly !== readOnly || (existing.kind ?? 'mount') !== profile.kind || !sameList(existing.flags, flags)) {
+          throw alreadyExists(
+            `volume ${req.volume_id} is already staged at ${staging} as ${existing.accessMode}${existing.readOnly ? ' read-only' : ''} (${existing.kind ?? 'mount'}); unstage it first`,
+          );
+        }
+        if (await this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount'))) return {};
+        this.log.warn({ volume: req.volume_id, staging }, 'staged volume lost its mount: staging it again');
+      }
+      await this.takeOver(req.volume_id, deadline);
+      await this.bindStaging(req.volume_id, staging, readOnly, flags);
+      const rec: StagedVolume = {
+        volumeId: req.volume_id,
+        stagingPath: staging,
+        famfsMount: this.fuse.mountpoint,
+        source: this.fuse.hostPath(objectDirRelpath(req.volume_id)),
+        fileRelpath: objectFileRelpath(req.volume_id),
+        readOnly,
+        accessMode: profile.mode,
+        kind: profile.kind,
+        flags,
+        stagedAt: new Date().toISOString(),
+      };
+      await this.store.update((d) => {
+        d.staged[staging] = rec;
+      });
+      this.log.info({ volume: req.volume_id, staging, size: file.size, readOnly, mode: profile.mode }, 'volume staged (caught up, caches invalidated)');
+      return {};
+    });
+  }
+
+  async unstage(req: NodeUnstageVolumeRequest): Promise<NodeUnstageVolumeResponse> {
+    if (req.volume_id === '') throw invalidArgument('volume_id is required');
+    if (req.staging_target_path === '') throw invalidArgument('staging_target_path is required');
+    const staging = await this.paths.check(req.staging_target_path, 'staging_target_path');
+    return this.exclusive(req.volume_id, async () => {
+      const doc = await this.store.load();
+      const rec = doc.staged[staging];
+      if (rec !== undefined && rec.volumeId !== req.volume_id) {
+        throw failedPrecondition(`staging_target_path ${staging} holds volume ${rec.volumeId}, not ${req.volume_id}`);
+      }
+      const mounted = (await findMount(staging)) !== undefined;
+      if (rec === undefined && !mounted) {
+        if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
+        return {};
+      }
+      const users = Object.values(doc.published).filter((p) => p.volumeId === req.volume_id && p.stagingPath === staging);
+      if (users.length > 0) {
+        throw failedPrecondition(`volume ${req.volume_id} is still published at ${users.map((u) => u.targetPath).join(', ')}; unpublish it first`);
+      }
+      // The writer gives the file up: its dirty lines must be in the memory before another host reads.
+      let flushed = 'read-only';
+      if (rec === undefined || !rec.readOnly) flushed = await this.flushFile(req.volume_id);
+      await unmountAll(staging);
+      await this.store.update((d) => {
+        delete d.staged[staging];
+      });
+      this.log.info({ volume: req.volume_id, staging, flushed }, 'volume unstaged');
+      return {};
+    });
+  }
+
+  async publish(req: NodePublishVolumeRequest): Promise<NodePublishVolumeResponse> {
+    if (req.volume_id === '') throw invalidArgument('volume_id is required');
+    if (req.target_path === '') throw invalidArgument('target_path is required');
+    if (req.volume_capability === null || req.volume_capability === undefined) throw invalidArgument('volume_capability is required');
+    if (req.staging_target_path === '') {
+      throw failedPrecondition('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME) before publishing them');
+    }
+    const target = await this.paths.check(req.target_path, 'target_path');
+    const staging = await this.paths.check(req.staging_target_path, 'staging_target_path');
+    if (target === staging) throw invalidArgument('target_path and staging_target_path must differ');
+    const profile = this.profileOf(req.volume_capability, req.volume_context ?? {});
+    return this.exclusive(req.volume_id, async () => {
+      const file = this.requireFile(req.volume_id);
+      const doc = await this.store.load();
+      const staged = doc.staged[staging];
+      if (staged === undefined || staged.volumeId !== req.volume_id) {
+        throw failedPrecondition(`volume ${req.volume_id} is not staged at ${staging}; call NodeStageVolume first`);
+      }
+      const readOnly = publishIsReadOnly(profile, req.readonly) || staged.readOnly;
+      const flags = bindFlags(profile);
+      const mountGroup = profile.mountGroup;
+      if (mountGroup !== undefined) this.checkMountGroup(file, mountGroup, readOnly);
+
+      const existing = doc.published[target];
+      if (existing !== undefined) {
+        const same =
+          existing.volumeId === req.volume_id &&
+          existing.readOnly === readOnly &&
+          existing.kind === profile.kind &&
+          existing.accessMode === profile.mode &&
+          sameList(existing.flags, flags) &&
+          existing.mountGroup === mountGroup &&
+          (existing.stagingPath ?? staging) === staging;
+        if (!same) {
+          throw alreadyExists(
+            `target_path ${target} already has volume ${existing.volumeId} published (${existing.accessMode}${existing.readOnly ? ', read-only' : ''}, ${existing.kind}); ` +
+              'a publish with different arguments needs an unpublish first',
+          );
+        }
+        if (await this.bindAlive(target, this.expectedRoot(req.volume_id, profile.kind))) return {};
+        this.log.warn({ volume: req.volume_id, target }, 'published volume lost its mount: binding it again');
+      } else {
+        for (const other of Object.values(doc.published)) {
+          if (other.volumeId !== req.volume_id) continue;
+          const otherRule = ACCESS_MODE_RULES[other.accessMode as keyof typeof ACCESS_MODE_RULES];
+          if (!profile.multiTargetOnNode || otherRule?.multiTargetOnNode === false) {
+            throw failedPrecondition(
+              `volume ${req.volume_id} is already published at ${other.targetPath} on this node and ${profile.multiTargetOnNode ? other.accessMode : profile.mode} allows one target only`,
+            );
+          }
+        }
+      }
+      // The staging bind must be alive to bind from it (it pins the FUSE connection we publish).
+      if (!(await this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')))) {
+        this.log.warn({ volume: req.volume_id, staging }, 'staging mount is dead or missing: re-staging before publishing');
+        await this.takeOver(req.volume_id, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
+        await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? []);
+      }
+      await ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir');
+      await unmountAll(target);
+      await bindMount(this.publishSource(profile, staging), target, { readOnly, flags });
+      const rec: PublishedVolume = {
+        volumeId: req.volume_id,
+        targetPath: target,
+        source: this.publishSource(profile, staging),
+        stagingPath: staging,
+        kind: profile.kind,
+        readOnly,
+        accessMode: profile.mode,
+        flags,
+        ...(mountGroup !== undefined ? { mountGroup } : {}),
+        publishedAt: new Date().toISOString(),
+      };
+      await this.store.update((d) => {
+        d.published[target] = rec;
+      });
+      this.log.info({ volume: req.volume_id, target, readOnly, kind: profile.kind }, 'volume published');
+      return {};
+    });
+  }
+
+  async unpublish(req: NodeUnpublishVolumeRequest): Promise<NodeUnpublishVolumeResponse> {
+    if (req.volume_id === '') throw invalidArgument('volume_id is required');
+    if (req.target_path === '') throw invalidArgument('target_path is required');
+    const target = await this.paths.check(req.target_path, 'target_path');
+    return this.exclusive(req.volume_id, async () => {
+      const doc = await this.store.load();
+      const rec = doc.published[target];
+      if (rec !== undefined && rec.volumeId !== req.volume_id) {
+        throw notFound(`volume ${req.volume_id} is not published at ${target} (it holds volume ${rec.volumeId})`);
+      }
+      const mounted = (await findMount(target)) !== undefined;
+      if (rec === undefined && !mounted) {
+        if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) {
+          throw notFound(`volume ${req.volume_id} does not exist and is not published at ${target}`);
+        }
+        // Not ours (any more): a crash between creating the target and recording it leaves an empty one.
+        await removeTarget(target).catch(() => undefined);
+        return {};
+      }
+      // unmountAll detaches lazily when the FUSE server behind the bind is gone (ENOTCONN).
+      const n = await unmountAll(target);
+      await removeTarget(target);
+      await this.store.update((d) => {
+        delete d.published[target];
+      });
+      this.log.info({ volume: req.volume_id, target, unmounted: n }, 'volume unpublished');
+      return {};
+    });
+  }
+
+  async condition(volumeId: string, volumePath: string): Promise<VolumeCondition> {
+    const problems: string[] = [];
+    if (this.opts.device.failed) problems.push(`device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`);
+    // A block target is the file itself; a mount target is the directory holding it. Attributes of
+    // the directory may still be cached after the server died: the file tells the truth.
+    const isDir = await fs.promises.lstat(volumePath).then((s) => s.isDirectory(), () => false);
+    const probe = await probePath(isDir ? `${volumePath}/${VOLUME_FILE_NAME}` : volumePath);
+    if (probe.health === 'disconnected') problems.push(`the famfs FUSE mount behind ${volumePath} is dead (transport endpoint not connected); unpublish and publish again`);
+    else if (probe.health !== 'ok') problems.push(`${volumePath}: ${probe.error?.code ?? probe.health}`);
+    const h = await this.fuse.health();
+    if (h.state === 'dead') problems.push(h.message);
+    else if (h.state === 'absent') problems.push(`no famfs FUSE server serves ${this.fuse.mountpoint}`);
+    else if (h.failed) problems.push(`famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`);
+    let gone = false;
+    try {
+      gone = this.volumeFile(volumeId) === undefined;
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    if (gone) problems.push(`volume ${volumeId} no longer exists in the famfs log (deleted?)`);
+    return problems.length === 0 ? { abnormal: false, message: 'volume is healthy' } : { abnormal: true, message: problems.join('; ') };
+  }
+
+  async stats(req: NodeGetVolumeStatsRequest): Promise<NodeGetVolumeStatsResponse> {
+    if (req.volume_id === '') throw invalidArgument('volume_id is required');
+    if (req.volume_path === '') throw invalidArgument('volume_path is required');
+    const doc = await this.store.load();
+    const file = this.volumeFile(req.volume_id);
+    const known = file !== undefined || Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) || Object.values(doc.published).some((p) => p.volumeId === req.volume_id);
+    if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
+    let p: string;
+    try {
+      p = checkPathSyntax(req.volume_path, 'volume_path');
+    } catch {
+      throw notFound(`volume ${req.volume_id} is not staged or published at ${JSON.stringify(req.volume_path)}`);
+    }
+    const onPath = doc.published[p]?.volumeId === req.volume_id || doc.staged[p]?.volumeId === req.volume_id;
+    if (!onPath) throw notFound(`volume ${req.volume_id} is not staged or published at ${p}`);
+    const size = file?.size ?? 0;
+    // famfs files are allocated in full when created and cannot grow: the whole capacity is in use
+    // from the start and nothing is ever available to grow into.
+    return {
+      usage: [{ unit: 'BYTES', total: String(size), used: String(size), available: '0' }],
+      volume_condition: await this.condition(req.volume_id, p),
+    };
+  }
+
+  // ---- health and restart ----
+
+  /** For Probe: the FUSE mount must serve whenever volumes are staged on it. */
+  async health(): Promise<{ ok: true } | { ok: false; message: string }> {
+    const doc = await this.store.load();
+    if (Object.keys(doc.staged).length === 0) return { ok: true };
+    const h = await this.fuse.health();
+    if (h.state === 'serving') return h.failed ? { ok: false, message: `famfs FUSE server reports a memory error: ${h.failureMessage ?? ''}` } : { ok: true };
+    return { ok: false, message: h.state === 'dead' ? h.message : `volumes are staged but no famfs FUSE server serves ${this.fuse.mountpoint}` };
+  }
+
+  /**
+   * After a plugin start: for every recorded staging and publish, keep it when its mount is alive,
+   * re-establish it when the FUSE server or the bind died, and tear it down (unmount, remove the
+   * target, forget it) when the volume no longer exists. Never throws; reports what it did.
+   */
+  async restore(): Promise<RestoreReport> {
+    const report: RestoreReport = { restored: [], kept: [], removed: [], failed: [] };
+    let doc: NodeStateDoc;
+    try {
+      doc = await this.store.load();
+    } catch (e) {
+      this.log.error({ err: (e as Error).message, file: this.store.file }, 'node state unreadable: nothing restored');
+      return report;
+    }
+    const staged = Object.values(doc.staged);
+    const published = Object.values(doc.published);
+    if (staged.length === 0 && published.length === 0) return report;
+    let fuseOk = true;
+    try {
+      await this.ensureFuse();
+    } catch (e) {
+      fuseOk = false;
+      this.log.error({ err: (e as Error).message }, 'restore: famfs FUSE server cannot run; recorded mounts stay as they are');
+    }
+    const goneVolumes = new Set<string>();
+    for (const s of staged) {
+      const what = `staged ${s.volumeId} at ${s.stagingPath}`;
+      try {
+        if (this.volumeFile(s.volumeId) === undefined) {
+          goneVolumes.add(s.volumeId);
+          await unmountAll(s.stagingPath, { lazy: true });
+          await this.store.update((d) => {
+            delete d.staged[s.stagingPath];
+          });
+          report.removed.push(what);
+        } else if (await this.bindAlive(s.stagingPath, this.expectedRoot(s.volumeId, 'mount'))) {
+          report.kept.push(what);
+        } else if (fuseOk) {
+          await this.catchUpUntilVisible(s.volumeId, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
+          await this.bindStaging(s.volumeId, s.stagingPath, s.readOnly, s.flags ?? []);
+          report.restored.push(what);
+        } else report.failed.push(what);
+      } catch (e) {
+        report.failed.push(`${what}: ${e instanceof CsiError || e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    for (const p of published) {
+      const what = `published ${p.volumeId} at ${p.targetPath}`;
+      try {
+        if (goneVolumes.has(p.volumeId) || this.volumeFile(p.volumeId) === undefined) {
+          await unmountAll(p.targetPath, { lazy: true });
+          await removeTarget(p.targetPath).catch(() => undefined);
+          await this.store.update((d) => {
+            delete d.published[p.targetPath];
+          });
+          report.removed.push(what);
+        } else if (await this.bindAlive(p.targetPath, this.expectedRoot(p.volumeId, p.kind))) {
+          report.kept.push(what);
+        } else if (fuseOk && p.stagingPath !== undefined && (await this.bindAlive(p.stagingPath, this.expectedRoot(p.volumeId, 'mount')))) {
+          await unmountAll(p.targetPath);
+          await ensureTarget(p.targetPath, p.kind === 'block' ? 'file' : 'dir');
+          await bindMount(p.source, p.targetPath, { readOnly: p.readOnly, flags: p.flags });
+          report.restored.push(what);
+        } else report.failed.push(what);
+      } catch (e) {
+        report.failed.push(`${what}: ${(e as Error).message}`);
+      }
+    }
+    this.log.info(report, 'node state restored after start');
+    return report;
+  }
+
+  handlers(): NodeHandlers {
+    return {
+      NodeStageVolume: (req) => this.stage(req),
+      NodeUnstageVolume: (req) => this.unstage(req),
+      NodePublishVolume: (req) => this.publish(req),
+      NodeUnpublishVolume: (req) => this.unpublish(req),
+      NodeGetVolumeStats: (req) => this.stats(req),
+      NodeGetCapabilities: () => ({ capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })) }),
+      // No max_volumes_per_node: famfs has no per-node attach limit (a node maps files from the
+      // shared pool; the pool's log capacity bounds the number of volumes, for all nodes at once).
+      NodeGetInfo: () => ({
+        node_id: this.opts.nodeId,
+        accessible_topology: { segments: { [this.opts.topologyKey]: this.opts.pool } },
+      }),
+    };
+  }
+}
