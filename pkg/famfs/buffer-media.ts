@@ -29,6 +29,12 @@ export class BufferMedia implements Media {
     return out;
   }
 
+  readInto(offset: number, target: Uint8Array): void {
+    this.check(offset, target.length);
+    target.fill(0);
+    if (offset < this.buffer.length) target.set(this.buffer.subarray(offset, Math.min(offset + target.length, this.buffer.length)));
+  }
+
   write(offset: number, data: Uint8Array): void {
     this.check(offset, data.length);
     if (offset + data.length > this.buffer.length) throw new RangeError(`write at ${offset}+${data.length} is past the ${this.buffer.length} stored bytes`);

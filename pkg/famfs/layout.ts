@@ -106,9 +106,9 @@ function putU64(b: Buffer, off: number, v: number | bigint): void {
   b.writeBigUInt64LE(BigInt(v), off);
 }
 function readCString(b: Buffer, off: number, len: number): { text: string; terminated: boolean } {
-  const field = b.subarray(off, off + len);
-  const nul = field.indexOf(0);
-  return { text: field.subarray(0, nul < 0 ? len : nul).toString('utf8'), terminated: nul >= 0 };
+  const nul = b.indexOf(0, off);
+  const terminated = nul >= 0 && nul < off + len;
+  return { text: b.toString('utf8', off, terminated ? nul : off + len), terminated };
 }
 function putCString(b: Buffer, off: number, len: number, text: string): void {
   const bytes = Buffer.from(text, 'utf8');
@@ -506,15 +506,20 @@ export class EntryDecodeError extends Error {
  * up, so a reader can re-check a superblock that was upgraded after it opened the device.
  */
 export function decodeEntry(raw: Buffer, index: number, extended: boolean | (() => boolean)): LogEntry {
-  const computed = crc(raw, 0, LE.crc);
-  if (raw.readUInt32LE(LE.crc) !== computed || raw.readUInt32LE(LE.crc + 4) !== 0) {
-    throw new EntryDecodeError(index, `CRC mismatch (stored 0x${raw.readBigUInt64LE(LE.crc).toString(16)}, computed 0x${computed.toString(16)})`);
+  return decodeEntryAt(raw, 0, index, extended);
+}
+
+/** decodeEntry for the entry at byte `o` of a larger buffer (replay decodes in place, no copies). */
+export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: boolean | (() => boolean)): LogEntry {
+  const computed = crc(raw, o, o + LE.crc);
+  if (raw.readUInt32LE(o + LE.crc) !== computed || raw.readUInt32LE(o + LE.crc + 4) !== 0) {
+    throw new EntryDecodeError(index, `CRC mismatch (stored 0x${raw.readBigUInt64LE(o + LE.crc).toString(16)}, computed 0x${computed.toString(16)})`);
   }
-  if (raw.readUInt32LE(LE.seqnum) !== index % 0x100000000 || raw.readUInt32LE(LE.seqnum + 4) !== Math.floor(index / 0x100000000)) {
-    throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(LE.seqnum)} differs from its index`);
+  if (raw.readUInt32LE(o + LE.seqnum) !== index % 0x100000000 || raw.readUInt32LE(o + LE.seqnum + 4) !== Math.floor(index / 0x100000000)) {
+    throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} differs from its index`);
   }
-  const type = raw.readUInt32LE(LE.type);
-  const p = LE.payload;
+  const type = raw.readUInt32LE(o + LE.type);
+  const p = o + LE.payload;
   try {
     switch (type) {
       case EntryType.FILE: {

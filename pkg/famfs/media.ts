@@ -11,6 +11,8 @@ export interface Media {
   readonly size: number;
   /** Copy `length` bytes starting at `offset` out of the memory (a fresh Buffer). */
   read(offset: number, length: number): Buffer;
+  /** Like read, into a caller's buffer (replay reuses one scratch buffer instead of allocating megabytes). */
+  readInto?(offset: number, target: Uint8Array): void;
   /** Copy `data` into the memory at `offset`. Does not flush. */
   write(offset: number, data: Uint8Array): void;
   /** Write back CPU cache lines covering [offset, offset+length) and fence (persistence / visibility to other hosts). */

@@ -9,6 +9,7 @@
 import { FamfsError } from './errors';
 import {
   decodeEntry,
+  decodeEntryAt,
   decodeLogHeader,
   EntryDecodeError,
   entryOffset,
@@ -36,7 +37,12 @@ export interface CatchUpResult {
   stop?: ReplayStop;
 }
 
+/** Entries read per device access during replay (1 MiB of log). */
+const CHUNK_ENTRIES = 1927;
+
 export class LogReader {
+  private readonly scratch = Buffer.allocUnsafe(CHUNK_ENTRIES * LE.SIZE);
+
   constructor(
     private readonly media: Media,
     private readonly logLen: number,
@@ -58,29 +64,38 @@ export class LogReader {
    */
   entries(from: number, to: number): { entries: LogEntry[]; stop?: ReplayStop } {
     const entries: LogEntry[] = [];
-    if (to <= from) return { entries };
-    const base = LOG_OFFSET + entryOffset(from);
-    const length = (to - from) * LE.SIZE;
-    this.media.invalidate(base, length);
-    const raw = this.media.read(base, length);
-    for (let i = from; i < to; i++) {
-      const slot = raw.subarray((i - from) * LE.SIZE, (i - from + 1) * LE.SIZE);
-      try {
-        entries.push(decodeEntry(slot, i, this.extended));
-      } catch (first) {
-        if (!(first instanceof EntryDecodeError)) throw first;
-        // A stale or half-seen line: drop it and look once more before calling the entry bad.
-        const at = LOG_OFFSET + entryOffset(i);
-        this.media.invalidate(at, LE.SIZE);
+    for (let chunkStart = from; chunkStart < to; chunkStart += CHUNK_ENTRIES) {
+      const n = Math.min(CHUNK_ENTRIES, to - chunkStart);
+      const base = LOG_OFFSET + entryOffset(chunkStart);
+      this.media.invalidate(base, n * LE.SIZE);
+      const raw = this.readChunk(base, n * LE.SIZE);
+      for (let k = 0; k < n; k++) {
+        const i = chunkStart + k;
         try {
-          entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, this.extended));
-        } catch (second) {
-          if (!(second instanceof EntryDecodeError)) throw second;
-          return { entries, stop: { index: i, reason: second.reason } };
+          entries.push(decodeEntryAt(raw, k * LE.SIZE, i, this.extended));
+        } catch (first) {
+          if (!(first instanceof EntryDecodeError)) throw first;
+          // A stale or half-seen line: drop it and look once more before calling the entry bad.
+          const at = LOG_OFFSET + entryOffset(i);
+          this.media.invalidate(at, LE.SIZE);
+          try {
+            entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, this.extended));
+          } catch (second) {
+            if (!(second instanceof EntryDecodeError)) throw second;
+            return { entries, stop: { index: i, reason: second.reason } };
+          }
         }
       }
     }
     return { entries };
+  }
+
+  /** Entries are decoded in place from one reused scratch buffer: no per-replay megabyte allocations. */
+  private readChunk(offset: number, length: number): Buffer {
+    if (!this.media.readInto) return this.media.read(offset, length);
+    const view = this.scratch.subarray(0, length);
+    this.media.readInto(offset, view);
+    return view;
   }
 
   /** Apply every entry the tree has not seen yet. Idempotent; safe to call at any rate. */
