@@ -219,7 +219,12 @@ export class VolumeState {
    * new epoch. Called at start (no election) or by the Lease integration when it wins.
    */
   onBecameLeader(hostUuid: string): number {
-    const epoch = this.famfs('take over as famfs master', () => this.fs.takeOver(hostUuid));
+    // Catch up first: a delete another master wrote makes FamfsFs re-read the superblock, so
+    // takeOver compares against the current master UUID, not one cached before the other reign.
+    const epoch = this.famfs('take over as famfs master', () => {
+      this.fs.catchUp();
+      return this.fs.takeOver(hostUuid);
+    });
     this.epoch = epoch;
     try {
       this.famfs('create the controller state image', () => this.image.ensure(this.opts.imageSize ?? DEFAULT_STATE_IMAGE_SIZE));

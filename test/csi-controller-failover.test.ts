@@ -1,0 +1,172 @@
+// Two controllers on one device (two mappings of one emulated devdax, two host identities, two
+// gRPC servers): the second takes over, finds every record the first committed in the shared
+// memory, and the first — paused, never told it lost the lease — can no longer append a log entry
+// or commit a metadata image. Also: a torn image commit falls back to the previous generation.
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { status } from '@grpc/grpc-js';
+import pino from 'pino';
+import { CsiClient, type CsiCallError } from '../pkg/csi/client';
+import { controllerService } from '../pkg/csi/controller';
+import { CsiServer } from '../pkg/csi/server';
+import { validateStateDoc, VolumeState } from '../pkg/csi/state';
+import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/state-image';
+import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
+import { createEmulatedDevice, openDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
+import { FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
+
+const MiB = 1024 * 1024;
+const KEY = 'famfs.csi.cxl.io/pool';
+const HOST_A = '31111111-2222-4333-8444-555555555555';
+const HOST_B = '32222222-2222-4333-8444-555555555555';
+const DEV = `csi-failover-test-${process.pid}`;
+const cap = (mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
+
+async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
+  try {
+    await p;
+    return { code: 'OK', message: '' };
+  } catch (e) {
+    const err = e as CsiCallError;
+    return { code: status[err.code] ?? 'UNKNOWN', message: err.details };
+  }
+}
+
+interface Controller {
+  device: DaxDevice;
+  famfs: FamfsFs;
+  state: VolumeState;
+  server: CsiServer;
+  client: CsiClient;
+}
+
+async function startController(dir: string, name: string, device: DaxDevice, famfs: FamfsFs): Promise<Controller> {
+  const state = new VolumeState(famfs);
+  const server = new CsiServer({ endpoint: `unix://${dir}/${name}.sock`, log: pino({ level: 'silent' }) });
+  server.addService('Controller', controllerService({
+    state, pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
+  }));
+  await server.start();
+  return { device, famfs, state, server, client: new CsiClient(`unix://${dir}/${name}.sock`, 10_000) };
+}
+
+describe('CSI controller failover on shared memory (two controllers, one device)', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let a: Controller;
+  let b: Controller;
+  const create = (c: Controller, name: string, extra: object = {}) =>
+    c.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap()], ...extra });
+  /** What the shared memory says, read by a third, independent mapping. */
+  const onDevice = (): { nextIndex: number; generation: number; volumes: number } => {
+    const dev = openDevice(a.device.path, { readOnly: true });
+    try {
+      const f = FamfsFs.open(dev, { readOnly: true });
+      const img = new SharedStateImage(f, dev, validateStateDoc).load();
+      return { nextIndex: f.header().nextIndex, generation: img?.header.generation ?? 0, volumes: Object.keys(img?.doc.volumes ?? {}).length };
+    } finally {
+      dev.close();
+    }
+  };
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-failover-'));
+    const devA = createEmulatedDevice(DEV, 256 * MiB, { fresh: true });
+    a = await startController(dir, 'a', devA, FamfsFs.mkfs(devA, { systemUuid: HOST_A, devicePath: devA.path }));
+    a.state.onBecameLeader(HOST_A);
+  });
+  after(async () => {
+    for (const c of [a, b]) {
+      if (!c) continue;
+      c.client.close();
+      await c.server.stop(200);
+      c.device.close();
+    }
+    removeEmulatedDevice(DEV);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('hands the writer role over: the new leader sees every record, the old one appends nothing', async () => {
+    const v1 = (await create(a, 'pvc-1', { parameters: { mode: '0640', sharing: 'multi-writer' } })).volume.volume_id;
+    const v2 = (await create(a, 'pvc-2')).volume.volume_id;
+    await a.client.call('Controller', 'ControllerPublishVolume', { volume_id: v1, node_id: 'node-a', volume_capability: cap('MULTI_NODE_MULTI_WRITER') });
+    const before = onDevice();
+    assert.equal(before.volumes, 2);
+
+    // Controller B on another "host": its own mapping, its own identity.
+    const devB = openDevice(a.device.path);
+    b = await startController(dir, 'b', devB, FamfsFs.open(devB, { hostUuid: HOST_B }));
+    assert.equal((await failure(create(b, 'early'))).code, 'UNAVAILABLE', 'a standby refuses changes');
+    const epochB = b.state.onBecameLeader(HOST_B);
+    assert.ok(epochB > (a.state.fencingEpoch ?? 0));
+    const taken = onDevice();
+    assert.equal(taken.generation, before.generation + 1, 'the new leader commits once under its epoch');
+
+    // B sees what A committed: published nodes, parameters (sharing is not in famfs itself).
+    const list = await b.client.call<ListVolumesResponse>('Controller', 'ListVolumes', {});
+    const e1 = list.entries.find((e) => e.volume.volume_id === v1);
+    assert.deepEqual(e1?.status?.published_node_ids, ['node-a']);
+    assert.equal(e1?.volume.volume_context?.['famfs.csi.cxl.io/sharing'], 'multi-writer');
+    assert.equal((await failure(create(b, 'pvc-1', { parameters: { mode: '0640' } }))).code, 'ALREADY_EXISTS', 'sharing survived the move');
+    assert.equal((await create(b, 'pvc-1', { parameters: { mode: '0640', sharing: 'multi-writer' } })).volume.volume_id, v1);
+    assert.equal((await failure(b.client.call('Controller', 'DeleteVolume', { volume_id: v1 }))).code, 'FAILED_PRECONDITION', 'still published');
+
+    // A was paused past its lease and never heard about it: every change fails, nothing is written.
+    const mark = onDevice();
+    const r = await failure(create(a, 'pvc-3'));
+    assert.equal(r.code, 'UNAVAILABLE');
+    assert.match(r.message, /not the leader/);
+    assert.equal((await failure(a.client.call('Controller', 'DeleteVolume', { volume_id: v2 }))).code, 'UNAVAILABLE');
+    assert.equal((await failure(a.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: v1, node_id: 'node-a' }))).code, 'UNAVAILABLE');
+    assert.deepEqual(onDevice(), mark, 'no log entry and no image generation from the fenced controller');
+    assert.equal(a.state.isLeader, false, 'fenced on the spot');
+
+    // B goes on; ControllerGetVolume on B shows the live state.
+    await b.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: v1, node_id: 'node-a' });
+    await b.client.call('Controller', 'DeleteVolume', { volume_id: v2 });
+    const got = await b.client.call<ControllerGetVolumeResponse>('Controller', 'ControllerGetVolume', { volume_id: v1 });
+    assert.deepEqual(got.status.published_node_ids, []);
+
+    // B loses the lease cleanly: it refuses at once, without touching the device.
+    b.state.onLostLeadership('lease lost (test)');
+    const m2 = onDevice();
+    assert.equal((await failure(create(b, 'pvc-4'))).code, 'UNAVAILABLE');
+    assert.deepEqual(onDevice(), m2);
+
+    // A wins again and reads B's last generation.
+    a.state.onBecameLeader(HOST_A);
+    const listA = await a.client.call<ListVolumesResponse>('Controller', 'ListVolumes', {});
+    assert.deepEqual(listA.entries.map((e) => e.volume.volume_id).sort(), [v1]);
+    assert.deepEqual(await failure(create(a, 'pvc-3')), { code: 'OK', message: '' });
+  });
+
+  it('a torn or damaged image commit falls back to the previous generation', async () => {
+    const img = new SharedStateImage(a.famfs, a.device, validateStateDoc);
+    const newest = img.load();
+    assert.ok(newest);
+    const file = a.famfs.lookup(STATE_IMAGE_RELPATH) as FileNode;
+    const base = fmapExtents(file.fmap)[0]!.offset; // the image file is contiguous
+    const halfOff = base + newest.header.half * img.halfSize;
+    // Flip one byte of the newest body: its CRC fails, the other half (one generation older) wins.
+    const at = halfOff + 4096 + 7;
+    const orig = a.device.read(at, 1);
+    a.device.write(at, Buffer.from([orig[0]! ^ 0xff]));
+    a.device.flush(at, 1);
+    const fallback = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
+    assert.equal(fallback?.header.generation, newest.header.generation - 1);
+    assert.match(fallback?.problems.join(';') ?? '', /body CRC mismatch/);
+    // A torn header (half-written line) is caught by its own CRC.
+    a.device.write(at, orig);
+    a.device.write(halfOff + 20, Buffer.from([0x5a]));
+    const torn = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
+    assert.equal(torn?.header.generation, newest.header.generation - 1);
+    assert.match(torn?.problems.join(';') ?? '', /header CRC/);
+    // The next leader's commit goes to the damaged half and the image is whole again.
+    a.state.onBecameLeader(HOST_A);
+    const healed = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
+    assert.equal(healed?.problems.length, 0);
+    assert.equal(healed?.header.generation, newest.header.generation);
+  });
+});
