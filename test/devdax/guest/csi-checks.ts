@@ -1,0 +1,202 @@
+/**
+ * Guest check: the CSI node path on the real devdax (issue 7, item 4).
+ *
+ * Guest A (the famfs master) runs famfs-csi in "all" mode: its controller creates a volume, and its
+ * node plugin stages and publishes it and writes a payload through the target path (through the
+ * FUSE server, into the devdax), then unpublishes and unstages (the hand-off flush).
+ * Guest B runs famfs-csi in "node" mode: it stages and publishes the volume that A's controller
+ * made, and a pod-like process in its own mount namespace reads exactly A's bytes through a bind
+ * mount of the target path. The host checks the volume file's extents in the backing file.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+
+import { CsiClient } from '../../../pkg/csi/client.js';
+import type { CreateVolumeResponse } from '../../../pkg/csi/types.js';
+import { assertThat, awaitSignal, hostVerify, payload, result, runGuestCheck, signal, type GuestContext } from './report.js';
+
+const PROJ = path.resolve(__dirname, '..', '..', '..', '..');
+const MiB = 1024 * 1024;
+const VOLUME_BYTES = 4 * MiB;
+const PAYLOAD_BYTES = 3 * MiB + 4321;
+const CAP = { mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+const KUBELET = '/var/lib/kubelet';
+
+interface VolumeInfo {
+  volumeId: string;
+  context: Record<string, string>;
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Starts famfs-csi as its own process and waits for its socket. */
+async function startPlugin(ctx: GuestContext, mode: 'all' | 'node', sock: string): Promise<ChildProcess> {
+  fs.mkdirSync(path.dirname(sock), { recursive: true });
+  const logFile = path.join(ctx.run, ctx.role, 'famfs-csi.log');
+  const log = fs.openSync(logFile, 'a');
+  const child = spawn(process.execPath, [
+    path.join(PROJ, 'dist', 'cmd', 'famfs-csi.js'), '--mode', mode, '--device', ctx.dax, '--endpoint', `unix://${sock}`,
+    '--node-id', `guest-${ctx.role.toLowerCase()}`, '--state-dir', '/tmp/famfs-csi-state', '--pool', 'devdax',
+    // The master formats the device when this check runs alone (the earlier checks already did).
+    ...(mode === 'all' ? ['--mkfs'] : []),
+  ], { stdio: ['ignore', log, log] });
+  const deadline = Date.now() + 60_000;
+  while (!fs.existsSync(sock)) {
+    if (child.exitCode !== null) throw new Error(`famfs-csi exited ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-800)}`);
+    if (Date.now() > deadline) throw new Error('famfs-csi did not open its socket in 60 s');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return child;
+}
+
+/** SIGTERM, as kubelet stops a pod; reports how long the plugin took to exit (SIGKILL after 20 s). */
+async function stopPlugin(ctx: GuestContext, child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const t0 = Date.now();
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+  const ms = Date.now() - t0;
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGKILL');
+    result(ctx, 'plugin-sigterm-exit', 'fail', `famfs-csi was still running ${ms} ms after SIGTERM (killed)`);
+  } else {
+    result(ctx, 'plugin-sigterm-exit', 'ok', `famfs-csi exited ${ms} ms after SIGTERM (code ${child.exitCode}, signal ${child.signalCode})`, { ms });
+  }
+}
+
+async function step(ctx: GuestContext, name: string, fn: () => Promise<string>): Promise<boolean> {
+  try {
+    result(ctx, name, 'ok', await fn());
+    return true;
+  } catch (e) {
+    result(ctx, name, 'fail', errText(e));
+    return false;
+  }
+}
+
+async function stageAndPublish(client: CsiClient, vol: VolumeInfo, pod: string): Promise<{ staging: string; target: string }> {
+  const staging = path.join(KUBELET, 'plugins', 'kubernetes.io', 'csi', 'famfs', vol.volumeId, 'globalmount');
+  const target = path.join(KUBELET, 'pods', pod, 'volumes', 'kubernetes.io~csi', 'pv', 'mount');
+  // As kubelet does: it makes the pod's volume directory, the plugin makes (and removes) the target.
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  await client.call('Node', 'NodeStageVolume', { volume_id: vol.volumeId, staging_target_path: staging, volume_capability: CAP, volume_context: vol.context });
+  await client.call('Node', 'NodePublishVolume', {
+    volume_id: vol.volumeId, staging_target_path: staging, target_path: target, volume_capability: CAP, volume_context: vol.context, readonly: false,
+  });
+  return { staging, target };
+}
+
+async function unpublishAndUnstage(client: CsiClient, vol: VolumeInfo, paths: { staging: string; target: string }): Promise<void> {
+  await client.call('Node', 'NodeUnpublishVolume', { volume_id: vol.volumeId, target_path: paths.target });
+  await client.call('Node', 'NodeUnstageVolume', { volume_id: vol.volumeId, staging_target_path: paths.staging });
+}
+
+async function guestA(ctx: GuestContext): Promise<void> {
+  const sock = '/run/famfs-csi/csi.sock';
+  const plugin = await startPlugin(ctx, 'all', sock);
+  const client = new CsiClient(`unix://${sock}`, 60_000);
+  try {
+    let v: VolumeInfo;
+    try {
+      const res = await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+        name: `pvc-devdax-${ctx.nonce}`, capacity_range: { required_bytes: String(VOLUME_BYTES) }, volume_capabilities: [CAP],
+      });
+      v = { volumeId: res.volume.volume_id, context: res.volume.volume_context ?? {} };
+      result(ctx, 'create-volume', 'ok', `${v.volumeId}: ${JSON.stringify(v.context)}`);
+    } catch (e) {
+      result(ctx, 'create-volume', 'fail', errText(e));
+      return;
+    }
+    const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
+    await step(ctx, 'a-writes-through-target', async () => {
+      const paths = await stageAndPublish(client, v, 'pod-a');
+      const fd = fs.openSync(path.join(paths.target, 'data'), 'r+');
+      try {
+        fs.writeSync(fd, bytes, 0, bytes.length, 0);
+      } finally {
+        fs.closeSync(fd);
+      }
+      await unpublishAndUnstage(client, v, paths);
+      return `A staged, published, wrote ${bytes.length} bytes to data through the target, unpublished and unstaged`;
+    });
+    fs.writeFileSync(path.join(ctx.run, 'A', 'csi-volume.json'), JSON.stringify(v));
+    signal(ctx, 'csi-volume-ready');
+    await awaitSignal(ctx, 'csi-volume-read', 240);
+  } finally {
+    client.close();
+    await stopPlugin(ctx, plugin);
+  }
+}
+
+async function guestB(ctx: GuestContext): Promise<void> {
+  await awaitSignal(ctx, 'csi-volume-ready', 240);
+  const vol = JSON.parse(fs.readFileSync(path.join(ctx.run, 'A', 'csi-volume.json'), 'utf8')) as VolumeInfo;
+  const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
+  const expected = path.join(ctx.work, 'csi-expected.bin');
+  fs.writeFileSync(expected, bytes);
+  const sock = '/run/famfs-csi/csi.sock';
+  const plugin = await startPlugin(ctx, 'node', sock);
+  const client = new CsiClient(`unix://${sock}`, 60_000);
+  try {
+    let paths: { staging: string; target: string } | undefined;
+    await step(ctx, 'b-stage-publish', async () => {
+      paths = await stageAndPublish(client, vol, 'pod-b');
+      const entries = fs.readdirSync(paths.target);
+      assertThat(entries.includes('data'), `target holds ${entries.join(', ')}`);
+      return `B staged and published ${vol.volumeId} on ${paths.target}`;
+    });
+    if (paths === undefined) return;
+    const target = paths.target;
+    await step(ctx, 'b-target-read', async () => {
+      const seen = fs.readFileSync(path.join(target, 'data'));
+      assertThat(seen.length === VOLUME_BYTES, `data is ${seen.length} bytes, expected ${VOLUME_BYTES}`);
+      assertThat(seen.subarray(0, bytes.length).equals(bytes), "B's read through the target differs from A's bytes");
+      return `B reads A's ${bytes.length} bytes through the target path`;
+    });
+    await step(ctx, 'pod-namespace-read', async () => {
+      // A pod: its own mount namespace, the volume bind-mounted where the container expects it.
+      const script = `set -e; mkdir -p /tmp/pod-root/vol; mount --bind "${target}" /tmp/pod-root/vol; ` +
+        `head -c ${bytes.length} /tmp/pod-root/vol/data | cmp - "${expected}"; ` +
+        `grep -c ' /tmp/pod-root/vol ' /proc/self/mounts`;
+      const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8' });
+      assertThat(r.status === 0, `pod-like process failed (${r.status}): ${r.stdout} ${r.stderr}`);
+      const leaked = fs.readFileSync('/proc/self/mounts', 'utf8').includes(' /tmp/pod-root/vol ');
+      assertThat(!leaked, "the pod's bind mount leaked into the host namespace");
+      return 'a process in its own mount namespace reads exactly A\'s bytes through a bind mount of the target';
+    });
+    await step(ctx, 'b-unpublish-unstage', async () => {
+      await unpublishAndUnstage(client, vol, paths as { staging: string; target: string });
+      assertThat(!fs.readFileSync('/proc/self/mounts', 'utf8').includes(vol.volumeId), 'a mount of the volume is left behind');
+      return 'unpublished and unstaged, no mount left';
+    });
+    // The host: the volume file's bytes in the backing file (famfs ls gives its extents).
+    const file = vol.context['famfs.csi.cxl.io/file'];
+    if (file !== undefined) {
+      const ls = spawnSync(process.execPath, [path.join(PROJ, 'dist', 'cmd', 'famfs.js'), 'ls', '--json', ctx.dax], { encoding: 'utf8' });
+      const entry = (JSON.parse(ls.stdout) as { entries: { path: string; extents?: { offset: number; len: number }[] }[] }).entries.find((e) => e.path === file);
+      const ext = entry?.extents?.[0];
+      if (ext !== undefined && ext.len >= bytes.length) {
+        try {
+          result(ctx, 'csi-host', 'ok', await hostVerify(ctx, 'csi-volume', ext.offset, bytes));
+        } catch (e) {
+          result(ctx, 'csi-host', 'fail', errText(e));
+        }
+      } else {
+        result(ctx, 'csi-host', 'skip', `${file}: first extent does not hold the whole payload (${JSON.stringify(entry?.extents)})`);
+      }
+    }
+  } finally {
+    client.close();
+    await stopPlugin(ctx, plugin);
+    signal(ctx, 'csi-volume-read');
+  }
+}
+
+runGuestCheck(async (ctx) => {
+  if (ctx.role === 'A') await guestA(ctx);
+  else await guestB(ctx);
+});
