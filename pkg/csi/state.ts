@@ -461,6 +461,7 @@ export class VolumeState {
       // A copy takes a while and can be cut short by a crash: the intent is recorded first, so a
       // retry (or ControllerGetVolume) knows the file's content is not complete yet.
       if (req.source) {
+        this.famfs(`create volume ${volumeId}`, () => this.precheckPlacement(objectDirRelpath(volumeId), size, req.params.interleave));
         this.doc.volumes[volumeId] = record;
         this.commit();
       }
@@ -487,8 +488,23 @@ export class VolumeState {
     });
   }
 
+  /**
+   * Refuses before the first append what the file's append would refuse (no room of that shape,
+   * bad interleave, log full), so a refused CreateVolume leaves no directory entry behind.
+   */
+  private precheckPlacement(dir: string, size: number, interleave?: VolumeParams['interleave']): void {
+    if (this.fs.allocator.hasPending) this.fs.allocator.reclaim(this.fs.horizon());
+    this.fs.allocator.place(size, interleave);
+    const needed = this.fs.lookup(dir) === undefined ? 2 : 1;
+    const u = this.fs.usage();
+    if (u.logEntriesUsed + needed > u.logEntriesTotal) {
+      throw new FamfsError('ELOGFULL', `famfs log full: ${u.logEntriesUsed} of ${u.logEntriesTotal} entries used, ${needed} needed`);
+    }
+  }
+
   private createVolumeFile(volumeId: string, size: number, req: CreateRequest): FileNode {
     const dir = objectDirRelpath(volumeId);
+    this.precheckPlacement(dir, size, req.params.interleave);
     if (this.fs.lookup(dir) === undefined) this.fs.mkdir(dir, { parents: true, mode: 0o755 });
     const p = req.params;
     return this.fs.creat(objectFileRelpath(volumeId), size, {
@@ -684,11 +700,13 @@ export class VolumeState {
       const srcRec = this.doc.volumes[sourceVolumeId];
       if (srcRec !== undefined && !srcRec.populated) throw failedPrecondition(`source volume ${sourceVolumeId} is still being populated`);
       this.checkImageRoom();
+      this.famfs(`create snapshot ${snapshotId}`, () => this.precheckPlacement(objectDirRelpath(snapshotId), src.size));
       const rec: SnapshotRecord = { snapshotId, name, sourceVolumeId, createdAtMs: Date.now(), sizeBytes: src.size, readyToUse: false };
       this.doc.snapshots[snapshotId] = rec;
       this.commit();
       const file = this.famfs(`create snapshot ${snapshotId}`, () => {
         const dir = objectDirRelpath(snapshotId);
+        this.precheckPlacement(dir, src.size);
         if (this.fs.lookup(dir) === undefined) this.fs.mkdir(dir, { parents: true, mode: 0o755 });
         // Readable by the owner of the source only; snapshots are restored through CreateVolume.
         return this.fs.creat(objectFileRelpath(snapshotId), src.size, { mode: 0o400, uid: src.uid, gid: src.gid });
