@@ -166,6 +166,18 @@ function mmapWritable(file: string): string {
     await unstage(a, id, staging);
   });
 
+  it('answers ABORTED to a second operation on a volume while one is in flight, and the first still completes', async () => {
+    const id = env.createVolume('concurrent', 2 * MiB);
+    const staging = env.staging('node-a', id);
+    const codes = await Promise.all([codeOf(stage(a, id, staging)), codeOf(stage(a, id, staging)), codeOf(stage(a, id, staging))]);
+    assert.equal(codes.filter((c) => c === 'OK').length >= 1, true, codes.join());
+    assert.ok(codes.includes('ABORTED'), codes.join());
+    assert.deepEqual(codes.filter((c) => c !== 'OK' && c !== 'ABORTED'), []);
+    assert.equal((await findMount(staging))?.root, `/csi/${id}`);
+    await stage(a, id, staging); // a retry after ABORTED succeeds
+    await unstage(a, id, staging);
+  });
+
   it('hands a file over between two nodes: A flushes on unstage, B invalidates on stage and reads exactly A\'s bytes', async () => {
     const b = await env.startNode('node-b');
     const id = env.createVolume('handoff', 8 * MiB);
