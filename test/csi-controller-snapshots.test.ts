@@ -67,7 +67,9 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
   it('advertises snapshots and cloning, not expansion', async () => {
     const caps = await client.call<{ capabilities: { rpc: { type: string } }[] }>('Controller', 'ControllerGetCapabilities', {});
     const types = caps.capabilities.map((c) => c.rpc.type);
-    for (const t of ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'GET_SNAPSHOT', 'CLONE_VOLUME', 'VOLUME_CONDITION']) assert.ok(types.includes(t), t);
+    for (const t of ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'CLONE_VOLUME', 'VOLUME_CONDITION']) assert.ok(types.includes(t), t);
+    // csi-sanity v5.4.0 fails on capabilities it does not know; GetSnapshot is served unadvertised.
+    assert.ok(!types.includes('GET_SNAPSHOT'));
     assert.ok(!types.includes('EXPAND_VOLUME'));
     assert.equal(await code(client.call('Controller', 'ControllerExpandVolume', { volume_id: 'x', capacity_range: { required_bytes: '1' } })), 'UNIMPLEMENTED');
   });

@@ -442,3 +442,21 @@ describe('famfs core: repair', () => {
     assert.equal(code(() => w.creat('x', 1)), 'EFENCED');
   });
 });
+
+describe('famfs core: master hand-back', () => {
+  it('a former master can take the role back after another host held it', () => {
+    const { media } = fresh();
+    const a = FamfsFs.open(media, { hostUuid: MASTER });
+    a.takeOver(MASTER);
+    a.creat('by-a', 1);
+    const b = FamfsFs.open(media, { hostUuid: OTHER });
+    b.takeOver(OTHER);
+    b.creat('by-b', 1);
+    assert.equal(code(() => a.creat('stale', 1)), 'EFENCED');
+    a.takeOver(MASTER);
+    a.creat('by-a-again', 1);
+    assert.equal(FamfsFs.open(media, { readOnly: true }).superblock.systemUuid, MASTER);
+    assert.equal(code(() => b.creat('stale', 1)), 'EFENCED');
+    assert.equal(fsck(media).files, 3);
+  });
+});

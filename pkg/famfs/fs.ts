@@ -303,14 +303,18 @@ export class FamfsFs {
 
   /** The master may have enabled the extension after we opened the device: look again. */
   private rereadExtended(): boolean {
+    if (!this.extended) this.rereadSuperblock();
+    return this.extended;
+  }
+
+  /** Refresh our copy of the superblock from the device (only ever moves to a valid one). */
+  private rereadSuperblock(): void {
     this.media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
     const raw = this.media.read(SUPERBLOCK_OFFSET, SB.SIZE);
     const check = validateSuperblock(raw, this.media.size);
-    if (check.ok && check.extended) {
-      this.sb = decodeSuperblock(raw);
-      this.extended = true;
-    }
-    return this.extended;
+    if (!check.ok) throw new FamfsError('ECORRUPT', `superblock: ${check.problems.join('; ')} (run famfs fsck)`);
+    this.sb = decodeSuperblock(raw);
+    this.extended = this.extended || check.extended;
   }
 
   /** The fencing epoch and master of the shared extension block (initialised on first use). */
@@ -327,6 +331,8 @@ export class FamfsFs {
    */
   takeOver(hostUuid: string): number {
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'device is open read-only');
+    // Another host may have taken over (and rewritten the superblock) since we last looked.
+    this.rereadSuperblock();
     const block = this.extBlock();
     const epoch = block.epoch + 1;
     writeExtBlock(this.media, { ...block, epoch, masterUuid: hostUuid, epochTimeMs: this.now() });
