@@ -192,6 +192,30 @@ describe('device: access', () => {
     assert.match(dev.invalidateMethod, /^(clflushopt|clflush)$/);
   });
 
+  it('zero() clears exactly its range, ragged edges included, and persists without a flush', () => {
+    const { file, dev } = fresh(4 * MiB);
+    dev.write(0, Buffer.alloc(4 * MiB, 0xab));
+    dev.zero(5, 3 * MiB + 70);
+    const all = dev.read(0, 4 * MiB);
+    for (const [from, to, want] of [
+      [0, 5, 0xab],
+      [5, 5 + 3 * MiB + 70, 0],
+      [5 + 3 * MiB + 70, 4 * MiB, 0xab],
+    ] as const) {
+      assert.ok(all.subarray(from, to).every((b) => b === want), `bytes ${from}..${to} should be 0x${want.toString(16)}`);
+    }
+    // Another process reading the file (not our mapping) sees the zeros.
+    const fd = fs.openSync(file, 'r');
+    const b = Buffer.alloc(64);
+    fs.readSync(fd, b, 0, 64, 2 * MiB);
+    fs.closeSync(fd);
+    assert.ok(b.every((x) => x === 0));
+    expectCode(() => dev.zero(4 * MiB - 10, 11), 'ERANGE');
+    const ro = openDevice(file, { readOnly: true });
+    expectCode(() => ro.zero(0, 10), 'EACCES');
+    ro.close();
+  });
+
   it('refuses writes on a read-only open and leaves the bytes alone', () => {
     const { file, dev } = fresh(MiB);
     dev.write(0, Buffer.from('original'));
@@ -260,6 +284,7 @@ describe('device: memory faults (SIGBUS)', () => {
       ['copy', (d) => d.copy(0, 2 * MiB, 4096)],
       ['flush', (d) => d.flush(2 * MiB, 4096)],
       ['invalidate', (d) => d.invalidate(2 * MiB, 4096)],
+      ['zero', (d) => d.zero(2 * MiB, 4096)],
     ];
     for (const [what, op] of ops) {
       const { file, dev } = fresh(4 * MiB);

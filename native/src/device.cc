@@ -362,6 +362,7 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::Write>("write"),
                            InstanceMethod<&JsDevice::Copy>("copy"),
                            InstanceMethod<&JsDevice::Flush>("flush"),
+                           InstanceMethod<&JsDevice::Zero>("zero"),
                            InstanceMethod<&JsDevice::Invalidate>("invalidate"),
                            InstanceMethod<&JsDevice::View>("view"),
                            InstanceMethod<&JsDevice::Close>("close"),
@@ -500,6 +501,20 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     CheckRange(env, d, src, n, "copy (source)");
     Fault f;
     if (!GuardedMove(d.base() + dst, d.base() + src, n, &f)) ThrowFault(env, d, f, "copy", src, n);
+    return env.Undefined();
+  }
+
+  // Zero a range so the zeros reach memory (non-temporal stores + fence): new volumes must
+  // never show a former tenant's bytes, and this is much cheaper than write + flush.
+  Napi::Value Zero(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    CheckWritable(env, d);
+    const uint64_t off = ToUint(env, info[0], "offset");
+    const uint64_t n = ToUint(env, info[1], "length");
+    CheckRange(env, d, off, n, "zero");
+    Fault f;
+    if (!GuardedZeroPersistent(d.base() + off, n, &f)) ThrowFault(env, d, f, "zero", off, n);
     return env.Undefined();
   }
 

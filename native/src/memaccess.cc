@@ -212,6 +212,46 @@ bool GuardedFill(void* dst, int value, size_t n, Fault* fault) {
   return RunGuarded(fault, [&] { std::memset(dst, value, n); });
 }
 
+namespace {
+void ZeroPersistent(void* dst, size_t n, const CacheOps& ops) {
+  auto* p = static_cast<unsigned char*>(dst);
+#if defined(__x86_64__)
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t body = (start + 63) & ~uintptr_t{63};
+  const uintptr_t end = start + n;
+  const uintptr_t body_end = end & ~uintptr_t{63};
+  if (body < body_end) {
+    if (body > start) {
+      std::memset(p, 0, body - start);
+      ops.flush(p, body - start, ops.line);
+    }
+    const __m128i zero = _mm_setzero_si128();
+    for (uintptr_t q = body; q < body_end; q += 64) {
+      auto* v = reinterpret_cast<__m128i*>(q);
+      _mm_stream_si128(v, zero);
+      _mm_stream_si128(v + 1, zero);
+      _mm_stream_si128(v + 2, zero);
+      _mm_stream_si128(v + 3, zero);
+    }
+    if (end > body_end) {
+      std::memset(reinterpret_cast<void*>(body_end), 0, end - body_end);
+      ops.flush(reinterpret_cast<void*>(body_end), end - body_end, ops.line);
+    }
+    _mm_sfence();
+    return;
+  }
+#endif
+  std::memset(p, 0, n);
+  ops.flush(p, n, ops.line);
+}
+}  // namespace
+
+bool GuardedZeroPersistent(void* dst, size_t n, Fault* fault) {
+  if (n == 0) return true;
+  const CacheOps& ops = Ops();
+  return RunGuarded(fault, [&] { ZeroPersistent(dst, n, ops); });
+}
+
 bool GuardedFlush(const void* p, size_t n, Fault* fault) {
   if (n == 0) return true;
   const CacheOps& ops = Ops();

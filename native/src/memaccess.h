@@ -33,6 +33,10 @@ bool GuardedMove(void* dst, const void* src, size_t n, Fault* fault);
 
 // memset(dst, value, n) under the same guard.
 bool GuardedFill(void* dst, int value, size_t n, Fault* fault);
+// Zero [dst, dst+n) so that the zeros are in memory (not just in this CPU's cache) when it
+// returns: non-temporal stores for the aligned body (they bypass and evict cache lines), plain
+// stores + flush for the ragged edges, then a store fence. No separate flush pass is needed.
+bool GuardedZeroPersistent(void* dst, size_t n, Fault* fault);
 
 // Writes back every cache line overlapping [p, p+n) (CLWB, else CLFLUSHOPT, else CLFLUSH),
 // then SFENCE: after it returns true, the stores before it are visible in memory.

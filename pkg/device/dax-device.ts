@@ -112,6 +112,15 @@ export class DaxDevice implements Media {
     }
   }
 
+  /** Zero a range with the zeros already in memory on return (no flush needed). */
+  zero(offset: number, length: number): void {
+    try {
+      this.nativeHandle.zero(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
   invalidate(offset: number, length: number): void {
     try {
       this.nativeHandle.invalidate(offset, length);

@@ -32,6 +32,7 @@ export interface NativeDeviceHandle {
   /** memmove within the device (overlap allowed). */
   copy(dstOffset: NativeOffset, srcOffset: NativeOffset, length: NativeOffset): void;
   flush(offset: NativeOffset, length: NativeOffset): void;
+  zero(offset: NativeOffset, length: NativeOffset): void;
   invalidate(offset: NativeOffset, length: NativeOffset): void;
   /** Zero-copy Buffer over the mapping. UNGUARDED: a fault while touching it kills the process. */
   view(offset: NativeOffset, length: NativeOffset): Buffer;

@@ -264,10 +264,7 @@ export class FamfsFs {
     if (this.allocator.hasPending) this.allocator.reclaim(this.horizon());
     const fmap = this.allocator.place(size, o.interleave, o.random);
     if (o.zero) {
-      for (const e of fmap.kind === 'simple' ? fmap.extents : fmap.strips) {
-        for (let off = 0; off < e.len; off += ZERO_CHUNK.length) this.media.write(e.offset + off, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, e.len - off)));
-        this.media.flush(e.offset, e.len);
-      }
+      for (const e of fmap.kind === 'simple' ? fmap.extents : fmap.strips) this.zeroRange(e.offset, e.len);
     }
     this.append(h, { type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
     return this.tree.lookup(relpath) as FileNode;
@@ -365,6 +362,15 @@ export class FamfsFs {
     if (!block) return this.tree.nextIndex;
     const slots = readHostSlots(this.media, block.slotCount).filter((s) => s.hostUuid !== this.opts.hostUuid);
     return reclaimHorizon(slots, this.tree.nextIndex, this.now(), this.opts.hostLiveMs ?? 60_000);
+  }
+
+  private zeroRange(offset: number, length: number): void {
+    if (this.media.zero) {
+      this.media.zero(offset, length);
+      return;
+    }
+    for (let off = 0; off < length; off += ZERO_CHUNK.length) this.media.write(offset + off, ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.length, length - off)));
+    this.media.flush(offset, length);
   }
 
   private checkNewName(relpath: string): void {

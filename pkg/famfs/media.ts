@@ -15,6 +15,8 @@ export interface Media {
   readInto?(offset: number, target: Uint8Array): void;
   /** Copy `data` into the memory at `offset`. Does not flush. */
   write(offset: number, data: Uint8Array): void;
+  /** Zero a range so the zeros are in memory on return (as write + flush would, but cheaper). */
+  zero?(offset: number, length: number): void;
   /** Write back CPU cache lines covering [offset, offset+length) and fence (persistence / visibility to other hosts). */
   flush(offset: number, length: number): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
