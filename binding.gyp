@@ -8,7 +8,8 @@
         "native/src/device.cc",
         "native/src/fuse_table.cc",
         "native/src/fuse_server.cc",
-        "native/src/fuse_addon.cc"
+        "native/src/fuse_addon.cc",
+        "native/src/fuse_handover.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

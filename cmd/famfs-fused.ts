@@ -13,7 +13,15 @@ import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
 
-import { ControlServer, controlRequest, defaultControlSocket, FamfsFuseServer } from '../pkg/fuse/index.js';
+import {
+  completeHandover,
+  ControlServer,
+  controlRequest,
+  defaultControlSocket,
+  FamfsFuseServer,
+  requestHandover,
+  type FuseServerOptions,
+} from '../pkg/fuse/index.js';
 
 interface CliOptions {
   controlSocket?: string;
@@ -27,6 +35,7 @@ interface CliOptions {
   hostUuid?: string;
   logFile?: string;
   logLevel: string;
+  takeover?: boolean;
 }
 
 function intArg(v: string): number {
@@ -49,7 +58,7 @@ async function runForeground(device: string, mountpoint: string, o: CliOptions):
   const socketPath = path.resolve(o.controlSocket ?? defaultControlSocket(mountpoint));
   let shuttingDown = false;
   let control: ControlServer | undefined;
-  const server = FamfsFuseServer.start({
+  const serverOptions: FuseServerOptions = {
     device,
     mountpoint: path.resolve(mountpoint),
     readOnly: o.readOnly === true,
@@ -63,7 +72,17 @@ async function runForeground(device: string, mountpoint: string, o: CliOptions):
     hostName: os.hostname(),
     logger,
     onConnectionLost: () => void shutdown('connection lost', 1),
-  });
+  };
+  let server: FamfsFuseServer;
+  if (o.takeover === true) {
+    // Restart/upgrade without unmounting: take the live connection from the running server.
+    const conn = await requestHandover(socketPath);
+    server = FamfsFuseServer.adopt(serverOptions, conn);
+    await completeHandover(server, socketPath, conn);
+    logger.info({ oldPid: conn.params.pid }, 'took over the FUSE connection');
+  } else {
+    server = FamfsFuseServer.start(serverOptions);
+  }
   const shutdown = async (why: string, code: number): Promise<void> => {
     if (shuttingDown) return;
     shuttingDown = true;
@@ -76,7 +95,14 @@ async function runForeground(device: string, mountpoint: string, o: CliOptions):
   process.on('SIGINT', () => void shutdown('SIGINT', 0));
   process.on('SIGHUP', () => void shutdown('SIGHUP', 0));
   try {
-    control = await ControlServer.listen(socketPath, server, logger);
+    control = await ControlServer.listen(socketPath, server, logger, {
+      // The new server owns the connection now: leave without unmounting.
+      onHandedOver: () => {
+        shuttingDown = true;
+        void control?.close();
+        setImmediate(() => process.exit(0));
+      },
+    });
   } catch (e) {
     logger.error({ err: (e as Error).message }, 'control socket failed');
     await shutdown('control socket failed', 1);
@@ -107,7 +133,8 @@ async function runDetached(device: string, mountpoint: string, o: CliOptions, ar
     }
     try {
       const r = await controlRequest(socketPath, { op: 'status' }, 1000);
-      if (r.ok) {
+      // (with --takeover the old server answers until it hands over: wait for the new pid)
+      if (r.ok && (o.takeover !== true || r['pid'] === child.pid)) {
         child.unref();
         process.stdout.write(`famfs-fused: ${mountpoint} mounted (pid ${child.pid}, control ${socketPath}, log ${logFile})\n`);
         process.exit(0);
@@ -138,6 +165,7 @@ async function main(): Promise<void> {
     .option('--host-uuid <uuid>', 'this host for replay acknowledgements (default /opt/famfs/system_uuid)')
     .option('--log-file <path>', 'log file when detaching (default next to the control socket)')
     .option('--log-level <level>', 'pino log level', 'info')
+    .option('--takeover', 'take the live FUSE connection over from the server already running on this mount (restart/upgrade without unmounting)')
     .option('--foreground', 'stay in the foreground (the CSI node plugin and tests use this)')
     .parse();
   const [device, mountpoint] = program.args as [string, string];

@@ -43,10 +43,11 @@ class Host {
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
   }
 
-  static async start(name: string, device: string, dir: string, extra: string[] = []): Promise<Host> {
-    const mountpoint = path.join(dir, `mnt-${name}`);
-    const socket = path.join(dir, `ctl-${name}`, 'sock');
+  static async start(name: string, device: string, dir: string, extra: string[] = [], takeOverFrom?: Host): Promise<Host> {
+    const mountpoint = takeOverFrom?.mountpoint ?? path.join(dir, `mnt-${name}`);
+    const socket = takeOverFrom?.socket ?? path.join(dir, `ctl-${name}`, 'sock');
     fs.mkdirSync(mountpoint, { recursive: true });
+    if (takeOverFrom) extra = [...extra, '--takeover'];
     const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--poll-ms', '50', '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -55,7 +56,8 @@ class Host {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.output}`);
       try {
-        if ((await controlRequest(socket, { op: 'status' }, 500)).ok) return host;
+        const st = (await controlRequest(socket, { op: 'status' }, 500)) as ControlReply & Record<string, unknown>;
+        if (st.ok && (!takeOverFrom || st['pid'] === proc.pid)) return host;
       } catch {
         /* not up yet */
       }
@@ -402,6 +404,60 @@ function xattr(p: string, name: string): string {
     }
     assert.equal(fuseMountType(zero.mountpoint), undefined, 'unmounted');
     assert.equal(fuseMountType(copy.mountpoint), undefined, 'unmounted');
+  });
+
+  it('restarts without unmounting: the new server takes the /dev/fuse connection over (SCM_RIGHTS)', async () => {
+    const old = await Host.start('ho', devPath, dir);
+    const bindTarget = path.join(dir, 'bind-model');
+    fs.writeFileSync(bindTarget, '');
+    execFileSync('mount', ['--bind', old.p('model.bin'), bindTarget]);
+    let next: Host | undefined;
+    try {
+      const want = sha(fs.readFileSync(old.p('model.bin')));
+      const fd = fs.openSync(old.p('model.bin'), 'r');
+      // A reader hammering the mount (through the bind mount, like a pod) during the switch.
+      const reader = spawn('python3', [
+        '-c',
+        `import hashlib,sys,time
+errs=0; n=0; t=time.time()
+while time.time()-t < 3:
+    try:
+        with open(sys.argv[1],'rb') as f: d=f.read()
+        if hashlib.sha256(d).hexdigest()!=sys.argv[2]: errs+=1
+        n+=1
+    except Exception as e:
+        errs+=1; print(e, file=sys.stderr)
+print(n, errs)`,
+        bindTarget,
+        want,
+      ]);
+      let out = '';
+      reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const readerDone = new Promise((r) => reader.once('exit', r));
+      await sleep(500);
+      next = await Host.start('hn', devPath, dir, [], old);
+      assert.equal(await Promise.race([old.exited, sleep(5000).then(() => 'still running')]), 0, 'old server exited by itself, status 0');
+      assert.equal(fuseMountType(old.mountpoint), 'fuse.famfs', 'still mounted');
+      await readerDone;
+      const [reads, errors] = out.trim().split(' ').map(Number);
+      assert.ok(reads! > 0, `reader made progress (${out})`);
+      assert.equal(errors, 0, 'no read failed or returned wrong bytes across the switch');
+      // the fd opened under the old server and the bind mount keep working
+      const buf = Buffer.alloc(4096);
+      assert.equal(fs.readSync(fd, buf, 0, 4096, 0), 4096);
+      fs.closeSync(fd);
+      assert.equal(sha(fs.readFileSync(bindTarget)), want);
+      // the new server follows the log and answers its control socket
+      master.creat('after-handover', 2 * MIB, { mode: 0o644 });
+      await waitFor('new server to see after-handover', () => fs.existsSync(next!.p('after-handover')));
+      assert.equal((await next.ctl({ op: 'status' })).ok, true);
+    } finally {
+      // SIGTERM with a bind mount still holding the connection: the server severs it and exits.
+      if (next) assert.equal(await next.stop(), 0);
+      else await old.stop();
+      assert.equal(errnoOf(() => fs.readFileSync(bindTarget)), 'ENOTCONN', 'a stopped server is a dead mount, not a hang');
+      execFileSync('umount', ['-l', bindTarget]);
+    }
   });
 
   it('mounts the famfs C library golden image and lists exactly what its manifest says', async () => {

@@ -11,6 +11,8 @@
 // parsed once per update on the JS thread, never per request.
 #include <napi.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "device.h"
+#include "fuse_handover.h"
 #include "fuse_server.h"
 #include "module_init.h"
 
@@ -125,6 +128,11 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
                            InstanceMethod<&FuseSessionWrap::InvalidateFile>("invalidateFile"),
                            InstanceMethod<&FuseSessionWrap::Status>("status"),
                            InstanceMethod<&FuseSessionWrap::Stop>("stop"),
+                           InstanceMethod<&FuseSessionWrap::HandoverTo>("handoverTo"),
+                           InstanceMethod<&FuseSessionWrap::CancelHandover>("cancelHandover"),
+                           InstanceMethod<&FuseSessionWrap::Abandon>("abandon"),
+                           InstanceMethod<&FuseSessionWrap::Adopt>("adopt"),
+                           InstanceMethod<&FuseSessionWrap::FinishAdoption>("finishAdoption"),
                        });
   }
 
@@ -269,6 +277,46 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     return info.Env().Undefined();
   }
 
+  Napi::Value HandoverTo(const Napi::CallbackInfo& info) {
+    std::string err;
+    if (!server_->HandoverTo(info[0].As<Napi::String>().Utf8Value(), &err)) throw Napi::Error::New(info.Env(), err);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value CancelHandover(const Napi::CallbackInfo& info) {
+    server_->CancelHandover();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Abandon(const Napi::CallbackInfo& info) {
+    server_->Abandon();
+    return info.Env().Undefined();
+  }
+
+  // adopt(fd, {protoMajor, protoMinor, maxReadahead, connectionId}, inodes, logIndex)
+  Napi::Value Adopt(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int fd = info[0].ToNumber().Int32Value();
+    Napi::Object p = info[1].As<Napi::Object>();
+    HandoverParams params;
+    params.proto_major = static_cast<uint32_t>(U64(p, "protoMajor", 7));
+    params.proto_minor = static_cast<uint32_t>(U64(p, "protoMinor"));
+    params.max_readahead = static_cast<uint32_t>(U64(p, "maxReadahead"));
+    params.conn_id = U64(p, "connectionId");
+    TablePtr t = ParseTable(env, info[2], static_cast<uint64_t>(info[3].ToNumber().DoubleValue()));
+    std::string err = server_->Adopt(fd, params, t);
+    if (!err.empty()) throw Napi::Error::New(env, err);
+    return env.Undefined();
+  }
+
+  Napi::Value FinishAdoption(const Napi::CallbackInfo& info) {
+    std::vector<int> fds;
+    Napi::Array a = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) fds.push_back(a.Get(i).ToNumber().Int32Value());
+    server_->FinishAdoption(fds);
+    return info.Env().Undefined();
+  }
+
   std::shared_ptr<famfs_native::DeviceMapping> device_;
   std::unique_ptr<Server> server_;
 };
@@ -311,7 +359,34 @@ Napi::Value BenchMemcpy(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(per) * threads * passes / secs);
 }
 
+Napi::Value HandoverListenJs(const Napi::CallbackInfo& info) {
+  std::string err;
+  int fd = HandoverListen(info[0].As<Napi::String>().Utf8Value(), &err);
+  if (fd < 0) throw Napi::Error::New(info.Env(), err);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// Blocks the calling thread up to timeoutMs: the new server has nothing else to do meanwhile.
+Napi::Value HandoverAcceptJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int listen_fd = info[0].ToNumber().Int32Value();
+  int timeout_ms = info[1].ToNumber().Int32Value();
+  std::vector<int> fds;
+  std::string json, err;
+  bool ok = HandoverAccept(listen_fd, timeout_ms, &fds, &json, &err);
+  close(listen_fd);
+  if (!ok) throw Napi::Error::New(env, err);
+  Napi::Object r = Napi::Object::New(env);
+  Napi::Array a = Napi::Array::New(env, fds.size());
+  for (uint32_t i = 0; i < fds.size(); i++) a.Set(i, Napi::Number::New(env, fds[i]));
+  r.Set("fds", a);
+  r.Set("message", json);
+  return r;
+}
+
 void InitFuse(Napi::Env env, Napi::Object exports) {
+  exports.Set("fuseHandoverListen", Napi::Function::New(env, HandoverListenJs, "fuseHandoverListen"));
+  exports.Set("fuseHandoverAccept", Napi::Function::New(env, HandoverAcceptJs, "fuseHandoverAccept"));
   exports.Set("FuseSession", FuseSessionWrap::Define(env));
   exports.Set("fuseBenchMemcpy", Napi::Function::New(env, BenchMemcpy, "fuseBenchMemcpy"));
 }

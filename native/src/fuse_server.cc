@@ -1,8 +1,11 @@
 // famfs FUSE server: request handlers and session lifecycle. See fuse_server.h.
 #include "fuse_server.h"
 
+#include <linux/fuse.h>
+
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -15,47 +18,60 @@
 #include <cstdio>
 #include <cstring>
 
+#include "fuse_handover.h"
+
 namespace famfs_fuse {
 namespace {
 
 Server* Self(fuse_req_t req) { return static_cast<Server*>(fuse_req_userdata(req)); }
 
+// The server for a request, or nullptr if it is being handed over: the request is then left
+// unanswered in this fd's processing queue for the kernel to resend to the new server.
+Server* Live(fuse_req_t req) {
+  Server* s = Self(req);
+  if (s->handing_over()) {
+    fuse_reply_none(req);
+    return nullptr;
+  }
+  return s;
+}
+
 // Trampolines: libfuse calls C functions; each forwards to the Server bound to the session.
 void LlInit(void* userdata, struct fuse_conn_info* conn) { static_cast<Server*>(userdata)->OnInit(conn); }
-void LlLookup(fuse_req_t r, fuse_ino_t p, const char* n) { Self(r)->OnLookup(r, p, n); }
-void LlGetattr(fuse_req_t r, fuse_ino_t i, struct fuse_file_info*) { Self(r)->OnGetattr(r, i); }
+void LlLookup(fuse_req_t r, fuse_ino_t p, const char* n) { if (Server* srv = Live(r)) srv->OnLookup(r, p, n); }
+void LlGetattr(fuse_req_t r, fuse_ino_t i, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnGetattr(r, i); }
 void LlSetattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int s, struct fuse_file_info*) {
-  Self(r)->OnSetattr(r, i, a, s);
+  if (Server* srv = Live(r)) srv->OnSetattr(r, i, a, s);
 }
-void LlOpen(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { Self(r)->OnOpen(r, i, fi); }
-void LlRead(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) { Self(r)->OnRead(r, i, s, o); }
+void LlOpen(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { if (Server* srv = Live(r)) srv->OnOpen(r, i, fi); }
+void LlRead(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnRead(r, i, s, o); }
 void LlWrite(fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, struct fuse_file_info*) {
-  Self(r)->OnWrite(r, i, b, s, o);
+  if (Server* srv = Live(r)) srv->OnWrite(r, i, b, s, o);
 }
-void LlFsync(fuse_req_t r, fuse_ino_t i, int, struct fuse_file_info*) { Self(r)->OnFsync(r, i); }
-void LlOpendir(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { Self(r)->OnOpendir(r, i, fi); }
+void LlFsync(fuse_req_t r, fuse_ino_t i, int, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnFsync(r, i); }
+void LlOpendir(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { if (Server* srv = Live(r)) srv->OnOpendir(r, i, fi); }
 void LlReaddir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) {
-  Self(r)->OnReaddir(r, i, s, o, false);
+  if (Server* srv = Live(r)) srv->OnReaddir(r, i, s, o, false);
 }
 void LlReaddirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) {
-  Self(r)->OnReaddir(r, i, s, o, true);
+  if (Server* srv = Live(r)) srv->OnReaddir(r, i, s, o, true);
 }
-void LlStatfs(fuse_req_t r, fuse_ino_t) { Self(r)->OnStatfs(r); }
-void LlGetxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { Self(r)->OnGetxattr(r, i, n, s); }
-void LlListxattr(fuse_req_t r, fuse_ino_t i, size_t s) { Self(r)->OnListxattr(r, i, s); }
+void LlStatfs(fuse_req_t r, fuse_ino_t) { if (Server* srv = Live(r)) srv->OnStatfs(r); }
+void LlGetxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { if (Server* srv = Live(r)) srv->OnGetxattr(r, i, n, s); }
+void LlListxattr(fuse_req_t r, fuse_ino_t i, size_t s) { if (Server* srv = Live(r)) srv->OnListxattr(r, i, s); }
 // Every namespace or metadata mutation is refused: famfs metadata lives only in the log,
 // which the master appends to through the famfs API, never through a mount.
-void LlMknod(fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { Self(r)->Refuse(r); }
-void LlMkdir(fuse_req_t r, fuse_ino_t, const char*, mode_t) { Self(r)->Refuse(r); }
-void LlUnlink(fuse_req_t r, fuse_ino_t, const char*) { Self(r)->Refuse(r); }
-void LlRmdir(fuse_req_t r, fuse_ino_t, const char*) { Self(r)->Refuse(r); }
-void LlSymlink(fuse_req_t r, const char*, fuse_ino_t, const char*) { Self(r)->Refuse(r); }
-void LlRename(fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { Self(r)->Refuse(r); }
-void LlLink(fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) { Self(r)->Refuse(r); }
-void LlCreate(fuse_req_t r, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) { Self(r)->Refuse(r); }
-void LlSetxattr(fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) { Self(r)->Refuse(r); }
-void LlRemovexattr(fuse_req_t r, fuse_ino_t, const char*) { Self(r)->Refuse(r); }
-void LlFallocate(fuse_req_t r, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) { Self(r)->Refuse(r); }
+void LlMknod(fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlMkdir(fuse_req_t r, fuse_ino_t, const char*, mode_t) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlUnlink(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlRmdir(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlSymlink(fuse_req_t r, const char*, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlRename(fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlLink(fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlCreate(fuse_req_t r, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlSetxattr(fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlRemovexattr(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlFallocate(fuse_req_t r, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->Refuse(r); }
 
 struct fuse_lowlevel_ops MakeOps() {
   struct fuse_lowlevel_ops ops;
@@ -111,9 +127,7 @@ Server::Server(DeviceView dev, ServerOptions opts) : dev_(std::move(dev)), opts_
 
 Server::~Server() { Stop(); }
 
-std::string Server::Start(TablePtr initial) {
-  if (running_.load()) return "already running";
-  std::atomic_store(&table_, std::move(initial));
+struct fuse_session* Server::NewSession() {
   std::string o = "fsname=" + opts_.fsname + ",subtype=" + opts_.subtype +
                   ",default_permissions,allow_other,max_read=" + std::to_string(opts_.max_write);
   if (opts_.read_only) o += ",ro";
@@ -122,14 +136,45 @@ std::string Server::Start(TablePtr initial) {
   std::vector<char*> argv;
   for (auto& s : argv_s) argv.push_back(&s[0]);
   struct fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
-  session_ = fuse_session_new(&args, &kOps, sizeof kOps, this);
+  struct fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, this);
   fuse_opt_free_args(&args);
+  return se;
+}
+
+std::string Server::Start(TablePtr initial) {
+  if (running_.load()) return "already running";
+  std::atomic_store(&table_, std::move(initial));
+  session_ = NewSession();
   if (session_ == nullptr) return "fuse_session_new failed (bad options?)";
   if (fuse_session_mount(session_, opts_.mountpoint.c_str()) != 0) {
     fuse_session_destroy(session_);
     session_ = nullptr;
     return "mounting " + opts_.mountpoint + " failed";
   }
+  StartLoop();
+  // The connection id names /sys/fs/fuse/connections/<id> (used to abort a stuck unmount).
+  // stat() needs the loop running: the kernel asks for the root's attributes.
+  struct stat st;
+  if (stat(opts_.mountpoint.c_str(), &st) == 0) {
+    conn_id_ = (static_cast<uint64_t>(major(st.st_dev)) << 20) | minor(st.st_dev);
+  }
+  return std::string();
+}
+
+// Writes 1 to /sys/fs/fuse/connections/<id>/abort, mounting fusectl there first if needed.
+static void AbortConnection(uint64_t conn_id) {
+  const char* dir = "/sys/fs/fuse/connections";
+  std::string p = std::string(dir) + "/" + std::to_string(conn_id) + "/abort";
+  if (access(p.c_str(), F_OK) != 0) mount("fusectl", dir, "fusectl", 0, nullptr);
+  int fd = open(p.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t w = write(fd, "1", 1);
+    (void)w;
+    close(fd);
+  }
+}
+
+void Server::StartLoop() {
   running_.store(true);
   loop_done_.store(false);
   loop_ = std::thread([this] {
@@ -147,39 +192,140 @@ std::string Server::Start(TablePtr initial) {
     fuse_loop_cfg_destroy(cfg);
     loop_done_.store(true);
   });
-  // The connection id names /sys/fs/fuse/connections/<id> (used to abort a stuck unmount).
-  // stat() needs the loop running: the kernel asks for the root's attributes.
-  struct stat st;
-  if (stat(opts_.mountpoint.c_str(), &st) == 0) {
-    conn_id_ = (static_cast<uint64_t>(major(st.st_dev)) << 20) | minor(st.st_dev);
-  }
-  return std::string();
 }
 
 void Server::Stop() {
   if (!running_.exchange(false)) return;
   fuse_session_exit(session_);
   // Closes our device fd and detaches the mount; once the superblock goes, every worker's read
-  // on its cloned fd returns ENODEV and the loop ends.
-  fuse_session_unmount(session_);
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  // on its cloned fd returns ENODEV and the loop ends. An adopted session has no mountpoint in
+  // libfuse's eyes: detach it ourselves.
+  if (adopted_) {
+    umount2(opts_.mountpoint.c_str(), MNT_DETACH);
+  } else {
+    fuse_session_unmount(session_);
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (!loop_done_.load() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!loop_done_.load() && conn_id_ != 0) {
     // Something still holds the superblock (an open file, a bind mount): sever the connection
     // so the workers stop; holders see ENOTCONN, which is what a stopped server means.
-    std::string p = "/sys/fs/fuse/connections/" + std::to_string(conn_id_) + "/abort";
-    int fd = open(p.c_str(), O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      ssize_t w = write(fd, "1", 1);
-      (void)w;
-      close(fd);
+    AbortConnection(conn_id_);
+    deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (!loop_done_.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+  }
+  if (!loop_done_.load()) {
+    // Never hang the caller (SIGTERM must end the process): leave the workers to process exit.
+    fprintf(stderr, "{\"level\":40,\"msg\":\"FUSE workers did not stop; leaving them to process exit\"}\n");
+    loop_.detach();
+    session_ = nullptr;
+    return;
   }
   if (loop_.joinable()) loop_.join();
   fuse_session_destroy(session_);
   session_ = nullptr;
+}
+
+HandoverParams Server::handover_params() const {
+  std::lock_guard<std::mutex> g(mu_);
+  HandoverParams p = params_;
+  p.conn_id = conn_id_;
+  return p;
+}
+
+bool Server::HandoverTo(const std::string& path, std::string* err) {
+  if (!running_.load() || session_ == nullptr) {
+    *err = "not serving";
+    return false;
+  }
+  handing_over_.store(true);
+  // The session fd first (the adopter reads and answers on it), then every other /dev/fuse fd
+  // (libfuse's per-worker clones): passing them keeps their queues alive after we exit, so the
+  // kernel can resend what they hold instead of aborting it.
+  int master = fuse_session_fd(session_);
+  std::vector<int> fds = {master};
+  for (int fd : FuseDeviceFds()) {
+    if (fd != master) fds.push_back(fd);
+  }
+  HandoverParams p = handover_params();
+  char json[256];
+  snprintf(json, sizeof json,
+           "{\"protoMajor\":%u,\"protoMinor\":%u,\"maxReadahead\":%u,\"connectionId\":%llu,\"pid\":%d}",
+           p.proto_major, p.proto_minor, p.max_readahead, static_cast<unsigned long long>(p.conn_id), getpid());
+  if (!HandoverSend(path, fds, json, err)) {
+    CancelHandover();
+    return false;
+  }
+  return true;
+}
+
+void Server::CancelHandover() {
+  if (!handing_over_.exchange(false)) return;
+  // Requests dropped meanwhile sit in our queues: have the kernel deliver them again.
+  if (session_ != nullptr) NotifyResend(fuse_session_fd(session_));
+}
+
+void Server::Abandon() {
+  // The connection now belongs to another process: never unmount or abort it from here.
+  handing_over_.store(true);
+  running_.store(false);
+}
+
+std::string Server::Adopt(int fd, const HandoverParams& params, TablePtr initial) {
+  if (running_.load()) return "already running";
+  std::atomic_store(&table_, std::move(initial));
+  // Same options as the original mount: libfuse checks init()'s max_read against them.
+  session_ = NewSession();
+  if (session_ == nullptr) return "fuse_session_new failed";
+  // "/dev/fd/N": libfuse takes the descriptor as the session fd and mounts nothing.
+  std::string dev = "/dev/fd/" + std::to_string(fd);
+  if (fuse_session_mount(session_, dev.c_str()) != 0) {
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    return "adopting fd " + std::to_string(fd) + " failed";
+  }
+  adopted_ = true;
+  conn_id_ = params.conn_id;
+  // The kernel will not send INIT again: feed libfuse a local one with the negotiated protocol
+  // so its session state is initialised. Its reply names no pending request; the kernel
+  // rejects it (ENOENT) and libfuse ignores that.
+  struct {
+    struct fuse_in_header h;
+    struct fuse_init_in a;
+  } init;
+  std::memset(&init, 0, sizeof init);
+  init.h.len = sizeof init;
+  init.h.opcode = FUSE_INIT;
+  init.h.unique = 2;  // never outstanding: the kernel's INIT was answered long ago
+  init.a.major = params.proto_major;
+  init.a.minor = std::min<uint32_t>(params.proto_minor, FUSE_KERNEL_MINOR_VERSION);
+  init.a.max_readahead = params.max_readahead;
+  init.a.flags = FUSE_ASYNC_READ | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS | FUSE_PARALLEL_DIROPS | FUSE_ASYNC_DIO |
+                 FUSE_EXPLICIT_INVAL_DATA | FUSE_MAX_PAGES;
+  struct fuse_buf b;
+  std::memset(&b, 0, sizeof b);
+  b.mem = &init;
+  b.size = sizeof init;
+  fuse_session_process_buf(session_, &b);
+  if (!initialized_.load() || fuse_session_exited(session_)) {
+    fuse_session_destroy(session_);
+    session_ = nullptr;
+    return "local INIT for the adopted connection failed";
+  }
+  StartLoop();
+  // Whatever the old server read and dropped while handing over: deliver it to us.
+  int rc = NotifyResend(fd);
+  if (rc != 0) fprintf(stderr, "{\"level\":40,\"msg\":\"FUSE_NOTIFY_RESEND failed\",\"errno\":%d}\n", -rc);
+  return std::string();
+}
+
+void Server::FinishAdoption(const std::vector<int>& extra_fds) {
+  if (session_ != nullptr) NotifyResend(fuse_session_fd(session_));
+  for (int fd : extra_fds) close(fd);
 }
 
 unsigned Server::Update(TablePtr next) {
@@ -330,6 +476,12 @@ void Server::OnInit(struct fuse_conn_info* conn) {
   conn->max_readahead = opts_.max_write;
   conn->max_background = 64;
   conn->congestion_threshold = 48;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    params_.proto_major = conn->proto_major;
+    params_.proto_minor = conn->proto_minor;
+    params_.max_readahead = conn->max_readahead;
+  }
   initialized_.store(true);
 }
 

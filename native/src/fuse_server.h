@@ -61,6 +61,14 @@ struct FaultRecord {
   std::string op;
 };
 
+// What the kernel and the old server negotiated, carried to a server adopting the connection.
+struct HandoverParams {
+  uint32_t proto_major = 7;
+  uint32_t proto_minor = 0;
+  uint32_t max_readahead = 0;
+  uint64_t conn_id = 0;
+};
+
 struct Counters {
   std::atomic<uint64_t> reads{0}, read_bytes{0}, writes{0}, write_bytes{0};
   std::atomic<uint64_t> lookups{0}, refused{0}, faults{0}, stale{0};
@@ -80,6 +88,19 @@ class Server {
   bool running() const { return running_.load(); }
   // False once the worker loop has ended (unmounted from outside, connection aborted).
   bool serving() const { return running_.load() && !loop_done_.load(); }
+
+  // Handover, old side: stop answering (requests read from now on are left for the kernel to
+  // resend to the new server), hand every /dev/fuse fd to `path`. Then Abandon() before exiting
+  // (no unmount), or CancelHandover() to resume serving if the new server never confirmed.
+  bool HandoverTo(const std::string& path, std::string* err);
+  void CancelHandover();
+  void Abandon();
+  bool handing_over() const { return handing_over_.load(std::memory_order_relaxed); }
+  // Handover, new side: serve the connection on `fd` (already initialised by the old server).
+  std::string Adopt(int fd, const HandoverParams& params, TablePtr initial);
+  // After the old server exited: resend what it left unanswered, then drop its extra fds.
+  void FinishAdoption(const std::vector<int>& extra_fds);
+  HandoverParams handover_params() const;
 
   // Swaps in a new table and tells the kernel about removed/changed entries.
   // Returns how many kernel notifications were sent.
@@ -122,6 +143,8 @@ class Server {
   void ReplyEntry(fuse_req_t req, const Table& t, const Inode& n);
   bool CheckRange(const std::vector<Piece>& pieces) const;
   void RecordFault(const famfs_native::Fault& f, uint64_t ino, const char* op);
+  void StartLoop();
+  struct fuse_session* NewSession();
   bool NotifyReady() const { return running_.load() && session_ != nullptr && initialized_.load(); }
 
   DeviceView dev_;
@@ -140,6 +163,9 @@ class Server {
   std::unordered_set<uint64_t> direct_files_;
   std::vector<FaultRecord> faults_;
   std::atomic<bool> local_failed_{false};
+  std::atomic<bool> handing_over_{false};
+  bool adopted_ = false;  // session fd came from a handover: we unmount ourselves on Stop
+  HandoverParams params_;
   Counters counters_;
 };
 

@@ -10,7 +10,11 @@ export type ControlRequest =
   | { op: 'status' }
   | { op: 'flush'; path: string }
   | { op: 'invalidate'; path: string }
-  | { op: 'direct-io'; on: boolean; path?: string };
+  | { op: 'direct-io'; on: boolean; path?: string }
+  /** Send this server's /dev/fuse fds to the new server listening at `to` (restart/upgrade). */
+  | { op: 'handover'; to: string }
+  /** The new server serves now: exit without unmounting. */
+  | { op: 'handover-done' };
 
 export type ControlReply = ({ ok: true } & Record<string, unknown>) | { ok: false; code: string; error: string };
 
@@ -38,6 +42,11 @@ export function parseControlRequest(line: string): ControlRequest {
       case 'invalidate':
         if (path === undefined) throw new ControlParseError(`${o['op']} needs a "path"`);
         return { op: o['op'], path };
+      case 'handover':
+        if (typeof o['to'] !== 'string') throw new ControlParseError('handover needs "to": <socket path>');
+        return { op: 'handover', to: o['to'] };
+      case 'handover-done':
+        return { op: 'handover-done' };
       case 'direct-io':
         if (typeof o['on'] !== 'boolean') throw new ControlParseError('direct-io needs "on": true|false');
         return path === undefined ? { op: 'direct-io', on: o['on'] } : { op: 'direct-io', on: o['on'], path };

@@ -19,13 +19,21 @@ export function defaultControlSocket(mountpoint: string): string {
   return path.join('/run/famfs-fused', id, 'sock');
 }
 
+export interface ControlHooks {
+  /** The new server confirmed a handover: exit without unmounting (called after the reply is sent). */
+  onHandedOver?: () => void;
+}
+
+/** How long a started handover may wait for the new server's confirmation before we resume. */
+const HANDOVER_CONFIRM_MS = 10_000;
+
 export class ControlServer {
   private constructor(
     private readonly server: net.Server,
     readonly socketPath: string,
   ) {}
 
-  static async listen(socketPath: string, target: FamfsFuseServer, logger: Logger): Promise<ControlServer> {
+  static async listen(socketPath: string, target: FamfsFuseServer, logger: Logger, hooks: ControlHooks = {}): Promise<ControlServer> {
     const dir = path.dirname(socketPath);
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     fs.chmodSync(dir, 0o700);
@@ -34,7 +42,8 @@ export class ControlServer {
       if (await isListening(socketPath)) throw new FuseError('EINVAL', `control socket ${socketPath} is in use by a running server`);
       fs.rmSync(socketPath, { force: true });
     }
-    const server = net.createServer((conn) => serveConnection(conn, target, logger));
+    const state: HandoverState = { timer: undefined };
+    const server = net.createServer((conn) => serveConnection(conn, target, logger, hooks, state));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       const old = process.umask(0o177);
@@ -47,9 +56,10 @@ export class ControlServer {
     return new ControlServer(server, socketPath);
   }
 
+  /** Stops accepting (the socket file goes at once), then waits for open connections to end. */
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
     fs.rmSync(this.socketPath, { force: true });
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }
 
@@ -64,7 +74,11 @@ function isListening(socketPath: string): Promise<boolean> {
   });
 }
 
-function serveConnection(conn: net.Socket, target: FamfsFuseServer, logger: Logger): void {
+interface HandoverState {
+  timer: NodeJS.Timeout | undefined;
+}
+
+function serveConnection(conn: net.Socket, target: FamfsFuseServer, logger: Logger, hooks: ControlHooks, state: HandoverState): void {
   let pending = '';
   conn.setEncoding('utf8');
   conn.on('error', () => conn.destroy());
@@ -79,12 +93,14 @@ function serveConnection(conn: net.Socket, target: FamfsFuseServer, logger: Logg
       const line = pending.slice(0, nl);
       pending = pending.slice(nl + 1);
       if (line.trim() === '') continue;
-      conn.write(JSON.stringify(handle(line, target, logger)) + '\n');
+      const reply = handle(line, target, logger, state);
+      const after = reply.ok && (reply as Record<string, unknown>)['handedOver'] === true ? hooks.onHandedOver : undefined;
+      conn.write(JSON.stringify(reply) + '\n', () => after?.());
     }
   });
 }
 
-function handle(line: string, target: FamfsFuseServer, logger: Logger): ControlReply {
+function handle(line: string, target: FamfsFuseServer, logger: Logger, state: HandoverState): ControlReply {
   let req: ControlRequest;
   try {
     req = parseControlRequest(line);
@@ -108,6 +124,22 @@ function handle(line: string, target: FamfsFuseServer, logger: Logger): ControlR
         target.invalidate(req.path);
         logger.info({ path: req.path }, 'invalidated file (handoff: taking over)');
         return { ok: true, path: req.path };
+      case 'handover':
+        target.handoverTo(req.to);
+        logger.info({ to: req.to }, 'handing the FUSE connection over; waiting for confirmation');
+        state.timer = setTimeout(() => {
+          state.timer = undefined;
+          target.cancelHandover();
+          logger.warn('handover not confirmed in time: serving again');
+        }, HANDOVER_CONFIRM_MS);
+        return { ok: true, pid: process.pid };
+      case 'handover-done':
+        if (state.timer === undefined) return { ok: false, code: 'EINVAL', error: 'no handover in progress' };
+        clearTimeout(state.timer);
+        state.timer = undefined;
+        target.abandon();
+        logger.info('handover confirmed: exiting without unmounting');
+        return { ok: true, handedOver: true };
       case 'direct-io':
         target.setDirectIo(req.on, req.path);
         logger.info({ on: req.on, path: req.path }, 'direct I/O changed');
@@ -124,6 +156,7 @@ function statusForWire(target: FamfsFuseServer): Record<string, unknown> {
   const s = target.status();
   return {
     ...s,
+    pid: process.pid,
     native: {
       ...s.native,
       faults: s.native.faults.map((f) => ({ ...f, addr: `0x${f.addr.toString(16)}` })),

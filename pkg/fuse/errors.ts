@@ -10,6 +10,7 @@ export type FuseErrorCode =
   | 'EINVAL' // bad request or option
   | 'EIO' // a memory error while flushing/invalidating; the device is now failed
   | 'ESTOPPED' // the server is not running
+  | 'EHANDOVER' // handing the connection to a new server failed
   | 'ECONTROL'; // control-socket transport error (client side)
 
 export class FuseError extends Error {

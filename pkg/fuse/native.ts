@@ -93,7 +93,27 @@ export interface NativeSessionStatus {
   faults: (NativeFault & { ino: number; op: string })[];
 }
 
+/** What the old server negotiated with the kernel, carried over in a handover. */
+export interface NativeHandoverParams {
+  protoMajor: number;
+  protoMinor: number;
+  maxReadahead: number;
+  connectionId: number;
+  /** The old server's pid (it exits once the new one confirms). */
+  pid: number;
+}
+
 export interface NativeFuseSession {
+  /** Old side: stop answering, send every /dev/fuse fd to the listener at `path`. */
+  handoverTo(path: string): void;
+  /** Old side: resume serving (the new server never confirmed). */
+  cancelHandover(): void;
+  /** Old side: the connection is someone else's now; never unmount it from here. */
+  abandon(): void;
+  /** New side: serve the connection on `fd` instead of mounting. */
+  adopt(fd: number, params: NativeHandoverParams, inodes: NativeInode[], logIndex: number): void;
+  /** New side, after the old server exited: resend what it left unanswered, close its fds. */
+  finishAdoption(extraFds: number[]): void;
   start(inodes: NativeInode[], logIndex: number): void;
   /** Returns the number of kernel invalidation notices sent. */
   update(inodes: NativeInode[], logIndex: number): number;
@@ -107,6 +127,20 @@ export interface NativeFuseSession {
 }
 
 type SessionCtor = new (device: NativeDeviceHandle, mountpoint: string, options: NativeSessionOptions) => NativeFuseSession;
+
+interface HandoverFns {
+  fuseHandoverListen(path: string): number;
+  fuseHandoverAccept(fd: number, timeoutMs: number): { fds: number[]; message: string };
+}
+
+/** The addon's handover transport (SCM_RIGHTS over a unix socket). */
+export function handoverNative(): HandoverFns {
+  const addon = loadNative() as unknown as Partial<HandoverFns>;
+  if (typeof addon.fuseHandoverListen !== 'function' || typeof addon.fuseHandoverAccept !== 'function') {
+    throw new FuseError('ENATIVE', 'the native addon has no FUSE handover (stale build?); rebuild with: npm run build:native');
+  }
+  return addon as HandoverFns;
+}
 
 /** The FuseSession constructor of the loaded addon; throws FuseError 'ENATIVE' if it has none. */
 export function fuseSessionClass(): SessionCtor {

@@ -10,7 +10,7 @@ import { openDevice, type DaxDevice } from '../device/index.js';
 import { FamfsFs } from '../famfs/fs.js';
 import { FuseError } from './errors.js';
 import { buildInodeTable, resolvePath } from './inode-table.js';
-import { fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeSessionStatus } from './native.js';
+import { fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeHandoverParams, type NativeSessionStatus } from './native.js';
 import { setReadahead } from './readahead.js';
 
 export interface FuseServerOptions {
@@ -38,6 +38,13 @@ export interface FuseServerOptions {
   /** Called once if the kernel connection ends without stop() (unmounted from outside). */
   onConnectionLost?: () => void;
   logger: Logger;
+}
+
+/** A connection received from a running server (see handover.ts). */
+export interface AdoptedConnection {
+  /** fds[0] is the session fd; the rest are the old server's clones, closed after it exits. */
+  fds: number[];
+  params: NativeHandoverParams;
 }
 
 export interface CatchupResult {
@@ -73,6 +80,7 @@ export class FamfsFuseServer {
   private replayStop: { index: number; reason: string } | null = null;
   private readonly directFiles = new Set<string>();
   private lostReported = false;
+  private adopted: AdoptedConnection | undefined;
 
   private constructor(
     private readonly opts: FuseServerOptions,
@@ -83,6 +91,15 @@ export class FamfsFuseServer {
 
   /** Opens the device, replays the log, mounts, and starts following the log. */
   static start(opts: FuseServerOptions): FamfsFuseServer {
+    return FamfsFuseServer.launch(opts, undefined);
+  }
+
+  /** Like start, but serves a connection handed over by a running server instead of mounting. */
+  static adopt(opts: FuseServerOptions, conn: AdoptedConnection): FamfsFuseServer {
+    return FamfsFuseServer.launch(opts, conn);
+  }
+
+  private static launch(opts: FuseServerOptions, adopted: AdoptedConnection | undefined): FamfsFuseServer {
     const log = opts.logger;
     const device = openDevice(opts.device, { readOnly: opts.readOnly === true });
     let session: NativeFuseSession | undefined;
@@ -110,14 +127,18 @@ export class FamfsFuseServer {
         rootXattrs: xattrs,
       });
       const server = new FamfsFuseServer(opts, device, fs, session);
+      server.adopted = adopted;
+      const table = buildInodeTable(fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen });
       try {
-        session.start(buildInodeTable(fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen }), fs.tree.nextIndex);
+        if (adopted) session.adopt(adopted.fds[0]!, adopted.params, table, fs.tree.nextIndex);
+        else session.start(table, fs.tree.nextIndex);
       } catch (e) {
+        if (adopted) throw new FuseError('EHANDOVER', `adopting the FUSE connection of ${opts.mountpoint}: ${(e as Error).message}`);
         throw new FuseError('EMOUNT', `mounting famfs on ${opts.mountpoint}: ${(e as Error).message}`);
       }
       server.refreshStatfs();
       const ra = opts.readaheadKb ?? 4096;
-      if (ra > 0) {
+      if (ra > 0 && !adopted) {
         const now = setReadahead(opts.mountpoint, ra);
         if (now === undefined) log.warn({ mountpoint: opts.mountpoint }, 'could not raise readahead');
       }
@@ -125,7 +146,7 @@ export class FamfsFuseServer {
       const st = session.status();
       log.info(
         { device: opts.device, mountpoint: opts.mountpoint, logIndex: fs.tree.nextIndex, files: fs.tree.fileCount, dirs: fs.tree.dirCount, threads: st.threads, directIo: st.directIo, flushMethod: st.flushMethod },
-        'famfs mounted',
+        adopted ? 'famfs FUSE connection adopted (no remount)' : 'famfs mounted',
       );
       const pollMs = opts.pollMs ?? 100;
       if (pollMs > 0) {
@@ -209,6 +230,41 @@ export class FamfsFuseServer {
       replayStop: this.replayStop,
       native,
     };
+  }
+
+  /** Old side of a handover: stop answering and send our /dev/fuse fds to `path`. */
+  handoverTo(path: string): void {
+    this.assertRunning();
+    try {
+      this.session.handoverTo(path);
+    } catch (e) {
+      throw new FuseError('EHANDOVER', `handover to ${path}: ${(e as Error).message}`);
+    }
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Old side: the new server never confirmed; serve again. */
+  cancelHandover(): void {
+    this.session.cancelHandover();
+    const pollMs = this.opts.pollMs ?? 100;
+    if (!this.stopped && pollMs > 0 && this.timer === undefined) {
+      this.timer = setInterval(() => this.poll(), pollMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Old side: the new server owns the connection; never unmount it. The process should exit. */
+  abandon(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.session.abandon();
+  }
+
+  /** New side, once the old server has exited: recover its unanswered requests, drop its fds. */
+  finishAdoption(): void {
+    if (this.adopted) this.session.finishAdoption(this.adopted.fds.slice(1));
+    this.adopted = undefined;
   }
 
   /** Unmounts (severing the connection if something still holds it) and closes the device. */

@@ -1,0 +1,29 @@
+// Handing a live FUSE connection from one famfs-fused process to another (restart/upgrade
+// without unmounting; design-hazards §1). The old server sends every /dev/fuse descriptor it
+// holds over a unix socket (SCM_RIGHTS) with a JSON description of the negotiated session; the
+// new server adopts the first one as its session fd and asks the kernel to resend whatever the
+// old one had read but not answered (FUSE_NOTIFY_RESEND, Linux 6.9+).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace famfs_fuse {
+
+// Every descriptor of this process that is open on /dev/fuse.
+std::vector<int> FuseDeviceFds();
+
+// Listening unix socket at `path` (replaced if present, mode 0600); -1 and *err on failure.
+int HandoverListen(const std::string& path, std::string* err);
+
+// Connects to `path` and sends `json` with `fds` attached.
+bool HandoverSend(const std::string& path, const std::vector<int>& fds, const std::string& json, std::string* err);
+
+// Accepts one connection on `listen_fd` (waiting up to timeout_ms) and receives its message.
+bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::string* json, std::string* err);
+
+// Asks the kernel to put every request read but not yet answered on any fd of this connection
+// back on the input queue. 0 or -errno (-EINVAL: kernel older than 6.9).
+int NotifyResend(int fuse_fd);
+
+}  // namespace famfs_fuse

@@ -1,0 +1,64 @@
+/**
+ * Restarting or upgrading a famfs FUSE server without unmounting (design-hazards §1): pods'
+ * bind mounts pin the FUSE connection, so the connection itself moves to the new process.
+ *
+ *   new: listen on <control>.handover          old: (control op "handover")
+ *   new: ask old to hand over          ─────►  old: stop answering; send all /dev/fuse fds
+ *   new: receive fds, adopt the session fd, start workers, FUSE_NOTIFY_RESEND
+ *   new: "handover-done"               ─────►  old: exit without unmounting
+ *   new: wait for old to exit, resend again, close old's extra fds, take the control socket
+ *
+ * Requests the old server read but did not answer are resent by the kernel (Linux 6.9+), so
+ * callers see a pause, not an error.
+ */
+import * as fs from 'fs';
+
+import { controlRequest } from './control-client.js';
+import { FuseError } from './errors.js';
+import { handoverNative, type NativeHandoverParams } from './native.js';
+import type { AdoptedConnection, FamfsFuseServer } from './server.js';
+
+function parseParams(message: string): NativeHandoverParams {
+  const v = JSON.parse(message) as Record<string, unknown>;
+  const num = (k: string): number => {
+    const n = v[k];
+    if (typeof n !== 'number' || !Number.isFinite(n)) throw new FuseError('EHANDOVER', `handover message lacks ${k}`);
+    return n;
+  };
+  return { protoMajor: num('protoMajor'), protoMinor: num('protoMinor'), maxReadahead: num('maxReadahead'), connectionId: num('connectionId'), pid: num('pid') };
+}
+
+/** Asks the server behind `controlSocket` for its connection; returns the received fds. */
+export async function requestHandover(controlSocket: string, timeoutMs = 10_000): Promise<AdoptedConnection> {
+  const native = handoverNative();
+  const listenPath = `${controlSocket}.handover`;
+  const lfd = native.fuseHandoverListen(listenPath);
+  try {
+    const r = await controlRequest(controlSocket, { op: 'handover', to: listenPath }, timeoutMs);
+    if (!r.ok) throw new FuseError('EHANDOVER', `the running server refused the handover: ${r.error}`);
+    // The old server sent the fds before replying: they are waiting in the socket.
+    const got = native.fuseHandoverAccept(lfd, timeoutMs);
+    return { fds: got.fds, params: parseParams(got.message) };
+  } finally {
+    fs.rmSync(listenPath, { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Confirms to the old server, waits for it to exit, then finishes the adoption. */
+export async function completeHandover(server: FamfsFuseServer, controlSocket: string, conn: AdoptedConnection, timeoutMs = 10_000): Promise<void> {
+  const r = await controlRequest(controlSocket, { op: 'handover-done' }, timeoutMs);
+  if (!r.ok) throw new FuseError('EHANDOVER', `the old server did not accept the confirmation: ${r.error}`);
+  const deadline = Date.now() + timeoutMs;
+  while (alive(conn.params.pid) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+  if (alive(conn.params.pid)) throw new FuseError('EHANDOVER', `old server (pid ${conn.params.pid}) did not exit`);
+  server.finishAdoption();
+}
