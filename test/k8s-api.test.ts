@@ -138,6 +138,18 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
 
   describe('Lease leader election', () => {
     const fast = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300 };
+    // Every elector a test makes is stopped afterwards, even when the test fails half-way.
+    const live = new Set<LeaderElector>();
+    function elector(o: LeaderElectorOptions): LeaderElector {
+      const e = new LeaderElector(o);
+      live.add(e);
+      return e;
+    }
+    afterEach(async function () {
+      this.timeout(30_000);
+      await Promise.all([...live].map((e) => e.stop()));
+      live.clear();
+    });
 
     it('parses durations like the chart values', () => {
       assert.equal(parseDuration('15s'), 15_000);
@@ -151,7 +163,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
     it('one candidate acquires a new Lease (epoch 0), renews it, and releases it on stop', async function () {
       this.timeout(30_000);
       const log = new LeadershipLog();
-      const a = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'solo', identity: 'pod-a', ...fast, ...log.callbacks('a') });
+      const a = elector({ kubeConfig: kc, namespace: ns, name: 'solo', identity: 'pod-a', ...fast, ...log.callbacks('a') });
       a.start();
       await waitFor('a to lead', () => log.leader() === 'a', 10_000);
       assert.equal(a.currentEpoch(), 0);
@@ -172,7 +184,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       this.timeout(60_000);
       const log = new LeadershipLog();
       const electors = ['a', 'b', 'c'].map((id) =>
-        new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'trio', identity: `pod-${id}`, ...fast, ...log.callbacks(id) }));
+        elector({ kubeConfig: kc, namespace: ns, name: 'trio', identity: `pod-${id}`, ...fast, ...log.callbacks(id) }));
       for (const e of electors) e.start();
       await waitFor('a leader', () => log.leader() !== undefined, 10_000);
       await sleep(1500); // let the others campaign against a held lease
@@ -204,10 +216,10 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       const proxy = new CuttableProxy(apiTarget());
       await proxy.listen();
       const log = new LeadershipLog();
-      const a = new LeaderElector({ kubeConfig: viaProxy(proxy), namespace: ns, name: 'cut', identity: 'pod-a', ...fast, ...log.callbacks('a') });
+      const a = elector({ kubeConfig: viaProxy(proxy), namespace: ns, name: 'cut', identity: 'pod-a', ...fast, ...log.callbacks('a') });
       a.start();
       await waitFor('a to lead', () => log.leader() === 'a', 10_000);
-      const b = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'cut', identity: 'pod-b', ...fast, ...log.callbacks('b') });
+      const b = elector({ kubeConfig: kc, namespace: ns, name: 'cut', identity: 'pod-b', ...fast, ...log.callbacks('b') });
       b.start();
       await sleep(1000);
       assert.equal(log.leader(), 'a');
@@ -233,7 +245,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
 
     it('a leader whose process was paused past the renew deadline is fenced at once', async function () {
       this.timeout(30_000);
-      const a = new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'paused', identity: 'pod-a', ...fast });
+      const a = elector({ kubeConfig: kc, namespace: ns, name: 'paused', identity: 'pod-a', ...fast });
       a.start();
       await waitFor('a to lead', () => a.holdsLease(), 10_000);
       const epoch = a.currentEpoch();

@@ -68,6 +68,7 @@ export class EventRecorder {
    * callers that must not fail because of an event use `emit` instead.
    */
   async record(ref: ObjectRef, type: EventType, reason: string, message: string): Promise<CoreV1Event> {
+    ref = await this.withUid(ref);
     const namespace = ref.namespace ?? 'default';
     const msg = Buffer.byteLength(message) > MAX_MESSAGE_BYTES ? `${message.slice(0, MAX_MESSAGE_BYTES - 3)}...` : message;
     const key = [ref.kind, namespace, ref.name, ref.uid ?? '', type, reason, msg].join('\0');
@@ -112,6 +113,27 @@ export class EventRecorder {
     } catch (err: unknown) {
       throw new EventRecorderError(`recording ${reason} on ${ref.kind} ${ref.name}: ${String(err)}`, err);
     }
+  }
+
+  /**
+   * kubectl describe finds events by the object's uid as well as its name, so an event without the uid
+   * would be invisible there. Fill it in for the kinds this driver reports on.
+   */
+  private async withUid(ref: ObjectRef): Promise<ObjectRef> {
+    if (ref.uid) return ref;
+    try {
+      if (ref.kind === 'PersistentVolumeClaim' && ref.namespace) {
+        const o = await this.api.readNamespacedPersistentVolumeClaim({ name: ref.name, namespace: ref.namespace });
+        return { ...ref, uid: o.metadata?.uid };
+      }
+      if (ref.kind === 'PersistentVolume') {
+        const o = await this.api.readPersistentVolume({ name: ref.name });
+        return { ...ref, uid: o.metadata?.uid };
+      }
+    } catch (err: unknown) {
+      this.opts.log?.debug({ err: String(err), object: `${ref.kind}/${ref.name}` }, 'uid lookup failed; event recorded without it');
+    }
+    return ref;
   }
 
   /** Fire and forget: an event that cannot be written is logged, never fatal to the caller. */

@@ -71,6 +71,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
+/** The client deserializes MicroTime fields as strings although they are typed as Dates. */
+function timeText(v: unknown): string {
+  return v instanceof Date ? v.toISOString() : typeof v === 'string' ? v : '';
+}
+
 function isApiStatus(err: unknown, code: number): boolean {
   return err instanceof ApiException && err.code === code;
 }
@@ -161,20 +166,25 @@ export class LeaderElector {
   private async loop(): Promise<void> {
     const stop = this.stopController.signal;
     while (!stop.aborted) {
-      if (!this.leading) {
-        const acquired = await this.tryAcquireOrRenew();
-        if (!acquired) {
-          await sleep(this.retryPeriodMs, stop);
-          continue;
-        }
-      } else {
-        const ok = await this.tryAcquireOrRenew();
-        if (!ok && monotonicMs() - this.leading.lastRenewAt >= this.renewDeadlineMs) {
-          this.stepDown('failed to renew within the renew deadline');
-          continue;
-        }
+      try {
+        await this.round();
+      } catch (err: unknown) {
+        // A bug or an unexpected answer must not end the campaign; the renew deadline still applies.
+        this.opts.log?.error({ err }, 'leader election round failed');
       }
       await sleep(this.retryPeriodMs, stop);
+    }
+  }
+
+  private async round(): Promise<void> {
+    await this.tryAcquireOrRenew();
+    this.checkRenewDeadline();
+  }
+
+  /** Steps down once the last successful renewal is older than renewDeadline. */
+  private checkRenewDeadline(): void {
+    if (this.leading && monotonicMs() - this.leading.lastRenewAt >= this.renewDeadlineMs) {
+      this.stepDown('failed to renew within the renew deadline');
     }
   }
 
@@ -189,7 +199,7 @@ export class LeaderElector {
 
   private observe(lease: V1Lease): void {
     const spec = lease.spec ?? {};
-    const key = `${lease.metadata?.resourceVersion ?? ''}|${spec.holderIdentity ?? ''}|${spec.renewTime?.toISOString() ?? ''}`;
+    const key = `${lease.metadata?.resourceVersion ?? ''}|${spec.holderIdentity ?? ''}|${timeText(spec.renewTime)}`;
     if (key !== this.observedKey) {
       this.observedKey = key;
       this.observedAt = monotonicMs();
@@ -235,7 +245,10 @@ export class LeaderElector {
     const holder = spec.holderIdentity ?? '';
     const weHold = holder === this.identity;
     const expired = monotonicMs() - this.observedAt >= (spec.leaseDurationSeconds ?? durationSeconds) * 1000;
-    if (holder !== '' && !weHold && !expired) return false;
+    if (holder !== '' && !weHold && !expired) {
+      if (this.leading) this.stepDown(`lease is held by ${holder}`);
+      return false;
+    }
 
     const transitions = (spec.leaseTransitions ?? 0) + (weHold ? 0 : 1);
     const body: V1Lease = {
@@ -270,6 +283,10 @@ export class LeaderElector {
   private becomeLeader(epoch: number): void {
     const abort = new AbortController();
     this.leading = { epoch, lastRenewAt: monotonicMs(), abort };
+    // A renewal request can hang without an error; this timer makes the step-down happen on time anyway.
+    const watchdog = setInterval(() => this.checkRenewDeadline(), Math.max(50, Math.floor(this.retryPeriodMs / 2)));
+    watchdog.unref();
+    abort.signal.addEventListener('abort', () => clearInterval(watchdog), { once: true });
     this.opts.log?.info({ lease: this.opts.name, epoch, identity: this.identity }, 'started leading');
     this.opts.onStartedLeading?.({ epoch, identity: this.identity, signal: abort.signal });
   }
