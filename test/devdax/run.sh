@@ -118,6 +118,19 @@ exec 9>"$CACHE/run.lock"
 flock -w "${DEVDAX_LOCK_WAIT:-600}" 9 || fatal "another devdax run held $CACHE/run.lock for ${DEVDAX_LOCK_WAIT:-600} s"
 phase_end
 
+# --- snapshot of the compiled project --------------------------------------------------------
+# Other work in the same checkout may rebuild dist/ or the addon while the guests run; they run a
+# copy (inside the checkout, so node_modules still resolves by walking up to $PROJ/node_modules).
+phase_start snapshot
+SNAP="$CACHE/snap"
+rm -rf "$SNAP"; mkdir -p "$SNAP/build/Release"
+[[ -d "$PROJ/dist/cmd" ]] || fatal "$PROJ/dist is not built (npm run build)"
+cp -a "$PROJ/dist" "$SNAP/dist"
+cp -a "$PROJ/package.json" "$SNAP/"
+[[ -d "$PROJ/proto" ]] && cp -a "$PROJ/proto" "$SNAP/proto"
+cp -a "$PROJ"/build/Release/*.node "$SNAP/build/Release/" 2>/dev/null || log "WARNING: no native addon in $PROJ/build/Release"
+phase_end
+
 # --- initramfs ----------------------------------------------------------------------------------
 phase_start initrd
 INITRD="$CACHE/initrd.cpio"
@@ -152,7 +165,7 @@ boot() { # ROLE
     -virtfs "local,path=$OUT,mount_tag=run,security_model=none,id=run" \
     -virtfs "local,path=$PROJ,mount_tag=proj,security_model=none,readonly=on,id=proj" \
     -kernel "$KERNEL" -initrd "$INITRD" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1 devdax.role=$role devdax.nonce=$NONCE devdax.proj=$PROJ devdax.only=$ONLY" \
+    -append "console=ttyS0 quiet loglevel=3 panic=-1 devdax.role=$role devdax.nonce=$NONCE devdax.proj=$PROJ devdax.dist=$SNAP/dist devdax.only=$ONLY" \
     -nographic -no-reboot -nodefaults -serial stdio -display none \
     </dev/null >"$OUT/$role.serial.log" 2>&1
 }

@@ -16,7 +16,7 @@ if [ "$ROLE" = A ]; then
   expect flush "flush the files for the hand-off" -- famfs flush "$DAX" proj/deep/dir/data.bin proj/seeded proj/gone.bin
   expect fsck-a "fsck clean on the master" -- famfs fsck "$DAX"
   famfs ls --json "$DAX" >"$WORK/ls.json"
-  node "$PROJ/dist/test/devdax/guest/host-verify-file.js" "$WORK/ls.json" proj/deep/dir/data.bin "$WORK/data.bin" host-data
+  node "$DIST/test/devdax/guest/host-verify-file.js" "$WORK/ls.json" proj/deep/dir/data.bin "$WORK/data.bin" host-data
   cp "$WORK/ls.json" "$RUN/A/famfs-ls.json"
   signal famfs-made
   await famfs-seen 120 || result handoff fail "B never confirmed"

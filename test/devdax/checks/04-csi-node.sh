@@ -3,4 +3,4 @@
 if ! have_js cmd/famfs-csi.js || ! have_js test/devdax/guest/csi-checks.js; then
   result csi fail "dist/cmd/famfs-csi.js or dist/test/devdax/guest/csi-checks.js is missing"; exit 1
 fi
-node "$PROJ/dist/test/devdax/guest/csi-checks.js"
+node "$DIST/test/devdax/guest/csi-checks.js"

@@ -5,6 +5,9 @@
 #   DAX    /dev/dax0.0                           PROJ   the checkout (read-only 9p, host path)
 #   RUN    the run directory (read-write 9p)     WORK   a guest-local scratch directory (tmpfs)
 #   CHECK  the running check's name (file name without .sh)
+#   DIST   the compiled project the checks run: a snapshot of dist/ (and the addon next to it,
+#          in ../build/Release) taken at the start of the run, so a rebuild on the host mid-run
+#          cannot pull files from under the guests
 #
 # Results are JSON lines on stdout prefixed with "DEVDAX-RESULT "; the host collects them.
 
@@ -62,9 +65,9 @@ await() {
 barrier() { signal "$1"; await "$1" "${2:-120}"; }
 
 # The project's tools, run by the guest's node from the shared checkout.
-famfs() { node "$PROJ/dist/cmd/famfs.js" "$@"; }
-famfs_fused() { node "$PROJ/dist/cmd/famfs-fused.js" "$@"; }
-have_js() { [ -f "$PROJ/dist/$1" ]; }
+famfs() { node "$DIST/cmd/famfs.js" "$@"; }
+famfs_fused() { node "$DIST/cmd/famfs-fused.js" "$@"; }
+have_js() { [ -f "$DIST/$1" ]; }
 
 # payload NAME SIZE: deterministic bytes for NAME in this run (so B and the host can recompute them);
 # the same function as payload() in report.ts.

@@ -9,9 +9,10 @@ for w in $(cat /proc/cmdline); do
     devdax.nonce=*) NONCE="${w#*=}" ;;
     devdax.proj=*) PROJ="${w#*=}" ;;
     devdax.only=*) ONLY="${w#*=}" ;;
+    devdax.dist=*) DIST="${w#*=}" ;;
   esac
 done
-export ROLE NONCE PROJ RUN=/run/devdax WORK=/tmp/work ONLY="${ONLY:-}"
+export ROLE NONCE PROJ DIST="${DIST:-$PROJ/dist}" RUN=/run/devdax WORK=/tmp/work ONLY="${ONLY:-}"
 mkdir -p "$WORK" "$RUN/$ROLE" "$RUN/sync"
 . "$PROJ/test/devdax/guest/lib.sh"
 trap 'signal exited' EXIT
