@@ -175,7 +175,7 @@ describe('helm chart charts/famfs-csi', function () {
       }
       assert.equal(drv.env?.find((e) => e.name === 'FAMFS_LEADER_ELECTION')?.value, 'true');
       const prov = container(dep, 'csi-provisioner');
-      for (const a of ['--feature-gates=Topology=true', '--enable-capacity', '--capacity-ownerref-level=2', '--leader-election', '--csi-address=/csi/csi.sock']) {
+      for (const a of ['--strict-topology', '--immediate-topology=false', '--extra-create-metadata', '--enable-capacity', '--capacity-ownerref-level=2', '--leader-election', '--csi-address=/csi/csi.sock']) {
         assert.ok(prov.args?.includes(a), `provisioner args lack ${a}`);
       }
       assert.ok(container(dep, 'csi-attacher').args?.includes('--leader-election'));

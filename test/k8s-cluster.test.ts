@@ -3,10 +3,52 @@
 // and printer columns, and the chart's RBAC must grant exactly what the components need.
 // Tools missing → built (cached); build failure → the test fails. Only FAMFS_SKIP_K8S=1 skips.
 import { strict as assert } from 'assert';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
+import { parseAllDocuments } from 'yaml';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot, toolPath, type K8sTool } from '../pkg/k8s/toolchain';
+
+interface RenderedContainer {
+  name: string;
+  args?: string[];
+}
+
+/** Container args of the controller Deployment as the chart renders them. */
+function renderedControllerArgs(cl: TestCluster): Map<string, string[]> {
+  const out = cl.must('helm', ['template', 'famfs-csi', CHART, '--namespace', NS, '--show-only', 'templates/controller.yaml']);
+  const dep = parseAllDocuments(out)[0]?.toJS() as { spec: { template: { spec: { containers: RenderedContainer[] } } } };
+  return new Map(dep.spec.template.spec.containers.map((c) => [c.name, c.args ?? []]));
+}
+
+/**
+ * Runs a sidecar with the chart's arguments against the real API server and a CSI socket nobody
+ * serves. Accepted flags get it as far as dialling the socket; a flag it does not know ends it at once.
+ */
+function sidecarReachesCsiDial(tool: K8sTool, args: string[], kubeconfig: string, sock: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(toolPath(tool), [...args, `--kubeconfig=${kubeconfig}`], {
+      env: { ...process.env, POD_NAME: 'famfs-csi-controller-0', POD_NAMESPACE: NS, NAMESPACE: NS },
+    });
+    let log = '';
+    const timer = setTimeout(() => finish(new Error(`${tool} did not try ${sock} within 20 s:\n${log.slice(-2000)}`)), 20_000);
+    function finish(err?: Error): void {
+      clearTimeout(timer);
+      child.kill('SIGKILL');
+      if (err) reject(err);
+      else resolve(log);
+    }
+    const onData = (d: Buffer): void => {
+      log += d.toString();
+      if (log.includes(`Addr: "${sock}"`)) finish();
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => finish(new Error(`${tool} exited (${String(code)}) before dialling the CSI socket:\n${log.slice(-2000)}`)));
+  });
+}
 
 const CHART = path.join(repoRoot(), 'charts', 'famfs-csi');
 const NS = 'famfs-system';
@@ -142,10 +184,27 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
 
   it('the examples/ manifests are accepted by the server (dry run)', function () {
     this.timeout(60_000);
+    // Pods need their service account; without a controller-manager nobody creates "default".
+    c().must('kubectl', ['-n', 'default', 'create', 'serviceaccount', 'default']);
     const out = c().must('kubectl', ['apply', '--dry-run=server', '-n', 'default', '-f', path.join(repoRoot(), 'examples')]);
     for (const want of ['persistentvolumeclaim/dataset', 'job.batch/load-dataset', 'persistentvolume/dataset-readonly',
       'deployment.apps/readers', 'persistentvolumeclaim/handoff', 'pod/producer', 'pod/consumer']) {
       assert.ok(out.includes(want), `${want} missing from:\n${out}`);
+    }
+  });
+
+  it('csi-provisioner and csi-attacher accept the exact arguments the chart gives them', async function () {
+    this.timeout(15 * 60_000); // may build the sidecars on first use
+    ensureK8sTools(['csi-provisioner', 'csi-attacher']);
+    this.timeout(60_000);
+    const sock = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-sock-')), 'csi.sock');
+    const args = renderedControllerArgs(c());
+    for (const [container, tool] of [['csi-provisioner', 'csi-provisioner'], ['csi-attacher', 'csi-attacher']] as const) {
+      const chartArgs = args.get(container);
+      assert.ok(chartArgs && chartArgs.length > 3, `no args for ${container}`);
+      // What the kubelet would do: expand $(VAR) references, and our socket instead of /csi/csi.sock.
+      const local = chartArgs.map((a) => a.replace('$(POD_NAMESPACE)', NS).replace('/csi/csi.sock', sock));
+      await sidecarReachesCsiDial(tool, local, c().kubeconfig, sock);
     }
   });
 
