@@ -58,7 +58,9 @@ async function stopPlugin(ctx: GuestContext, child: ChildProcess): Promise<void>
   const t0 = Date.now();
   const exited = new Promise((r) => child.once('exit', r));
   child.kill('SIGTERM');
-  await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 20_000)))]);
+  clearTimeout(timer); // a pending timer would keep this process alive for nothing
   const ms = Date.now() - t0;
   if (child.exitCode === null && child.signalCode === null) {
     child.kill('SIGKILL');
@@ -75,6 +77,16 @@ async function step(ctx: GuestContext, name: string, fn: () => Promise<string>):
   } catch (e) {
     result(ctx, name, 'fail', errText(e));
     return false;
+  }
+}
+
+/** Keeps the logs of the FUSE servers the plugin started (they live in the guest's tmpfs). */
+function keepFusedLogs(ctx: GuestContext): void {
+  const root = '/tmp/famfs-csi-state/fused';
+  if (!fs.existsSync(root)) return;
+  for (const pool of fs.readdirSync(root)) {
+    const log = path.join(root, pool, 'famfs-fused.log');
+    if (fs.existsSync(log)) fs.copyFileSync(log, path.join(ctx.run, ctx.role, `csi-famfs-fused-${pool}.log`));
   }
 }
 
@@ -129,19 +141,21 @@ async function guestA(ctx: GuestContext): Promise<void> {
   } finally {
     client.close();
     await stopPlugin(ctx, plugin);
+    keepFusedLogs(ctx);
   }
 }
 
 async function guestB(ctx: GuestContext): Promise<void> {
-  await awaitSignal(ctx, 'csi-volume-ready', 240);
-  const vol = JSON.parse(fs.readFileSync(path.join(ctx.run, 'A', 'csi-volume.json'), 'utf8')) as VolumeInfo;
-  const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
-  const expected = path.join(ctx.work, 'csi-expected.bin');
-  fs.writeFileSync(expected, bytes);
+  // The node plugin starts while A's controller works (as on a real cluster, it is already running).
   const sock = '/run/famfs-csi/csi.sock';
   const plugin = await startPlugin(ctx, 'node', sock);
   const client = new CsiClient(`unix://${sock}`, 60_000);
   try {
+    await awaitSignal(ctx, 'csi-volume-ready', 240);
+    const vol = JSON.parse(fs.readFileSync(path.join(ctx.run, 'A', 'csi-volume.json'), 'utf8')) as VolumeInfo;
+    const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
+    const expected = path.join(ctx.work, 'csi-expected.bin');
+    fs.writeFileSync(expected, bytes);
     let paths: { staging: string; target: string } | undefined;
     await step(ctx, 'b-stage-publish', async () => {
       paths = await stageAndPublish(client, vol, 'pod-b');
@@ -192,6 +206,7 @@ async function guestB(ctx: GuestContext): Promise<void> {
   } finally {
     client.close();
     await stopPlugin(ctx, plugin);
+    keepFusedLogs(ctx);
     signal(ctx, 'csi-volume-read');
   }
 }
