@@ -127,6 +127,14 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
     for (const r of famfs) assert.notEqual(r.status, 'fail', `${r.check}/${r.role}/${r.name}: ${r.detail ?? ''}`);
   });
 
+  it('the CSI node path: a volume made by the controller in A is staged, published and read in B', () => {
+    expectOk('04-csi-node', 'A', 'create-volume');
+    expectOk('04-csi-node', 'A', 'a-writes-through-target');
+    for (const name of ['b-stage-publish', 'b-target-read', 'pod-namespace-read', 'b-unpublish-unstage', 'csi-host']) {
+      expectOk('04-csi-node', 'B', name);
+    }
+  });
+
   it('reports FUSE read vs raw mmap read in the same guest (when measured)', function () {
     const fuse = results.find((r) => r.name === 'fuse-read-mbps');
     const mmap = results.find((r) => r.name === 'mmap-read-mbps' && r.role === fuse?.role);
