@@ -8,6 +8,9 @@ import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
 import { EventReason, EventRecorder, pvRef, pvcRef } from '../pkg/k8s/events';
 import { FamfsPoolClient, formatBytes } from '../pkg/k8s/famfspool';
 import { LeaderElector, parseDuration, type LeaderElectorOptions } from '../pkg/k8s/lease';
+import { leaderElectionFromEnv } from '../pkg/k8s/config';
+import { createMetrics } from '../pkg/k8s/metrics';
+import { PoolReporter } from '../pkg/k8s/pool-reporter';
 import { TestCluster } from '../pkg/k8s/test-cluster';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
 
@@ -137,7 +140,8 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
   }
 
   describe('Lease leader election', () => {
-    const fast = { leaseDurationMs: 3000, renewDeadlineMs: 2000, retryPeriodMs: 300 };
+    // Short, but with room for a loaded 2-core CI machine: a leader must renew within renewDeadline.
+    const fast = { leaseDurationMs: 5000, renewDeadlineMs: 3500, retryPeriodMs: 400 };
     // Every elector a test makes is stopped afterwards, even when the test fails half-way.
     const live = new Set<LeaderElector>();
     function elector(o: LeaderElectorOptions): LeaderElector {
@@ -169,7 +173,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.equal(a.currentEpoch(), 0);
       const lease1 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { holderIdentity: string; renewTime: string; leaseDurationSeconds: number } };
       assert.equal(lease1.spec.holderIdentity, 'pod-a');
-      assert.equal(lease1.spec.leaseDurationSeconds, 3);
+      assert.equal(lease1.spec.leaseDurationSeconds, 5);
       await sleep(1000);
       const lease2 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { renewTime: string } };
       assert.ok(Date.parse(lease2.spec.renewTime) > Date.parse(lease1.spec.renewTime), 'renewTime advances');
@@ -360,6 +364,63 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       await assert.rejects(node.writeNodeStatus({ name: 'node-z', replayedEntries: -5, lagEntries: 0, healthy: true }), { code: 'INVALID' });
       const missing = new FamfsPoolClient({ kubeConfig: kc, pool: 'no-such-pool', fieldManager: 'x' });
       await assert.rejects(missing.get(), { code: 'NOT_FOUND' });
+    });
+  });
+  describe('PoolReporter (status + metrics + edge-triggered events)', () => {
+    it('reads the chart\'s leader-election environment', () => {
+      const le = leaderElectionFromEnv({ FAMFS_LEADER_ELECTION: 'true', POD_NAMESPACE: 'famfs-system', POD_NAME: 'ctl-0',
+        FAMFS_LEASE_NAME: 'famfs-csi-master-pool0', FAMFS_LEASE_DURATION: '15s', FAMFS_LEASE_RENEW_DEADLINE: '10s', FAMFS_LEASE_RETRY_PERIOD: '2s' }, { pool: 'pool0' });
+      assert.deepEqual(le, { enabled: true, namespace: 'famfs-system', identity: 'ctl-0', leaseName: 'famfs-csi-master-pool0',
+        leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 });
+      assert.equal(leaderElectionFromEnv({}, { pool: 'p' }).enabled, false);
+      assert.throws(() => leaderElectionFromEnv({ FAMFS_LEADER_ELECTION: 'true' }, { pool: 'p' }), { code: 'K8S_CONFIG_INVALID' });
+      assert.throws(() => leaderElectionFromEnv({ FAMFS_LEASE_DURATION: 'soon' }, { pool: 'p' }), { code: 'K8S_CONFIG_INVALID' });
+    });
+
+    it('publishes figures everywhere and warns once per crossing of the log threshold', async function () {
+      this.timeout(60_000);
+      const client = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-r', fieldManager: 'famfs-csi-controller' });
+      await client.ensure({ device: '/dev/dax1.0' });
+      const metrics = createMetrics({ component: 'controller', processMetrics: false });
+      const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-0' });
+      const rep = new PoolReporter({ poolName: 'pool-r', client, metrics, events, logNearlyFullPercent: 90 });
+      const base = {
+        device: '/dev/dax1.0', sizeBytes: 2 ** 33, freeBytes: 2 ** 33, pendingFreeBytes: 0, largestFreeExtentBytes: 2 ** 33,
+        volumes: 0, logEntriesUsed: 10, logEntriesTotal: 100, master: { node: 'node-a', fencingEpoch: 1 },
+      };
+      const warnings = (): string[] => c().must('kubectl', ['-n', 'default', 'get', 'events', '--field-selector', 'involvedObject.name=pool-r,reason=LogNearlyFull',
+        '-o', 'jsonpath={range .items[*]}{.count}{"\\n"}{end}']).split('\n').filter(Boolean);
+
+      await rep.publish(base);
+      assert.deepEqual(warnings(), []);
+      await rep.publish({ ...base, logEntriesUsed: 91 }); // crosses 90%
+      await rep.publish({ ...base, logEntriesUsed: 93 }); // still above: no new warning
+      assert.deepEqual(warnings(), ['1']);
+      let pool = await client.get();
+      assert.equal(pool.status?.conditions?.find((x) => x.type === 'LogNearlyFull')?.status, 'True');
+      await rep.publish({ ...base, logEntriesUsed: 50 }); // clearly below: re-armed
+      pool = await client.get();
+      assert.equal(pool.status?.conditions?.find((x) => x.type === 'LogNearlyFull')?.status, 'False');
+      await rep.publish({ ...base, logEntriesUsed: 95 }); // crosses again: a second warning (new figures)
+      assert.deepEqual(warnings(), ['1', '1']);
+      assert.match(c().must('kubectl', ['describe', 'famfspool', 'pool-r']), /Warning\s+LogNearlyFull\s+.*famfs metadata log 95% full/);
+
+      const text = await metrics.registry.metrics();
+      assert.match(text, /famfs_log_entries_used\{pool="pool-r",component="controller"\} 95/);
+      assert.match(text, /famfs_master_epoch\{pool="pool-r",component="controller"\} 1/);
+
+      // A node falls behind and sees a memory error: one event each, its entry in the status, the counter.
+      const nodeRep = new PoolReporter({ poolName: 'pool-r', client: new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-r', fieldManager: 'famfs-csi-node-node-b' }),
+        metrics, events, replayLagWarnEntries: 5 });
+      await nodeRep.publishNode({ name: 'node-b', replayedEntries: 80, lagEntries: 15, healthy: true, memoryErrors: 1, message: 'SIGBUS at 0x4000' });
+      await nodeRep.publishNode({ name: 'node-b', replayedEntries: 81, lagEntries: 14, healthy: true, memoryErrors: 1 });
+      const described = c().must('kubectl', ['describe', 'famfspool', 'pool-r']);
+      assert.match(described, /Warning\s+ReplayBehind\s+.*node node-b is 15 log entries behind/);
+      assert.match(described, /Warning\s+MemoryError\s+.*node node-b: 1 memory error\(s\) in the pool: SIGBUS at 0x4000/);
+      assert.doesNotMatch(described, /x2 over/, 'no repeated warnings while the state does not change');
+      const after = await metrics.registry.metrics();
+      assert.match(after, /famfs_node_replay_lag_entries\{pool="pool-r",node="node-b",component="controller"\} 14/);
+      assert.match(after, /famfs_memory_errors_total\{pool="pool-r",source="node",component="controller"\} 1/);
     });
   });
 });

@@ -81,7 +81,7 @@ export interface FamfsPoolStatus {
 export interface FamfsPoolObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; resourceVersion?: string; generation?: number; creationTimestamp?: string };
+  metadata: { name: string; uid?: string; resourceVersion?: string; generation?: number; creationTimestamp?: string };
   spec: { device: string; driverName?: string; topologyKey?: string };
   status?: FamfsPoolStatus;
 }
