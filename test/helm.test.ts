@@ -196,8 +196,13 @@ describe('helm chart charts/famfs-csi', function () {
 
       const fused = container(ds, 'famfs-fused');
       assert.equal(fused.securityContext?.privileged, true);
-      assert.match(fused.args?.join(' ') ?? '', /exec famfs-fused "\$\(FAMFS_DEVICE\)" "\$\(FAMFS_FUSE_MOUNTPOINT\)"/);
-      assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/fuse/pool0');
+      assert.match(fused.args?.join(' ') ?? '', /exec famfs-fused "\$\(FAMFS_DEVICE\)" "\$\(FAMFS_FUSE_MOUNTPOINT\)" --foreground\s+--control-socket "\$\(FAMFS_CONTROL_SOCKET\)"/);
+      // The paths the node plugin looks for its FUSE server at (pkg/csi/node-fuse.ts).
+      assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/mnt/pool0');
+      assert.equal(fused.env?.find((e) => e.name === 'FAMFS_CONTROL_SOCKET')?.value, '/var/lib/famfs-csi/fused/pool0/sock');
+      assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/kubelet'));
+      // Host identity: famfs names the master by /opt/famfs/system_uuid, so it must be the host's file.
+      for (const c of [drv, fused]) assert.equal(mount(c, 'famfs-identity').mountPath, '/opt/famfs');
       assert.equal(mount(fused, 'state-dir').mountPropagation, 'Bidirectional');
       // The FUSE server must not depend on the plugin's socket: it lives on when the plugin restarts.
       assert.ok(!(fused.volumeMounts ?? []).some((m) => m.name === 'plugin-dir'));
@@ -258,8 +263,9 @@ describe('helm chart charts/famfs-csi', function () {
       const ro = byName.get('famfs-readonly');
       assert.ok(serial && ro);
       assert.equal(serial.provisioner, 'famfs.csi.cxl.io');
-      assert.deepEqual(serial.parameters, { sharing: 'serial', pool: 'pool0' });
-      assert.deepEqual(ro.parameters, { sharing: 'readonly', pool: 'pool0' });
+      // Only keys the driver accepts (pkg/csi/params.ts); read-only sharing is the ROX access mode.
+      assert.deepEqual(serial.parameters, { sharing: 'serial' });
+      assert.equal(ro.parameters, undefined);
       for (const s of scs) {
         assert.equal(s.volumeBindingMode, 'WaitForFirstConsumer');
         assert.equal(s.allowVolumeExpansion, false);
@@ -308,11 +314,11 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(drv.args?.includes('--pool=rack7'));
       assert.equal(mount(drv, 'kubelet-dir').mountPath, '/var/lib/k0s/kubelet');
       assert.ok(container(ds, 'node-driver-registrar').args?.includes('--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/famfs.example.org/csi.sock'));
-      assert.equal(container(ds, 'famfs-fused').env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/srv/famfs/fuse/rack7');
+      assert.equal(container(ds, 'famfs-fused').env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/srv/famfs/mnt/rack7');
+      assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/k0s/kubelet'));
       assert.equal(find(objs, 'CSIDriver').metadata.name, 'famfs.example.org');
-      for (const sc of objs.filter((o) => o.kind === 'StorageClass') as (K8sObject & { provisioner: string; parameters: { pool: string } })[]) {
+      for (const sc of objs.filter((o) => o.kind === 'StorageClass') as (K8sObject & { provisioner: string })[]) {
         assert.equal(sc.provisioner, 'famfs.example.org');
-        assert.equal(sc.parameters.pool, 'rack7');
       }
       assert.equal(find(objs, 'FamfsPool').metadata.name, 'rack7');
     });
@@ -322,7 +328,6 @@ describe('helm chart charts/famfs-csi', function () {
       const off = render({ set: ['node.fuse.enabled=false', 'controller.leaderElection.enabled=false', 'metrics.enabled=false', 'controller.replicas=1'] });
       const ds = find<Workload>(off, 'DaemonSet');
       assert.ok(!hasContainer(ds, 'famfs-fused'));
-      assert.ok(!(container(ds, 'famfs-csi').env ?? []).some((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT'));
       const dep = find<Workload>(off, 'Deployment');
       assert.equal(dep.spec.replicas, 1);
       assert.ok(!container(dep, 'csi-provisioner').args?.includes('--leader-election'));
@@ -338,11 +343,21 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(!noRbac.some((o) => /Role|ServiceAccount|FamfsPool/.test(o.kind)));
     });
 
-    it('refuses a StorageClass without a sharing mode', function () {
+    it('refuses a StorageClass without a sharing mode or with an unknown one', function () {
       this.timeout(60_000);
       const res = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true']);
       assert.notEqual(res.status, 0);
       assert.match(res.stderr, /sharing is required/);
+      const bad = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true,storageClasses[0].sharing=shared']);
+      assert.notEqual(bad.status, 0);
+      assert.match(bad.stderr, /use serial, readonly or multi-writer/);
+    });
+
+    it('passes driver parameters through and adds a multi-writer class on request', function () {
+      this.timeout(60_000);
+      const objs = render({ valuesYaml: 'storageClasses:\n  - { name: famfs-striped, enabled: true, sharing: multi-writer, parameters: { nstrips: 4, nbuckets: 8, mode: "0600" } }\n' });
+      const sc = find<K8sObject & { parameters: Record<string, string> }>(objs, 'StorageClass');
+      assert.deepEqual(sc.parameters, { sharing: 'multi-writer', nstrips: '4', nbuckets: '8', mode: '0600' });
     });
   });
 });

@@ -37,9 +37,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/plugins/%s" (trimSuffix "/" .Values.kubeletDir) .Values.driverName -}}
 {{- end -}}
 
-{{/* The FUSE server's mount point for the pool (host path, same inside the containers). */}}
+{{/* The FUSE server's mount point and control socket for the pool: the paths the node plugin
+     (pkg/csi/node-fuse.ts) looks for, <stateDir>/mnt/<pool> and <stateDir>/fused/<pool>/sock. */}}
 {{- define "famfs-csi.fuseMountpoint" -}}
-{{- printf "%s/fuse/%s" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
+{{- printf "%s/mnt/%s" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
+{{- end -}}
+
+{{- define "famfs-csi.fuseControlSocket" -}}
+{{- printf "%s/fused/%s/sock" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
 {{- end -}}
 
 {{- define "famfs-csi.controllerServiceAccount" -}}
