@@ -60,6 +60,10 @@ fatal() {
   exit 2
 }
 
+# Any command that fails unexpectedly (set -e) is reported, never a silent exit.
+set -E
+trap 'rc=$?; log "FAILED at line $LINENO (exit $rc): $BASH_COMMAND"; host_result setup "line-$LINENO" fail "$BASH_COMMAND exited $rc"' ERR
+
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -128,7 +132,10 @@ rm -rf "$SNAP"; mkdir -p "$SNAP/build/Release"
 cp -a "$PROJ/dist" "$SNAP/dist"
 cp -a "$PROJ/package.json" "$SNAP/"
 [[ -d "$PROJ/proto" ]] && cp -a "$PROJ/proto" "$SNAP/proto"
-cp -a "$PROJ"/build/Release/*.node "$SNAP/build/Release/" 2>/dev/null || log "WARNING: no native addon in $PROJ/build/Release"
+# The addon may be in the middle of a rebuild by other work in this checkout: wait for it a while.
+for _ in $(seq 1 120); do compgen -G "$PROJ/build/Release/*.node" >/dev/null && break; sleep 1; done
+compgen -G "$PROJ/build/Release/*.node" >/dev/null || fatal "no native addon in $PROJ/build/Release (node native/build.js)"
+cp -a "$PROJ"/build/Release/*.node "$SNAP/build/Release/"
 phase_end
 
 # --- initramfs ----------------------------------------------------------------------------------
@@ -138,7 +145,7 @@ INITRD="$CACHE/initrd.cpio"
 initrd_key="$( {
   cat "$PROJ/test/devdax/lib/build-initrd.sh" "$PROJ/test/devdax/guest/init" "$PROJ/test/devdax/guest/daxio.c" "$CACHE/fetch.stamp"
   echo "$KVER"; stat -c '%s %Y' /usr/bin/node "$(command -v fusermount3 || echo /dev/null)"
-  for a in "$PROJ"/build/Release/*.node; do [[ -e "$a" ]] && ldd "$a" | awk '{print $1}'; done
+  for a in "$PROJ"/build/Release/*.node; do if [[ -e "$a" ]]; then ldd "$a" | awk '{print $1}'; fi; done
 } | sha256sum | cut -c1-16)"
 if [[ -f "$INITRD" && "$(cat "$INITRD.key" 2>/dev/null)" == "$initrd_key" ]]; then
   log "initramfs up to date ($initrd_key)"
