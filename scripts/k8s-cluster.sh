@@ -7,6 +7,10 @@
 #   scripts/k8s-cluster.sh env DIR     # print `export KUBECONFIG=...` (eval it)
 #   scripts/k8s-cluster.sh stop DIR    # kill both processes, remove DIR
 #
+# K8S_CONTROLLER_MANAGER=1 also starts kube-controller-manager (PV binder, service accounts, garbage
+# collector...; attach-detach and node-lifecycle off, since there is no kubelet), for tests that need
+# claims to become Bound.
+#
 # Credentials in DIR: ca.crt/key (self-signed), apiserver serving cert for 127.0.0.1, an admin client
 # cert (O=system:masters) used by DIR/kubeconfig, a service-account signing key pair, and tokens.csv
 # with static bearer tokens for non-admin test identities (see below).
@@ -69,6 +73,28 @@ wait_ready() {
   die "kube-apiserver not ready after ${K8S_START_TIMEOUT:-90}s"
 }
 
+write_kubeconfig() {
+  local dir="$1" url="$2"
+  cat >"$dir/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+  - name: famfs-test
+    cluster:
+      server: $url
+      certificate-authority: $dir/pki/ca.crt
+users:
+  - name: famfs-admin
+    user:
+      client-certificate: $dir/pki/admin.crt
+      client-key: $dir/pki/admin.key
+contexts:
+  - name: famfs-test
+    context: { cluster: famfs-test, user: famfs-admin, namespace: default }
+current-context: famfs-test
+EOF
+}
+
 start() {
   local dir="$1"
   for b in etcd kube-apiserver; do
@@ -114,25 +140,23 @@ start() {
 
   local url="https://127.0.0.1:$api_port"
   wait_ready "$url" "$dir"
+  write_kubeconfig "$dir" "$url"
 
-  cat >"$dir/kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-  - name: famfs-test
-    cluster:
-      server: $url
-      certificate-authority: $dir/pki/ca.crt
-users:
-  - name: famfs-admin
-    user:
-      client-certificate: $dir/pki/admin.crt
-      client-key: $dir/pki/admin.key
-contexts:
-  - name: famfs-test
-    context: { cluster: famfs-test, user: famfs-admin, namespace: default }
-current-context: famfs-test
-EOF
+  if [ "${K8S_CONTROLLER_MANAGER:-0}" = 1 ]; then
+    [ -x "$BIN/kube-controller-manager" ] || die "$BIN/kube-controller-manager missing: run scripts/k8s-tools.sh kube"
+    setsid "$BIN/kube-controller-manager" \
+      --kubeconfig="$dir/kubeconfig" \
+      --leader-elect=false \
+      --secure-port=0 \
+      --controllers='*,-attachdetach,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+      --service-account-private-key-file="$dir/pki/sa.key" \
+      --root-ca-file="$dir/pki/ca.crt" \
+      --use-service-account-credentials=false \
+      --v=1 \
+      >"$dir/controller-manager.log" 2>&1 </dev/null &
+    echo $! >"$dir/controller-manager.pid"
+  fi
+
   cat >"$dir/env" <<EOF
 export KUBECONFIG=$dir/kubeconfig
 export FAMFS_K8S_API=$url
@@ -171,7 +195,7 @@ kill_pids() {
 stop() {
   local dir="$1"
   [ -d "$dir" ] || { say "$dir: nothing to stop"; return 0; }
-  kill_pids "$dir/apiserver.pid" "$dir/etcd.pid"
+  kill_pids "$dir/controller-manager.pid" "$dir/apiserver.pid" "$dir/etcd.pid"
   rm -rf "$dir"
   say "stopped, removed $dir"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build and cache the Kubernetes tools the e2e tests need, each only when missing:
-#   etcd, kube-apiserver, kubectl, helm, csi-provisioner, csi-attacher
+#   etcd, kube-apiserver, kube-controller-manager, kubectl, helm, csi-provisioner, csi-attacher
 # into .cache/tools/bin (git-ignored). None of these are downloadable as binaries here, so every one is
 # compiled from Go modules. Several refuse `go install pkg@tag` because their go.mod carries replace
 # directives; for those we generate a throwaway wrapper module under .cache/k8s-wrappers/<tool> that
@@ -86,7 +86,7 @@ build_etcd() {
 }
 
 build_kube() {
-  if have kube-apiserver && have kubectl; then say "kube-apiserver and kubectl present"; return 0; fi
+  if have kube-apiserver && have kubectl && have kube-controller-manager; then say "kube binaries present"; return 0; fi
   local dir="$WRAP/kubernetes"
   new_wrapper "$dir"
   local gomod; gomod=$(gomod_of k8s.io/kubernetes "$K8S_VERSION")
@@ -100,8 +100,10 @@ build_kube() {
   ld="$ld -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1"
   ld="$ld -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   (cd "$dir" &&
-    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" &&
-    go build -ldflags "$ld" -o "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+    go get "k8s.io/kubernetes/cmd/kube-apiserver@$K8S_VERSION" "k8s.io/kubernetes/cmd/kubectl@$K8S_VERSION" \
+      "k8s.io/kubernetes/cmd/kube-controller-manager@$K8S_VERSION" &&
+    go build -ldflags "$ld" -o "$BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kube-controller-manager)
 }
 
 build_helm() {
@@ -133,12 +135,12 @@ build_sidecars() {
 
 check() {
   local ok=0 t
-  for t in etcd kube-apiserver kubectl helm csi-provisioner csi-attacher; do
+  for t in etcd kube-apiserver kube-controller-manager kubectl helm csi-provisioner csi-attacher; do
     if [ ! -x "$BIN/$t" ]; then say "MISSING $t"; ok=1; continue; fi
     local v
     case "$t" in
       etcd) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
-      kube-apiserver) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
+      kube-apiserver|kube-controller-manager) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
       kubectl) v=$("$BIN/$t" version --client 2>&1 | head -1) ;;
       helm) v=$("$BIN/$t" version --short 2>&1 | head -1) ;;
       *) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
@@ -157,11 +159,11 @@ main() {
       all)
         have helm || timed helm build_helm
         have etcd || timed etcd build_etcd
-        { have kube-apiserver && have kubectl; } || timed kube build_kube
+        { have kube-apiserver && have kubectl && have kube-controller-manager; } || timed kube build_kube
         build_sidecars
         check ;;
       etcd) have etcd || timed etcd build_etcd ;;
-      kube) { have kube-apiserver && have kubectl; } || timed kube build_kube ;;
+      kube) { have kube-apiserver && have kubectl && have kube-controller-manager; } || timed kube build_kube ;;
       helm) have helm || timed helm build_helm ;;
       sidecars) build_sidecars ;;
       check) check ;;

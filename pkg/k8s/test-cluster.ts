@@ -41,11 +41,15 @@ export class TestCluster {
     readonly startMillis: number,
   ) {}
 
-  /** Starts a cluster in a fresh directory (or `dir`); resolves once /readyz answers. */
-  static start(dir?: string): TestCluster {
-    const d = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-k8s-'));
+  /**
+   * Starts a cluster in a fresh directory (or `dir`); returns once /readyz answers. With
+   * `controllerManager`, kube-controller-manager runs too (claims get Bound, service accounts appear).
+   */
+  static start(opts: { dir?: string; controllerManager?: boolean } = {}): TestCluster {
+    const d = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-k8s-'));
     const t0 = Date.now();
-    const res = spawnSync(script(), ['start', d], { encoding: 'utf8', env: { ...process.env, K8S_BIN: toolsBinDir() } });
+    const env = { ...process.env, K8S_BIN: toolsBinDir(), K8S_CONTROLLER_MANAGER: opts.controllerManager ? '1' : '0' };
+    const res = spawnSync(script(), ['start', d], { encoding: 'utf8', env });
     if (res.status !== 0) {
       spawnSync(script(), ['stop', d]);
       throw new TestClusterError(`k8s-cluster.sh start failed (status ${String(res.status)}):\n${res.stderr}`);

@@ -8,12 +8,13 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-export type K8sTool = 'etcd' | 'kube-apiserver' | 'kubectl' | 'helm' | 'csi-provisioner' | 'csi-attacher';
+export type K8sTool = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'helm' | 'csi-provisioner' | 'csi-attacher';
 
 /** scripts/k8s-tools.sh targets; each builds the tools listed for it. */
 const TARGET_OF: Record<K8sTool, string> = {
   etcd: 'etcd',
   'kube-apiserver': 'kube',
+  'kube-controller-manager': 'kube',
   kubectl: 'kube',
   helm: 'helm',
   'csi-provisioner': 'sidecars',
