@@ -48,8 +48,8 @@ export class TestCluster {
   static start(opts: { dir?: string; controllerManager?: boolean } = {}): TestCluster {
     const d = opts.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-k8s-'));
     const t0 = Date.now();
-    const env = { ...process.env, K8S_BIN: toolsBinDir(), K8S_CONTROLLER_MANAGER: opts.controllerManager ? '1' : '0' };
-    const res = spawnSync(script(), ['start', d], { encoding: 'utf8', env });
+    const childEnv = { ...process.env, K8S_BIN: toolsBinDir(), K8S_CONTROLLER_MANAGER: opts.controllerManager ? '1' : '0' };
+    const res = spawnSync(script(), ['start', d], { encoding: 'utf8', env: childEnv });
     if (res.status !== 0) {
       spawnSync(script(), ['stop', d]);
       throw new TestClusterError(`k8s-cluster.sh start failed (status ${String(res.status)}):\n${res.stderr}`);
