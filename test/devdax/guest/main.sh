@@ -47,9 +47,12 @@ if [ "$ROLE" = A ]; then
 else
   await provisioned 90 || { result provision fail "guest A never provisioned"; exit 1; }
   load_nvdimm || { result modules fail "modprobe failed"; exit 1; }
-  wait_path "$DAX" 20 || {
+  wait_path /sys/bus/nd/devices/region0 20 || { result region fail "no region0 after 20 s"; exit 1; }
+  # The namespace A made is in the shared label area, so dax0.0 follows region0 within a moment;
+  # when it does not (nothing shared: the negative control), one re-probe and we give up.
+  wait_path "$DAX" 10 || {
     ndctl disable-region all >/dev/null 2>&1; ndctl enable-region all >/dev/null 2>&1
-    wait_path "$DAX" 10; } || { result probe fail "no $DAX after re-probe"; exit 1; }
+    wait_path "$DAX" 5; } || { result probe fail "no $DAX after re-probe: $(ndctl list -RN 2>&1 | tr -d ' \n' | head -c 300)"; exit 1; }
   result probe ok "$DAX present"
 fi
 result dax-ready ok "$(cat /sys/bus/dax/devices/dax0.0/size) bytes, align $(cat /sys/bus/dax/devices/dax0.0/align 2>/dev/null)"
