@@ -121,10 +121,20 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
     }
   });
 
-  it('famfs on the shared device (when the checks exist)', function () {
-    const famfs = results.filter((r) => r.check.includes('famfs') && r.name !== 'exit');
-    if (famfs.length === 0) this.skip();
-    for (const r of famfs) assert.notEqual(r.status, 'fail', `${r.check}/${r.role}/${r.name}: ${r.detail ?? ''}`);
+  it('famfs CLI: A makes and fills the file system, B sees exactly that, A deletes and B cannot read it', () => {
+    for (const name of ['mkfs', 'mkdir', 'cp', 'creat', 'flush', 'fsck-a', 'host-data-extent0', 'rm', 'fsck-after-rm']) {
+      expectOk('02-famfs-cli', 'A', name);
+    }
+    for (const name of ['ls', 'same-listing', 'verify-data', 'verify-seeded', 'verify-gone', 'not-master', 'fsck-b', 'rm-ls', 'rm-verify']) {
+      expectOk('02-famfs-cli', 'B', name);
+    }
+  });
+
+  it('famfs-fused: B mounts A\'s file system, reads A\'s bytes, follows A\'s changes, never reads a deleted file', () => {
+    for (const name of ['mount', 'fuse-read-data', 'fuse-size', 'fuse-equals-raw', 'live-appears', 'deleted-path', 'deleted-open-fd']) {
+      expectOk('03-famfs-fuse', 'B', name);
+    }
+    expectOk('03-famfs-fuse', 'A', 'live-rm');
   });
 
   it('the CSI node path: a volume made by the controller in A is staged, published and read in B', () => {

@@ -159,6 +159,12 @@ phase_end
 phase_start guests
 # 1 GiB + 2 MiB: qemu takes the 128 KiB label area off the end and the region must stay a multiple
 # of 16 MiB after that (see docs/devdax.md, "region alignment").
+# Backing files of runs that were killed (their run.sh is gone) are removed first.
+for stale in /dev/shm/famfs-devdax-*.img; do
+  [[ -e "$stale" ]] || continue
+  stale_pid="${stale##*-}"; stale_pid="${stale_pid%.img}"
+  kill -0 "$stale_pid" 2>/dev/null || { log "removing stale $stale"; rm -f "$stale"; }
+done
 truncate -s 1026M "$BACKING"
 NONCE="$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 log "accel=$ACCEL share=$SHARE kernel=$KVER nonce=$NONCE backing=$BACKING out=$OUT"
