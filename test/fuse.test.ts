@@ -17,7 +17,7 @@ import { forEachDeviceRun } from '../pkg/famfs/fmap.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import type { ControlReply } from '../pkg/fuse/control-protocol.js';
-import { fuseMountType } from '../pkg/fuse/mount-state.js';
+import { fuseMountType, mountState } from '../pkg/fuse/mount-state.js';
 
 const ROOT = path.join(__dirname, '..', '..');
 const FUSED = path.join(ROOT, 'dist', 'cmd', 'famfs-fused.js');
@@ -456,6 +456,7 @@ print(n, errs)`,
       if (next) assert.equal(await next.stop(), 0);
       else await old.stop();
       assert.equal(errnoOf(() => fs.readFileSync(bindTarget)), 'ENOTCONN', 'a stopped server is a dead mount, not a hang');
+      assert.equal(mountState(bindTarget), 'dead', 'owners can tell a dead mount and remount');
       execFileSync('umount', ['-l', bindTarget]);
     }
   });
