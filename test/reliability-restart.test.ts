@@ -1,0 +1,147 @@
+// Restarts (issue 6, item 5): node plugin and FUSE server restarts with published volumes, a
+// NodeUnpublish after the mount died, and a node that was away while the master created and
+// deleted volumes. The last one is the memory-safety property of design-hazards §2, checked on
+// offsets: while a node that may still map a deleted volume has not acknowledged the delete, the
+// master must not hand that memory to a new volume.
+import { strict as assert } from 'assert';
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { objectFileRelpath } from '../pkg/csi/names';
+import { FamfsFs } from '../pkg/famfs/fs';
+import type { Fmap } from '../pkg/famfs/layout';
+import { systemUuid } from '../pkg/famfs/identity';
+import { canMount, codeOf, MASTER_UUID, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
+import { errnoOf, fuseStatus, waitFor } from './soak/reliability-lib';
+
+const SNW = mountCap('SINGLE_NODE_WRITER');
+
+function ranges(fmap: Fmap): [number, number][] {
+  return (fmap.kind === 'simple' ? fmap.extents : fmap.strips).map((e) => [e.offset, e.offset + e.len]);
+}
+function overlaps(a: Fmap, b: Fmap): boolean {
+  return ranges(a).some(([s1, e1]) => ranges(b).some(([s2, e2]) => s1 < e2 && s2 < e1));
+}
+
+(canMount ? describe : describe.skip)('reliability: restarts of the node plugin and the FUSE server', function () {
+  this.timeout(120_000);
+  let env: NodeTestEnv;
+  let a: NodePlugin;
+
+  const staging = (id: string) => env.staging('node-a', id);
+  const stage = (p: NodePlugin, id: string) => p.call('NodeStageVolume', { volume_id: id, staging_target_path: staging(id), volume_capability: SNW });
+  const publish = (p: NodePlugin, id: string, target: string) =>
+    p.call('NodePublishVolume', { volume_id: id, staging_target_path: staging(id), target_path: target, volume_capability: SNW });
+
+  /** Writes fresh bytes through the target and reads them back. */
+  function roundTrip(target: string): void {
+    const data = randomBytes(16 * 1024);
+    fs.writeFileSync(path.join(target, 'data'), data, { flag: 'r+' });
+    assert.ok(fs.readFileSync(path.join(target, 'data')).subarray(0, data.length).equals(data));
+  }
+
+  before(async () => {
+    env = new NodeTestEnv('restart', 256 * MiB);
+    a = await env.startNode('node-a');
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  it('node plugin restarts (x5) with published volumes: the mounts stay and keep serving', async () => {
+    const id = env.createVolume('plug', 4 * MiB, { mode: 0o666 });
+    await stage(a, id);
+    const target = env.target('pod-plug');
+    await publish(a, id, target);
+    roundTrip(target);
+    const pid = a.driver.node!.fuse.serverPid();
+    for (let i = 0; i < 5; i++) {
+      a = await env.restartPlugin(a);
+      roundTrip(target);
+    }
+    assert.equal(a.driver.node!.fuse.serverPid(), pid, 'the FUSE server outlived every plugin restart');
+    await publish(a, id, target); // idempotent after the restart
+  });
+
+  it('FUSE server killed (-9): pods see ENOTCONN, the plugin restores the mounts on restart, NodeUnpublish of a dead mount succeeds', async () => {
+    const id = env.createVolume('fused', 4 * MiB, { mode: 0o666 });
+    await stage(a, id);
+    const keep = env.target('pod-fused-keep');
+    const drop = env.target('pod-fused-drop');
+    await publish(a, id, keep);
+    roundTrip(keep);
+    for (let round = 0; round < 3; round++) {
+      const pid = a.driver.node!.fuse.serverPid();
+      assert.ok(pid !== undefined);
+      if (round === 0) await publish(a, id, drop).catch(() => undefined);
+      process.kill(pid, 'SIGKILL');
+      assert.ok(await waitFor(() => !fs.existsSync(`/proc/${pid}`), 5000));
+      assert.equal(errnoOf(() => fs.readFileSync(path.join(keep, 'data'))), 'ENOTCONN', 'a dead server breaks the bind mount');
+      if (round === 0) {
+        // Kubelet tears down a pod whose volume died: this must work without a server.
+        await a.call('NodeUnpublishVolume', { volume_id: id, target_path: drop });
+        assert.equal(fs.existsSync(drop), false);
+      }
+      a = await env.restartPlugin(a);
+      assert.notEqual(a.driver.node!.fuse.serverPid(), undefined);
+      roundTrip(keep);
+    }
+  });
+
+  it('a node whose FUSE server was down while the master created and deleted volumes catches up, and shows none of the deleted', async () => {
+    const gone = env.createVolume('gone-while-away', 2 * MiB);
+    await a.driver.node!.fuse.stopServer();
+    const born = env.createVolume('born-while-away', 2 * MiB);
+    env.deleteVolume(gone);
+    const bornThenGone = env.createVolume('born-and-gone', 2 * MiB);
+    env.deleteVolume(bornThenGone);
+    a = await env.restartPlugin(a);
+    await stage(a, born); // starts a new server, which replays the whole log
+    const mnt = a.driver.node!.fuse;
+    assert.ok(fs.existsSync(mnt.hostPath(objectFileRelpath(born))));
+    assert.equal(fs.existsSync(mnt.hostPath(objectFileRelpath(gone))), false);
+    assert.equal(fs.existsSync(mnt.hostPath(objectFileRelpath(bornThenGone))), false);
+    assert.equal(await codeOf(stage(a, gone)), 'NOT_FOUND');
+    assert.equal((await fuseStatus(a)).logIndex, env.master.catchUp().nextIndex);
+  });
+
+  it('a stale node holds back reuse of deleted memory until it catches up (or times out): checked on offsets', async () => {
+    const me = systemUuid();
+    const mnt = a.driver.node!.fuse;
+    // The node is current and has acknowledged everything so far.
+    const x = env.createVolume('x-deleted', 8 * MiB);
+    await stage(a, x);
+    const ackedBefore = () => env.master.hosts().find((h) => h.hostUuid === me)?.ackedIndex ?? -1;
+    assert.ok(await waitFor(() => ackedBefore() === env.master.catchUp().nextIndex, 5000), 'the node acked the current log');
+    await a.call('NodeUnstageVolume', { volume_id: x, staging_target_path: staging(x) });
+    const xFmap = (env.master.lookup(objectFileRelpath(x)) as { fmap: Fmap }).fmap;
+
+    // The node goes stale: its FUSE server is frozen (alive, heartbeat fresh, replay position old).
+    const pid = mnt.serverPid()!;
+    process.kill(pid, 'SIGSTOP');
+    let placements = 0;
+    try {
+      env.deleteVolume(x);
+      // Every new volume of X's size must stay off X's memory while the node has not acked the delete.
+      for (let i = 0; i < 6; i++) {
+        const y = env.createVolume(`y-${i}`, 8 * MiB);
+        const yFmap = (env.master.lookup(objectFileRelpath(y)) as { fmap: Fmap }).fmap;
+        assert.equal(overlaps(xFmap, yFmap), false, `y-${i} at ${JSON.stringify(ranges(yFmap))} reuses deleted x at ${JSON.stringify(ranges(xFmap))} before the stale node acked`);
+        placements++;
+      }
+      // The safety valve: a host silent for longer than hostLiveMs (60 s) counts as gone. A master
+      // looking 61 s ahead may reuse the memory — this proves the check above could fail.
+      const future = FamfsFs.open(env.device, { hostUuid: MASTER_UUID, now: () => Date.now() + 61_000 });
+      assert.ok(future.horizon() > ackedBefore(), 'past hostLiveMs the stale host no longer holds back reclaim');
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    // Thawed, the node replays the delete and acks; now the memory may be reused.
+    assert.ok(await waitFor(() => ackedBefore() === env.master.catchUp().nextIndex, 5000), 'the thawed node acked the delete');
+    assert.equal(fs.existsSync(mnt.hostPath(objectFileRelpath(x))), false);
+    const z = env.createVolume('z-after-ack', 8 * MiB);
+    const zFmap = (env.master.lookup(objectFileRelpath(z)) as { fmap: Fmap }).fmap;
+    console.log(`      stale-node reuse check: ${placements} placements kept off deleted memory; after the ack z ${overlaps(xFmap, zFmap) ? 'reuses' : 'does not reuse'} x's memory`);
+    assert.equal(env.master.usage().collisions ?? 0, 0);
+  });
+});
