@@ -12,6 +12,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
+import { systemUuid } from '../pkg/famfs/identity.js';
 
 import {
   completeHandover,
@@ -44,10 +45,11 @@ function intArg(v: string): number {
   return n;
 }
 
+/** This host's famfs identity: --host-uuid, else $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid (as every famfs tool). */
 function hostUuid(given: string | undefined): string | undefined {
   if (given !== undefined) return given;
   try {
-    return fs.readFileSync('/opt/famfs/system_uuid', 'utf8').trim() || undefined;
+    return systemUuid();
   } catch {
     return undefined;
   }
