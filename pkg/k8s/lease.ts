@@ -109,6 +109,8 @@ export class LeaderElector {
   private observedHolder = '';
 
   private leading: { epoch: number; lastRenewAt: number; abort: AbortController } | undefined;
+  /** After resign(): do not campaign before this (monotonic ms), so another candidate gets the lease. */
+  private cooldownUntil = 0;
 
   constructor(private readonly opts: LeaderElectorOptions) {
     this.api = opts.kubeConfig.makeApiClient(CoordinationV1Api);
@@ -163,6 +165,17 @@ export class LeaderElector {
     }
   }
 
+  /**
+   * Gives up leadership now (e.g. the famfs takeover failed on this host) and stays out of the race
+   * for one lease duration, so a healthier candidate takes over. Keeps campaigning afterwards.
+   */
+  async resign(reason: string): Promise<void> {
+    if (!this.leading) return;
+    this.cooldownUntil = monotonicMs() + this.leaseDurationMs;
+    await this.release();
+    this.stepDown(reason);
+  }
+
   private async loop(): Promise<void> {
     const stop = this.stopController.signal;
     while (!stop.aborted) {
@@ -177,6 +190,7 @@ export class LeaderElector {
   }
 
   private async round(): Promise<void> {
+    if (!this.leading && monotonicMs() < this.cooldownUntil) return;
     await this.tryAcquireOrRenew();
     this.checkRenewDeadline();
   }

@@ -1,0 +1,144 @@
+// The famfs master role follows the Lease (pkg/k8s/leadership.ts): two "hosts" — two mappings of the
+// same emulated device, two host UUIDs, two real VolumeStates — campaign on a Lease in a real
+// kube-apiserver. At no sampled instant are both writers; each hand-over raises the famfs fencing
+// epoch in the shared memory; a host whose takeover fails hands the Lease on instead of sitting on it.
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as path from 'path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { openDevice } from '../pkg/device';
+import { FamfsFs } from '../pkg/famfs/fs';
+import { VolumeState } from '../pkg/csi/state';
+import type { LeaderElectionSettings } from '../pkg/k8s/config';
+import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
+import { createMetrics } from '../pkg/k8s/metrics';
+import { TestCluster } from '../pkg/k8s/test-cluster';
+import { ensureK8sTools, k8sTestsSkipped } from '../pkg/k8s/toolchain';
+
+const HOST_A = '0a0a0a0a-0000-4000-8000-00000000000a';
+const HOST_B = '0b0b0b0b-0000-4000-8000-00000000000b';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('@slow kubernetes: famfs master role follows the Lease', function () {
+  let cluster: TestCluster | undefined;
+  let kc: KubeConfig;
+  let devicePath = '';
+  const elections: MasterElection[] = [];
+
+  before(function () {
+    if (k8sTestsSkipped()) {
+      this.skip();
+      return;
+    }
+    this.timeout(60 * 60_000);
+    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl']);
+    this.timeout(120_000);
+    cluster = TestCluster.start();
+    kc = new KubeConfig();
+    kc.loadFromFile(cluster.kubeconfig);
+    cluster.must('kubectl', ['create', 'namespace', 'famfs-system']);
+    devicePath = path.join('/dev/shm', `famfs-master-${process.pid}-${Date.now()}`);
+  });
+
+  after(async function () {
+    this.timeout(60_000);
+    await Promise.all(elections.map((e) => e.stop()));
+    cluster?.stop();
+    if (devicePath) fs.rmSync(devicePath, { force: true });
+  });
+
+  function settings(identity: string, leaseName: string): LeaderElectionSettings {
+    return { enabled: true, namespace: 'famfs-system', leaseName, identity, leaseDurationMs: 4000, renewDeadlineMs: 3000, retryPeriodMs: 300 };
+  }
+
+  function election(role: MasterRole, identity: string, hostUuid: string, leaseName: string): MasterElection {
+    const e = new MasterElection({ kubeConfig: kc, settings: settings(identity, leaseName), role, hostUuid, pool: 'pool0', metrics: createMetrics({ component: 'controller', processMetrics: false }) });
+    elections.push(e);
+    return e;
+  }
+
+  it('hands the writer role over with the Lease: never two writers, epochs rise in shared memory', async function () {
+    this.timeout(90_000);
+    const devA = openDevice(devicePath, { create: { size: 256 * 1024 * 1024 } });
+    const fsA = FamfsFs.mkfs(devA, { systemUuid: HOST_A, devicePath });
+    const devB = openDevice(devicePath);
+    const fsB = FamfsFs.open(devB, { hostUuid: HOST_B, hostName: 'host-b' });
+    const a = new VolumeState(fsA);
+    const b = new VolumeState(fsB);
+
+    // Sample both writers' view continuously: they must never both hold the role.
+    let overlap = 0;
+    let samples = 0;
+    const sampler = setInterval(() => {
+      samples++;
+      if (a.isLeader && b.isLeader) overlap++;
+    }, 5);
+
+    const ea = election(a, 'ctl-a', HOST_A, 'famfs-master-pool0');
+    ea.start();
+    for (let i = 0; i < 100 && !a.isLeader; i++) await sleep(100);
+    assert.ok(a.isLeader, 'A leads');
+    const epochA = a.fencingEpoch ?? -1;
+    assert.equal(ea.epoch, epochA);
+
+    const eb = election(b, 'ctl-b', HOST_B, 'famfs-master-pool0');
+    eb.start();
+    await sleep(1500);
+    assert.ok(!b.isLeader, 'B waits while A renews');
+
+    await ea.stop(); // A releases: B takes the Lease and the famfs master role
+    assert.ok(!a.isLeader);
+    for (let i = 0; i < 100 && !b.isLeader; i++) await sleep(100);
+    assert.ok(b.isLeader, 'B took over');
+    const epochB = b.fencingEpoch ?? -1;
+    assert.ok(epochB > epochA, `epoch rose in shared memory: ${epochA} → ${epochB}`);
+
+    // A comes back as a candidate: it must stay a follower while B renews.
+    const ea2 = election(a, 'ctl-a', HOST_A, 'famfs-master-pool0');
+    ea2.start();
+    await sleep(1500);
+    assert.ok(!a.isLeader);
+    await eb.stop();
+    for (let i = 0; i < 100 && !a.isLeader; i++) await sleep(100);
+    assert.ok(a.isLeader, 'A took the role back');
+    assert.ok((a.fencingEpoch ?? -1) > epochB);
+    await ea2.stop();
+    clearInterval(sampler);
+    assert.ok(samples > 100, `sampled ${samples} times`);
+    assert.equal(overlap, 0, 'two writers at once');
+  });
+
+  it('a host whose famfs takeover fails resigns the Lease so another host takes over', async function () {
+    this.timeout(60_000);
+    const calls: string[] = [];
+    const broken: MasterRole = {
+      onBecameLeader: () => {
+        calls.push('broken:takeover');
+        throw new Error('device not attached on this host');
+      },
+      onLostLeadership: () => calls.push('broken:lost'),
+    };
+    let healthyLeading = false;
+    const healthy: MasterRole = {
+      onBecameLeader: () => {
+        calls.push('healthy:takeover');
+        healthyLeading = true;
+        return 7;
+      },
+      onLostLeadership: () => {
+        healthyLeading = false;
+      },
+    };
+    const eBroken = election(broken, 'ctl-broken', HOST_A, 'famfs-master-resign');
+    eBroken.start();
+    for (let i = 0; i < 100 && !calls.includes('broken:takeover'); i++) await sleep(100);
+    const eHealthy = election(healthy, 'ctl-healthy', HOST_B, 'famfs-master-resign');
+    eHealthy.start();
+    for (let i = 0; i < 150 && !healthyLeading; i++) await sleep(100);
+    assert.ok(healthyLeading, `healthy host took over; calls: ${calls.join(',')}`);
+    assert.equal(eHealthy.epoch, 7);
+    assert.equal(eBroken.epoch, undefined);
+    const lease = JSON.parse(cluster?.must('kubectl', ['-n', 'famfs-system', 'get', 'lease', 'famfs-master-resign', '-o', 'json']) ?? '{}') as { spec: { holderIdentity?: string } };
+    assert.equal(lease.spec.holderIdentity, 'ctl-healthy');
+  });
+});
