@@ -106,6 +106,19 @@ describe('k8s metrics endpoint', () => {
     assert.equal(sample(await b.registry.metrics(), 'famfs_pool_free_bytes', { pool: 'p' }), 2);
   });
 
+  it('adds its series to an existing registry (the driver\'s) without clashing with its RPC histogram', async () => {
+    const { Registry, Histogram } = await import('prom-client');
+    const driver = new Registry();
+    new Histogram({ name: 'famfs_csi_rpc_duration_seconds', help: 'driver-owned', labelNames: ['service', 'method', 'code'], registers: [driver] });
+    const m = createMetrics({ component: 'controller', registry: driver });
+    assert.equal(m.rpcDuration, undefined);
+    m.poolFreeBytes.set({ pool: 'p' }, 42);
+    assert.equal(await observeRpc(m, 'CreateVolume', async () => 'ok', () => 'UNKNOWN'), 'ok');
+    const text = await driver.metrics();
+    assert.equal(sample(text, 'famfs_pool_free_bytes', { pool: 'p' }), 42);
+    assert.match(text, /# HELP famfs_csi_rpc_duration_seconds driver-owned/);
+  });
+
   it('reports a port already in use as LISTEN_FAILED', async () => {
     const m = createMetrics({ component: 'node', processMetrics: false });
     server = await startMetricsServer(m.registry, '127.0.0.1:0');

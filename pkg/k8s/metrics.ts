@@ -32,24 +32,33 @@ export interface FamfsMetrics {
   /** Epoch (leaseTransitions) of the current master; 0 when this process does not lead. */
   masterEpoch: Gauge<PoolLabel>;
   isLeader: Gauge<PoolLabel>;
-  /** CSI RPC latency, by method (e.g. CreateVolume) and gRPC status code name (e.g. OK, NOT_FOUND). */
-  rpcDuration: Histogram<'method' | 'code'>;
+  /**
+   * CSI RPC latency, by method (e.g. CreateVolume) and gRPC status code name (e.g. OK, NOT_FOUND).
+   * Absent when the registry came from the driver, which times its RPCs itself (pkg/csi/metrics.ts).
+   */
+  rpcDuration?: Histogram<'method' | 'code'>;
   fuseOperations: Counter<'op' | 'result'>;
   fuseBytes: Counter<'direction'>;
   memoryErrors: Counter<PoolLabel | 'source'>;
 }
 
 export interface MetricsOptions {
-  /** "controller" or "node": a constant label on every series. */
+  /** "controller" or "node": a constant label on every series (only set on a registry we create). */
   component: string;
+  /**
+   * Add the series to this registry instead of a new one (e.g. the driver's DriverMetrics.registry),
+   * so one /metrics endpoint serves everything. No RPC histogram and no process metrics are added then.
+   */
+  registry?: Registry;
   /** Include Node.js process metrics (heap, event loop lag). */
   processMetrics?: boolean;
 }
 
 export function createMetrics(opts: MetricsOptions): FamfsMetrics {
-  const registry = new Registry();
-  registry.setDefaultLabels({ component: opts.component });
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'famfs_csi_' });
+  const shared = opts.registry !== undefined;
+  const registry = opts.registry ?? new Registry();
+  if (!shared) registry.setDefaultLabels({ component: opts.component });
+  if (!shared && (opts.processMetrics ?? true)) collectDefaultMetrics({ register: registry, prefix: 'famfs_csi_' });
   const registers = [registry];
   return {
     registry,
@@ -77,7 +86,7 @@ export function createMetrics(opts: MetricsOptions): FamfsMetrics {
     }),
     masterEpoch: new Gauge({ name: 'famfs_master_epoch', help: 'Fencing epoch of the master role held by this process (0: not leader)', labelNames: ['pool'], registers }),
     isLeader: new Gauge({ name: 'famfs_leader', help: '1 when this process holds the master lease', labelNames: ['pool'], registers }),
-    rpcDuration: new Histogram({
+    rpcDuration: shared ? undefined : new Histogram({
       name: 'famfs_csi_rpc_duration_seconds',
       help: 'CSI gRPC call latency by method and status code',
       labelNames: ['method', 'code'],
@@ -97,6 +106,7 @@ export function createMetrics(opts: MetricsOptions): FamfsMetrics {
 
 /** Times an async call into rpcDuration; `codeOf` maps a thrown error to its gRPC code name. */
 export async function observeRpc<T>(m: FamfsMetrics, method: string, call: () => Promise<T>, codeOf: (err: unknown) => string): Promise<T> {
+  if (!m.rpcDuration) return call();
   const end = m.rpcDuration.startTimer({ method });
   try {
     const out = await call();
