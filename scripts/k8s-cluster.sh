@@ -57,9 +57,11 @@ EOF
 wait_ready() {
   local url="$1" dir="$2" deadline=$((SECONDS + ${K8S_START_TIMEOUT:-90}))
   while [ $SECONDS -lt $deadline ]; do
-    if curl -sf --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-      "$url/readyz" >/dev/null 2>&1; then
-      return 0
+    if command -v curl >/dev/null; then
+      curl -sf --max-time 2 --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
+        "$url/readyz" >/dev/null 2>&1 && return 0
+    elif [ -x "$BIN/kubectl" ]; then
+      "$BIN/kubectl" --kubeconfig "$dir/kubeconfig" --request-timeout=2s get --raw /readyz >/dev/null 2>&1 && return 0
     fi
     for p in etcd apiserver; do
       if [ -f "$dir/$p.pid" ] && ! kill -0 "$(cat "$dir/$p.pid")" 2>/dev/null; then
@@ -139,8 +141,8 @@ start() {
   echo $! >"$dir/apiserver.pid"
 
   local url="https://127.0.0.1:$api_port"
-  wait_ready "$url" "$dir"
   write_kubeconfig "$dir" "$url"
+  wait_ready "$url" "$dir"
 
   if [ "${K8S_CONTROLLER_MANAGER:-0}" = 1 ]; then
     [ -x "$BIN/kube-controller-manager" ] || die "$BIN/kube-controller-manager missing: run scripts/k8s-tools.sh kube"
