@@ -12,8 +12,9 @@ import { VolumeState } from '../pkg/csi/state';
 import type { LeaderElectionSettings } from '../pkg/k8s/config';
 import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
 import { createMetrics } from '../pkg/k8s/metrics';
+import { PoolStatusLoop } from '../pkg/k8s/pool-status-loop';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
 
 const HOST_A = '0a0a0a0a-0000-4000-8000-00000000000a';
 const HOST_B = '0b0b0b0b-0000-4000-8000-00000000000b';
@@ -140,5 +141,54 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     assert.equal(eBroken.epoch, undefined);
     const lease = JSON.parse(cluster?.must('kubectl', ['-n', 'famfs-system', 'get', 'lease', 'famfs-master-resign', '-o', 'json']) ?? '{}') as { spec: { holderIdentity?: string } };
     assert.equal(lease.spec.holderIdentity, 'ctl-healthy');
+  });
+  it('kubectl shows the pool as famfs sees it: capacity change, log use, every host\'s replay lag', async function () {
+    this.timeout(60_000);
+    const cl = cluster;
+    assert.ok(cl);
+    cl.must('kubectl', ['apply', '-f', path.join(repoRoot(), 'charts', 'famfs-csi', 'crds', 'famfspools.famfs.csi.cxl.io.yaml')]);
+    cl.must('kubectl', ['wait', '--for=condition=Established', 'crd/famfspools.famfs.csi.cxl.io', '--timeout=20s']);
+    const dev = path.join('/dev/shm', `famfs-pool-${process.pid}-${Date.now()}`);
+    try {
+      const A = FamfsFs.mkfs(openDevice(dev, { create: { size: 256 * 1024 * 1024 } }), { systemUuid: HOST_A, devicePath: dev });
+      const B = FamfsFs.open(openDevice(dev), { hostUuid: HOST_B, hostName: 'host-b' });
+      A.enableExtensions();
+      A.ackReplay(HOST_A, 'host-a');
+      B.catchUp();
+      B.ackReplay(HOST_B, 'host-b');
+      const metrics = createMetrics({ component: 'controller', processMetrics: false });
+      const loop = new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, metrics,
+        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-pool0', fencingEpoch: 3 }) });
+      const row = (): string => cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '--no-headers']).trim();
+
+      assert.equal(await loop.tick(), true);
+      const before = row();
+      assert.match(before, /^shm-pool\s+\S+\s+256Mi\s+\S+\s+\S+\s+\d+\s+\d+\s+host-a\s+2\/2/);
+
+      A.creat('dataset', 64 * 1024 * 1024); // a volume is placed: free shrinks, the log grows, host-b falls behind
+      await loop.tick();
+      const after = row();
+      process.stderr.write(`      [pool] before: ${before}\n      [pool] after:  ${after}\n`);
+      const free = (r: string): string => r.split(/\s+/)[3] ?? '';
+      assert.notEqual(free(after), free(before), 'FREE column changed');
+      const pool = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '-o', 'json'])) as {
+        status: { freeBytes: number; log: { entriesUsed: number }; nodes: { name: string; lagEntries: number; replayedEntries: number }[] };
+      };
+      assert.equal(pool.status.log.entriesUsed, 1);
+      assert.equal(pool.status.nodes.find((n) => n.name === 'host-b')?.lagEntries, 1);
+      const described = cl.must('kubectl', ['describe', 'famfspool', 'shm-pool']);
+      assert.match(described, /Name:\s+host-b/);
+
+      B.catchUp(); // host-b replays and acknowledges: its lag goes back to 0
+      B.ackReplay(HOST_B, 'host-b');
+      await loop.tick();
+      const caught = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '-o', 'json'])) as { status: { nodes: { name: string; lagEntries: number }[] } };
+      assert.equal(caught.status.nodes.find((n) => n.name === 'host-b')?.lagEntries, 0);
+      assert.match(await metrics.registry.metrics(), /famfs_pool_free_bytes\{pool="shm-pool",component="controller"\} \d+/);
+      assert.equal(await new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, master: () => undefined }).tick(), false,
+        'a non-master publishes nothing');
+    } finally {
+      fs.rmSync(dev, { force: true });
+    }
   });
 });

@@ -203,6 +203,17 @@ export class FamfsPoolClient {
     });
   }
 
+  /**
+   * Publishes a whole set of node entries at once (e.g. the master reading every host's replay slot
+   * from shared memory). Entries this field manager wrote before and that are missing now are removed;
+   * entries other managers own are left alone.
+   */
+  async writeNodesStatus(reports: NodeReport[]): Promise<FamfsPoolObject> {
+    const now = new Date().toISOString();
+    for (const r of reports) if (!r.name) throw new FamfsPoolError('INVALID', 'node name is required');
+    return this.applyStatus({ nodes: reports.map((r) => ({ ...r, lastHeartbeatTime: now })) });
+  }
+
   /** Node: publishes its own entry of status.nodes, leaving every other field alone. */
   async writeNodeStatus(r: NodeReport): Promise<FamfsPoolObject> {
     if (!r.name) throw new FamfsPoolError('INVALID', 'node name is required');

@@ -1,0 +1,123 @@
+// The controller's periodic report of the pool, read from famfs itself: space from the allocator,
+// log use from the log, and every host's replay position from the host slots in shared memory (each
+// node acknowledges how far it replayed), so the master can tell who is behind without asking them.
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import type { EventRecorder } from './events';
+import { FamfsPoolClient, type NodeReport, type PoolFigures } from './famfspool';
+import type { FamfsMetrics } from './metrics';
+import { PoolReporter } from './pool-reporter';
+
+/** What famfs offers (pkg/famfs/fs.ts FamfsFs has these). */
+export interface FamfsView {
+  usage(): {
+    deviceBytes: number;
+    freeBytes: number;
+    largestFreeBytes: number;
+    pendingFreeBytes: number;
+    logEntriesUsed: number;
+    logEntriesTotal: number;
+    files: number;
+  };
+  hosts(): { hostUuid: string; ackedIndex: number; heartbeatMs: number; name: string }[];
+}
+
+export interface MasterInfo {
+  node: string;
+  pod?: string;
+  leaseName?: string;
+  fencingEpoch: number;
+}
+
+/** A host whose heartbeat is older than this is reported unhealthy. */
+export const HOST_STALE_MS = 60_000;
+
+export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): PoolFigures {
+  const u = fs.usage();
+  return {
+    device,
+    sizeBytes: u.deviceBytes,
+    freeBytes: u.freeBytes,
+    pendingFreeBytes: u.pendingFreeBytes,
+    largestFreeExtentBytes: u.largestFreeBytes,
+    volumes: u.files,
+    logEntriesUsed: u.logEntriesUsed,
+    logEntriesTotal: u.logEntriesTotal,
+    master,
+  };
+}
+
+export function hostReports(fs: FamfsView, nowMs: number = Date.now()): NodeReport[] {
+  const next = fs.usage().logEntriesUsed;
+  return fs.hosts().map((h) => {
+    const lag = Math.max(0, next - h.ackedIndex);
+    const age = nowMs - h.heartbeatMs;
+    const healthy = age <= HOST_STALE_MS;
+    return {
+      name: h.name || h.hostUuid,
+      replayedEntries: h.ackedIndex,
+      lagEntries: lag,
+      healthy,
+      ...(healthy ? {} : { message: `no replay heartbeat for ${Math.round(age / 1000)} s` }),
+    };
+  });
+}
+
+export interface PoolStatusLoopOptions {
+  kubeConfig: KubeConfig;
+  pool: string;
+  device: string;
+  fs: FamfsView;
+  /** Current master identity; undefined while this process is not master (nothing is published). */
+  master: () => MasterInfo | undefined;
+  intervalMs?: number;
+  metrics?: FamfsMetrics;
+  events?: EventRecorder;
+  log?: Logger;
+}
+
+export class PoolStatusLoop {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private readonly reporter: PoolReporter;
+  private readonly hostsClient: FamfsPoolClient;
+  private readonly poolClient: FamfsPoolClient;
+
+  constructor(private readonly opts: PoolStatusLoopOptions) {
+    this.poolClient = new FamfsPoolClient({ kubeConfig: opts.kubeConfig, pool: opts.pool, fieldManager: 'famfs-csi-controller' });
+    this.hostsClient = new FamfsPoolClient({ kubeConfig: opts.kubeConfig, pool: opts.pool, fieldManager: 'famfs-csi-controller-hosts' });
+    this.reporter = new PoolReporter({ poolName: opts.pool, client: this.poolClient, metrics: opts.metrics, events: opts.events, log: opts.log });
+  }
+
+  /** One report now: hosts first, so the pool figures' healthy/total count includes them. */
+  async tick(): Promise<boolean> {
+    const master = this.opts.master();
+    if (!master) return false;
+    await this.poolClient.ensure({ device: this.opts.device });
+    const hosts = hostReports(this.opts.fs);
+    await this.hostsClient.writeNodesStatus(hosts);
+    for (const h of hosts) this.opts.metrics?.nodeReplayLagEntries.set({ pool: this.opts.pool, node: h.name }, h.lagEntries);
+    await this.reporter.publish(poolFigures(this.opts.fs, this.opts.device, master));
+    return true;
+  }
+
+  start(): void {
+    const every = this.opts.intervalMs ?? 10_000;
+    const loop = (): void => {
+      this.running = this.tick()
+        .then(() => undefined)
+        .catch((err: unknown) => this.opts.log?.warn({ err: String(err) }, 'pool status report failed'))
+        .finally(() => {
+          if (this.timer !== undefined) this.timer = setTimeout(loop, every);
+        });
+    };
+    this.timer = setTimeout(loop, 0);
+  }
+
+  async stop(): Promise<void> {
+    const t = this.timer;
+    this.timer = undefined;
+    if (t) clearTimeout(t);
+    await this.running;
+  }
+}
