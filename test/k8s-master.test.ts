@@ -13,6 +13,7 @@ import type { LeaderElectionSettings } from '../pkg/k8s/config';
 import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolStatusLoop } from '../pkg/k8s/pool-status-loop';
+import { startControllerIntegration } from '../pkg/k8s/driver-integration';
 import { TestCluster } from '../pkg/k8s/test-cluster';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
 
@@ -187,6 +188,41 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       assert.match(await metrics.registry.metrics(), /famfs_pool_free_bytes\{pool="shm-pool",component="controller"\} \d+/);
       assert.equal(await new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, master: () => undefined }).tick(), false,
         'a non-master publishes nothing');
+    } finally {
+      fs.rmSync(dev, { force: true });
+    }
+  });
+  it('one call wires a real controller state: Lease → famfs master → FamfsPool status', async function () {
+    this.timeout(60_000);
+    const cl = cluster;
+    assert.ok(cl);
+    cl.must('kubectl', ['apply', '-f', path.join(repoRoot(), 'charts', 'famfs-csi', 'crds', 'famfspools.famfs.csi.cxl.io.yaml')]);
+    const dev = path.join('/dev/shm', `famfs-integ-${process.pid}-${Date.now()}`);
+    try {
+      const fsA = FamfsFs.mkfs(openDevice(dev, { create: { size: 256 * 1024 * 1024 } }), { systemUuid: HOST_A, devicePath: dev });
+      const volumes = new VolumeState(fsA);
+      const k8s = startControllerIntegration({
+        volumes, pool: 'integ', device: dev, nodeId: 'host-a', hostUuid: HOST_A, kubeConfig: kc, statusIntervalMs: 200,
+        leaderElection: settings('ctl-integ', 'famfs-csi-master-integ'),
+      });
+      try {
+        for (let i = 0; i < 100 && !volumes.isLeader; i++) await sleep(100);
+        assert.ok(volumes.isLeader, 'the Lease made this state the famfs master');
+        let status: { master?: { node?: string; fencingEpoch?: number; leaseName?: string }; size?: string } | undefined;
+        for (let i = 0; i < 100; i++) {
+          const r = cl.run('kubectl', ['get', 'famfspool', 'integ', '-o', 'json']);
+          status = r.status === 0 ? (JSON.parse(r.stdout) as { status?: typeof status }).status : undefined;
+          if (status?.master?.fencingEpoch !== undefined) break;
+          await sleep(100);
+        }
+        assert.equal(status?.master?.node, 'host-a');
+        assert.equal(status?.master?.fencingEpoch, volumes.fencingEpoch);
+        assert.equal(status?.master?.leaseName, 'famfs-csi-master-integ');
+        assert.equal(status?.size, '256Mi');
+      } finally {
+        await k8s.stop();
+      }
+      assert.ok(!volumes.isLeader, 'stopping released the master role');
     } finally {
       fs.rmSync(dev, { force: true });
     }
