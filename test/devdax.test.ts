@@ -140,6 +140,8 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
   it('the CSI node path: a volume made by the controller in A is staged, published and read in B', () => {
     expectOk('04-csi-node', 'A', 'create-volume');
     expectOk('04-csi-node', 'A', 'a-writes-through-target');
+    expectOk('04-csi-node', 'A', 'serial-attach-refused');
+    expectOk('04-csi-node', 'A', 'attach-b');
     for (const name of ['b-stage-publish', 'b-target-read', 'pod-namespace-read', 'b-unpublish-unstage', 'csi-host']) {
       expectOk('04-csi-node', 'B', name);
     }

@@ -1,9 +1,11 @@
 /**
  * Guest check: the CSI node path on the real devdax (issue 7, item 4).
  *
- * Guest A (the famfs master) runs famfs-csi in "all" mode: its controller creates a volume, and its
- * node plugin stages and publishes it and writes a payload through the target path (through the
- * FUSE server, into the devdax), then unpublishes and unstages (the hand-off flush).
+ * Guest A (the famfs master) runs a famfs-csi controller and a famfs-csi node plugin, as a cluster
+ * would: the controller creates a volume and attaches it to A (ControllerPublish); A's node plugin
+ * stages and publishes it and writes a payload through the target path (through the FUSE server,
+ * into the devdax), then unpublishes and unstages (the hand-off flush). Attaching to B is refused
+ * while A holds it (serial sharing), then allowed once A is detached.
  * Guest B runs famfs-csi in "node" mode: it stages and publishes the volume that A's controller
  * made, and a pod-like process in its own mount namespace reads exactly A's bytes through a bind
  * mount of the target path. The host checks the volume file's extents in the backing file.
@@ -33,16 +35,20 @@ function errText(e: unknown): string {
 }
 
 /** Starts famfs-csi as its own process and waits for its socket. */
-async function startPlugin(ctx: GuestContext, mode: 'all' | 'node', sock: string): Promise<ChildProcess> {
+/** Every plugin this check started, so none outlives it whatever fails. */
+const started: ChildProcess[] = [];
+
+async function startPlugin(ctx: GuestContext, mode: 'controller' | 'node', sock: string): Promise<ChildProcess> {
   fs.mkdirSync(path.dirname(sock), { recursive: true });
-  const logFile = path.join(ctx.run, ctx.role, 'famfs-csi.log');
+  const logFile = path.join(ctx.run, ctx.role, `famfs-csi-${mode}.log`);
   const log = fs.openSync(logFile, 'a');
   const child = spawn(process.execPath, [
     path.join(PROJ, 'dist', 'cmd', 'famfs-csi.js'), '--mode', mode, '--device', ctx.dax, '--endpoint', `unix://${sock}`,
-    '--node-id', `guest-${ctx.role.toLowerCase()}`, '--state-dir', '/tmp/famfs-csi-state', '--pool', 'devdax',
-    // The master formats the device when this check runs alone (the earlier checks already did).
-    ...(mode === 'all' ? ['--mkfs'] : []),
+    '--node-id', `guest-${ctx.role.toLowerCase()}`, '--state-dir', `/tmp/famfs-csi-${mode}`, '--pool', 'devdax',
+    // The controller (on the master) formats the device when this check runs alone.
+    ...(mode === 'controller' ? ['--mkfs'] : []),
   ], { stdio: ['ignore', log, log] });
+  started.push(child);
   const deadline = Date.now() + 60_000;
   while (!fs.existsSync(sock)) {
     if (child.exitCode !== null) throw new Error(`famfs-csi exited ${child.exitCode}: ${fs.readFileSync(logFile, 'utf8').slice(-800)}`);
@@ -62,11 +68,12 @@ async function stopPlugin(ctx: GuestContext, child: ChildProcess): Promise<void>
   await Promise.race([exited, new Promise((r) => (timer = setTimeout(r, 20_000)))]);
   clearTimeout(timer); // a pending timer would keep this process alive for nothing
   const ms = Date.now() - t0;
+  const name = `plugin-${child.spawnargs[3] ?? 'famfs-csi'}-sigterm-exit`;
   if (child.exitCode === null && child.signalCode === null) {
     child.kill('SIGKILL');
-    result(ctx, 'plugin-sigterm-exit', 'fail', `famfs-csi was still running ${ms} ms after SIGTERM (killed)`);
+    result(ctx, name, 'fail', `famfs-csi was still running ${ms} ms after SIGTERM (killed)`);
   } else {
-    result(ctx, 'plugin-sigterm-exit', 'ok', `famfs-csi exited ${ms} ms after SIGTERM (code ${child.exitCode}, signal ${child.signalCode})`, { ms });
+    result(ctx, name, 'ok', `famfs-csi exited ${ms} ms after SIGTERM (code ${child.exitCode}, signal ${child.signalCode})`, { ms });
   }
 }
 
@@ -82,7 +89,7 @@ async function step(ctx: GuestContext, name: string, fn: () => Promise<string>):
 
 /** Keeps the logs of the FUSE servers the plugin started (they live in the guest's tmpfs). */
 function keepFusedLogs(ctx: GuestContext): void {
-  const root = '/tmp/famfs-csi-state/fused';
+  const root = '/tmp/famfs-csi-node/fused';
   if (!fs.existsSync(root)) return;
   for (const pool of fs.readdirSync(root)) {
     const log = path.join(root, pool, 'famfs-fused.log');
@@ -108,13 +115,19 @@ async function unpublishAndUnstage(client: CsiClient, vol: VolumeInfo, paths: { 
 }
 
 async function guestA(ctx: GuestContext): Promise<void> {
-  const sock = '/run/famfs-csi/csi.sock';
-  const plugin = await startPlugin(ctx, 'all', sock);
-  const client = new CsiClient(`unix://${sock}`, 60_000);
+  // As on a cluster: a controller (Deployment) and a node plugin (DaemonSet) on this host.
+  const ctlSock = '/run/famfs-csi/controller.sock';
+  const nodeSock = '/run/famfs-csi/node.sock';
+  // The controller first: it formats the device when this check runs alone.
+  const controller = await startPlugin(ctx, 'controller', ctlSock);
+  signal(ctx, 'csi-controller-up');
+  const nodePlugin = await startPlugin(ctx, 'node', nodeSock);
+  const ctl = new CsiClient(`unix://${ctlSock}`, 60_000);
+  const node = new CsiClient(`unix://${nodeSock}`, 60_000);
   try {
     let v: VolumeInfo;
     try {
-      const res = await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      const res = await ctl.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
         name: `pvc-devdax-${ctx.nonce}`, capacity_range: { required_bytes: String(VOLUME_BYTES) }, volume_capabilities: [CAP],
       });
       v = { volumeId: res.volume.volume_id, context: res.volume.volume_context ?? {} };
@@ -123,31 +136,56 @@ async function guestA(ctx: GuestContext): Promise<void> {
       result(ctx, 'create-volume', 'fail', errText(e));
       return;
     }
+    const attach = (nodeId: string) => ctl.call('Controller', 'ControllerPublishVolume', { volume_id: v.volumeId, node_id: nodeId, volume_capability: CAP, readonly: false });
+    const detach = (nodeId: string) => ctl.call('Controller', 'ControllerUnpublishVolume', { volume_id: v.volumeId, node_id: nodeId });
     const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
     await step(ctx, 'a-writes-through-target', async () => {
-      const paths = await stageAndPublish(client, v, 'pod-a');
+      await attach('guest-a');
+      const paths = await stageAndPublish(node, v, 'pod-a');
       const fd = fs.openSync(path.join(paths.target, 'data'), 'r+');
       try {
         fs.writeSync(fd, bytes, 0, bytes.length, 0);
       } finally {
         fs.closeSync(fd);
       }
-      await unpublishAndUnstage(client, v, paths);
-      return `A staged, published, wrote ${bytes.length} bytes to data through the target, unpublished and unstaged`;
+      await unpublishAndUnstage(node, v, paths);
+      return `attached to guest-a; A staged, published, wrote ${bytes.length} bytes to data through the target, unpublished and unstaged`;
+    });
+    // Serial sharing: the volume moves to guest-b only once guest-a let go of it.
+    await step(ctx, 'serial-attach-refused', async () => {
+      try {
+        await attach('guest-b');
+      } catch (e) {
+        const code = (e as { code?: number }).code;
+        assertThat(code === 9, `ControllerPublish to guest-b while attached to guest-a gave code ${code}: ${errText(e)}`);
+        return `FAILED_PRECONDITION while attached to guest-a: ${errText(e)}`;
+      }
+      throw new Error('ControllerPublish to guest-b succeeded while the volume was attached to guest-a');
+    });
+    await step(ctx, 'attach-b', async () => {
+      await detach('guest-a');
+      await attach('guest-b');
+      return 'detached from guest-a, attached to guest-b';
     });
     fs.writeFileSync(path.join(ctx.run, 'A', 'csi-volume.json'), JSON.stringify(v));
     signal(ctx, 'csi-volume-ready');
     await awaitSignal(ctx, 'csi-volume-read', 240);
+    await step(ctx, 'detach-b', async () => {
+      await detach('guest-b');
+      return 'detached from guest-b';
+    });
   } finally {
-    client.close();
-    await stopPlugin(ctx, plugin);
+    ctl.close();
+    node.close();
+    await Promise.all([stopPlugin(ctx, controller), stopPlugin(ctx, nodePlugin)]);
     keepFusedLogs(ctx);
   }
 }
 
 async function guestB(ctx: GuestContext): Promise<void> {
   // The node plugin starts while A's controller works (as on a real cluster, it is already running).
-  const sock = '/run/famfs-csi/csi.sock';
+  await awaitSignal(ctx, 'csi-controller-up', 120);
+  const sock = '/run/famfs-csi/node.sock';
   const plugin = await startPlugin(ctx, 'node', sock);
   const client = new CsiClient(`unix://${sock}`, 60_000);
   try {
@@ -212,6 +250,10 @@ async function guestB(ctx: GuestContext): Promise<void> {
 }
 
 runGuestCheck(async (ctx) => {
-  if (ctx.role === 'A') await guestA(ctx);
-  else await guestB(ctx);
+  try {
+    if (ctx.role === 'A') await guestA(ctx);
+    else await guestB(ctx);
+  } finally {
+    for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
 });
