@@ -384,24 +384,42 @@ describe('famfs core: corruption never crashes replay or fsck', () => {
 });
 
 describe('famfs core: repair', () => {
-  it('cuts the log at the first bad entry, reporting what was dropped; fsck is clean after', () => {
+  it('salvages a bad entry whose bytes still make sense, keeping every later entry', () => {
     const { media, fs } = fresh();
     for (let i = 0; i < 5; i++) fs.creat(`f${i}`, 1);
-    const at = LOG_OFFSET + entryOffset(2) + LE.payload + 30;
+    const at = LOG_OFFSET + entryOffset(2) + LE.payload + 30; // padding after "f2"
     media.write(at, Buffer.from([media.read(at, 1)[0] ^ 0x40]));
     assert.equal(fsck(media).clean, false);
     const r = repair(media, { hostUuid: MASTER });
-    assert.deepEqual(
-      r.dropped.map((d) => d.index),
-      [2, 3, 4],
-    );
-    assert.match(r.dropped[0].what, /CRC mismatch/);
-    assert.match(r.dropped[1].what, /"f3"/);
+    assert.deepEqual(r.dropped, []);
+    assert.ok(r.actions.some((a) => a.startsWith('salvaged log entry 2')), r.actions.join('; '));
     const after = fsck(media);
     assert.deepEqual(after.errors, []);
-    assert.equal(after.files, 2);
-    // The master can append again, into the freed slots.
+    assert.equal(after.files, 5);
     FamfsFs.open(media, { hostUuid: MASTER }).creat('again', 1);
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('replaces an entry that no longer makes sense by lost+found.N, never dropping later files or freeing their memory', () => {
+    const { media, fs } = fresh();
+    const files = [0, 1, 2, 3, 4].map((i) => fs.creat(`f${i}`, 1));
+    // Point entry 2's extent at entry 3's memory: salvaging it would cross-link two files.
+    const ext = LOG_OFFSET + entryOffset(2) + LE.payload + 104 + 16 + 8;
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(fmapExtents(files[3].fmap)[0].offset));
+    media.write(ext, b);
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(
+      r.dropped.map((d) => d.index),
+      [2],
+    );
+    assert.match(r.dropped[0].what, /"f2"/);
+    const after = FamfsFs.open(media, { readOnly: true });
+    assert.deepEqual(
+      [...after.tree.files()].map((f) => f.relpath).sort(),
+      ['f0', 'f1', 'f3', 'f4'],
+    );
+    assert.equal(after.lookup('lost+found.2')?.kind, 'dir');
     assert.equal(fsck(media).clean, true);
   });
 
@@ -417,18 +435,32 @@ describe('famfs core: repair', () => {
     assert.equal(after.files, 4);
   });
 
-  it('clears a slot left by an interrupted append, and only the master may repair', () => {
+  it('commits valid entries past next_index (interrupted append or a counter that went backwards)', () => {
     const { media, fs } = fresh();
-    fs.creat('a', 1);
-    const before = Buffer.from(media.read(LOG_OFFSET, LH.SIZE));
-    fs.creat('b', 1);
-    media.write(LOG_OFFSET, before);
+    for (let i = 0; i < 6; i++) fs.creat(`f${i}`, 1);
+    // Lower next_index by 3: hosts already serve f3..f5.
+    media.write(LOG_OFFSET + LH.nextSeqnum, Buffer.from([3, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]));
+    const before = fsck(media);
+    assert.equal(before.clean, false);
+    assert.match(before.errors.join('; '), /next_index 3 is behind the log: entries 3\.\.5 are valid/);
     assert.equal(code(() => repair(media, { hostUuid: OTHER })), 'ENOTMASTER');
     const r = repair(media, { hostUuid: MASTER });
-    assert.ok(r.actions.some((a) => a.includes('cleared log slots')));
+    assert.ok(r.actions.some((a) => a.includes('committed 3 valid entries')), r.actions.join('; '));
     const after = fsck(media);
-    assert.deepEqual(after.warnings, []);
     assert.equal(after.clean, true);
+    assert.deepEqual(after.warnings, []);
+    assert.equal(after.files, 6);
+  });
+
+  it('a counter raised past what was written is brought back to the last entry', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 3; i++) fs.creat(`f${i}`, 1);
+    media.write(LOG_OFFSET + LH.nextSeqnum, Buffer.from([9, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]));
+    assert.equal(fsck(media).clean, false);
+    repair(media, { hostUuid: MASTER });
+    const after = fsck(media);
+    assert.equal(after.clean, true, after.errors.join('; '));
+    assert.equal(after.log!.entriesUsed, 3);
   });
 
   it('re-makes a damaged extension block with an epoch above any old writer', () => {

@@ -5,6 +5,7 @@
 import { Allocator, SpaceSummary } from './allocator';
 import { readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
 import {
+  decodeEntry,
   decodeLogHeader,
   decodeSuperblock,
   entryOffset,
@@ -82,12 +83,26 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
   if (stop) report.errors.push(`log entry ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`);
   for (const p of tree.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
   report.log = { entriesUsed: header.nextIndex, entriesTotal: logCapacity(sb.logLen), replayedEntries: tree.nextIndex };
-  if (header.nextIndex < logCapacity(sb.logLen)) {
-    const next = LOG_OFFSET + entryOffset(header.nextIndex);
-    media.invalidate(next, LE.SIZE);
-    if (media.read(next, LE.SIZE).some((b) => b !== 0)) {
-      report.warnings.push(`log slot ${header.nextIndex} (past the end) is not empty: an append was interrupted; it is ignored and will be overwritten`);
+  // Past the end: one valid entry is an interrupted append (or a counter lowered by one); more
+  // than one means next_index went backwards and hosts may serve files the counter disowns.
+  let validPast = 0;
+  const cap = logCapacity(sb.logLen);
+  while (header.nextIndex + validPast < cap) {
+    const at = LOG_OFFSET + entryOffset(header.nextIndex + validPast);
+    media.invalidate(at, LE.SIZE);
+    const raw = media.read(at, LE.SIZE);
+    try {
+      decodeEntry(raw, header.nextIndex + validPast, sbCheck.extended);
+      validPast++;
+    } catch {
+      if (validPast === 0 && raw.some((b) => b !== 0)) report.warnings.push(`log slot ${header.nextIndex} (past the end) holds an invalid partial entry; it is ignored and will be overwritten`);
+      break;
     }
+  }
+  if (validPast === 1) {
+    report.warnings.push(`log slot ${header.nextIndex} (past the end) holds a valid entry: an append was interrupted, or next_index was lowered by one; famfs repair commits it`);
+  } else if (validPast > 1) {
+    report.errors.push(`next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`);
   }
   report.files = tree.fileCount;
   report.directories = tree.dirCount;
