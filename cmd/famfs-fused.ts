@@ -29,6 +29,7 @@ interface CliOptions {
   directIo?: boolean;
   readOnly?: boolean;
   pollMs: number;
+  ackHeartbeatMs: number;
   foreground?: boolean;
   readaheadKb: number;
   maxThreads: number;
@@ -66,6 +67,7 @@ async function runForeground(device: string, mountpoint: string, o: CliOptions):
     readOnly: o.readOnly === true,
     directIo: o.directIo === true,
     pollMs: o.pollMs,
+    ackHeartbeatMs: o.ackHeartbeatMs,
     readaheadKb: o.readaheadKb,
     maxThreads: o.maxThreads,
     zeroCopyReads: o.copyReads !== true,
@@ -164,6 +166,7 @@ async function main(): Promise<void> {
     .option('--readahead-kb <n>', 'kernel readahead for the mount (0: kernel default)', intArg, 4096)
     .option('--max-threads <n>', 'FUSE worker threads (0: 2 x CPUs, at least 4)', intArg, 0)
     .option('--copy-reads', 'copy read data through a guarded buffer instead of replying from the mapping')
+    .option('--ack-heartbeat-ms <n>', 'republish the replay position at least this often, even when idle', intArg, 10_000)
     .option('--host-uuid <uuid>', 'this host for replay acknowledgements (default /opt/famfs/system_uuid)')
     .option('--log-file <path>', 'log file when detaching (default next to the control socket)')
     .option('--log-level <level>', 'pino log level', 'info')

@@ -171,6 +171,23 @@ function xattr(p: string, name: string): string {
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
+  it('keeps publishing its replay position while idle, so deleted memory stays held for it', async () => {
+    const uuid = '0000beef-0000-4000-8000-00000000abcd';
+    const h = await Host.start('hb', devPath, dir, ['--host-uuid', uuid, '--ack-heartbeat-ms', '200']);
+    try {
+      master.creat('hb-victim', 2 * MIB);
+      master.rm('hb-victim'); // enables the famfs-csi extension: hosts ack from now on
+      await waitFor('first ack', () => master.hosts().some((s) => s.hostUuid === uuid && s.ackedIndex === master.tree.nextIndex));
+      const first = master.hosts().find((s) => s.hostUuid === uuid)!.heartbeatMs;
+      await sleep(700); // nothing changes in the log meanwhile
+      const later = master.hosts().find((s) => s.hostUuid === uuid)!;
+      assert.ok(later.heartbeatMs > first, 'heartbeat moved while idle');
+      assert.ok(Date.now() - later.heartbeatMs < 600, `last ack ${Date.now() - later.heartbeatMs} ms ago`);
+    } finally {
+      await h.stop();
+    }
+  });
+
   it('identifies as famfs: fuse.famfs mount, statfs from the device, famfs xattrs, .meta files', () => {
     assert.equal(fuseMountType(a.mountpoint), 'fuse.famfs');
     const st = fs.statfsSync(a.mountpoint);

@@ -23,6 +23,8 @@ export interface FuseServerOptions {
   directIo?: boolean;
   /** How often to look at the log header for new entries; 0 disables polling. */
   pollMs?: number;
+  /** Republish the replay position at least this often when idle (default 10 s). */
+  ackHeartbeatMs?: number;
   /** Reply to reads from the mapping without a user-space copy (default true). */
   zeroCopyReads?: boolean;
   maxThreads?: number;
@@ -72,12 +74,19 @@ export interface ServerStatus {
   native: NativeSessionStatus;
 }
 
+/**
+ * How often a host re-publishes its replay position when nothing changed. Well under the
+ * master's host liveness window (60 s), so only a host that is really gone stops counting.
+ */
+const DEFAULT_ACK_HEARTBEAT_MS = 10_000;
+
 export class FamfsFuseServer {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastFaults = 0;
   private lastPollError = '';
   private replayStop: { index: number; reason: string } | null = null;
+  private lastAckMs = 0;
   private readonly directFiles = new Set<string>();
   private lostReported = false;
   private adopted: AdoptedConnection | undefined;
@@ -179,6 +188,10 @@ export class FamfsFuseServer {
       this.refreshStatfs();
       this.ackReplay();
       this.opts.logger.info({ index: r.nextIndex, added, removed, notices }, 'log replayed');
+    } else if (Date.now() - this.lastAckMs >= (this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS)) {
+      // Idle or stuck at a bad entry, this host still maps files: keep its slot alive so the
+      // master goes on holding back memory deleted after our position (design hazard 2).
+      this.ackReplay();
     }
     if (r.stop && (this.replayStop === null || this.replayStop.index !== r.stop.index)) {
       this.opts.logger.warn({ stop: r.stop }, 'log replay stopped at a bad entry; will retry');
@@ -318,6 +331,7 @@ export class FamfsFuseServer {
   /** Tell the master how far this host has replayed, so deleted memory can be reused safely. */
   private ackReplay(): void {
     if (this.opts.hostUuid === undefined || this.device.readOnly || !this.fs.extensionsEnabled) return;
+    this.lastAckMs = Date.now();
     try {
       this.fs.ackReplay(this.opts.hostUuid, this.opts.hostName ?? '');
     } catch (e) {
