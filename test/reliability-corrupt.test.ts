@@ -36,7 +36,7 @@ import {
 
 const SNW = mountCap('SINGLE_NODE_WRITER');
 
-/** Corruption counts, printed at the end for docs/reliability-node.md. */
+/** Corruption counts, printed at the end for docs/reliability.md. */
 const injected: Record<string, number> = {};
 const count = (what: string, n = 1): void => {
   injected[what] = (injected[what] ?? 0) + n;
@@ -108,7 +108,7 @@ const count = (what: string, n = 1): void => {
   });
   after(async () => {
     await env?.close();
-    // One line for the table in docs/reliability-node.md.
+    // One line for the table in docs/reliability.md.
     console.log(`      corruptions injected: ${JSON.stringify(injected)}`);
   });
 
