@@ -504,40 +504,32 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     return env.Undefined();
   }
 
+  // One shape for every cache/range operation: (offset, length), bounds-checked, guarded.
+  using RangeOp = bool (*)(void*, size_t, Fault*);
+  Napi::Value GuardedRange(const Napi::CallbackInfo& info, const char* what, RangeOp op, bool writes) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    if (writes) CheckWritable(env, d);
+    const uint64_t off = ToUint(env, info[0], "offset");
+    const uint64_t n = ToUint(env, info[1], "length");
+    CheckRange(env, d, off, n, what);
+    Fault f;
+    if (!op(d.base() + off, n, &f)) ThrowFault(env, d, f, what, off, n);
+    return env.Undefined();
+  }
+
   // Zero a range so the zeros reach memory (non-temporal stores + fence): new volumes must
   // never show a former tenant's bytes, and this is much cheaper than write + flush.
   Napi::Value Zero(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    DeviceMapping& d = Live(env);
-    CheckWritable(env, d);
-    const uint64_t off = ToUint(env, info[0], "offset");
-    const uint64_t n = ToUint(env, info[1], "length");
-    CheckRange(env, d, off, n, "zero");
-    Fault f;
-    if (!GuardedZeroPersistent(d.base() + off, n, &f)) ThrowFault(env, d, f, "zero", off, n);
-    return env.Undefined();
+    return GuardedRange(info, "zero", [](void* p, size_t n, Fault* f) { return GuardedZeroPersistent(p, n, f); }, true);
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    DeviceMapping& d = Live(env);
-    const uint64_t off = ToUint(env, info[0], "offset");
-    const uint64_t n = ToUint(env, info[1], "length");
-    CheckRange(env, d, off, n, "flush");
-    Fault f;
-    if (!GuardedFlush(d.base() + off, n, &f)) ThrowFault(env, d, f, "flush", off, n);
-    return env.Undefined();
+    return GuardedRange(info, "flush", [](void* p, size_t n, Fault* f) { return GuardedFlush(p, n, f); }, false);
   }
 
   Napi::Value Invalidate(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    DeviceMapping& d = Live(env);
-    const uint64_t off = ToUint(env, info[0], "offset");
-    const uint64_t n = ToUint(env, info[1], "length");
-    CheckRange(env, d, off, n, "invalidate");
-    Fault f;
-    if (!GuardedInvalidate(d.base() + off, n, &f)) ThrowFault(env, d, f, "invalidate", off, n);
-    return env.Undefined();
+    return GuardedRange(info, "invalidate", [](void* p, size_t n, Fault* f) { return GuardedInvalidate(p, n, f); }, false);
   }
 
   // Zero-copy Buffer over the mapping. UNGUARDED: a fault while JS touches it kills the

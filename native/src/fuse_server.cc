@@ -410,7 +410,9 @@ bool Server::CheckRange(const std::vector<Piece>& pieces) const {
   return true;
 }
 
-bool Server::FlushFile(uint64_t ino, famfs_native::Fault* fault, std::string* err) {
+// Runs a guarded cache operation over every device range of file `ino`.
+bool Server::ForFileRanges(uint64_t ino, const char* what, bool (*op)(const void*, size_t, famfs_native::Fault*),
+                           famfs_native::Fault* fault, std::string* err) {
   TablePtr t = table();
   const Inode* n = t->Find(ino);
   if (n == nullptr || n->kind != Kind::kFile) {
@@ -423,8 +425,8 @@ bool Server::FlushFile(uint64_t ino, famfs_native::Fault* fault, std::string* er
     return false;
   }
   for (const Piece& p : pieces) {
-    if (!famfs_native::GuardedFlush(dev_.base + p.device_offset, p.len, fault)) {
-      RecordFault(*fault, ino, "flush");
+    if (!op(dev_.base + p.device_offset, p.len, fault)) {
+      RecordFault(*fault, ino, what);
       *err = "EIO";
       return false;
     }
@@ -432,25 +434,12 @@ bool Server::FlushFile(uint64_t ino, famfs_native::Fault* fault, std::string* er
   return true;
 }
 
+bool Server::FlushFile(uint64_t ino, famfs_native::Fault* fault, std::string* err) {
+  return ForFileRanges(ino, "flush", famfs_native::GuardedFlush, fault, err);
+}
+
 bool Server::InvalidateFile(uint64_t ino, famfs_native::Fault* fault, std::string* err) {
-  TablePtr t = table();
-  const Inode* n = t->Find(ino);
-  if (n == nullptr || n->kind != Kind::kFile) {
-    *err = "ENOENT";
-    return false;
-  }
-  std::vector<Piece> pieces;
-  if (!n->MapAll(&pieces) || !CheckRange(pieces)) {
-    *err = "EIO";
-    return false;
-  }
-  for (const Piece& p : pieces) {
-    if (!famfs_native::GuardedInvalidate(dev_.base + p.device_offset, p.len, fault)) {
-      RecordFault(*fault, ino, "invalidate");
-      *err = "EIO";
-      return false;
-    }
-  }
+  if (!ForFileRanges(ino, "invalidate", famfs_native::GuardedInvalidate, fault, err)) return false;
   // Then the kernel's page cache (and any mapped pages) of this inode on this host.
   if (NotifyReady()) fuse_lowlevel_notify_inval_inode(session_, ino, 0, 0);
   return true;

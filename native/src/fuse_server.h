@@ -139,6 +139,10 @@ class Server {
   void Refuse(fuse_req_t req);
 
  private:
+  // Runs a guarded cache operation over every device range of file `ino`.
+  bool ForFileRanges(uint64_t ino, const char* what, bool (*op)(const void*, size_t, famfs_native::Fault*),
+                     famfs_native::Fault* fault, std::string* err);
+
   void FillStat(const Table& t, const Inode& n, struct stat* st) const;
   void ReplyEntry(fuse_req_t req, const Table& t, const Inode& n);
   bool CheckRange(const std::vector<Piece>& pieces) const;
