@@ -15,9 +15,17 @@ import {
   DEFAULT_STATE_DIR,
   startDriver,
   type DriverMode,
+  type RunningDriver,
 } from '../pkg/csi/driver';
 import { packageVersion } from '../pkg/csi/identity';
+import { DriverMetrics } from '../pkg/csi/metrics';
 import { parseSize } from '../pkg/csi/params';
+import { systemUuid } from '../pkg/famfs/identity';
+import { kubeConfigIfAny } from '../pkg/k8s/config';
+import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from '../pkg/k8s/driver-integration';
+import { EventRecorder } from '../pkg/k8s/events';
+import { MemoryErrorReporter } from '../pkg/k8s/memory-errors';
+import { createMetrics } from '../pkg/k8s/metrics';
 
 function sizeArg(value: string): number {
   try {
@@ -44,6 +52,9 @@ async function main(): Promise<void> {
     .option('--metrics-address <host:port>', 'serve Prometheus /metrics (and /healthz) on this address')
     .option('--health-address <host:port>', 'serve /healthz on this address')
     .option('--health-port <port>', 'shorthand for --health-address :<port>')
+    .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
+    .option('--external-fuse', 'node: a famfs-fused run elsewhere (the chart\'s container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one', false)
+    .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', (v: string) => Number(v), 5000)
     .option(
       '--allowed-path-root <dir>',
       'node: a directory under which staging and target paths may lie (repeatable; default /var/lib/kubelet)',
@@ -67,9 +78,37 @@ async function main(): Promise<void> {
     healthPort?: string;
     allowedPathRoot?: string[];
     logLevel: string;
+    kubeconfig?: string;
+    externalFuse: boolean;
+    externalFuseWait: number;
   }>();
   const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
   const healthAddress = o.healthAddress ?? (o.healthPort !== undefined ? `:${o.healthPort}` : undefined);
+
+  // Kubernetes is optional: without any configuration (npm start on a workstation) the driver serves
+  // CSI alone; with one, it reports to the API (Lease, FamfsPool status, Events, metrics).
+  const kubeConfig = kubeConfigIfAny(process.env, o.kubeconfig);
+  const controls = o.mode === 'controller' || o.mode === 'all';
+  const election = controls ? controllerLeaderElectionSettings(o.pool) : undefined;
+  if (election?.enabled && kubeConfig === undefined) {
+    throw new Error('FAMFS_LEADER_ELECTION=true but no Kubernetes API is configured (not in a pod, no KUBECONFIG, no --kubeconfig)');
+  }
+  const driverMetrics = new DriverMetrics();
+  // The famfs series join the driver's registry: one /metrics endpoint, no duplicate names.
+  const k8sMetrics = createMetrics({ component: o.mode, registry: driverMetrics.registry });
+  const component = o.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
+  const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || o.nodeId, log }) : undefined;
+  let running: RunningDriver | undefined;
+  // The device mapping of this process, and on a node the FUSE server's view (it meets poison first).
+  const pollFailure = async (): Promise<string | undefined> => running?.deviceFailure() ?? (await running?.node?.memoryFailure());
+  const memoryErrors =
+    kubeConfig && events
+      ? new MemoryErrorReporter({
+          kubeConfig, events, driverName: o.driverName, pool: o.pool, role: controls ? 'controller' : 'node', nodeId: o.nodeId,
+          metrics: k8sMetrics, check: pollFailure, log,
+        })
+      : undefined;
+  let memoryErrorsLogged = false;
 
   const driver = await startDriver({
     mode: o.mode,
@@ -84,15 +123,71 @@ async function main(): Promise<void> {
     ...(o.metricsAddress !== undefined ? { metricsAddress: o.metricsAddress } : {}),
     ...(healthAddress !== undefined ? { healthAddress } : {}),
     ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
+    ...(o.externalFuse ? { externalFuse: true, externalFuseWaitMs: o.externalFuseWait } : {}),
+    deferLeadership: election?.enabled === true,
+    metrics: driverMetrics,
+    onMemoryError: (e) => {
+      if (memoryErrors) memoryErrors.report(e);
+      else if (!memoryErrorsLogged) {
+        memoryErrorsLogged = true;
+        k8sMetrics.memoryErrors.inc({ pool: o.pool, source: e.source });
+        log.error({ ...e }, 'memory error (no Kubernetes API: no Event raised)');
+      }
+    },
     log,
   });
+
+  let integration: ControllerIntegration | undefined;
+  if (kubeConfig !== undefined && driver.volumes !== undefined && election !== undefined) {
+    integration = startControllerIntegration({
+      volumes: driver.volumes,
+      pool: o.pool,
+      device: o.device,
+      nodeId: o.nodeId,
+      hostUuid: systemUuid(),
+      kubeConfig,
+      leaderElection: election,
+      metrics: k8sMetrics,
+      log: log.child({ component: 'k8s' }),
+    });
+    log.info({ leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined }, 'Kubernetes integration started');
+  } else if (kubeConfig === undefined) {
+    log.info('no Kubernetes API configured: standalone (no Lease, FamfsPool status or Events)');
+  }
+  running = driver;
+  if (process.stderr.isTTY || kubeConfig === undefined) {
+    // One line for whoever started this by hand: what is listening and how to talk to it.
+    const sock = o.endpoint.replace(/^unix:\/\//, '');
+    process.stderr.write(
+      `famfs-csi ${o.mode}: CSI on ${o.endpoint}, pool ${o.pool} on ${o.device}. Next: csi-sanity --csi.endpoint=${sock}, ` +
+        `or grpcurl -unix -import-path proto -proto csi.proto ${sock} csi.v1.Identity/Probe; ` +
+        `look inside with: node dist/cmd/famfs.js ls ${o.device}\n`,
+    );
+  }
+  memoryErrors?.start();
+  if (memoryErrors === undefined) {
+    const t = setInterval(() => {
+      void pollFailure().then((why) => {
+        if (why !== undefined && !memoryErrorsLogged) {
+          memoryErrorsLogged = true;
+          k8sMetrics.memoryErrors.inc({ pool: o.pool, source: controls ? 'controller' : 'node' });
+          log.error({ message: why }, 'memory error (no Kubernetes API: no Event raised)');
+        }
+      }, () => undefined);
+    }, 5000);
+    t.unref();
+  }
 
   let stopping = false;
   const shutdown = (signal: string): void => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    driver.stop().then(
+    // Stop leading first (release the Lease), then the reporters, then the CSI server and device.
+    Promise.all([integration?.stop(), memoryErrors?.stop()])
+      .catch((e: unknown) => log.warn({ err: String(e) }, 'Kubernetes integration did not stop cleanly'))
+      .then(() => driver.stop())
+      .then(
       () => process.exit(0),
       (e: unknown) => {
         log.error({ err: e }, 'shutdown failed');

@@ -4,8 +4,11 @@
 // volumes (one below the cut, one above) and a controller on the same device:
 //   - the pod reading the poisoned volume gets EIO through its bind mount, nothing dies;
 //   - the FUSE server marks the device failed; NodeGetVolumeStats' VolumeCondition and the node's
-//     Probe say so; the controller's ControllerGetVolume and Probe say so once it touches the memory;
-//   - NodeUnpublish works on the failed volume; the FUSE server unmounts cleanly on SIGTERM.
+//     Probe say so; once the controller touches the memory, ControllerGetVolume answers OK with an
+//     abnormal VolumeCondition, writes (CreateVolume, DeleteVolume) are UNAVAILABLE with the reason,
+//     Probe fails, and the memory error is reported (the hook Kubernetes Events hang off);
+//   - NodeUnpublish works on the failed volume; NodeUnstage of the writer unmounts and succeeds
+//     (the flush cannot happen: reported for that volume); the FUSE server unmounts on SIGTERM.
 import { strict as assert } from 'assert';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
@@ -27,10 +30,13 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
   let a: NodePlugin;
   let ctl: RunningDriver;
   let ctlClient: CsiClient;
+  const memoryErrors: { source: string; volumeId?: string; message: string }[] = [];
+  const nodeMemoryErrors: { volumeId?: string; message: string }[] = [];
 
   before(async () => {
     env = new NodeTestEnv('memerr', 256 * MiB);
     a = await env.startNode('node-a');
+    a.driver.node!.addMemoryErrorListener((e) => nodeMemoryErrors.push(e));
   });
   after(async () => {
     ctlClient?.close();
@@ -73,6 +79,7 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
       driverName: 'famfs.csi.cxl.io',
       stateDir: path.join(env.dir, 'ctl-state'),
       pool: 'test-pool',
+      onMemoryError: (e) => memoryErrors.push(e),
       log: pino({ level: 'silent' }),
     });
     ctlClient = new CsiClient(ctlEndpoint, 10_000);
@@ -100,29 +107,30 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     // the bytes, and from then on its device is failed.
     assert.equal(ctl.device.failed, false, 'the controller has not touched the poisoned range yet');
     assert.throws(() => ctl.device.read(farOffset, 4096), (e: unknown) => (e as { code?: string }).code === 'EFAULT_DEVICE');
-    // Either an abnormal VolumeCondition or an error naming the failed device; both tell the CO.
-    // (Today it is the error, with status INTERNAL: the device refuses every access once failed,
-    // including the log read ControllerGetVolume starts with.)
-    const sickCall = ctlClient.call<ControllerGetVolumeResponse>('Controller', 'ControllerGetVolume', { volume_id: farId });
-    const sickCode = await codeOf(sickCall);
-    if (sickCode === 'OK') {
-      const sick = await sickCall;
-      assert.equal(sick.status?.volume_condition?.abnormal, true);
-      assert.match(String(sick.status?.volume_condition?.message), /failed/);
-    } else {
-      assert.match(await messageOf(sickCall), /device failed/);
-    }
-    console.log(`      ControllerGetVolume on a failed device: ${sickCode}`);
+    // ControllerGetVolume answers from what the controller last saw, without touching the memory
+    // again: OK, with an abnormal VolumeCondition naming the failed device.
+    const sick = await ctlClient.call<ControllerGetVolumeResponse>('Controller', 'ControllerGetVolume', { volume_id: farId });
+    assert.equal(sick.volume?.volume_id, farId);
+    assert.equal(sick.status?.volume_condition?.abnormal, true);
+    assert.match(String(sick.status?.volume_condition?.message), /failed/);
+    // Writes cannot happen: UNAVAILABLE (the CO backs off and retries), with the reason.
+    const create = ctlClient.call('Controller', 'CreateVolume', { name: 'on-failed', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] });
+    assert.equal(await codeOf(create), 'UNAVAILABLE');
+    assert.match(await messageOf(ctlClient.call('Controller', 'CreateVolume', { name: 'on-failed', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] })), /device failed \(memory error\)/);
+    assert.equal(await codeOf(ctlClient.call('Controller', 'DeleteVolume', { volume_id: nearId })), 'UNAVAILABLE');
+    assert.deepEqual(memoryErrors.filter((e) => e.source === 'controller').length > 0, true, 'the controller reported the memory error (Events hang off this)');
     assert.equal(await codeOf(ctlClient.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
 
     // Teardown still works on the failed volume.
     await a.call('NodeUnpublishVolume', { volume_id: farId, target_path: farTarget });
     assert.equal(fs.existsSync(farTarget), false);
     await a.call('NodeUnpublishVolume', { volume_id: nearId, target_path: nearTarget });
-    // (NodeUnstage of a writer flushes its cache lines; on failed memory that cannot succeed —
-    // recorded below, not asserted as success.)
-    const unstage = await codeOf(a.call('NodeUnstageVolume', { volume_id: farId, staging_target_path: env.staging('node-a', farId) }));
-    console.log(`      NodeUnstage of a writer on failed memory: ${unstage}`);
+    // NodeUnstage of a writer flushes its cache lines; on failed memory that cannot happen, so it
+    // unmounts and succeeds (the volume can be released), and reports the memory error.
+    const farStaging = env.staging('node-a', farId);
+    await a.call('NodeUnstageVolume', { volume_id: farId, staging_target_path: farStaging });
+    assert.equal(await findMount(farStaging), undefined, 'the failed writer volume is unstaged');
+    assert.ok(nodeMemoryErrors.some((e) => e.volumeId === farId && /without flushing/.test(e.message)), 'the node reported the lost flush for that volume');
 
     const node = a.driver.node!;
     const pid = node.fuse.serverPid();
@@ -140,7 +148,7 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     fs.truncateSync(env.devicePath, 0);
     // Every RPC that reads the log now faults inside guarded native code: a status, never a crash.
     const got = await codeOf(ctlClient.call('Controller', 'CreateVolume', { name: 'after-loss', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] }));
-    assert.notEqual(got, 'OK');
+    assert.equal(got, 'UNAVAILABLE');
     assert.equal(ctl.device.failed, true);
     assert.equal(await codeOf(ctlClient.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
     assert.equal(await codeOf(a.client.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');

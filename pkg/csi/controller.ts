@@ -2,7 +2,8 @@
 // capabilities.ts; snapshots and clones as memory-to-memory copies into new famfs files.
 // famfs files cannot grow, so expansion is not advertised (ControllerExpandVolume: UNIMPLEMENTED).
 import { checkCapability, requireCapabilities, type AccessProfile, type CapabilityPolicy } from './capabilities';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, resourceExhausted } from './errors';
+import { status } from '@grpc/grpc-js';
+import { alreadyExists, failedPrecondition, invalidArgument, isCsiError, notFound, resourceExhausted, unavailable } from './errors';
 import { isSnapshotId, isVolumeId, objectFileRelpath } from './names';
 import { checkSnapshotParams, parseVolumeParams } from './params';
 import type { RpcHandler } from './server';
@@ -56,6 +57,10 @@ export interface ControllerOptions {
   /** Health of the device, reported as VolumeCondition. */
   condition: () => VolumeCondition;
   blockAllowed?: boolean;
+  /** Why the device failed (a memory error), or undefined while it is healthy. */
+  deviceFailure?: () => string | undefined;
+  /** Told when an RPC runs into a failed device (Events, metrics); called on every such RPC. */
+  onDeviceFailure?: (message: string) => void;
 }
 
 export interface ControllerHandlers {
@@ -118,7 +123,49 @@ function snapshotOut(s: SnapshotInfo): SnapshotOut {
   };
 }
 
+/** Methods that write the famfs log or the controller image: refused on a failed device. */
+const WRITING_METHODS = new Set<keyof ControllerHandlers>([
+  'CreateVolume', 'DeleteVolume', 'ControllerPublishVolume', 'ControllerUnpublishVolume', 'CreateSnapshot', 'DeleteSnapshot',
+]);
+
+/**
+ * On a failed device (memory error) no RPC may touch the memory again: writes are UNAVAILABLE with
+ * the reason (the CO retries; the device must be replaced or the role moved to a healthy host), and
+ * a read that ran into the failure is UNAVAILABLE too instead of INTERNAL. ControllerGetVolume and
+ * ListVolumes answer from what the controller last saw, with an abnormal VolumeCondition.
+ */
+function guardDevice(opts: ControllerOptions, h: ControllerHandlers): ControllerHandlers {
+  const failure = opts.deviceFailure;
+  if (failure === undefined) return h;
+  const refuse = (method: string, why: string): Error => {
+    opts.onDeviceFailure?.(why);
+    return unavailable(`${method}: device failed (memory error): ${why}; the famfs pool cannot be changed until the device is replaced`);
+  };
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(h) as [keyof ControllerHandlers, (req: never, ctx: never) => unknown][]) {
+    out[name] = async (req: never, ctx: never): Promise<unknown> => {
+      const before = failure();
+      if (before !== undefined && WRITING_METHODS.has(name)) throw refuse(name, before);
+      try {
+        return await fn(req, ctx);
+      } catch (e) {
+        const after = failure();
+        if (after !== undefined && before === undefined) opts.onDeviceFailure?.(after);
+        // A deliberate status (NOT_FOUND, INVALID_ARGUMENT, ...) stays true; anything else that met
+        // the failed device becomes UNAVAILABLE with the reason.
+        if (after !== undefined && !(isCsiError(e) && e.code !== status.INTERNAL)) throw refuse(name, after);
+        throw e;
+      }
+    };
+  }
+  return out as unknown as ControllerHandlers;
+}
+
 export function controllerService(opts: ControllerOptions): ControllerHandlers {
+  return guardDevice(opts, controllerHandlers(opts));
+}
+
+function controllerHandlers(opts: ControllerOptions): ControllerHandlers {
   const { state } = opts;
   const ourTopology: Topology = { segments: { [opts.topologyKey]: opts.pool } };
   const policyFor = (sharing: 'serial' | 'multi-writer'): CapabilityPolicy => ({
@@ -240,8 +287,9 @@ export function controllerService(opts: ControllerOptions): ControllerHandlers {
     ListVolumes: async (req) => {
       const { page, nextToken } = paginate(state.volumeIds(), req.starting_token, req.max_entries, isVolumeId);
       const entries: ListVolumesResponse['entries'] = [];
+      const failed = opts.deviceFailure?.() !== undefined;
       for (const id of page) {
-        const info = await state.describe(id);
+        const info = failed ? state.describeCached(id) : await state.describe(id);
         if (info !== undefined) entries.push({ volume: volumeOut(info), status: statusOf(info) });
       }
       return { entries, next_token: nextToken };
@@ -263,6 +311,13 @@ export function controllerService(opts: ControllerOptions): ControllerHandlers {
     ControllerGetCapabilities: () => ({ capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ rpc: { type } })) }),
 
     ControllerGetVolume: async (req) => {
+      if (opts.deviceFailure?.() !== undefined) {
+        // Do not read the memory again: answer from the last view, the condition says why.
+        if (req.volume_id === '') throw invalidArgument('volume_id is required');
+        const cached = state.describeCached(req.volume_id);
+        if (cached === undefined) throw notFound(`volume ${req.volume_id} does not exist (as last seen before the device failed)`);
+        return { volume: volumeOut(cached), status: statusOf(cached) };
+      }
       const info = await state.require(req.volume_id);
       return { volume: volumeOut(info), status: statusOf(info) };
     },

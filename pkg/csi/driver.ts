@@ -48,6 +48,17 @@ export interface DriverConfig {
   fusedScript?: string;
   /** Controller: do not take the writer role at start; a leader elector calls volumes.onBecameLeader(). */
   deferLeadership?: boolean;
+  /** Node mode: a famfs-fused run by someone else (the chart's container) serves the mount; never spawn one. */
+  externalFuse?: boolean;
+  /** Node mode, with externalFuse: how long an RPC waits for that server (ms). */
+  externalFuseWaitMs?: number;
+  /**
+   * Told when the controller or the node plugin meets a memory error (failed device), with the
+   * volume it concerns when known: Kubernetes Events and metrics hang off this. May repeat.
+   */
+  onMemoryError?: (e: { source: 'controller' | 'node'; volumeId?: string; message: string }) => void;
+  /** Metrics registry holder; a new one when absent (cmd passes one it also adds k8s series to). */
+  metrics?: DriverMetrics;
   log: Logger;
 }
 
@@ -60,6 +71,9 @@ export interface RunningDriver {
   readonly volumes?: VolumeState;
   /** The Node service, in node and all modes. */
   readonly node?: NodeService;
+  readonly metrics: DriverMetrics;
+  /** Why the device failed (memory error), or undefined while it is healthy. */
+  deviceFailure(): string | undefined;
   stop(): Promise<void>;
 }
 
@@ -111,6 +125,9 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
           allowedPathRoots: cfg.allowedPathRoots ?? [...DEFAULT_ALLOWED_PATH_ROOTS],
           log: log.child({ component: 'node' }),
           ...(cfg.fusedScript !== undefined ? { fusedScript: cfg.fusedScript } : {}),
+          ...(cfg.externalFuse === true ? { externalFuse: true } : {}),
+          ...(cfg.externalFuseWaitMs !== undefined ? { externalFuseWaitMs: cfg.externalFuseWaitMs } : {}),
+          ...(cfg.onMemoryError !== undefined ? { onMemoryError: (e: { volumeId?: string; message: string }) => cfg.onMemoryError?.({ source: 'node', ...e }) } : {}),
         })
       : undefined;
   const deviceHealth = (): Health => {
@@ -125,7 +142,9 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     const n = await node.health();
     return n.ok ? h : { state: 'unhealthy', message: n.message };
   };
-  const metrics = new DriverMetrics();
+  const deviceFailure = (): string | undefined =>
+    device.failed ? `device ${cfg.devicePath} failed: ${device.failureMessage ?? 'memory error'}` : undefined;
+  const metrics = cfg.metrics ?? new DriverMetrics();
   const server = new CsiServer({ endpoint: cfg.endpoint, log: log.child({ component: 'grpc' }), onRpc: metrics.observeRpc });
   server.addService(
     'Identity',
@@ -150,6 +169,8 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
           const h = deviceHealth();
           return h.state === 'ready' ? { abnormal: false, message: 'ok' } : { abnormal: true, message: h.message };
         },
+        deviceFailure,
+        ...(cfg.onMemoryError !== undefined ? { onDeviceFailure: (message: string) => cfg.onMemoryError?.({ source: 'controller', message }) } : {}),
       }),
     );
   }
@@ -178,6 +199,8 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     server,
     ...(volumes !== undefined ? { volumes } : {}),
     ...(node !== undefined ? { node } : {}),
+    metrics,
+    deviceFailure,
     async stop() {
       if (stopped) return;
       stopped = true;

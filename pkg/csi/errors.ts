@@ -2,6 +2,7 @@
 // detected (the code that knows *why* something failed knows which status the CO expects). The
 // server's wrapper turns them into gRPC errors; anything untyped becomes INTERNAL.
 import { status } from '@grpc/grpc-js';
+import { DeviceError } from '../device/errors';
 import { FamfsError, type FamfsErrorCode } from '../famfs/errors';
 
 export class CsiError extends Error {
@@ -86,6 +87,9 @@ export function fromFamfsError(e: FamfsError, context: string): CsiError {
 export function toCsiError(e: unknown, context = 'internal error'): CsiError {
   if (e instanceof CsiError) return e;
   if (e instanceof FamfsError) return fromFamfsError(e, context);
+  // A memory error (SIGBUS on the shared memory) is not a bug of ours: the device failed, and the
+  // CO should back off and retry (another host, or after the device is replaced).
+  if (DeviceError.is(e, 'EFAULT_DEVICE')) return new CsiError(status.UNAVAILABLE, `${context}: device failed (memory error): ${e.message}`, { cause: e });
   const message = e instanceof Error ? e.message : String(e);
   return new CsiError(status.INTERNAL, `${context}: ${message}`, { cause: e });
 }

@@ -31,6 +31,11 @@ export interface FuseMountOptions {
   fusedScript?: string;
   /** How often the server polls the log (ms). */
   pollMs?: number;
+  /**
+   * The server is run by someone else (the chart's famfs-fused container, on this same mountpoint
+   * and control socket): wait up to waitMs for it to serve, never spawn, replace or stop one.
+   */
+  external?: { waitMs: number };
 }
 
 export type FuseHealth =
@@ -41,7 +46,7 @@ export type FuseHealth =
 export class FuseMountError extends Error {
   override readonly name = 'FuseMountError';
   constructor(
-    readonly code: 'ESTART' | 'ECONTROL' | 'EDEAD',
+    readonly code: 'ESTART' | 'ECONTROL' | 'EDEAD' | 'EEXTERNAL',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -150,10 +155,16 @@ export class FuseMount {
     return this.starting;
   }
 
+  /** True when the server belongs to someone else (see FuseMountOptions.external). */
+  get external(): boolean {
+    return this.opts.external !== undefined;
+  }
+
   private async ensureOnce(): Promise<'alive' | 'started'> {
     const log = this.opts.log;
     const h = await this.health();
     if (h.state === 'serving') return 'alive';
+    if (this.opts.external !== undefined) return this.waitForExternal(h);
     if (h.state === 'dead') {
       log.warn({ mountpoint: this.mountpoint, why: h.message }, 'famfs FUSE mount is dead: detaching it and starting a new server');
       const pid = this.serverPid();
@@ -168,6 +179,26 @@ export class FuseMount {
     await fs.promises.mkdir(path.dirname(this.logFile), { recursive: true, mode: 0o700 });
     await this.spawnServer();
     return 'started';
+  }
+
+  /** Waits for the external server to serve; its container restarts it, we only look. */
+  private async waitForExternal(first: FuseHealth): Promise<'alive'> {
+    const waitMs = this.opts.external?.waitMs ?? 0;
+    const deadline = Date.now() + waitMs;
+    let h = first;
+    while (Date.now() < deadline) {
+      await sleep(100);
+      h = await this.health();
+      if (h.state === 'serving') {
+        this.opts.log.info({ mountpoint: this.mountpoint, socket: this.socketPath }, 'external famfs FUSE server is serving');
+        return 'alive';
+      }
+    }
+    const why = h.state === 'dead' ? h.message : `nothing is mounted at ${this.mountpoint} or nobody answers on ${this.socketPath}`;
+    throw new FuseMountError(
+      'EEXTERNAL',
+      `the external famfs FUSE server (famfs-fused container) is not up after ${waitMs} ms: ${why}; this plugin does not start one (--external-fuse); check the famfs-fused container's log`,
+    );
   }
 
   private async spawnServer(): Promise<void> {
@@ -225,6 +256,7 @@ export class FuseMount {
    * the server is meant to outlive the plugin — but used by node drain tooling and tests.
    */
   async stopServer(timeoutMs = 10_000): Promise<boolean> {
+    if (this.opts.external !== undefined) return false; // not ours to stop
     const pid = this.serverPid();
     if (pid === undefined) {
       await unmountAll(this.mountpoint, { lazy: true }).catch(() => 0);

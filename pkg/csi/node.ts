@@ -57,6 +57,9 @@ export const NODE_CAPABILITIES: readonly NodeRpcType[] = [
   'VOLUME_MOUNT_GROUP',
 ];
 
+/** With an external FUSE server: how long an RPC waits for it to come up before UNAVAILABLE. */
+export const DEFAULT_EXTERNAL_FUSE_WAIT_MS = 5_000;
+
 /** How long NodeStage waits for this node's FUSE server to replay the entry that created the volume. */
 export const DEFAULT_STAGE_CATCHUP_MS = 10_000;
 
@@ -74,6 +77,15 @@ export interface NodeOptions {
   allowedPathRoots: readonly string[];
   log: Logger;
   fusedScript?: string;
+  /**
+   * Use a FUSE server run by someone else (the chart's famfs-fused container) on the same mountpoint
+   * and control socket: wait for it, never spawn or kill one.
+   */
+  externalFuse?: boolean;
+  /** With externalFuse: how long an RPC waits for the server before answering UNAVAILABLE (ms). */
+  externalFuseWaitMs?: number;
+  /** Told about a memory error this plugin met on behalf of a volume (an Event on its PV/PVC). */
+  onMemoryError?: (e: { volumeId?: string; message: string }) => void;
   stageCatchupMs?: number;
   blockAllowed?: boolean;
 }
@@ -121,7 +133,33 @@ export class NodeService {
       hostUuid: opts.hostUuid,
       log: opts.log.child({ component: 'fuse' }),
       ...(opts.fusedScript !== undefined ? { fusedScript: opts.fusedScript } : {}),
+      ...(opts.externalFuse === true ? { external: { waitMs: opts.externalFuseWaitMs ?? DEFAULT_EXTERNAL_FUSE_WAIT_MS } } : {}),
     });
+  }
+
+  private readonly memoryErrorListeners = new Set<(e: { volumeId?: string; message: string }) => void>();
+
+  /** Adds a listener for memory errors met on behalf of a volume (besides opts.onMemoryError). */
+  addMemoryErrorListener(fn: (e: { volumeId?: string; message: string }) => void): void {
+    this.memoryErrorListeners.add(fn);
+  }
+
+  private memoryError(e: { volumeId?: string; message: string }): void {
+    for (const fn of [this.opts.onMemoryError, ...this.memoryErrorListeners]) {
+      try {
+        fn?.(e);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'memory error listener failed');
+      }
+    }
+  }
+
+  /** Why the memory behind this node's volumes failed, or undefined while it is healthy. */
+  async memoryFailure(): Promise<string | undefined> {
+    if (this.opts.device.failed) return `device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`;
+    const h = await this.fuse.health().catch(() => undefined);
+    if (h?.state === 'serving' && h.failed) return `famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`;
+    return undefined;
   }
 
   // ---- helpers ----
@@ -356,7 +394,21 @@ export class NodeService {
       }
       // The writer gives the file up: its dirty lines must be in the memory before another host reads.
       let flushed = 'read-only';
-      if (rec === undefined || !rec.readOnly) flushed = await this.flushFile(req.volume_id);
+      if (rec === undefined || !rec.readOnly) {
+        try {
+          flushed = await this.flushFile(req.volume_id);
+        } catch (e) {
+          // On failed memory the flush cannot happen, and never will: refusing would pin the
+          // volume to this node forever. Give it up, and say loudly that its last writes may be lost
+          // (log, Event on the PV/PVC, and the VolumeCondition already reports the memory error).
+          const failure = await this.memoryFailure();
+          if (failure === undefined) throw e;
+          flushed = 'impossible (memory error)';
+          const message = `volume ${req.volume_id} unstaged from node ${this.opts.nodeId} without flushing its CPU caches: ${failure}; writes not yet in the memory may be lost`;
+          this.log.error({ volume: req.volume_id, staging, err: (e as Error).message, failure }, 'writer unstaged on failed memory: flush impossible');
+          this.memoryError({ volumeId: req.volume_id, message });
+        }
+      }
       await unmountAll(staging);
       await this.store.update((d) => {
         delete d.staged[staging];

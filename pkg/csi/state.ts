@@ -354,6 +354,21 @@ export class VolumeState {
     if (!isVolumeId(volumeId)) return undefined;
     const file = this.fileOf(volumeId);
     if (file === undefined) return undefined;
+    return this.infoOf(volumeId, file);
+  }
+
+  /**
+   * The volume as this controller last saw it, without touching the device (no log catch-up, no
+   * image read). For a failed device, whose memory must not be read again: ControllerGetVolume and
+   * ListVolumes still answer, with the device's condition attached by the caller.
+   */
+  describeCached(volumeId: string): VolumeInfo | undefined {
+    if (!isVolumeId(volumeId)) return undefined;
+    const file = this.fileNode(volumeId);
+    return file === undefined ? undefined : this.infoOf(volumeId, file);
+  }
+
+  private infoOf(volumeId: string, file: FileNode): VolumeInfo {
     const record = this.doc.volumes[volumeId];
     const sharing = record?.params['sharing'] === 'multi-writer' ? 'multi-writer' : 'serial';
     return { volumeId, capacityBytes: file.size, file, ...(record ? { record } : {}), sharing };

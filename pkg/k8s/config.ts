@@ -1,6 +1,9 @@
 // Kubernetes settings of the driver process, read from the environment the Helm chart sets
 // (charts/famfs-csi/templates/controller.yaml and node.yaml), so the command line stays the one
 // documented for every mode: famfs-csi --mode ... --endpoint ... --device ... --node-id ...
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { parseDuration } from './lease';
 
@@ -62,5 +65,32 @@ export function loadKubeConfig(): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromDefault();
   if (!kc.getCurrentCluster()) throw new K8sConfigError('no Kubernetes API configured (not in a pod, no KUBECONFIG)');
+  return kc;
+}
+
+/** Where the service account token lives in a pod. */
+const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/**
+ * The Kubernetes API this process should talk to, or undefined when there is none: in a pod (service
+ * account), $KUBECONFIG, or ~/.kube/config, in that order. Unlike KubeConfig.loadFromDefault it does
+ * not invent a localhost:8080 cluster, so a driver started by hand (npm start) stays standalone.
+ */
+export function kubeConfigIfAny(env: Env = process.env, explicitPath?: string): KubeConfig | undefined {
+  const kc = new KubeConfig();
+  if (explicitPath !== undefined) {
+    kc.loadFromFile(explicitPath);
+  } else if (env.KUBERNETES_SERVICE_HOST && fs.existsSync(IN_CLUSTER_TOKEN)) {
+    kc.loadFromCluster();
+  } else if (env.KUBECONFIG) {
+    const files = env.KUBECONFIG.split(path.delimiter).filter((f) => f !== '' && fs.existsSync(f));
+    if (files.length === 0) throw new K8sConfigError(`KUBECONFIG=${env.KUBECONFIG}: no such file`);
+    kc.loadFromFile(files[0] as string);
+  } else {
+    const home = path.join(os.homedir(), '.kube', 'config');
+    if (!fs.existsSync(home)) return undefined;
+    kc.loadFromFile(home);
+  }
+  if (!kc.getCurrentCluster()) throw new K8sConfigError('the Kubernetes configuration names no current cluster');
   return kc;
 }
