@@ -53,6 +53,7 @@ async function main(): Promise<void> {
     .option('--health-address <host:port>', 'serve /healthz on this address')
     .option('--health-port <port>', 'shorthand for --health-address :<port>')
     .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
+    .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', (v: string) => Number(v), 10_000)
     .option('--external-fuse', 'node: a famfs-fused run elsewhere (the chart\'s container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one', false)
     .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', (v: string) => Number(v), 5000)
     .option(
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
     kubeconfig?: string;
     externalFuse: boolean;
     externalFuseWait: number;
+    poolStatusInterval: number;
   }>();
   const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
   const healthAddress = o.healthAddress ?? (o.healthPort !== undefined ? `:${o.healthPort}` : undefined);
@@ -148,6 +150,7 @@ async function main(): Promise<void> {
       kubeConfig,
       leaderElection: election,
       metrics: k8sMetrics,
+      statusIntervalMs: o.poolStatusInterval,
       log: log.child({ component: 'k8s' }),
     });
     log.info({ leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined }, 'Kubernetes integration started');

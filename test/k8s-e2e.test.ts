@@ -5,11 +5,13 @@
 // controller's parts are played by the test: it sets the selected-node annotation and creates
 // VolumeAttachments, exactly as those components would.
 import { strict as assert } from 'assert';
-import { spawn, type ChildProcess } from 'child_process';
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
+import { status } from '@grpc/grpc-js';
+import { CsiClient, type CsiCallError } from '../pkg/csi/client';
 import { TestCluster } from '../pkg/k8s/test-cluster';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot, toolPath } from '../pkg/k8s/toolchain';
 
@@ -19,13 +21,28 @@ const DRIVER = 'famfs.csi.cxl.io';
 const POOL = 'pool0';
 const TOPOLOGY_KEY = 'famfs.csi.cxl.io/pool';
 const CONTROLLER_SA = `system:serviceaccount:${NS}:famfs-csi-controller`;
+const LEASE = `famfs-csi-master-${POOL}`;
+/** The two controller replicas: different hosts (famfs identities) on the same memory. */
+const REPLICAS = {
+  a: { pod: 'famfs-csi-controller-a', node: 'node-a', uuid: '0e2e0e2e-0000-4000-8000-00000000000a' },
+  b: { pod: 'famfs-csi-controller-b', node: 'node-b', uuid: '0e2e0e2e-0000-4000-8000-00000000000b' },
+} as const;
+const MiB = 1024 ** 2;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function spawnSyncNode(args: string[]): string {
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  if (r.status !== 0 && r.status !== 1) throw new Error(`node ${args.join(' ')} exited ${String(r.status)}: ${r.stderr}`);
+  return r.stdout;
+}
 
 interface Proc {
   name: string;
   child: ChildProcess;
   log: string;
+  /** Killed on purpose (failover test). */
+  expectedExit?: boolean;
 }
 
 describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, delete frees space', function () {
@@ -34,6 +51,9 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   let device = '';
   const procs: Proc[] = [];
   let pvName = '';
+  let controllerA: Proc | undefined;
+  let controllerB: Proc | undefined;
+  let sockB = '';
 
   function c(): TestCluster {
     assert.ok(cluster);
@@ -54,6 +74,30 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     return p;
   }
 
+  /** Who holds the controller Lease ('' when nobody). */
+  function leaseHolder(): string {
+    const r = c().run('kubectl', ['-n', NS, 'get', 'lease', LEASE, '-o', 'jsonpath={.spec.holderIdentity}']);
+    return r.status === 0 ? r.stdout.trim() : '';
+  }
+
+  /** famfs' own view of the device (read-only): log entries used, fencing epoch, master host. */
+  function famfsView(): { entriesUsed: number; epoch: number; master: string; clean: boolean } {
+    const r = spawnSyncNode([path.join(repoRoot(), 'dist', 'cmd', 'famfs.js'), 'fsck', '--json', device]);
+    const j = JSON.parse(r) as { clean: boolean; log: { entriesUsed: number }; fencingEpoch: number; superblock: { systemUuid: string } };
+    return { entriesUsed: j.log.entriesUsed, epoch: j.fencingEpoch, master: j.superblock.systemUuid, clean: j.clean };
+  }
+
+  function poolStatus(): { freeBytes?: number; master?: { node?: string; pod?: string; fencingEpoch?: number } } | undefined {
+    const r = c().run('kubectl', ['get', 'famfspool', POOL, '-o', 'json']);
+    if (r.status !== 0) return undefined;
+    return (JSON.parse(r.stdout) as { status?: { freeBytes?: number; master?: { node?: string; pod?: string; fencingEpoch?: number } } }).status;
+  }
+
+  /** A kubectl output into the test log, for the transcript. */
+  function show(title: string, text: string): void {
+    process.stderr.write(`      [e2e] $ ${title}\n${text.replace(/\n$/, '').replace(/^/gm, '        ')}\n`);
+  }
+
   function logs(): string {
     return procs.map((p) => `--- ${p.name} (exit ${String(p.child.exitCode)}) ---\n${p.log.slice(-3000)}`).join('\n');
   }
@@ -63,7 +107,7 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     for (;;) {
       const v = probe();
       if (v !== undefined) return v;
-      for (const p of procs) if (p.child.exitCode !== null) throw new Error(`${p.name} exited while waiting for ${what}\n${logs()}`);
+      for (const p of procs) if (p.child.exitCode !== null && !p.expectedExit) throw new Error(`${p.name} exited while waiting for ${what}\n${logs()}`);
       if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs()}`);
       await sleep(250);
     }
@@ -94,17 +138,30 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       }));
     }
 
-    // The famfs controller, on an emulated device, with the identity node-a would have.
-    const sock = path.join(work, 'csi.sock');
-    start('famfs-csi', process.execPath, [path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'), '--mode', 'controller',
-      '--endpoint', `unix://${sock}`, '--device', device, '--device-size', '1Gi', '--mkfs', '--node-id', 'node-a',
-      '--driver-name', DRIVER, '--pool', POOL, '--state-dir', path.join(work, 'state')],
-    { FAMFS_SYSTEM_UUID: '0e2e0e2e-0000-4000-8000-00000000000a' });
-    await until('the CSI socket', () => (fs.existsSync(sock) ? true : undefined), 30_000);
-
-    // The sidecars with the chart's own arguments, acting as the chart's controller service account.
+    // The sidecars' and the controllers' identity: the chart's controller service account.
     const sa = path.join(work, 'sa.kubeconfig');
     fs.writeFileSync(sa, fs.readFileSync(c().kubeconfig, 'utf8').replace('      client-key:', `      as: ${CONTROLLER_SA}\n      client-key:`));
+
+    // Two famfs controller replicas with leader election (the chart's env, shorter durations), on
+    // one emulated device, with the identities node-a and node-b would have. A starts first (and
+    // formats the device), so it takes the Lease and the famfs master role.
+    const sock = path.join(work, 'csi.sock');
+    const startController = (r: 'a' | 'b', socket: string): Proc =>
+      start(`famfs-csi-${r}`, process.execPath, [path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'), '--mode', 'controller',
+        '--endpoint', `unix://${socket}`, '--device', device, '--device-size', '1Gi', '--mkfs', '--node-id', REPLICAS[r].node,
+        '--driver-name', DRIVER, '--pool', POOL, '--state-dir', path.join(work, `state-${r}`), '--pool-status-interval', '1000'],
+      {
+        FAMFS_SYSTEM_UUID: REPLICAS[r].uuid, KUBECONFIG: sa, POD_NAME: REPLICAS[r].pod, POD_NAMESPACE: NS,
+        FAMFS_LEADER_ELECTION: 'true', FAMFS_LEASE_NAME: LEASE, FAMFS_LEASE_DURATION: '4s', FAMFS_LEASE_RENEW_DEADLINE: '3s', FAMFS_LEASE_RETRY_PERIOD: '500ms',
+      });
+    controllerA = startController('a', sock);
+    await until('the CSI socket', () => (fs.existsSync(sock) ? true : undefined), 30_000);
+    await until('replica a to hold the Lease', () => (leaseHolder() === REPLICAS.a.pod ? true : undefined), 30_000);
+    sockB = path.join(work, 'csi-b.sock');
+    controllerB = startController('b', sockB);
+    await until('replica b\'s CSI socket', () => (fs.existsSync(sockB) ? true : undefined), 30_000);
+
+    // The sidecars with the chart's own arguments, acting as the chart's controller service account.
     const rendered = c().must('helm', ['template', 'famfs-csi', CHART, '--namespace', NS, '--show-only', 'templates/controller.yaml']);
     const dep = parseAllDocuments(rendered)[0]?.toJS() as { spec: { template: { spec: { containers: { name: string; args?: string[] }[] } } } };
     const argsOf = (name: string): string[] =>
@@ -139,11 +196,15 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   }
 
   let capacityBefore = 0;
+  let poolFreeBefore = 0;
 
   it('publishes the pool capacity as CSIStorageCapacity', async function () {
     this.timeout(120_000);
     capacityBefore = await until('CSIStorageCapacity for the pool', publishedCapacity, 90_000);
     assert.ok(capacityBefore > 512 * 1024 ** 2 && capacityBefore <= 1024 ** 3, `capacity ${capacityBefore}`);
+    poolFreeBefore = await until('FamfsPool status from the master', () => poolStatus()?.freeBytes, 60_000);
+    assert.equal(poolStatus()?.master?.node, REPLICAS.a.node);
+    show(`kubectl get famfspool`, kubectl('get', 'famfspool'));
   });
 
   it('a PVC becomes Bound through CreateVolume, with the provisioning events on it', async function () {
@@ -173,6 +234,13 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       return v !== undefined && v <= capacityBefore - 64 * 1024 ** 2 ? v : undefined;
     }, 60_000);
     process.stderr.write(`      [e2e] pool capacity ${capacityBefore} → ${after} bytes\n`);
+    const free = await until('FamfsPool free to drop by 64Mi', () => {
+      const f = poolStatus()?.freeBytes;
+      return f !== undefined && f <= poolFreeBefore - 64 * MiB ? f : undefined;
+    }, 60_000);
+    const pool = kubectl('describe', 'famfspool', POOL);
+    show(`kubectl describe famfspool ${POOL}   # after the PVC is bound`, pool);
+    assert.match(pool, new RegExp(`Free Bytes:\\s+${free}`));
   });
 
   function va(name: string): { status?: { attached?: boolean; attachError?: { message?: string } } } | undefined {
@@ -201,7 +269,8 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     kubectl('delete', 'volumeattachment', 'famfs-va-a', '--wait=false');
     await until('node-a detached', () => (va('famfs-va-a') === undefined ? true : undefined), 60_000);
     await until('node-b attached after the release', () => (va('famfs-va-b')?.status?.attached === true ? true : undefined), 240_000);
-    process.stderr.write(`      [e2e] ${kubectl('get', 'volumeattachments').replace(/^/gm, '        ')}\n`);
+    show('kubectl get volumeattachments', kubectl('get', 'volumeattachments'));
+    show('kubectl describe volumeattachment famfs-va-b', kubectl('describe', 'volumeattachment', 'famfs-va-b'));
     kubectl('delete', 'volumeattachment', 'famfs-va-b', '--wait=false');
     await until('node-b detached', () => (va('famfs-va-b') === undefined ? true : undefined), 60_000);
   });
@@ -216,5 +285,77 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       return v !== undefined && v >= capacityBefore ? v : undefined;
     }, 60_000);
     assert.equal(back, capacityBefore);
+    await until('FamfsPool free to come back', () => ((poolStatus()?.freeBytes ?? 0) >= poolFreeBefore ? true : undefined), 60_000);
+    const pool = kubectl('describe', 'famfspool', POOL);
+    show(`kubectl describe famfspool ${POOL}   # after the PVC is deleted`, pool);
+    assert.match(pool, new RegExp(`Free Bytes:\\s+${poolFreeBefore}`));
+  });
+
+  it('two controller replicas: the Lease and the famfs master role move together, the old leader never appends again', async function () {
+    this.timeout(180_000);
+    assert.ok(controllerA && controllerB);
+    const a = new CsiClient(`unix://${path.join(work, 'csi.sock')}`, 10_000);
+    const b = new CsiClient(`unix://${sockB}`, 10_000);
+    const create = (cl: CsiClient, name: string) => cl.call('Controller', 'CreateVolume', {
+      name, capacity_range: { required_bytes: String(4 * MiB) }, parameters: { sharing: 'serial' },
+      volume_capabilities: [{ mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+    });
+    const codeOf = async (p: Promise<unknown>): Promise<string> => p.then(() => 'OK', (e: CsiCallError) => status[e.code] ?? String(e.code));
+    try {
+      const before = famfsView();
+      assert.equal(before.master, REPLICAS.a.uuid);
+      // The follower refuses writes (UNAVAILABLE: not the leader) and appends nothing.
+      assert.equal(await codeOf(create(b, 'from-follower')), 'UNAVAILABLE');
+      assert.equal(famfsView().entriesUsed, before.entriesUsed);
+
+      // The leader is paused (a long GC pause, a frozen VM): its renewals stop, b takes the Lease
+      // and with it the famfs master role (a new fencing epoch in the shared memory).
+      controllerA.child.kill('SIGSTOP');
+      await until('b to hold the Lease', () => (leaseHolder() === REPLICAS.b.pod ? true : undefined), 60_000);
+      const taken = await until('b to be famfs master', () => {
+        const v = famfsView();
+        return v.master === REPLICAS.b.uuid && v.epoch > before.epoch ? v : undefined;
+      }, 30_000);
+      process.stderr.write(`      [e2e] a paused: Lease → ${REPLICAS.b.pod}, famfs master ${REPLICAS.a.uuid} → ${REPLICAS.b.uuid}, fencing epoch ${before.epoch} → ${taken.epoch}\n`);
+      assert.equal(await codeOf(create(b, 'from-new-leader')), 'OK');
+      const afterB = famfsView();
+      assert.ok(afterB.entriesUsed > taken.entriesUsed, 'the new leader appends');
+
+      // The old leader wakes up late and is asked to write at once, before its elector noticed
+      // anything: the fencing epoch in the memory refuses it. Again after its elector ran.
+      controllerA.child.kill('SIGCONT');
+      const late = await codeOf(create(a, 'from-old-leader'));
+      assert.equal(late, 'UNAVAILABLE', 'the woken old leader must not append');
+      await sleep(2000);
+      assert.equal(await codeOf(create(a, 'from-old-leader-2')), 'UNAVAILABLE');
+      const afterA = famfsView();
+      assert.equal(afterA.entriesUsed, afterB.entriesUsed, 'not one log entry from the old leader');
+      assert.equal(afterA.epoch, taken.epoch);
+      assert.ok(afterA.clean, 'fsck clean');
+      assert.match(controllerA.log, /EFENCED|another master took over|famfs master role dropped|no longer the leader/);
+      process.stderr.write(`      [e2e] old leader after waking: CreateVolume ${late}; log entries ${afterB.entriesUsed} → ${afterA.entriesUsed}\n`);
+
+      const pool = await until('FamfsPool to show b as master', () => {
+        const st = poolStatus();
+        return st?.master?.node === REPLICAS.b.node && st.master.fencingEpoch === taken.epoch ? st : undefined;
+      }, 30_000);
+      assert.ok(pool);
+      show(`kubectl -n ${NS} get lease ${LEASE}`, kubectl('-n', NS, 'get', 'lease', LEASE, '-o', 'custom-columns=HOLDER:.spec.holderIdentity,TRANSITIONS:.spec.leaseTransitions'));
+      show(`kubectl describe famfspool ${POOL}   # after the failover`, kubectl('describe', 'famfspool', POOL));
+
+      // The new leader is killed outright: a (now a follower) takes everything back, epoch again higher.
+      controllerB.expectedExit = true;
+      controllerB.child.kill('SIGKILL');
+      await until('a to hold the Lease again', () => (leaseHolder() === REPLICAS.a.pod ? true : undefined), 60_000);
+      const back = await until('a to be famfs master again', () => {
+        const v = famfsView();
+        return v.master === REPLICAS.a.uuid && v.epoch > taken.epoch ? v : undefined;
+      }, 30_000);
+      assert.equal(await codeOf(create(a, 'from-a-again')), 'OK');
+      process.stderr.write(`      [e2e] b killed: Lease → ${REPLICAS.a.pod}, fencing epoch ${taken.epoch} → ${back.epoch}, log entries ${afterA.entriesUsed} → ${famfsView().entriesUsed}\n`);
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 });
