@@ -17,13 +17,14 @@ import {
   type DriverMode,
   type RunningDriver,
 } from '../pkg/csi/driver';
+import type { VolumePlacement } from '../pkg/csi/controller';
 import { packageVersion } from '../pkg/csi/identity';
 import { DriverMetrics } from '../pkg/csi/metrics';
 import { parseSize } from '../pkg/csi/params';
 import { systemUuid } from '../pkg/famfs/identity';
 import { kubeConfigIfAny } from '../pkg/k8s/config';
 import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from '../pkg/k8s/driver-integration';
-import { EventRecorder } from '../pkg/k8s/events';
+import { EventReason, EventRecorder, pvcRef } from '../pkg/k8s/events';
 import { MemoryErrorReporter } from '../pkg/k8s/memory-errors';
 import { createMetrics } from '../pkg/k8s/metrics';
 
@@ -33,6 +34,17 @@ function sizeArg(value: string): number {
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
+}
+
+/**
+ * "Volume placed at offset X" on the claim, when the provisioner told us which claim it is
+ * (csi-provisioner --extra-create-metadata adds csi.storage.k8s.io/pvc/name and .../pvc/namespace).
+ */
+function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
+  const name = v.parameters['csi.storage.k8s.io/pvc/name'];
+  const namespace = v.parameters['csi.storage.k8s.io/pvc/namespace'];
+  if (!name || !namespace) return;
+  events.emit(pvcRef(namespace, name), 'Normal', EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
 }
 
 async function main(): Promise<void> {
@@ -136,6 +148,7 @@ async function main(): Promise<void> {
         log.error({ ...e }, 'memory error (no Kubernetes API: no Event raised)');
       }
     },
+    ...(events !== undefined ? { onVolumeCreated: (v: VolumePlacement) => volumePlaced(events, v) } : {}),
     log,
   });
 

@@ -225,10 +225,13 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     assert.equal(pv.spec.csi.driver, DRIVER);
     assert.match(pv.spec.csi.volumeHandle, /^vol-[0-9a-f]{40}$/);
     assert.match(JSON.stringify(pv.spec.nodeAffinity), new RegExp(`"key":"${TOPOLOGY_KEY}".*"values":\\["${POOL}"\\]`));
+    // The driver's own event: where in the memory the volume was placed (emitted asynchronously).
+    await until('the VolumePlaced event', () => (kubectl('-n', 'default', 'get', 'events', '--field-selector', 'reason=VolumePlaced', '-o', 'name').trim() !== '' ? true : undefined), 30_000);
     const described = kubectl('-n', 'default', 'describe', 'pvc', 'data');
     process.stderr.write(`      [e2e] kubectl describe pvc data:\n${described.replace(/^/gm, '        ')}\n`);
     assert.match(described, /Status:\s+Bound/);
     assert.match(described, /ProvisioningSucceeded\s+.*Successfully provisioned volume/);
+    assert.match(described, new RegExp(`VolumePlaced\\s+.*famfs volume ${pv.spec.csi.volumeHandle}: 67108864 bytes at offset 0x`));
     const after = await until('capacity to drop by 64Mi', () => {
       const v = publishedCapacity();
       return v !== undefined && v <= capacityBefore - 64 * 1024 ** 2 ? v : undefined;

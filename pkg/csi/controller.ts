@@ -61,6 +61,27 @@ export interface ControllerOptions {
   deviceFailure?: () => string | undefined;
   /** Told when an RPC runs into a failed device (Events, metrics); called on every such RPC. */
   onDeviceFailure?: (message: string) => void;
+  /** Told after CreateVolume succeeded (also for an idempotent repeat): the VolumePlaced Event. */
+  onVolumeCreated?: (v: VolumePlacement) => void;
+}
+
+/** Where a volume's memory is, for the user (kubectl describe pvc). */
+export interface VolumePlacement {
+  volumeId: string;
+  name: string;
+  /** The request's parameters, including csi.storage.k8s.io/pvc/name etc. from --extra-create-metadata. */
+  parameters: Record<string, string>;
+  sizeBytes: number;
+  /** "offset 0x200000, 64 MiB" or "interleaved: 4 strips of ..., chunk ..." */
+  placement: string;
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+function describePlacement(info: VolumeInfo): string {
+  const f = info.file.fmap;
+  if (f.kind === 'simple') return f.extents.map((e) => `offset ${hex(e.offset)} length ${e.len}`).join(', ');
+  return `interleaved over ${f.nstrips} strips (chunk ${f.chunkSize}) at offsets ${f.strips.map((e) => hex(e.offset)).join(', ')}`;
 }
 
 export interface ControllerHandlers {
@@ -202,6 +223,7 @@ function controllerHandlers(opts: ControllerOptions): ControllerHandlers {
         throw resourceExhausted(`none of the requisite topologies is pool ${opts.topologyKey}=${opts.pool}`);
       }
       const info = await state.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}) });
+      opts.onVolumeCreated?.({ volumeId: info.volumeId, name: req.name, parameters: req.parameters, sizeBytes: info.capacityBytes, placement: describePlacement(info) });
       return { volume: volumeOut(info) };
     },
 

@@ -9,7 +9,7 @@ import { openDevice, type DaxDevice } from '../device';
 import { FamfsError } from '../famfs/errors';
 import { FamfsFs } from '../famfs/fs';
 import { systemUuid } from '../famfs/identity';
-import { controllerService } from './controller';
+import { controllerService, type VolumePlacement } from './controller';
 import { identityService, type Health } from './identity';
 import { DriverMetrics, startHttpEndpoints } from './metrics';
 import { NodeService } from './node';
@@ -57,6 +57,8 @@ export interface DriverConfig {
    * volume it concerns when known: Kubernetes Events and metrics hang off this. May repeat.
    */
   onMemoryError?: (e: { source: 'controller' | 'node'; volumeId?: string; message: string }) => void;
+  /** Controller: told after each successful CreateVolume (placement for a VolumePlaced Event). */
+  onVolumeCreated?: (v: VolumePlacement) => void;
   /** Metrics registry holder; a new one when absent (cmd passes one it also adds k8s series to). */
   metrics?: DriverMetrics;
   log: Logger;
@@ -171,6 +173,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
         },
         deviceFailure,
         ...(cfg.onMemoryError !== undefined ? { onDeviceFailure: (message: string) => cfg.onMemoryError?.({ source: 'controller', message }) } : {}),
+        ...(cfg.onVolumeCreated !== undefined ? { onVolumeCreated: cfg.onVolumeCreated } : {}),
       }),
     );
   }
