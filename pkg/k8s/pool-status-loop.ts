@@ -1,6 +1,7 @@
 // The controller's periodic report of the pool, read from famfs itself: space from the allocator,
 // log use from the log, and every host's replay position from the host slots in shared memory (each
 // node acknowledges how far it replayed), so the master can tell who is behind without asking them.
+import { CSI_ROOT_DIR, isVolumeId } from '../csi/names';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { EventRecorder } from './events';
@@ -20,6 +21,16 @@ export interface FamfsView {
     files: number;
   };
   hosts(): { hostUuid: string; ackedIndex: number; heartbeatMs: number; name: string }[];
+  lookup(relpath: string): { kind: 'dir'; children: Map<string, unknown> } | { kind: 'file' } | undefined;
+}
+
+/** CSI volumes only: not snapshots, not the controller's own metadata file. */
+export function volumeCount(fs: FamfsView): number {
+  const dir = fs.lookup(CSI_ROOT_DIR);
+  if (!dir || dir.kind !== 'dir') return 0;
+  let n = 0;
+  for (const name of dir.children.keys()) if (isVolumeId(name)) n++;
+  return n;
 }
 
 export interface MasterInfo {
@@ -40,7 +51,7 @@ export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): 
     freeBytes: u.freeBytes,
     pendingFreeBytes: u.pendingFreeBytes,
     largestFreeExtentBytes: u.largestFreeBytes,
-    volumes: u.files,
+    volumes: volumeCount(fs),
     logEntriesUsed: u.logEntriesUsed,
     logEntriesTotal: u.logEntriesTotal,
     master,
