@@ -20,7 +20,7 @@ describe('FamfsPool figures', () => {
     assert.equal(volumeCount(fs), 2);
     const f = poolFigures(fs, '/dev/dax0.0', { node: 'n', fencingEpoch: 1 });
     assert.equal(f.volumes, 2);
-    assert.equal(f.logEntriesUsed, 9);
+    assert.equal(f.logEntriesUsed, 8);
     fs.rm(objectFileRelpath(volumeIdForName('pvc-a')));
     fs.rm(objectDirRelpath(volumeIdForName('pvc-a')));
     assert.equal(volumeCount(fs), 1);
