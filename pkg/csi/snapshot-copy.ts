@@ -39,6 +39,10 @@ function copyRun(media: CopyMedia, dst: number, src: number, len: number): void 
 }
 
 function zeroRun(media: Media, dst: number, len: number): void {
+  if (media.zero) {
+    media.zero(dst, len);
+    return;
+  }
   for (let off = 0; off < len; off += ZERO.length) media.write(dst + off, ZERO.subarray(0, Math.min(ZERO.length, len - off)));
 }
 
