@@ -586,19 +586,26 @@ void Server::OnOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
   fuse_reply_open(req, fi);
 }
 
-void Server::OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
-  TablePtr t = table();
+// The live file behind an open handle, or nullptr after replying the error.
+const Inode* Server::OpenFile(fuse_req_t req, const TablePtr& t, fuse_ino_t ino) {
   const Inode* n = t->Find(ino);
   if (n == nullptr) {
     // Deleted while open: its memory may belong to someone else now. Never serve it.
     counters_.stale++;
     fuse_reply_err(req, EIO);
-    return;
+    return nullptr;
   }
   if (n->kind != Kind::kFile) {
     fuse_reply_err(req, EISDIR);
-    return;
+    return nullptr;
   }
+  return n;
+}
+
+void Server::OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  TablePtr t = table();
+  const Inode* n = OpenFile(req, t, ino);
+  if (n == nullptr) return;
   if (failed()) {
     fuse_reply_err(req, EIO);
     return;
@@ -650,16 +657,8 @@ void Server::OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
 
 void Server::OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off) {
   TablePtr t = table();
-  const Inode* n = t->Find(ino);
-  if (n == nullptr) {
-    counters_.stale++;
-    fuse_reply_err(req, EIO);
-    return;
-  }
-  if (n->kind != Kind::kFile) {
-    fuse_reply_err(req, EISDIR);
-    return;
-  }
+  const Inode* n = OpenFile(req, t, ino);
+  if (n == nullptr) return;
   if (opts_.read_only || !dev_.writable) {
     fuse_reply_err(req, EROFS);
     return;

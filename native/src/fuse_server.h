@@ -139,6 +139,7 @@ class Server {
   void Refuse(fuse_req_t req);
 
  private:
+  const Inode* OpenFile(fuse_req_t req, const TablePtr& t, fuse_ino_t ino);
   // Runs a guarded cache operation over every device range of file `ino`.
   bool ForFileRanges(uint64_t ino, const char* what, bool (*op)(const void*, size_t, famfs_native::Fault*),
                      famfs_native::Fault* fault, std::string* err);
