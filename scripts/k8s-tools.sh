@@ -139,11 +139,11 @@ check() {
     if [ ! -x "$BIN/$t" ]; then say "MISSING $t"; ok=1; continue; fi
     local v
     case "$t" in
-      etcd) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
-      kube-apiserver|kube-controller-manager) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
-      kubectl) v=$("$BIN/$t" version --client 2>&1 | head -1) ;;
-      helm) v=$("$BIN/$t" version --short 2>&1 | head -1) ;;
-      *) v=$("$BIN/$t" --version 2>&1 | head -1) ;;
+      etcd) v=$("$BIN/$t" --version 2>&1 | sed -n 1p) ;;
+      kube-apiserver|kube-controller-manager) v=$("$BIN/$t" --version 2>&1 | sed -n 1p) ;;
+      kubectl) v=$("$BIN/$t" version --client 2>&1 | sed -n 1p) ;;
+      helm) v=$("$BIN/$t" version --short 2>&1 | sed -n 1p) ;;
+      *) v=$("$BIN/$t" --version 2>&1 | sed -n 1p) ;;
     esac
     say "$(printf '%-16s %6s  %s' "$t" "$(du -h "$BIN/$t" | cut -f1)" "$v")"
   done

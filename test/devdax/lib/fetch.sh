@@ -50,4 +50,4 @@ else
   printf '%s\n' "$stamp" >"$CACHE/fetch.stamp"
   log "unpacked into $X"
 fi
-ls "$X/lib/modules" | head -1
+ls "$X/lib/modules" | sed -n 1p
