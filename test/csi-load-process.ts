@@ -33,12 +33,21 @@ export interface DriverProcess {
 }
 
 /** Starts `famfs-csi --mode controller` and waits until it answers on its socket. */
-export async function startControllerProcess(o: { device: string; dir: string; hostUuid: string; logLevel?: string }): Promise<DriverProcess> {
-  const sock = path.join(o.dir, 'controller.sock');
+export async function startControllerProcess(o: {
+  device: string;
+  dir: string;
+  hostUuid: string;
+  logLevel?: string;
+  /** Default controller; 'node' for a node plugin (give it its own dir). */
+  mode?: 'controller' | 'node' | 'all';
+  extraArgs?: string[];
+}): Promise<DriverProcess> {
+  const mode = o.mode ?? 'controller';
+  const sock = path.join(o.dir, `${mode}.sock`);
   const endpoint = `unix://${sock}`;
   const child = spawn(
     process.execPath,
-    [DRIVER_JS, '--mode', 'controller', '--device', o.device, '--endpoint', endpoint, '--state-dir', path.join(o.dir, 'state'), '--node-id', 'ctrl', '--log-level', o.logLevel ?? 'warn'],
+    [DRIVER_JS, '--mode', mode, '--device', o.device, '--endpoint', endpoint, '--state-dir', path.join(o.dir, 'state'), '--node-id', mode === 'controller' ? 'ctrl' : 'node-1', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
     { env: { ...process.env, FAMFS_SYSTEM_UUID: o.hostUuid }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
