@@ -5,9 +5,8 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { status } from '@grpc/grpc-js';
 import pino from 'pino';
-import { CsiClient, type CsiCallError } from '../pkg/csi/client';
+import { CsiClient } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
@@ -15,6 +14,7 @@ import { VolumeState } from '../pkg/csi/state';
 import type { ControllerGetVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse, GetSnapshotResponse, ListSnapshotsResponse, VolumeContentSource } from '../pkg/csi/types';
 import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
 import { FamfsFs, flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
+import { codeOf } from './helpers/node-env';
 
 const MiB = 1024 * 1024;
 const KEY = 'famfs.csi.cxl.io/pool';
@@ -22,14 +22,7 @@ const UUID = '21111111-2222-4333-8444-555555555555';
 const DEV = `csi-snap-test-${process.pid}`;
 const cap = { mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'OK';
-  } catch (e) {
-    return status[(e as CsiCallError).code] ?? 'UNKNOWN';
-  }
-}
+const code = codeOf;
 
 describe('CSI snapshots and clones over a unix socket (emulated devdax)', function () {
   this.timeout(60_000);

@@ -4,28 +4,21 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { status } from '@grpc/grpc-js';
 import pino from 'pino';
-import { CsiClient, type CsiCallError } from '../pkg/csi/client';
+import { CsiClient } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
 import { VolumeState } from '../pkg/csi/state';
 import type { CreateVolumeResponse, GetCapacityResponse, ListVolumesResponse } from '../pkg/csi/types';
 import { BufferMedia } from '../pkg/famfs/buffer-media';
 import { FamfsFs } from '../pkg/famfs/fs';
+import { codeOf } from './helpers/node-env';
 
 const MiB = 1024 * 1024;
 const KEY = 'famfs.csi.cxl.io/pool';
 const mountCap = (mode: string) => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
 
-async function code(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'OK';
-  } catch (e) {
-    return status[(e as CsiCallError).code] ?? 'UNKNOWN';
-  }
-}
+const code = codeOf;
 
 describe('CSI Controller over a unix socket (in-memory famfs)', function () {
   this.timeout(30_000);

@@ -714,31 +714,30 @@ void Server::OnFsync(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_err(req, 0);
 }
 
-void Server::OnOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
-  TablePtr t = table();
+// The directory `ino`, or nullptr after replying the error.
+const Inode* Server::Dir(fuse_req_t req, const TablePtr& t, fuse_ino_t ino) {
   const Inode* n = t->Find(ino);
   if (n == nullptr) {
     fuse_reply_err(req, ENOENT);
-    return;
+    return nullptr;
   }
   if (n->kind != Kind::kDir) {
     fuse_reply_err(req, ENOTDIR);
-    return;
+    return nullptr;
   }
+  return n;
+}
+
+void Server::OnOpendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
+  TablePtr t = table();
+  if (Dir(req, t, ino) == nullptr) return;
   fuse_reply_open(req, fi);
 }
 
 void Server::OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
   TablePtr t = table();
-  const Inode* n = t->Find(ino);
-  if (n == nullptr) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  if (n->kind != Kind::kDir) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
+  const Inode* n = Dir(req, t, ino);
+  if (n == nullptr) return;
   // Cookies: 1 after ".", 2 after "..", child ino + 3 after a child. Children are sorted by
   // ino, so a cookie stays meaningful even if the table was swapped between two calls.
   std::vector<char> buf(size);

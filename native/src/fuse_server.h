@@ -140,6 +140,7 @@ class Server {
 
  private:
   const Inode* OpenFile(fuse_req_t req, const TablePtr& t, fuse_ino_t ino);
+  const Inode* Dir(fuse_req_t req, const TablePtr& t, fuse_ino_t ino);
   // Runs a guarded cache operation over every device range of file `ino`.
   bool ForFileRanges(uint64_t ino, const char* what, bool (*op)(const void*, size_t, famfs_native::Fault*),
                      famfs_native::Fault* fault, std::string* err);
