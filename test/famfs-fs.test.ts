@@ -492,3 +492,34 @@ describe('famfs core: master hand-back', () => {
     assert.equal(fsck(media).files, 3);
   });
 });
+
+describe('famfs core: damaged host slots', () => {
+  it('a slot that fails its CRC holds back all reclaim until its host re-acks or repair clears it', () => {
+    let clock = 1_000_000;
+    const { media, fs } = fresh(64 * MiB, DEFAULT_LOG_LEN, () => clock);
+    const a = fs.creat('a', 20 * MiB);
+    const client = FamfsFs.open(media, { hostUuid: OTHER, now: () => clock });
+    client.catchUp();
+    const slot = client.ackReplay(OTHER, 'client');
+    fs.rm('a');
+    client.catchUp();
+    client.ackReplay(OTHER, 'client'); // the client has seen the delete
+    // Damage the client's slot (a byte of its acked index).
+    media.write(0x2000 + slot * 64 + 17, Buffer.from([0x5a]));
+    const slots = fs.hosts();
+    assert.equal(slots.find((s) => s.slot === slot)?.damaged, true);
+    const b = fs.creat('b', 20 * MiB);
+    assert.notEqual(fmapExtents(b.fmap)[0].offset, fmapExtents(a.fmap)[0].offset, 'a damaged slot must not release memory');
+    assert.ok(fsck(media, { now: clock }).warnings.some((w) => w.includes('damaged')));
+    // The owner re-acks: its slot is whole again and the memory comes back.
+    client.ackReplay(OTHER, 'client');
+    assert.equal(fs.hosts().filter((s) => s.damaged).length, 0);
+    const c = fs.creat('c', 20 * MiB);
+    assert.equal(fmapExtents(c.fmap)[0].offset, fmapExtents(a.fmap)[0].offset);
+    // A damaged slot whose owner is gone: repair clears it.
+    media.write(0x2000 + slot * 64 + 17, Buffer.from([0xa5]));
+    const r = repair(media, { hostUuid: MASTER, now: clock });
+    assert.ok(r.actions.some((x) => x.includes('cleared damaged host slots')), r.actions.join('; '));
+    assert.equal(fs.hosts().length, 0);
+  });
+});

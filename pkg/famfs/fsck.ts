@@ -113,6 +113,9 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
     if (block) {
       report.fencingEpoch = block.epoch;
       report.hosts = readHostSlots(media, block.slotCount);
+      for (const h of report.hosts.filter((x) => x.damaged)) {
+        report.warnings.push(`host slot ${h.slot} is damaged: it holds back reuse of deleted memory until its host re-acks or famfs repair clears it`);
+      }
       horizon = reclaimHorizon(report.hosts, tree.nextIndex, o.now ?? Date.now(), o.hostLiveMs ?? 60_000);
     }
   } catch (e) {

@@ -20,7 +20,9 @@ import {
   HOST_SLOT_SIZE,
   HOST_SLOTS_OFFSET,
   HostSlot,
+  HS,
   SUPERBLOCK_REGION,
+  bytesToUuid,
 } from './layout';
 import { Media } from './media';
 
@@ -45,16 +47,50 @@ export function initExtBlock(media: Media, masterUuid: string, nowMs: number, sl
   return block;
 }
 
+/** Re-reads of a slot that fails its CRC before it counts as damaged (a host may be mid-write). */
+const TORN_SLOT_RETRIES = 5;
+
+/**
+ * Every host slot in use. A slot that fails its CRC is re-read (its owner may be writing it); one
+ * that stays damaged is returned as `damaged`, acked at index 0 and always live, so it holds back
+ * all reclaim: ignoring it could hand a live host's memory to someone else. Its owner rewrites it
+ * on its next ack; `famfs repair` clears it when the owner is gone.
+ */
 export function readHostSlots(media: Media, slotCount: number): HostSlot[] {
   const len = slotCount * HOST_SLOT_SIZE;
   media.invalidate(HOST_SLOTS_OFFSET, len);
   const raw = media.read(HOST_SLOTS_OFFSET, len);
   const slots: HostSlot[] = [];
   for (let i = 0; i < slotCount; i++) {
-    const s = decodeHostSlot(raw.subarray(i * HOST_SLOT_SIZE, (i + 1) * HOST_SLOT_SIZE), i);
+    let line = raw.subarray(i * HOST_SLOT_SIZE, (i + 1) * HOST_SLOT_SIZE);
+    if (line.every((b) => b === 0)) continue;
+    let s = decodeHostSlot(line, i);
+    for (let k = 0; !s && k < TORN_SLOT_RETRIES; k++) {
+      const at = HOST_SLOTS_OFFSET + i * HOST_SLOT_SIZE;
+      media.invalidate(at, HOST_SLOT_SIZE);
+      line = media.read(at, HOST_SLOT_SIZE);
+      if (line.every((b) => b === 0)) break;
+      s = decodeHostSlot(line, i);
+    }
     if (s) slots.push(s);
+    else if (line.some((b) => b !== 0)) {
+      slots.push({ slot: i, hostUuid: bytesToUuid(line.subarray(HS.hostUuid, HS.hostUuid + 16)), ackedIndex: 0, heartbeatMs: Number.MAX_SAFE_INTEGER, name: '(damaged slot)', damaged: true });
+    }
   }
   return slots;
+}
+
+/** Zero every damaged host slot (master repair: their owners re-ack if they are alive). */
+export function clearDamagedHostSlots(media: Media, slotCount: number): number[] {
+  const cleared: number[] = [];
+  for (const s of readHostSlots(media, slotCount)) {
+    if (!s.damaged) continue;
+    const off = HOST_SLOTS_OFFSET + s.slot * HOST_SLOT_SIZE;
+    media.write(off, Buffer.alloc(HOST_SLOT_SIZE));
+    media.flush(off, HOST_SLOT_SIZE);
+    cleared.push(s.slot);
+  }
+  return cleared;
 }
 
 /**
@@ -64,6 +100,7 @@ export function readHostSlots(media: Media, slotCount: number): HostSlot[] {
  */
 export function ackReplay(media: Media, slotCount: number, hostUuid: string, name: string, ackedIndex: number, nowMs: number): number {
   const slots = readHostSlots(media, slotCount);
+  // A damaged slot that still names us is ours to rewrite.
   const mine = slots.find((s) => s.hostUuid === hostUuid);
   const taken = new Set(slots.map((s) => s.slot));
   const candidates = mine ? [mine.slot] : [...Array(slotCount).keys()].filter((i) => !taken.has(i));

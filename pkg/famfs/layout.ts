@@ -674,6 +674,8 @@ export interface HostSlot {
   ackedIndex: number;
   heartbeatMs: number;
   name: string;
+  /** The slot is in use but fails its CRC even after re-reads: see readHostSlots. */
+  damaged?: boolean;
 }
 
 export const ZERO_UUID = '00000000-0000-0000-0000-000000000000';

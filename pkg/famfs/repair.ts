@@ -18,7 +18,7 @@
  */
 import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
-import { initExtBlock, readExtBlock } from './hosts';
+import { clearDamagedHostSlots, initExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
   crc,
@@ -215,9 +215,13 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     report.actions.push(`cleared the invalid slot ${end} right after the end of the log`);
   }
 
-  // 5. The extension block.
+  // 5. The extension block, and host slots too damaged to read.
   try {
-    readExtBlock(media);
+    const block = readExtBlock(media);
+    if (block) {
+      const cleared = clearDamagedHostSlots(media, block.slotCount);
+      if (cleared.length) report.actions.push(`cleared damaged host slots ${cleared.join(', ')} (live hosts re-ack within seconds)`);
+    }
   } catch (e) {
     // The old epoch cannot be trusted; a wall-clock epoch is above any counter ever handed out.
     const now = o.now ?? Date.now();
