@@ -12,7 +12,8 @@ import { leaderElectionFromEnv } from '../pkg/k8s/config';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolReporter } from '../pkg/k8s/pool-reporter';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
+import { repoRoot } from '../pkg/k8s/toolchain';
+import { startClusterOrSkip } from './helpers/k8s-env';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -100,14 +101,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
   const ns = 'famfs-test';
 
   before(async function () {
-    if (k8sTestsSkipped()) {
-      this.skip();
-      return;
-    }
-    this.timeout(60 * 60_000);
-    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl']);
-    this.timeout(120_000);
-    cluster = TestCluster.start();
+    cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kubectl']);
     kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     cluster.must('kubectl', ['create', 'namespace', ns]);

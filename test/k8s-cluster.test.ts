@@ -9,7 +9,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot, toolPath, type K8sTool } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, repoRoot, toolPath, type K8sTool } from '../pkg/k8s/toolchain';
+import { startClusterOrSkip } from './helpers/k8s-env';
 
 interface RenderedContainer {
   name: string;
@@ -59,14 +60,7 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
   let cluster: TestCluster | undefined;
 
   before(function () {
-    if (k8sTestsSkipped()) {
-      this.skip();
-      return;
-    }
-    this.timeout(60 * 60_000); // first run compiles kube-apiserver and friends (~10-20 min), then cached
-    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl', 'helm']);
-    this.timeout(120_000);
-    cluster = TestCluster.start();
+    cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kubectl', 'helm']);
     process.stderr.write(`      [k8s] apiserver ready in ${cluster.startMillis} ms at ${cluster.apiUrl}\n`);
   });
 

@@ -13,7 +13,8 @@ import { parseAllDocuments } from 'yaml';
 import { status } from '@grpc/grpc-js';
 import { CsiClient, type CsiCallError } from '../pkg/csi/client';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot, toolPath } from '../pkg/k8s/toolchain';
+import { repoRoot, toolPath } from '../pkg/k8s/toolchain';
+import { startClusterOrSkip } from './helpers/k8s-env';
 
 const CHART = path.join(repoRoot(), 'charts', 'famfs-csi');
 const NS = 'famfs-system';
@@ -114,14 +115,12 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   }
 
   before(async function () {
-    if (k8sTestsSkipped()) {
-      this.skip();
-      return;
-    }
-    this.timeout(90 * 60_000);
-    ensureK8sTools(['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm', 'csi-provisioner', 'csi-attacher']);
-    this.timeout(180_000);
-    cluster = TestCluster.start({ controllerManager: true });
+    cluster = startClusterOrSkip(
+      this,
+      ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm', 'csi-provisioner', 'csi-attacher'],
+      { controllerManager: true },
+      180_000,
+    );
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-e2e-'));
     device = path.join('/dev/shm', `famfs-e2e-${process.pid}-${Date.now()}`);
 

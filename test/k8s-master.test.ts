@@ -15,7 +15,8 @@ import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolStatusLoop } from '../pkg/k8s/pool-status-loop';
 import { startControllerIntegration } from '../pkg/k8s/driver-integration';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
+import { repoRoot } from '../pkg/k8s/toolchain';
+import { startClusterOrSkip } from './helpers/k8s-env';
 
 const HOST_A = '0a0a0a0a-0000-4000-8000-00000000000a';
 const HOST_B = '0b0b0b0b-0000-4000-8000-00000000000b';
@@ -28,14 +29,7 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
   const elections: MasterElection[] = [];
 
   before(function () {
-    if (k8sTestsSkipped()) {
-      this.skip();
-      return;
-    }
-    this.timeout(60 * 60_000);
-    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl']);
-    this.timeout(120_000);
-    cluster = TestCluster.start();
+    cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kubectl']);
     kc = new KubeConfig();
     kc.loadFromFile(cluster.kubeconfig);
     cluster.must('kubectl', ['create', 'namespace', 'famfs-system']);

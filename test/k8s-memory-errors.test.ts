@@ -14,7 +14,7 @@ import { EventRecorder } from '../pkg/k8s/events';
 import { MemoryErrorReporter } from '../pkg/k8s/memory-errors';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped } from '../pkg/k8s/toolchain';
+import { startClusterOrSkip } from './helpers/k8s-env';
 
 const DRIVER = 'famfs.csi.cxl.io';
 const POOL = 'memerr-pool';
@@ -30,14 +30,7 @@ describe('@slow k8s: memory errors become MemoryError Events on the PV, its PVC 
   let device = '';
 
   before(function () {
-    if (k8sTestsSkipped()) {
-      this.skip();
-      return;
-    }
-    this.timeout(60 * 60_000);
-    ensureK8sTools(['etcd', 'kube-apiserver', 'kubectl']);
-    this.timeout(120_000);
-    cluster = TestCluster.start();
+    cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kubectl']);
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-memerr-k8s-'));
     device = `/dev/shm/famfs-memerr-k8s-${process.pid}.img`;
   });
