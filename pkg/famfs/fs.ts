@@ -18,7 +18,6 @@ import {
   encodeSuperblock,
   entryOffset,
   EntryBody,
-  EXT_BLOCK_OFFSET,
   ExtBlock,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
@@ -437,6 +436,3 @@ export class FamfsFs {
     }
   }
 }
-
-/** Where the extension block lives, for tools that report on it. */
-export const EXTENSION_BLOCK_OFFSET = EXT_BLOCK_OFFSET;
