@@ -69,6 +69,11 @@ async function main(): Promise<void> {
     .option('--external-fuse', 'node: a famfs-fused run elsewhere (the chart\'s container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one', false)
     .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', (v: string) => Number(v), 5000)
     .option(
+      '--kubelet-registration-dir <dir>',
+      'node: register with the kubelet through this directory (<kubelet dir>/plugins_registry as mounted here); needs --kubelet-registration-path',
+    )
+    .option('--kubelet-registration-path <path>', 'node: this plugin\'s CSI socket as the kubelet sees it (<kubelet dir>/plugins/<driver>/csi.sock)')
+    .option(
       '--allowed-path-root <dir>',
       'node: a directory under which staging and target paths may lie (repeatable; default /var/lib/kubelet)',
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
@@ -95,7 +100,15 @@ async function main(): Promise<void> {
     externalFuse: boolean;
     externalFuseWait: number;
     poolStatusInterval: number;
+    kubeletRegistrationDir?: string;
+    kubeletRegistrationPath?: string;
   }>();
+  if ((o.kubeletRegistrationDir === undefined) !== (o.kubeletRegistrationPath === undefined)) {
+    program.error('famfs-csi: --kubelet-registration-dir and --kubelet-registration-path go together (the directory to register in, the CSI socket to name)');
+  }
+  if (o.kubeletRegistrationDir !== undefined && o.mode !== 'node') {
+    program.error('famfs-csi: --kubelet-registration-dir is for --mode node (only node plugins register with a kubelet)');
+  }
   const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
   const healthAddress = o.healthAddress ?? (o.healthPort !== undefined ? `:${o.healthPort}` : undefined);
 
@@ -138,6 +151,9 @@ async function main(): Promise<void> {
     ...(healthAddress !== undefined ? { healthAddress } : {}),
     ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
     ...(o.externalFuse ? { externalFuse: true, externalFuseWaitMs: o.externalFuseWait } : {}),
+    ...(o.kubeletRegistrationDir !== undefined && o.kubeletRegistrationPath !== undefined
+      ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
+      : {}),
     deferLeadership: election?.enabled === true,
     metrics: driverMetrics,
     onMemoryError: (e) => {

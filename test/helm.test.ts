@@ -163,14 +163,14 @@ describe('helm chart charts/famfs-csi', function () {
       assert.deepEqual(d.spec.volumeLifecycleModes, ['Persistent']);
     });
 
-    it('controller Deployment: driver, provisioner with topology and capacity, attacher, liveness, leader election', () => {
+    it('controller Deployment: driver with its own /healthz, provisioner with topology and capacity, attacher, leader election', () => {
       const dep = find<Workload>(objs, 'Deployment', '-controller');
       assert.equal(dep.spec.replicas, 2);
       const names = dep.spec.template.spec.containers.map((c) => c.name);
-      assert.deepEqual(names, ['famfs-csi', 'csi-provisioner', 'csi-attacher', 'liveness-probe']);
+      assert.deepEqual(names, ['famfs-csi', 'csi-provisioner', 'csi-attacher']);
       const drv = container(dep, 'famfs-csi');
       for (const a of ['--mode=controller', '--endpoint=unix:///csi/csi.sock', '--device=/dev/dax0.0', '--node-id=$(NODE_NAME)',
-        '--driver-name=famfs.csi.cxl.io', '--state-dir=/var/lib/famfs-csi', '--pool=pool0', '--metrics-address=:9810']) {
+        '--driver-name=famfs.csi.cxl.io', '--state-dir=/var/lib/famfs-csi', '--pool=pool0', '--metrics-address=:9810', '--health-address=:29652']) {
         assert.ok(drv.args?.includes(a), `controller driver args lack ${a}: ${drv.args?.join(' ')}`);
       }
       assert.equal(drv.env?.find((e) => e.name === 'FAMFS_LEADER_ELECTION')?.value, 'true');
@@ -186,7 +186,7 @@ describe('helm chart charts/famfs-csi', function () {
     it('node DaemonSet: privileged plugin and FUSE server, Bidirectional kubelet dir, registration, /dev', () => {
       const ds = find<Workload>(objs, 'DaemonSet', '-node');
       const names = ds.spec.template.spec.containers.map((c) => c.name);
-      assert.deepEqual(names, ['famfs-csi', 'famfs-fused', 'node-driver-registrar', 'liveness-probe']);
+      assert.deepEqual(names, ['famfs-csi', 'famfs-fused']);
       const drv = container(ds, 'famfs-csi');
       assert.equal(drv.securityContext?.privileged, true);
       assert.ok(drv.args?.includes('--mode=node'));
@@ -207,9 +207,11 @@ describe('helm chart charts/famfs-csi', function () {
       // The FUSE server must not depend on the plugin's socket: it lives on when the plugin restarts.
       assert.ok(!(fused.volumeMounts ?? []).some((m) => m.name === 'plugin-dir'));
 
-      const reg = container(ds, 'node-driver-registrar');
-      assert.ok(reg.args?.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/famfs.csi.cxl.io/csi.sock'));
-      assert.equal(mount(reg, 'registration-dir').mountPath, '/registration');
+      // The plugin registers itself (pkg/csi/registration.ts) and serves the kubelet's liveness probe.
+      for (const a of ['--kubelet-registration-dir=/registration', '--kubelet-registration-path=/var/lib/kubelet/plugins/famfs.csi.cxl.io/csi.sock', '--health-address=:29653']) {
+        assert.ok(drv.args?.includes(a), `node plugin args lack ${a}: ${drv.args?.join(' ')}`);
+      }
+      assert.equal(mount(drv, 'registration-dir').mountPath, '/registration');
       const vols = new Map(ds.spec.template.spec.volumes.map((v) => [v.name, v.hostPath?.path]));
       assert.equal(vols.get('registration-dir'), '/var/lib/kubelet/plugins_registry');
       assert.equal(vols.get('plugin-dir'), '/var/lib/kubelet/plugins/famfs.csi.cxl.io');
@@ -313,7 +315,7 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(drv.args?.includes('--driver-name=famfs.example.org'));
       assert.ok(drv.args?.includes('--pool=rack7'));
       assert.equal(mount(drv, 'kubelet-dir').mountPath, '/var/lib/k0s/kubelet');
-      assert.ok(container(ds, 'node-driver-registrar').args?.includes('--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/famfs.example.org/csi.sock'));
+      assert.ok(drv.args?.includes('--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/famfs.example.org/csi.sock'));
       assert.equal(container(ds, 'famfs-fused').env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/srv/famfs/mnt/rack7');
       assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/k0s/kubelet'));
       assert.equal(find(objs, 'CSIDriver').metadata.name, 'famfs.example.org');
@@ -321,6 +323,44 @@ describe('helm chart charts/famfs-csi', function () {
         assert.equal(sc.provisioner, 'famfs.example.org');
       }
       assert.equal(find(objs, 'FamfsPool').metadata.name, 'rack7');
+    });
+
+    it('upstreamSidecars: node-driver-registrar and livenessprobe instead of the built-in registration and /healthz', function () {
+      this.timeout(60_000);
+      const up = render({ set: ['upstreamSidecars.nodeDriverRegistrar=true', 'upstreamSidecars.livenessProbe=true'] });
+      const ds = find<Workload>(up, 'DaemonSet');
+      assert.deepEqual(ds.spec.template.spec.containers.map((c) => c.name), ['famfs-csi', 'famfs-fused', 'node-driver-registrar', 'liveness-probe']);
+      const drv = container(ds, 'famfs-csi');
+      assert.ok(!drv.args?.some((a) => a.startsWith('--kubelet-registration') || a.startsWith('--health-address')), drv.args?.join(' '));
+      const reg = container(ds, 'node-driver-registrar');
+      assert.ok(reg.args?.includes('--kubelet-registration-path=/var/lib/kubelet/plugins/famfs.csi.cxl.io/csi.sock'));
+      assert.equal(mount(reg, 'registration-dir').mountPath, '/registration');
+      assert.ok(container(ds, 'liveness-probe').args?.includes('--health-port=29653'));
+      const dep = find<Workload>(up, 'Deployment');
+      assert.deepEqual(dep.spec.template.spec.containers.map((c) => c.name), ['famfs-csi', 'csi-provisioner', 'csi-attacher', 'liveness-probe']);
+      for (const c of [...ds.spec.template.spec.containers, ...dep.spec.template.spec.containers]) if (SIDECARS.includes(c.name)) assertUnprivilegedSidecar(c);
+    });
+
+    it('hostNetwork binds the HTTP endpoints to the pod IP; kubeApiServer reaches every API client', function () {
+      this.timeout(60_000);
+      const objs = render({ set: ['hostNetwork=true', 'kubeApiServer=127.0.0.1:6443'] });
+      for (const w of [find<Workload>(objs, 'DaemonSet'), find<Workload>(objs, 'Deployment')]) {
+        const spec = w.spec.template.spec as unknown as { hostNetwork?: boolean; dnsPolicy?: string };
+        assert.equal(spec.hostNetwork, true, w.kind);
+        assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet', w.kind);
+        const drv = container(w, 'famfs-csi');
+        assert.ok(drv.args?.some((a) => /^--health-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
+        assert.ok(drv.args?.some((a) => /^--metrics-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
+      }
+      const dep = find<Workload>(objs, 'Deployment');
+      for (const name of ['famfs-csi', 'csi-provisioner', 'csi-attacher']) {
+        const env = container(dep, name).env ?? [];
+        assert.equal(env.find((e) => e.name === 'KUBERNETES_SERVICE_HOST')?.value, '127.0.0.1', name);
+        assert.equal(env.find((e) => e.name === 'KUBERNETES_SERVICE_PORT')?.value, '6443', name);
+      }
+      const bad = runTool('helm', ['template', 't', CHART, '--set', 'kubeApiServer=nohost']);
+      assert.notEqual(bad.status, 0);
+      assert.match(bad.stderr, /kubeApiServer "nohost": expected host:port/);
     });
 
     it('switches: no FUSE container, no leader election, no metrics, ServiceMonitor, single replica', function () {

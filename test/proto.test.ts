@@ -13,17 +13,19 @@ import * as protobuf from 'protobufjs';
 import { csiProtoPath, loadCsiPackageDefinition } from '../pkg/csi/proto';
 
 const UPSTREAM_MODULE = 'github.com/container-storage-interface/spec@v1.12.0';
+/** The kubelet's plugin registration API, same k8s version as the kubelet scripts/k8s-tools.sh builds. */
+const KUBELET_MODULE = 'k8s.io/kubelet@v0.36.3';
 
 /** Runs `go mod download -json` and returns the module's extracted directory. */
-function upstreamDir(): string {
-  const out = execFileSync('go', ['mod', 'download', '-json', UPSTREAM_MODULE], {
+function upstreamDir(module = UPSTREAM_MODULE): string {
+  const out = execFileSync('go', ['mod', 'download', '-json', module], {
     cwd: os.tmpdir(), // outside any go.mod, so only the module cache is consulted
     encoding: 'utf8',
     timeout: 120_000,
   });
   const info = JSON.parse(out) as { Dir?: string; Error?: string };
   if (info.Error !== undefined || info.Dir === undefined) {
-    throw new Error(`go mod download ${UPSTREAM_MODULE} failed: ${info.Error ?? 'no Dir in output'}`);
+    throw new Error(`go mod download ${module} failed: ${info.Error ?? 'no Dir in output'}`);
   }
   return info.Dir;
 }
@@ -56,11 +58,11 @@ function fieldLabel(field: protobuf.Field): string {
   return `singular presence=${field.hasPresence}`;
 }
 
-/** One line per element of the csi package; the key is the element's path. */
-export function canonicalize(root: protobuf.Root): Map<string, string> {
+/** One line per element of the package (csi by default); the key is the element's path. */
+export function canonicalize(root: protobuf.Root, pkg = 'csi'): Map<string, string> {
   const out = new Map<string, string>();
-  const csi = root.lookup('csi');
-  if (!(csi instanceof protobuf.Namespace)) throw new Error('no csi package');
+  const csi = root.lookup(pkg);
+  if (!(csi instanceof protobuf.Namespace)) throw new Error(`no ${pkg} package`);
   const walk = (ns: protobuf.NamespaceBase): void => {
     for (const obj of ns.nestedArray) {
       const name = obj.fullName;
@@ -191,5 +193,22 @@ describe('proto/csi.proto vs upstream CSI v1.12.0', function () {
     for (const svc of ['Identity', 'Controller', 'GroupController', 'SnapshotMetadata', 'Node']) {
       assert.ok(def[`csi.v1.${svc}`] !== undefined, `csi.v1.${svc} missing from the package definition`);
     }
+  });
+});
+
+describe('proto/pluginregistration.proto vs the kubelet\'s pluginregistration API', function () {
+  this.timeout(180_000);
+  it('has exactly the same messages, fields and methods as the kubelet\'s api.proto, and is not a copy', () => {
+    const upstreamFile = path.join(upstreamDir(KUBELET_MODULE), 'pkg', 'apis', 'pluginregistration', 'v1', 'api.proto');
+    const oursFile = path.join(path.dirname(csiProtoPath()), 'pluginregistration.proto');
+    const upstream = canonicalize(loadRoot(upstreamFile), 'pluginregistration');
+    assert.ok(upstream.has('method .pluginregistration.Registration.GetInfo'), 'upstream parse found no GetInfo');
+    const diffs = diffCanonical(canonicalize(loadRoot(oursFile), 'pluginregistration'), upstream);
+    assert.deepEqual(diffs, [], `proto/pluginregistration.proto differs from ${upstreamFile}:\n${diffs.join('\n')}`);
+    const theirComments = new Set(
+      fs.readFileSync(upstreamFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.startsWith('//') && l.length > 40),
+    );
+    const copied = fs.readFileSync(oursFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => theirComments.has(l));
+    assert.deepEqual(copied, [], 'comment lines copied from upstream');
   });
 });

@@ -13,8 +13,10 @@ import { controllerService, type VolumePlacement } from './controller';
 import { identityService, type Health } from './identity';
 import { DriverMetrics, startHttpEndpoints } from './metrics';
 import { NodeService } from './node';
+import { CsiClient } from './client';
 import { DEFAULT_ALLOWED_PATH_ROOTS } from './node-paths';
-import { CsiServer } from './server';
+import { KubeletRegistration } from './registration';
+import { CsiServer, parseEndpoint } from './server';
 import { VolumeState } from './state';
 
 export type DriverMode = 'controller' | 'node' | 'all';
@@ -53,6 +55,12 @@ export interface DriverConfig {
   /** Node mode, with externalFuse: how long an RPC waits for that server (ms). */
   externalFuseWaitMs?: number;
   /**
+   * Node mode: register with the kubelet ourselves (no node-driver-registrar): serve the Registration
+   * service in `registrationDir` (<kubelet dir>/plugins_registry as this process sees it), naming
+   * `csiEndpoint` (this plugin's CSI socket as the kubelet sees it) as where to reach us.
+   */
+  kubeletRegistration?: { registrationDir: string; csiEndpoint: string };
+  /**
    * Told when the controller or the node plugin meets a memory error (failed device), with the
    * volume it concerns when known: Kubernetes Events and metrics hang off this. May repeat.
    */
@@ -74,6 +82,10 @@ export interface RunningDriver {
   /** The Node service, in node and all modes. */
   readonly node?: NodeService;
   readonly metrics: DriverMetrics;
+  /** Node mode with kubeletRegistration: what the kubelet said. */
+  readonly registration?: KubeletRegistration;
+  /** What /healthz answers: health, registration, and a Probe through our own CSI socket. */
+  liveness(): Promise<Health>;
   /** Why the device failed (memory error), or undefined while it is healthy. */
   deviceFailure(): string | undefined;
   stop(): Promise<void>;
@@ -184,11 +196,41 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
   }
   await server.start();
 
+  let registration: KubeletRegistration | undefined;
   const httpServers: http.Server[] = [];
+  const probeOwnSocket = parseEndpoint(cfg.endpoint).kind === 'unix';
+  // Liveness for the kubelet's httpGet probe (no livenessprobe sidecar): what a sidecar would see —
+  // the Probe RPC answered through the socket the kubelet and sidecars use — plus the registration.
+  // A deleted or unreachable socket fails it, so the kubelet restarts the container, which rebinds.
+  const liveness = async (): Promise<Health> => {
+    const reg = registration?.health();
+    if (reg !== undefined && reg.state !== 'ready') return reg;
+    if (!probeOwnSocket) return health();
+    // A new connection each time: an open channel would keep working after the socket file is gone.
+    const client = new CsiClient(cfg.endpoint, 3000);
+    try {
+      const r = await client.call<{ ready?: { value?: boolean } | null }>('Identity', 'Probe', {}, 3000);
+      return r.ready?.value === false ? { state: 'starting', message: 'Probe answered not ready' } : { state: 'ready' };
+    } catch (e) {
+      const err = e as { details?: string; message?: string };
+      return { state: 'unhealthy', message: `Probe through ${cfg.endpoint} failed: ${err.details || err.message || String(e)}` };
+    } finally {
+      client.close();
+    }
+  };
   try {
-    if (cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.metricsAddress, metrics, health }));
-    if (cfg.healthAddress && cfg.healthAddress !== cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.healthAddress, health }));
+    if (node !== undefined && cfg.kubeletRegistration !== undefined) {
+      registration = await KubeletRegistration.start({
+        ...cfg.kubeletRegistration,
+        driverName: cfg.driverName,
+        log: log.child({ component: 'registration' }),
+      });
+    }
+    if (cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.metricsAddress, metrics, health: liveness }));
+    if (cfg.healthAddress && cfg.healthAddress !== cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.healthAddress, health: liveness }));
   } catch (e) {
+    await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+    await registration?.stop();
     await server.stop(0);
     device.close();
     throw e;
@@ -203,10 +245,14 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     ...(volumes !== undefined ? { volumes } : {}),
     ...(node !== undefined ? { node } : {}),
     metrics,
+    ...(registration !== undefined ? { registration } : {}),
+    liveness,
     deviceFailure,
     async stop() {
       if (stopped) return;
       stopped = true;
+      // Unregister first: the kubelet stops sending RPCs to a socket that is about to go.
+      await registration?.stop();
       await server.stop();
       await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
       device.close();

@@ -10,7 +10,7 @@ import * as path from 'path';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
 import { CsiClient, type CsiCallError } from '../../pkg/csi/client';
-import { startDriver, type RunningDriver } from '../../pkg/csi/driver';
+import { startDriver, type DriverConfig, type RunningDriver } from '../../pkg/csi/driver';
 import { objectDirRelpath, objectFileRelpath, volumeIdForName } from '../../pkg/csi/names';
 import { openDevice, type DaxDevice } from '../../pkg/device';
 import { FamfsFs } from '../../pkg/famfs/fs';
@@ -93,7 +93,8 @@ export class NodeTestEnv {
     this.master.rm(objectDirRelpath(id));
   }
 
-  async startNode(nodeId: string, stateDir = path.join(this.dir, `state-${nodeId}`)): Promise<NodePlugin> {
+  /** `extra`: more driver settings (registration, health address) for the tests that need them. */
+  async startNode(nodeId: string, stateDir = path.join(this.dir, `state-${nodeId}`), extra: Partial<DriverConfig> = {}): Promise<NodePlugin> {
     const endpoint = `unix://${path.join(this.dir, `${nodeId}.sock`)}`;
     const driver = await startDriver({
       mode: 'node',
@@ -107,6 +108,7 @@ export class NodeTestEnv {
       pool: 'test-pool',
       allowedPathRoots: [this.kubelet],
       log: pino({ level: process.env['TEST_LOG_LEVEL'] ?? 'silent' }),
+      ...extra,
     });
     const p = new NodePlugin(nodeId, stateDir, endpoint, driver, new CsiClient(endpoint, 30_000));
     this.plugins.push(p);

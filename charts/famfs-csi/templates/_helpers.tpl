@@ -57,3 +57,32 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* CRD group of the FamfsPool resource. */}}
 {{- define "famfs-csi.crdGroup" -}}famfs.csi.cxl.io{{- end -}}
+
+{{/* Address an HTTP endpoint binds to: every address, or the pod's IP with hostNetwork (several
+     pods of this chart may share one host network; the kubelet probes the pod IP). Pass (dict "root" $ "port" N). */}}
+{{- define "famfs-csi.httpAddress" -}}
+{{- if .root.Values.hostNetwork -}}$(POD_IP):{{ .port }}{{- else -}}:{{ .port }}{{- end -}}
+{{- end -}}
+
+{{/* Pod-level network settings (hostNetwork and the DNS policy that goes with it). */}}
+{{- define "famfs-csi.podNetwork" -}}
+{{- if .Values.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- end -}}
+
+{{/* Environment for containers that talk to the Kubernetes API: POD_IP (for httpAddress) and, with
+     .Values.kubeApiServer, where the API is (in-cluster clients read these two variables). */}}
+{{- define "famfs-csi.apiEnv" -}}
+- name: POD_IP
+  valueFrom: { fieldRef: { fieldPath: status.podIP } }
+{{- with .Values.kubeApiServer }}
+{{- $port := regexFind "[0-9]+$" . }}
+{{- if not $port }}{{ fail (printf "kubeApiServer %q: expected host:port" .) }}{{ end }}
+- name: KUBERNETES_SERVICE_HOST
+  value: {{ trimSuffix (printf ":%s" $port) . | trimPrefix "[" | trimSuffix "]" | quote }}
+- name: KUBERNETES_SERVICE_PORT
+  value: {{ $port | quote }}
+{{- end }}
+{{- end -}}
