@@ -169,9 +169,9 @@ async function main(): Promise<void> {
   });
 
   let integration: ControllerIntegration | undefined;
-  if (kubeConfig !== undefined && driver.volumes !== undefined && election !== undefined) {
+  if (kubeConfig !== undefined && driver.store !== undefined && election !== undefined) {
     integration = startControllerIntegration({
-      volumes: driver.volumes,
+      store: driver.store,
       pool: o.pool,
       device: o.device,
       nodeId: o.nodeId,

@@ -13,7 +13,8 @@ import pino from 'pino';
 import { CsiClient, type CsiCallError } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
-import { VolumeState } from '../pkg/csi/state';
+import { ControllerStore } from '../pkg/csi/store';
+import { Volumes } from '../pkg/csi/volumes';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
 import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
 import { FamfsFs } from '../pkg/famfs';
@@ -41,7 +42,7 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
   let dir: string;
   let device: DaxDevice;
   let famfs: FamfsFs;
-  let state: VolumeState;
+  let state: Volumes;
   let server: CsiServer;
   let client: CsiClient;
   let fixture: string;
@@ -50,11 +51,11 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-bad-'));
     device = createEmulatedDevice(DEV, 256 * MiB, { fresh: true });
     famfs = FamfsFs.mkfs(device, { systemUuid: UUID, devicePath: device.path });
-    state = new VolumeState(famfs);
-    state.onBecameLeader(UUID);
+    state = new Volumes(new ControllerStore(famfs));
+    state.store.onBecameLeader(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     server.addService('Controller', controllerService({
-      state, pool: 'p1', topologyKey: KEY, nodeExists: (n) => n === 'node-a', condition: () => ({ abnormal: false, message: 'ok' }),
+      volumes: state, pool: 'p1', topologyKey: KEY, nodeExists: (n) => n === 'node-a', condition: () => ({ abnormal: false, message: 'ok' }),
     }));
     await server.start();
     client = new CsiClient(`unix://${dir}/csi.sock`, 10_000);
@@ -158,7 +159,7 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
 
   const mark = (): string => {
     famfs.catchUp();
-    return `log ${famfs.header().nextIndex}, image generation ${state.generation}`;
+    return `log ${famfs.header().nextIndex}, image generation ${state.store.generation}`;
   };
   const deviceHash = (): string => {
     const h = createHash('sha256');

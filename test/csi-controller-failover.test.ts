@@ -11,7 +11,8 @@ import pino from 'pino';
 import { CsiClient, type CsiCallError } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
-import { validateStateDoc, VolumeState } from '../pkg/csi/state';
+import { ControllerStore, validateStateDoc } from '../pkg/csi/store';
+import { Volumes } from '../pkg/csi/volumes';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/state-image';
 import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
 import { createEmulatedDevice, openDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
@@ -37,16 +38,16 @@ async function failure(p: Promise<unknown>): Promise<{ code: string; message: st
 interface Controller {
   device: DaxDevice;
   famfs: FamfsFs;
-  state: VolumeState;
+  state: ControllerStore;
   server: CsiServer;
   client: CsiClient;
 }
 
 async function startController(dir: string, name: string, device: DaxDevice, famfs: FamfsFs): Promise<Controller> {
-  const state = new VolumeState(famfs);
+  const state = new ControllerStore(famfs);
   const server = new CsiServer({ endpoint: `unix://${dir}/${name}.sock`, log: pino({ level: 'silent' }) });
   server.addService('Controller', controllerService({
-    state, pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
+    volumes: new Volumes(state), pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
   }));
   await server.start();
   return { device, famfs, state, server, client: new CsiClient(`unix://${dir}/${name}.sock`, 10_000) };

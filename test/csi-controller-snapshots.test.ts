@@ -10,7 +10,8 @@ import { CsiClient } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
-import { VolumeState } from '../pkg/csi/state';
+import { ControllerStore } from '../pkg/csi/store';
+import { Volumes } from '../pkg/csi/volumes';
 import type { ControllerGetVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse, GetSnapshotResponse, ListSnapshotsResponse, VolumeContentSource } from '../pkg/csi/types';
 import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
 import { FamfsFs, flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
@@ -40,11 +41,11 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-snap-'));
     device = createEmulatedDevice(DEV, 512 * MiB, { fresh: true });
     famfs = FamfsFs.mkfs(device, { systemUuid: UUID, devicePath: device.path });
-    const state = new VolumeState(famfs, { copySliceBytes: 4 * MiB });
-    state.onBecameLeader(UUID);
+    const store = new ControllerStore(famfs);
+    store.onBecameLeader(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     server.addService('Controller', controllerService({
-      state, pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
+      volumes: new Volumes(store, { copySliceBytes: 4 * MiB }), pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
     }));
     await server.start();
     client = new CsiClient(`unix://${dir}/csi.sock`, 10_000);

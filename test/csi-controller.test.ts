@@ -8,7 +8,8 @@ import pino from 'pino';
 import { CsiClient } from '../pkg/csi/client';
 import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
-import { VolumeState } from '../pkg/csi/state';
+import { ControllerStore } from '../pkg/csi/store';
+import { Volumes } from '../pkg/csi/volumes';
 import type { CreateVolumeResponse, GetCapacityResponse, ListVolumesResponse } from '../pkg/csi/types';
 import { BufferMedia } from '../pkg/famfs/buffer-media';
 import { FamfsFs } from '../pkg/famfs/fs';
@@ -35,10 +36,10 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
     const uuid = '11111111-2222-3333-4444-555555555555';
     const famfs = FamfsFs.mkfs(new BufferMedia(Buffer.alloc(256 * MiB)), { systemUuid: uuid, devicePath: '/dev/shm/test' });
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
-    const state = new VolumeState(famfs);
-    state.onBecameLeader(uuid);
+    const store = new ControllerStore(famfs);
+    store.onBecameLeader(uuid);
     server.addService('Controller', controllerService({
-      state, pool: 'p1', topologyKey: KEY,
+      volumes: new Volumes(store), pool: 'p1', topologyKey: KEY,
       nodeExists: (id) => id === 'node-a' || id === 'node-b', condition: () => ({ abnormal: false, message: 'ok' }),
     }));
     await server.start();

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CsiClient } from '../pkg/csi/client';
-import { validateStateDoc, type ControllerStateDoc } from '../pkg/csi/state';
+import { validateStateDoc, type ControllerStateDoc } from '../pkg/csi/store';
 import { SharedStateImage } from '../pkg/csi/state-image';
 import { createEmulatedDevice, openDevice } from '../pkg/device';
 import { FamfsFs, fsck, type FsckReport } from '../pkg/famfs';

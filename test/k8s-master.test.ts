@@ -1,5 +1,5 @@
 // The famfs master role follows the Lease (pkg/k8s/leadership.ts): two "hosts" — two mappings of the
-// same emulated device, two host UUIDs, two real VolumeStates — campaign on a Lease in a real
+// same emulated device, two host UUIDs, two real ControllerStores — campaign on a Lease in a real
 // kube-apiserver. At no sampled instant are both writers; each hand-over raises the famfs fencing
 // epoch in the shared memory; a host whose takeover fails hands the Lease on instead of sitting on it.
 import { strict as assert } from 'assert';
@@ -8,7 +8,7 @@ import * as path from 'path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { openDevice } from '../pkg/device';
 import { FamfsFs } from '../pkg/famfs/fs';
-import { VolumeState } from '../pkg/csi/state';
+import { ControllerStore } from '../pkg/csi/store';
 import type { LeaderElectionSettings } from '../pkg/k8s/config';
 import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
 import { createMetrics } from '../pkg/k8s/metrics';
@@ -59,8 +59,8 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     const fsA = FamfsFs.mkfs(devA, { systemUuid: HOST_A, devicePath });
     const devB = openDevice(devicePath);
     const fsB = FamfsFs.open(devB, { hostUuid: HOST_B, hostName: 'host-b' });
-    const a = new VolumeState(fsA);
-    const b = new VolumeState(fsB);
+    const a = new ControllerStore(fsA);
+    const b = new ControllerStore(fsB);
 
     // Sample both writers' view continuously: they must never both hold the role.
     let overlap = 0;
@@ -194,9 +194,9 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     const dev = path.join('/dev/shm', `famfs-integ-${process.pid}-${Date.now()}`);
     try {
       const fsA = FamfsFs.mkfs(openDevice(dev, { create: { size: 256 * 1024 * 1024 } }), { systemUuid: HOST_A, devicePath: dev });
-      const volumes = new VolumeState(fsA);
+      const volumes = new ControllerStore(fsA);
       const k8s = startControllerIntegration({
-        volumes, pool: 'integ', device: dev, nodeId: 'host-a', hostUuid: HOST_A, kubeConfig: kc, statusIntervalMs: 200,
+        store: volumes, pool: 'integ', device: dev, nodeId: 'host-a', hostUuid: HOST_A, kubeConfig: kc, statusIntervalMs: 200,
         leaderElection: settings('ctl-integ', 'famfs-csi-master-integ'),
       });
       try {

@@ -6,8 +6,10 @@ import { status } from '@grpc/grpc-js';
 import { alreadyExists, failedPrecondition, invalidArgument, isCsiError, notFound, resourceExhausted, unavailable } from './errors';
 import { isSnapshotId, isVolumeId, objectFileRelpath } from './names';
 import { checkSnapshotParams, parseVolumeParams } from './params';
+import { paginate, parseContentSource, requireFields } from './requests';
 import type { RpcHandler } from './server';
-import { paginate, type ContentSource, type SnapshotInfo, type VolumeInfo, type VolumeState } from './state';
+import { CTX_FILE, CTX_POOL, CTX_SHARING } from './volume-context';
+import type { SnapshotInfo, VolumeInfo, Volumes } from './volumes';
 import type {
   CreateSnapshotRequest,
   CreateSnapshotResponse,
@@ -18,7 +20,6 @@ import type {
   ListSnapshotsRequest,
   ListSnapshotsResponse,
   SnapshotOut,
-  VolumeContentSource,
   ControllerGetCapabilitiesRequest,
   ControllerGetCapabilitiesResponse,
   ControllerGetVolumeRequest,
@@ -43,13 +44,9 @@ import type {
   VolumeOut,
 } from './types';
 
-/** volume_context keys the controller hands to the node plugin. */
-export const CTX_POOL = 'famfs.csi.cxl.io/pool';
-export const CTX_SHARING = 'famfs.csi.cxl.io/sharing';
-export const CTX_FILE = 'famfs.csi.cxl.io/file';
-
 export interface ControllerOptions {
-  state: VolumeState;
+  /** The volume and snapshot operations (volumes.ts) over the controller's store. */
+  volumes: Volumes;
   pool: string;
   topologyKey: string;
   /** Whether a node id names a node of this pool (ControllerPublish answers NOT_FOUND otherwise). */
@@ -117,21 +114,6 @@ export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
   'CLONE_VOLUME',
 ];
 
-/** The request's content source, checked; undefined when none. */
-function parseContentSource(src: VolumeContentSource | null | undefined): ContentSource | undefined {
-  if (src === null || src === undefined || src.type === undefined) return undefined;
-  if (src.type === 'snapshot') {
-    const id = src.snapshot?.snapshot_id ?? '';
-    if (id === '') throw invalidArgument('volume_content_source.snapshot.snapshot_id is required');
-    if (!isSnapshotId(id)) throw notFound(`source snapshot ${JSON.stringify(id)} does not exist`);
-    return { kind: 'snapshot', id };
-  }
-  const id = src.volume?.volume_id ?? '';
-  if (id === '') throw invalidArgument('volume_content_source.volume.volume_id is required');
-  if (!isVolumeId(id)) throw notFound(`source volume ${JSON.stringify(id)} does not exist`);
-  return { kind: 'volume', id };
-}
-
 const timestamp = (ms: number) => ({ seconds: String(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 });
 
 function snapshotOut(s: SnapshotInfo): SnapshotOut {
@@ -182,197 +164,228 @@ function guardDevice(opts: ControllerOptions, h: ControllerHandlers): Controller
   return out as unknown as ControllerHandlers;
 }
 
+/** Every Controller RPC, named once here so a new one fails to compile until it is served. */
+const CONTROLLER_RPCS = Object.keys({
+  CreateVolume: true,
+  DeleteVolume: true,
+  ControllerPublishVolume: true,
+  ControllerUnpublishVolume: true,
+  ValidateVolumeCapabilities: true,
+  ListVolumes: true,
+  GetCapacity: true,
+  ControllerGetCapabilities: true,
+  ControllerGetVolume: true,
+  CreateSnapshot: true,
+  DeleteSnapshot: true,
+  ListSnapshots: true,
+  GetSnapshot: true,
+} satisfies Record<keyof ControllerHandlers, true>) as (keyof ControllerHandlers)[];
+
+/** The Controller service's handlers, refused on a failed device (guardDevice). */
 export function controllerService(opts: ControllerOptions): ControllerHandlers {
-  return guardDevice(opts, controllerHandlers(opts));
+  const server = new ControllerServer(opts);
+  const handlers = Object.fromEntries(CONTROLLER_RPCS.map((rpc) => [rpc, server[rpc].bind(server)]));
+  return guardDevice(opts, handlers as unknown as ControllerHandlers);
 }
 
-function controllerHandlers(opts: ControllerOptions): ControllerHandlers {
-  const { state } = opts;
-  const ourTopology: Topology = { segments: { [opts.topologyKey]: opts.pool } };
-  const policyFor = (sharing: 'serial' | 'multi-writer'): CapabilityPolicy => ({
-    multiWriterAllowed: sharing === 'multi-writer',
-    blockAllowed: opts.blockAllowed ?? true,
-  });
-  const isOurs = (t: Topology | null | undefined): boolean => t?.segments?.[opts.topologyKey] === opts.pool;
+/** The Controller service: one method per RPC, named exactly after it. */
+export class ControllerServer implements ControllerHandlers {
+  private readonly volumes: Volumes;
+  private readonly ourTopology: Topology;
 
-  const volumeOut = (v: VolumeInfo): VolumeOut => {
+  constructor(private readonly opts: ControllerOptions) {
+    this.volumes = opts.volumes;
+    this.ourTopology = { segments: { [opts.topologyKey]: opts.pool } };
+  }
+
+  private policyFor(sharing: 'serial' | 'multi-writer'): CapabilityPolicy {
+    return { multiWriterAllowed: sharing === 'multi-writer', blockAllowed: this.opts.blockAllowed ?? true };
+  }
+
+  private isOurs(t: Topology | null | undefined): boolean {
+    return t?.segments?.[this.opts.topologyKey] === this.opts.pool;
+  }
+
+  private volumeOut(v: VolumeInfo): VolumeOut {
     const src = v.record?.contentSource;
     return {
       capacity_bytes: String(v.capacityBytes),
       volume_id: v.volumeId,
-      volume_context: { [CTX_POOL]: opts.pool, [CTX_SHARING]: v.sharing, [CTX_FILE]: objectFileRelpath(v.volumeId) },
-      accessible_topology: [ourTopology],
+      volume_context: { [CTX_POOL]: this.opts.pool, [CTX_SHARING]: v.sharing, [CTX_FILE]: objectFileRelpath(v.volumeId) },
+      accessible_topology: [this.ourTopology],
       ...(src === undefined ? {} : { content_source: src.kind === 'snapshot' ? { snapshot: { snapshot_id: src.id } } : { volume: { volume_id: src.id } } }),
     };
-  };
-  // The device's health first (it fails every volume), then the volume's own.
-  const conditionOf = (v: VolumeInfo): VolumeCondition => {
-    const device = opts.condition();
-    return device.abnormal ? device : state.condition(v);
-  };
-  const statusOf = (v: VolumeInfo) => ({ published_node_ids: Object.keys(v.record?.published ?? {}), volume_condition: conditionOf(v) });
+  }
 
-  return {
-    CreateVolume: async (req) => {
-      if (req.name === '') throw invalidArgument('name is required');
-      const params = parseVolumeParams(req.parameters);
-      requireCapabilities(req.volume_capabilities, policyFor(params.sharing));
-      const source = parseContentSource(req.volume_content_source);
-      const reqs = req.accessibility_requirements;
-      if (reqs !== null && reqs !== undefined && reqs.requisite.length > 0 && !reqs.requisite.some(isOurs)) {
-        throw resourceExhausted(`none of the requisite topologies is pool ${opts.topologyKey}=${opts.pool}`);
+  /** The device's health first (it fails every volume), then the volume's own. */
+  private conditionOf(v: VolumeInfo): VolumeCondition {
+    const device = this.opts.condition();
+    return device.abnormal ? device : this.volumes.condition(v);
+  }
+
+  private statusOf(v: VolumeInfo) {
+    return { published_node_ids: Object.keys(v.record?.published ?? {}), volume_condition: this.conditionOf(v) };
+  }
+
+  async CreateVolume(req: CreateVolumeRequest): Promise<CreateVolumeResponse> {
+    requireFields(req, 'name');
+    const params = parseVolumeParams(req.parameters);
+    requireCapabilities(req.volume_capabilities, this.policyFor(params.sharing));
+    const source = parseContentSource(req.volume_content_source);
+    const reqs = req.accessibility_requirements;
+    if (reqs !== null && reqs !== undefined && reqs.requisite.length > 0 && !reqs.requisite.some((t) => this.isOurs(t))) {
+      throw resourceExhausted(`none of the requisite topologies is pool ${this.opts.topologyKey}=${this.opts.pool}`);
+    }
+    const info = await this.volumes.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}) });
+    this.opts.onVolumeCreated?.({ volumeId: info.volumeId, name: req.name, parameters: req.parameters, sizeBytes: info.capacityBytes, placement: describePlacement(info) });
+    return { volume: this.volumeOut(info) };
+  }
+
+  async DeleteVolume(req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> {
+    requireFields(req, 'volume_id');
+    await this.volumes.delete(req.volume_id);
+    return {};
+  }
+
+  async ControllerPublishVolume(req: ControllerPublishVolumeRequest): Promise<ControllerPublishVolumeResponse> {
+    requireFields(req, 'volume_id', 'node_id', 'volume_capability');
+    const info = await this.volumes.require(req.volume_id);
+    if (!(await this.opts.nodeExists(req.node_id))) throw notFound(`node ${req.node_id} is not a node of pool ${this.opts.pool}`);
+    const check = checkCapability(req.volume_capability, this.policyFor(info.sharing));
+    if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
+    const profile: AccessProfile = check.profile;
+    const readonly = req.readonly || profile.readOnly;
+    return this.volumes.exclusive(req.volume_id, async () => {
+      const current = (await this.volumes.describe(req.volume_id))?.record?.published ?? {};
+      const mine = current[req.node_id];
+      if (mine !== undefined) {
+        if (mine.readonly === readonly && mine.accessMode === profile.mode) return { publish_context: { readonly: String(readonly) } };
+        throw alreadyExists(
+          `volume ${req.volume_id} is already published to node ${req.node_id} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`,
+        );
       }
-      const info = await state.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}) });
-      opts.onVolumeCreated?.({ volumeId: info.volumeId, name: req.name, parameters: req.parameters, sizeBytes: info.capacityBytes, placement: describePlacement(info) });
-      return { volume: volumeOut(info) };
-    },
-
-    DeleteVolume: async (req) => {
-      await state.delete(req.volume_id);
-      return {};
-    },
-
-    ControllerPublishVolume: async (req) => {
-      if (req.volume_id === '') throw invalidArgument('volume_id is required');
-      if (req.node_id === '') throw invalidArgument('node_id is required');
-      if (req.volume_capability === null) throw invalidArgument('volume_capability is required');
-      const info = await state.require(req.volume_id);
-      if (!(await opts.nodeExists(req.node_id))) throw notFound(`node ${req.node_id} is not a node of pool ${opts.pool}`);
-      const check = checkCapability(req.volume_capability, policyFor(info.sharing));
-      if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
-      const profile: AccessProfile = check.profile;
-      const readonly = req.readonly || profile.readOnly;
-      return state.exclusive(req.volume_id, async () => {
-        const current = (await state.describe(req.volume_id))?.record?.published ?? {};
-        const mine = current[req.node_id];
-        if (mine !== undefined) {
-          if (mine.readonly === readonly && mine.accessMode === profile.mode) return { publish_context: { readonly: String(readonly) } };
-          throw alreadyExists(
-            `volume ${req.volume_id} is already published to node ${req.node_id} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`,
+      for (const [node, other] of Object.entries(current)) {
+        // Many readers, or many writers that opted in: fine. Anything else is serial sharing:
+        // the volume moves to the next node only after the previous one let go.
+        const bothReaders = readonly && other.readonly && profile.multiNode && other.multiNode;
+        const bothMultiWriters = profile.mode === 'MULTI_NODE_MULTI_WRITER' && other.accessMode === 'MULTI_NODE_MULTI_WRITER';
+        if (!bothReaders && !bothMultiWriters) {
+          throw failedPrecondition(
+            `volume ${req.volume_id} is published to node ${node} (${other.accessMode}${other.readonly ? ', read-only' : ''}); ` +
+              `${profile.mode}${readonly ? ' read-only' : ''} on ${req.node_id} must wait until it is unpublished there`,
           );
         }
-        for (const [node, other] of Object.entries(current)) {
-          // Many readers, or many writers that opted in: fine. Anything else is serial sharing:
-          // the volume moves to the next node only after the previous one let go.
-          const bothReaders = readonly && other.readonly && profile.multiNode && other.multiNode;
-          const bothMultiWriters = profile.mode === 'MULTI_NODE_MULTI_WRITER' && other.accessMode === 'MULTI_NODE_MULTI_WRITER';
-          if (!bothReaders && !bothMultiWriters) {
-            throw failedPrecondition(
-              `volume ${req.volume_id} is published to node ${node} (${other.accessMode}${other.readonly ? ', read-only' : ''}); ` +
-                `${profile.mode}${readonly ? ' read-only' : ''} on ${req.node_id} must wait until it is unpublished there`,
-            );
-          }
-        }
-        await state.setPublished(req.volume_id, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });
-        return { publish_context: { readonly: String(readonly) } };
-      });
-    },
-
-    ControllerUnpublishVolume: async (req) => {
-      if (req.volume_id === '') throw invalidArgument('volume_id is required');
-      // A volume or node that is gone is already unpublished: OK.
-      if (!isVolumeId(req.volume_id)) return {};
-      await state.exclusive(req.volume_id, async () => {
-        if (req.node_id === '') await state.clearPublished(req.volume_id);
-        else await state.setPublished(req.volume_id, req.node_id, undefined);
-      });
-      return {};
-    },
-
-    ValidateVolumeCapabilities: async (req) => {
-      if (req.volume_id === '') throw invalidArgument('volume_id is required');
-      if (req.volume_capabilities.length === 0) throw invalidArgument('volume_capabilities is required');
-      const info = await state.require(req.volume_id);
-      const policy = policyFor(info.sharing);
-      for (const [i, cap] of req.volume_capabilities.entries()) {
-        const r = checkCapability(cap, policy, `volume_capabilities[${i}]`);
-        if (!r.ok) return { message: r.reason };
       }
-      if (Object.keys(req.parameters).length > 0) {
-        try {
-          parseVolumeParams(req.parameters);
-        } catch (e) {
-          return { message: (e as Error).message };
-        }
+      await this.volumes.setPublished(req.volume_id, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });
+      return { publish_context: { readonly: String(readonly) } };
+    });
+  }
+
+  async ControllerUnpublishVolume(req: ControllerUnpublishVolumeRequest): Promise<ControllerUnpublishVolumeResponse> {
+    requireFields(req, 'volume_id');
+    // A volume or node that is gone is already unpublished: OK.
+    if (!isVolumeId(req.volume_id)) return {};
+    await this.volumes.exclusive(req.volume_id, async () => {
+      if (req.node_id === '') await this.volumes.clearPublished(req.volume_id);
+      else await this.volumes.setPublished(req.volume_id, req.node_id, undefined);
+    });
+    return {};
+  }
+
+  async ValidateVolumeCapabilities(req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> {
+    requireFields(req, 'volume_id', 'volume_capabilities');
+    const info = await this.volumes.require(req.volume_id);
+    const policy = this.policyFor(info.sharing);
+    for (const [i, cap] of req.volume_capabilities.entries()) {
+      const r = checkCapability(cap, policy, `volume_capabilities[${i}]`);
+      if (!r.ok) return { message: r.reason };
+    }
+    if (Object.keys(req.parameters).length > 0) {
+      try {
+        parseVolumeParams(req.parameters);
+      } catch (e) {
+        return { message: (e as Error).message };
       }
-      return {
-        confirmed: {
-          volume_context: req.volume_context,
-          volume_capabilities: req.volume_capabilities,
-          parameters: req.parameters,
-          mutable_parameters: req.mutable_parameters,
-        },
-        message: '',
-      };
-    },
+    }
+    return {
+      confirmed: {
+        volume_context: req.volume_context,
+        volume_capabilities: req.volume_capabilities,
+        parameters: req.parameters,
+        mutable_parameters: req.mutable_parameters,
+      },
+      message: '',
+    };
+  }
 
-    ListVolumes: async (req) => {
-      const { page, nextToken } = paginate(state.volumeIds(), req.starting_token, req.max_entries, isVolumeId);
-      const entries: ListVolumesResponse['entries'] = [];
-      const failed = opts.deviceFailure?.() !== undefined;
-      for (const id of page) {
-        const info = failed ? state.describeCached(id) : await state.describe(id);
-        if (info !== undefined) entries.push({ volume: volumeOut(info), status: statusOf(info) });
-      }
-      return { entries, next_token: nextToken };
-    },
+  async ListVolumes(req: ListVolumesRequest): Promise<ListVolumesResponse> {
+    const { page, nextToken } = paginate(this.volumes.volumeIds(), req.starting_token, req.max_entries, isVolumeId);
+    const entries: ListVolumesResponse['entries'] = [];
+    const failed = this.opts.deviceFailure?.() !== undefined;
+    for (const id of page) {
+      const info = failed ? this.volumes.describeCached(id) : await this.volumes.describe(id);
+      if (info !== undefined) entries.push({ volume: this.volumeOut(info), status: this.statusOf(info) });
+    }
+    return { entries, next_token: nextToken };
+  }
 
-    GetCapacity: (req) => {
-      if (req.accessible_topology !== null && req.accessible_topology !== undefined && !isOurs(req.accessible_topology)) {
-        return { available_capacity: '0', maximum_volume_size: { value: '0' }, minimum_volume_size: { value: '0' } };
-      }
-      if (Object.keys(req.parameters).length > 0) parseVolumeParams(req.parameters);
-      const c = state.capacity();
-      return {
-        available_capacity: String(c.available),
-        maximum_volume_size: { value: String(c.maximumVolume) },
-        minimum_volume_size: { value: String(2 * 1024 * 1024) },
-      };
-    },
+  GetCapacity(req: GetCapacityRequest): GetCapacityResponse {
+    if (req.accessible_topology !== null && req.accessible_topology !== undefined && !this.isOurs(req.accessible_topology)) {
+      return { available_capacity: '0', maximum_volume_size: { value: '0' }, minimum_volume_size: { value: '0' } };
+    }
+    if (Object.keys(req.parameters).length > 0) parseVolumeParams(req.parameters);
+    const c = this.volumes.capacity();
+    return {
+      available_capacity: String(c.available),
+      maximum_volume_size: { value: String(c.maximumVolume) },
+      minimum_volume_size: { value: String(2 * 1024 * 1024) },
+    };
+  }
 
-    ControllerGetCapabilities: () => ({ capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ rpc: { type } })) }),
+  ControllerGetCapabilities(_req: ControllerGetCapabilitiesRequest): ControllerGetCapabilitiesResponse {
+    return { capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ rpc: { type } })) };
+  }
 
-    ControllerGetVolume: async (req) => {
-      if (opts.deviceFailure?.() !== undefined) {
-        // Do not read the memory again: answer from the last view, the condition says why.
-        if (req.volume_id === '') throw invalidArgument('volume_id is required');
-        const cached = state.describeCached(req.volume_id);
-        if (cached === undefined) throw notFound(`volume ${req.volume_id} does not exist (as last seen before the device failed)`);
-        return { volume: volumeOut(cached), status: statusOf(cached) };
-      }
-      const info = await state.require(req.volume_id);
-      return { volume: volumeOut(info), status: statusOf(info) };
-    },
+  async ControllerGetVolume(req: ControllerGetVolumeRequest): Promise<ControllerGetVolumeResponse> {
+    requireFields(req, 'volume_id');
+    if (this.opts.deviceFailure?.() !== undefined) {
+      // Do not read the memory again: answer from the last view, the condition says why.
+      const cached = this.volumes.describeCached(req.volume_id);
+      if (cached === undefined) throw notFound(`volume ${req.volume_id} does not exist (as last seen before the device failed)`);
+      return { volume: this.volumeOut(cached), status: this.statusOf(cached) };
+    }
+    const info = await this.volumes.require(req.volume_id);
+    return { volume: this.volumeOut(info), status: this.statusOf(info) };
+  }
 
-    CreateSnapshot: async (req) => {
-      if (req.name === '') throw invalidArgument('name is required');
-      if (req.source_volume_id === '') throw invalidArgument('source_volume_id is required');
-      checkSnapshotParams(req.parameters);
-      if (!isVolumeId(req.source_volume_id)) throw notFound(`source volume ${JSON.stringify(req.source_volume_id)} does not exist`);
-      return { snapshot: snapshotOut(await state.createSnapshot(req.name, req.source_volume_id)) };
-    },
+  async CreateSnapshot(req: CreateSnapshotRequest): Promise<CreateSnapshotResponse> {
+    requireFields(req, 'name', 'source_volume_id');
+    checkSnapshotParams(req.parameters);
+    if (!isVolumeId(req.source_volume_id)) throw notFound(`source volume ${JSON.stringify(req.source_volume_id)} does not exist`);
+    return { snapshot: snapshotOut(await this.volumes.createSnapshot(req.name, req.source_volume_id)) };
+  }
 
-    DeleteSnapshot: async (req) => {
-      await state.deleteSnapshot(req.snapshot_id);
-      return {};
-    },
+  async DeleteSnapshot(req: DeleteSnapshotRequest): Promise<DeleteSnapshotResponse> {
+    requireFields(req, 'snapshot_id');
+    await this.volumes.deleteSnapshot(req.snapshot_id);
+    return {};
+  }
 
-    ListSnapshots: (req) => {
-      let ids: string[];
-      if (req.snapshot_id !== '') ids = isSnapshotId(req.snapshot_id) && state.describeSnapshot(req.snapshot_id) ? [req.snapshot_id] : [];
-      else ids = state.snapshotIds();
-      const infos = ids.map((id) => state.describeSnapshot(id)).filter((s): s is SnapshotInfo => s !== undefined);
-      const wanted = req.source_volume_id === '' ? infos : infos.filter((s) => s.sourceVolumeId === req.source_volume_id);
-      const byId = new Map(wanted.map((s) => [s.snapshotId, s]));
-      const { page, nextToken } = paginate([...byId.keys()], req.starting_token, req.max_entries, isSnapshotId);
-      return { entries: page.map((id) => ({ snapshot: snapshotOut(byId.get(id) as SnapshotInfo) })), next_token: nextToken };
-    },
+  ListSnapshots(req: ListSnapshotsRequest): ListSnapshotsResponse {
+    let ids: string[];
+    if (req.snapshot_id !== '') ids = isSnapshotId(req.snapshot_id) && this.volumes.describeSnapshot(req.snapshot_id) ? [req.snapshot_id] : [];
+    else ids = this.volumes.snapshotIds();
+    const infos = ids.map((id) => this.volumes.describeSnapshot(id)).filter((s): s is SnapshotInfo => s !== undefined);
+    const wanted = req.source_volume_id === '' ? infos : infos.filter((s) => s.sourceVolumeId === req.source_volume_id);
+    const byId = new Map(wanted.map((s) => [s.snapshotId, s]));
+    const { page, nextToken } = paginate([...byId.keys()], req.starting_token, req.max_entries, isSnapshotId);
+    return { entries: page.map((id) => ({ snapshot: snapshotOut(byId.get(id) as SnapshotInfo) })), next_token: nextToken };
+  }
 
-    GetSnapshot: (req) => {
-      if (req.snapshot_id === '') throw invalidArgument('snapshot_id is required');
-      const s = state.describeSnapshot(req.snapshot_id);
-      if (s === undefined) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
-      return { snapshot: snapshotOut(s) };
-    },
-  };
+  GetSnapshot(req: GetSnapshotRequest): GetSnapshotResponse {
+    requireFields(req, 'snapshot_id');
+    const s = this.volumes.describeSnapshot(req.snapshot_id);
+    if (s === undefined) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
+    return { snapshot: snapshotOut(s) };
+  }
 }

@@ -17,7 +17,8 @@ import { CsiClient } from './client';
 import { DEFAULT_ALLOWED_PATH_ROOTS } from './node-paths';
 import { KubeletRegistration } from './registration';
 import { CsiServer, parseEndpoint } from './server';
-import { VolumeState } from './state';
+import { ControllerStore } from './store';
+import { Volumes } from './volumes';
 
 export type DriverMode = 'controller' | 'node' | 'all';
 
@@ -48,7 +49,7 @@ export interface DriverConfig {
   allowedPathRoots?: string[];
   /** Node mode: the famfs-fused entry script (default: the one shipped next to this module). */
   fusedScript?: string;
-  /** Controller: do not take the writer role at start; a leader elector calls volumes.onBecameLeader(). */
+  /** Controller: do not take the writer role at start; a leader elector calls store.onBecameLeader(). */
   deferLeadership?: boolean;
   /** Node mode: a famfs-fused run by someone else (the chart's container) serves the mount; never spawn one. */
   externalFuse?: boolean;
@@ -77,8 +78,10 @@ export interface RunningDriver {
   readonly device: DaxDevice;
   readonly fs: FamfsFs;
   readonly server: CsiServer;
-  /** The controller's state layer (controller and all modes): leadership hooks for the Lease. */
-  readonly volumes?: VolumeState;
+  /** The controller's store (controller and all modes): leadership hooks for the Lease. */
+  readonly store?: ControllerStore;
+  /** The controller's volume and snapshot operations (controller and all modes). */
+  readonly volumes?: Volumes;
   /** The Node service, in node and all modes. */
   readonly node?: NodeService;
   readonly metrics: DriverMetrics;
@@ -164,16 +167,19 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     'Identity',
     identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }),
   );
-  let volumes: VolumeState | undefined;
+  let store: ControllerStore | undefined;
+  let volumes: Volumes | undefined;
   if (cfg.mode === 'controller' || cfg.mode === 'all') {
-    volumes = new VolumeState(famfs, { log: log.child({ component: 'controller' }) });
+    const controllerLog = log.child({ component: 'controller' });
+    store = new ControllerStore(famfs, { log: controllerLog });
+    volumes = new Volumes(store, { log: controllerLog });
     // Without leader election this process is the only controller: it takes the famfs writer role
-    // (fencing epoch) now. With a Lease, the elector calls volumes.onBecameLeader/onLostLeadership.
-    if (cfg.deferLeadership !== true) volumes.onBecameLeader(systemUuid());
+    // (fencing epoch) now. With a Lease, the elector calls store.onBecameLeader/onLostLeadership.
+    if (cfg.deferLeadership !== true) store.onBecameLeader(systemUuid());
     server.addService(
       'Controller',
       controllerService({
-        state: volumes,
+        volumes,
         pool: cfg.pool,
         topologyKey: POOL_TOPOLOGY_KEY,
         // All-in-one knows exactly one node. A cluster controller will check the pool's nodes
@@ -242,6 +248,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     device,
     fs: famfs,
     server,
+    ...(store !== undefined ? { store } : {}),
     ...(volumes !== undefined ? { volumes } : {}),
     ...(node !== undefined ? { node } : {}),
     metrics,

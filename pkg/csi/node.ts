@@ -23,7 +23,7 @@ import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/moun
 import { findMount, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type JsonStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
-import { CTX_SHARING } from './controller';
+import { CTX_SHARING } from './volume-context';
 import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';
 import { FuseMount } from './node-fuse';
 import { checkPathSyntax, PathPolicy } from './node-paths';

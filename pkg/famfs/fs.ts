@@ -219,6 +219,51 @@ export class FamfsFs {
     };
   }
 
+  /** Bytes of the data area (device minus superblock and log): no file can ever be larger. */
+  get dataAreaBytes(): number {
+    return this.sb.deviceSize - reservedBytes(this.sb.logLen);
+  }
+
+  /** Log entries that can still be appended. */
+  logEntriesLeft(): number {
+    return this.logCapacity - this.tree.nextIndex;
+  }
+
+  /** Makes memory free whose delete every live host has replayed (cheap when nothing waits). */
+  reclaimReplayed(): void {
+    // Reading every host's slot costs a few microseconds; only pay it when something waits.
+    if (this.allocator.hasPending) this.allocator.reclaim(this.horizon());
+  }
+
+  /**
+   * Refuses now what creating the file `relpath` of `size` bytes (and its missing parent
+   * directories) would refuse: no room of that shape or a bad interleave (ENOSPC, EINVAL), a log
+   * without room for the entries (ELOGFULL). Writes nothing, so a caller can check before it
+   * commits to anything else.
+   */
+  planCreate(relpath: string, size: number, interleave?: InterleaveParams): void {
+    this.reclaimReplayed();
+    this.allocator.place(size, interleave);
+    const parts = relpath.split('/');
+    let needed = 1;
+    for (let i = 1; i < parts.length; i++) if (this.tree.lookup(parts.slice(0, i).join('/')) === undefined) needed++;
+    const used = this.tree.nextIndex;
+    if (used + needed > this.logCapacity) {
+      throw new FamfsError('ELOGFULL', `famfs log full: ${used} of ${this.logCapacity} entries used, ${needed} needed`);
+    }
+  }
+
+  /**
+   * Throws EFENCED unless the device is still at fencing epoch `epoch` (undefined: not held at
+   * all). For writers of data outside the log that must stop once another master took over.
+   */
+  checkFenceEpoch(epoch: number | undefined): void {
+    const block = this.extBlock();
+    if (epoch === undefined || block.epoch !== epoch) {
+      throw new FamfsError('EFENCED', `this writer holds fencing epoch ${epoch ?? 'none'} but the device is at ${block.epoch}: another master took over`);
+    }
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Writer side (master only)
   // ---------------------------------------------------------------------------------------------
@@ -259,8 +304,7 @@ export class FamfsFs {
     const h = this.prepareWrite();
     this.checkNewName(relpath);
     this.ensureLogRoom(h, 1);
-    // Reading every host's slot costs a few microseconds; only pay it when something waits.
-    if (this.allocator.hasPending) this.allocator.reclaim(this.horizon());
+    this.reclaimReplayed();
     const fmap = this.allocator.place(size, o.interleave, o.random);
     if (o.zero) {
       for (const e of fmap.kind === 'simple' ? fmap.extents : fmap.strips) this.zeroRange(e.offset, e.len);

@@ -4,7 +4,7 @@
 //   - while master, the FamfsPool status is published every interval (space, log, hosts' replay lag),
 //     with the matching metrics and Events.
 // Usage (controller or all mode, after startDriver with deferLeadership = settings.enabled):
-//   const k8s = startControllerIntegration({ volumes: driver.volumes, ... });  ...  await k8s.stop();
+//   const k8s = startControllerIntegration({ store: driver.store, ... });  ...  await k8s.stop();
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { leaderElectionFromEnv, loadKubeConfig, type LeaderElectionSettings } from './config';
@@ -13,14 +13,14 @@ import { MasterElection, type MasterRole } from './leadership';
 import type { FamfsMetrics } from './metrics';
 import { PoolStatusLoop, type FamfsView } from './pool-status-loop';
 
-/** The controller state (pkg/csi/state.ts VolumeState): the master role plus a view of famfs. */
-export interface ControllerState extends MasterRole {
+/** The controller's store (pkg/csi/store.ts ControllerStore): the master role plus a view of famfs. */
+export interface ControllerStoreView extends MasterRole {
   readonly fs: FamfsView;
   readonly fencingEpoch: number | undefined;
 }
 
 export interface ControllerIntegrationOptions {
-  volumes: ControllerState;
+  store: ControllerStoreView;
   pool: string;
   device: string;
   nodeId: string;
@@ -52,19 +52,19 @@ export function startControllerIntegration(o: ControllerIntegrationOptions): Con
   const settings = o.leaderElection ?? controllerLeaderElectionSettings(o.pool);
   const events = new EventRecorder({ kubeConfig, component: 'famfs-csi-controller', instance: settings.identity || o.nodeId, log: o.log });
   const election = settings.enabled
-    ? new MasterElection({ kubeConfig, settings, role: o.volumes, hostUuid: o.hostUuid, pool: o.pool, metrics: o.metrics, log: o.log })
+    ? new MasterElection({ kubeConfig, settings, role: o.store, hostUuid: o.hostUuid, pool: o.pool, metrics: o.metrics, log: o.log })
     : undefined;
   const statusLoop = new PoolStatusLoop({
     kubeConfig,
     pool: o.pool,
     device: o.device,
-    fs: o.volumes.fs,
+    fs: o.store.fs,
     intervalMs: o.statusIntervalMs,
     metrics: o.metrics,
     events,
     log: o.log,
     master: () => {
-      const epoch = election ? election.epoch : o.volumes.fencingEpoch;
+      const epoch = election ? election.epoch : o.store.fencingEpoch;
       if (epoch === undefined) return undefined;
       return { node: o.nodeId, pod: settings.identity || undefined, leaseName: election ? settings.leaseName : undefined, fencingEpoch: epoch };
     },

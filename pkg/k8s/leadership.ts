@@ -1,14 +1,14 @@
 // The famfs master role follows the Lease: whoever holds the Lease takes over as famfs master
 // (FamfsFs.takeOver writes a new fencing epoch into the shared memory before any append), and drops
 // the role the moment it stops leading. This module is the glue between LeaderElector and the
-// controller's state layer (pkg/csi VolumeState.onBecameLeader / onLostLeadership).
+// controller's state layer (pkg/csi ControllerStore.onBecameLeader / onLostLeadership).
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { LeaderElectionSettings } from './config';
 import { LeaderElector } from './lease';
 import type { FamfsMetrics } from './metrics';
 
-/** What the controller's state layer offers (pkg/csi/state.ts VolumeState has exactly these). */
+/** What the controller's state layer offers (pkg/csi/store.ts ControllerStore has exactly these). */
 export interface MasterRole {
   /** Takes over as famfs master with this host's UUID; returns the famfs fencing epoch. */
   onBecameLeader(hostUuid: string): number;

@@ -1,0 +1,262 @@
+// The controller's store: the records of volumes and snapshots, kept as an image in the shared
+// memory (state-image.ts), and the fencing epoch that makes this controller the only writer. It
+// stores; what volumes and snapshots are made of is volumes.ts. It speaks CsiErrors only (famfs
+// errors are mapped here, through errors.ts).
+//
+// Where things live (all of it in the shared memory, nothing on a controller host's disk):
+//   csi/vol-<hash>/data     a volume: a famfs file with its size, mode, uid, gid and fmap.
+//   csi/snap-<hash>/data    a snapshot: a famfs file holding a memory-to-memory copy.
+//   csi/.controller-state   the metadata image (state-image.ts): per volume the CO's name, the
+//                           requested range, the canonical parameters, the content source, whether
+//                           its content copy finished, and the nodes it is published to; per
+//                           snapshot its source, creation time and readiness.
+// Existence in famfs is the truth: a volume exists iff its file does. A file without a record (a
+// crash between the famfs append and the image commit) is described from the file alone and
+// adopted by the next CreateVolume with its name; a record without a file is dropped on takeover.
+//
+// Leadership: only the leader mutates. onBecameLeader() bumps the fencing epoch in the shared
+// memory (FamfsFs.takeOver), so a paused former leader's next append or image commit fails with
+// EFENCED, which every RPC reports as UNAVAILABLE "not the leader".
+import type { Logger } from 'pino';
+import { FamfsError } from '../famfs/errors';
+import type { FamfsFs } from '../famfs/fs';
+import type { FileNode } from '../famfs/tree';
+import { fromFamfsError, resourceExhausted, unavailable } from './errors';
+import { objectFileRelpath } from './names';
+import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage } from './state-image';
+
+export interface PublishRecord {
+  readonly: boolean;
+  accessMode: string;
+  multiNode: boolean;
+}
+
+export type ContentSource = { kind: 'snapshot' | 'volume'; id: string };
+
+export interface VolumeRecord {
+  volumeId: string;
+  name: string;
+  requiredBytes: number;
+  limitBytes: number;
+  params: Record<string, string>;
+  createdAt: string;
+  published: Record<string, PublishRecord>;
+  contentSource?: ContentSource;
+  /** False from the intent record until the content copy finished and was flushed. */
+  populated: boolean;
+  /** Log index of the volume's FILE entry: a different index means the file was replaced. */
+  fileIndex?: number;
+}
+
+export interface SnapshotRecord {
+  snapshotId: string;
+  name: string;
+  sourceVolumeId: string;
+  createdAtMs: number;
+  sizeBytes: number;
+  readyToUse: boolean;
+  fileIndex?: number;
+}
+
+export interface ControllerStateDoc {
+  version: 2;
+  volumes: Record<string, VolumeRecord>;
+  snapshots: Record<string, SnapshotRecord>;
+}
+
+export function validateStateDoc(d: unknown): ControllerStateDoc {
+  const doc = d as ControllerStateDoc;
+  if (doc?.version !== 2 || typeof doc.volumes !== 'object' || doc.volumes === null || typeof doc.snapshots !== 'object' || doc.snapshots === null) {
+    throw new Error('controller state image: unsupported content');
+  }
+  return doc;
+}
+
+const emptyDoc = (): ControllerStateDoc => ({ version: 2, volumes: {}, snapshots: {} });
+
+/** The famfs file of a volume or snapshot id, as this host last replayed the log. */
+export function objectFile(fs: FamfsFs, id: string): FileNode | undefined {
+  const node = fs.lookup(objectFileRelpath(id));
+  return node?.kind === 'file' ? node : undefined;
+}
+
+export interface ControllerStoreOptions {
+  log?: Logger;
+  /** Size of csi/.controller-state when it has to be created. */
+  imageSize?: number;
+}
+
+export class ControllerStore {
+  private readonly image: SharedStateImage<ControllerStateDoc>;
+  private readonly log: Logger | undefined;
+  private doc: ControllerStateDoc = emptyDoc();
+  private epoch: number | undefined;
+  private lastBodyBytes = 0;
+
+  constructor(
+    readonly fs: FamfsFs,
+    private readonly opts: ControllerStoreOptions = {},
+  ) {
+    this.log = opts.log;
+    this.image = new SharedStateImage(fs, fs.media, validateStateDoc);
+    this.refresh();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Leadership
+  // ---------------------------------------------------------------------------------------------
+
+  get isLeader(): boolean {
+    return this.epoch !== undefined;
+  }
+
+  get fencingEpoch(): number | undefined {
+    return this.epoch;
+  }
+
+  /** Generation of the metadata image last read or written. */
+  get generation(): number {
+    return this.image.generation;
+  }
+
+  /**
+   * Become the writer: bump the fencing epoch (FamfsFs.takeOver), make sure the image file exists,
+   * read the last committed generation, drop records whose files are gone, and commit under the
+   * new epoch. Called at start (no election) or by the Lease integration when it wins.
+   */
+  onBecameLeader(hostUuid: string): number {
+    // Catch up first: a delete another master wrote makes FamfsFs re-read the superblock, so
+    // takeOver compares against the current master UUID, not one cached before the other reign.
+    const epoch = this.runFamfs('take over as famfs master', () => {
+      this.fs.catchUp();
+      return this.fs.takeOver(hostUuid);
+    });
+    this.epoch = epoch;
+    try {
+      this.runFamfs('create the controller state image', () => this.image.ensure(this.opts.imageSize ?? DEFAULT_STATE_IMAGE_SIZE));
+      const loaded = this.image.load();
+      if (loaded?.problems.length) this.log?.warn({ problems: loaded.problems }, 'controller state image: a half failed validation (the other one is used)');
+      this.doc = loaded?.doc ?? emptyDoc();
+      const dropped = this.reconcile();
+      this.commit();
+      this.log?.info(
+        { epoch, generation: this.image.generation, volumes: Object.keys(this.doc.volumes).length, snapshots: Object.keys(this.doc.snapshots).length, dropped },
+        'became leader: controller state loaded from shared memory',
+      );
+    } catch (e) {
+      this.epoch = undefined;
+      throw e;
+    }
+    return epoch;
+  }
+
+  /** Stop mutating at once (the Lease was lost); the next leader's epoch fences the log anyway. */
+  onLostLeadership(reason = 'lost leadership'): void {
+    if (this.epoch === undefined) return;
+    this.log?.warn({ epoch: this.epoch, reason }, 'no longer the leader: refusing changes');
+    this.epoch = undefined;
+  }
+
+  /** A follower reads the image anew before answering: the leader may have changed it. */
+  refresh(): void {
+    if (this.isLeader) return;
+    try {
+      this.fs.catchUp();
+      this.doc = this.image.load()?.doc ?? emptyDoc();
+    } catch {
+      this.doc = emptyDoc();
+    }
+  }
+
+  /** UNAVAILABLE unless this controller holds the writer role; returns the epoch it holds. */
+  requireLeader(): number {
+    if (this.epoch === undefined) throw unavailable('not the leader: this controller does not hold the famfs writer role (another replica does, or leadership is being handed over); retry');
+    return this.epoch;
+  }
+
+  /**
+   * Runs famfs work and maps its errors to CSI statuses (`what` says which operation failed);
+   * losing the fence ends our leadership on the spot.
+   */
+  runFamfs<T>(what: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      if (e instanceof FamfsError) {
+        if (e.code === 'EFENCED' || e.code === 'ENOTMASTER') {
+          this.onLostLeadership(e.message);
+          throw unavailable(`not the leader: ${what}: ${e.message}`, e);
+        }
+        throw fromFamfsError(e, what);
+      }
+      throw e;
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Records
+  // ---------------------------------------------------------------------------------------------
+
+  volume(volumeId: string): VolumeRecord | undefined {
+    return this.doc.volumes[volumeId];
+  }
+
+  snapshot(snapshotId: string): SnapshotRecord | undefined {
+    return this.doc.snapshots[snapshotId];
+  }
+
+  /** Sets a volume's record in memory; commit() makes it durable. */
+  putVolume(rec: VolumeRecord): void {
+    this.doc.volumes[rec.volumeId] = rec;
+  }
+
+  /** Drops a volume's record in memory; true when there was one (commit() makes it durable). */
+  removeVolume(volumeId: string): boolean {
+    if (this.doc.volumes[volumeId] === undefined) return false;
+    delete this.doc.volumes[volumeId];
+    return true;
+  }
+
+  putSnapshot(rec: SnapshotRecord): void {
+    this.doc.snapshots[rec.snapshotId] = rec;
+  }
+
+  removeSnapshot(snapshotId: string): boolean {
+    if (this.doc.snapshots[snapshotId] === undefined) return false;
+    delete this.doc.snapshots[snapshotId];
+    return true;
+  }
+
+  /** Commits the records as the next image generation (fenced). */
+  commit(): void {
+    const epoch = this.requireLeader();
+    const h = this.runFamfs('commit the controller state image', () => this.image.commit(this.doc, epoch, () => this.fs.checkFenceEpoch(this.epoch)));
+    this.lastBodyBytes = h.length;
+  }
+
+  /** Refuses early when one more record might not fit the image (before anything is allocated). */
+  checkImageRoom(): void {
+    if (this.lastBodyBytes + 8192 > this.image.capacity) {
+      throw resourceExhausted(`the controller state image is full (${this.lastBodyBytes} of ${this.image.capacity} bytes); delete unused volumes or snapshots`);
+    }
+  }
+
+  /** Drops records whose famfs file is gone (deleted, or a create that crashed before its append). */
+  private reconcile(): number {
+    this.fs.catchUp();
+    let dropped = 0;
+    for (const id of Object.keys(this.doc.volumes)) {
+      if (objectFile(this.fs, id) === undefined) {
+        delete this.doc.volumes[id];
+        dropped++;
+      }
+    }
+    for (const id of Object.keys(this.doc.snapshots)) {
+      if (objectFile(this.fs, id) === undefined) {
+        delete this.doc.snapshots[id];
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+}
