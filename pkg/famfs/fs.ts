@@ -7,7 +7,7 @@
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { FamfsError } from './errors';
-import { ackReplay, initExtBlock, readExtBlock, readHostSlots, reclaimHorizon, writeExtBlock } from './hosts';
+import { ackReplay, initExtBlock, readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon, writeExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
   checkRelpath,
@@ -37,6 +37,7 @@ import {
   validateSuperblock,
   ZERO_UUID,
   decodeSuperblock,
+  bytesToUuid,
 } from './layout';
 import { Media } from './media';
 import { CatchUpResult, LogReader } from './replay';
@@ -107,6 +108,10 @@ export class FamfsFs {
   readonly allocator: Allocator;
   private readonly reader: LogReader;
   private readonly now: () => number;
+  /** Entries this master committed because they sat valid past next_index (see crossCheckLog). */
+  readonly rolledForward: { from: number; to: number }[] = [];
+  /** The header's counters were cross-checked against the entries since this host became master. */
+  private logChecked = false;
 
   private constructor(
     readonly media: Media,
@@ -143,7 +148,8 @@ export class FamfsFs {
     }
     media.write(LOG_OFFSET, encodeLogHeader(logLen));
     media.flush(LOG_OFFSET, logLen);
-    initExtBlock(media, o.systemUuid, (o.now ?? Date.now)());
+    const uuid = randomUUID();
+    initExtBlock(media, uuid, o.systemUuid, (o.now ?? Date.now)());
     media.write(
       SUPERBLOCK_OFFSET,
       encodeSuperblock({
@@ -153,7 +159,7 @@ export class FamfsFs {
         allocUnit: ALLOC_UNIT,
         omfMajor: OMF_MAJOR,
         omfMinor: OMF_MINOR,
-        uuid: randomUUID(),
+        uuid,
         devUuid: randomUUID(),
         systemUuid: o.systemUuid,
         flags: 0,
@@ -357,12 +363,17 @@ export class FamfsFs {
     this.extended = this.extended || check.extended;
   }
 
-  /** The fencing epoch and master of the shared extension block (initialised on first use). */
+  /**
+   * The fencing epoch and master of the shared extension block, initialised on first use. A block
+   * left by an earlier file system on this device is re-made (its host slots cleared), with an
+   * epoch above the one it held.
+   */
   extBlock(): ExtBlock {
-    const block = readExtBlock(this.media);
+    const block = readExtBlock(this.media, this.sb.uuid);
     if (block) return block;
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'famfs-csi extension block missing and the device is open read-only');
-    return initExtBlock(this.media, this.sb.systemUuid, this.now());
+    const stale = readAnyExtBlock(this.media);
+    return initExtBlock(this.media, this.sb.uuid, this.sb.systemUuid, this.now(), undefined, (stale?.epoch ?? 0) + 1);
   }
 
   /**
@@ -384,6 +395,7 @@ export class FamfsFs {
     }
     this.opts.hostUuid = hostUuid;
     this.opts.fenceEpoch = epoch;
+    this.logChecked = false;
     this.catchUp();
     return epoch;
   }
@@ -395,13 +407,13 @@ export class FamfsFs {
   }
 
   hosts() {
-    const block = readExtBlock(this.media);
+    const block = readExtBlock(this.media, this.sb.uuid);
     return block ? readHostSlots(this.media, block.slotCount) : [];
   }
 
   /** Log index below which deletes are known to every live host. */
   horizon(): number {
-    const block = readExtBlock(this.media);
+    const block = readExtBlock(this.media, this.sb.uuid);
     if (!block) return this.tree.nextIndex;
     const slots = readHostSlots(this.media, block.slotCount).filter((s) => s.hostUuid !== this.opts.hostUuid);
     return reclaimHorizon(slots, this.tree.nextIndex, this.now(), this.opts.hostLiveMs ?? 60_000);
@@ -432,8 +444,14 @@ export class FamfsFs {
   }
 
   private checkFence(): void {
+    // A device re-made under us (mkfs -f, ours or famfs') is another file system: nothing we know applies.
+    this.media.invalidate(SUPERBLOCK_OFFSET + SB.uuid, 16);
+    const uuid = bytesToUuid(this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16));
+    if (uuid !== this.sb.uuid) {
+      throw new FamfsError('EFENCED', `the device now holds another file system (UUID ${uuid}, this writer opened ${this.sb.uuid}): it was re-made; reopen it`);
+    }
     if (this.opts.fenceEpoch === undefined) return;
-    const block = readExtBlock(this.media);
+    const block = readExtBlock(this.media, this.sb.uuid);
     if (!block || block.epoch !== this.opts.fenceEpoch) {
       throw new FamfsError('EFENCED', `this writer holds fencing epoch ${this.opts.fenceEpoch} but the device is at ${block?.epoch ?? 'none'}: another master took over`);
     }
@@ -448,7 +466,36 @@ export class FamfsFs {
     this.checkFence();
     const r = this.catchUp();
     if (r.stop) throw new FamfsError('ECORRUPT', `log entry ${r.stop.index} is bad (${r.stop.reason}); refusing to append after it (run famfs fsck)`);
+    if (!this.logChecked) this.crossCheckLog();
     return this.reader.header();
+  }
+
+  /**
+   * Before the first append of every master: do the header's counters agree with the entries?
+   * next_index is not CRC-protected; a torn header write, a stale line or a bad repair can lower
+   * it, and appending there would overwrite entries that hosts have replayed (and hand their
+   * memory to the new file). Valid entries right past next_index are committed (roll forward:
+   * hosts may serve them); anything else past them is a gap no counter explains, so we refuse.
+   */
+  private crossCheckLog(): void {
+    const h = this.reader.header();
+    const scan = this.reader.scanPastEnd(h.nextIndex);
+    if (scan.nonEmptyAt !== undefined) {
+      throw new FamfsError(
+        'ECORRUPT',
+        `log slot ${scan.nonEmptyAt} past the end of the log (next_index ${h.nextIndex}${scan.valid ? `, then ${scan.valid} valid entries` : ''}) is not empty: ` +
+          'entries were lost or the counter is wrong; refusing to append (run famfs fsck, then famfs repair)',
+      );
+    }
+    if (scan.valid > 0) {
+      const end = h.nextIndex + scan.valid;
+      this.media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(end, end));
+      this.media.flush(LOG_OFFSET + LH.nextSeqnum, 16);
+      this.rolledForward.push({ from: h.nextIndex, to: end });
+      const r = this.catchUp();
+      if (r.stop) throw new FamfsError('ECORRUPT', `log entry ${r.stop.index} is bad (${r.stop.reason}); refusing to append after it (run famfs fsck)`);
+    }
+    this.logChecked = true;
   }
 
   /**
@@ -461,6 +508,12 @@ export class FamfsFs {
     if (index !== this.tree.nextIndex) throw new FamfsError('ECORRUPT', `log moved under the writer (header ${index}, replayed ${this.tree.nextIndex})`);
     const raw = encodeEntry(index, body);
     const at = LOG_OFFSET + entryOffset(index);
+    // Slots past the end are zero (mkfs zeroes the log; repair clears a torn slot). Anything else
+    // may be an entry hosts replayed under a counter that has since gone backwards: never overwrite it.
+    this.media.invalidate(at, LE.SIZE);
+    if (this.media.read(at, LE.SIZE).some((b) => b !== 0)) {
+      throw new FamfsError('ECORRUPT', `log slot ${index} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`);
+    }
     this.media.write(at, raw);
     this.media.flush(at, LE.SIZE);
     this.checkFence();

@@ -3,7 +3,7 @@
  * in the report, and `clean` is true only when nothing is.
  */
 import { Allocator, SpaceSummary } from './allocator';
-import { readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
+import { readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
 import {
   decodeEntry,
   decodeLogHeader,
@@ -99,17 +99,18 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
       break;
     }
   }
-  if (validPast === 1) {
-    report.warnings.push(`log slot ${header.nextIndex} (past the end) holds a valid entry: an append was interrupted, or next_index was lowered by one; famfs repair commits it`);
-  } else if (validPast > 1) {
-    report.errors.push(`next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`);
-  }
   report.files = tree.fileCount;
   report.directories = tree.dirCount;
 
   let horizon = tree.nextIndex;
   try {
-    const block = readExtBlock(media);
+    const block = readExtBlock(media, sb.uuid);
+    const any = block ? block : readAnyExtBlock(media);
+    if (!block && any) {
+      report.warnings.push(
+        `famfs-csi extension area belongs to ${any.revision === 1 ? 'an older famfs-csi (no file system UUID)' : `another file system (${any.fsUuid})`}: its epoch and host slots are ignored; the master re-makes it on first use (or famfs repair)`,
+      );
+    }
     if (block) {
       report.fencingEpoch = block.epoch;
       report.hosts = readHostSlots(media, block.slotCount);
@@ -120,6 +121,20 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
     }
   } catch (e) {
     report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);
+  }
+  // A host that acked past next_index replayed entries the counter disowns: next_index went
+  // backwards (a master appending there would overwrite them). One valid entry past the end that
+  // no host has seen is what an interrupted append leaves (the next master commits it).
+  const ahead = report.hosts.filter((h) => !h.damaged && h.ackedIndex > header.nextIndex);
+  if (ahead.length > 0) {
+    report.errors.push(
+      `next_index ${header.nextIndex} is behind what hosts replayed (${ahead.map((h) => `${h.name || h.hostUuid} acked ${h.ackedIndex}`).join(', ')}): ` +
+        `the counter went backwards${validPast ? `; entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid` : ''}; run famfs repair to commit them`,
+    );
+  } else if (validPast === 1) {
+    report.warnings.push(`log slot ${header.nextIndex} (past the end) holds a valid entry that no host has acked: an append was interrupted; the next master commits it (or famfs repair)`);
+  } else if (validPast > 1) {
+    report.errors.push(`next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`);
   }
   const alloc = new Allocator(tree, sb.deviceSize, sb.logLen);
   alloc.rebuild(horizon);

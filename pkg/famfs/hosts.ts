@@ -28,9 +28,20 @@ import { Media } from './media';
 
 export const MAX_HOST_SLOTS = Math.floor((SUPERBLOCK_REGION - HOST_SLOTS_OFFSET) / HOST_SLOT_SIZE);
 
-export function readExtBlock(media: Media): ExtBlock | undefined {
+/** The block as it is on the device, whichever file system it belongs to (see readExtBlock). */
+export function readAnyExtBlock(media: Media): ExtBlock | undefined {
   media.invalidate(EXT_BLOCK_OFFSET, EXT.SIZE);
   return decodeExtBlock(media.read(EXT_BLOCK_OFFSET, EXT.SIZE));
+}
+
+/**
+ * The extension block of the file system whose superblock UUID is `fsUuid`. undefined when it was
+ * never initialised or belongs to an earlier file system on the same device (famfs' own mkfs
+ * leaves it behind): its epoch and host slots mean nothing here. Throws ECORRUPT when damaged.
+ */
+export function readExtBlock(media: Media, fsUuid: string): ExtBlock | undefined {
+  const block = readAnyExtBlock(media);
+  return block && block.fsUuid === fsUuid ? block : undefined;
 }
 
 export function writeExtBlock(media: Media, block: ExtBlock): void {
@@ -38,11 +49,12 @@ export function writeExtBlock(media: Media, block: ExtBlock): void {
   media.flush(EXT_BLOCK_OFFSET, EXT.SIZE);
 }
 
-export function initExtBlock(media: Media, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS, epoch = 1): ExtBlock {
+/** Write a fresh block for file system `fsUuid` and clear every host slot. */
+export function initExtBlock(media: Media, fsUuid: string, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS, epoch = 1): ExtBlock {
   if (slotCount < 1 || slotCount > MAX_HOST_SLOTS) throw new FamfsError('EINVAL', `host slot count ${slotCount} must be 1..${MAX_HOST_SLOTS}`);
   media.write(HOST_SLOTS_OFFSET, Buffer.alloc(slotCount * HOST_SLOT_SIZE));
   media.flush(HOST_SLOTS_OFFSET, slotCount * HOST_SLOT_SIZE);
-  const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch, masterUuid, epochTimeMs: nowMs };
+  const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch, masterUuid, fsUuid, epochTimeMs: nowMs };
   writeExtBlock(media, block);
   return block;
 }

@@ -211,11 +211,12 @@ export interface SuperblockCheck {
 }
 
 /**
- * Enabling the extension rewrites ts_version and the CRC; a crash between the two stores leaves a
- * CRC that matches the *other* version. No extension entry is written before the new superblock
- * is flushed, so either reading is safe; accept it rather than lose the file system.
+ * Enabling the extension rewrites ts_version and the CRC, which live in different cache lines; a
+ * crash between the two leaves a CRC that matches the *other* version. famfs sees a corrupt
+ * superblock (its mkfs would reformat the device), so this is damage, not a valid state:
+ * validateSuperblock names it and `famfs repair` makes version and CRC agree again.
  */
-function tornVersionUpgrade(raw: Buffer, stored: number): boolean {
+export function tornVersionUpgrade(raw: Buffer, stored: number = Number(raw.readBigUInt64LE(SB.crc))): boolean {
   const v = raw.readBigUInt64LE(SB.version);
   if (v !== FAMFS_VERSION && v !== FAMFS_CSI_EXT_VERSION) return false;
   const copy = Buffer.from(raw.subarray(0, SB.crc));
@@ -234,8 +235,12 @@ export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockC
   if (sb.version !== FAMFS_VERSION && !extended) problems.push(`unsupported superblock version ${sb.version} (want 48)`);
   const stored = Number(raw.readBigUInt64LE(SB.crc));
   const computed = superblockCrc(raw);
-  if (stored !== computed && !tornVersionUpgrade(raw, stored)) {
-    problems.push(`superblock CRC mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`);
+  if (stored !== computed) {
+    problems.push(
+      tornVersionUpgrade(raw, stored)
+        ? `torn version upgrade: version ${sb.version} carries the CRC of version ${sb.version === FAMFS_VERSION ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION} (famfs would reformat this device; run famfs repair)`
+        : `superblock CRC mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`,
+    );
   }
   if (sb.logOffset !== LOG_OFFSET) problems.push(`log offset 0x${sb.logOffset.toString(16)} (want 0x200000)`);
   if (sb.logLen < MIN_LOG_LEN || (sb.logLen & (sb.logLen - 1)) !== 0) problems.push(`log length ${sb.logLen} is not a power of two >= 8 MiB`);
@@ -608,17 +613,27 @@ export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: b
 // ---------------------------------------------------------------------------------------------
 export const EXT_BLOCK_OFFSET = 0x1000;
 export const EXT_MAGIC = 0x4953434d53464146n; // "FAMFSCSI" read as a little-endian u64
-export const EXT_REVISION = 1;
+/**
+ * Revision 2 binds the block to the file system: it records the superblock UUID, and a block whose
+ * UUID is not the superblock's (left behind by an earlier file system: famfs' own `mkfs -f` never
+ * touches these bytes) is ignored and re-made, host slots included. Revision 1 blocks carried no
+ * UUID and are treated the same way.
+ */
+export const EXT_REVISION = 2;
+/** One cache line, so it is never torn between two lines. */
 export const EXT = {
   magic: 0,
   revision: 8,
   slotCount: 12,
   epoch: 16, // writer fencing epoch, bumped by every new master
   masterUuid: 24, // system UUID of the host holding the epoch
-  epochTimeMs: 40, // wall clock of the last epoch change (informational)
-  crc: 48, // CRC-32 over [0, 48)
+  fsUuid: 40, // superblock UUID of the file system this block belongs to
+  epochTimeSec: 56, // u32 wall clock (s) of the last epoch change (informational)
+  crc: 60, // u32 CRC-32 over [0, 60)
   SIZE: 64,
 } as const;
+/** Revision 1 (no file system UUID): only the fields needed to continue its epoch. */
+const EXT_V1 = { epoch: 16, crc: 48 } as const;
 export const HOST_SLOTS_OFFSET = EXT_BLOCK_OFFSET + 0x1000;
 export const HOST_SLOT_SIZE = CACHE_LINE;
 export const DEFAULT_HOST_SLOTS = 1024;
@@ -637,34 +652,45 @@ export interface ExtBlock {
   slotCount: number;
   epoch: number;
   masterUuid: string;
+  /** Superblock UUID of the file system the block (and its host slots) belongs to. */
+  fsUuid: string;
   epochTimeMs: number;
 }
 
 export function encodeExtBlock(e: ExtBlock): Buffer {
   const b = Buffer.alloc(EXT.SIZE);
   putU64(b, EXT.magic, EXT_MAGIC);
-  b.writeUInt32LE(e.revision, EXT.revision);
+  b.writeUInt32LE(EXT_REVISION, EXT.revision);
   b.writeUInt32LE(e.slotCount, EXT.slotCount);
   putU64(b, EXT.epoch, e.epoch);
   uuidToBytes(e.masterUuid).copy(b, EXT.masterUuid);
-  putU64(b, EXT.epochTimeMs, e.epochTimeMs);
-  putU64(b, EXT.crc, crc(b, 0, EXT.crc));
+  uuidToBytes(e.fsUuid).copy(b, EXT.fsUuid);
+  b.writeUInt32LE(Math.min(0xffffffff, Math.floor(e.epochTimeMs / 1000)), EXT.epochTimeSec);
+  b.writeUInt32LE(crc(b, 0, EXT.crc), EXT.crc);
   return b;
 }
 
-/** undefined when the block was never initialised; throws ECORRUPT when it is damaged. */
+/**
+ * undefined when the block was never initialised; throws ECORRUPT when it is damaged. A
+ * revision-1 block decodes with the zero UUID as fsUuid (it belongs to no file system) and the
+ * epoch it held, so a new block can continue above it.
+ */
 export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
   if (u64(b, EXT.magic) !== EXT_MAGIC) return undefined;
-  const stored = Number(b.readBigUInt64LE(EXT.crc));
-  if (stored !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
   const revision = b.readUInt32LE(EXT.revision);
+  if (revision === 1) {
+    if (Number(b.readBigUInt64LE(EXT_V1.crc)) !== crc(b, 0, EXT_V1.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
+    return { revision, slotCount: b.readUInt32LE(EXT.slotCount), epoch: u64n(b, EXT_V1.epoch, 'fencing epoch'), masterUuid: ZERO_UUID, fsUuid: ZERO_UUID, epochTimeMs: 0 };
+  }
+  if (b.readUInt32LE(EXT.crc) !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
   if (revision !== EXT_REVISION) throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows ${EXT_REVISION})`);
   return {
     revision,
     slotCount: b.readUInt32LE(EXT.slotCount),
     epoch: u64n(b, EXT.epoch, 'fencing epoch'),
     masterUuid: bytesToUuid(b.subarray(EXT.masterUuid, EXT.masterUuid + 16)),
-    epochTimeMs: u64n(b, EXT.epochTimeMs, 'epoch time'),
+    fsUuid: bytesToUuid(b.subarray(EXT.fsUuid, EXT.fsUuid + 16)),
+    epochTimeMs: b.readUInt32LE(EXT.epochTimeSec) * 1000,
   };
 }
 

@@ -18,7 +18,7 @@
  */
 import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
-import { clearDamagedHostSlots, initExtBlock, readExtBlock } from './hosts';
+import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
   crc,
@@ -30,6 +30,11 @@ import {
   encodeLogHeader,
   entryOffset,
   EntryDecodeError,
+  EntryType,
+  FAMFS_CSI_EXT_VERSION,
+  FAMFS_VERSION,
+  superblockCrc,
+  tornVersionUpgrade,
   LE,
   LH,
   LOG_OFFSET,
@@ -95,7 +100,10 @@ function unitsOf(e: LogEntry): number[] {
 export function repair(media: Media, o: RepairOptions): RepairReport {
   const report: RepairReport = { actions: [], dropped: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
-  const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
+  let sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
+  if (sbRaw.readBigUInt64LE(SB.crc) !== BigInt(superblockCrc(sbRaw)) && tornVersionUpgrade(sbRaw)) {
+    sbRaw = repairTornUpgrade(media, sbRaw, o.hostUuid, report);
+  }
   const sbCheck = validateSuperblock(sbRaw, media.size);
   if (!sbCheck.ok) {
     throw new FamfsError('ECORRUPT', `superblock is damaged (${sbCheck.problems.join('; ')}); famfs keeps no second copy: restore a saved one or run famfs mkfs`);
@@ -217,18 +225,55 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
 
   // 5. The extension block, and host slots too damaged to read.
   try {
-    const block = readExtBlock(media);
+    const block = readExtBlock(media, sb.uuid);
     if (block) {
       const cleared = clearDamagedHostSlots(media, block.slotCount);
       if (cleared.length) report.actions.push(`cleared damaged host slots ${cleared.join(', ')} (live hosts re-ack within seconds)`);
+    } else {
+      const stale = readAnyExtBlock(media);
+      if (stale) {
+        const now = o.now ?? Date.now();
+        const fresh = initExtBlock(media, sb.uuid, o.hostUuid, now, undefined, stale.epoch + 1);
+        report.actions.push(`re-made the famfs-csi extension area left by an earlier file system (${stale.fsUuid}): its host slots are cleared, epoch is now ${fresh.epoch}`);
+      }
     }
   } catch (e) {
     // The old epoch cannot be trusted; a wall-clock epoch is above any counter ever handed out.
     const now = o.now ?? Date.now();
-    const block = initExtBlock(media, o.hostUuid, now, undefined, now);
+    const block = initExtBlock(media, sb.uuid, o.hostUuid, now, undefined, now);
     report.actions.push(`re-made the famfs-csi extension block (${(e as Error).message}); epoch is now ${block.epoch}, so every writer must take over again`);
   }
   return report;
+}
+
+/**
+ * A superblock whose version and CRC disagree because an upgrade to the extension version was
+ * torn. The version must be the extended one exactly when the log holds an extension entry (then
+ * plain famfs must keep refusing the device); otherwise famfs' own 48, which keeps the device
+ * readable by famfs. The CRC is recomputed for that version.
+ */
+function repairTornUpgrade(media: Media, raw: Buffer, hostUuid: string, report: RepairReport): Buffer {
+  const sb = decodeSuperblock(raw);
+  if (sb.systemUuid !== hostUuid) throw new FamfsError('ENOTMASTER', `only the master (${sb.systemUuid}) may repair the superblock`);
+  const logLen = Math.min(sb.logLen, media.size - LOG_OFFSET);
+  media.invalidate(LOG_OFFSET, logLen);
+  const log = media.read(LOG_OFFSET, logLen);
+  let extension = false;
+  for (let i = 0; entryOffset(i) + LE.SIZE <= logLen && !extension; i++) {
+    const o = entryOffset(i);
+    if (log.readUInt32LE(o + LE.type) === EntryType.CSI_DELETE && log.readUInt32LE(o + LE.crc) === crc(log, o, o + LE.crc)) extension = true;
+  }
+  const version = extension ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION;
+  const fixed = Buffer.from(raw);
+  fixed.writeBigUInt64LE(version, SB.version);
+  fixed.writeBigUInt64LE(BigInt(superblockCrc(fixed)), SB.crc);
+  media.write(SUPERBLOCK_OFFSET, fixed);
+  media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
+  report.actions.push(
+    `superblock: torn version upgrade (version ${sb.version} with the CRC of the other version); set version ${version} ` +
+      `(${extension ? 'the log holds famfs-csi delete entries' : 'the log holds no famfs-csi extension entry, so famfs can read it again'}) and its CRC`,
+  );
+  return fixed;
 }
 
 function relpathOf(e: LogEntry | undefined): string | undefined {

@@ -18,6 +18,7 @@ import {
   LogHeader,
   LOG_OFFSET,
   LH,
+  logCapacity,
   validateLogHeader,
 } from './layout';
 import { Media } from './media';
@@ -35,6 +36,14 @@ export interface CatchUpResult {
   nextIndex: number;
   changes: TreeChange[];
   stop?: ReplayStop;
+}
+
+/** What lies past next_index: valid entries that follow it directly, and the first non-empty slot after those. */
+export interface PastEndScan {
+  /** Valid entries at next_index, next_index+1, ... (an interrupted append, or a counter that went backwards). */
+  valid: number;
+  /** First slot after those valid entries that is not all zero (a gap: replay could never reach it). */
+  nonEmptyAt?: number;
 }
 
 /** Entries read per device access during replay (1 MiB of log). */
@@ -88,6 +97,39 @@ export class LogReader {
       }
     }
     return { entries };
+  }
+
+  /**
+   * Look at every slot from `from` to the end of the log: how many valid entries follow `from`
+   * directly, and whether anything but zeros comes after them. Reads the whole tail once (a master
+   * does this before its first append, not on every append).
+   */
+  scanPastEnd(from: number): PastEndScan {
+    const cap = logCapacity(this.logLen);
+    let valid = 0;
+    let scanning = true;
+    for (let chunkStart = from; chunkStart < cap; chunkStart += CHUNK_ENTRIES) {
+      const n = Math.min(CHUNK_ENTRIES, cap - chunkStart);
+      const base = LOG_OFFSET + entryOffset(chunkStart);
+      this.media.invalidate(base, n * LE.SIZE);
+      const raw = this.readChunk(base, n * LE.SIZE);
+      for (let k = 0; k < n; k++) {
+        const i = chunkStart + k;
+        if (scanning) {
+          try {
+            decodeEntryAt(raw, k * LE.SIZE, i, this.extended);
+            valid++;
+            continue;
+          } catch (e) {
+            if (!(e instanceof EntryDecodeError)) throw e;
+            scanning = false;
+          }
+        }
+        const o = k * LE.SIZE;
+        for (let b = o; b < o + LE.SIZE; b++) if (raw[b] !== 0) return { valid, nonEmptyAt: i };
+      }
+    }
+    return { valid };
   }
 
   /** Entries are decoded in place from one reused scratch buffer: no per-replay megabyte allocations. */

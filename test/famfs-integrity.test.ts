@@ -1,0 +1,259 @@
+// Issue 10, famfs layer: a damaged or rolled-back log never leads to memory reuse.
+// Every test here drives the real format code on an in-memory device; hosts are second FamfsFs
+// instances replaying the same bytes, as a FUSE host's follower does.
+import { strict as assert } from 'assert';
+import {
+  ALLOC_UNIT,
+  BufferMedia,
+  DEFAULT_LOG_LEN,
+  encodeLogCounters,
+  entryOffset,
+  EXT_BLOCK_OFFSET,
+  FAMFS_CSI_EXT_VERSION,
+  FAMFS_VERSION,
+  readAnyExtBlock,
+  readExtBlock,
+  repair,
+  SB,
+  superblockCrc,
+  validateSuperblock,
+  FamfsError,
+  FamfsFs,
+  fmapExtents,
+  fsck,
+  LE,
+  LH,
+  LOG_OFFSET,
+  type FileNode,
+  type Fmap,
+} from '../pkg/famfs';
+
+const MASTER = '11111111-2222-4333-8444-555555555555';
+const HOST = '99999999-8888-4777-8666-555555555555';
+const MiB = 1 << 20;
+
+function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
+  const media = new BufferMedia(Buffer.alloc(size));
+  const fs = FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', logLen: DEFAULT_LOG_LEN });
+  return { media, fs };
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FamfsError) return e.code;
+    throw e;
+  }
+  return 'OK';
+}
+
+function message(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return '';
+}
+
+function setCounters(media: BufferMedia, n: number): void {
+  media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(n, n));
+}
+
+function slot(media: BufferMedia, i: number): Buffer {
+  return media.read(LOG_OFFSET + entryOffset(i), LE.SIZE);
+}
+
+function units(fmap: Fmap): Set<number> {
+  const s = new Set<number>();
+  for (const e of fmapExtents(fmap)) for (let u = e.offset; u < e.offset + e.len; u += ALLOC_UNIT) s.add(u / ALLOC_UNIT);
+  return s;
+}
+
+/** Allocation units that `file` shares with any file the host serves. */
+function overlapWithHost(host: FamfsFs, file: FileNode): number[] {
+  const mine = units(file.fmap);
+  const shared: number[] = [];
+  for (const f of host.tree.files()) for (const u of units(f.fmap)) if (mine.has(u)) shared.push(u);
+  return shared;
+}
+
+describe('famfs integrity: a lowered next_index never lets a master overwrite replayed entries', () => {
+  for (const lowered of [1, 2]) {
+    it(`next_index lowered by ${lowered}, master restart + create: the new file shares no memory with what a live host serves, and replayed entries stay byte-for-byte`, () => {
+      const { media, fs } = fresh();
+      for (let i = 0; i < 6; i++) fs.creat(`f${i}`, 3 * MiB);
+      const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true });
+      assert.equal(host.tree.fileCount, 6);
+      const replayed = [...Array(host.tree.nextIndex).keys()].map((i) => slot(media, i));
+      setCounters(media, host.tree.nextIndex - lowered);
+
+      const master = FamfsFs.open(media, { hostUuid: MASTER });
+      const created = master.creat('new', 3 * MiB);
+      assert.deepEqual(overlapWithHost(host, created), [], 'the new file is placed on memory a live host serves');
+      replayed.forEach((raw, i) => assert.ok(slot(media, i).equals(raw), `entry ${i}, which the host replayed, was rewritten`));
+      // The master rolled forward: what the host serves is in the log, and the host sees the new file too.
+      assert.equal(master.tree.fileCount, 7);
+      host.catchUp();
+      assert.equal(host.lookup('new')?.kind, 'file');
+      assert.equal(fsck(media).clean, true, fsck(media).errors.join('; '));
+    });
+  }
+
+  it('append refuses a log slot that is not all zero (the slot is left as it was)', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', MiB);
+    const at = LOG_OFFSET + entryOffset(1);
+    media.write(at + 100, Buffer.from([0x5a]));
+    const before = slot(media, 1);
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    assert.equal(code(() => master.creat('b', MiB)), 'ECORRUPT');
+    assert.match(message(() => master.creat('b', MiB)), /famfs repair/);
+    assert.ok(slot(media, 1).equals(before), 'the refused append wrote into the slot');
+    assert.equal(master.header().nextIndex, 1, 'the refused append moved the counters');
+  });
+
+  it('the master already running sees a lowered counter too: it refuses (its replay is ahead of the header)', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
+    const before = slot(media, 3);
+    setCounters(media, 3);
+    assert.equal(code(() => fs.creat('x', MiB)), 'ECORRUPT');
+    assert.ok(slot(media, 3).equals(before));
+  });
+
+  it('a gap past next_index (an empty or bad slot, then valid entries) makes a new master refuse and say to run repair', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 6; i++) fs.creat(`f${i}`, MiB);
+    const saved = [3, 4, 5].map((i) => slot(media, i));
+    // Counter lowered by 3 and the first slot past it damaged: entries 4 and 5 sit behind a gap.
+    setCounters(media, 3);
+    media.write(LOG_OFFSET + entryOffset(3) + 40, Buffer.from([0xff]));
+    const damaged3 = slot(media, 3);
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    assert.equal(code(() => master.creat('x', MiB)), 'ECORRUPT');
+    assert.match(message(() => master.creat('x', MiB)), /famfs repair/);
+    assert.ok(slot(media, 3).equals(damaged3));
+    assert.ok(slot(media, 4).equals(saved[1]!) && slot(media, 5).equals(saved[2]!));
+    // A zeroed slot followed by valid entries is a gap as well.
+    media.write(LOG_OFFSET + entryOffset(3), Buffer.alloc(LE.SIZE));
+    const again = FamfsFs.open(media, { hostUuid: MASTER });
+    assert.equal(code(() => again.creat('x', MiB)), 'ECORRUPT');
+    assert.equal(again.header().nextIndex, 3);
+  });
+
+  it('an interrupted append (entry written, counters not) is rolled forward by the next master, never overwritten', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', MiB);
+    const header = media.read(LOG_OFFSET, LH.SIZE);
+    fs.creat('b', MiB);
+    media.write(LOG_OFFSET, header); // the counters never made it
+    const r = fsck(media);
+    assert.equal(r.clean, true, 'no host acked past the end: an interrupted append, not a lowered counter');
+    assert.ok(r.warnings.some((w) => w.includes('interrupted')));
+    const again = FamfsFs.open(media, { hostUuid: MASTER });
+    again.creat('c', MiB);
+    assert.deepEqual([...FamfsFs.open(media, { readOnly: true }).tree.files()].map((f) => f.relpath).sort(), ['a', 'b', 'c']);
+  });
+});
+
+describe('famfs integrity: fsck treats a lowered next_index as an error', () => {
+  for (const lowered of [1, 2]) {
+    it(`next_index lowered by ${lowered} below what a host acked: error`, () => {
+      const { media, fs } = fresh();
+      for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
+      fs.rm('f0'); // enables the extension: hosts ack their replay position
+      const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: false });
+      host.ackReplay(HOST, 'host');
+      setCounters(media, host.tree.nextIndex - lowered);
+      const r = fsck(media);
+      assert.equal(r.clean, false, `fsck calls it clean; warnings: ${r.warnings.join(' | ')}`);
+      assert.ok(r.errors.some((e) => /next_index/.test(e)), r.errors.join(' | '));
+    });
+  }
+});
+
+describe('famfs integrity: superblock CRC and torn version upgrade', () => {
+  /** A superblock whose version is `version` but whose CRC is that of `crcOf`. */
+  function tear(media: BufferMedia, version: bigint, crcOf: bigint): void {
+    const raw = media.read(0, SB.SIZE);
+    raw.writeBigUInt64LE(crcOf, SB.version);
+    raw.writeBigUInt64LE(BigInt(superblockCrc(raw)), SB.crc);
+    raw.writeBigUInt64LE(version, SB.version);
+    media.write(0, raw);
+  }
+  const cases = [
+    { name: 'version 48 with the CRC of the extended version', version: FAMFS_VERSION, crcOf: FAMFS_CSI_EXT_VERSION },
+    { name: 'the extended version with the CRC of version 48', version: FAMFS_CSI_EXT_VERSION, crcOf: FAMFS_VERSION },
+  ];
+  for (const c of cases) {
+    for (const deletes of [false, true]) {
+      it(`${c.name}${deletes ? ' (log holds a delete)' : ''}: not clean, not openable; repair makes version and CRC agree`, () => {
+        const { media, fs } = fresh();
+        fs.creat('a', MiB);
+        fs.creat('b', MiB);
+        if (deletes) fs.rm('a');
+        tear(media, c.version, c.crcOf);
+        const r = fsck(media);
+        assert.equal(r.clean, false, 'a torn upgrade reads as clean');
+        assert.ok(r.errors.some((e) => /torn version upgrade/.test(e)), r.errors.join(' | '));
+        assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
+        const rep = repair(media, { hostUuid: MASTER });
+        assert.ok(rep.actions.some((a) => /torn version upgrade/.test(a)), rep.actions.join(' | '));
+        const after = fsck(media);
+        assert.equal(after.clean, true, after.errors.join(' | '));
+        // Version 48 only while the log has no extension entry (plain famfs must refuse deletes).
+        assert.equal(after.superblock!.version, (deletes ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION).toString());
+        assert.equal(validateSuperblock(media.read(0, SB.SIZE)).ok, true);
+        assert.deepEqual([...FamfsFs.open(media, { readOnly: true }).tree.files()].map((f) => f.relpath), deletes ? ['b'] : ['a', 'b']);
+      });
+    }
+  }
+
+  it('any other CRC mismatch still makes open refuse and repair refuse to guess', () => {
+    const { media } = fresh();
+    media.write(SB.logLen + 1, Buffer.from([0x01]));
+    assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
+    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'ECORRUPT');
+  });
+});
+
+describe('famfs integrity: the extension area belongs to one file system', () => {
+  it("after famfs' own mkfs -f over a used device, the old epoch and host slots are ignored and then re-made", () => {
+    const { media, fs } = fresh();
+    fs.creat('a', MiB);
+    fs.rm('a');
+    const host = FamfsFs.open(media, { hostUuid: HOST });
+    host.ackReplay(HOST, 'stale-host');
+    const oldEpoch = fs.extBlock().epoch;
+    assert.equal(fs.hosts().length, 1);
+    // famfs' mkfs -f writes its superblock and log and never touches the bytes after the superblock.
+    const ext = Buffer.from(media.buffer.subarray(EXT_BLOCK_OFFSET, LOG_OFFSET));
+    FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', force: true });
+    media.buffer.set(ext, EXT_BLOCK_OFFSET);
+
+    const reader = FamfsFs.open(media, { readOnly: true });
+    assert.deepEqual(reader.hosts(), [], 'hosts of the earlier file system are shown');
+    const r = fsck(media);
+    assert.deepEqual(r.hosts, []);
+    assert.equal(r.fencingEpoch, undefined);
+    assert.ok(r.warnings.some((w) => /extension area belongs to another file system/.test(w)), r.warnings.join(' | '));
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    const epoch = master.takeOver(MASTER);
+    assert.ok(epoch > oldEpoch, `epoch ${epoch} continues above the old ${oldEpoch}`);
+    assert.deepEqual(master.hosts(), []);
+    assert.equal(readExtBlock(media, master.superblock.uuid)?.fsUuid, master.superblock.uuid);
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('a writer fenced on one file system cannot append to the next one on the same device', () => {
+    const { media, fs } = fresh();
+    const epoch = fs.takeOver(MASTER);
+    const ext = Buffer.from(media.buffer.subarray(EXT_BLOCK_OFFSET, LOG_OFFSET));
+    FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', force: true });
+    media.buffer.set(ext, EXT_BLOCK_OFFSET); // same epoch number, other file system
+    assert.equal(readAnyExtBlock(media)?.epoch, epoch);
+    assert.equal(code(() => fs.creat('x', MiB)), 'EFENCED');
+  });
+});
