@@ -6,38 +6,20 @@
  * --foreground it starts a detached copy of itself and returns once the mount answers on its
  * control socket. SIGTERM/SIGINT unmount cleanly.
  */
-import { spawn } from 'child_process';
 import { Command, InvalidArgumentError } from 'commander';
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import pino from 'pino';
-import { systemUuid } from '../pkg/famfs/identity.js';
+import { controlRequest } from '../pkg/fuse/control-client.js';
+import { controlSocketFor, serveForeground, type DaemonOptions } from '../pkg/fuse/daemon.js';
+import { startDetached } from '../pkg/fuse/supervisor.js';
 
-import {
-  completeHandover,
-  ControlServer,
-  controlRequest,
-  defaultControlSocket,
-  FamfsFuseServer,
-  requestHandover,
-  type FuseServerOptions,
-} from '../pkg/fuse/index.js';
-
-interface CliOptions {
-  controlSocket?: string;
+interface CliOptions extends Omit<DaemonOptions, 'directIo' | 'readOnly' | 'copyReads' | 'takeover'> {
   directIo?: boolean;
   readOnly?: boolean;
-  pollMs: number;
-  ackHeartbeatMs: number;
-  foreground?: boolean;
-  readaheadKb: number;
-  maxThreads: number;
   copyReads?: boolean;
-  hostUuid?: string;
-  logFile?: string;
-  logLevel: string;
   takeover?: boolean;
+  foreground?: boolean;
+  logFile?: string;
 }
 
 function intArg(v: string): number {
@@ -46,111 +28,30 @@ function intArg(v: string): number {
   return n;
 }
 
-/** This host's famfs identity: --host-uuid, else $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid (as every famfs tool). */
-function hostUuid(given: string | undefined): string | undefined {
-  if (given !== undefined) return given;
-  try {
-    return systemUuid();
-  } catch {
-    return undefined;
-  }
-}
-
-async function runForeground(device: string, mountpoint: string, o: CliOptions): Promise<void> {
-  const logger = pino({ name: 'famfs-fused', level: o.logLevel });
-  const socketPath = path.resolve(o.controlSocket ?? defaultControlSocket(mountpoint));
-  let shuttingDown = false;
-  let control: ControlServer | undefined;
-  const serverOptions: FuseServerOptions = {
-    device,
-    mountpoint: path.resolve(mountpoint),
-    readOnly: o.readOnly === true,
-    directIo: o.directIo === true,
-    pollMs: o.pollMs,
-    ackHeartbeatMs: o.ackHeartbeatMs,
-    readaheadKb: o.readaheadKb,
-    maxThreads: o.maxThreads,
-    zeroCopyReads: o.copyReads !== true,
-    controlSocket: socketPath,
-    hostUuid: hostUuid(o.hostUuid),
-    hostName: os.hostname(),
-    logger,
-    onConnectionLost: () => void shutdown('connection lost', 1),
-  };
-  let server: FamfsFuseServer;
-  if (o.takeover === true) {
-    // Restart/upgrade without unmounting: take the live connection from the running server.
-    const conn = await requestHandover(socketPath);
-    server = FamfsFuseServer.adopt(serverOptions, conn);
-    await completeHandover(server, socketPath, conn);
-    logger.info({ oldPid: conn.params.pid }, 'took over the FUSE connection');
-  } else {
-    server = FamfsFuseServer.start(serverOptions);
-  }
-  const shutdown = async (why: string, code: number): Promise<void> => {
-    if (shuttingDown) return;
-    shuttingDown = true;
-    logger.info({ why }, 'shutting down');
-    server.stop();
-    await control?.close();
-    process.exit(code);
-  };
-  process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
-  process.on('SIGINT', () => void shutdown('SIGINT', 0));
-  process.on('SIGHUP', () => void shutdown('SIGHUP', 0));
-  try {
-    control = await ControlServer.listen(socketPath, server, logger, {
-      // The new server owns the connection now: leave without unmounting.
-      onHandedOver: () => {
-        shuttingDown = true;
-        void control?.close();
-        setImmediate(() => process.exit(0));
-      },
-    });
-  } catch (e) {
-    logger.error({ err: (e as Error).message }, 'control socket failed');
-    await shutdown('control socket failed', 1);
-    return;
-  }
-  logger.info({ socket: socketPath }, 'control socket listening');
-  // Keep the process alive: the FUSE threads are not libuv handles.
-  setInterval(() => undefined, 1 << 30);
-}
-
 /** Starts a detached foreground copy and waits until its control socket reports it serving. */
-async function runDetached(device: string, mountpoint: string, o: CliOptions, argv: string[]): Promise<void> {
-  const socketPath = path.resolve(o.controlSocket ?? defaultControlSocket(mountpoint));
+async function runDetached(mountpoint: string, o: CliOptions, argv: string[]): Promise<void> {
+  const socketPath = controlSocketFor(mountpoint, o.controlSocket);
   const logFile = o.logFile ?? path.join(path.dirname(socketPath), 'famfs-fused.log');
   fs.mkdirSync(path.dirname(logFile), { recursive: true, mode: 0o700 });
-  const out = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [...process.execArgv, ...argv, '--foreground', '--control-socket', socketPath], {
-    detached: true,
-    stdio: ['ignore', out, out],
-  });
-  let exited: number | null = null;
-  child.on('exit', (code) => (exited = code ?? 1));
-  const deadline = Date.now() + 30_000;
-  while (Date.now() < deadline) {
-    if (exited !== null) {
-      process.stderr.write(`famfs-fused: server exited with status ${exited}; see ${logFile}\n`);
-      process.exit(1);
-    }
-    try {
-      const r = await controlRequest(socketPath, { op: 'status' }, 1000);
-      // (with --takeover the old server answers until it hands over: wait for the new pid)
-      if (r.ok && (o.takeover !== true || r['pid'] === child.pid)) {
-        child.unref();
-        process.stdout.write(`famfs-fused: ${mountpoint} mounted (pid ${child.pid}, control ${socketPath}, log ${logFile})\n`);
-        process.exit(0);
+  const pid = await startDetached({
+    args: [...process.execArgv, ...argv, '--foreground', '--control-socket', socketPath],
+    logFile,
+    mountpoint,
+    timeoutMs: 30_000,
+    // Let a server that mounted but never answered unmount cleanly.
+    killSignal: 'SIGTERM',
+    ready: async (childPid) => {
+      try {
+        const r = await controlRequest(socketPath, { op: 'status' }, 1000);
+        // (with --takeover the old server answers until it hands over: wait for the new pid)
+        return r.ok && (o.takeover !== true || r['pid'] === childPid);
+      } catch {
+        return false; // not up yet
       }
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  process.stderr.write(`famfs-fused: no answer from ${socketPath} after 30 s; see ${logFile}\n`);
-  child.kill('SIGTERM');
-  process.exit(1);
+    },
+  });
+  process.stdout.write(`famfs-fused: ${mountpoint} mounted (pid ${pid}, control ${socketPath}, log ${logFile})\n`);
+  process.exit(0);
 }
 
 async function main(): Promise<void> {
@@ -176,9 +77,15 @@ async function main(): Promise<void> {
   const [device, mountpoint] = program.args as [string, string];
   const o = program.opts<CliOptions>();
   if (o.foreground === true) {
-    await runForeground(device, mountpoint, o);
+    await serveForeground(device, mountpoint, {
+      ...o,
+      directIo: o.directIo === true,
+      readOnly: o.readOnly === true,
+      copyReads: o.copyReads === true,
+      takeover: o.takeover === true,
+    });
   } else {
-    await runDetached(device, mountpoint, o, process.argv.slice(1));
+    await runDetached(mountpoint, o, process.argv.slice(1));
   }
 }
 

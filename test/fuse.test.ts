@@ -17,7 +17,7 @@ import { forEachDeviceRun } from '../pkg/famfs/fmap.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import type { ControlReply } from '../pkg/fuse/control-protocol.js';
-import { fuseMountType, mountState } from '../pkg/fuse/mount-state.js';
+import { fuseMountType, mountState } from './helpers/mount-state.js';
 
 const ROOT = path.join(__dirname, '..', '..');
 const FUSED = path.join(ROOT, 'dist', 'cmd', 'famfs-fused.js');

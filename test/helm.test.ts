@@ -197,7 +197,7 @@ describe('helm chart charts/famfs-csi', function () {
       const fused = container(ds, 'famfs-fused');
       assert.equal(fused.securityContext?.privileged, true);
       assert.match(fused.args?.join(' ') ?? '', /exec famfs-fused "\$\(FAMFS_DEVICE\)" "\$\(FAMFS_FUSE_MOUNTPOINT\)" --foreground\s+--control-socket "\$\(FAMFS_CONTROL_SOCKET\)"/);
-      // The paths the node plugin looks for its FUSE server at (pkg/csi/node-fuse.ts).
+      // The paths the node plugin looks for its FUSE server at (pkg/fuse/supervisor.ts).
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/mnt/pool0');
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_CONTROL_SOCKET')?.value, '/var/lib/famfs-csi/fused/pool0/sock');
       assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/kubelet'));

@@ -1,7 +1,7 @@
 // Node service: makes a famfs volume (a pre-allocated file in shared memory) visible to pods on this
 // host.
 //
-//   famfs FUSE mount   <state-dir>/mnt/<pool>            one detached famfs-fused per device (node-fuse.ts)
+//   famfs FUSE mount   <state-dir>/mnt/<pool>            one detached famfs-fused per device (pkg/fuse/supervisor.ts)
 //   NodeStage          <mnt>/csi/<id>  --bind-->  staging_target_path   after catching up with the log
 //                      and invalidating the file's cache lines + page cache (taking the file over)
 //   NodePublish        staging           --bind-->  target_path (a directory holding `data`)
@@ -16,16 +16,15 @@
 import * as fs from 'fs';
 import type { Logger } from 'pino';
 import type { DaxDevice } from '../device';
-import { forEachDeviceRun } from '../famfs/fmap';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode } from '../famfs/tree';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
+import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
 import { findMount, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type JsonStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
 import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';
-import { FuseMount } from './node-fuse';
 import { checkPathSyntax, PathPolicy } from './node-paths';
 import { isVolumeId, objectDirRelpath, objectFileRelpath, VOLUME_FILE_NAME } from './names';
 import type { RpcHandler } from './server';
@@ -116,7 +115,7 @@ function bindFlags(profile: AccessProfile): string[] {
 }
 
 export class NodeService {
-  readonly fuse: FuseMount;
+  readonly fuse: FuseSupervisor;
   private readonly store: JsonStateStore<NodeStateDoc>;
   private readonly paths: PathPolicy;
   private readonly busy = new Set<string>();
@@ -126,7 +125,7 @@ export class NodeService {
     this.log = opts.log;
     this.store = nodeStateStore(opts.stateDir);
     this.paths = new PathPolicy(opts.allowedPathRoots);
-    this.fuse = new FuseMount({
+    this.fuse = new FuseSupervisor({
       stateDir: opts.stateDir,
       pool: opts.pool,
       devicePath: opts.devicePath,
@@ -134,6 +133,7 @@ export class NodeService {
       log: opts.log.child({ component: 'fuse' }),
       ...(opts.fusedScript !== undefined ? { fusedScript: opts.fusedScript } : {}),
       ...(opts.externalFuse === true ? { external: { waitMs: opts.externalFuseWaitMs ?? DEFAULT_EXTERNAL_FUSE_WAIT_MS } } : {}),
+      fallback: { media: opts.device, famfs: opts.famfs },
     });
   }
 
@@ -243,42 +243,13 @@ export class NodeService {
     }
   }
 
-  /**
-   * Writes the file's dirty CPU cache lines back to the shared memory: through the FUSE server when
-   * it runs (it owns the mapping pods write through), else through the plugin's own mapping of the
-   * same memory (cache lines are physical: any mapping flushes them).
-   */
-  private async flushFile(volumeId: string): Promise<string> {
-    const rel = objectFileRelpath(volumeId);
-    const h = await this.fuse.health();
-    if (h.state === 'serving') {
-      // Pages dirtied through a shared mmap reach the FUSE server only on writeback: force it, so
-      // that the flush below covers them (write(2) through FUSE is already write-through).
-      await this.writeBack(this.fuse.hostPath(rel));
-      const r = await this.fuse.control({ op: 'flush', path: rel });
-      if (r.ok) return 'fuse';
-      if (r.code === 'ENOENT') return 'vanished';
-      throw internal(`flushing ${rel} failed: ${r.error} (${r.code}); the device may have failed`);
-    }
-    const file = this.volumeFile(volumeId);
-    if (file === undefined) return 'vanished';
+  /** Writes the file's dirty CPU cache lines back to the shared memory (the FUSE supervisor knows how). */
+  private async flushFile(volumeId: string): Promise<FlushRoute> {
     try {
-      forEachDeviceRun(file.fmap, 0, file.size, (off, _fo, len) => this.opts.device.flush(off, len));
+      return await this.fuse.flush(objectFileRelpath(volumeId));
     } catch (e) {
-      throw internal(`flushing ${rel} through the plugin's mapping failed: ${(e as Error).message}`, e);
-    }
-    return 'plugin-mapping';
-  }
-
-  private async writeBack(hostFile: string): Promise<void> {
-    let fh: fs.promises.FileHandle | undefined;
-    try {
-      fh = await fs.promises.open(hostFile, 'r');
-      await fh.sync();
-    } catch (e) {
-      this.log.warn({ file: hostFile, err: (e as Error).message }, 'writeback of the page cache before flush failed');
-    } finally {
-      await fh?.close().catch(() => undefined);
+      if (e instanceof FuseSupervisorError) throw e.code === 'ELOG' ? unavailable(e.message, e) : internal(e.message, e);
+      throw e;
     }
   }
 
@@ -294,8 +265,11 @@ export class NodeService {
     await this.catchUpUntilVisible(volumeId, deadlineMs);
     // Serial sharing: another host may have written this file since we last looked. Drop our CPU
     // lines and page cache so the first read comes from the memory (design-hazards §4).
-    const r = await this.fuse.control({ op: 'invalidate', path: objectFileRelpath(volumeId) });
-    if (!r.ok) throw unavailable(`invalidating ${objectFileRelpath(volumeId)} failed: ${r.error} (${r.code})`);
+    try {
+      await this.fuse.invalidate(objectFileRelpath(volumeId));
+    } catch (e) {
+      throw e instanceof FuseSupervisorError ? unavailable(e.message, e) : e;
+    }
   }
 
   private publishSource(rec: { kind: 'mount' | 'block' }, staging: string): string {

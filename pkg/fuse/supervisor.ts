@@ -1,4 +1,8 @@
-// The node's famfs FUSE server: one per device, mounted at <state-dir>/mnt/<pool>, controlled over a
+// The life of a famfs FUSE server, in one place: started detached, waited for on its control
+// socket, found again after a restart of whoever started it, replaced when dead, asked to flush or
+// invalidate a file. cmd/famfs-fused.ts (without --foreground) and the CSI node plugin both use it.
+//
+// The node plugin's server: one per device, mounted at <state-dir>/mnt/<pool>, controlled over a
 // root-only socket. Volumes are directories inside this mount; staging and publishing are bind
 // mounts of them.
 //
@@ -11,16 +15,18 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Logger } from 'pino';
-import { controlRequest } from '../fuse/control-client';
-import type { ControlReply, ControlRequest } from '../fuse/control-protocol';
-import { unmountAll } from '../mount/mount';
-import { findMount, probePath } from '../mount/mountinfo';
+import { forEachDeviceRun } from '../famfs/fmap.js';
+import type { FamfsFs } from '../famfs/fs.js';
+import { unmountAll } from '../mount/mount.js';
+import { findMount, probePath } from '../mount/mountinfo.js';
+import { controlRequest } from './control-client.js';
+import type { ControlReply, ControlRequest } from './control-protocol.js';
 
 /** sun_path holds 108 bytes including the NUL. */
 const MAX_SOCKET_PATH = 107;
 const START_TIMEOUT_MS = 20_000;
 
-export interface FuseMountOptions {
+export interface FuseSupervisorOptions {
   stateDir: string;
   pool: string;
   devicePath: string;
@@ -36,6 +42,11 @@ export interface FuseMountOptions {
    * and control socket): wait up to waitMs for it to serve, never spawn, replace or stop one.
    */
   external?: { waitMs: number };
+  /**
+   * A mapping of the same memory and a famfs view of it, to flush a file's cache lines when no
+   * server runs (cache lines are physical: any mapping flushes them).
+   */
+  fallback?: { media: { flush(offset: number, length: number): void }; famfs: FamfsFs };
 }
 
 export type FuseHealth =
@@ -43,10 +54,14 @@ export type FuseHealth =
   | { state: 'absent' }
   | { state: 'dead'; message: string };
 
-export class FuseMountError extends Error {
-  override readonly name = 'FuseMountError';
+/** How a flush reached the memory: the server, nothing to flush (the file is gone), or the fallback mapping. */
+export type FlushRoute = 'fuse' | 'vanished' | 'plugin-mapping';
+
+export class FuseSupervisorError extends Error {
+  override readonly name = 'FuseSupervisorError';
   constructor(
-    readonly code: 'ESTART' | 'ECONTROL' | 'EDEAD' | 'EEXTERNAL',
+    /** ELOG: the fallback's famfs log cannot be read (transient); EFLUSH/EINVALIDATE: the server or mapping refused. */
+    readonly code: 'ESTART' | 'ECONTROL' | 'EDEAD' | 'EEXTERNAL' | 'EFLUSH' | 'EINVALIDATE' | 'ELOG',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -81,14 +96,15 @@ function isFusedProcess(pid: number): boolean {
   }
 }
 
-export class FuseMount {
+/** Supervises one famfs-fused process serving one mountpoint (see the file comment). */
+export class FuseSupervisor {
   readonly mountpoint: string;
   readonly socketPath: string;
   readonly logFile: string;
   readonly pidFile: string;
   private starting: Promise<'alive' | 'started'> | undefined;
 
-  constructor(private readonly opts: FuseMountOptions) {
+  constructor(private readonly opts: FuseSupervisorOptions) {
     const name = poolDirName(opts.pool);
     this.mountpoint = path.join(opts.stateDir, 'mnt', name);
     const runDir = path.join(opts.stateDir, 'fused', name);
@@ -110,7 +126,7 @@ export class FuseMount {
     try {
       return await controlRequest(this.socketPath, req, timeoutMs);
     } catch (e) {
-      throw new FuseMountError('ECONTROL', `famfs FUSE server at ${this.mountpoint} does not answer: ${(e as Error).message}`, { cause: e });
+      throw new FuseSupervisorError('ECONTROL', `famfs FUSE server at ${this.mountpoint} does not answer: ${(e as Error).message}`, { cause: e });
     }
   }
 
@@ -155,7 +171,7 @@ export class FuseMount {
     return this.starting;
   }
 
-  /** True when the server belongs to someone else (see FuseMountOptions.external). */
+  /** True when the server belongs to someone else (see FuseSupervisorOptions.external). */
   get external(): boolean {
     return this.opts.external !== undefined;
   }
@@ -195,7 +211,7 @@ export class FuseMount {
       }
     }
     const why = h.state === 'dead' ? h.message : `nothing is mounted at ${this.mountpoint} or nobody answers on ${this.socketPath}`;
-    throw new FuseMountError(
+    throw new FuseSupervisorError(
       'EEXTERNAL',
       `the external famfs FUSE server (famfs-fused container) is not up after ${waitMs} ms: ${why}; this plugin does not start one (--external-fuse); check the famfs-fused container's log`,
     );
@@ -203,7 +219,6 @@ export class FuseMount {
 
   private async spawnServer(): Promise<void> {
     const script = this.opts.fusedScript ?? path.join(__dirname, '..', '..', 'cmd', 'famfs-fused.js');
-    const out = fs.openSync(this.logFile, 'a', 0o600);
     const args = [
       script,
       this.opts.devicePath,
@@ -216,39 +231,67 @@ export class FuseMount {
       '--poll-ms',
       String(this.opts.pollMs ?? 100),
     ];
-    let child;
-    try {
-      // detached: a new session, so the plugin's death (or its process group's) does not reach it.
-      child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out] });
-    } finally {
-      fs.closeSync(out);
-    }
-    let exit: string | undefined;
-    child.once('exit', (code, signal) => (exit = signal ?? String(code)));
-    child.once('error', (e) => (exit = e.message));
-    child.unref();
-    if (child.pid !== undefined) fs.writeFileSync(this.pidFile, `${child.pid}\n`, { mode: 0o600 });
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    while (Date.now() < deadline) {
-      if (exit !== undefined) throw new FuseMountError('ESTART', `famfs-fused exited (${exit}) before serving ${this.mountpoint}; see ${this.logFile}: ${this.logTail()}`);
-      const h = await this.health();
-      if (h.state === 'serving') {
-        this.opts.log.info({ pid: child.pid, mountpoint: this.mountpoint, device: this.opts.devicePath, log: this.logFile }, 'famfs FUSE server started');
-        return;
-      }
-      await sleep(50);
-    }
-    if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
-    throw new FuseMountError('ESTART', `famfs-fused did not serve ${this.mountpoint} within ${START_TIMEOUT_MS} ms; see ${this.logFile}`);
+    const pid = await startDetached({
+      args,
+      logFile: this.logFile,
+      pidFile: this.pidFile,
+      mountpoint: this.mountpoint,
+      timeoutMs: START_TIMEOUT_MS,
+      ready: async () => (await this.health()).state === 'serving',
+    });
+    this.opts.log.info({ pid, mountpoint: this.mountpoint, device: this.opts.devicePath, log: this.logFile }, 'famfs FUSE server started');
   }
 
-  private logTail(): string {
-    try {
-      const text = fs.readFileSync(this.logFile, 'utf8');
-      return text.slice(-600).trim();
-    } catch {
-      return '';
+  /**
+   * Writes a file's dirty CPU cache lines back to the shared memory: through the server when it
+   * runs (it owns the mapping pods write through), else through the fallback mapping.
+   */
+  async flush(relpath: string): Promise<FlushRoute> {
+    const h = await this.health();
+    if (h.state === 'serving') {
+      // Pages dirtied through a shared mmap reach the FUSE server only on writeback: force it, so
+      // that the flush below covers them (write(2) through FUSE is already write-through).
+      await this.writeBack(this.hostPath(relpath));
+      const r = await this.control({ op: 'flush', path: relpath });
+      if (r.ok) return 'fuse';
+      if (r.code === 'ENOENT') return 'vanished';
+      throw new FuseSupervisorError('EFLUSH', `flushing ${relpath} failed: ${r.error} (${r.code}); the device may have failed`);
     }
+    const fallback = this.opts.fallback;
+    if (fallback === undefined) {
+      throw new FuseSupervisorError('EFLUSH', `flushing ${relpath}: no famfs FUSE server serves ${this.mountpoint} and there is no other mapping of the device`);
+    }
+    try {
+      fallback.famfs.catchUp();
+    } catch (e) {
+      throw new FuseSupervisorError('ELOG', `cannot read the famfs log on ${this.opts.devicePath}: ${(e as Error).message}`, { cause: e });
+    }
+    const file = fallback.famfs.lookup(relpath);
+    if (file?.kind !== 'file') return 'vanished';
+    try {
+      forEachDeviceRun(file.fmap, 0, file.size, (off, _fo, len) => fallback.media.flush(off, len));
+    } catch (e) {
+      throw new FuseSupervisorError('EFLUSH', `flushing ${relpath} through the plugin's mapping failed: ${(e as Error).message}`, { cause: e });
+    }
+    return 'plugin-mapping';
+  }
+
+  private async writeBack(hostFile: string): Promise<void> {
+    let fh: fs.promises.FileHandle | undefined;
+    try {
+      fh = await fs.promises.open(hostFile, 'r');
+      await fh.sync();
+    } catch (e) {
+      this.opts.log.warn({ file: hostFile, err: (e as Error).message }, 'writeback of the page cache before flush failed');
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+  }
+
+  /** Drops the server's CPU cache lines and page cache of a file, so the next read comes from the memory. */
+  async invalidate(relpath: string): Promise<void> {
+    const r = await this.control({ op: 'invalidate', path: relpath });
+    if (!r.ok) throw new FuseSupervisorError('EINVALIDATE', `invalidating ${relpath} failed: ${r.error} (${r.code})`);
   }
 
   /**
@@ -269,5 +312,58 @@ export class FuseMount {
     await unmountAll(this.mountpoint, { lazy: true }).catch(() => 0);
     fs.rmSync(this.pidFile, { force: true });
     return true;
+  }
+}
+
+export interface DetachedStart {
+  /** Arguments to node: the famfs-fused script, its arguments, and --foreground. */
+  args: string[];
+  /** The server's stdout and stderr (appended to). */
+  logFile: string;
+  /** Where to record the server's pid, if anywhere. */
+  pidFile?: string;
+  /** For messages: what the server mounts. */
+  mountpoint: string;
+  timeoutMs: number;
+  /** Polled until it says the new server serves (it gets the new server's pid). */
+  ready: (pid: number | undefined) => Promise<boolean>;
+  /** Sent to a server that did not become ready in time (default SIGKILL). */
+  killSignal?: NodeJS.Signals;
+}
+
+/**
+ * Starts famfs-fused DETACHED (a new session, stdio to its log file, not a child anyone waits on)
+ * and waits until `ready` says it serves. Returns its pid; throws ESTART with the log's tail when
+ * it exits first or does not become ready in time.
+ */
+export async function startDetached(o: DetachedStart): Promise<number | undefined> {
+  const out = fs.openSync(o.logFile, 'a', 0o600);
+  let child;
+  try {
+    // detached: a new session, so the starter's death (or its process group's) does not reach it.
+    child = spawn(process.execPath, o.args, { detached: true, stdio: ['ignore', out, out] });
+  } finally {
+    fs.closeSync(out);
+  }
+  let exit: string | undefined;
+  child.once('exit', (code, signal) => (exit = signal ?? String(code)));
+  child.once('error', (e) => (exit = e.message));
+  child.unref();
+  if (o.pidFile !== undefined && child.pid !== undefined) fs.writeFileSync(o.pidFile, `${child.pid}\n`, { mode: 0o600 });
+  const deadline = Date.now() + o.timeoutMs;
+  while (Date.now() < deadline) {
+    if (exit !== undefined) throw new FuseSupervisorError('ESTART', `famfs-fused exited (${exit}) before serving ${o.mountpoint}; see ${o.logFile}: ${logTail(o.logFile)}`);
+    if (await o.ready(child.pid)) return child.pid;
+    await sleep(50);
+  }
+  if (child.pid !== undefined) process.kill(child.pid, o.killSignal ?? 'SIGKILL');
+  throw new FuseSupervisorError('ESTART', `famfs-fused did not serve ${o.mountpoint} within ${o.timeoutMs} ms; see ${o.logFile}`);
+}
+
+function logTail(logFile: string): string {
+  try {
+    return fs.readFileSync(logFile, 'utf8').slice(-600).trim();
+  } catch {
+    return '';
   }
 }

@@ -1,0 +1,104 @@
+// famfs-fused in the foreground: the FUSE server on its mountpoint plus its control socket, signal
+// handling and a clean unmount on exit. cmd/famfs-fused.ts parses flags and calls serveForeground;
+// with --takeover the new process adopts the live FUSE connection from the running one.
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { systemUuid } from '../famfs/identity.js';
+import { ControlServer, defaultControlSocket } from './control.js';
+import { completeHandover, requestHandover } from './handover.js';
+import { FamfsFuseServer, type FuseServerOptions } from './server.js';
+
+export interface DaemonOptions {
+  controlSocket?: string;
+  directIo: boolean;
+  readOnly: boolean;
+  pollMs: number;
+  ackHeartbeatMs: number;
+  readaheadKb: number;
+  maxThreads: number;
+  /** Copy read data through a guarded buffer instead of replying from the mapping. */
+  copyReads: boolean;
+  /** This host for replay acknowledgements; default $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid. */
+  hostUuid?: string;
+  logLevel: string;
+  /** Take the live FUSE connection over from the server already running on this mount. */
+  takeover: boolean;
+}
+
+/** This host's famfs identity: the given one, else $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid (as every famfs tool). */
+function hostUuid(given: string | undefined): string | undefined {
+  if (given !== undefined) return given;
+  try {
+    return systemUuid();
+  } catch {
+    return undefined;
+  }
+}
+
+/** The control socket of a mountpoint: the given path, else the default derived from the mountpoint. */
+export function controlSocketFor(mountpoint: string, given?: string): string {
+  return path.resolve(given ?? defaultControlSocket(mountpoint));
+}
+
+/** Serves `device` on `mountpoint` until a signal or a lost connection ends the process. */
+export async function serveForeground(device: string, mountpoint: string, o: DaemonOptions): Promise<void> {
+  const logger = pino({ name: 'famfs-fused', level: o.logLevel });
+  const socketPath = controlSocketFor(mountpoint, o.controlSocket);
+  let shuttingDown = false;
+  let control: ControlServer | undefined;
+  const serverOptions: FuseServerOptions = {
+    device,
+    mountpoint: path.resolve(mountpoint),
+    readOnly: o.readOnly,
+    directIo: o.directIo,
+    pollMs: o.pollMs,
+    ackHeartbeatMs: o.ackHeartbeatMs,
+    readaheadKb: o.readaheadKb,
+    maxThreads: o.maxThreads,
+    zeroCopyReads: !o.copyReads,
+    controlSocket: socketPath,
+    hostUuid: hostUuid(o.hostUuid),
+    hostName: os.hostname(),
+    logger,
+    onConnectionLost: () => void shutdown('connection lost', 1),
+  };
+  let server: FamfsFuseServer;
+  if (o.takeover) {
+    // Restart/upgrade without unmounting: take the live connection from the running server.
+    const conn = await requestHandover(socketPath);
+    server = FamfsFuseServer.adopt(serverOptions, conn);
+    await completeHandover(server, socketPath, conn);
+    logger.info({ oldPid: conn.params.pid }, 'took over the FUSE connection');
+  } else {
+    server = FamfsFuseServer.start(serverOptions);
+  }
+  const shutdown = async (why: string, code: number): Promise<void> => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info({ why }, 'shutting down');
+    server.stop();
+    await control?.close();
+    process.exit(code);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
+  process.on('SIGINT', () => void shutdown('SIGINT', 0));
+  process.on('SIGHUP', () => void shutdown('SIGHUP', 0));
+  try {
+    control = await ControlServer.listen(socketPath, server, logger, {
+      // The new server owns the connection now: leave without unmounting.
+      onHandedOver: () => {
+        shuttingDown = true;
+        void control?.close();
+        setImmediate(() => process.exit(0));
+      },
+    });
+  } catch (e) {
+    logger.error({ err: (e as Error).message }, 'control socket failed');
+    await shutdown('control socket failed', 1);
+    return;
+  }
+  logger.info({ socket: socketPath }, 'control socket listening');
+  // Keep the process alive: the FUSE threads are not libuv handles.
+  setInterval(() => undefined, 1 << 30);
+}
