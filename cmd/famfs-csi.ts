@@ -13,20 +13,11 @@ import {
   DEFAULT_ENDPOINT,
   DEFAULT_POOL,
   DEFAULT_STATE_DIR,
-  startDriver,
   type DriverMode,
-  type RunningDriver,
 } from '../pkg/csi/driver';
-import type { VolumePlacement } from '../pkg/csi/controller';
 import { packageVersion } from '../pkg/csi/identity';
-import { DriverMetrics } from '../pkg/csi/metrics';
 import { parseSize } from '../pkg/csi/params';
-import { systemUuid } from '../pkg/famfs/identity';
-import { kubeConfigIfAny } from '../pkg/k8s/config';
-import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from '../pkg/k8s/driver-integration';
-import { EventReason, EventRecorder, pvcRef } from '../pkg/k8s/events';
-import { MemoryErrorReporter } from '../pkg/k8s/memory-errors';
-import { createMetrics } from '../pkg/k8s/metrics';
+import { startDriverProcess } from '../pkg/k8s/driver-runtime';
 
 function sizeArg(value: string): number {
   try {
@@ -36,15 +27,10 @@ function sizeArg(value: string): number {
   }
 }
 
-/**
- * "Volume placed at offset X" on the claim, when the provisioner told us which claim it is
- * (csi-provisioner --extra-create-metadata adds csi.storage.k8s.io/pvc/name and .../pvc/namespace).
- */
-function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
-  const name = v.parameters['csi.storage.k8s.io/pvc/name'];
-  const namespace = v.parameters['csi.storage.k8s.io/pvc/namespace'];
-  if (!name || !namespace) return;
-  events.emit(pvcRef(namespace, name), 'Normal', EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
+/** A whole number of milliseconds (or a port): "abc", "1.5" or "-1" are usage errors, not NaN. */
+function countArg(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError('must be a non-negative integer');
+  return Number(value);
 }
 
 async function main(): Promise<void> {
@@ -63,11 +49,11 @@ async function main(): Promise<void> {
     .option('--pool <name>', 'name of the memory pool (topology segment shared by every node on this memory)', DEFAULT_POOL)
     .option('--metrics-address <host:port>', 'serve Prometheus /metrics (and /healthz) on this address')
     .option('--health-address <host:port>', 'serve /healthz on this address')
-    .option('--health-port <port>', 'shorthand for --health-address :<port>')
+    .option('--health-port <port>', 'shorthand for --health-address :<port>', countArg)
     .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
-    .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', (v: string) => Number(v), 10_000)
+    .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', countArg, 10_000)
     .option('--external-fuse', 'node: a famfs-fused run elsewhere (the chart\'s container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one', false)
-    .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', (v: string) => Number(v), 5000)
+    .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', countArg, 5000)
     .option(
       '--kubelet-registration-dir <dir>',
       'node: register with the kubelet through this directory (<kubelet dir>/plugins_registry as mounted here); needs --kubelet-registration-path',
@@ -93,7 +79,7 @@ async function main(): Promise<void> {
     pool: string;
     metricsAddress?: string;
     healthAddress?: string;
-    healthPort?: string;
+    healthPort?: number;
     allowedPathRoot?: string[];
     logLevel: string;
     kubeconfig?: string;
@@ -112,82 +98,31 @@ async function main(): Promise<void> {
   const log = pino({ level: o.logLevel, base: { app: 'famfs-csi', mode: o.mode, node: o.nodeId } });
   const healthAddress = o.healthAddress ?? (o.healthPort !== undefined ? `:${o.healthPort}` : undefined);
 
-  // Kubernetes is optional: without any configuration (npm start on a workstation) the driver serves
-  // CSI alone; with one, it reports to the API (Lease, FamfsPool status, Events, metrics).
-  const kubeConfig = kubeConfigIfAny(process.env, o.kubeconfig);
-  const controls = o.mode === 'controller' || o.mode === 'all';
-  const election = controls ? controllerLeaderElectionSettings(o.pool) : undefined;
-  if (election?.enabled && kubeConfig === undefined) {
-    throw new Error('FAMFS_LEADER_ELECTION=true but no Kubernetes API is configured (not in a pod, no KUBECONFIG, no --kubeconfig)');
-  }
-  const driverMetrics = new DriverMetrics();
-  // The famfs series join the driver's registry: one /metrics endpoint, no duplicate names.
-  const k8sMetrics = createMetrics({ component: o.mode, registry: driverMetrics.registry });
-  const component = o.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
-  const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || o.nodeId, log }) : undefined;
-  let running: RunningDriver | undefined;
-  // The device mapping of this process, and on a node the FUSE server's view (it meets poison first).
-  const pollFailure = async (): Promise<string | undefined> => running?.deviceFailure() ?? (await running?.node?.memoryFailure());
-  const memoryErrors =
-    kubeConfig && events
-      ? new MemoryErrorReporter({
-          kubeConfig, events, driverName: o.driverName, pool: o.pool, role: controls ? 'controller' : 'node', nodeId: o.nodeId,
-          metrics: k8sMetrics, check: pollFailure, log,
-        })
-      : undefined;
-  let memoryErrorsLogged = false;
-
-  const driver = await startDriver({
-    mode: o.mode,
-    endpoint: o.endpoint,
-    devicePath: o.device,
-    deviceSize: o.deviceSize,
-    mkfs: o.mkfs,
-    nodeId: o.nodeId,
-    driverName: o.driverName,
-    stateDir: o.stateDir,
-    pool: o.pool,
-    ...(o.metricsAddress !== undefined ? { metricsAddress: o.metricsAddress } : {}),
-    ...(healthAddress !== undefined ? { healthAddress } : {}),
-    ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
-    ...(o.externalFuse ? { externalFuse: true, externalFuseWaitMs: o.externalFuseWait } : {}),
-    ...(o.kubeletRegistrationDir !== undefined && o.kubeletRegistrationPath !== undefined
-      ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
-      : {}),
-    deferLeadership: election?.enabled === true,
-    metrics: driverMetrics,
-    onMemoryError: (e) => {
-      if (memoryErrors) memoryErrors.report(e);
-      else if (!memoryErrorsLogged) {
-        memoryErrorsLogged = true;
-        k8sMetrics.memoryErrors.inc({ pool: o.pool, source: e.source });
-        log.error({ ...e }, 'memory error (no Kubernetes API: no Event raised)');
-      }
+  const proc = await startDriverProcess({
+    driver: {
+      mode: o.mode,
+      endpoint: o.endpoint,
+      devicePath: o.device,
+      deviceSize: o.deviceSize,
+      mkfs: o.mkfs,
+      nodeId: o.nodeId,
+      driverName: o.driverName,
+      stateDir: o.stateDir,
+      pool: o.pool,
+      ...(o.metricsAddress !== undefined ? { metricsAddress: o.metricsAddress } : {}),
+      ...(healthAddress !== undefined ? { healthAddress } : {}),
+      ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
+      ...(o.externalFuse ? { externalFuse: true, externalFuseWaitMs: o.externalFuseWait } : {}),
+      ...(o.kubeletRegistrationDir !== undefined && o.kubeletRegistrationPath !== undefined
+        ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
+        : {}),
+      log,
     },
-    ...(events !== undefined ? { onVolumeCreated: (v: VolumePlacement) => volumePlaced(events, v) } : {}),
+    ...(o.kubeconfig !== undefined ? { kubeconfigPath: o.kubeconfig } : {}),
+    poolStatusIntervalMs: o.poolStatusInterval,
     log,
   });
-
-  let integration: ControllerIntegration | undefined;
-  if (kubeConfig !== undefined && driver.store !== undefined && election !== undefined) {
-    integration = startControllerIntegration({
-      store: driver.store,
-      pool: o.pool,
-      device: o.device,
-      nodeId: o.nodeId,
-      hostUuid: systemUuid(),
-      kubeConfig,
-      leaderElection: election,
-      metrics: k8sMetrics,
-      statusIntervalMs: o.poolStatusInterval,
-      log: log.child({ component: 'k8s' }),
-    });
-    log.info({ leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined }, 'Kubernetes integration started');
-  } else if (kubeConfig === undefined) {
-    log.info('no Kubernetes API configured: standalone (no Lease, FamfsPool status or Events)');
-  }
-  running = driver;
-  if (process.stderr.isTTY || kubeConfig === undefined) {
+  if (process.stderr.isTTY || !proc.kubernetes) {
     // One line for whoever started this by hand: what is listening and how to talk to it.
     const sock = o.endpoint.replace(/^unix:\/\//, '');
     process.stderr.write(
@@ -196,19 +131,6 @@ async function main(): Promise<void> {
         `look inside with: node dist/cmd/famfs.js ls ${o.device}\n`,
     );
   }
-  memoryErrors?.start();
-  if (memoryErrors === undefined) {
-    const t = setInterval(() => {
-      void pollFailure().then((why) => {
-        if (why !== undefined && !memoryErrorsLogged) {
-          memoryErrorsLogged = true;
-          k8sMetrics.memoryErrors.inc({ pool: o.pool, source: controls ? 'controller' : 'node' });
-          log.error({ message: why }, 'memory error (no Kubernetes API: no Event raised)');
-        }
-      }, () => undefined);
-    }, 5000);
-    t.unref();
-  }
 
   let stopping = false;
   const shutdown = (signal: string): void => {
@@ -216,10 +138,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     // Stop leading first (release the Lease), then the reporters, then the CSI server and device.
-    Promise.all([integration?.stop(), memoryErrors?.stop()])
-      .catch((e: unknown) => log.warn({ err: String(e) }, 'Kubernetes integration did not stop cleanly'))
-      .then(() => driver.stop())
-      .then(
+    proc.stop().then(
       () => process.exit(0),
       (e: unknown) => {
         log.error({ err: e }, 'shutdown failed');

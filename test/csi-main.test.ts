@@ -94,6 +94,20 @@ describe('famfs-csi binary', function () {
     }
   });
 
+  it('refuses a non-numeric number flag as a usage error (not NaN), before touching anything', async () => {
+    for (const flag of ['--external-fuse-wait=abc', '--pool-status-interval=1.5', '--health-port=-1']) {
+      const bad = spawn(process.execPath, [MAIN, flag, '--endpoint', `unix://${dir}/flag.sock`, '--device', path.join(dir, 'never.img'), '--state-dir', path.join(dir, 'state')], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let err = '';
+      bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+      const code = await new Promise((resolve) => bad.once('exit', resolve));
+      assert.equal(code, 1, `${flag}: exit status`);
+      assert.match(err, new RegExp(`option '${flag.split('=')[0]} <[a-z]+>' argument '${flag.split('=')[1]}' is invalid\\. must be a non-negative integer`), flag);
+      assert.equal(fs.existsSync(path.join(dir, 'never.img')), false, `${flag}: no device created`);
+    }
+  });
+
   it('refuses a missing device outside /dev/shm with a readable message', async () => {
     const bad = spawn(process.execPath, [MAIN, '--endpoint', `unix://${dir}/x.sock`, '--device', path.join(dir, 'nope.img'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
     let err = '';

@@ -1,0 +1,131 @@
+// The driver as a process runs it: startDriver (pkg/csi) plus everything Kubernetes adds when an API
+// is configured — the master role following a Lease, FamfsPool status, Events (VolumePlaced,
+// MemoryError) and the famfs metrics — and, without an API, memory errors logged and counted.
+// cmd/famfs-csi.ts parses flags and calls startDriverProcess; Kubernetes is optional: without any
+// configuration (npm start on a workstation) the driver serves CSI alone.
+import type { Logger } from 'pino';
+import type { VolumePlacement } from '../csi/controller';
+import { startDriver, type DriverConfig, type RunningDriver } from '../csi/driver';
+import { DriverMetrics } from '../csi/metrics';
+import { systemUuid } from '../famfs/identity';
+import { kubeConfigIfAny } from './config';
+import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from './driver-integration';
+import { EventReason, EventRecorder, pvcRef } from './events';
+import { MemoryErrorReporter } from './memory-errors';
+import { createMetrics } from './metrics';
+
+/** What the process decides; the Kubernetes hooks of DriverConfig are filled in here. */
+export type DriverProcessConfig = Omit<DriverConfig, 'deferLeadership' | 'metrics' | 'onMemoryError' | 'onVolumeCreated'>;
+
+export interface DriverProcessOptions {
+  driver: DriverProcessConfig;
+  /** --kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone. */
+  kubeconfigPath?: string;
+  /** Controller: how often the master publishes FamfsPool status (ms). */
+  poolStatusIntervalMs: number;
+  log: Logger;
+}
+
+export interface DriverProcess {
+  readonly driver: RunningDriver;
+  /** Whether a Kubernetes API is configured (Lease, FamfsPool status, Events). */
+  readonly kubernetes: boolean;
+  /** Stops leading first (releases the Lease), then the reporters, then the CSI server and device. */
+  stop(): Promise<void>;
+}
+
+/**
+ * "Volume placed at offset X" on the claim, when the provisioner told us which claim it is
+ * (csi-provisioner --extra-create-metadata adds csi.storage.k8s.io/pvc/name and .../pvc/namespace).
+ */
+function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
+  const name = v.parameters['csi.storage.k8s.io/pvc/name'];
+  const namespace = v.parameters['csi.storage.k8s.io/pvc/namespace'];
+  if (!name || !namespace) return;
+  events.emit(pvcRef(namespace, name), 'Normal', EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
+}
+
+export async function startDriverProcess(o: DriverProcessOptions): Promise<DriverProcess> {
+  const { driver: cfg, log } = o;
+  const kubeConfig = kubeConfigIfAny(process.env, o.kubeconfigPath);
+  const controls = cfg.mode === 'controller' || cfg.mode === 'all';
+  const election = controls ? controllerLeaderElectionSettings(cfg.pool) : undefined;
+  if (election?.enabled && kubeConfig === undefined) {
+    throw new Error('FAMFS_LEADER_ELECTION=true but no Kubernetes API is configured (not in a pod, no KUBECONFIG, no --kubeconfig)');
+  }
+  const driverMetrics = new DriverMetrics();
+  // The famfs series join the driver's registry: one /metrics endpoint, no duplicate names.
+  const k8sMetrics = createMetrics({ component: cfg.mode, registry: driverMetrics.registry });
+  const component = cfg.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
+  const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || cfg.nodeId, log }) : undefined;
+  let running: RunningDriver | undefined;
+  // The device mapping of this process, and on a node the FUSE server's view (it meets poison first).
+  const pollFailure = async (): Promise<string | undefined> => running?.deviceFailure() ?? (await running?.node?.memoryFailure());
+  const memoryErrors =
+    kubeConfig && events
+      ? new MemoryErrorReporter({
+          kubeConfig, events, driverName: cfg.driverName, pool: cfg.pool, role: controls ? 'controller' : 'node', nodeId: cfg.nodeId,
+          metrics: k8sMetrics, check: pollFailure, log,
+        })
+      : undefined;
+  let memoryErrorsLogged = false;
+
+  const driver = await startDriver({
+    ...cfg,
+    deferLeadership: election?.enabled === true,
+    metrics: driverMetrics,
+    onMemoryError: (e) => {
+      if (memoryErrors) memoryErrors.report(e);
+      else if (!memoryErrorsLogged) {
+        memoryErrorsLogged = true;
+        k8sMetrics.memoryErrors.inc({ pool: cfg.pool, source: e.source });
+        log.error({ ...e }, 'memory error (no Kubernetes API: no Event raised)');
+      }
+    },
+    ...(events !== undefined ? { onVolumeCreated: (v: VolumePlacement) => volumePlaced(events, v) } : {}),
+  });
+
+  let integration: ControllerIntegration | undefined;
+  if (kubeConfig !== undefined && driver.store !== undefined && election !== undefined) {
+    integration = startControllerIntegration({
+      store: driver.store,
+      pool: cfg.pool,
+      device: cfg.devicePath,
+      nodeId: cfg.nodeId,
+      hostUuid: systemUuid(),
+      kubeConfig,
+      leaderElection: election,
+      metrics: k8sMetrics,
+      statusIntervalMs: o.poolStatusIntervalMs,
+      log: log.child({ component: 'k8s' }),
+    });
+    log.info({ leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined }, 'Kubernetes integration started');
+  } else if (kubeConfig === undefined) {
+    log.info('no Kubernetes API configured: standalone (no Lease, FamfsPool status or Events)');
+  }
+  running = driver;
+  memoryErrors?.start();
+  if (memoryErrors === undefined) {
+    const t = setInterval(() => {
+      void pollFailure().then((why) => {
+        if (why !== undefined && !memoryErrorsLogged) {
+          memoryErrorsLogged = true;
+          k8sMetrics.memoryErrors.inc({ pool: cfg.pool, source: controls ? 'controller' : 'node' });
+          log.error({ message: why }, 'memory error (no Kubernetes API: no Event raised)');
+        }
+      }, () => undefined);
+    }, 5000);
+    t.unref();
+  }
+
+  return {
+    driver,
+    kubernetes: kubeConfig !== undefined,
+    async stop() {
+      await Promise.all([integration?.stop(), memoryErrors?.stop()]).catch((e: unknown) =>
+        log.warn({ err: String(e) }, 'Kubernetes integration did not stop cleanly'),
+      );
+      await driver.stop();
+    },
+  };
+}
