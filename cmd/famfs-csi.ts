@@ -16,12 +16,13 @@ import {
   type DriverMode,
 } from '../pkg/csi/driver';
 import { packageVersion } from '../pkg/csi/identity';
-import { parseSize } from '../pkg/csi/params';
+import { ALLOC_UNIT_BYTES } from '../pkg/csi/params';
 import { startDriverProcess } from '../pkg/k8s/driver-runtime';
+import { parseSize } from '../pkg/size';
 
 function sizeArg(value: string): number {
   try {
-    return parseSize(value, '--device-size');
+    return parseSize(value, 'kubernetes', '--device-size', { multipleOf: ALLOC_UNIT_BYTES, min: ALLOC_UNIT_BYTES });
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }

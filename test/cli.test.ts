@@ -92,7 +92,8 @@ describe('famfs CLI', () => {
   it('bad input: clear message, right exit code, nothing written', () => {
     const before = metadata(dev);
     const cases: [string[], number, RegExp][] = [
-      [['creat', '-s', '0', dev, 'z'], 2, /positive/],
+      [['creat', '-s', '0', dev, 'z'], 2, /at least 1/],
+      [['creat', '-s', '4m', dev, 'z'], 2, /lowercase "m".*4Mi/],
       [['creat', '-s', '12Q', dev, 'z'], 2, /not a size/],
       [['creat', '-s', '1M', '-m', '0999', dev, 'z'], 2, /octal/],
       [['creat', '-s', '1M', dev, '../escape'], 2, /"\."/],

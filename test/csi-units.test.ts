@@ -177,7 +177,7 @@ describe('params: StorageClass parameters', () => {
     ['zero strips', { nstrips: '0', nbuckets: '8' }, /at least 1/],
     ['chunk not power of two', { nstrips: '2', nbuckets: '2', chunkSize: '6Mi' }, /power of two/],
     ['chunk below 2Mi', { nstrips: '2', nbuckets: '2', chunkSize: '1Mi' }, /multiple of 2Mi/],
-    ['chunk garbage', { nstrips: '2', nbuckets: '2', chunkSize: 'big' }, /expected a size/],
+    ['chunk garbage', { nstrips: '2', nbuckets: '2', chunkSize: 'big' }, /not a size/],
     ['mode not octal', { mode: '0999' }, /octal/],
     ['negative uid', { uid: '-1' }, /non-negative integer/],
     ['uid too large', { uid: '4294967295' }, /exceeds/],

@@ -11,6 +11,7 @@ import * as path from 'path';
 import { SingleBar } from 'cli-progress';
 import { DaxDevice, DeviceError, openDevice } from '../device';
 import {
+  ALLOC_UNIT,
   FamfsError,
   FamfsFs,
   FileNode,
@@ -74,7 +75,7 @@ function interleaveFrom(o: { nstrips?: string; nbuckets?: string; chunk?: string
   return {
     nstrips: parseCount(o.nstrips, '--nstrips'),
     nbuckets: parseCount(o.nbuckets, '--nbuckets'),
-    chunkSize: o.chunk === undefined ? 2 << 20 : parseSize(o.chunk, '--chunk'),
+    chunkSize: o.chunk === undefined ? ALLOC_UNIT : parseSize(o.chunk, '--chunk', { multipleOf: ALLOC_UNIT, powerOfTwo: true }),
   };
 }
 
@@ -155,8 +156,8 @@ export function buildProgram(io: CliIO): Command {
     .option('-f, --force', 'destroy an existing famfs on DEVICE')
     .argument('<device>')
     .action((device: string, o: { size?: string; loglen: string; force?: boolean }) => {
-      const logLen = parseSize(o.loglen, '--loglen');
-      const size = o.size === undefined ? undefined : parseSize(o.size, '--size');
+      const logLen = parseSize(o.loglen, '--loglen', { powerOfTwo: true, min: 8 << 20 });
+      const size = o.size === undefined ? undefined : parseSize(o.size, '--size', { multipleOf: ALLOC_UNIT, min: ALLOC_UNIT });
       if (size === undefined && !fs.existsSync(device)) throw new UsageError(`${device} does not exist; pass --size to create an emulation file there`);
       const dev = openDevice(device, size === undefined ? {} : { create: { size } });
       try {
@@ -212,7 +213,7 @@ export function buildProgram(io: CliIO): Command {
     .argument('<device>')
     .argument('<relpath>')
     .action((device: string, relpath: string, o: CreateOpts & { size: string; seed?: string }) => {
-      const size = parseSize(o.size, '--size');
+      const size = parseSize(o.size, '--size', { min: 1 });
       const opts = createOptions(o);
       const seed = o.seed === undefined ? undefined : parseId(o.seed, '--seed');
       withDevice(device, false, (dev) => {

@@ -2,19 +2,23 @@
  * Parsing the numbers users type: sizes with binary suffixes, octal modes, ids.
  * Every parser throws UsageError with a message that names the option and the accepted form.
  */
+import { parseSize as parseSizeIn, SizeError, type SizeOptions } from '../size';
+
 export class UsageError extends Error {
   override readonly name = 'UsageError';
 }
 
-const SUFFIX: Record<string, number> = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
-
-/** "4096", "64k", "2M", "8G", "1T" (binary units; a trailing "iB"/"B" is accepted). */
-export function parseSize(text: string, what = 'size'): number {
-  const m = /^\s*(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*$/.exec(text);
-  if (!m) throw new UsageError(`${what} "${text}" is not a size (examples: 4096, 64k, 2M, 8G)`);
-  const v = Number(m[1]) * SUFFIX[m[2].toLowerCase()];
-  if (!Number.isSafeInteger(v)) throw new UsageError(`${what} "${text}" is too large`);
-  return v;
+/**
+ * A size in the famfs dialect (pkg/size: `2M` = `2Mi` = 2 MiB; lowercase `m` refused).
+ * Rules such as "a multiple of 2M" make the message say which spelling was probably meant.
+ */
+export function parseSize(text: string, what = 'size', o: SizeOptions = {}): number {
+  try {
+    return parseSizeIn(text, 'famfs', what, o);
+  } catch (e) {
+    if (e instanceof SizeError) throw new UsageError(e.message);
+    throw e;
+  }
 }
 
 export function parseMode(text: string): number {

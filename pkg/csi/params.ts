@@ -11,6 +11,7 @@
 //                                  MULTI_NODE_MULTI_WRITER (the application owns coherency)
 //   csi.storage.k8s.io/*           set by Kubernetes (pvc name, namespace, ...): accepted, ignored
 // Any other key is INVALID_ARGUMENT: a typo must not silently give a volume other than the one asked for.
+import { parseSize as parseSizeIn, SizeError, type SizeOptions } from '../size';
 import { invalidArgument } from './errors';
 import type { StringMap } from './types';
 
@@ -38,21 +39,14 @@ export interface VolumeParams {
 const KNOWN_KEYS = new Set(['nstrips', 'nbuckets', 'chunkSize', 'mode', 'uid', 'gid', 'sharing']);
 const K8S_PREFIX = 'csi.storage.k8s.io/';
 
-const SIZE_UNITS: Record<string, number> = {
-  '': 1,
-  k: 1000, M: 1000 ** 2, G: 1000 ** 3, T: 1000 ** 4,
-  Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, Ti: 1024 ** 4,
-  KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4,
-};
-
-/** Parses a byte size: "4096", "2Mi", "2MiB", "1G" (Kubernetes quantity suffixes, plus the *iB forms). */
-export function parseSize(value: string, key: string): number {
-  const m = /^(\d+)([a-zA-Z]*)$/.exec(value.trim());
-  const unit = m ? SIZE_UNITS[m[2] as string] : undefined;
-  if (!m || unit === undefined) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: expected a size such as 2097152, 2Mi or 4MiB`);
-  const n = Number(m[1]) * unit;
-  if (!Number.isSafeInteger(n)) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)} is too large`);
-  return n;
+/** A size in the Kubernetes dialect (pkg/size: `2Mi` = 2 MiB, `2M` = 2,000,000 bytes). */
+export function parseSize(value: string, key: string, o: SizeOptions = {}): number {
+  try {
+    return parseSizeIn(value, 'kubernetes', `parameter ${key}`, o);
+  } catch (e) {
+    if (e instanceof SizeError) throw invalidArgument(e.message);
+    throw e;
+  }
 }
 
 function parseUint(value: string, key: string, max: number): number {
@@ -94,10 +88,8 @@ export function parseVolumeParams(params: StringMap | null | undefined): VolumeP
     const nbuckets = parseUint(p['nbuckets'] as string, 'nbuckets', 1024);
     if (nstrips < 1 || nbuckets < 1) throw invalidArgument('parameters nstrips and nbuckets must be at least 1');
     if (nstrips > nbuckets) throw invalidArgument(`parameter nstrips=${nstrips} exceeds nbuckets=${nbuckets}`);
-    const chunkSize = p['chunkSize'] !== undefined ? parseSize(p['chunkSize'], 'chunkSize') : DEFAULT_CHUNK_SIZE;
-    if (chunkSize < ALLOC_UNIT_BYTES || chunkSize % ALLOC_UNIT_BYTES !== 0 || (chunkSize & (chunkSize - 1)) !== 0) {
-      throw invalidArgument(`parameter chunkSize=${p['chunkSize']}: must be a power of two and a multiple of 2Mi`);
-    }
+    const chunkSize =
+      p['chunkSize'] !== undefined ? parseSize(p['chunkSize'], 'chunkSize', { multipleOf: ALLOC_UNIT_BYTES, powerOfTwo: true }) : DEFAULT_CHUNK_SIZE;
     out.interleave = { nstrips, nbuckets, chunkSize };
   }
   return out;
