@@ -159,4 +159,47 @@ describe('famfs CLI', () => {
       fs.rmSync(copy);
     }
   });
+
+  it('repair quarantines an entry it cannot prove, fsck shows it, --release hands it back; an unknown-memory entry needs --drop', () => {
+    const img = `/dev/shm/famfs-cli-quarantine-${process.pid}.img`;
+    try {
+      assert.equal(famfs(['mkfs', '--size', '64M', img]).code, 0);
+      for (const n of ['a', 'b', 'c']) assert.equal(famfs(['creat', '-s', '2M', img, n]).code, 0);
+      const poke = (index: number, pos: number, mask: number) => {
+        const fd = fs.openSync(img, 'r+');
+        const at = 0x200000 + 48 + 544 * index + pos;
+        const b = Buffer.alloc(1);
+        fs.readSync(fd, b, 0, 1, at);
+        b[0] ^= mask;
+        fs.writeSync(fd, b, 0, 1, at);
+        fs.closeSync(fd);
+      };
+      poke(1, 16 + 24 + 1, 0x20); // two damaged bytes in entry 1 ("b"): its name and its uid
+      poke(1, 16 + 12, 0x01);
+      const r = famfs(['repair', img]);
+      assert.equal(r.code, 0, r.err + r.out);
+      assert.match(r.out, /quarantined log entry 1 as lost\+found\.1: 2097152 bytes stay reserved/);
+      const f = famfs(['fsck', img]);
+      assert.equal(f.code, 0, f.out);
+      assert.match(f.out, /quarantined: {2}lost\+found\.1 \(log entry 1\)/);
+      assert.equal(famfs(['repair', '--release', '2', img]).code, 1, 'entry 2 is not quarantined');
+      const rel = famfs(['repair', '--release', '1', img]);
+      assert.equal(rel.code, 0, rel.err + rel.out);
+      assert.doesNotMatch(famfs(['fsck', img]).out, /quarantined/);
+      // Entry 2's extent pointed at entry 0's memory: its own memory is unknown.
+      const fd = fs.openSync(img, 'r+');
+      const ext0 = Buffer.alloc(8);
+      fs.readSync(fd, ext0, 0, 8, 0x200000 + 48 + 16 + 104 + 16 + 8);
+      fs.writeSync(fd, ext0, 0, 8, 0x200000 + 48 + 544 * 2 + 16 + 104 + 16 + 8);
+      fs.closeSync(fd);
+      poke(2, 16 + 12, 0x01); // and its uid: no single byte explains the damage
+      const refused = famfs(['repair', img]);
+      assert.equal(refused.code, 1, refused.out);
+      assert.match(refused.err, /--drop 2/);
+      assert.equal(famfs(['repair', '--drop', '2', img]).code, 0);
+      assert.equal(famfs(['fsck', img]).code, 0);
+    } finally {
+      fs.rmSync(img, { force: true });
+    }
+  });
 });

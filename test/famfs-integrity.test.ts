@@ -13,6 +13,7 @@ import {
   FAMFS_VERSION,
   readAnyExtBlock,
   readExtBlock,
+  releaseQuarantine,
   repair,
   SB,
   superblockCrc,
@@ -255,5 +256,85 @@ describe('famfs integrity: the extension area belongs to one file system', () =>
     media.buffer.set(ext, EXT_BLOCK_OFFSET); // same epoch number, other file system
     assert.equal(readAnyExtBlock(media)?.epoch, epoch);
     assert.equal(code(() => fs.creat('x', MiB)), 'EFENCED');
+  });
+});
+
+describe('famfs integrity: repair never moves a file onto memory it did not own', () => {
+  /** XOR `mask` into byte `pos` of log entry `index`. */
+  function rot(media: BufferMedia, index: number, pos: number, mask: number): void {
+    const at = LOG_OFFSET + entryOffset(index) + pos;
+    media.write(at, Buffer.from([media.read(at, 1)[0]! ^ mask]));
+  }
+  const EXTENT0_OFFSET = LE.payload + 104 + 16 + 8; // FM.fmap + FMAP.extents + devindex
+  const RELPATH = LE.payload + 24;
+
+  it('one flipped bit in the extent offset of a replayed entry: repair restores the original (CRC-proven), the next create shares no memory with the host', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 5; i++) fs.creat(`f${i}`, 3 * MiB);
+    const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true });
+    const original = slot(media, 2);
+    rot(media, 2, EXTENT0_OFFSET + 3, 0x02); // offset + 32 MiB: free memory, a plausible but wrong place
+    assert.equal(fsck(media).clean, false);
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(r.dropped, []);
+    assert.ok(slot(media, 2).equals(original), `entry 2 was not restored: ${r.actions.join(' | ')}`);
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    assert.deepEqual(fmapExtents((master.lookup('f2') as FileNode).fmap), fmapExtents((host.lookup('f2') as FileNode).fmap));
+    const created = master.creat('new', 4 * MiB);
+    assert.deepEqual(overlapWithHost(host, created), [], 'the new file lands on memory the host serves');
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('a flipped name (csi/vol-1 → csi/wol-1) of a replayed entry: repair finds the volume again under its own name', () => {
+    const { media, fs } = fresh();
+    fs.mkdir('csi');
+    const vol = fs.creat('csi/vol-1', 2 * MiB);
+    fs.creat('csi/vol-2', 2 * MiB);
+    rot(media, vol.index, RELPATH + 4, 'v'.charCodeAt(0) ^ 'w'.charCodeAt(0));
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(r.dropped, []);
+    const after = FamfsFs.open(media, { readOnly: true });
+    assert.equal(after.lookup('csi/wol-1'), undefined, `the volume was renamed: ${r.actions.join(' | ')}`);
+    assert.deepEqual(fmapExtents((after.lookup('csi/vol-1') as FileNode).fmap), fmapExtents(vol.fmap));
+  });
+
+  it('damage CRC cannot undo (two bytes): the entry is quarantined with its memory reserved, counted by fsck, until an operator releases it', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 4; i++) fs.creat(`f${i}`, 4 * MiB);
+    const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true });
+    rot(media, 1, RELPATH + 1, 0x20);
+    rot(media, 1, LE.payload + 12, 0x01); // uid
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(r.quarantined.map((q) => q.index), [1], r.actions.join(' | '));
+    const f = fsck(media);
+    assert.equal(f.clean, true, f.errors.join(' | '));
+    assert.deepEqual(f.quarantined.map((q) => [q.index, q.relpath, q.bytes]), [[1, 'lost+found.1', 4 * MiB]]);
+    assert.ok(f.warnings.some((w) => /quarantine/.test(w)), f.warnings.join(' | '));
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    const q = master.lookup('lost+found.1') as FileNode;
+    assert.equal(q.mode, 0, 'nobody can open a quarantined file by accident');
+    assert.deepEqual(fmapExtents(q.fmap), fmapExtents((host.lookup('f1') as FileNode).fmap));
+    const created = master.creat('new', 4 * MiB);
+    assert.deepEqual(overlapWithHost(host, created), []);
+    // The operator releases it (after checking no pod uses the memory): the memory is the pool's again.
+    releaseQuarantine(master, 1);
+    assert.deepEqual(fsck(media).quarantined, []);
+    assert.equal(code(() => releaseQuarantine(master, 2)), 'ENOENT');
+  });
+
+  it('extents that cannot be right (overlapping another file) and cannot be proven: repair refuses, unless told to drop the entry', () => {
+    const { media, fs } = fresh();
+    const files = [0, 1, 2, 3, 4].map((i) => fs.creat(`f${i}`, 1));
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(fmapExtents(files[3]!.fmap)[0]!.offset));
+    media.write(LOG_OFFSET + entryOffset(2) + EXTENT0_OFFSET, b);
+    const before = Buffer.from(media.buffer.subarray(0, LOG_OFFSET + entryOffset(8)));
+    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'ECORRUPT');
+    assert.match(message(() => repair(media, { hostUuid: MASTER })), /--drop 2/);
+    assert.ok(media.buffer.subarray(0, before.length).equals(before), 'a refused repair wrote something');
+    const r = repair(media, { hostUuid: MASTER, drop: [2] });
+    assert.deepEqual(r.dropped.map((d) => d.index), [2]);
+    assert.equal(FamfsFs.open(media, { readOnly: true }).lookup('lost+found.2')?.kind, 'dir');
+    assert.equal(fsck(media).clean, true);
   });
 });

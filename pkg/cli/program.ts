@@ -22,6 +22,7 @@ import {
   FsckReport,
   InterleaveParams,
   readFileData,
+  releaseQuarantine,
   repair,
   systemUuid,
   TreeNode,
@@ -134,6 +135,7 @@ function fsckText(r: FsckReport): string {
       `  pending free: ${formatBytes(s.pendingFreeBytes)} (deleted; waiting for every host to replay the delete)`,
     );
   }
+  for (const q of r.quarantined) lines.push(`  quarantined:  ${q.relpath} (log entry ${q.index}) holds ${formatBytes(q.bytes)}; famfs repair --release ${q.index} once no pod uses it`);
   if (r.fencingEpoch !== undefined) lines.push(`  writer epoch: ${r.fencingEpoch}; hosts acked: ${r.hosts.length}`);
   for (const w of r.warnings) lines.push(`  warning: ${w}`);
   for (const e of r.errors) lines.push(`  ERROR: ${e}`);
@@ -322,16 +324,28 @@ export function buildProgram(io: CliIO): Command {
     .command('repair')
     .description('repair what fsck finds without losing anything that was ever visible (master only)')
     .option('--json', 'machine-readable output')
+    .option('--drop <index>', 'replace an entry repair cannot prove by an empty directory (its memory becomes free: only when no pod uses it); repeatable', (v: string, all: number[]) => [...all, parseId(v, '--drop')], [] as number[])
+    .option('--release <index>', 'hand the memory of quarantined entry INDEX (lost+found.INDEX) back to the pool, once no pod uses it')
     .argument('<device>')
-    .action((device: string, o: { json?: boolean }) => {
+    .action((device: string, o: { json?: boolean; drop: number[]; release?: string }) => {
+      const release = o.release === undefined ? undefined : parseId(o.release, '--release');
+      if (release !== undefined && o.drop.length > 0) throw new UsageError('--release and --drop do not go together');
       withDevice(device, false, (dev) => {
-        const r = repair(dev, { hostUuid: systemUuid() });
+        if (release !== undefined) {
+          releaseQuarantine(openFs(dev, true), release);
+          const after = fsck(dev);
+          io.out(o.json ? JSON.stringify({ released: release, fsck: after }, null, 2) : `released quarantined entry ${release}: its memory waits for every host to replay the delete, then is free\n${fsckText(after)}`);
+          if (!after.clean) throw new ChecksFailed();
+          return;
+        }
+        const r = repair(dev, { hostUuid: systemUuid(), drop: o.drop });
         const after = fsck(dev);
         if (o.json) {
           io.out(JSON.stringify({ ...r, fsck: after }, null, 2));
         } else {
           for (const a of r.actions) io.out(`repaired: ${a}`);
           for (const d of r.dropped) io.out(`dropped log entry ${d.index}: ${d.what}`);
+          for (const q of r.quarantined) io.out(`quarantined log entry ${q.index} as ${q.relpath}: ${q.bytes} bytes stay reserved (famfs repair --release ${q.index} once no pod uses them)`);
           if (r.actions.length === 0) io.out('nothing to repair');
           io.out(fsckText(after));
         }

@@ -19,7 +19,9 @@ import {
   validateLogHeader,
   validateSuperblock,
 } from './layout';
+import { fmapCapacity } from './fmap';
 import { Media } from './media';
+import { isQuarantine } from './repair';
 import { LogReader } from './replay';
 import { FamfsTree, reservedBytes } from './tree';
 
@@ -40,6 +42,8 @@ export interface FsckReport {
   space?: SpaceSummary;
   fencingEpoch?: number;
   hosts: HostSlot[];
+  /** Files repair quarantined (lost+found.<index>): memory held until an operator releases it. */
+  quarantined: { index: number; relpath: string; bytes: number }[];
   errors: string[];
   warnings: string[];
 }
@@ -50,7 +54,7 @@ export interface FsckOptions {
 }
 
 export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
-  const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], errors: [], warnings: [] };
+  const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], quarantined: [], errors: [], warnings: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbCheck = validateSuperblock(sbRaw, media.size);
@@ -98,6 +102,16 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
       if (validPast === 0 && raw.some((b) => b !== 0)) report.warnings.push(`log slot ${header.nextIndex} (past the end) holds an invalid partial entry; it is ignored and will be overwritten`);
       break;
     }
+  }
+  for (const f of tree.files()) {
+    if (isQuarantine(f)) report.quarantined.push({ index: f.index, relpath: f.relpath, bytes: fmapCapacity(f.fmap) });
+  }
+  if (report.quarantined.length > 0) {
+    const bytes = report.quarantined.reduce((n, q) => n + q.bytes, 0);
+    report.warnings.push(
+      `${report.quarantined.length} quarantined entr${report.quarantined.length === 1 ? 'y holds' : 'ies hold'} ${bytes} bytes (${report.quarantined.map((q) => q.relpath).join(', ')}): ` +
+        `repair could not prove their bytes, so their memory stays reserved; once no pod uses it: famfs repair --release N`,
+    );
   }
   report.files = tree.fileCount;
   report.directories = tree.dirCount;

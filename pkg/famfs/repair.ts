@@ -6,11 +6,18 @@
  *   the log is then found from the entries themselves.
  * - Valid entries past next_index (an interrupted append, or a counter that went backwards) are
  *   committed, not erased: rolling back could drop a file that hosts already serve.
- * - A bad entry inside the log is *salvaged* when its bytes still decode to an entry that fits
- *   (valid path and parent, extents inside the device, overlapping no other entry's memory): it
- *   is re-encoded with a fresh CRC. Otherwise it is replaced by an empty directory
- *   `lost+found.<index>` so that every later entry keeps its index and stays visible; what was
- *   in the slot is reported (its memory, if it was a file, is no longer accounted).
+ * - A bad entry inside the log is *salvaged* only when its CRC proves the original bytes: one
+ *   damaged byte (anywhere, CRC field included) is found from the CRC syndrome and restored. A
+ *   file is never re-encoded from bytes nobody can vouch for: a flipped extent offset would move
+ *   it onto memory it never owned, and free the memory its pods still map.
+ * - An entry the CRC cannot restore: if the entries after it need a directory nobody creates, it
+ *   is rebuilt as that directory; a directory or delete whose bytes still apply cleanly is
+ *   re-encoded (no memory hangs on them; a lost delete only keeps memory reserved); a file whose
+ *   bytes name plausible memory is *quarantined*: the slot becomes the file `lost+found.<index>`,
+ *   mode 000, on that memory, so it stays reserved (counted by fsck) until an operator releases
+ *   it (`famfs repair --release N`). Anything else is refused: the operator decides, with
+ *   `--drop N`, to replace it by the empty directory `lost+found.<index>` (every later entry
+ *   keeps its index).
  * - A damaged famfs-csi extension block is re-made with an epoch above any handed out before.
  *
  * Cross-linked files are reported by fsck but not "repaired": which file owns the memory is a
@@ -46,6 +53,7 @@ import {
   validateLogHeader,
   validateSuperblock,
 } from './layout';
+import type { FamfsFs } from './fs';
 import { Media } from './media';
 import { FamfsTree, reservedBytes } from './tree';
 
@@ -53,12 +61,95 @@ export interface RepairReport {
   actions: string[];
   /** Entries whose content could not be kept: index and what could be read of them. */
   dropped: { index: number; what: string }[];
+  /** Entries turned into quarantine files (lost+found.<index>) holding the memory they named. */
+  quarantined: { index: number; relpath: string; bytes: number; what: string }[];
 }
 
 export interface RepairOptions {
   /** System UUID of the host running the repair: must be the master's. */
   hostUuid: string;
   now?: number;
+  /** Unprovable entries the operator accepts to replace by an empty directory (their memory becomes free). */
+  drop?: number[];
+}
+
+/** Name of the quarantine file repair makes of log entry `index`. */
+export function quarantineName(index: number): string {
+  return `lost+found.${index}`;
+}
+
+/** A quarantine file: what repair made of an unprovable file entry (its name is its own log index). */
+export function isQuarantine(node: { kind: string; relpath: string; index: number }): boolean {
+  return node.kind === 'file' && node.relpath === quarantineName(node.index);
+}
+
+/**
+ * Hand a quarantined entry's memory back to the pool (the operator checked that no pod uses it):
+ * a famfs-csi delete of `lost+found.<index>`, through the master's writer.
+ */
+export function releaseQuarantine(fs: FamfsFs, index: number): void {
+  const node = fs.lookup(quarantineName(index));
+  if (!node || !isQuarantine(node)) throw new FamfsError('ENOENT', `log entry ${index} is not quarantined (no file ${quarantineName(index)} made by famfs repair)`);
+  fs.rm(node.relpath);
+}
+
+/** Syndromes of every single-byte error in the CRC-covered part of an entry (built on first use). */
+let syndromes: Map<number, number> | undefined;
+const AMBIGUOUS = -1;
+function singleByteSyndromes(): Map<number, number> {
+  if (syndromes) return syndromes;
+  // CRC-32 is affine: crc(x ^ e) = crc(x) ^ crc(e) ^ crc(0). The syndrome of an error is
+  // crc(e) ^ crc(0), and that of a byte error is the XOR of its bits' syndromes.
+  const zero = Buffer.alloc(LE.crc);
+  const c0 = crc(zero, 0, LE.crc);
+  const bit: number[] = [];
+  for (let p = 0; p < LE.crc; p++) {
+    for (let b = 0; b < 8; b++) {
+      zero[p] = 1 << b;
+      bit.push((crc(zero, 0, LE.crc) ^ c0) >>> 0);
+    }
+    zero[p] = 0;
+  }
+  syndromes = new Map();
+  for (let p = 0; p < LE.crc; p++) {
+    for (let m = 1; m < 256; m++) {
+      let syn = 0;
+      for (let b = 0; b < 8; b++) if (m & (1 << b)) syn ^= bit[p * 8 + b]!;
+      syn >>>= 0;
+      syndromes.set(syn, syndromes.has(syn) ? AMBIGUOUS : p * 256 + m);
+    }
+  }
+  return syndromes;
+}
+
+/**
+ * The original bytes of a slot with exactly one damaged byte, when the CRC proves them: the one
+ * single-byte change that makes the CRC match and the entry valid. undefined when there is none
+ * or more than one (then nothing is proven).
+ */
+export function correctOneByte(raw: Buffer, index: number, extended: boolean): { fixed: Buffer; at: number } | undefined {
+  const found: { fixed: Buffer; at: number }[] = [];
+  const stored = raw.readUInt32LE(LE.crc);
+  const computed = crc(raw, 0, LE.crc);
+  // The CRC field itself (or its zero upper half) took the hit: the data is intact.
+  const field = Buffer.alloc(8);
+  field.writeUInt32LE(computed, 0);
+  const diff = [...Array(8).keys()].filter((k) => field[k] !== raw[LE.crc + k]);
+  if (diff.length === 1) {
+    const fixed = Buffer.from(raw);
+    field.copy(fixed, LE.crc);
+    if (isValidAt(fixed, index, extended)) found.push({ fixed, at: LE.crc + diff[0]! });
+  }
+  if (raw.readUInt32LE(LE.crc + 4) === 0) {
+    const hit = singleByteSyndromes().get((stored ^ computed) >>> 0);
+    if (hit !== undefined && hit !== AMBIGUOUS) {
+      const fixed = Buffer.from(raw);
+      const p = Math.floor(hit / 256);
+      fixed[p] = fixed[p]! ^ (hit % 256);
+      if (isValidAt(fixed, index, extended)) found.push({ fixed, at: p });
+    }
+  }
+  return found.length === 1 ? found[0] : undefined;
 }
 
 function describeRaw(raw: Buffer): string {
@@ -98,7 +189,7 @@ function unitsOf(e: LogEntry): number[] {
 }
 
 export function repair(media: Media, o: RepairOptions): RepairReport {
-  const report: RepairReport = { actions: [], dropped: [] };
+  const report: RepairReport = { actions: [], dropped: [], quarantined: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   let sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
   if (sbRaw.readBigUInt64LE(SB.crc) !== BigInt(superblockCrc(sbRaw)) && tornVersionUpgrade(sbRaw)) {
@@ -126,6 +217,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     header.readBigUInt64LE(LH.len) === BigInt(sb.logLen) &&
     header.readBigUInt64LE(LH.lastIndex) === BigInt(cap - 1);
   let end: number;
+  let rewriteHeader = false;
   if (fixedPartOk) {
     const h = decodeLogHeaderSafe(header);
     end = h ? Math.min(h.nextIndex, cap) : 0;
@@ -136,8 +228,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     }
   } else {
     const problems = validateLogHeader(Buffer.from(header), sb.logLen);
-    media.write(LOG_OFFSET, encodeLogHeader(sb.logLen).subarray(0, LH.nextSeqnum));
-    media.flush(LOG_OFFSET, LH.SIZE);
+    rewriteHeader = true;
     report.actions.push(`rewrote the log header (${problems.join('; ') || 'damaged'})`);
     end = cap;
     while (end > 0 && isZero(end - 1)) end--;
@@ -176,38 +267,74 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     }
     return trial.problems.length;
   };
+  const plan: { i: number; entry: LogEntry; raw?: Buffer }[] = [];
+  const refused: string[] = [];
+  const drop = new Set(o.drop ?? []);
   for (let i = 0; i < end; i++) {
     if (decided[i]) continue;
     const raw = slot(i);
-    // Candidates in order of preference; the one whose replay leaves the fewest problems wins.
-    const salvaged = decodeIgnoringChecks(raw, i, extended);
-    const dir = missingDirectory(decided, i, end);
-    const options: { entry: LogEntry; action: string; dropped: boolean }[] = [];
-    if (salvaged) options.push({ entry: salvaged, action: `salvaged log entry ${i} (${describeRaw(raw)}): re-encoded with a fresh CRC`, dropped: false });
-    if (dir !== undefined) {
-      options.push({
-        entry: { index: i, seqnum: i, body: { type: 'mkdir', relpath: dir, mode: 0o755, uid: 0, gid: 0 } },
-        action: `rebuilt unreadable log entry ${i} (${describeRaw(raw)}) as directory "${dir}" (mode 0755, root), which later entries need`,
-        dropped: false,
-      });
+    const what = describeRaw(raw);
+    const take = (entry: LogEntry, action: string, bytes?: Buffer) => {
+      report.actions.push(action);
+      plan.push({ i, entry, ...(bytes ? { raw: bytes } : {}) });
+      decided[i] = entry;
+      for (const u of unitsOf(entry)) owner.set(u, i);
+    };
+    const proven = correctOneByte(raw, i, extended);
+    if (proven) {
+      const e = isValidAt(proven.fixed, i, extended)!;
+      take(e, `salvaged log entry ${i} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`, proven.fixed);
+      continue;
     }
-    options.push({ entry: placeholder(i), action: `replaced unreadable log entry ${i} by the empty directory lost+found.${i}; later entries keep their place`, dropped: true });
-    let best = options[options.length - 1];
-    let bestScore = score(i, best.entry) ?? Number.MAX_SAFE_INTEGER;
-    for (const opt of options.slice(0, -1)) {
-      const sc = score(i, opt.entry);
-      if (sc !== undefined && sc <= bestScore) {
-        best = opt;
-        bestScore = sc;
-        break;
+    if (drop.has(i)) {
+      take(placeholder(i), `replaced unreadable log entry ${i} (${what}) by the empty directory lost+found.${i} as the operator asked (--drop ${i}); later entries keep their place`);
+      report.dropped.push({ index: i, what });
+      continue;
+    }
+    const dir = missingDirectory(decided, i, end);
+    if (dir !== undefined) {
+      const entry: LogEntry = { index: i, seqnum: i, body: { type: 'mkdir', relpath: dir, mode: 0o755, uid: 0, gid: 0 } };
+      if (score(i, entry) !== undefined) {
+        take(entry, `rebuilt unreadable log entry ${i} (${what}) as directory "${dir}" (mode 0755, root), which later entries need`);
+        continue;
       }
     }
-    const replacement = best.entry;
-    report.actions.push(best.action);
-    if (best.dropped) report.dropped.push({ index: i, what: describeRaw(raw) });
-    media.write(LOG_OFFSET + entryOffset(i), encodeEntry(i, replacement.body));
-    media.flush(LOG_OFFSET + entryOffset(i), LE.SIZE);
-    decided[i] = replacement;
+    const guess = decodeIgnoringChecks(raw, i, extended);
+    if (guess && guess.body.type !== 'file' && score(i, guess) !== undefined) {
+      take(guess, `re-encoded unreadable log entry ${i} (${what}): a ${guess.body.type} entry that applies cleanly (it holds no memory)`);
+      continue;
+    }
+    if (guess?.body.type === 'file') {
+      const q: LogEntry = {
+        index: i,
+        seqnum: i,
+        body: { type: 'file', relpath: quarantineName(i), size: guess.body.size, mode: 0, uid: 0, gid: 0, flags: guess.body.flags, fmap: guess.body.fmap },
+      };
+      if (score(i, q) !== undefined) {
+        const bytes = fmapExtents(guess.body.fmap).reduce((n, x) => n + x.len, 0);
+        take(q, `quarantined log entry ${i} (${what}): the CRC cannot prove its bytes, so its memory stays reserved as ${quarantineName(i)} (mode 000) until an operator releases it (famfs repair --release ${i})`);
+        report.quarantined.push({ index: i, relpath: quarantineName(i), bytes, what });
+        continue;
+      }
+    }
+    refused.push(`log entry ${i} (${what}) cannot be proven and names no memory it could own${guess?.body.type === 'file' ? ' (its extents overlap another file or leave the data area)' : ''}`);
+  }
+  if (refused.length > 0) {
+    const ids = refused.map((r) => Number(/log entry (\d+)/.exec(r)![1]));
+    throw new FamfsError(
+      'ECORRUPT',
+      `${refused.join('; ')}. Its memory is unknown: pods may map it. Nothing was written. After making sure no pod uses the file, ` +
+        `run famfs repair ${ids.map((n) => `--drop ${n}`).join(' ')} (the slot becomes an empty directory and later entries keep their place)`,
+    );
+  }
+  // Every decision is made before anything is written: a refused repair writes nothing.
+  if (rewriteHeader) {
+    media.write(LOG_OFFSET, encodeLogHeader(sb.logLen).subarray(0, LH.nextSeqnum));
+    media.flush(LOG_OFFSET, LH.SIZE);
+  }
+  for (const p of plan) {
+    media.write(LOG_OFFSET + entryOffset(p.i), p.raw ?? encodeEntry(p.i, p.entry.body));
+    media.flush(LOG_OFFSET + entryOffset(p.i), LE.SIZE);
   }
 
   // 4. Counters, and garbage right after the end.
