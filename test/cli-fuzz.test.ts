@@ -5,7 +5,8 @@
 import { strict as assert } from 'assert';
 import * as fc from 'fast-check';
 import * as fs from 'fs';
-import { createEmulatedDevice, removeEmulatedDevice, DaxDevice } from '../pkg/device';
+import { DaxDevice } from '../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { FamfsFs, fsck } from '../pkg/famfs';
 import { runCli, EXIT } from '../pkg/cli/program';
 

@@ -16,7 +16,8 @@ import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
-import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
+import { type DaxDevice } from '../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { FamfsFs } from '../pkg/famfs';
 
 const MiB = 1024 * 1024;

@@ -15,7 +15,8 @@ import { ControllerStore, validateStateDoc } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/state-image';
 import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
-import { createEmulatedDevice, openDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
+import { openDevice, type DaxDevice } from '../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
 
 const MiB = 1024 * 1024;

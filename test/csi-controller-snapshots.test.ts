@@ -13,7 +13,8 @@ import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
 import type { ControllerGetVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse, GetSnapshotResponse, ListSnapshotsResponse, VolumeContentSource } from '../pkg/csi/types';
-import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../pkg/device';
+import { type DaxDevice } from '../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { FamfsFs, flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
 import { codeOf } from './helpers/node-env';
 

@@ -11,7 +11,7 @@ import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
 import type { CreateVolumeResponse, GetCapacityResponse, ListVolumesResponse } from '../pkg/csi/types';
-import { BufferMedia } from '../pkg/famfs/buffer-media';
+import { BufferMedia } from './helpers/buffer-media';
 import { FamfsFs } from '../pkg/famfs/fs';
 import { codeOf } from './helpers/node-env';
 

@@ -10,8 +10,8 @@ import * as path from 'path';
 import { status } from '@grpc/grpc-js';
 import type { CsiCallError } from '../pkg/csi/client';
 import type { CreateVolumeResponse, GetCapacityResponse, ListVolumesResponse } from '../pkg/csi/types';
-import { removeEmulatedDevice } from '../pkg/device';
-import { freshDevice, inspectDevice, MiB, startControllerProcess, stopProcess, type DriverProcess } from './csi-load-process';
+import { removeEmulatedDevice } from '../testkit/emulated-device';
+import { freshDevice, inspectDevice, MiB, startControllerProcess, stopProcess, type DriverProcess } from '../testkit/csi-load-process';
 
 const HOST = '51111111-2222-4333-8444-555555555555';
 const KILLS = Number(process.env.CSI_CRASH_KILLS ?? 20);

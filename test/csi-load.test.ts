@@ -11,8 +11,8 @@ import { status } from '@grpc/grpc-js';
 import type { CsiCallError } from '../pkg/csi/client';
 import { volumeIdForName } from '../pkg/csi/names';
 import type { CreateVolumeResponse, GetCapacityResponse, ListVolumesResponse } from '../pkg/csi/types';
-import { removeEmulatedDevice } from '../pkg/device';
-import { freshDevice, inspectDevice, MiB, percentile, rssBytes, startControllerProcess, stopProcess, type DriverProcess } from './csi-load-process';
+import { removeEmulatedDevice } from '../testkit/emulated-device';
+import { freshDevice, inspectDevice, MiB, percentile, rssBytes, startControllerProcess, stopProcess, type DriverProcess } from '../testkit/csi-load-process';
 
 const HOST = '61111111-2222-4333-8444-555555555555';
 const SECONDS = Number(process.env.CSI_LOAD_SECONDS ?? 30);

@@ -5,19 +5,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 
-import {
-  createEmulatedDevice,
-  DaxDevice,
-  DeviceError,
-  emulatedDevicePath,
-  loadNative,
-  openDevice,
-  removeEmulatedDevice,
-  type DeviceErrorCode,
-} from '../pkg/device/index.js';
+import { DaxDevice, DeviceError, loadNative, openDevice, type DeviceErrorCode } from '../pkg/device/index.js';
+import { createEmulatedDevice, emulatedDevicePath, removeEmulatedDevice } from '../testkit/emulated-device.js';
 
 const MiB = 1 << 20;
 const deviceModule = path.join(__dirname, '..', 'pkg', 'device', 'index.js');
+const emulatedModule = path.join(__dirname, '..', 'testkit', 'emulated-device.js');
 const prefix = `devtest-${process.pid}`;
 let counter = 0;
 
@@ -43,7 +36,7 @@ function expectCode(fn: () => unknown, code: DeviceErrorCode): DeviceError {
 
 /** Runs a script in a separate node process; `DEV` in it is the device module. */
 function runNode(script: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['-e', `const DEV = require(${JSON.stringify(deviceModule)});\n${script}`], {
+  const r = spawnSync(process.execPath, ['-e', `const DEV = require(${JSON.stringify(deviceModule)});\nconst EMU = require(${JSON.stringify(emulatedModule)});\n${script}`], {
     encoding: 'utf8',
     timeout: 30_000,
   });
@@ -337,10 +330,10 @@ describe('device: memory faults (SIGBUS)', () => {
     const name = `${prefix}-crash`;
     const r = runNode(`
       const fs = require('fs');
-      const d = DEV.createEmulatedDevice(${JSON.stringify(name)}, 4 << 20, { fresh: true });
+      const d = EMU.createEmulatedDevice(${JSON.stringify(name)}, 4 << 20, { fresh: true });
       const v = d.view(0, 4 << 20);
       v[3 << 20] = 1;
-      fs.truncateSync(DEV.emulatedDevicePath(${JSON.stringify(name)}), 0);
+      fs.truncateSync(EMU.emulatedDevicePath(${JSON.stringify(name)}), 0);
       try { d.read(3 << 20, 1); } catch (e) { process.stdout.write(e.code + '\\n'); }
       v[3 << 20] = 2; // unguarded: must kill the process with SIGBUS
       process.stdout.write('survived\\n');`);

@@ -1,23 +1,7 @@
 import { strict as assert } from 'assert';
 import * as fc from 'fast-check';
-import {
-  ALLOC_UNIT,
-  BufferMedia,
-  DEFAULT_LOG_LEN,
-  entryOffset,
-  FamfsError,
-  FamfsFs,
-  FAMFS_CSI_EXT_VERSION,
-  fmapExtents,
-  fsck,
-  LE,
-  LH,
-  LOG_OFFSET,
-  SB,
-  validateSuperblock,
-  readExtBlock,
-  repair,
-} from '../pkg/famfs';
+import { ALLOC_UNIT, DEFAULT_LOG_LEN, entryOffset, FamfsError, FamfsFs, FAMFS_CSI_EXT_VERSION, fmapExtents, fsck, LE, LH, LOG_OFFSET, SB, validateSuperblock, readExtBlock, repair } from '../pkg/famfs';
+import { BufferMedia } from './helpers/buffer-media';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
 const OTHER = '99999999-8888-4777-8666-555555555555';

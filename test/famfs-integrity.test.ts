@@ -4,7 +4,6 @@
 import { strict as assert } from 'assert';
 import {
   ALLOC_UNIT,
-  BufferMedia,
   DEFAULT_LOG_LEN,
   encodeLogCounters,
   entryOffset,
@@ -28,6 +27,7 @@ import {
   type FileNode,
   type Fmap,
 } from '../pkg/famfs';
+import { BufferMedia } from './helpers/buffer-media';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
 const HOST = '99999999-8888-4777-8666-555555555555';

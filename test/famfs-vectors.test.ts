@@ -3,27 +3,8 @@
  * manifest says, and our writer must produce byte-identical structs for the same content.
  */
 import { strict as assert } from 'assert';
-import {
-  Allocator,
-  BufferMedia,
-  decodeEntry,
-  decodeLogHeader,
-  decodeSuperblock,
-  encodeEntry,
-  encodeLogHeader,
-  encodeSuperblock,
-  entryOffset,
-  FamfsFs,
-  FamfsTree,
-  FileEntry,
-  fsck,
-  LE,
-  LOG_OFFSET,
-  logCapacity,
-  reservedBytes,
-  SB,
-  validateSuperblock,
-} from '../pkg/famfs';
+import { Allocator, decodeEntry, decodeLogHeader, decodeSuperblock, encodeEntry, encodeLogHeader, encodeSuperblock, entryOffset, FamfsFs, FamfsTree, FileEntry, fsck, LE, LOG_OFFSET, logCapacity, reservedBytes, SB, validateSuperblock } from '../pkg/famfs';
+import { BufferMedia } from './helpers/buffer-media';
 import { loadVectors, ManifestEntry } from './helpers/vectors';
 
 function imageMedia(): { media: BufferMedia; v: ReturnType<typeof loadVectors> } {

@@ -1,7 +1,7 @@
 /** The FUSE server's pure parts: control-protocol parsing and the inode table built from a tree. */
 import { strict as assert } from 'assert';
 
-import { BufferMedia } from '../pkg/famfs/buffer-media.js';
+import { BufferMedia } from './helpers/buffer-media.js';
 import { FamfsFs } from '../pkg/famfs/fs.js';
 import { parseControlRequest } from '../pkg/fuse/control-protocol.js';
 import { buildInodeTable, LOG_INO, META_DIR_INO, resolvePath, ROOT_INO, SUPERBLOCK_INO } from '../pkg/fuse/inode-table.js';

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from './helpers/toolchain';
 
 interface K8sObject {
   apiVersion: string;

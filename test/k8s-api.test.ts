@@ -11,8 +11,8 @@ import { LeaderElector, parseDuration, type LeaderElectorOptions } from '../pkg/
 import { leaderElectionFromEnv } from '../pkg/k8s/config';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolReporter } from '../pkg/k8s/pool-reporter';
-import { TestCluster } from '../pkg/k8s/test-cluster';
-import { repoRoot } from '../pkg/k8s/toolchain';
+import { TestCluster } from './helpers/test-cluster';
+import { repoRoot } from './helpers/toolchain';
 import { startClusterOrSkip } from './helpers/k8s-env';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -375,7 +375,7 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       this.timeout(60_000);
       const client = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-r', fieldManager: 'famfs-csi-controller' });
       await client.ensure({ device: '/dev/dax1.0' });
-      const metrics = createMetrics({ component: 'controller', processMetrics: false });
+      const metrics = createMetrics();
       const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-0' });
       const rep = new PoolReporter({ poolName: 'pool-r', client, metrics, events, logNearlyFullPercent: 90 });
       const base = {

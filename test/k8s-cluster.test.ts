@@ -8,8 +8,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
-import { TestCluster } from '../pkg/k8s/test-cluster';
-import { ensureK8sTools, repoRoot, toolPath, type K8sTool } from '../pkg/k8s/toolchain';
+import { TestCluster } from './helpers/test-cluster';
+import { ensureK8sTools, repoRoot, toolPath, type K8sTool } from './helpers/toolchain';
 import { startClusterOrSkip } from './helpers/k8s-env';
 
 interface RenderedContainer {

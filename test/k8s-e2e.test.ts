@@ -12,8 +12,8 @@ import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
 import { status } from '@grpc/grpc-js';
 import { CsiClient, type CsiCallError } from '../pkg/csi/client';
-import { TestCluster } from '../pkg/k8s/test-cluster';
-import { repoRoot, toolPath } from '../pkg/k8s/toolchain';
+import { TestCluster } from './helpers/test-cluster';
+import { repoRoot, toolPath } from './helpers/toolchain';
 import { startClusterOrSkip } from './helpers/k8s-env';
 
 const CHART = path.join(repoRoot(), 'charts', 'famfs-csi');

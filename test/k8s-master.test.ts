@@ -14,8 +14,8 @@ import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolStatusLoop } from '../pkg/k8s/pool-status-loop';
 import { startControllerIntegration } from '../pkg/k8s/driver-integration';
-import { TestCluster } from '../pkg/k8s/test-cluster';
-import { repoRoot } from '../pkg/k8s/toolchain';
+import { TestCluster } from './helpers/test-cluster';
+import { repoRoot } from './helpers/toolchain';
 import { startClusterOrSkip } from './helpers/k8s-env';
 
 const HOST_A = '0a0a0a0a-0000-4000-8000-00000000000a';
@@ -48,7 +48,7 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
   }
 
   function election(role: MasterRole, identity: string, hostUuid: string, leaseName: string): MasterElection {
-    const e = new MasterElection({ kubeConfig: kc, settings: settings(identity, leaseName), role, hostUuid, pool: 'pool0', metrics: createMetrics({ component: 'controller', processMetrics: false }) });
+    const e = new MasterElection({ kubeConfig: kc, settings: settings(identity, leaseName), role, hostUuid, pool: 'pool0', metrics: createMetrics() });
     elections.push(e);
     return e;
   }
@@ -151,7 +151,7 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       A.ackReplay(HOST_A, 'host-a');
       B.catchUp();
       B.ackReplay(HOST_B, 'host-b');
-      const metrics = createMetrics({ component: 'controller', processMetrics: false });
+      const metrics = createMetrics();
       const loop = new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, metrics,
         master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-pool0', fencingEpoch: 3 }) });
       const row = (): string => cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '--no-headers']).trim();

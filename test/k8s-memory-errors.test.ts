@@ -13,7 +13,7 @@ import { startDriver, type RunningDriver } from '../pkg/csi/driver';
 import { EventRecorder } from '../pkg/k8s/events';
 import { MemoryErrorReporter } from '../pkg/k8s/memory-errors';
 import { createMetrics } from '../pkg/k8s/metrics';
-import { TestCluster } from '../pkg/k8s/test-cluster';
+import { TestCluster } from './helpers/test-cluster';
 import { startClusterOrSkip } from './helpers/k8s-env';
 
 const DRIVER = 'famfs.csi.cxl.io';
@@ -52,7 +52,7 @@ describe('@slow k8s: memory errors become MemoryError Events on the PV, its PVC 
     const kc = new KubeConfig();
     kc.loadFromFile(c.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
-    const metrics = createMetrics({ component: 'controller' });
+    const metrics = createMetrics();
     const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-test' });
     reporter = new MemoryErrorReporter({ kubeConfig: kc, events, driverName: DRIVER, pool: POOL, role: 'controller', nodeId: 'node-a', metrics });
     const r = reporter;

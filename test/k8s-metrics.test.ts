@@ -1,7 +1,11 @@
-// The Prometheus endpoint: a real HTTP server on loopback, scraped over TCP, figures checked to move.
+// The Prometheus endpoint as the driver serves it: the famfs series joined to the driver's registry,
+// a real HTTP server on loopback, scraped over TCP, figures checked to move.
 import { strict as assert } from 'assert';
+import { status } from '@grpc/grpc-js';
 import * as http from 'http';
-import { createMetrics, observeRpc, parseListenAddress, startMetricsServer, type MetricsServer } from '../pkg/k8s/metrics';
+import type { AddressInfo } from 'net';
+import { DriverMetrics, parseHttpAddress, startHttpEndpoints } from '../pkg/csi/metrics';
+import { createMetrics } from '../pkg/k8s/metrics';
 
 function get(port: number, path: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {
@@ -31,23 +35,25 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 }
 
 describe('k8s metrics endpoint', () => {
-  let server: MetricsServer | undefined;
+  let server: http.Server | undefined;
   afterEach(async () => {
-    await server?.close();
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
     server = undefined;
   });
+  const portOf = (s: http.Server): number => (s.address() as AddressInfo).port;
 
   it('parses Go-style listen addresses and rejects others', () => {
-    assert.deepEqual(parseListenAddress(':9810'), { host: undefined, port: 9810 });
-    assert.deepEqual(parseListenAddress('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
-    assert.deepEqual(parseListenAddress('[::1]:9810'), { host: '::1', port: 9810 });
-    for (const bad of ['9810', 'host:', ':99999', '']) assert.throws(() => parseListenAddress(bad), { code: 'BAD_ADDRESS' });
+    assert.deepEqual(parseHttpAddress(':9810'), { port: 9810 });
+    assert.deepEqual(parseHttpAddress('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+    assert.deepEqual(parseHttpAddress('[::1]:9810'), { host: '::1', port: 9810 });
+    for (const bad of ['9810', 'host:', ':99999', '']) assert.throws(() => parseHttpAddress(bad), /expected host:port or :port/);
   });
 
-  it('serves pool, log, replay-lag, RPC, FUSE and memory-error figures, and they move', async () => {
-    const m = createMetrics({ component: 'controller' });
-    server = await startMetricsServer(m.registry, '127.0.0.1:0');
-    const port = server.address.port;
+  it('serves pool, log, replay-lag, RPC and memory-error figures, and they move', async () => {
+    const driver = new DriverMetrics();
+    const m = createMetrics({ registry: driver.registry });
+    server = await startHttpEndpoints({ address: '127.0.0.1:0', metrics: driver });
+    const port = portOf(server);
 
     m.poolSizeBytes.set({ pool: 'pool0' }, 64 * 2 ** 30);
     m.poolFreeBytes.set({ pool: 'pool0' }, 64 * 2 ** 30);
@@ -57,22 +63,16 @@ describe('k8s metrics endpoint', () => {
     let r = await get(port, '/metrics');
     assert.equal(r.status, 200);
     assert.match(r.type, /text\/plain/);
-    const free0 = sample(r.body, 'famfs_pool_free_bytes', { pool: 'pool0', component: 'controller' });
-    assert.equal(free0, 64 * 2 ** 30);
-    assert.ok(r.body.includes('famfs_csi_process_resident_memory_bytes') || r.body.includes('famfs_csi_nodejs_heap_size_used_bytes'));
+    assert.equal(sample(r.body, 'famfs_pool_free_bytes', { pool: 'pool0' }), 64 * 2 ** 30);
+    assert.ok(r.body.includes('process_resident_memory_bytes') || r.body.includes('nodejs_heap_size_used_bytes'));
 
-    // A volume is created: free drops, the log grows, a node falls behind, RPCs are timed, FUSE moves bytes.
+    // A volume is created: free drops, the log grows, a node falls behind, RPCs are timed.
     m.poolFreeBytes.dec({ pool: 'pool0' }, 2 ** 30);
     m.logEntriesUsed.inc({ pool: 'pool0' }, 2);
     m.nodeReplayLagEntries.set({ pool: 'pool0', node: 'b' }, 2);
-    await observeRpc(m, 'CreateVolume', async () => 'vol', () => 'UNKNOWN');
-    await assert.rejects(
-      observeRpc(m, 'DeleteVolume', () => Promise.reject(Object.assign(new Error('gone'), { code: 5 })), () => 'NOT_FOUND'),
-      /gone/,
-    );
-    m.fuseOperations.inc({ op: 'read', result: 'ok' }, 3);
-    m.fuseBytes.inc({ direction: 'read' }, 12288);
-    m.memoryErrors.inc({ pool: 'pool0', source: 'fuse' });
+    driver.observeRpc({ service: 'Controller', method: 'CreateVolume', code: status.OK, seconds: 0.001 });
+    driver.observeRpc({ service: 'Controller', method: 'DeleteVolume', code: status.NOT_FOUND, seconds: 0.002 });
+    m.memoryErrors.inc({ pool: 'pool0', source: 'node' });
 
     r = await get(port, '/metrics');
     assert.equal(sample(r.body, 'famfs_pool_free_bytes', { pool: 'pool0' }), 63 * 2 ** 30);
@@ -81,47 +81,35 @@ describe('k8s metrics endpoint', () => {
     assert.equal(sample(r.body, 'famfs_csi_rpc_duration_seconds_count', { method: 'CreateVolume', code: 'OK' }), 1);
     assert.equal(sample(r.body, 'famfs_csi_rpc_duration_seconds_count', { method: 'DeleteVolume', code: 'NOT_FOUND' }), 1);
     assert.equal(sample(r.body, 'famfs_csi_rpc_duration_seconds_bucket', { method: 'CreateVolume', code: 'OK', le: '+Inf' }), 1);
-    assert.equal(sample(r.body, 'famfs_fuse_operations_total', { op: 'read', result: 'ok' }), 3);
-    assert.equal(sample(r.body, 'famfs_fuse_bytes_total', { direction: 'read' }), 12288);
-    assert.equal(sample(r.body, 'famfs_memory_errors_total', { pool: 'pool0', source: 'fuse' }), 1);
+    assert.equal(sample(r.body, 'famfs_memory_errors_total', { pool: 'pool0', source: 'node' }), 1);
   });
 
   it('answers /healthz from the health callback and 404s elsewhere', async () => {
     let ok = true;
-    const m = createMetrics({ component: 'node', processMetrics: false });
-    server = await startMetricsServer(m.registry, '127.0.0.1:0', () => ok);
-    const port = server.address.port;
+    server = await startHttpEndpoints({
+      address: '127.0.0.1:0',
+      health: () => (ok ? { state: 'ready' } : { state: 'unhealthy', message: 'test says so' }),
+    });
+    const port = portOf(server);
     assert.equal((await get(port, '/healthz')).status, 200);
     ok = false;
-    assert.equal((await get(port, '/healthz')).status, 503);
+    const bad = await get(port, '/healthz');
+    assert.equal(bad.status, 503);
+    assert.match(bad.body, /test says so/);
     assert.equal((await get(port, '/nope')).status, 404);
   });
 
   it('two instances keep separate registries', async () => {
-    const a = createMetrics({ component: 'controller', processMetrics: false });
-    const b = createMetrics({ component: 'node', processMetrics: false });
+    const a = createMetrics();
+    const b = createMetrics();
     a.poolFreeBytes.set({ pool: 'p' }, 1);
     b.poolFreeBytes.set({ pool: 'p' }, 2);
     assert.equal(sample(await a.registry.metrics(), 'famfs_pool_free_bytes', { pool: 'p' }), 1);
     assert.equal(sample(await b.registry.metrics(), 'famfs_pool_free_bytes', { pool: 'p' }), 2);
   });
 
-  it('adds its series to an existing registry (the driver\'s) without clashing with its RPC histogram', async () => {
-    const { Registry, Histogram } = await import('prom-client');
-    const driver = new Registry();
-    new Histogram({ name: 'famfs_csi_rpc_duration_seconds', help: 'driver-owned', labelNames: ['service', 'method', 'code'], registers: [driver] });
-    const m = createMetrics({ component: 'controller', registry: driver });
-    assert.equal(m.rpcDuration, undefined);
-    m.poolFreeBytes.set({ pool: 'p' }, 42);
-    assert.equal(await observeRpc(m, 'CreateVolume', async () => 'ok', () => 'UNKNOWN'), 'ok');
-    const text = await driver.metrics();
-    assert.equal(sample(text, 'famfs_pool_free_bytes', { pool: 'p' }), 42);
-    assert.match(text, /# HELP famfs_csi_rpc_duration_seconds driver-owned/);
-  });
-
-  it('reports a port already in use as LISTEN_FAILED', async () => {
-    const m = createMetrics({ component: 'node', processMetrics: false });
-    server = await startMetricsServer(m.registry, '127.0.0.1:0');
-    await assert.rejects(startMetricsServer(m.registry, `127.0.0.1:${server.address.port}`), { code: 'LISTEN_FAILED' });
+  it('reports a port already in use', async () => {
+    server = await startHttpEndpoints({ address: '127.0.0.1:0', metrics: new DriverMetrics({ defaultMetrics: false }) });
+    await assert.rejects(startHttpEndpoints({ address: `127.0.0.1:${portOf(server)}` }), { code: 'EADDRINUSE' });
   });
 });

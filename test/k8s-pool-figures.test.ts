@@ -1,5 +1,6 @@
 import { strict as assert } from 'assert';
-import { BufferMedia, FamfsFs } from '../pkg/famfs';
+import { FamfsFs } from '../pkg/famfs';
+import { BufferMedia } from './helpers/buffer-media';
 import { objectDirRelpath, objectFileRelpath, snapshotIdForName, volumeIdForName } from '../pkg/csi/names';
 import { poolFigures, volumeCount } from '../pkg/k8s/pool-status-loop';
 

@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
 import { findMount, readMountinfo } from '../pkg/mount/mountinfo';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from './helpers/toolchain';
 import { canMount, codeOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 import { errnoOf } from './soak/reliability-lib';
 

@@ -17,9 +17,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { volumeIdForName } from '../../pkg/csi/names';
 import type { CreateVolumeResponse } from '../../pkg/csi/types';
-import { createEmulatedDevice, removeEmulatedDevice } from '../../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device';
 import { FamfsFs } from '../../pkg/famfs';
-import { freshDevice, MiB, percentile, startControllerProcess, stopProcess } from '../../test/csi-load-process';
+import { freshDevice, MiB, percentile, startControllerProcess, stopProcess } from '../../testkit/csi-load-process';
 
 const HOST = '81111111-2222-4333-8444-555555555555';
 const N = Number(process.env.BENCH_VOLUMES ?? 1000);

@@ -4,7 +4,8 @@
  *
  *   node dist/bench/device/copy.js [--seconds 0.3]
  */
-import { createEmulatedDevice, removeEmulatedDevice, type DaxDevice } from '../../pkg/device/index.js';
+import { type DaxDevice } from '../../pkg/device/index.js';
+import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device.js';
 
 const MiB = 1 << 20;
 const DEVICE_SIZE = 256 * MiB;

@@ -9,7 +9,8 @@
  */
 import { spawnSync } from 'child_process';
 import { performance } from 'perf_hooks';
-import { createEmulatedDevice, openDevice, removeEmulatedDevice } from '../../pkg/device';
+import { openDevice } from '../../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device';
 import { FamfsFs, fsck, LOG_OFFSET, DEFAULT_LOG_LEN } from '../../pkg/famfs';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';

@@ -1,5 +1,5 @@
-// A small promise-based CSI client over the same proto definition: used by the tests, the bench
-// and health tooling (the driver itself never calls itself).
+// A small promise-based CSI client over the same proto definition: the driver's liveness check
+// calls Probe through its own socket with it (driver.ts); tests and benches use it too.
 import * as grpc from '@grpc/grpc-js';
 import { loadCsiPackageDefinition } from './proto';
 import { grpcAddress, parseEndpoint, type CsiServiceName } from './server';

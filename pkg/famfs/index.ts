@@ -8,7 +8,6 @@ export * from './allocator';
 export * from './hosts';
 export * from './fs';
 export * from './fsck';
-export * from './buffer-media';
 export * from './identity';
 export * from './fileio';
 export * from './repair';

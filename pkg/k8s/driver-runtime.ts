@@ -55,7 +55,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
   }
   const driverMetrics = new DriverMetrics();
   // The famfs series join the driver's registry: one /metrics endpoint, no duplicate names.
-  const k8sMetrics = createMetrics({ component: cfg.mode, registry: driverMetrics.registry });
+  const k8sMetrics = createMetrics({ registry: driverMetrics.registry });
   const component = cfg.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
   const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || cfg.nodeId, log }) : undefined;
   let running: RunningDriver | undefined;

@@ -4,8 +4,8 @@
  * etcd + kube-apiserver within `startMs`.
  */
 import type { Context } from 'mocha';
-import { TestCluster } from '../../pkg/k8s/test-cluster';
-import { ensureK8sTools, k8sTestsSkipped, type K8sTool } from '../../pkg/k8s/toolchain';
+import { TestCluster } from './test-cluster';
+import { ensureK8sTools, k8sTestsSkipped, type K8sTool } from './toolchain';
 
 export function startClusterOrSkip(
   ctx: Context,

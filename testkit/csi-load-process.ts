@@ -6,7 +6,8 @@ import * as path from 'path';
 import { CsiClient } from '../pkg/csi/client';
 import { validateStateDoc, type ControllerStateDoc } from '../pkg/csi/store';
 import { SharedStateImage } from '../pkg/csi/state-image';
-import { createEmulatedDevice, openDevice } from '../pkg/device';
+import { openDevice } from '../pkg/device';
+import { createEmulatedDevice } from './emulated-device';
 import { FamfsFs, fsck, type FsckReport } from '../pkg/famfs';
 
 export const MiB = 1024 * 1024;

@@ -3,7 +3,7 @@
  * fast model-based tests of the format logic. Cache operations are no-ops because a Buffer has
  * no second host to be coherent with.
  */
-import { Media } from './media';
+import { Media } from '../../pkg/famfs/media';
 
 export class BufferMedia implements Media {
   readonly size: number;

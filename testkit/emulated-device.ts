@@ -5,8 +5,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-import { DaxDevice, openDevice } from './dax-device.js';
-import { DeviceError } from './errors.js';
+import { DaxDevice, openDevice } from '../pkg/device/dax-device.js';
+import { DeviceError } from '../pkg/device/errors.js';
 
 export const EMULATION_DIR = '/dev/shm';
 
