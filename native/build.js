@@ -44,6 +44,7 @@ function newestSource() {
     }
   };
   walk(path.join(root, 'native', 'src'));
+  walk(path.join(root, 'native', 'bench'));
   newest = Math.max(newest, fs.statSync(path.join(root, 'binding.gyp')).mtimeMs);
   return newest;
 }

@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-import { loadNative, openDevice } from '../../pkg/device/index.js';
+import { openDevice } from '../../pkg/device/index.js';
 import { FamfsFs } from '../../pkg/famfs/fs.js';
 import { forEachDeviceRun } from '../../pkg/famfs/fmap.js';
 import type { FileNode } from '../../pkg/famfs/tree.js';
@@ -140,14 +140,13 @@ function fio(j: FioJob): number {
 
 /** The physical limit: C++ threads memcpy'ing 1 MiB pieces out of a mapping of the same memory. */
 function rawMemcpy(device: string, offset: number, length: number, threads: number, passes: number): number {
-  const addon = loadNative() as unknown as { fuseBenchMemcpy?: (h: unknown, off: number, len: number, chunk: number, threads: number, passes: number) => number };
-  if (typeof addon.fuseBenchMemcpy !== 'function') throw new Error('addon has no fuseBenchMemcpy (rebuild: npm run build:native)');
-  const dev = openDevice(device, { readOnly: true });
-  try {
-    return addon.fuseBenchMemcpy(dev.nativeHandle, offset, length, MIB, threads, passes);
-  } finally {
-    dev.close();
-  }
+  // The bench-only addon (binding.gyp target famfs_bench), built next to the production one.
+  const file = path.join(__dirname, '..', '..', '..', 'build', 'Release', 'famfs_bench.node');
+  if (!fs.existsSync(file)) throw new Error(`${file} is missing (build it: node native/build.js --force)`);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const addon = require(file) as { memcpyBandwidth?: (path: string, off: number, len: number, chunk: number, threads: number, passes: number) => number };
+  if (typeof addon.memcpyBandwidth !== 'function') throw new Error(`${file} has no memcpyBandwidth (stale build: node native/build.js --force)`);
+  return addon.memcpyBandwidth(device, offset, length, MIB, threads, passes);
 }
 
 function gb(bps: number): string {

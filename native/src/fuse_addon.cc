@@ -13,12 +13,9 @@
 
 #include <unistd.h>
 
-#include <atomic>
-#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "device.h"
@@ -321,44 +318,6 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
   std::unique_ptr<Server> server_;
 };
 
-// Benchmark baseline (bench/fuse): plain memcpy out of the device mapping into a per-thread
-// 1-chunk buffer, on `threads` C++ threads each owning a slice, `passes` times; returns bytes/s.
-// This is the physical limit the FUSE paths are compared with, measured in the same process.
-Napi::Value BenchMemcpy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto dev = famfs_native::ShareDevice(info[0].As<Napi::Object>());
-  if (!dev) throw Napi::TypeError::New(env, "not an open DaxDevice handle");
-  uint64_t offset = static_cast<uint64_t>(info[1].ToNumber().DoubleValue());
-  uint64_t length = static_cast<uint64_t>(info[2].ToNumber().DoubleValue());
-  uint64_t chunk = static_cast<uint64_t>(info[3].ToNumber().DoubleValue());
-  unsigned threads = info[4].ToNumber().Uint32Value();
-  unsigned passes = info[5].ToNumber().Uint32Value();
-  if (threads == 0 || chunk == 0 || !dev->InRange(offset, length)) throw Napi::RangeError::New(env, "bad range");
-  uint64_t per = (length / threads) / chunk * chunk;
-  std::atomic<int> ready{0};
-  std::atomic<bool> go{false};
-  std::vector<std::thread> pool;
-  for (unsigned t = 0; t < threads; t++) {
-    pool.emplace_back([&, t] {
-      std::vector<char> buf(chunk);
-      const uint8_t* src = dev->base() + offset + t * per;
-      for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);  // warm-up
-      ready++;
-      while (!go.load()) std::this_thread::yield();
-      for (unsigned p = 0; p < passes; p++) {
-        for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);
-      }
-      asm volatile("" : : "r"(buf.data()) : "memory");
-    });
-  }
-  while (ready.load() < static_cast<int>(threads)) std::this_thread::yield();
-  auto t0 = std::chrono::steady_clock::now();
-  go.store(true);
-  for (auto& th : pool) th.join();
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return Napi::Number::New(env, static_cast<double>(per) * threads * passes / secs);
-}
-
 Napi::Value HandoverListenJs(const Napi::CallbackInfo& info) {
   std::string err;
   int fd = HandoverListen(info[0].As<Napi::String>().Utf8Value(), &err);
@@ -388,7 +347,6 @@ void InitFuse(Napi::Env env, Napi::Object exports) {
   exports.Set("fuseHandoverListen", Napi::Function::New(env, HandoverListenJs, "fuseHandoverListen"));
   exports.Set("fuseHandoverAccept", Napi::Function::New(env, HandoverAcceptJs, "fuseHandoverAccept"));
   exports.Set("FuseSession", FuseSessionWrap::Define(env));
-  exports.Set("fuseBenchMemcpy", Napi::Function::New(env, BenchMemcpy, "fuseBenchMemcpy"));
 }
 
 }  // namespace

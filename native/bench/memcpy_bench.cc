@@ -1,0 +1,77 @@
+// Benchmark-only addon (build/Release/famfs_bench.node; never shipped in the image): the physical
+// limit the FUSE read paths are compared with (bench/fuse). Plain memcpy out of a read-only shared
+// mapping of the device into a per-thread one-chunk buffer, on `threads` C++ threads each owning a
+// slice, `passes` times; returns bytes/s. It maps the device itself, so the production addon
+// carries no benchmark code.
+#include <fcntl.h>
+#include <napi.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+// devdax maps only at its alignment (2 MiB by default); a file maps at any page.
+constexpr uint64_t kMapAlign = 2ull << 20;
+
+// memcpyBandwidth(path, offset, length, chunk, threads, passes) -> bytes/s
+Napi::Value MemcpyBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  uint64_t offset = static_cast<uint64_t>(info[1].ToNumber().DoubleValue());
+  uint64_t length = static_cast<uint64_t>(info[2].ToNumber().DoubleValue());
+  uint64_t chunk = static_cast<uint64_t>(info[3].ToNumber().DoubleValue());
+  unsigned threads = info[4].ToNumber().Uint32Value();
+  unsigned passes = info[5].ToNumber().Uint32Value();
+  if (threads == 0 || chunk == 0 || length == 0) throw Napi::RangeError::New(env, "threads, chunk and length must be positive");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Napi::Error::New(env, "open " + path + ": " + strerror(errno));
+  uint64_t map_off = offset / kMapAlign * kMapAlign;
+  uint64_t map_len = (offset - map_off + length + kMapAlign - 1) / kMapAlign * kMapAlign;
+  void* map = mmap(nullptr, map_len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(map_off));
+  int map_errno = errno;
+  close(fd);
+  if (map == MAP_FAILED) throw Napi::Error::New(env, "mmap " + path + ": " + strerror(map_errno));
+  const uint8_t* base = static_cast<const uint8_t*>(map) + (offset - map_off);
+  uint64_t per = (length / threads) / chunk * chunk;
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> pool;
+  for (unsigned t = 0; t < threads; t++) {
+    pool.emplace_back([&, t] {
+      std::vector<char> buf(chunk);
+      const uint8_t* src = base + t * per;
+      for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);  // warm-up
+      ready++;
+      while (!go.load()) std::this_thread::yield();
+      for (unsigned p = 0; p < passes; p++) {
+        for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);
+      }
+      asm volatile("" : : "r"(buf.data()) : "memory");
+    });
+  }
+  while (ready.load() < static_cast<int>(threads)) std::this_thread::yield();
+  auto t0 = std::chrono::steady_clock::now();
+  go.store(true);
+  for (auto& th : pool) th.join();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  munmap(map, map_len);
+  return Napi::Number::New(env, static_cast<double>(per) * threads * passes / secs);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("memcpyBandwidth", Napi::Function::New(env, MemcpyBandwidth, "memcpyBandwidth"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(famfs_bench, Init)
