@@ -1,5 +1,5 @@
 /**
- * The `famfs` command line: mkfs, mkdir, creat, cp, ls, fsck, rm, verify, flush, hosts.
+ * The `famfs` command line: mkfs, mkdir, creat, cp, ls, fsck, rm, compact, verify, flush, hosts.
  *
  * Exit codes: 0 success; 1 the operation failed (the message says why and what to do);
  * 2 bad usage (nothing was written); 3 a check found problems (fsck not clean, verify mismatch).
@@ -14,6 +14,7 @@ import {
   ALLOC_UNIT,
   FamfsError,
   FamfsFs,
+  FAMFS_CSI_EXT2_VERSION,
   FileNode,
   fmapExtents,
   flushFile,
@@ -121,7 +122,11 @@ function fsckText(r: FsckReport): string {
   const lines: string[] = [];
   if (r.superblock) {
     lines.push(`famfs on ${r.superblock.devicePath || '(unnamed device)'}: uuid ${r.superblock.uuid}, master ${r.superblock.systemUuid}`);
-    lines.push(`  format:       ${r.superblock.famfsCsiExtensions ? 'famfs 48 + famfs-csi extension 1 (deletes; plain famfs refuses this device)' : 'famfs superblock version 48'}`);
+    const compacted = r.log !== undefined && r.log.generation > 0;
+    lines.push(
+      `  format:       ${r.superblock.famfsCsiExtensions ? `famfs 48 + famfs-csi extension ${r.superblock.version === FAMFS_CSI_EXT2_VERSION.toString() ? '2 (deletes, log compaction' : '1 (deletes'}; plain famfs refuses this device)` : 'famfs superblock version 48'}`,
+    );
+    if (compacted) lines.push(`  log generation ${r.log!.generation} at ${hex(r.log!.offset)} (compacted), next log index ${r.log!.nextIndex}`);
   }
   if (r.log) lines.push(`  log:          ${r.log.entriesUsed} of ${r.log.entriesTotal} entries used`);
   lines.push(`  files:        ${r.files}`, `  directories:  ${r.directories}`);
@@ -364,6 +369,38 @@ export function buildProgram(io: CliIO): Command {
         f.rm(relpath);
         const u = f.usage();
         io.out(`removed ${relpath}; ${formatBytes(u.pendingFreeBytes)} wait for every host to replay the delete before reuse`);
+      });
+    });
+
+  program
+    .command('compact')
+    .description('rewrite the log to what is still needed (master only; hosts follow without unmounting; crash-safe)')
+    .option('--progress', 'print one line per step (plan, copy, flush, verify, switch) as it happens')
+    .option('--step-entries <n>', 'log entries written per copy step', '1024')
+    .option('--throttle <ms>', 'pause this long after each step, leaving memory bandwidth to running pods', '0')
+    .option('--json', 'machine-readable result')
+    .argument('<device>')
+    .action((device: string, o: { progress?: boolean; stepEntries: string; throttle: string; json?: boolean }) => {
+      const stepEntries = parseCount(o.stepEntries, '--step-entries');
+      const throttle = parseId(o.throttle, '--throttle');
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      withDevice(device, false, (dev) => {
+        const f = openFs(dev, true);
+        const r = f.compact({
+          stepEntries,
+          onProgress: (p) => {
+            if (o.progress) io.out(`compact: ${p.step}${p.done !== undefined ? ` ${p.done}` : ''}${p.total !== undefined ? `/${p.total}` : ''}`);
+            if (throttle > 0) Atomics.wait(pause, 0, 0, throttle);
+          },
+        });
+        if (o.json) io.out(JSON.stringify(r));
+        else if (!r.compacted) io.out(`nothing to compact: ${r.reason}`);
+        else {
+          io.out(
+            `compacted the log to generation ${r.generation}: ${r.entriesBefore} -> ${r.entriesAfter} of ${f.logCapacity} entries` +
+              `${r.pendingKept > 0 ? ` (${r.pendingKept} deletes kept until every host has replayed them)` : ''} in ${r.ms.toFixed(1)} ms`,
+          );
+        }
       });
     });
 

@@ -107,12 +107,14 @@ function openOrCreateDevice(cfg: DriverConfig): { device: DaxDevice; created: bo
 function openFamfs(cfg: DriverConfig, device: DaxDevice, created: boolean): FamfsFs {
   const hostUuid = systemUuid();
   try {
-    return FamfsFs.open(device, { hostUuid, hostName: cfg.nodeId });
+    // reserveDeleteEntries: DeleteVolume must never fail for log space (docs/format.md).
+    return FamfsFs.open(device, { hostUuid, hostName: cfg.nodeId, reserveDeleteEntries: true });
   } catch (e) {
     if (!(e instanceof FamfsError && e.code === 'ENOTFAMFS') || !(created || cfg.mkfs)) throw e;
   }
   cfg.log.info({ device: cfg.devicePath, size: device.size }, 'no famfs on the device: formatting it');
-  return FamfsFs.mkfs(device, { systemUuid: hostUuid, devicePath: cfg.devicePath });
+  FamfsFs.mkfs(device, { systemUuid: hostUuid, devicePath: cfg.devicePath });
+  return FamfsFs.open(device, { hostUuid, hostName: cfg.nodeId, reserveDeleteEntries: true });
 }
 
 export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {

@@ -71,6 +71,7 @@ export const FAMFS_TO_GRPC: Readonly<Record<FamfsErrorCode, status>> = {
   ENOTMASTER: status.UNAVAILABLE,
   EROFS: status.FAILED_PRECONDITION,
   EIO: status.INTERNAL,
+  EAGAIN: status.UNAVAILABLE,
   EUNSUPPORTED: status.FAILED_PRECONDITION,
 };
 

@@ -154,6 +154,8 @@ export class Allocator {
   private pending: { deleteIndex: number; extents: Extent[] }[] = [];
   private collisions = 0;
   private readonly units: number;
+  /** Device offset of the second log region (compaction), 0 while there is none. */
+  private region2 = 0;
 
   constructor(
     private readonly tree: FamfsTree,
@@ -161,6 +163,11 @@ export class Allocator {
     private readonly logLen: number,
   ) {
     this.units = Math.floor(deviceSize / ALLOC_UNIT);
+  }
+
+  /** The second log region (see generation.ts) is metadata: never allocatable. Call rebuild after. */
+  setLogRegion2(offset: number): void {
+    this.region2 = offset;
   }
 
   /**
@@ -171,6 +178,7 @@ export class Allocator {
     const map = new SpaceMap(this.units);
     map.markUsed(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT));
     let collisions = 0;
+    if (this.region2 > 0) map.markUsed(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT));
     for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) collisions += map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
     for (const o of this.tree.orphaned) {
       for (const e of o.extents) if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);

@@ -19,6 +19,7 @@ export type FamfsErrorCode =
   | 'ENOTMASTER' // this host is not the famfs master
   | 'EROFS' // opened read-only
   | 'EIO' // the memory faulted
+  | 'EAGAIN' // the log generation kept changing while being read: try again
   | 'EUNSUPPORTED'; // a feature or version this build does not know
 
 export class FamfsError extends Error {

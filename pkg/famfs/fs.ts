@@ -7,6 +7,7 @@
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { FamfsError } from './errors';
+import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, readActiveLog, writeLogGenRecord } from './generation';
 import { ackReplay, initExtBlock, readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon, writeExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
@@ -20,8 +21,10 @@ import {
   EntryBody,
   ExtBlock,
   FAMFS_CSI_EXT_VERSION,
+  FAMFS_CSI_EXT2_VERSION,
   FAMFS_VERSION,
   FileFlags,
+  EntryType,
   LE,
   LH,
   LOG_OFFSET,
@@ -64,6 +67,44 @@ export interface OpenOptions {
   /** A host silent for longer than this no longer holds back reclaim of deleted files' memory. */
   hostLiveMs?: number;
   now?: () => number;
+  /**
+   * Compact the log (see compact()) when a write would not fit, and when the log is more than
+   * this fraction full and holds garbage. 0 disables compaction by writes; default 0.75.
+   */
+  compactAt?: number;
+  /**
+   * Creates leave one free log entry for every live file and directory, so every one of them can
+   * always be deleted, whatever compaction can reclaim (a host that lags keeps deletes pending).
+   * The CSI controller sets this: DeleteVolume must never fail for log space.
+   */
+  reserveDeleteEntries?: boolean;
+}
+
+/** One step of a compaction, for progress output (famfs compact prints one line per step). */
+export interface CompactProgress {
+  step: 'plan' | 'region' | 'copy' | 'zero' | 'flush' | 'verify' | 'superblock' | 'switch' | 'done';
+  /** Entries written so far / to write (copy), or the generation (switch, done). */
+  done?: number;
+  total?: number;
+}
+
+export interface CompactOptions {
+  /** Entries written per copy step (default 1024). */
+  stepEntries?: number;
+  /** Called after every step; may block (famfs compact --throttle sleeps here). */
+  onProgress?: (p: CompactProgress) => void;
+}
+
+export interface CompactResult {
+  compacted: boolean;
+  /** Why nothing was done (compacted false). */
+  reason?: string;
+  generation: number;
+  entriesBefore: number;
+  entriesAfter: number;
+  /** Pairs of entries (create + delete) that had to stay because some host may still map them. */
+  pendingKept: number;
+  ms: number;
 }
 
 export interface CreateFileOptions {
@@ -112,19 +153,27 @@ export class FamfsFs {
   readonly rolledForward: { from: number; to: number }[] = [];
   /** The header's counters were cross-checked against the entries since this host became master. */
   private logChecked = false;
+  /** Log entries in use right after this process last compacted (auto-compaction hysteresis). */
+  private compactedTo = 0;
+  /** False during the first replay: the allocator is built once, after it. */
+  private ready = false;
 
   private constructor(
     readonly media: Media,
     private sb: Superblock,
     private extended: boolean,
+    private compacted: boolean,
     private readonly opts: OpenOptions,
   ) {
     this.now = opts.now ?? Date.now;
     this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
-    this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended());
+    this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended(), () => this.locateLog());
+    this.tree.generation = this.reader.activeLog.generation;
     this.allocator = new Allocator(this.tree, sb.deviceSize, sb.logLen);
-    this.reader.catchUp(this.tree);
+    this.allocator.setLogRegion2(this.reader.activeLog.altOffset);
+    this.catchUp();
     this.allocator.rebuild(this.horizon());
+    this.ready = true;
   }
 
   /** Write a fresh famfs: log first, superblock last, so a crash never leaves a half-made fs that validates. */
@@ -150,6 +199,7 @@ export class FamfsFs {
     media.flush(LOG_OFFSET, logLen);
     const uuid = randomUUID();
     initExtBlock(media, uuid, o.systemUuid, (o.now ?? Date.now)());
+    clearLogGenRecords(media);
     media.write(
       SUPERBLOCK_OFFSET,
       encodeSuperblock({
@@ -180,7 +230,7 @@ export class FamfsFs {
       const code = check.problems[0]?.startsWith('no famfs superblock') ? 'ENOTFAMFS' : 'ECORRUPT';
       throw new FamfsError(code, `${check.problems.join('; ')}${code === 'ENOTFAMFS' ? ' (run famfs mkfs first)' : ' (run famfs fsck for details)'}`);
     }
-    return new FamfsFs(media, decodeSuperblock(raw), check.extended, opts);
+    return new FamfsFs(media, decodeSuperblock(raw), check.extended, check.compacted === true, opts);
   }
 
   get superblock(): Readonly<Superblock> {
@@ -200,15 +250,57 @@ export class FamfsFs {
     return logCapacity(this.sb.logLen);
   }
 
+  /** The log in use: its generation (0 = famfs' own log) and where it lives. */
+  get activeLog(): ActiveLog {
+    return this.reader.activeLog;
+  }
+
   header(): LogHeader {
     return this.reader.header();
   }
 
-  /** Replay whatever other writers appended since the last call; keeps the allocator in step. */
+  /**
+   * Replay whatever other writers appended since the last call; keeps the allocator in step. When
+   * the master compacted the log meanwhile, the new generation is replayed into a fresh tree and
+   * the difference is reported as changes (nodes keep their log index, so hosts keep inodes).
+   */
   catchUp(): CatchUpResult {
-    const r = this.reader.catchUp(this.tree);
-    this.noteChanges(r.changes);
-    return r;
+    for (let attempt = 0; attempt < 8; attempt++) {
+      const r = this.reader.catchUp(this.tree);
+      if (!r.generationChanged) {
+        this.noteChanges(r.changes);
+        return r;
+      }
+      const fresh = new FamfsTree(this.tree.limits);
+      const active = this.reader.relocate();
+      fresh.generation = active.generation;
+      const f = this.reader.catchUp(fresh);
+      if (f.generationChanged) continue; // compacted again while we read: look once more
+      const changes = this.tree.replaceWith(fresh);
+      this.allocator.setLogRegion2(active.altOffset);
+      if (this.ready) this.allocator.rebuild(this.horizon());
+      return { headerNextIndex: f.headerNextIndex, nextIndex: this.tree.nextIndex, changes, ...(f.stop ? { stop: f.stop } : {}), newGeneration: active.generation };
+    }
+    throw new FamfsError('EAGAIN', 'the famfs log generation kept changing while it was replayed (compactions back to back); try again');
+  }
+
+  /** Where the log is: the generation records decide once the superblock says revision 2. */
+  private locateLog(): ActiveLog {
+    if (!this.extended) return GENERATION_ZERO;
+    let active = readActiveLog(this.media, this.sb.uuid);
+    if (active.generation > 0 && !this.compacted) {
+      // The master upgraded the superblock (flushed before any record) after we read it.
+      this.rereadSuperblock();
+      if (!this.compacted) return { ...GENERATION_ZERO, altOffset: 0 };
+    }
+    if (!this.compacted) active = { ...GENERATION_ZERO, altOffset: 0 };
+    if (active.altOffset !== 0) {
+      const a = active.altOffset;
+      if (a % ALLOC_UNIT !== 0 || a < reservedBytes(this.sb.logLen) || a + this.sb.logLen > this.sb.deviceSize) {
+        throw new FamfsError('ECORRUPT', `log generation record names a second log region at 0x${a.toString(16)}, outside the data area (run famfs fsck)`);
+      }
+    }
+    return active;
   }
 
   lookup(relpath: string) {
@@ -218,7 +310,7 @@ export class FamfsFs {
   usage(): UsageReport {
     return {
       ...this.allocator.summary(),
-      logEntriesUsed: this.tree.nextIndex,
+      logEntriesUsed: this.tree.slot,
       logEntriesTotal: this.logCapacity,
       files: this.tree.fileCount,
       directories: this.tree.dirCount,
@@ -232,7 +324,7 @@ export class FamfsFs {
 
   /** Log entries that can still be appended. */
   logEntriesLeft(): number {
-    return this.logCapacity - this.tree.nextIndex;
+    return this.logCapacity - this.tree.slot;
   }
 
   /** Makes memory free whose delete every live host has replayed (cheap when nothing waits). */
@@ -253,10 +345,8 @@ export class FamfsFs {
     const parts = relpath.split('/');
     let needed = 1;
     for (let i = 1; i < parts.length; i++) if (this.tree.lookup(parts.slice(0, i).join('/')) === undefined) needed++;
-    const used = this.tree.nextIndex;
-    if (used + needed > this.logCapacity) {
-      throw new FamfsError('ELOGFULL', `famfs log full: ${used} of ${this.logCapacity} entries used, ${needed} needed`);
-    }
+    // Compacts the log first when that makes room; keeps the entries every delete needs.
+    this.ensureCreateRoom(needed);
   }
 
   /**
@@ -290,13 +380,12 @@ export class FamfsFs {
       else if (i === parts.length) throw new FamfsError('EEXIST', `directory "${relpath}" already exists`);
     }
     if (missing.length > 1 && !o.parents) throw new FamfsError('ENOENT', `parent directory "${parts.slice(0, -1).join('/')}" does not exist (use -p)`);
-    this.ensureLogRoom(h, missing.length);
     const made: DirNode[] = [];
-    let next = h;
+    let next = this.ensureLogRoom(h, missing.length, true);
     for (const p of missing) {
       const e = this.append(next, { type: 'mkdir', relpath: p, mode, uid, gid });
       made.push(this.tree.lookup(p) as DirNode);
-      next = { ...next, nextIndex: e.index + 1, nextSeqnum: e.index + 1 };
+      next = { ...next, nextIndex: next.nextIndex + 1, nextSeqnum: e.index + 1 };
     }
     return made;
   }
@@ -309,13 +398,13 @@ export class FamfsFs {
     const gid = checkId(o.gid ?? 0, 'gid');
     const h = this.prepareWrite();
     this.checkNewName(relpath);
-    this.ensureLogRoom(h, 1);
+    const room = this.ensureLogRoom(h, 1, true);
     this.reclaimReplayed();
     const fmap = this.allocator.place(size, o.interleave, o.random);
     if (o.zero) {
       for (const e of fmap.kind === 'simple' ? fmap.extents : fmap.strips) this.zeroRange(e.offset, e.len);
     }
-    this.append(h, { type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
+    this.append(room, { type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
     return this.tree.lookup(relpath) as FileNode;
   }
 
@@ -329,9 +418,9 @@ export class FamfsFs {
     const node = this.tree.lookup(relpath);
     if (!node) throw new FamfsError('ENOENT', `"${relpath}" does not exist`);
     if (node.kind === 'dir' && node.children.size > 0) throw new FamfsError('ENOTEMPTY', `directory "${relpath}" is not empty`);
-    this.ensureLogRoom(h, 1);
+    const room = this.ensureLogRoom(h, 1, false);
     this.enableExtensions();
-    this.append(h, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
+    this.append(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
   }
 
   /**
@@ -345,6 +434,111 @@ export class FamfsFs {
     this.media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
     this.sb = next;
     this.extended = true;
+  }
+
+  /**
+   * Online log compaction (famfs-csi extension revision 2; docs/format.md). Writes the entries
+   * still needed into the log region not in use, checks them by replaying them, then publishes
+   * the next log generation with one flushed 64-byte record: a crash at any point leaves the old
+   * generation or the new one, whole. Kept: every live file and directory, and each deleted one
+   * (with its delete) whose delete some live host may not have replayed yet (memory still held).
+   * Entries keep their log index, so inode numbers, acks and the reclaim horizon carry over.
+   * A log that never had a delete is left alone (it stays readable by famfs).
+   */
+  compact(o: CompactOptions = {}): CompactResult {
+    const started = process.hrtime.bigint();
+    const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
+    const h = this.prepareWrite();
+    const progress = o.onProgress ?? (() => undefined);
+    const gen = this.reader.activeLog.generation;
+    const nothing = (reason: string, pendingKept = 0): CompactResult => {
+      // Do not try again by threshold before the log has grown: nothing would come of it.
+      this.compactedTo = h.nextIndex;
+      return { compacted: false, reason, generation: gen, entriesBefore: h.nextIndex, entriesAfter: h.nextIndex, pendingKept, ms: ms() };
+    };
+    if (!this.extended) return nothing('the log never had a delete: nothing to reclaim, and it stays readable by famfs');
+    if (this.tree.problems.length > 0 || this.tree.orphaned.length > 0) {
+      throw new FamfsError('ECORRUPT', `the log has ${this.tree.problems.length} entries replay skips; refusing to compact it (run famfs fsck and famfs repair first)`);
+    }
+    const logLen = this.sb.logLen;
+    const from = this.reader.activeLog.offset;
+    const horizon = this.horizon();
+    // Plan from the raw slots: entries are copied byte for byte (their CRC covers their index).
+    this.media.invalidate(from + LH.SIZE, h.nextIndex * LE.SIZE);
+    const raw = this.media.read(from + LH.SIZE, h.nextIndex * LE.SIZE);
+    const seqOf = (k: number) => raw.readUInt32LE(k * LE.SIZE + LE.seqnum + 4) * 0x100000000 + raw.readUInt32LE(k * LE.SIZE + LE.seqnum);
+    const dropped = new Set<number>();
+    let pendingKept = 0;
+    for (let k = 0; k < h.nextIndex; k++) {
+      if (raw.readUInt32LE(k * LE.SIZE + LE.type) !== EntryType.CSI_DELETE) continue;
+      const seq = seqOf(k);
+      if (seq < horizon) {
+        dropped.add(seq);
+        dropped.add(Number(raw.readBigUInt64LE(k * LE.SIZE + LE.payload)));
+      } else pendingKept++;
+    }
+    const kept: number[] = [];
+    for (let k = 0; k < h.nextIndex; k++) if (!dropped.has(seqOf(k))) kept.push(k);
+    progress({ step: 'plan', done: kept.length, total: h.nextIndex });
+    if (kept.length === h.nextIndex) return nothing(`no delete is known to every live host yet (${pendingKept} pending); nothing to reclaim`, pendingKept);
+
+    const next = gen + 1;
+    let altOffset = this.reader.activeLog.altOffset;
+    if (next % 2 === 1 && altOffset === 0) {
+      // The second region comes from free memory (no host maps it); it is reserved for good once
+      // the record naming it is written. A crash before that leaves it free again.
+      if (this.allocator.hasPending) this.allocator.reclaim(horizon);
+      const fmap = this.allocator.place(logLen);
+      altOffset = fmap.kind === 'simple' ? fmap.extents[0]!.offset : 0;
+      progress({ step: 'region', done: altOffset });
+    }
+    const to = next % 2 === 0 ? LOG_OFFSET : altOffset;
+    const step = Math.max(1, o.stepEntries ?? 1024);
+    const chunk = Buffer.alloc(Math.min(step, Math.max(1, kept.length)) * LE.SIZE);
+    for (let k = 0; k < kept.length; k += step) {
+      const n = Math.min(step, kept.length - k);
+      for (let j = 0; j < n; j++) raw.copy(chunk, j * LE.SIZE, kept[k + j]! * LE.SIZE, (kept[k + j]! + 1) * LE.SIZE);
+      this.media.write(to + entryOffset(k), chunk.subarray(0, n * LE.SIZE));
+      progress({ step: 'copy', done: k + n, total: kept.length });
+    }
+    // Slots past the end are zeroed: nothing an earlier generation left there can pass as an entry.
+    const tail = entryOffset(kept.length);
+    this.zeroRange(to + tail, logLen - tail);
+    progress({ step: 'zero', done: logLen - tail });
+    this.media.write(to, encodeLogHeader(logLen, this.tree.nextIndex, kept.length));
+    this.media.flush(to, tail);
+    progress({ step: 'flush', done: tail });
+
+    // Replay what is now in memory before anyone can see it: it must describe the same files.
+    const check = new FamfsTree(this.tree.limits);
+    check.generation = next;
+    const target: ActiveLog = { generation: next, offset: to, altOffset };
+    const r = new LogReader(this.media, logLen, () => true, () => target).catchUp(check);
+    const mismatch = r.stop ? `replay stopped at slot ${r.stop.index}: ${r.stop.reason}` : compareTrees(this.tree, check, horizon);
+    if (mismatch) throw new FamfsError('ECORRUPT', `compaction self-check failed, nothing was switched: ${mismatch}`);
+    progress({ step: 'verify', done: check.slot });
+
+    if (!this.compacted) {
+      // Revision 2 before the first record: readers that know only revision 1 (or famfs) must
+      // refuse the device rather than replay the famfs log region, which is stale from now on.
+      const upgraded: Superblock = { ...this.sb, version: FAMFS_CSI_EXT2_VERSION };
+      this.media.write(SUPERBLOCK_OFFSET, encodeSuperblock(upgraded));
+      this.media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
+      this.sb = upgraded;
+      this.compacted = true;
+      progress({ step: 'superblock' });
+    }
+    this.checkFence();
+    writeLogGenRecord(this.media, { generation: next, region: next % 2 === 0 ? 0 : 1, fsUuid: this.sb.uuid, altOffset, epoch: this.opts.fenceEpoch ?? readExtBlock(this.media, this.sb.uuid)?.epoch ?? 0 });
+    progress({ step: 'switch', done: next });
+
+    this.reader.relocate();
+    this.tree.replaceWith(check);
+    this.allocator.setLogRegion2(altOffset);
+    this.allocator.rebuild(horizon);
+    this.compactedTo = kept.length;
+    progress({ step: 'done', done: next });
+    return { compacted: true, generation: next, entriesBefore: h.nextIndex, entriesAfter: kept.length, pendingKept, ms: ms() };
   }
 
   /** The master may have enabled the extension after we opened the device: look again. */
@@ -361,6 +555,7 @@ export class FamfsFs {
     if (!check.ok) throw new FamfsError('ECORRUPT', `superblock: ${check.problems.join('; ')} (run famfs fsck)`);
     this.sb = decodeSuperblock(raw);
     this.extended = this.extended || check.extended;
+    this.compacted = this.compacted || check.compacted === true;
   }
 
   /**
@@ -437,10 +632,46 @@ export class FamfsFs {
     if (parent.kind !== 'dir') throw new FamfsError('ENOTDIR', `"${relpath.slice(0, cut)}" is a file`);
   }
 
-  private ensureLogRoom(h: LogHeader, entries: number): void {
-    if (h.nextIndex + entries > h.lastIndex + 1) {
-      throw new FamfsError('ELOGFULL', `famfs log full: ${h.nextIndex} of ${h.lastIndex + 1} entries used, ${entries} needed (make a new file system with a larger --loglen)`);
+  /**
+   * Make room for `entries` new entries (compacting first when the log is full, or past the
+   * compactAt threshold with garbage in it) or fail with ELOGFULL. A create (`adds`) must also
+   * leave the entries reserved for deleting every live file and directory. Returns the header to
+   * append after (a compaction moves the log).
+   */
+  private ensureLogRoom(h: LogHeader, entries: number, adds: boolean): LogHeader {
+    const need = this.entriesNeeded(entries, adds);
+    const cap = h.lastIndex + 1;
+    const at = this.opts.compactAt ?? 0.75;
+    const full = h.nextIndex + need > cap;
+    const garbage = this.tree.slot - this.tree.fileCount - this.tree.dirCount;
+    const pastThreshold = at > 0 && h.nextIndex >= at * cap && h.nextIndex - this.compactedTo >= cap / 16 && garbage >= cap / 16;
+    if (at > 0 && this.extended && garbage > 0 && (full || pastThreshold)) {
+      this.compact();
+      h = this.reader.header();
     }
+    if (h.nextIndex + need > cap) {
+      const reserve = need - entries;
+      throw new FamfsError(
+        'ELOGFULL',
+        `famfs log full: ${h.nextIndex} of ${cap} entries used, ${entries} needed${reserve > 0 ? ` plus ${reserve} kept for deleting every live file and directory` : ''}` +
+          `${this.extended ? ' after compaction' : ''} (delete volumes, wait for lagging hosts to replay pending deletes, or make a new file system with a larger --loglen)`,
+      );
+    }
+    return h;
+  }
+
+  /** Entries a write of `entries` needs free: with the delete reserve, creates need twice theirs. */
+  private entriesNeeded(entries: number, adds: boolean): number {
+    if (!adds || !this.opts.reserveDeleteEntries) return entries;
+    return entries + this.tree.fileCount + this.tree.dirCount + entries;
+  }
+
+  /**
+   * Refuse now (ELOGFULL) what creating `entries` entries would refuse, compacting first when
+   * that makes room; the CSI controller asks before the first of a volume's entries.
+   */
+  ensureCreateRoom(entries: number): void {
+    this.ensureLogRoom(this.prepareWrite(), entries, true);
   }
 
   private checkFence(): void {
@@ -479,7 +710,7 @@ export class FamfsFs {
    */
   private crossCheckLog(): void {
     const h = this.reader.header();
-    const scan = this.reader.scanPastEnd(h.nextIndex);
+    const scan = this.reader.scanPastEnd(h.nextIndex, h.nextSeqnum);
     if (scan.nonEmptyAt !== undefined) {
       throw new FamfsError(
         'ECORRUPT',
@@ -489,8 +720,9 @@ export class FamfsFs {
     }
     if (scan.valid > 0) {
       const end = h.nextIndex + scan.valid;
-      this.media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(end, end));
-      this.media.flush(LOG_OFFSET + LH.nextSeqnum, 16);
+      const base = this.reader.activeLog.offset;
+      this.media.write(base + LH.nextSeqnum, encodeLogCounters(h.nextSeqnum + scan.valid, end));
+      this.media.flush(base + LH.nextSeqnum, 16);
       this.rolledForward.push({ from: h.nextIndex, to: end });
       const r = this.catchUp();
       if (r.stop) throw new FamfsError('ECORRUPT', `log entry ${r.stop.index} is bad (${r.stop.reason}); refusing to append after it (run famfs fsck)`);
@@ -504,21 +736,26 @@ export class FamfsFs {
    * full the log is.
    */
   private append(h: LogHeader, body: EntryBody): LogEntry {
-    const index = h.nextIndex;
-    if (index !== this.tree.nextIndex) throw new FamfsError('ECORRUPT', `log moved under the writer (header ${index}, replayed ${this.tree.nextIndex})`);
+    const slot = h.nextIndex;
+    const index = h.nextSeqnum;
+    if (slot !== this.tree.slot || index !== this.tree.nextIndex) {
+      throw new FamfsError('ECORRUPT', `log moved under the writer (header ${slot}/${index}, replayed ${this.tree.slot}/${this.tree.nextIndex})`);
+    }
     const raw = encodeEntry(index, body);
-    const at = LOG_OFFSET + entryOffset(index);
-    // Slots past the end are zero (mkfs zeroes the log; repair clears a torn slot). Anything else
-    // may be an entry hosts replayed under a counter that has since gone backwards: never overwrite it.
+    const base = this.reader.activeLog.offset;
+    const at = base + entryOffset(slot);
+    // Slots past the end are zero (mkfs zeroes the log, compaction zeroes the new region's tail,
+    // repair clears a torn slot). Anything else may be an entry hosts replayed under a counter that
+    // has since gone backwards: never overwrite it.
     this.media.invalidate(at, LE.SIZE);
     if (this.media.read(at, LE.SIZE).some((b) => b !== 0)) {
-      throw new FamfsError('ECORRUPT', `log slot ${index} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`);
+      throw new FamfsError('ECORRUPT', `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`);
     }
     this.media.write(at, raw);
     this.media.flush(at, LE.SIZE);
     this.checkFence();
-    this.media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(index + 1, index + 1));
-    this.media.flush(LOG_OFFSET + LH.nextSeqnum, 16);
+    this.media.write(base + LH.nextSeqnum, encodeLogCounters(index + 1, slot + 1));
+    this.media.flush(base + LH.nextSeqnum, 16);
     const entry: LogEntry = { index, seqnum: index, body };
     const change = this.tree.apply(entry);
     this.noteChanges(change ? [change] : []);
@@ -526,10 +763,36 @@ export class FamfsFs {
   }
 
   private noteChanges(changes: TreeChange[]): void {
+    if (!this.ready) return;
     for (const c of changes) {
       if (c.node.kind !== 'file') continue;
       if (c.op === 'add') this.allocator.noteAdded(c.node.fmap);
       else this.allocator.noteReleased(c.deleteIndex, c.node.fmap);
     }
   }
+}
+
+/**
+ * Why a replay of a compacted log does not describe the tree it was made from (undefined when
+ * it does): the same nodes under the same log indexes and paths with the same maps, the same
+ * next index, and every delete the horizon still holds back.
+ */
+function compareTrees(want: FamfsTree, got: FamfsTree, horizon: number): string | undefined {
+  if (got.nextIndex !== want.nextIndex) return `next log index ${got.nextIndex}, want ${want.nextIndex}`;
+  if (got.problems.length > 0) return `replay reports ${got.problems[0]!.message}`;
+  if (got.byIndex.size !== want.byIndex.size) return `${got.byIndex.size} live nodes, want ${want.byIndex.size}`;
+  for (const [index, w] of want.byIndex) {
+    const g = got.byIndex.get(index);
+    if (!g) return `entry ${index} ("${w.relpath}") is missing`;
+    if (g.relpath !== w.relpath || g.kind !== w.kind || g.mode !== w.mode || g.uid !== w.uid || g.gid !== w.gid) return `entry ${index} ("${w.relpath}") differs`;
+    if (g.kind === 'file' && w.kind === 'file' && (g.size !== w.size || JSON.stringify(g.fmap) !== JSON.stringify(w.fmap))) return `file ${index} ("${w.relpath}") maps differently`;
+  }
+  const held = (t: FamfsTree) =>
+    t.released
+      .filter((x) => x.deleteIndex >= horizon)
+      .map((x) => `${x.deleteIndex}:${JSON.stringify(x.extents)}`)
+      .sort()
+      .join(',');
+  if (held(got) !== held(want)) return 'the deletes still held back for lagging hosts differ';
+  return undefined;
 }

@@ -3,6 +3,7 @@
  * in the report, and `clean` is true only when nothing is.
  */
 import { Allocator, SpaceSummary } from './allocator';
+import { ActiveLog, GENERATION_ZERO, readActiveLog } from './generation';
 import { readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
 import {
   decodeEntry,
@@ -10,9 +11,9 @@ import {
   decodeSuperblock,
   entryOffset,
   HostSlot,
+  ALLOC_UNIT,
   LE,
   LH,
-  LOG_OFFSET,
   logCapacity,
   SB,
   SUPERBLOCK_OFFSET,
@@ -36,7 +37,16 @@ export interface FsckReport {
     famfsCsiExtensions: boolean;
     devicePath: string;
   };
-  log?: { entriesUsed: number; entriesTotal: number; replayedEntries: number };
+  log?: {
+    entriesUsed: number;
+    entriesTotal: number;
+    replayedEntries: number;
+    /** Log generation in use (0: famfs' own log; each compaction adds one) and where it is. */
+    generation: number;
+    offset: number;
+    /** The next log index (equals entriesUsed until the log is compacted). */
+    nextIndex: number;
+  };
   files: number;
   directories: number;
   space?: SpaceSummary;
@@ -72,31 +82,52 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
     famfsCsiExtensions: sbCheck.extended,
     devicePath: sb.devicePath,
   };
-  media.invalidate(LOG_OFFSET, LH.SIZE);
-  const lhRaw = media.read(LOG_OFFSET, LH.SIZE);
-  const lhProblems = validateLogHeader(lhRaw, sb.logLen);
+  let active: ActiveLog = GENERATION_ZERO;
+  if (sbCheck.compacted) {
+    active = readActiveLog(media, sb.uuid);
+    const a = active.altOffset;
+    if (a !== 0 && (a % ALLOC_UNIT !== 0 || a < reservedBytes(sb.logLen) || a + sb.logLen > sb.deviceSize)) {
+      report.errors.push(`log generation record: second log region at 0x${a.toString(16)} is outside the data area`);
+      return report;
+    }
+  }
+  const compacted = active.generation > 0;
+  media.invalidate(active.offset, LH.SIZE);
+  const lhRaw = media.read(active.offset, LH.SIZE);
+  const lhProblems = validateLogHeader(lhRaw, sb.logLen, compacted);
   if (lhProblems.length) {
-    report.errors.push(...lhProblems.map((p) => `log header: ${p}`));
+    report.errors.push(...lhProblems.map((p) => `log header${compacted ? ` (generation ${active.generation})` : ''}: ${p}`));
     return report;
   }
   const header = decodeLogHeader(lhRaw);
   const tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
-  const reader = new LogReader(media, sb.logLen, () => sbCheck.extended);
-  const { entries, stop } = reader.entries(0, header.nextIndex);
+  tree.generation = active.generation;
+  const reader = new LogReader(media, sb.logLen, () => sbCheck.extended, () => active);
+  const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
   for (const e of entries) tree.apply(e);
-  if (stop) report.errors.push(`log entry ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`);
+  if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
+  if (stop) report.errors.push(`log ${compacted ? 'slot' : 'entry'} ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`);
   for (const p of tree.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
-  report.log = { entriesUsed: header.nextIndex, entriesTotal: logCapacity(sb.logLen), replayedEntries: tree.nextIndex };
+  report.log = {
+    entriesUsed: header.nextIndex,
+    entriesTotal: logCapacity(sb.logLen),
+    replayedEntries: tree.slot,
+    generation: active.generation,
+    offset: active.offset,
+    nextIndex: header.nextSeqnum,
+  };
   // Past the end: one valid entry is an interrupted append (or a counter lowered by one); more
   // than one means next_index went backwards and hosts may serve files the counter disowns.
+  // In a compacted log the slot after the end must hold the next log index to count.
   let validPast = 0;
   const cap = logCapacity(sb.logLen);
   while (header.nextIndex + validPast < cap) {
-    const at = LOG_OFFSET + entryOffset(header.nextIndex + validPast);
+    const at = active.offset + entryOffset(header.nextIndex + validPast);
     media.invalidate(at, LE.SIZE);
     const raw = media.read(at, LE.SIZE);
     try {
-      decodeEntry(raw, header.nextIndex + validPast, sbCheck.extended);
+      const want = header.nextSeqnum + validPast;
+      decodeEntry(raw, header.nextIndex + validPast, sbCheck.extended, compacted ? { min: want, max: want + 1 } : undefined);
       validPast++;
     } catch {
       if (validPast === 0 && raw.some((b) => b !== 0)) report.warnings.push(`log slot ${header.nextIndex} (past the end) holds an invalid partial entry; it is ignored and will be overwritten`);
@@ -139,7 +170,7 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
   // A host that acked past next_index replayed entries the counter disowns: next_index went
   // backwards (a master appending there would overwrite them). One valid entry past the end that
   // no host has seen is what an interrupted append leaves (the next master commits it).
-  const ahead = report.hosts.filter((h) => !h.damaged && h.ackedIndex > header.nextIndex);
+  const ahead = report.hosts.filter((h) => !h.damaged && h.ackedIndex > header.nextSeqnum);
   if (ahead.length > 0) {
     report.errors.push(
       `next_index ${header.nextIndex} is behind what hosts replayed (${ahead.map((h) => `${h.name || h.hostUuid} acked ${h.ackedIndex}`).join(', ')}): ` +
@@ -151,6 +182,7 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
     report.errors.push(`next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`);
   }
   const alloc = new Allocator(tree, sb.deviceSize, sb.logLen);
+  alloc.setLogRegion2(active.altOffset);
   alloc.rebuild(horizon);
   report.space = alloc.summary();
   if (report.space.collisions > 0) report.errors.push(`${report.space.collisions} allocation units are claimed by more than one file (cross-linked files)`);

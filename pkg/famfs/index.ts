@@ -6,6 +6,7 @@ export * from './tree';
 export * from './replay';
 export * from './allocator';
 export * from './hosts';
+export * from './generation';
 export * from './fs';
 export * from './fsck';
 export * from './identity';

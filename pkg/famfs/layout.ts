@@ -24,6 +24,13 @@ export const FAMFS_VERSION = 48n;
  * a log whose deletions it cannot understand (it would show deleted files over freed memory).
  */
 export const FAMFS_CSI_EXT_VERSION = (0x43534901n << 32n) | FAMFS_VERSION;
+/**
+ * ts_version of a superblock whose log may have been compacted (famfs-csi extension revision 2):
+ * the log in use is the one the log generation records (LOG_GEN_OFFSET) name, which may be a
+ * second region in the data area. Revision-1 readers (and famfs) refuse such a device, so none of
+ * them can replay the stale famfs log region.
+ */
+export const FAMFS_CSI_EXT2_VERSION = (0x43534902n << 32n) | FAMFS_VERSION;
 export const OMF_MAJOR = 2;
 export const OMF_MINOR = 2;
 
@@ -205,10 +212,14 @@ export function decodeSuperblock(b: Buffer): Superblock {
 
 export interface SuperblockCheck {
   ok: boolean;
-  /** True when the superblock carries the famfs-csi extension version. */
+  /** True when the superblock carries a famfs-csi extension version (1 or 2). */
   extended: boolean;
+  /** True when it carries revision 2: the log generation records say where the log is. */
+  compacted?: boolean;
   problems: string[];
 }
+
+const KNOWN_VERSIONS = [FAMFS_VERSION, FAMFS_CSI_EXT_VERSION, FAMFS_CSI_EXT2_VERSION];
 
 /**
  * Enabling the extension rewrites ts_version and the CRC, which live in different cache lines; a
@@ -218,10 +229,14 @@ export interface SuperblockCheck {
  */
 export function tornVersionUpgrade(raw: Buffer, stored: number = Number(raw.readBigUInt64LE(SB.crc))): boolean {
   const v = raw.readBigUInt64LE(SB.version);
-  if (v !== FAMFS_VERSION && v !== FAMFS_CSI_EXT_VERSION) return false;
+  if (!KNOWN_VERSIONS.includes(v)) return false;
   const copy = Buffer.from(raw.subarray(0, SB.crc));
-  copy.writeBigUInt64LE(v === FAMFS_VERSION ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION, SB.version);
-  return crc(copy, 0, SB.crc) === stored;
+  for (const other of KNOWN_VERSIONS) {
+    if (other === v) continue;
+    copy.writeBigUInt64LE(other, SB.version);
+    if (crc(copy, 0, SB.crc) === stored) return true;
+  }
+  return false;
 }
 
 /** The checks famfs_check_super makes, plus range checks that protect our own arithmetic. */
@@ -231,7 +246,8 @@ export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockC
   if (sb.magic !== SUPERBLOCK_MAGIC) {
     return { ok: false, extended: false, problems: [`no famfs superblock (magic 0x${sb.magic.toString(16)}, want 0x87b282ff)`] };
   }
-  const extended = sb.version === FAMFS_CSI_EXT_VERSION;
+  const compacted = sb.version === FAMFS_CSI_EXT2_VERSION;
+  const extended = sb.version === FAMFS_CSI_EXT_VERSION || compacted;
   if (sb.version !== FAMFS_VERSION && !extended) problems.push(`unsupported superblock version ${sb.version} (want 48)`);
   const stored = Number(raw.readBigUInt64LE(SB.crc));
   const computed = superblockCrc(raw);
@@ -250,7 +266,7 @@ export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockC
   if (mediaSize !== undefined && sb.deviceSize > mediaSize) {
     problems.push(`superblock says the device has ${sb.deviceSize} bytes but only ${mediaSize} are mapped`);
   }
-  return { ok: problems.length === 0, extended, problems };
+  return { ok: problems.length === 0, extended, ...(compacted ? { compacted } : {}), problems };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -275,12 +291,14 @@ export interface LogHeader {
   nextIndex: number;
 }
 
-export function encodeLogHeader(logLen: number): Buffer {
+export function encodeLogHeader(logLen: number, nextSeqnum = 0, nextIndex = 0): Buffer {
   const b = Buffer.alloc(LH.SIZE);
   putU64(b, LH.magic, LOG_MAGIC);
   putU64(b, LH.len, logLen);
   putU64(b, LH.lastIndex, logCapacity(logLen) - 1);
   putU64(b, LH.crc, crc(b, 0, LH.crc));
+  putU64(b, LH.nextSeqnum, nextSeqnum);
+  putU64(b, LH.nextIndex, nextIndex);
   return b;
 }
 
@@ -303,7 +321,11 @@ export function decodeLogHeader(b: Buffer): LogHeader {
   };
 }
 
-export function validateLogHeader(b: Buffer, sbLogLen: number): string[] {
+/**
+ * `compacted`: the header belongs to a log generation >= 1, whose entries keep the log index
+ * they were first written at (their seqnum), so next_seqnum may run ahead of next_index.
+ */
+export function validateLogHeader(b: Buffer, sbLogLen: number, compacted = false): string[] {
   const problems: string[] = [];
   const magic = u64(b, LH.magic);
   if (magic !== LOG_MAGIC) return [`bad log magic 0x${magic.toString(16)} (want 0xbadcafef00d)`];
@@ -319,7 +341,9 @@ export function validateLogHeader(b: Buffer, sbLogLen: number): string[] {
   if (h.len !== sbLogLen) problems.push(`log length ${h.len} differs from the superblock's ${sbLogLen}`);
   if (h.lastIndex !== logCapacity(h.len) - 1) problems.push(`log last_index ${h.lastIndex} does not fit length ${h.len}`);
   if (h.nextIndex > h.lastIndex + 1) problems.push(`log next_index ${h.nextIndex} is past the last slot ${h.lastIndex}`);
-  if (h.nextSeqnum !== h.nextIndex) problems.push(`log next_seqnum ${h.nextSeqnum} differs from next_index ${h.nextIndex}`);
+  if (compacted ? h.nextSeqnum < h.nextIndex : h.nextSeqnum !== h.nextIndex) {
+    problems.push(`log next_seqnum ${h.nextSeqnum} ${compacted ? 'is below' : 'differs from'} next_index ${h.nextIndex}`);
+  }
   return problems;
 }
 
@@ -510,18 +534,38 @@ export class EntryDecodeError extends Error {
  * allowed (superblock carries FAMFS_CSI_EXT_VERSION); it is asked only when such an entry shows
  * up, so a reader can re-check a superblock that was upgraded after it opened the device.
  */
-export function decodeEntry(raw: Buffer, index: number, extended: boolean | (() => boolean)): LogEntry {
-  return decodeEntryAt(raw, 0, index, extended);
+export function decodeEntry(raw: Buffer, index: number, extended: boolean | (() => boolean), seq?: SeqWindow): LogEntry {
+  return decodeEntryAt(raw, 0, index, extended, seq);
 }
 
-/** decodeEntry for the entry at byte `o` of a larger buffer (replay decodes in place, no copies). */
-export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: boolean | (() => boolean)): LogEntry {
+/**
+ * Which seqnums a slot may hold. In generation 0 (famfs' own log) an entry's seqnum is its slot
+ * (no window given). A compacted log keeps each entry's original log index as its seqnum, so
+ * slot i holds a seqnum in [min, max): above the previous slot's, below the header's next_seqnum.
+ */
+export interface SeqWindow {
+  min: number;
+  max: number;
+}
+
+/**
+ * decodeEntry for the entry at byte `o` of a larger buffer (replay decodes in place, no copies).
+ * `index` is the slot; the returned entry's index is its log index (the seqnum).
+ */
+export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: boolean | (() => boolean), seq?: SeqWindow): LogEntry {
   const computed = crc(raw, o, o + LE.crc);
   if (raw.readUInt32LE(o + LE.crc) !== computed || raw.readUInt32LE(o + LE.crc + 4) !== 0) {
     throw new EntryDecodeError(index, `CRC mismatch (stored 0x${raw.readBigUInt64LE(o + LE.crc).toString(16)}, computed 0x${computed.toString(16)})`);
   }
-  if (raw.readUInt32LE(o + LE.seqnum) !== index % 0x100000000 || raw.readUInt32LE(o + LE.seqnum + 4) !== Math.floor(index / 0x100000000)) {
-    throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} differs from its index`);
+  if (seq === undefined) {
+    if (raw.readUInt32LE(o + LE.seqnum) !== index % 0x100000000 || raw.readUInt32LE(o + LE.seqnum + 4) !== Math.floor(index / 0x100000000)) {
+      throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} differs from its index`);
+    }
+  } else {
+    const hi = raw.readUInt32LE(o + LE.seqnum + 4);
+    const s = hi > 0x1fffff ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + raw.readUInt32LE(o + LE.seqnum);
+    if (s < seq.min || s >= seq.max) throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} outside [${seq.min}, ${seq.max}) for slot ${index} of a compacted log`);
+    index = s;
   }
   const type = raw.readUInt32LE(o + LE.type);
   const p = o + LE.payload;
@@ -728,5 +772,73 @@ export function decodeHostSlot(b: Buffer, slot: number): HostSlot | undefined {
     ackedIndex: u64sat(b, HS.ackedIndex),
     heartbeatMs: u64sat(b, HS.heartbeatMs),
     name: readCString(b, HS.name, HOST_NAME_FIELD).text,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// famfs-csi log generation records (extension revision 2: online log compaction)
+//
+// Two 64-byte records in the unused part of the superblock region, after the extension block and
+// before the host slots. Generation g is written into record g % 2 and names the log region in
+// use: region 0 is famfs' own log at LOG_OFFSET, region 1 a second region of the same length in
+// the data area (`altOffset`, allocated at the first compaction). Generation g always lives in
+// region g % 2. The record with the highest generation that passes its CRC and names this file
+// system's UUID is current; none means generation 0 (famfs' log). A compaction writes the new
+// log into the other region, flushes it, then writes the next generation's record: a torn record
+// fails its CRC and the older one stays current, so readers see the whole old or the whole new log.
+// Records are read only under FAMFS_CSI_EXT2_VERSION (see docs/format.md).
+// ---------------------------------------------------------------------------------------------
+export const LOG_GEN_OFFSET = EXT_BLOCK_OFFSET + 0x800;
+export const LOG_GEN_MAGIC = 0x4e45474d53464146n; // "FAMFSGEN" read as a little-endian u64
+export const LOG_GEN_REVISION = 1;
+export const LOG_GEN = {
+  magic: 0,
+  revision: 8,
+  region: 12, // 0: famfs' log at LOG_OFFSET; 1: the second region at altOffset
+  generation: 16,
+  fsUuid: 24, // the superblock's ts_uuid: a record left by an earlier mkfs is never believed
+  altOffset: 40, // device offset of the second region (0 before the first compaction)
+  epoch: 48, // fencing epoch of the master that wrote it (informational)
+  crc: 56, // CRC-32 over [0, 56)
+  SIZE: 64,
+  COUNT: 2,
+} as const;
+
+export interface LogGenRecord {
+  generation: number;
+  region: 0 | 1;
+  fsUuid: string;
+  altOffset: number;
+  epoch: number;
+}
+
+export function encodeLogGenRecord(r: LogGenRecord): Buffer {
+  const b = Buffer.alloc(LOG_GEN.SIZE);
+  putU64(b, LOG_GEN.magic, LOG_GEN_MAGIC);
+  b.writeUInt32LE(LOG_GEN_REVISION, LOG_GEN.revision);
+  b.writeUInt32LE(r.region, LOG_GEN.region);
+  putU64(b, LOG_GEN.generation, r.generation);
+  uuidToBytes(r.fsUuid).copy(b, LOG_GEN.fsUuid);
+  putU64(b, LOG_GEN.altOffset, r.altOffset);
+  putU64(b, LOG_GEN.epoch, r.epoch);
+  putU64(b, LOG_GEN.crc, crc(b, 0, LOG_GEN.crc));
+  return b;
+}
+
+/** undefined for an empty, torn or foreign record (it is simply not current). */
+export function decodeLogGenRecord(b: Buffer): LogGenRecord | undefined {
+  if (b.length < LOG_GEN.SIZE || u64(b, LOG_GEN.magic) !== LOG_GEN_MAGIC) return undefined;
+  if (Number(b.readBigUInt64LE(LOG_GEN.crc)) !== crc(b, 0, LOG_GEN.crc)) return undefined;
+  if (b.readUInt32LE(LOG_GEN.revision) !== LOG_GEN_REVISION) return undefined;
+  const region = b.readUInt32LE(LOG_GEN.region);
+  const generation = u64sat(b, LOG_GEN.generation);
+  if ((region !== 0 && region !== 1) || generation % 2 !== region) return undefined;
+  if (region === 1 && u64sat(b, LOG_GEN.altOffset) === 0) return undefined;
+  return {
+    generation,
+    region,
+    fsUuid: bytesToUuid(b.subarray(LOG_GEN.fsUuid, LOG_GEN.fsUuid + 16)),
+    altOffset: u64sat(b, LOG_GEN.altOffset),
+    epoch: u64sat(b, LOG_GEN.epoch),
   };
 }

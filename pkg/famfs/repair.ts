@@ -25,6 +25,7 @@
  */
 import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
+import { readActiveLog } from './generation';
 import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
@@ -203,6 +204,13 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   if (sb.systemUuid !== o.hostUuid) throw new FamfsError('ENOTMASTER', `only the master (${sb.systemUuid}) may repair the log`);
   const cap = logCapacity(sb.logLen);
   const extended = sbCheck.extended;
+  const generation = sbCheck.compacted ? readActiveLog(media, sb.uuid).generation : 0;
+  if (generation > 0) {
+    // Entries of a compacted log keep their original log index; the salvage rules below assume
+    // famfs' own log (index == slot) and would renumber them. A compaction never needs repair:
+    // a crash leaves the old generation or the new one.
+    throw new FamfsError('EUNSUPPORTED', `the log is compacted (generation ${generation}); famfs repair handles only famfs' own log (generation 0). Nothing was changed`);
+  }
 
   media.invalidate(LOG_OFFSET, sb.logLen);
   const log = media.read(LOG_OFFSET, sb.logLen);

@@ -16,11 +16,12 @@ import {
   LE,
   LogEntry,
   LogHeader,
-  LOG_OFFSET,
   LH,
   logCapacity,
+  SeqWindow,
   validateLogHeader,
 } from './layout';
+import { ActiveLog, GENERATION_ZERO } from './generation';
 import { Media } from './media';
 import { FamfsTree, TreeChange } from './tree';
 
@@ -30,12 +31,19 @@ export interface ReplayStop {
 }
 
 export interface CatchUpResult {
-  /** Entries the header says exist. */
+  /** Log index after the last entry the header says exists (its next_seqnum). */
   headerNextIndex: number;
   /** First index not applied yet (== headerNextIndex unless replay stopped). */
   nextIndex: number;
   changes: TreeChange[];
   stop?: ReplayStop;
+  /**
+   * The log generation is not the tree's (a compaction switched logs): nothing was applied, the
+   * caller replays the new generation into a fresh tree (FamfsFs does, and reports the difference).
+   */
+  generationChanged?: boolean;
+  /** Set by FamfsFs when this catch-up moved the tree to a new log generation. */
+  newGeneration?: number;
 }
 
 /** What lies past next_index: valid entries that follow it directly, and the first non-empty slot after those. */
@@ -51,49 +59,75 @@ const CHUNK_ENTRIES = 1927;
 
 export class LogReader {
   private readonly scratch = Buffer.allocUnsafe(CHUNK_ENTRIES * LE.SIZE);
+  /** The log generation being read (see generation.ts); generation 0 is famfs' log. */
+  private active: ActiveLog = GENERATION_ZERO;
 
+  /**
+   * `locate` says which log generation is current. It is asked before and after each catch-up;
+   * a reader that cannot have compacted logs (no extension revision 2) passes none.
+   */
   constructor(
     private readonly media: Media,
     private readonly logLen: number,
     private readonly extended: () => boolean,
-  ) {}
+    private readonly locate?: () => ActiveLog,
+  ) {
+    if (locate) this.active = locate();
+  }
+
+  get activeLog(): ActiveLog {
+    return this.active;
+  }
+
+  /** Look at the generation records again (a replay of a new generation starts with this). */
+  relocate(): ActiveLog {
+    if (this.locate) this.active = this.locate();
+    return this.active;
+  }
 
   /** Fresh header (invalidated first); throws ECORRUPT with every problem found. */
   header(): LogHeader {
-    this.media.invalidate(LOG_OFFSET, LH.SIZE);
-    const raw = this.media.read(LOG_OFFSET, LH.SIZE);
-    const problems = validateLogHeader(raw, this.logLen);
-    if (problems.length) throw new FamfsError('ECORRUPT', `famfs log header: ${problems.join('; ')}`);
+    const at = this.active.offset;
+    this.media.invalidate(at, LH.SIZE);
+    const raw = this.media.read(at, LH.SIZE);
+    const problems = validateLogHeader(raw, this.logLen, this.active.generation > 0);
+    if (problems.length) throw new FamfsError('ECORRUPT', `famfs log header${this.active.generation > 0 ? ` (generation ${this.active.generation})` : ''}: ${problems.join('; ')}`);
     return decodeLogHeader(raw);
   }
 
   /**
-   * Read and validate entries [from, to). Returns those that are good up to the first bad one,
-   * which is retried once after an invalidate.
+   * Read and validate slots [from, to). Returns those that are good up to the first bad one,
+   * which is retried once after an invalidate. `seq` bounds the log indexes of a compacted
+   * generation (slot `from` holds an index >= seq.min; each slot's is above the previous one's).
    */
-  entries(from: number, to: number): { entries: LogEntry[]; stop?: ReplayStop } {
+  entries(from: number, to: number, seq?: SeqWindow): { entries: LogEntry[]; stop?: ReplayStop } {
     const entries: LogEntry[] = [];
+    const compacted = this.active.generation > 0;
+    const window = compacted ? { min: seq?.min ?? 0, max: seq?.max ?? Number.MAX_SAFE_INTEGER } : undefined;
     for (let chunkStart = from; chunkStart < to; chunkStart += CHUNK_ENTRIES) {
       const n = Math.min(CHUNK_ENTRIES, to - chunkStart);
-      const base = LOG_OFFSET + entryOffset(chunkStart);
+      const base = this.active.offset + entryOffset(chunkStart);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
       for (let k = 0; k < n; k++) {
         const i = chunkStart + k;
+        let e: LogEntry;
         try {
-          entries.push(decodeEntryAt(raw, k * LE.SIZE, i, this.extended));
+          e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window);
         } catch (first) {
           if (!(first instanceof EntryDecodeError)) throw first;
           // A stale or half-seen line: drop it and look once more before calling the entry bad.
-          const at = LOG_OFFSET + entryOffset(i);
+          const at = this.active.offset + entryOffset(i);
           this.media.invalidate(at, LE.SIZE);
           try {
-            entries.push(decodeEntry(this.media.read(at, LE.SIZE), i, this.extended));
+            e = decodeEntry(this.media.read(at, LE.SIZE), i, this.extended, window);
           } catch (second) {
             if (!(second instanceof EntryDecodeError)) throw second;
             return { entries, stop: { index: i, reason: second.reason } };
           }
         }
+        entries.push(e);
+        if (window) window.min = e.index + 1;
       }
     }
     return { entries };
@@ -102,22 +136,25 @@ export class LogReader {
   /**
    * Look at every slot from `from` to the end of the log: how many valid entries follow `from`
    * directly, and whether anything but zeros comes after them. Reads the whole tail once (a master
-   * does this before its first append, not on every append).
+   * does this before its first append, not on every append). In a compacted generation, slot
+   * `from + k` counts only if it holds log index `nextSeqnum + k` (what an append would write).
    */
-  scanPastEnd(from: number): PastEndScan {
+  scanPastEnd(from: number, nextSeqnum = from): PastEndScan {
     const cap = logCapacity(this.logLen);
+    const compacted = this.active.generation > 0;
     let valid = 0;
     let scanning = true;
     for (let chunkStart = from; chunkStart < cap; chunkStart += CHUNK_ENTRIES) {
       const n = Math.min(CHUNK_ENTRIES, cap - chunkStart);
-      const base = LOG_OFFSET + entryOffset(chunkStart);
+      const base = this.active.offset + entryOffset(chunkStart);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
       for (let k = 0; k < n; k++) {
         const i = chunkStart + k;
         if (scanning) {
           try {
-            decodeEntryAt(raw, k * LE.SIZE, i, this.extended);
+            const want = nextSeqnum + (i - from);
+            decodeEntryAt(raw, k * LE.SIZE, i, this.extended, compacted ? { min: want, max: want + 1 } : undefined);
             valid++;
             continue;
           } catch (e) {
@@ -140,18 +177,30 @@ export class LogReader {
     return view;
   }
 
-  /** Apply every entry the tree has not seen yet. Idempotent; safe to call at any rate. */
+  /**
+   * Apply every entry the tree has not seen yet. Idempotent; safe to call at any rate. When the
+   * log generation is not the tree's, nothing is applied and `generationChanged` is set.
+   */
   catchUp(tree: FamfsTree): CatchUpResult {
+    this.relocate();
+    const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[] };
+    if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
     const h = this.header();
-    const changes: TreeChange[] = [];
-    if (h.nextIndex < tree.nextIndex) {
-      throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.nextIndex} were already replayed (was the device re-made? remount)`);
+    if (h.nextIndex < tree.slot) {
+      throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`);
     }
-    const { entries, stop } = this.entries(tree.nextIndex, h.nextIndex);
+    const { entries, stop } = this.entries(tree.slot, h.nextIndex, { min: tree.nextIndex, max: h.nextSeqnum });
+    // Sequence lock: a compaction that switched generations while we read may have been
+    // rewriting the region we read. Apply nothing; the caller replays the new generation.
+    if (this.locate && this.relocate().generation !== tree.generation) return { ...unchanged, generationChanged: true };
+    const changes: TreeChange[] = [];
     for (const e of entries) {
       const c = tree.apply(e);
       if (c) changes.push(c);
     }
-    return { headerNextIndex: h.nextIndex, nextIndex: tree.nextIndex, changes, stop };
+    // A compacted log may end with indexes whose entries were dropped: the tree is at the
+    // header's next index all the same (that is what a host acknowledges).
+    if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
+    return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop };
   }
 }

@@ -71,8 +71,14 @@ export class FamfsTree {
   /** Extents of FILE entries that were skipped: still counted as allocated. */
   readonly orphaned: { index: number; extents: Extent[] }[] = [];
   readonly problems: TreeProblem[] = [];
-  /** Index of the next entry to apply (= number of entries applied). */
+  /**
+   * Log index after the last entry applied. In famfs' own log (generation 0) this is also the
+   * number of slots read; a compacted log keeps each entry's original index, so they differ.
+   */
   nextIndex = 0;
+  /** Log generation these entries come from, and how many of its slots were applied. */
+  generation = 0;
+  slot = 0;
   fileCount = 0;
   dirCount = 0;
 
@@ -99,10 +105,16 @@ export class FamfsTree {
     for (const n of this.byIndex.values()) if (n.kind === 'file') yield n;
   }
 
-  /** Apply one validated entry. Must be called with entry.index === this.nextIndex. */
+  /**
+   * Apply one validated entry, the next slot of the log. Log indexes only grow; in famfs' own log
+   * (generation 0) they have no gaps.
+   */
   apply(entry: LogEntry): TreeChange | undefined {
-    if (entry.index !== this.nextIndex) throw new Error(`tree expects entry ${this.nextIndex}, got ${entry.index}`);
-    this.nextIndex++;
+    if (entry.index < this.nextIndex || (this.generation === 0 && entry.index !== this.nextIndex)) {
+      throw new Error(`tree expects entry ${this.nextIndex}${this.generation === 0 ? '' : ' or later'}, got ${entry.index}`);
+    }
+    this.nextIndex = entry.index + 1;
+    this.slot++;
     const body = entry.body;
     switch (body.type) {
       case 'file':
@@ -115,6 +127,34 @@ export class FamfsTree {
         // OMF 2.2 phase 1: recorded by famfs but only device 0 is ever allocated from.
         return undefined;
     }
+  }
+
+  /**
+   * Take over everything `other` holds (a replay of a newer log generation), keeping this object:
+   * readers hold on to the tree. Returns what changed for a host that had replayed this tree,
+   * matching nodes by log index (their identity, and the FUSE inode number).
+   */
+  replaceWith(other: FamfsTree): TreeChange[] {
+    const changes: TreeChange[] = [];
+    const released = new Map(other.released.map((r) => [r.relpath, r.deleteIndex]));
+    for (const [index, node] of this.byIndex) {
+      if (!other.byIndex.has(index)) changes.push({ op: 'remove', node, deleteIndex: released.get(node.relpath) ?? other.nextIndex });
+    }
+    for (const [index, node] of other.byIndex) if (!this.byIndex.has(index)) changes.push({ op: 'add', node });
+    this.root.children = other.root.children;
+    this.byIndex.clear();
+    for (const [k, v] of other.byIndex) this.byIndex.set(k, v);
+    this.byPath.clear();
+    for (const [k, v] of other.byPath) this.byPath.set(k, v);
+    this.released.splice(0, this.released.length, ...other.released);
+    this.orphaned.splice(0, this.orphaned.length, ...other.orphaned);
+    this.problems.splice(0, this.problems.length, ...other.problems);
+    this.nextIndex = other.nextIndex;
+    this.generation = other.generation;
+    this.slot = other.slot;
+    this.fileCount = other.fileCount;
+    this.dirCount = other.dirCount;
+    return changes;
   }
 
   private problem(index: number, message: string): undefined {

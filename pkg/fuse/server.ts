@@ -137,7 +137,7 @@ export class FamfsFuseServer {
       });
       const server = new FamfsFuseServer(opts, device, fs, session);
       server.adopted = adopted;
-      const table = buildInodeTable(fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen });
+      const table = buildInodeTable(fs.tree, { logOffset: fs.activeLog.offset, logLen: sb.logLen });
       try {
         if (adopted) session.adopt(adopted.fds[0]!, adopted.params, table, fs.tree.nextIndex);
         else session.start(table, fs.tree.nextIndex);
@@ -182,12 +182,14 @@ export class FamfsFuseServer {
       else removed++;
     }
     let notices = 0;
-    if (r.nextIndex !== before || r.changes.length > 0) {
+    // A compaction (new log generation) keeps every live node's log index, hence its inode:
+    // open handles stay valid, and only what really changed is added or removed.
+    if (r.nextIndex !== before || r.changes.length > 0 || r.newGeneration !== undefined) {
       const sb = this.fs.superblock;
-      notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: sb.logOffset, logLen: sb.logLen }), r.nextIndex);
+      notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), r.nextIndex);
       this.refreshStatfs();
       this.ackReplay();
-      this.opts.logger.info({ index: r.nextIndex, added, removed, notices }, 'log replayed');
+      this.opts.logger.info({ index: r.nextIndex, added, removed, notices, ...(r.newGeneration !== undefined ? { generation: r.newGeneration } : {}) }, r.newGeneration !== undefined ? 'compacted log generation replayed' : 'log replayed');
     } else if (Date.now() - this.lastAckMs >= (this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS)) {
       // Idle or stuck at a bad entry, this host still maps files: keep its slot alive so the
       // master goes on holding back memory deleted after our position (design hazard 2).

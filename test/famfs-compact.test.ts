@@ -1,0 +1,323 @@
+/**
+ * Log compaction in pkg/famfs (famfs-csi extension revision 2): what is kept, what readers see,
+ * crash points, the delete reserve, and the threshold. In memory (BufferMedia); the FUSE hosts and
+ * kill -9 tests are in famfs-compact-hosts.test.ts.
+ */
+import { strict as assert } from 'assert';
+import {
+  BufferMedia,
+  DEFAULT_LOG_LEN,
+  FamfsError,
+  FamfsFs,
+  FAMFS_CSI_EXT_VERSION,
+  FAMFS_CSI_EXT2_VERSION,
+  FAMFS_VERSION,
+  FileNode,
+  fsck,
+  LOG_GEN,
+  LOG_GEN_OFFSET,
+  LOG_OFFSET,
+  readActiveLog,
+  ackReplay,
+  SB,
+  validateSuperblock,
+  decodeSuperblock,
+  TreeNode,
+  repair,
+  logCapacity,
+} from '../pkg/famfs';
+
+const MASTER = '11111111-2222-4333-8444-555555555555';
+const HOST = '22222222-3333-4444-8555-666666666666';
+const MiB = 1 << 20;
+const CAP = logCapacity(DEFAULT_LOG_LEN);
+
+/** Metadata and the second log region fit in the first 64 MiB; a larger device is virtual beyond. */
+function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
+  const media = new BufferMedia(Buffer.alloc(Math.min(size, 64 * MiB)), size);
+  FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/compact-test' });
+  return { media, fs: FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 }) };
+}
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof FamfsError) return e.code;
+    throw e;
+  }
+  return 'OK';
+}
+
+/** Every live node as "index path kind size fmap": what a reader must see the same before and after. */
+function snapshot(nodes: Iterable<TreeNode>): string[] {
+  return [...nodes].map((n) => `${n.index} ${n.relpath} ${n.kind} ${n.kind === 'file' ? `${n.size} ${JSON.stringify(n.fmap)}` : ''}`).sort();
+}
+
+/** create+delete cycles of one small file, each in its own directory (like a CSI volume). */
+function churn(fs: FamfsFs, cycles: number, tag = 'c'): void {
+  for (let i = 0; i < cycles; i++) {
+    fs.mkdir(`${tag}${i}`);
+    fs.creat(`${tag}${i}/data`, 4096);
+    fs.rm(`${tag}${i}/data`);
+    fs.rm(`${tag}${i}`);
+  }
+}
+
+describe('famfs log compaction (pkg/famfs)', () => {
+  it('leaves a log that never had a delete alone: byte-identical, still famfs version 48', () => {
+    const { media, fs } = fresh();
+    fs.mkdir('d');
+    for (let i = 0; i < 20; i++) fs.creat(`d/f${i}`, 4096);
+    const before = Buffer.from(media.buffer);
+    const r = fs.compact();
+    assert.equal(r.compacted, false);
+    assert.match(r.reason!, /never had a delete/);
+    assert.ok(media.buffer.equals(before), 'not one byte changed');
+    assert.equal(decodeSuperblock(media.read(0, SB.SIZE)).version, FAMFS_VERSION);
+  });
+
+  it('compacts to the live set: same files, same log indexes (inode numbers), same maps; the next append continues the index', () => {
+    const { media, fs } = fresh();
+    fs.mkdir('keep');
+    const a = fs.creat('keep/a', 3 * MiB);
+    churn(fs, 50);
+    const b = fs.creat('keep/b', 4096);
+    churn(fs, 50, 'd');
+    const want = snapshot(fs.tree.nodes());
+    const nextIndex = fs.tree.nextIndex;
+    const reader = FamfsFs.open(media, { readOnly: true });
+    assert.equal(reader.activeLog.generation, 0);
+
+    const r = fs.compact();
+    assert.equal(r.compacted, true);
+    assert.equal(r.generation, 1);
+    assert.equal(r.entriesBefore, 3 + 200 + 200);
+    assert.equal(r.entriesAfter, 3, 'keep, keep/a, keep/b');
+    assert.deepEqual(snapshot(fs.tree.nodes()), want);
+    assert.equal(fs.tree.nextIndex, nextIndex);
+    assert.equal(fs.usage().logEntriesUsed, 3);
+    assert.equal(decodeSuperblock(media.read(0, SB.SIZE)).version, FAMFS_CSI_EXT2_VERSION);
+    const active = readActiveLog(media, fs.superblock.uuid);
+    assert.equal(active.generation, 1);
+    assert.notEqual(active.offset, LOG_OFFSET, 'generation 1 lives in the second region');
+
+    // a reader opened before follows; a new reader replays generation 1 directly
+    const c = reader.catchUp();
+    assert.equal(c.newGeneration, 1);
+    assert.equal(c.changes.length, 0, 'no live node changed');
+    assert.deepEqual(snapshot(reader.tree.nodes()), want);
+    assert.deepEqual(snapshot(FamfsFs.open(media, { readOnly: true }).tree.nodes()), want);
+    assert.equal((reader.lookup('keep/a') as FileNode).index, a.index);
+    assert.equal((reader.lookup('keep/b') as FileNode).index, b.index);
+
+    const n = fs.creat('keep/c', 4096);
+    assert.equal(n.index, nextIndex, 'log indexes never restart');
+    reader.catchUp();
+    assert.equal((reader.lookup('keep/c') as FileNode).index, nextIndex);
+    const report = fsck(media);
+    assert.equal(report.clean, true, report.errors.join('; '));
+    assert.equal(report.log!.generation, 1);
+    assert.equal(report.log!.entriesUsed, 4);
+    assert.equal(report.space!.collisions, 0);
+  });
+
+  it('alternates regions across generations; the second region is never handed out', () => {
+    const { media, fs } = fresh();
+    fs.creat('live', 4096);
+    const offsets = new Set<number>();
+    for (let g = 1; g <= 4; g++) {
+      churn(fs, 30, `g${g}-`);
+      const r = fs.compact();
+      assert.equal(r.generation, g);
+      offsets.add(fs.activeLog.offset);
+      assert.equal(fs.activeLog.offset === LOG_OFFSET, g % 2 === 0);
+    }
+    assert.equal(offsets.size, 2);
+    const alt = fs.activeLog.altOffset;
+    // fill the device: no file may land on the second region
+    const files: FileNode[] = [];
+    for (;;) {
+      try {
+        files.push(fs.creat(`fill${files.length}`, 2 * MiB));
+      } catch (e) {
+        assert.equal((e as FamfsError).code, 'ENOSPC');
+        break;
+      }
+    }
+    for (const f of files) for (const e of f.fmap.kind === 'simple' ? f.fmap.extents : []) assert.ok(e.offset + e.len <= alt || e.offset >= alt + DEFAULT_LOG_LEN, 'file over the second log region');
+    const r = fsck(media);
+    assert.equal(r.clean, true, r.errors.join('; '));
+  });
+
+  it('keeps deletes a live host has not replayed (and their files), so their memory stays held', () => {
+    const { media, fs } = fresh();
+    fs.creat('x', 2 * MiB);
+    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex, Date.now());
+    fs.rm('x');
+    churn(fs, 10);
+    // the host acked before the deletes: nothing may be dropped past its position
+    const r = fs.compact();
+    assert.equal(r.compacted, false, 'every delete is still pending for the lagging host');
+    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex - 4, Date.now()); // behind the last cycle
+    const r2 = fs.compact();
+    assert.equal(r2.compacted, true);
+    assert.equal(r2.entriesAfter, 4, 'the last cycle (mkdir, creat, rm, rm) stays');
+    assert.equal(r2.pendingKept, 2);
+    assert.equal(fs.usage().pendingFreeBytes, 2 * MiB, 'its file memory is still held');
+    const f = fsck(media, { now: Date.now() });
+    assert.equal(f.clean, true, f.errors.join('; '));
+    assert.equal(f.space!.pendingFreeBytes, 2 * MiB);
+  });
+
+  it('a crash before the switch leaves the old log whole; one after, the new one (every step)', () => {
+    const { media, fs } = fresh();
+    fs.mkdir('keep');
+    fs.creat('keep/a', 2 * MiB);
+    churn(fs, 100);
+    fs.creat('keep/b', 2 * MiB);
+    const want = snapshot(fs.tree.nodes());
+    const image = Buffer.from(media.buffer);
+    // Run the compaction once to learn its steps, then "crash" after each one by copying the
+    // memory at that moment (a BufferMedia writes through: what is in the buffer is what survives).
+    const steps: string[] = [];
+    fs.compact({ stepEntries: 1, onProgress: (p) => steps.push(p.step) });
+    assert.ok(steps.length >= 8, steps.join(','));
+    let sawOld = 0;
+    let sawNew = 0;
+    for (let k = 0; k < steps.length; k++) {
+      const m = new BufferMedia(Buffer.from(image));
+      const w = FamfsFs.open(m, { hostUuid: MASTER, compactAt: 0 });
+      let crashed: Buffer | undefined;
+      let i = 0;
+      try {
+        w.compact({
+          stepEntries: 1,
+          onProgress: () => {
+            if (i++ === k) {
+              crashed = Buffer.from(m.buffer);
+              throw new Error('crash');
+            }
+          },
+        });
+      } catch (e) {
+        assert.equal((e as Error).message, 'crash');
+      }
+      const after = new BufferMedia(crashed!);
+      const r = fsck(after);
+      assert.equal(r.clean, true, `after step ${k} (${steps[k]}): ${r.errors.join('; ')}`);
+      const g = FamfsFs.open(after, { hostUuid: MASTER, compactAt: 0 });
+      assert.deepEqual(snapshot(g.tree.nodes()), want, `after step ${k} (${steps[k]})`);
+      if (g.activeLog.generation === 0) sawOld++;
+      else sawNew++;
+      // the survivor compacts (again) and keeps working without double allocation
+      g.compact();
+      g.creat('after', 2 * MiB);
+      const r2 = fsck(after);
+      assert.equal(r2.clean, true, r2.errors.join('; '));
+      assert.equal(r2.space!.collisions, 0);
+    }
+    assert.ok(sawOld > 0 && sawNew > 0, `old ${sawOld}, new ${sawNew}`);
+  });
+
+  it('a torn generation record is ignored: the other record stays current', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', 4096);
+    churn(fs, 5);
+    fs.compact();
+    churn(fs, 5, 'e');
+    const want = snapshot(fs.tree.nodes());
+    fs.compact();
+    assert.equal(fs.activeLog.generation, 2);
+    // tear generation 2's record: readers fall back to generation 1, which is still whole
+    const at = LOG_GEN_OFFSET + 0 * LOG_GEN.SIZE + LOG_GEN.generation;
+    media.buffer[at] ^= 0xff;
+    const r = FamfsFs.open(media, { readOnly: true });
+    assert.equal(r.activeLog.generation, 1);
+    assert.deepEqual(snapshot(r.tree.nodes()).filter((l) => !l.includes(' e')), want.filter((l) => !l.includes(' e')));
+  });
+
+  it('a record left by an earlier file system on the device is never believed (mkfs clears them; the fs UUID binds them)', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', 4096);
+    churn(fs, 5);
+    fs.compact();
+    const records = Buffer.from(media.read(LOG_GEN_OFFSET, 2 * LOG_GEN.SIZE));
+    const g = FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x', force: true });
+    assert.equal(g.activeLog.generation, 0);
+    media.write(LOG_GEN_OFFSET, records); // as if a famfs mkfs had not cleared them
+    const h = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    h.creat('z', 4096);
+    h.rm('z');
+    assert.equal(h.activeLog.generation, 0);
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('readers of revision 1 refuse a compacted device; famfs refuses it (version is neither 48 nor revision 1)', () => {
+    const { media, fs } = fresh();
+    fs.creat('a', 4096);
+    churn(fs, 3);
+    assert.equal(decodeSuperblock(media.read(0, SB.SIZE)).version, FAMFS_CSI_EXT_VERSION);
+    fs.compact();
+    const v = decodeSuperblock(media.read(0, SB.SIZE)).version;
+    assert.equal(v, FAMFS_CSI_EXT2_VERSION);
+    assert.notEqual(v, FAMFS_VERSION);
+    assert.notEqual(v, FAMFS_CSI_EXT_VERSION);
+    assert.equal(validateSuperblock(media.read(0, SB.SIZE)).compacted, true);
+    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'EUNSUPPORTED');
+  });
+
+  it('with the delete reserve, every live file and directory can be deleted on a full log, whatever hosts lag', () => {
+    const { media } = fresh(16 * 1024 * MiB);
+    const fs = FamfsFs.open(media, { hostUuid: MASTER, reserveDeleteEntries: true });
+    // a host that never acks anything past 0 keeps every delete pending: compaction cannot help
+    ackReplay(media, 1024, HOST, 'stuck', 0, Date.now());
+    let made = 0;
+    for (;;) {
+      const c = code(() => {
+        fs.mkdir(`v${made}`);
+        fs.creat(`v${made}/data`, 4096);
+      });
+      if (c !== 'OK') {
+        assert.equal(c, 'ELOGFULL');
+        break;
+      }
+      made++;
+    }
+    assert.ok(made >= Math.floor(CAP / 4) - 1, `${made} volumes`);
+    for (let i = 0; i < made; i++) {
+      fs.rm(`v${i}/data`);
+      fs.rm(`v${i}`);
+    }
+    if (fs.lookup(`v${made}`)) fs.rm(`v${made}`);
+    assert.equal(fs.tree.fileCount + fs.tree.dirCount, 0);
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('DeleteVolume-style deletes on a log full of garbage compact first instead of failing', () => {
+    const { media } = fresh();
+    const fs = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 1 });
+    fs.creat('live', 4096);
+    let cycles = 0;
+    while (fs.usage().logEntriesUsed + 4 <= CAP) {
+      churn(fs, 1, `x${cycles++}-`);
+    }
+    assert.equal(fs.activeLog.generation, 0, 'compactAt 1: no threshold compaction');
+    fs.mkdir('last');
+    fs.creat('last/data', 4096);
+    const gen = fs.activeLog.generation;
+    fs.rm('last/data');
+    fs.rm('last');
+    assert.ok(fs.activeLog.generation > 0 || gen > 0, 'a full log was compacted to make room');
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('compacts by itself past the threshold when the log holds garbage', () => {
+    const { media } = fresh();
+    const fs = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0.5 });
+    churn(fs, Math.ceil((CAP * 0.6) / 4));
+    assert.ok(fs.activeLog.generation >= 1);
+    assert.ok(fs.usage().logEntriesUsed < CAP * 0.5);
+    assert.equal(fsck(media).clean, true);
+  });
+});
