@@ -4,8 +4,8 @@
  * kill -9 tests are in famfs-compact-hosts.test.ts.
  */
 import { strict as assert } from 'assert';
+import { BufferMedia } from './helpers/buffer-media';
 import {
-  BufferMedia,
   DEFAULT_LOG_LEN,
   FamfsError,
   FamfsFs,
