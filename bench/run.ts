@@ -9,6 +9,7 @@ const BENCHES: Record<string, string> = {
   'famfs-core': 'famfs-core/run.js',
   device: 'device/copy.js',
   csi: 'csi/run.js',
+  node: 'node/run.js',
   fuse: 'fuse/run.js',
 };
 

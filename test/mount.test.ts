@@ -126,6 +126,40 @@ describe('mountinfo parsing', () => {
     await removeTarget(target);
   });
 
+  it('mounts and unmounts with no mount(8)/umount(8) reachable (system calls, no child process)', async () => {
+    const target = path.join(base, 'nochild');
+    await ensureTarget(target, 'dir');
+    const savedPath = process.env['PATH'];
+    process.env['PATH'] = path.join(base, 'no-such-bin');
+    try {
+      await bindMount(path.join(tmpfs, 'vol'), target, { readOnly: true, flags: ['noexec'] });
+      assert.equal(fs.readFileSync(path.join(target, 'data'), 'utf8'), 'hello');
+      assert.equal(await unmountAll(target), 1);
+    } finally {
+      process.env['PATH'] = savedPath;
+    }
+    assert.equal(await isMountPoint(target), false);
+    await removeTarget(target);
+  });
+
+  it('a read-only bind keeps the per-mount flags it inherited and takes the atime mode asked for', async () => {
+    const src = path.join(base, 'nosuid-src');
+    fs.mkdirSync(src);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,nosuid,nodev', 'famfs-csi-test', src]);
+    const target = path.join(base, 'nosuid-ro');
+    try {
+      await ensureTarget(target, 'dir');
+      await bindMount(src, target, { readOnly: true, flags: ['noatime'] });
+      const m = await findMount(target);
+      for (const want of ['ro', 'nosuid', 'nodev', 'noatime']) assert.ok(m?.mountOptions.includes(want), `${want} missing from ${m?.mountOptions.join(',')}`);
+      assert.equal(await unmount(target), true);
+      await removeTarget(target);
+    } finally {
+      spawnSync('umount', ['-l', target]);
+      spawnSync('umount', ['-l', src]);
+    }
+  });
+
   it('detects a dead FUSE mount (ENOTCONN) and still unmounts it', async () => {
     const target = path.join(base, 'deadfuse');
     fs.mkdirSync(target);
@@ -202,6 +236,41 @@ describe('JSON state store', () => {
     assert.equal((await store.load()).v, 2);
     await store.update((d) => { d.v = 3; });
     assert.equal(JSON.parse(fs.readFileSync(store.file, 'utf8')).v, 3);
+  });
+
+  it('keeps publish records in their own file, replaced without fsync; an unreadable one is dropped, staging records never', async () => {
+    const stateDir = path.join(dir, 'split');
+    const a = nodeStateStore(stateDir);
+    await a.update((d) => {
+      d.staged['/stage/v1'] = { volumeId: 'vol-1', stagingPath: '/stage/v1', famfsMount: '/mnt/famfs', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', stagedAt: 'now' };
+    });
+    await a.update((d) => {
+      d.published['/pods/p1'] = { volumeId: 'vol-1', targetPath: '/pods/p1', source: '/stage/v1', kind: 'mount', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', flags: [], publishedAt: 'now' };
+    });
+    assert.deepEqual(JSON.parse(fs.readFileSync(a.file, 'utf8')).published, {}, 'publish records stay out of the durable file');
+    assert.equal(JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')).published['/pods/p1'].volumeId, 'vol-1');
+    // A torn publish file (only a machine crash can make one: it is replaced by rename) is dropped.
+    fs.writeFileSync(a.publishedFile, '{"version":1,"publ');
+    const b = nodeStateStore(stateDir);
+    const doc = await b.load();
+    assert.deepEqual(doc.published, {});
+    assert.equal(doc.staged['/stage/v1']?.volumeId, 'vol-1');
+    assert.match(b.publishedDropped ?? '', /not valid JSON/);
+    assert.deepEqual(JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')), { version: 1, published: {} });
+  });
+
+  it('reads publish records an older plugin kept in node-state.json', async () => {
+    const stateDir = path.join(dir, 'old');
+    const rec = { volumeId: 'vol-2', targetPath: '/pods/p2', source: '/stage/v2', kind: 'mount', readOnly: true, accessMode: 'SINGLE_NODE_WRITER', flags: [], publishedAt: 'now' };
+    await writeFileAtomic(path.join(stateDir, 'node-state.json'), JSON.stringify({ version: 1, staged: {}, published: { '/pods/p2': rec } }));
+    const s = nodeStateStore(stateDir);
+    assert.equal((await s.load()).published['/pods/p2']?.volumeId, 'vol-2');
+    await s.update((d) => {
+      d.published['/pods/p3'] = { ...rec, targetPath: '/pods/p3', kind: 'mount' };
+    });
+    const again = await nodeStateStore(stateDir).load();
+    assert.deepEqual(Object.keys(again.published).sort(), ['/pods/p2', '/pods/p3']);
+    assert.deepEqual(JSON.parse(fs.readFileSync(s.file, 'utf8')).published, {}, 'moved out of the durable file');
   });
 
   it('reports a corrupt or foreign state file instead of starting empty', async () => {

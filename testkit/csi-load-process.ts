@@ -46,9 +46,12 @@ export async function startControllerProcess(o: {
   const mode = o.mode ?? 'controller';
   const sock = path.join(o.dir, `${mode}.sock`);
   const endpoint = `unix://${sock}`;
+  // FAMFS_CPU_PROFILE_DIR=<dir>: the process writes a V8 CPU profile there when it exits (benches).
+  const profDir = process.env['FAMFS_CPU_PROFILE_DIR'];
+  const nodeArgs = profDir !== undefined && profDir !== '' ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${mode}-${process.pid}-${Date.now()}.cpuprofile`] : [];
   const child = spawn(
     process.execPath,
-    [DRIVER_JS, '--mode', mode, '--device', o.device, '--endpoint', endpoint, '--state-dir', path.join(o.dir, 'state'), '--node-id', mode === 'controller' ? 'ctrl' : 'node-1', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
+    [...nodeArgs, DRIVER_JS, '--mode', mode, '--device', o.device, '--endpoint', endpoint, '--state-dir', path.join(o.dir, 'state'), '--node-id', mode === 'controller' ? 'ctrl' : 'node-1', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
     { env: { ...process.env, FAMFS_SYSTEM_UUID: o.hostUuid }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -121,6 +124,12 @@ export function inspectDevice(devicePath: string): Inspection {
   } finally {
     dev.close();
   }
+}
+
+/** CPU time (user + system) a process used so far, seconds (/proc, 100 ticks a second). */
+export function cpuSeconds(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 export function percentile(xs: number[], p: number): number {

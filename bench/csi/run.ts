@@ -11,7 +11,6 @@
  *
  * Run: npm run build && node dist/bench/csi/run.js
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -25,8 +24,6 @@ const HOST = '81111111-2222-4333-8444-555555555555';
 const N = Number(process.env.BENCH_VOLUMES ?? 1000);
 const LARGE = Number(process.env.BENCH_LARGE_MIB ?? 1024) * MiB;
 const cap = { mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
-const NODE_ROUNDS = Number(process.env.BENCH_NODE_ROUNDS ?? 200);
-const NODE_HOST = '7e57a0de-0000-4000-8000-0000000000ee';
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 const f2 = (x: number): string => x.toFixed(2);
 
@@ -88,36 +85,6 @@ async function main(): Promise<void> {
     await p.client.call('Controller', 'DeleteVolume', { volume_id: clone.volume.volume_id });
     await p.client.call('Controller', 'DeleteVolume', { volume_id: big.volume.volume_id });
 
-    // NodePublish/NodeUnpublish: a node plugin process with its own FUSE server, one staged volume,
-    // publish/unpublish to a target again and again (a bind mount each time).
-    const nodeDir = path.join(dir, 'node');
-    fs.mkdirSync(nodeDir);
-    const node = await startControllerProcess({ device, dir: nodeDir, hostUuid: NODE_HOST, mode: 'node', extraArgs: ['--allowed-path-root', nodeDir] });
-    const publish: number[] = [];
-    const unpublish: number[] = [];
-    try {
-      const vol = await p.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'node-bench', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] });
-      const volumeId = vol.volume.volume_id;
-      const staging = path.join(nodeDir, 'staging');
-      fs.mkdirSync(staging);
-      await node.client.call('Node', 'NodeStageVolume', { volume_id: volumeId, staging_target_path: staging, volume_capability: cap, volume_context: vol.volume.volume_context });
-      const target = path.join(nodeDir, 'target');
-      for (let i = 0; i < NODE_ROUNDS; i++) {
-        let tt = process.hrtime.bigint();
-        await node.client.call('Node', 'NodePublishVolume', { volume_id: volumeId, staging_target_path: staging, target_path: target, volume_capability: cap, readonly: false, volume_context: vol.volume.volume_context });
-        publish.push(ms(tt));
-        tt = process.hrtime.bigint();
-        await node.client.call('Node', 'NodeUnpublishVolume', { volume_id: volumeId, target_path: target });
-        unpublish.push(ms(tt));
-      }
-      await node.client.call('Node', 'NodeUnstageVolume', { volume_id: volumeId, staging_target_path: staging });
-      await p.client.call('Controller', 'DeleteVolume', { volume_id: volumeId });
-    } finally {
-      await stopProcess(node);
-      // The node plugin's FUSE server outlives the plugin by design; unmounting ends it.
-      spawnSync('umount', ['-l', path.join(nodeDir, 'state', 'mnt', 'default')]);
-    }
-
     const floor = famfsFloor();
     const GB = 1e9;
     console.log(`\nbench/csi — controller and node plugin over unix sockets, ${os.cpus().length} CPUs, emulated device in /dev/shm\n`);
@@ -128,8 +95,6 @@ async function main(): Promise<void> {
     console.log(`| CreateVolume 2 MiB (zeroed), ${N} volumes | ${f2(percentile(create, 50))} ms | ${f2(percentile(create, 99))} ms | |`);
     console.log(`| DeleteVolume | ${f2(percentile(del, 50))} ms | ${f2(percentile(del, 99))} ms | |`);
     console.log(`| Create+Delete pairs, sequential | | | ${(N / total).toFixed(0)} volumes/s |`);
-    console.log(`| NodePublishVolume (bind mount), ${NODE_ROUNDS} rounds | ${f2(percentile(publish, 50))} ms | ${f2(percentile(publish, 99))} ms | |`);
-    console.log(`| NodeUnpublishVolume | ${f2(percentile(unpublish, 50))} ms | ${f2(percentile(unpublish, 99))} ms | |`);
     console.log(`| famfs creat 2 MiB with zeroing (in-process floor) | ${f2(percentile(floor.zero, 50))} ms | ${f2(percentile(floor.zero, 99))} ms | |`);
     console.log(`| famfs creat 2 MiB without zeroing (in-process floor) | ${f2(percentile(floor.nozero, 50))} ms | ${f2(percentile(floor.nozero, 99))} ms | |`);
     console.log(`| CreateVolume ${LARGE / MiB} MiB (zeroing) | ${f2(zeroS * 1000)} ms | | ${(LARGE / zeroS / GB).toFixed(2)} GB/s |`);

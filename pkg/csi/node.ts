@@ -20,8 +20,8 @@ import type { FamfsFs } from '../famfs/fs';
 import type { FileNode } from '../famfs/tree';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
-import { findMount, probePath } from '../mount/mountinfo';
-import { nodeStateStore, type JsonStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
+import { findMount, probeConnection, probePath, readMountinfo } from '../mount/mountinfo';
+import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
 import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';
@@ -116,7 +116,7 @@ function bindFlags(profile: AccessProfile): string[] {
 
 export class NodeService {
   readonly fuse: FuseSupervisor;
-  private readonly store: JsonStateStore<NodeStateDoc>;
+  private readonly store: NodeStateStore;
   private readonly paths: PathPolicy;
   private readonly busy = new Set<string>();
   private readonly log: Logger;
@@ -205,13 +205,14 @@ export class NodeService {
 
   /** A bind mount at `p` that is alive and shows `expectRoot` of the famfs mount. */
   private async bindAlive(p: string, expectRoot: string): Promise<boolean> {
-    const m = await findMount(p);
+    const table = await readMountinfo();
+    const m = await findMount(p, table);
     if (m === undefined || !m.fsType.startsWith('fuse') || m.root !== expectRoot) return false;
     // A bind pins the FUSE connection it was made on: one from before a server restart shows the
     // old connection's device number and can never serve again.
-    const fuseMount = await findMount(this.fuse.mountpoint);
+    const fuseMount = await findMount(this.fuse.mountpoint, table);
     if (fuseMount !== undefined && fuseMount.device !== m.device) return false;
-    return (await probePath(p)).health === 'ok';
+    return (await probeConnection(p)).health === 'ok';
   }
 
   /** Catches this node's FUSE server up with the log until the volume's file shows in the mount. */
@@ -255,8 +256,9 @@ export class NodeService {
 
   /** Binds the volume's directory from the FUSE mount onto the staging path (after takeover). */
   private async bindStaging(volumeId: string, staging: string, readOnly: boolean, flags: string[]): Promise<void> {
-    await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
+    // Unmount first: mkdir of a dead FUSE bind (the server died) fails with ENOTCONN.
     await unmountAll(staging);
+    await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
     await bindMount(this.fuse.hostPath(objectDirRelpath(volumeId)), staging, { readOnly, flags });
   }
 
@@ -399,8 +401,7 @@ export class NodeService {
     if (req.staging_target_path === '') {
       throw failedPrecondition('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME) before publishing them');
     }
-    const target = await this.paths.check(req.target_path, 'target_path');
-    const staging = await this.paths.check(req.staging_target_path, 'staging_target_path');
+    const [target, staging] = await Promise.all([this.paths.check(req.target_path, 'target_path'), this.paths.check(req.staging_target_path, 'staging_target_path')]);
     if (target === staging) throw invalidArgument('target_path and staging_target_path must differ');
     const profile = this.profileOf(req.volume_capability, req.volume_context ?? {});
     return this.exclusive(req.volume_id, async () => {
@@ -445,13 +446,16 @@ export class NodeService {
         }
       }
       // The staging bind must be alive to bind from it (it pins the FUSE connection we publish).
-      if (!(await this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')))) {
+      // Checked while the target is prepared: each waits on a different thread.
+      const [stagingAlive] = await Promise.all([
+        this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')),
+        ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir').then(() => unmountAll(target)),
+      ]);
+      if (!stagingAlive) {
         this.log.warn({ volume: req.volume_id, staging }, 'staging mount is dead or missing: re-staging before publishing');
         await this.takeOver(req.volume_id, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
         await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? []);
       }
-      await ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir');
-      await unmountAll(target);
       await bindMount(this.publishSource(profile, staging), target, { readOnly, flags });
       const rec: PublishedVolume = {
         volumeId: req.volume_id,
@@ -574,6 +578,9 @@ export class NodeService {
     } catch (e) {
       this.log.error({ err: (e as Error).message, file: this.store.file }, 'node state unreadable: nothing restored');
       return report;
+    }
+    if (this.store.publishedDropped !== undefined) {
+      this.log.error({ err: this.store.publishedDropped, file: this.store.publishedFile }, 'publish records unreadable (machine crash?): dropped; publish and unpublish work from the mount table');
     }
     const staged = Object.values(doc.staged);
     const published = Object.values(doc.published);

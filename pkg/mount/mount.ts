@@ -1,25 +1,13 @@
-// Bind mounts and unmounts. mount(8)/umount(8) are run via execFile (no shell); everything that can
-// be answered from the kernel's tables (is it mounted? is it alive?) is read directly.
-import { execFile } from 'child_process';
+// Bind mounts and unmounts with mount(2)/umount2(2) from the native addon: no child process on the
+// publish path (a mount(8) run costs a fork and an exec, milliseconds each). Everything that can be
+// answered from the kernel's tables (is it mounted? is it alive?) is read directly.
 import * as fs from 'fs';
 import { MountError } from './errors';
-import { canonicalMountPath, findMount, mountsAt, probePath } from './mountinfo';
+import { canonicalMountPath, mountsAt, probePath } from './mountinfo';
+import { mountNative } from './native';
 
-const TOOL_TIMEOUT_MS = 30_000;
-
-/** Per-mount flags a bind mount may carry (applied with a remount, as the kernel requires for binds). */
+/** Per-mount flags a bind mount may carry (applied to the new bind only, as the kernel requires for binds). */
 export const BIND_FLAGS: ReadonlySet<string> = new Set(['nosuid', 'nodev', 'noexec', 'noatime', 'relatime', 'nodiratime', 'strictatime']);
-
-function run(tool: string, args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    execFile(tool, args, { timeout: TOOL_TIMEOUT_MS, encoding: 'utf8' }, (err, _stdout, stderr) => {
-      if (err) {
-        const detail = (stderr || err.message).trim();
-        reject(Object.assign(new Error(`${tool} ${args.join(' ')}: ${detail}`), { stderr: detail, cause: err }));
-      } else resolve();
-    });
-  });
-}
 
 export interface BindOptions {
   /** Make the bind read-only; the kernel then refuses writes (EROFS) whatever the file modes say. */
@@ -28,28 +16,24 @@ export interface BindOptions {
   flags?: string[];
 }
 
+const errnoOf = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? 'EIO';
+
 /**
  * Bind-mounts `source` onto `target` (both must exist and be of the same kind: dir onto dir, file
- * onto file). A bind ignores ro and other flags on its first mount, so they are applied by a
- * second `remount,bind`; if that fails the bind is undone, so a volume asked for read-only is never
- * left writable.
+ * onto file). A bind ignores ro and other flags on its first mount, so they are set on the new
+ * bind right after (mount_setattr); if that fails the bind is undone, so a volume asked for
+ * read-only is never left writable.
  */
 export async function bindMount(source: string, target: string, opts: BindOptions = {}): Promise<void> {
   const flags = opts.flags ?? [];
   const bad = flags.filter((f) => !BIND_FLAGS.has(f));
   if (bad.length > 0) throw new MountError('EMOUNT', `unsupported bind mount flags: ${bad.join(', ')}`);
   try {
-    await run('mount', ['--bind', source, target]);
+    await mountNative().bindMount(source, target, opts.readOnly === true, flags);
   } catch (e) {
-    throw new MountError('EMOUNT', `bind mount of ${source} on ${target} failed: ${(e as Error).message}`, { cause: e });
-  }
-  const remount = [...(opts.readOnly ? ['ro'] : []), ...flags];
-  if (remount.length === 0) return;
-  try {
-    await run('mount', ['-o', ['remount', 'bind', ...remount].join(','), target]);
-  } catch (e) {
-    await run('umount', [target]).catch(() => run('umount', ['-l', target]).catch(() => undefined));
-    throw new MountError('EREMOUNT', `remount of ${target} with ${remount.join(',')} failed (bind undone): ${(e as Error).message}`, { cause: e });
+    const msg = (e as Error).message;
+    const code = /bind undone/.test(msg) ? 'EREMOUNT' : 'EMOUNT';
+    throw new MountError(code, `${msg} (${errnoOf(e)})`, { cause: e });
   }
 }
 
@@ -60,30 +44,32 @@ export interface UnmountOptions {
 
 /**
  * Unmounts the topmost mount at `target`. Returns false when nothing was mounted there (idempotent).
- * A mount whose FUSE server died (ENOTCONN) is always detached lazily: a normal unmount of it can fail.
+ * A mount whose FUSE server died (ENOTCONN) is detached lazily when a normal unmount of it fails.
  */
 export async function unmount(target: string, opts: UnmountOptions = {}): Promise<boolean> {
+  // The parent is resolved, the last component kept: stat on a dead FUSE mount fails.
   const canonical = await canonicalMountPath(target);
-  if ((await findMount(canonical)) === undefined) return false;
-  const dead = (await probePath(canonical)).health === 'disconnected';
-  const lazy = opts.lazy === true || dead;
-  // -c: the path is already canonical; umount must not stat it (which fails on a dead FUSE mount).
-  const args = ['-c', ...(lazy ? ['-l'] : []), canonical];
+  const native = mountNative();
   try {
-    await run('umount', args);
+    return await native.unmount(canonical, opts.lazy === true);
   } catch (e) {
-    // Raced with another unmount: fine if it is gone now.
-    if ((await findMount(canonical)) === undefined) return true;
-    const stderr = (e as { stderr?: string }).stderr ?? '';
-    const busy = /busy/i.test(stderr);
-    throw new MountError(busy ? 'EBUSY' : 'EUMOUNT', `unmount of ${canonical} failed: ${(e as Error).message}`, { cause: e });
+    const code = errnoOf(e);
+    if (opts.lazy !== true && (await probePath(canonical)).health === 'disconnected') {
+      try {
+        return await native.unmount(canonical, true);
+      } catch (e2) {
+        throw new MountError('EUMOUNT', `unmount of ${canonical} failed: ${(e2 as Error).message}`, { cause: e2 });
+      }
+    }
+    throw new MountError(code === 'EBUSY' ? 'EBUSY' : 'EUMOUNT', `unmount of ${canonical} failed: ${(e as Error).message}`, { cause: e });
   }
-  return true;
 }
 
 /** Unmounts every mount stacked at `target` (repeated publishes after crashes can stack binds). */
 export async function unmountAll(target: string, opts: UnmountOptions = {}): Promise<number> {
-  let n = 0;
+  // The common case (nothing mounted) costs one umount2 that answers EINVAL, no mount table read.
+  if (!(await unmount(target, opts))) return 0;
+  let n = 1;
   // Bounded: each round removes one mount; a mount that reappears would otherwise loop forever.
   for (let left = (await mountsAt(target)).length; left > 0; left--) {
     if (!(await unmount(target, opts))) break;
@@ -94,15 +80,24 @@ export async function unmountAll(target: string, opts: UnmountOptions = {}): Pro
 
 /** Creates a publish target: a directory (mount access) or an empty file (block access). Idempotent. */
 export async function ensureTarget(target: string, kind: 'dir' | 'file'): Promise<void> {
+  // Synchronous: the target's parent is a local directory (kubelet's), and creating an entry there
+  // never waits for a FUSE server. Only an existing target is looked at (it may be a mount).
   if (kind === 'dir') {
-    await fs.promises.mkdir(target, { recursive: false, mode: 0o750 }).catch((e: NodeJS.ErrnoException) => {
-      if (e.code !== 'EEXIST') throw e;
-    });
+    try {
+      fs.mkdirSync(target, { mode: 0o750 });
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
     const st = await fs.promises.stat(target);
     if (!st.isDirectory()) throw new MountError('ENOTDIR', `${target} exists and is not a directory`);
   } else {
-    const fh = await fs.promises.open(target, fs.constants.O_CREAT | fs.constants.O_RDONLY, 0o640);
-    await fh.close();
+    try {
+      fs.closeSync(fs.openSync(target, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDONLY, 0o640));
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
     const st = await fs.promises.stat(target);
     if (!st.isFile()) throw new MountError('EMOUNT', `${target} exists and is not a regular file`);
   }
@@ -114,14 +109,26 @@ export async function ensureTarget(target: string, kind: 'dir' | 'file'): Promis
  * through the mount), and neither is a non-empty directory.
  */
 export async function removeTarget(target: string): Promise<void> {
-  if ((await findMount(target)) !== undefined) throw new MountError('EBUSY', `${target} is still a mount point; not removing it`);
+  // rmdir(2)/unlink(2) of a mount point in this mount namespace fail with EBUSY: the kernel makes
+  // the check, with no window between a mount table read and the removal.
   let st: fs.Stats;
   try {
-    st = await fs.promises.lstat(target);
+    st = fs.lstatSync(target);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    // Only a mount point whose FUSE server died answers ENOTCONN.
+    if (code === 'ENOTCONN') throw new MountError('EBUSY', `${target} is still a (dead) mount point; not removing it`, { cause: e });
     throw e;
   }
-  if (st.isDirectory()) await fs.promises.rmdir(target);
-  else await fs.promises.unlink(target);
+  try {
+    // Synchronous like ensureTarget: an entry in a local directory, not under a FUSE mount.
+    if (st.isDirectory()) fs.rmdirSync(target);
+    else fs.unlinkSync(target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code === 'EBUSY') throw new MountError('EBUSY', `${target} is still a mount point; not removing it`, { cause: e });
+    throw e;
+  }
 }

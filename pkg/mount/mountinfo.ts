@@ -48,8 +48,12 @@ export function parseMountinfo(text: string): MountEntry[] {
   return out;
 }
 
+/**
+ * The mount table. Read synchronously: procfs generates it in the kernel (no disk, no FUSE server to
+ * wait for), and a thread-pool round trip costs more than the read under load.
+ */
 export async function readMountinfo(file = '/proc/self/mountinfo'): Promise<MountEntry[]> {
-  return parseMountinfo(await fs.promises.readFile(file, 'utf8'));
+  return parseMountinfo(fs.readFileSync(file, 'utf8'));
 }
 
 /**
@@ -62,7 +66,10 @@ export async function canonicalMountPath(p: string): Promise<string> {
   if (abs === '/') return abs;
   let parent: string;
   try {
-    parent = await fs.promises.realpath(path.dirname(abs));
+    // Synchronous: the parents of mount points this code handles (publish targets, staging paths,
+    // the FUSE mountpoint) are local directories, and a thread-pool round trip per call is what
+    // made a publish cost milliseconds on a busy node.
+    parent = fs.realpathSync.native(path.dirname(abs));
   } catch {
     parent = path.dirname(abs);
   }
@@ -90,6 +97,22 @@ export async function isMountPoint(p: string): Promise<boolean> {
 }
 
 export type PathHealth = 'ok' | 'missing' | 'disconnected' | 'error';
+
+/**
+ * Whether the FUSE connection behind a mount point `p` still serves: one statfs, which a FUSE
+ * mount always sends to its server (stat may be answered from cached attributes).
+ */
+export async function probeConnection(p: string): Promise<{ health: PathHealth; error?: NodeJS.ErrnoException }> {
+  try {
+    await fs.promises.statfs(p);
+    return { health: 'ok' };
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOTCONN') return { health: 'disconnected', error: err };
+    if (err.code === 'ENOENT') return { health: 'missing', error: err };
+    return { health: 'error', error: err };
+  }
+}
 
 /**
  * What stat and statfs say about a path: 'disconnected' is ENOTCONN (the FUSE server behind it died; the

@@ -1,0 +1,23 @@
+// Typed face of the native addon's mount part (native/src/mount.cc): mount(2)/umount2(2) on the
+// libuv thread pool, so a publish starts no child process.
+import { loadNative } from '../device/native';
+import { MountError } from './errors';
+
+export interface NativeMountFns {
+  /** Rejects with an Error whose `code` is the errno name. */
+  bindMount(source: string, target: string, readOnly: boolean, flags: string[]): Promise<void>;
+  /** Resolves false when nothing is mounted at target (EINVAL/ENOENT). */
+  unmount(target: string, lazy: boolean): Promise<boolean>;
+}
+
+let cached: NativeMountFns | undefined;
+
+export function mountNative(): NativeMountFns {
+  if (cached !== undefined) return cached;
+  const m = (loadNative() as unknown as { mount?: Partial<NativeMountFns> }).mount;
+  if (m === undefined || typeof m.bindMount !== 'function' || typeof m.unmount !== 'function') {
+    throw new MountError('EMOUNT', 'the native addon has no mount part (stale build?); rebuild with: npm run build:native');
+  }
+  cached = m as NativeMountFns;
+  return cached;
+}
