@@ -2,20 +2,9 @@
 // moves to another host (replicas share the memory, not a disk) finds every volume's CO name,
 // requested range, parameters, content source and published nodes where it left them.
 //
-// The image lives in a reserved famfs file (csi/.controller-state). The file is split in two
-// halves; each half is self-describing:
-//
-//   off   size  field
-//     0      8  magic "FCSISTAT"
-//     8      4  layout revision (1)
-//    12      4  reserved (0)
-//    16      8  generation (grows by one per commit)
-//    24      8  fencing epoch of the writer
-//    32      4  body length in bytes
-//    36      4  CRC-32 of the body
-//    40     20  reserved (0)
-//    60      4  CRC-32 of bytes 0..59
-//  4096      …  body: UTF-8 JSON
+// The image lives in a reserved famfs file (csi/.controller-state), split in two self-describing
+// halves: a 64-byte header and a JSON body each. The layout is defined once, in pkg/famfs/layout.ts
+// (CSI_IMAGE), and documented in docs/format.md ("Controller state image").
 //
 // A commit writes the half that does NOT hold the newest image: body first, flushed, then its
 // 64-byte header (one cache line), flushed. A crash before the header flush leaves the older half
@@ -26,6 +15,7 @@ import { crc32 } from 'zlib';
 import { FamfsError } from '../famfs/errors';
 import { forEachDeviceRun } from '../famfs/fmap';
 import type { FamfsFs } from '../famfs/fs';
+import { CSI_IMAGE, CSI_IMAGE_MAGIC, CSI_IMAGE_REVISION } from '../famfs/layout';
 import type { Media } from '../famfs/media';
 import type { FileNode } from '../famfs/tree';
 
@@ -34,12 +24,11 @@ export const STATE_IMAGE_RELPATH = 'csi/.controller-state';
 /** 8 MiB: two 4 MiB halves, room for roughly ten thousand volume records. */
 export const DEFAULT_STATE_IMAGE_SIZE = 8 * 1024 * 1024;
 
-const MAGIC = Buffer.from('FCSISTAT', 'latin1');
-const REVISION = 1;
-const HEADER_SIZE = 64;
-const BODY_OFFSET = 4096;
-
-const H = { magic: 0, revision: 8, generation: 16, epoch: 24, length: 32, bodyCrc: 36, headerCrc: 60 } as const;
+const MAGIC = CSI_IMAGE_MAGIC;
+const REVISION = CSI_IMAGE_REVISION;
+const HEADER_SIZE = CSI_IMAGE.HEADER_SIZE;
+const BODY_OFFSET = CSI_IMAGE.BODY_OFFSET;
+const H = CSI_IMAGE;
 
 export interface ImageHeader {
   half: 0 | 1;

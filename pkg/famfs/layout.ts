@@ -842,3 +842,23 @@ export function decodeLogGenRecord(b: Buffer): LogGenRecord | undefined {
     epoch: u64sat(b, LOG_GEN.epoch),
   };
 }
+// Controller state image (famfs-csi): the content of the famfs file csi/.controller-state, written
+// only by the fenced master's controller (pkg/csi/state-image.ts). The file is split in two equal
+// halves, each a header (one cache line) and a UTF-8 JSON body; a commit writes the half that does
+// not hold the newest image, body first. See docs/format.md.
+// ---------------------------------------------------------------------------------------------
+export const CSI_IMAGE_MAGIC = Buffer.from('FCSISTAT', 'latin1');
+/** Readers refuse any other revision, so a newer layout is never misread. */
+export const CSI_IMAGE_REVISION = 1;
+export const CSI_IMAGE = {
+  magic: 0, // 8 bytes "FCSISTAT"
+  revision: 8, // u32
+  generation: 16, // u64, grows by one per commit
+  epoch: 24, // u64, fencing epoch of the writer
+  length: 32, // u32, body length in bytes
+  bodyCrc: 36, // u32, CRC-32 of the body
+  headerCrc: 60, // u32, CRC-32 of bytes [0, 60)
+  HEADER_SIZE: 64,
+  /** Offset of the body inside a half. */
+  BODY_OFFSET: 4096,
+} as const;

@@ -45,6 +45,7 @@ import {
   tornVersionUpgrade,
   LE,
   LH,
+  LOG_MAGIC,
   LOG_OFFSET,
   LogEntry,
   logCapacity,
@@ -220,7 +221,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   // 1. The header.
   const header = log.subarray(0, LH.SIZE);
   const fixedPartOk =
-    header.readBigUInt64LE(LH.magic) === 0xbadcafef00dn &&
+    header.readBigUInt64LE(LH.magic) === LOG_MAGIC &&
     header.readBigUInt64LE(LH.crc) === BigInt(crc(header, 0, LH.crc)) &&
     header.readBigUInt64LE(LH.len) === BigInt(sb.logLen) &&
     header.readBigUInt64LE(LH.lastIndex) === BigInt(cap - 1);

@@ -7,7 +7,7 @@
  * indexes are never reused, so neither are inode numbers (generation is always 1).
  */
 import type { DirNode, FamfsTree, TreeNode } from '../famfs/tree.js';
-import type { Fmap } from '../famfs/layout.js';
+import { SUPERBLOCK_REGION, type Fmap } from '../famfs/layout.js';
 import type { NativeFmap, NativeInode } from './native.js';
 
 export const ROOT_INO = 1;
@@ -19,8 +19,6 @@ export const FIRST_LOG_INO = 16;
 export const META_DIR = '.meta';
 export const SUPERBLOCK_FILE = '.superblock';
 export const LOG_FILE = '.log';
-/** The superblock region famfs exposes as .meta/.superblock. */
-export const SUPERBLOCK_REGION_BYTES = 0x200000;
 
 export interface MetaLayout {
   logOffset: number;
@@ -50,9 +48,9 @@ export function buildInodeTable(tree: FamfsTree, meta: MetaLayout): NativeInode[
     mode: 0o444,
     uid: 0,
     gid: 0,
-    size: SUPERBLOCK_REGION_BYTES,
+    size: SUPERBLOCK_REGION,
     readOnly: true,
-    fmap: { kind: 'simple', extents: [{ offset: 0, len: SUPERBLOCK_REGION_BYTES }] },
+    fmap: { kind: 'simple', extents: [{ offset: 0, len: SUPERBLOCK_REGION }] },
   });
   out.push({
     ino: LOG_INO,
