@@ -153,19 +153,19 @@ describe('famfs log compaction (pkg/famfs)', () => {
   it('keeps deletes a live host has not replayed (and their files), so their memory stays held', () => {
     const { media, fs } = fresh();
     fs.creat('x', 2 * MiB);
-    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex, Date.now());
+    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex);
     fs.rm('x');
     churn(fs, 10);
     // the host acked before the deletes: nothing may be dropped past its position
     const r = fs.compact();
     assert.equal(r.compacted, false, 'every delete is still pending for the lagging host');
-    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex - 4, Date.now()); // behind the last cycle
+    ackReplay(media, 1024, HOST, 'lagging', fs.tree.nextIndex - 4); // behind the last cycle
     const r2 = fs.compact();
     assert.equal(r2.compacted, true);
     assert.equal(r2.entriesAfter, 4, 'the last cycle (mkdir, creat, rm, rm) stays');
     assert.equal(r2.pendingKept, 2);
     assert.equal(fs.usage().pendingFreeBytes, 2 * MiB, 'its file memory is still held');
-    const f = fsck(media, { now: Date.now() });
+    const f = fsck(media);
     assert.equal(f.clean, true, f.errors.join('; '));
     assert.equal(f.space!.pendingFreeBytes, 2 * MiB);
   });
@@ -271,7 +271,7 @@ describe('famfs log compaction (pkg/famfs)', () => {
     const { media } = fresh(16 * 1024 * MiB);
     const fs = FamfsFs.open(media, { hostUuid: MASTER, reserveDeleteEntries: true });
     // a host that never acks anything past 0 keeps every delete pending: compaction cannot help
-    ackReplay(media, 1024, HOST, 'stuck', 0, Date.now());
+    ackReplay(media, 1024, HOST, 'stuck', 0);
     let made = 0;
     for (;;) {
       const c = code(() => {

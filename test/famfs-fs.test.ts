@@ -127,8 +127,11 @@ describe('famfs core: writer and reader', () => {
   });
 
   it('delete: the extension marks the superblock so famfs refuses it, and memory waits for every host', () => {
-    let clock = 1_000_000;
-    const { media, fs } = fresh(64 * MiB, DEFAULT_LOG_LEN, () => clock);
+    const clock = 1_000_000;
+    let mono = 0;
+    const media = new BufferMedia(Buffer.alloc(64 * MiB), 64 * MiB);
+    FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test' });
+    const fs = FamfsFs.open(media, { hostUuid: MASTER, monotonicNow: () => mono });
     const a = fs.creat('a', 20 * MiB);
     // A client host that has replayed up to now.
     const client = FamfsFs.open(media, { hostUuid: OTHER, readOnly: false, now: () => clock });
@@ -150,12 +153,14 @@ describe('famfs core: writer and reader', () => {
     assert.equal(fmapExtents(c.fmap)[0].offset, fmapExtents(a.fmap)[0].offset);
     u = fs.usage();
     assert.equal(u.pendingFreeBytes, 0);
-    // A silent host stops holding memory back after hostLiveMs.
+    // A host the master watched silent for hostLiveMs (on the master's own clock) stops holding memory back.
     fs.rm('b');
-    clock += 120_000;
+    mono += 59_999;
+    assert.equal(code(() => fs.creat('b2', 20 * MiB)), 'ENOSPC', 'the client is live: b stays held');
+    mono += 2;
     const d = fs.creat('d', 20 * MiB);
     assert.equal(fmapExtents(d.fmap)[0].offset, fmapExtents(b.fmap)[0].offset);
-    assert.equal(fsck(media, { now: clock }).clean, true);
+    assert.equal(fsck(media).clean, true);
   });
 
   it('replay of a deleted-then-recreated name shows only the new file', () => {
@@ -496,7 +501,7 @@ describe('famfs core: damaged host slots', () => {
     assert.equal(slots.find((s) => s.slot === slot)?.damaged, true);
     const b = fs.creat('b', 20 * MiB);
     assert.notEqual(fmapExtents(b.fmap)[0].offset, fmapExtents(a.fmap)[0].offset, 'a damaged slot must not release memory');
-    assert.ok(fsck(media, { now: clock }).warnings.some((w) => w.includes('damaged')));
+    assert.ok(fsck(media).warnings.some((w) => w.includes('damaged')));
     // The owner re-acks: its slot is whole again and the memory comes back.
     client.ackReplay(OTHER, 'client');
     assert.equal(fs.hosts().filter((s) => s.damaged).length, 0);

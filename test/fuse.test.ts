@@ -178,11 +178,10 @@ function xattr(p: string, name: string): string {
       master.creat('hb-victim', 2 * MIB);
       master.rm('hb-victim'); // enables the famfs-csi extension: hosts ack from now on
       await waitFor('first ack', () => master.hosts().some((s) => s.hostUuid === uuid && s.ackedIndex === master.tree.nextIndex));
-      const first = master.hosts().find((s) => s.hostUuid === uuid)!.heartbeatMs;
+      const first = master.hosts().find((s) => s.hostUuid === uuid)!.beat;
       await sleep(700); // nothing changes in the log meanwhile
       const later = master.hosts().find((s) => s.hostUuid === uuid)!;
-      assert.ok(later.heartbeatMs > first, 'heartbeat moved while idle');
-      assert.ok(Date.now() - later.heartbeatMs < 600, `last ack ${Date.now() - later.heartbeatMs} ms ago`);
+      assert.ok(later.beat >= first + 2, `ack counter moved while idle (${first} -> ${later.beat})`);
     } finally {
       await h.stop();
     }

@@ -129,9 +129,13 @@ function overlaps(a: Fmap, b: Fmap): boolean {
         assert.equal(overlaps(xFmap, yFmap), false, `y-${i} at ${JSON.stringify(ranges(yFmap))} reuses deleted x at ${JSON.stringify(ranges(xFmap))} before the stale node acked`);
         placements++;
       }
-      // The safety valve: a host silent for longer than hostLiveMs (60 s) counts as gone. A master
-      // looking 61 s ahead may reuse the memory — this proves the check above could fail.
-      const future = FamfsFs.open(env.device, { hostUuid: MASTER_UUID, now: () => Date.now() + 61_000 });
+      // The safety valve: a host the master watched silent for hostLiveMs (60 s, on the master's own
+      // clock) counts as gone. A master whose clock moves 60 s on may reuse the memory — this
+      // proves the check above could fail.
+      let mono = 0;
+      const future = FamfsFs.open(env.device, { hostUuid: MASTER_UUID, monotonicNow: () => mono });
+      assert.ok(future.horizon() <= ackedBefore(), 'a new master first treats every host as live');
+      mono += 60_001;
       assert.ok(future.horizon() > ackedBefore(), 'past hostLiveMs the stale host no longer holds back reclaim');
     } finally {
       process.kill(pid, 'SIGCONT');

@@ -462,20 +462,37 @@ export function buildProgram(io: CliIO): Command {
 
   program
     .command('hosts')
-    .description('show the writer epoch and each host replay acknowledgement (famfs-csi extension block)')
+    .description('show each host replay acknowledgement, the liveness window, and the hosts the master timed out (with the memory it reused after them)')
     .option('--json', 'machine-readable output')
     .argument('<device>')
     .action((device: string, o: { json?: boolean }) => {
       withDevice(device, true, (dev) => {
         const f = openFs(dev, false);
         const hosts = f.hosts();
-        const now = Date.now();
+        const evictions = f.evictions().map((e) => {
+          // What the timeout let the master reuse: the deletes this host had not acknowledged.
+          const freed = f.tree.released.filter((r) => r.deleteIndex >= e.ackedIndex && r.deleteIndex < e.reclaimUpTo);
+          const slot = hosts.find((h) => h.slot === e.slot && h.hostUuid === e.hostUuid);
+          return {
+            ...e,
+            name: slot?.name ?? '',
+            at: new Date(e.atMs).toISOString(),
+            reusable: freed.map((r) => ({ deleteIndex: r.deleteIndex, relpath: r.relpath, extents: r.extents })),
+            reusableBytes: freed.reduce((n, r) => n + r.extents.reduce((m, x) => m + x.len, 0), 0),
+          };
+        });
+        const hostLiveMs = f.hostLiveMs();
         if (o.json) {
-          io.out(JSON.stringify({ nextIndex: f.tree.nextIndex, hosts }, null, 2));
+          io.out(JSON.stringify({ nextIndex: f.tree.nextIndex, hostLiveMs, hosts, evictions }, null, 2));
           return;
         }
-        io.out(`log next index ${f.tree.nextIndex}`);
-        for (const h of hosts) io.out(`  slot ${h.slot}: ${h.name || '(unnamed)'} ${h.hostUuid} acked ${h.ackedIndex}, ${Math.round((now - h.heartbeatMs) / 1000)} s ago`);
+        io.out(`log next index ${f.tree.nextIndex}; a host is timed out after the master watched its slot unchanged for ${hostLiveMs} ms`);
+        for (const h of hosts) io.out(`  slot ${h.slot}: ${h.name || '(unnamed)'} ${h.hostUuid} acked ${h.ackedIndex}, ack #${h.beat}${h.damaged ? ' (DAMAGED: holds back all reclaim; famfs repair clears it)' : ''}`);
+        if (evictions.length === 0) io.out('no host was timed out');
+        for (const e of evictions) {
+          io.out(`timed out ${e.at}: ${e.name || '(unnamed)'} ${e.hostUuid} (slot ${e.slot}) after ${Math.round(e.silentMs / 1000)} s silent, acked ${e.ackedIndex} of ${e.reclaimUpTo}`);
+          for (const r of e.reusable) io.out(`  memory of ${r.relpath} (deleted at ${r.deleteIndex}) became reusable: ${r.extents.map((x) => `0x${x.offset.toString(16)}+${x.len}`).join(', ')}`);
+        }
       });
     });
 

@@ -8,10 +8,12 @@ import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, readActiveLog, writeLogGenRecord } from './generation';
-import { ackReplay, initExtBlock, readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon, writeExtBlock } from './hosts';
+import { ackReplay, appendEviction, checkHostLiveMs, HostLiveness, HostWatch, initExtBlock, readAnyExtBlock, readEvictions, readExtBlock, readHostSlots, upgradeExtBlock, writeExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
   checkRelpath,
+  DEFAULT_HOST_LIVE_MS,
+  DEFAULT_HOST_SLOTS,
   DEFAULT_LOG_LEN,
   encodeEntry,
   encodeLogCounters,
@@ -19,6 +21,7 @@ import {
   encodeSuperblock,
   entryOffset,
   EntryBody,
+  EvictionRecord,
   ExtBlock,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_CSI_EXT2_VERSION,
@@ -54,6 +57,8 @@ export interface MkfsOptions {
   devicePath: string;
   /** Overwrite an existing famfs superblock. */
   force?: boolean;
+  /** The host liveness window written into the extension block (default 60 s; see hosts.ts). */
+  hostLiveMs?: number;
   now?: () => number;
 }
 
@@ -64,9 +69,16 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** The fencing epoch this writer holds; appends fail with EFENCED once the shared epoch moves on. */
   fenceEpoch?: number;
-  /** A host silent for longer than this no longer holds back reclaim of deleted files' memory. */
+  /**
+   * Master: a host whose slot this master watched unchanged for this long no longer holds back
+   * reclaim of deleted files' memory. Raises the device's window at takeover (never lowers it:
+   * hosts fence themselves by the device's value; see hosts.ts upgradeExtBlock).
+   */
   hostLiveMs?: number;
+  /** Wall clock (ms): informational timestamps only, never a liveness decision. */
   now?: () => number;
+  /** The master's monotonic clock (ms) that judges host liveness (default performance.now). */
+  monotonicNow?: () => number;
   /**
    * Compact the log (see compact()) when a write would not fit, and when the log is more than
    * this fraction full and holds garbage. 0 disables compaction by writes; default 0.75.
@@ -149,6 +161,7 @@ export class FamfsFs {
   readonly allocator: Allocator;
   private readonly reader: LogReader;
   private readonly now: () => number;
+  private readonly watch: HostWatch;
   /** Entries this master committed because they sat valid past next_index (see crossCheckLog). */
   readonly rolledForward: { from: number; to: number }[] = [];
   /** The header's counters were cross-checked against the entries since this host became master. */
@@ -166,6 +179,7 @@ export class FamfsFs {
     private readonly opts: OpenOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.watch = new HostWatch(opts.monotonicNow ?? (() => performance.now()));
     this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
     this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended(), () => this.locateLog());
     this.tree.generation = this.reader.activeLog.generation;
@@ -179,6 +193,7 @@ export class FamfsFs {
   /** Write a fresh famfs: log first, superblock last, so a crash never leaves a half-made fs that validates. */
   static mkfs(media: Media, o: MkfsOptions): FamfsFs {
     const logLen = o.logLen ?? DEFAULT_LOG_LEN;
+    const hostLiveMs = checkHostLiveMs(o.hostLiveMs ?? DEFAULT_HOST_LIVE_MS);
     if (!Number.isInteger(logLen) || logLen < MIN_LOG_LEN || (logLen & (logLen - 1)) !== 0) {
       throw new FamfsError('EINVAL', `log length ${logLen} must be a power of two of at least 8 MiB`);
     }
@@ -198,7 +213,7 @@ export class FamfsFs {
     media.write(LOG_OFFSET, encodeLogHeader(logLen));
     media.flush(LOG_OFFSET, logLen);
     const uuid = randomUUID();
-    initExtBlock(media, uuid, o.systemUuid, (o.now ?? Date.now)());
+    initExtBlock(media, uuid, o.systemUuid, (o.now ?? Date.now)(), DEFAULT_HOST_SLOTS, 1, hostLiveMs);
     clearLogGenRecords(media);
     media.write(
       SUPERBLOCK_OFFSET,
@@ -579,9 +594,10 @@ export class FamfsFs {
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'device is open read-only');
     // Another host may have taken over (and rewritten the superblock) since we last looked.
     this.rereadSuperblock();
-    const block = this.extBlock();
+    // A new master writes the current block revision and raises the liveness window if told to.
+    const block = upgradeExtBlock(this.media, this.extBlock(), this.opts.hostLiveMs);
     const epoch = block.epoch + 1;
-    writeExtBlock(this.media, { ...block, epoch, masterUuid: hostUuid, epochTimeMs: this.now() });
+    writeExtBlock(this.media, { ...block, epoch, masterUuid: hostUuid, epochTimeMs: Math.floor(this.now()) });
     if (this.sb.systemUuid !== hostUuid) {
       const next: Superblock = { ...this.sb, systemUuid: hostUuid };
       this.media.write(SUPERBLOCK_OFFSET, encodeSuperblock(next));
@@ -598,7 +614,12 @@ export class FamfsFs {
   /** Publish this host's replay position (see hosts.ts). */
   ackReplay(hostUuid: string, hostName: string): number {
     const block = this.extBlock();
-    return ackReplay(this.media, block.slotCount, hostUuid, hostName, this.tree.nextIndex, this.now());
+    return ackReplay(this.media, block.slotCount, hostUuid, hostName, this.tree.nextIndex);
+  }
+
+  /** The device's host liveness window: a host derives its self-fence from it (hosts.ts fenceWindowMs). */
+  hostLiveMs(): number {
+    return readExtBlock(this.media, this.sb.uuid)?.hostLiveMs ?? DEFAULT_HOST_LIVE_MS;
   }
 
   hosts() {
@@ -606,12 +627,44 @@ export class FamfsFs {
     return block ? readHostSlots(this.media, block.slotCount) : [];
   }
 
-  /** Log index below which deletes are known to every live host. */
+  /** Every host slot as this process judges it: live, or silent (on its own clock) for too long. */
+  hostLiveness(): HostLiveness[] {
+    const block = readExtBlock(this.media, this.sb.uuid);
+    if (!block) return [];
+    this.watch.observe(this.media, block.slotCount);
+    return this.watch.liveness(this.liveWindow(block));
+  }
+
+  /** Eviction records the master left in shared memory, oldest first. */
+  evictions(): EvictionRecord[] {
+    const block = readExtBlock(this.media, this.sb.uuid);
+    return block && block.revision >= 3 ? readEvictions(this.media) : [];
+  }
+
+  /**
+   * Log index below which deletes are known to every live host. One slot-table read and one
+   * memcmp when no slot moved; only changed slots are decoded. A host that timed out while it
+   * held memory back gets an eviction record (master only) before the caller can reuse any of it.
+   */
   horizon(): number {
     const block = readExtBlock(this.media, this.sb.uuid);
     if (!block) return this.tree.nextIndex;
-    const slots = readHostSlots(this.media, block.slotCount).filter((s) => s.hostUuid !== this.opts.hostUuid);
-    return reclaimHorizon(slots, this.tree.nextIndex, this.now(), this.opts.hostLiveMs ?? 60_000);
+    this.watch.observe(this.media, block.slotCount);
+    const next = this.tree.nextIndex;
+    const r = this.watch.horizon(next, this.liveWindow(block), (s) => s.hostUuid === this.opts.hostUuid);
+    if (r.timedOut.length > 0 && this.isMaster && !this.opts.readOnly && block.revision >= 3) {
+      const known = readEvictions(this.media);
+      for (const h of r.timedOut) {
+        if (h.ackedIndex >= next) continue; // it held nothing back
+        if (known.some((k) => k.hostUuid === h.hostUuid && k.ackedIndex === h.ackedIndex && k.slot === h.slot)) continue;
+        known.push(appendEviction(this.media, { hostUuid: h.hostUuid, slot: h.slot, ackedIndex: h.ackedIndex, reclaimUpTo: next, atMs: Math.floor(this.now()), silentMs: Math.round(h.silentMs) }));
+      }
+    }
+    return r.horizon;
+  }
+
+  private liveWindow(block: ExtBlock): number {
+    return Math.max(block.hostLiveMs, this.opts.hostLiveMs ?? 0);
   }
 
   private zeroRange(offset: number, length: number): void {

@@ -58,12 +58,12 @@ export interface FsckReport {
   warnings: string[];
 }
 
-export interface FsckOptions {
-  now?: number;
-  hostLiveMs?: number;
-}
-
-export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
+/**
+ * A one-shot check cannot judge host liveness (that takes a master watching slots for hostLiveMs on
+ * its own clock), so every host with a slot counts as live: "pending free" is what some host may
+ * still hold back.
+ */
+export function fsck(media: Media): FsckReport {
   const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], quarantined: [], errors: [], warnings: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
@@ -162,7 +162,7 @@ export function fsck(media: Media, o: FsckOptions = {}): FsckReport {
       for (const h of report.hosts.filter((x) => x.damaged)) {
         report.warnings.push(`host slot ${h.slot} is damaged: it holds back reuse of deleted memory until its host re-acks or famfs repair clears it`);
       }
-      horizon = reclaimHorizon(report.hosts, tree.nextIndex, o.now ?? Date.now(), o.hostLiveMs ?? 60_000);
+      horizon = reclaimHorizon(report.hosts, tree.nextIndex);
     }
   } catch (e) {
     report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);

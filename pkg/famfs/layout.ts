@@ -662,8 +662,14 @@ export const EXT_MAGIC = 0x4953434d53464146n; // "FAMFSCSI" read as a little-end
  * UUID is not the superblock's (left behind by an earlier file system: famfs' own `mkfs -f` never
  * touches these bytes) is ignored and re-made, host slots included. Revision 1 blocks carried no
  * UUID and are treated the same way.
+ *
+ * Revision 3 (one clock, issue 11) adds the liveness line (EXT_LIVE, the next cache line: the
+ * host liveness window every host derives its self-fence from), makes the host slot's word at 24
+ * an ack counter (it was a wall-clock time), and adds the master's eviction records (EVICT). A
+ * revision-2 reader refuses a revision-3 block (EUNSUPPORTED), so no host of that release misreads it;
+ * a revision-2 block is read with the default window and upgraded by the next master (hosts.ts).
  */
-export const EXT_REVISION = 2;
+export const EXT_REVISION = 3;
 /** One cache line, so it is never torn between two lines. */
 export const EXT = {
   magic: 0,
@@ -678,6 +684,20 @@ export const EXT = {
 } as const;
 /** Revision 1 (no file system UUID): only the fields needed to continue its epoch. */
 const EXT_V1 = { epoch: 16, crc: 48 } as const;
+/**
+ * Revision 3: the liveness line, the cache line after the block. Written before the block's own
+ * line (a block that says revision 3 always has it) and only by a master, never lowered.
+ */
+export const EXT_LIVE = {
+  OFFSET: EXT_BLOCK_OFFSET + 64,
+  hostLiveMs: 0, // u64: a host whose slot the master watched unchanged this long (its own clock) is gone
+  crc: 56, // CRC-32 over [0, 56)
+  SIZE: 64,
+} as const;
+/** Both lines of the block, as read in one go. */
+export const EXT_AREA_SIZE = 128;
+/** The liveness window of revision-2 blocks and of mkfs unless told otherwise. */
+export const DEFAULT_HOST_LIVE_MS = 60_000;
 export const HOST_SLOTS_OFFSET = EXT_BLOCK_OFFSET + 0x1000;
 export const HOST_SLOT_SIZE = CACHE_LINE;
 export const DEFAULT_HOST_SLOTS = 1024;
@@ -685,7 +705,7 @@ export const DEFAULT_HOST_SLOTS = 1024;
 export const HS = {
   hostUuid: 0, // 16 bytes; zero = free slot
   ackedIndex: 16, // u64: the host has applied every entry below this index
-  heartbeatMs: 24, // u64 wall-clock ms of the last ack
+  beat: 24, // u64 ack counter, +1 on every ack (revision 2 wrote wall-clock ms here; any change counts)
   name: 32, // 24-byte NUL-padded host name (informational)
   crc: 56, // CRC-32 over [0, 56)
 } as const;
@@ -699,6 +719,15 @@ export interface ExtBlock {
   /** Superblock UUID of the file system the block (and its host slots) belongs to. */
   fsUuid: string;
   epochTimeMs: number;
+  /** Host liveness window (revision 3; DEFAULT_HOST_LIVE_MS for older blocks). */
+  hostLiveMs: number;
+}
+
+export function encodeLiveLine(hostLiveMs: number): Buffer {
+  const b = Buffer.alloc(EXT_LIVE.SIZE);
+  putU64(b, EXT_LIVE.hostLiveMs, hostLiveMs);
+  putU64(b, EXT_LIVE.crc, crc(b, 0, EXT_LIVE.crc));
+  return b;
 }
 
 export function encodeExtBlock(e: ExtBlock): Buffer {
@@ -717,17 +746,26 @@ export function encodeExtBlock(e: ExtBlock): Buffer {
 /**
  * undefined when the block was never initialised; throws ECORRUPT when it is damaged. A
  * revision-1 block decodes with the zero UUID as fsUuid (it belongs to no file system) and the
- * epoch it held, so a new block can continue above it.
+ * epoch it held, so a new block can continue above it. `b` holds EXT_AREA_SIZE bytes (the block
+ * and its liveness line); 64 are enough for a block below revision 3.
  */
 export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
   if (u64(b, EXT.magic) !== EXT_MAGIC) return undefined;
   const revision = b.readUInt32LE(EXT.revision);
   if (revision === 1) {
     if (Number(b.readBigUInt64LE(EXT_V1.crc)) !== crc(b, 0, EXT_V1.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
-    return { revision, slotCount: b.readUInt32LE(EXT.slotCount), epoch: u64n(b, EXT_V1.epoch, 'fencing epoch'), masterUuid: ZERO_UUID, fsUuid: ZERO_UUID, epochTimeMs: 0 };
+    return { revision, slotCount: b.readUInt32LE(EXT.slotCount), epoch: u64n(b, EXT_V1.epoch, 'fencing epoch'), masterUuid: ZERO_UUID, fsUuid: ZERO_UUID, epochTimeMs: 0, hostLiveMs: DEFAULT_HOST_LIVE_MS };
   }
   if (b.readUInt32LE(EXT.crc) !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
-  if (revision !== EXT_REVISION) throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows ${EXT_REVISION})`);
+  if (revision !== 2 && revision !== EXT_REVISION) throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows 1 to ${EXT_REVISION})`);
+  let hostLiveMs = DEFAULT_HOST_LIVE_MS;
+  if (revision >= 3) {
+    if (b.length < EXT_AREA_SIZE) throw new FamfsError('EINVAL', `extension block buffer of ${b.length} bytes lacks the liveness line`);
+    const live = b.subarray(EXT.SIZE, EXT.SIZE + EXT_LIVE.SIZE);
+    if (Number(live.readBigUInt64LE(EXT_LIVE.crc)) !== crc(live, 0, EXT_LIVE.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block: liveness line CRC mismatch');
+    hostLiveMs = u64n(live, EXT_LIVE.hostLiveMs, 'host liveness window');
+    if (hostLiveMs < 1) throw new FamfsError('ECORRUPT', `famfs-csi extension block: host liveness window ${hostLiveMs} ms`);
+  }
   return {
     revision,
     slotCount: b.readUInt32LE(EXT.slotCount),
@@ -735,6 +773,65 @@ export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
     masterUuid: bytesToUuid(b.subarray(EXT.masterUuid, EXT.masterUuid + 16)),
     fsUuid: bytesToUuid(b.subarray(EXT.fsUuid, EXT.fsUuid + 16)),
     epochTimeMs: b.readUInt32LE(EXT.epochTimeSec) * 1000,
+    hostLiveMs,
+  };
+}
+
+/**
+ * Eviction records (revision 3): written only by the master, between the liveness line and the log
+ * generation records, before it reuses memory that a timed-out host still held back. A ring of
+ * EVICT_RECORDS 64-byte records; the record with sequence number s lives at index s % EVICT_RECORDS.
+ */
+export const EVICT_OFFSET = EXT_BLOCK_OFFSET + 0x400;
+export const EVICT_RECORDS = 16;
+export const EVICT = {
+  seq: 0, // u64, 1-based; 0 = empty record
+  hostUuid: 8, // 16 bytes: the host that was timed out
+  ackedIndex: 24, // u64: its last acknowledged position
+  reclaimUpTo: 32, // u64: log next index when it was timed out; deletes in [ackedIndex, reclaimUpTo) were freed without it
+  atMs: 40, // u64: master's wall clock at the decision (for people; never used to decide anything)
+  silentMs: 48, // u32: how long the master itself watched the slot unchanged
+  slot: 52, // u32: the host's slot
+  crc: 56, // CRC-32 over [0, 56)
+  SIZE: 64,
+} as const;
+
+export interface EvictionRecord {
+  seq: number;
+  hostUuid: string;
+  slot: number;
+  ackedIndex: number;
+  reclaimUpTo: number;
+  atMs: number;
+  silentMs: number;
+}
+
+export function encodeEvictionRecord(r: EvictionRecord): Buffer {
+  const b = Buffer.alloc(EVICT.SIZE);
+  putU64(b, EVICT.seq, r.seq);
+  uuidToBytes(r.hostUuid).copy(b, EVICT.hostUuid);
+  putU64(b, EVICT.ackedIndex, r.ackedIndex);
+  putU64(b, EVICT.reclaimUpTo, r.reclaimUpTo);
+  putU64(b, EVICT.atMs, r.atMs);
+  b.writeUInt32LE(Math.min(r.silentMs, 0xffffffff), EVICT.silentMs);
+  b.writeUInt32LE(r.slot, EVICT.slot);
+  putU64(b, EVICT.crc, crc(b, 0, EVICT.crc));
+  return b;
+}
+
+/** undefined for an empty or damaged record (records are informational; nothing decides on them). */
+export function decodeEvictionRecord(b: Buffer): EvictionRecord | undefined {
+  const seq = u64sat(b, EVICT.seq);
+  if (seq === 0) return undefined;
+  if (Number(b.readBigUInt64LE(EVICT.crc)) !== crc(b, 0, EVICT.crc)) return undefined;
+  return {
+    seq,
+    hostUuid: bytesToUuid(b.subarray(EVICT.hostUuid, EVICT.hostUuid + 16)),
+    ackedIndex: u64sat(b, EVICT.ackedIndex),
+    reclaimUpTo: u64sat(b, EVICT.reclaimUpTo),
+    atMs: u64sat(b, EVICT.atMs),
+    silentMs: b.readUInt32LE(EVICT.silentMs),
+    slot: b.readUInt32LE(EVICT.slot),
   };
 }
 
@@ -742,7 +839,8 @@ export interface HostSlot {
   slot: number;
   hostUuid: string;
   ackedIndex: number;
-  heartbeatMs: number;
+  /** Ack counter: the master watches it change (it is not a time; see HS.beat). */
+  beat: number;
   name: string;
   /** The slot is in use but fails its CRC even after re-reads: see readHostSlots. */
   damaged?: boolean;
@@ -754,7 +852,7 @@ export function encodeHostSlot(s: Omit<HostSlot, 'slot'>): Buffer {
   const b = Buffer.alloc(HOST_SLOT_SIZE);
   uuidToBytes(s.hostUuid).copy(b, HS.hostUuid);
   putU64(b, HS.ackedIndex, s.ackedIndex);
-  putU64(b, HS.heartbeatMs, s.heartbeatMs);
+  putU64(b, HS.beat, s.beat);
   const name = Buffer.from(s.name, 'utf8').subarray(0, HOST_NAME_FIELD - 1);
   name.copy(b, HS.name);
   putU64(b, HS.crc, crc(b, 0, HS.crc));
@@ -770,7 +868,7 @@ export function decodeHostSlot(b: Buffer, slot: number): HostSlot | undefined {
     slot,
     hostUuid: uuid,
     ackedIndex: u64sat(b, HS.ackedIndex),
-    heartbeatMs: u64sat(b, HS.heartbeatMs),
+    beat: u64sat(b, HS.beat),
     name: readCString(b, HS.name, HOST_NAME_FIELD).text,
   };
 }

@@ -20,7 +20,8 @@ export interface FamfsView {
     logEntriesTotal: number;
     files: number;
   };
-  hosts(): { hostUuid: string; ackedIndex: number; heartbeatMs: number; name: string }[];
+  /** Host slots as the master judges them, on its own clock (never a host's clock). */
+  hostLiveness(): { hostUuid: string; ackedIndex: number; name: string; live: boolean; silentMs: number }[];
   lookup(relpath: string): { kind: 'dir'; children: Map<string, unknown> } | { kind: 'file' } | undefined;
 }
 
@@ -40,9 +41,6 @@ export interface MasterInfo {
   fencingEpoch: number;
 }
 
-/** A host whose heartbeat is older than this is reported unhealthy. */
-export const HOST_STALE_MS = 60_000;
-
 export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): PoolFigures {
   const u = fs.usage();
   return {
@@ -58,18 +56,16 @@ export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): 
   };
 }
 
-export function hostReports(fs: FamfsView, nowMs: number = Date.now()): NodeReport[] {
+export function hostReports(fs: FamfsView): NodeReport[] {
   const next = fs.usage().logEntriesUsed;
-  return fs.hosts().map((h) => {
+  return fs.hostLiveness().map((h) => {
     const lag = Math.max(0, next - h.ackedIndex);
-    const age = nowMs - h.heartbeatMs;
-    const healthy = age <= HOST_STALE_MS;
     return {
       name: h.name || h.hostUuid,
       replayedEntries: h.ackedIndex,
       lagEntries: lag,
-      healthy,
-      ...(healthy ? {} : { message: `no replay heartbeat for ${Math.round(age / 1000)} s` }),
+      healthy: h.live,
+      ...(h.live ? {} : { message: `timed out: its slot has not changed for ${Math.round(h.silentMs / 1000)} s (master's clock); it no longer holds back deleted memory` }),
     };
   });
 }
