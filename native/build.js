@@ -10,23 +10,31 @@ const root = path.resolve(__dirname, '..');
 const out = path.join(root, 'build', 'Release', 'famfs_native.node');
 const force = process.argv.includes('--force');
 
-function ensureLibfuse() {
+// libfuse3 (headers + pkg-config) for the addon, python3 for node-gyp, make and g++. Whatever is
+// missing is installed by scripts/deps.sh (the project's one list of Debian packages).
+function buildDepsPresent() {
   try {
     execFileSync('pkg-config', ['--exists', 'fuse3']);
-    return;
+    for (const tool of ['python3', 'make', 'g++']) execFileSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' });
+    return true;
   } catch {
-    /* fall through */
+    return false;
   }
-  if (process.getuid && process.getuid() === 0) {
-    console.error('[famfs-csi] libfuse3-dev missing: installing it with apt-get');
-    execFileSync('apt-get', ['install', '-y', '-q', 'libfuse3-dev', 'fuse3', 'pkg-config'], {
-      stdio: 'inherit',
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-    });
-    return;
+}
+
+function ensureBuildDeps() {
+  if (buildDepsPresent()) return;
+  const deps = path.join(root, 'scripts', 'deps.sh');
+  if (!fs.existsSync(deps)) {
+    console.error('[famfs-csi] build dependencies missing. Install them: apt-get install libfuse3-dev fuse3 pkg-config python3 make g++');
+    process.exit(1);
   }
-  console.error('[famfs-csi] libfuse3-dev is missing. Install it: sudo apt-get install libfuse3-dev fuse3 pkg-config');
-  process.exit(1);
+  try {
+    execFileSync('bash', [deps, 'build'], { stdio: 'inherit' });
+  } catch {
+    // deps.sh said what is missing and how to install it.
+    process.exit(1);
+  }
 }
 
 function nodeDir() {
@@ -52,7 +60,7 @@ function newestSource() {
 if (!force && fs.existsSync(out) && fs.statSync(out).mtimeMs >= newestSource()) {
   process.exit(0);
 }
-ensureLibfuse();
+ensureBuildDeps();
 const gyp = require.resolve('node-gyp/bin/node-gyp.js', {
   paths: [path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules'), root],
 });

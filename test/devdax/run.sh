@@ -75,14 +75,10 @@ T_ALL="$(now_ms)"
 
 # --- qemu ---------------------------------------------------------------------------------------
 phase_start qemu
-if ! command -v qemu-system-x86_64 >/dev/null; then
-  log "qemu-system-x86_64 missing: apt-get install qemu-system-x86"
-  { apt-get install -y --no-install-recommends qemu-system-x86 >&2 \
-    || { apt-get update -qq >&2 && apt-get install -y --no-install-recommends qemu-system-x86 >&2; }; } \
-    || fatal "cannot install qemu-system-x86 with apt-get"
-fi
-for tool in qemu-system-x86_64 cpio depmod modprobe gcc; do
-  command -v "$tool" >/dev/null || fatal "$tool is not available (apt-get install qemu-system-x86 cpio kmod gcc)"
+# Every package this tier uses comes from the project's one list (scripts/deps.sh devdax).
+"$PROJ/scripts/deps.sh" devdax >&2 || fatal "cannot install the devdax tier's packages (scripts/deps.sh devdax)"
+for tool in qemu-system-x86_64 cpio depmod modprobe gcc ldd cmp; do
+  command -v "$tool" >/dev/null || fatal "$tool is not available after scripts/deps.sh devdax"
 done
 qemu-system-x86_64 --version >/dev/null 2>&1 || fatal "qemu-system-x86_64 does not start"
 # Software emulation by default: on this kind of VM /dev/kvm exists but a nested guest hangs in the
