@@ -144,14 +144,68 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     assert.equal(await codeOf(ctlClient.call('Controller', 'ControllerGetCapabilities', {})), 'OK');
   });
 
-  it('device loss (the backing shrinks to nothing): the controller reports it on its own, nothing crashes', async () => {
-    fs.truncateSync(env.devicePath, 0);
-    // Every RPC that reads the log now faults inside guarded native code: a status, never a crash.
-    const got = await codeOf(ctlClient.call('Controller', 'CreateVolume', { name: 'after-loss', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] }));
-    assert.equal(got, 'UNAVAILABLE');
-    assert.equal(ctl.device.failed, true);
-    assert.equal(await codeOf(ctlClient.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
-    assert.equal(await codeOf(a.client.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
-    console.log(`      CreateVolume after device loss: ${got}`);
+  it('device loss (the backing shrinks to nothing) on a healthy pair: both notice, writes are UNAVAILABLE, nothing crashes', async () => {
+    // Its own device, node plugin and controller: the test above already failed the first ones, so
+    // asserting on them would only repeat what it made true.
+    const env2 = new NodeTestEnv('memloss', 128 * MiB);
+    const errors2: { source: string; message: string }[] = [];
+    let ctl2: RunningDriver | undefined;
+    let client2: CsiClient | undefined;
+    try {
+      const b = await env2.startNode('node-b');
+      const id = env2.createVolume('lost', 4 * MiB, { mode: 0o666 });
+      const staging = env2.staging('node-b', id);
+      await b.call('NodeStageVolume', { volume_id: id, staging_target_path: staging, volume_capability: SNW });
+      const target = env2.target('pod-lost');
+      await b.call('NodePublishVolume', { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: SNW });
+      const endpoint = `unix://${path.join(env2.dir, 'controller.sock')}`;
+      ctl2 = await startDriver({
+        mode: 'controller',
+        endpoint,
+        devicePath: env2.devicePath,
+        deviceSize: 0,
+        mkfs: false,
+        nodeId: 'ctl',
+        driverName: 'famfs.csi.cxl.io',
+        stateDir: path.join(env2.dir, 'ctl-state'),
+        pool: 'test-pool',
+        onMemoryError: (e) => errors2.push(e),
+        log: pino({ level: 'silent' }),
+      });
+      client2 = new CsiClient(endpoint, 10_000);
+      const create = (name: string) =>
+        client2!.call('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] });
+
+      // Healthy before the loss: so everything asserted after it is the loss's doing.
+      assert.equal(ctl2.device.failed, false);
+      assert.equal(await codeOf(create('before-loss')), 'OK');
+      assert.equal(await codeOf(client2.call('Identity', 'Probe', {})), 'OK');
+      assert.equal(await codeOf(b.client.call('Identity', 'Probe', {})), 'OK');
+      assert.equal((await fuseStatus(b)).failed, false);
+      assert.equal(errors2.length, 0, `memory errors before the loss: ${JSON.stringify(errors2)}`);
+
+      fs.truncateSync(env2.devicePath, 0);
+
+      // The pod's read faults inside guarded native code: EIO, and the FUSE server is failed.
+      assert.equal(errnoOf(() => fs.readFileSync(path.join(target, 'data'))), 'EIO');
+      assert.equal((await fuseStatus(b)).failed, true, 'the FUSE server marks the device failed');
+      assert.equal(await codeOf(b.client.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
+      // Every controller RPC that reads the log faults too: a status, never a crash.
+      const got = await codeOf(create('after-loss'));
+      assert.equal(got, 'UNAVAILABLE');
+      assert.equal(ctl2.device.failed, true);
+      assert.ok(errors2.some((e) => e.source === 'controller'), 'the controller reported the memory error (Events hang off this)');
+      assert.equal(await codeOf(client2.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
+      // Both processes are alive and answer what needs no memory.
+      assert.equal(await codeOf(b.call('NodeGetCapabilities', {})), 'OK');
+      assert.equal(await codeOf(client2.call('Controller', 'ControllerGetCapabilities', {})), 'OK');
+      await b.call('NodeUnpublishVolume', { volume_id: id, target_path: target });
+      assert.equal(fs.existsSync(target), false);
+      console.log(`      CreateVolume after device loss: ${got}`);
+    } finally {
+      client2?.close();
+      await ctl2?.stop().catch(() => undefined);
+      await env2.close();
+    }
   });
 });
