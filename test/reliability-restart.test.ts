@@ -143,9 +143,21 @@ function overlaps(a: Fmap, b: Fmap): boolean {
     // Thawed, the node replays the delete and acks; now the memory may be reused.
     assert.ok(await waitFor(() => ackedBefore() === env.master.catchUp().nextIndex, 5000), 'the thawed node acked the delete');
     assert.equal(fs.existsSync(mnt.hostPath(objectFileRelpath(x))), false);
-    const z = env.createVolume('z-after-ack', 8 * MiB);
-    const zFmap = (env.master.lookup(objectFileRelpath(z)) as { fmap: Fmap }).fmap;
-    console.log(`      stale-node reuse check: ${placements} placements kept off deleted memory; after the ack z ${overlaps(xFmap, zFmap) ? 'reuses' : 'does not reuse'} x's memory`);
+    // Negative control, asserted: once acked, x's memory is free again, so creating volumes of its
+    // size reaches it (the first one under a first-fit allocator, at the latest when the space runs
+    // out). Were it never reused, the check above would prove nothing about the stale node.
+    let reusedBy: string | undefined;
+    for (let i = 0; reusedBy === undefined; i++) {
+      let z: string;
+      try {
+        z = env.createVolume(`z-after-ack-${i}`, 8 * MiB);
+      } catch (e) {
+        assert.fail(`after the ack, ${i} new volumes filled the device and none reused x's memory ${JSON.stringify(ranges(xFmap))}: ${(e as Error).message}`);
+      }
+      const zFmap = (env.master.lookup(objectFileRelpath(z)) as { fmap: Fmap }).fmap;
+      if (overlaps(xFmap, zFmap)) reusedBy = `z-after-ack-${i}`;
+    }
+    console.log(`      stale-node reuse check: ${placements} placements kept off deleted memory while the node was stale; after its ack ${reusedBy} reuses x's memory`);
     assert.equal(env.master.usage().collisions ?? 0, 0);
   });
 });
