@@ -65,6 +65,11 @@ async function main(): Promise<void> {
       'node: a directory under which staging and target paths may lie (repeatable; default /var/lib/kubelet)',
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
     )
+    .option(
+      '--nodes <ids>',
+      'controller without a Kubernetes API: the node ids of this pool, comma-separated (ControllerPublishVolume answers NOT_FOUND for others); in a cluster the CSINode objects say',
+      (v: string) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+    )
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
     .parse();
 
@@ -89,6 +94,7 @@ async function main(): Promise<void> {
     poolStatusInterval: number;
     kubeletRegistrationDir?: string;
     kubeletRegistrationPath?: string;
+    nodes?: string[];
   }>();
   if ((o.kubeletRegistrationDir === undefined) !== (o.kubeletRegistrationPath === undefined)) {
     program.error('famfs-csi: --kubelet-registration-dir and --kubelet-registration-path go together (the directory to register in, the CSI socket to name)');
@@ -121,6 +127,7 @@ async function main(): Promise<void> {
     },
     ...(o.kubeconfig !== undefined ? { kubeconfigPath: o.kubeconfig } : {}),
     poolStatusIntervalMs: o.poolStatusInterval,
+    ...(o.nodes !== undefined ? { knownNodes: o.nodes } : {}),
     log,
   });
   if (process.stderr.isTTY || !proc.kubernetes) {

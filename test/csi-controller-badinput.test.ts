@@ -111,6 +111,10 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     { rpc: 'CreateVolume', what: 'requisite topology of another pool', req: { ...good, name: 't1', accessibility_requirements: { requisite: [{ segments: { [KEY]: 'p2' } }] } }, want: 'RESOURCE_EXHAUSTED' },
     { rpc: 'CreateVolume', what: 'same name, other size', req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB) } }, want: 'ALREADY_EXISTS' },
     { rpc: 'CreateVolume', what: 'same name, other parameters', req: { ...good, name: 'fixture', parameters: { uid: '7' } }, want: 'ALREADY_EXISTS' },
+    { rpc: 'CreateVolume', what: 'same name, negative size', req: { ...good, name: 'fixture', capacity_range: { required_bytes: '-1' } }, want: 'INVALID_ARGUMENT' },
+    { rpc: 'CreateVolume', what: 'same name, limit below required', req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB), limit_bytes: String(4 * MiB) } }, want: 'OUT_OF_RANGE' },
+    { rpc: 'CreateVolume', what: 'same name, unknown parameter', req: { ...good, name: 'fixture', parameters: { fsType: 'ext4' } }, want: 'INVALID_ARGUMENT' },
+    { rpc: 'CreateSnapshot', what: 'unknown parameter, unknown source', req: { name: 'sn1', source_volume_id: NOVOL, parameters: { foo: 'bar' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'same name, same everything', req: { ...good, name: 'fixture' }, want: 'OK' },
     // DeleteVolume
     { rpc: 'DeleteVolume', what: 'empty id', req: { volume_id: '' }, want: 'INVALID_ARGUMENT' },
@@ -124,6 +128,10 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     { rpc: 'ControllerPublishVolume', what: 'unknown volume', req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: cap() }, want: 'NOT_FOUND' },
     { rpc: 'ControllerPublishVolume', what: 'path-like volume', req: { volume_id: '../etc', node_id: 'node-a', volume_capability: cap() }, want: 'NOT_FOUND' },
     { rpc: 'ControllerPublishVolume', what: 'unknown node', req: { volume_id: fixture, node_id: 'node-zz', volume_capability: cap() }, want: 'NOT_FOUND' },
+    // arguments before state: a malformed request is INVALID_ARGUMENT whatever the volume or node
+    { rpc: 'ControllerPublishVolume', what: 'no access mode, unknown volume', req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: { mount: {} } }, want: 'INVALID_ARGUMENT' },
+    { rpc: 'ControllerPublishVolume', what: 'no access mode, unknown node', req: { volume_id: fixture, node_id: 'node-zz', volume_capability: { mount: {} } }, want: 'INVALID_ARGUMENT' },
+    { rpc: 'ControllerPublishVolume', what: 'MULTI_NODE_SINGLE_WRITER, unknown volume', req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: cap('MULTI_NODE_SINGLE_WRITER') }, want: 'INVALID_ARGUMENT' },
     { rpc: 'ControllerPublishVolume', what: 'multi-writer without opt-in', req: { volume_id: fixture, node_id: 'node-a', volume_capability: cap('MULTI_NODE_MULTI_WRITER') }, want: 'INVALID_ARGUMENT' },
     // ControllerUnpublishVolume
     { rpc: 'ControllerUnpublishVolume', what: 'empty volume id', req: { volume_id: '', node_id: 'node-a' }, want: 'INVALID_ARGUMENT' },

@@ -196,6 +196,10 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
       assert.equal(ctl2.device.failed, true);
       assert.ok(errors2.some((e) => e.source === 'controller'), 'the controller reported the memory error (Events hang off this)');
       assert.equal(await codeOf(client2.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
+      // Arguments before state: bad input is still INVALID_ARGUMENT on the failed device.
+      assert.equal(await codeOf(create('')), 'INVALID_ARGUMENT');
+      assert.equal(await codeOf(client2.call('Controller', 'DeleteVolume', { volume_id: '' })), 'INVALID_ARGUMENT');
+      assert.equal(await codeOf(client2.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: 'ctl', volume_capability: { mount: {} } })), 'INVALID_ARGUMENT');
       // Both processes are alive and answer what needs no memory.
       assert.equal(await codeOf(b.call('NodeGetCapabilities', {})), 'OK');
       assert.equal(await codeOf(client2.call('Controller', 'ControllerGetCapabilities', {})), 'OK');

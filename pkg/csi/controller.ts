@@ -6,7 +6,7 @@ import { status } from '@grpc/grpc-js';
 import { alreadyExists, failedPrecondition, invalidArgument, isCsiError, notFound, resourceExhausted, unavailable } from './errors';
 import { isSnapshotId, isVolumeId, objectFileRelpath } from './names';
 import { checkSnapshotParams, parseVolumeParams } from './params';
-import { paginate, parseContentSource, requireFields } from './requests';
+import { paginate, parseContentSource, requireFields, sizeForRange } from './requests';
 import type { RpcHandler } from './server';
 import { CTX_FILE, CTX_POOL, CTX_SHARING } from './volume-context';
 import type { SnapshotInfo, VolumeInfo, Volumes } from './volumes';
@@ -51,6 +51,8 @@ export interface ControllerOptions {
   topologyKey: string;
   /** Whether a node id names a node of this pool (ControllerPublish answers NOT_FOUND otherwise). */
   nodeExists: (nodeId: string) => boolean | Promise<boolean>;
+  /** Where nodeExists gets its answer (CSINode objects, a --nodes list, ...), for the NOT_FOUND message. */
+  nodeSource?: string;
   /** Health of the device, reported as VolumeCondition. */
   condition: () => VolumeCondition;
   blockAllowed?: boolean;
@@ -137,7 +139,7 @@ const WRITING_METHODS = new Set<keyof ControllerHandlers>([
  * a read that ran into the failure is UNAVAILABLE too instead of INTERNAL. ControllerGetVolume and
  * ListVolumes answer from what the controller last saw, with an abnormal VolumeCondition.
  */
-function guardDevice(opts: ControllerOptions, h: ControllerHandlers): ControllerHandlers {
+function guardDevice(opts: ControllerOptions, h: ControllerHandlers, checkArguments: (method: keyof ControllerHandlers, req: unknown) => void): ControllerHandlers {
   const failure = opts.deviceFailure;
   if (failure === undefined) return h;
   const refuse = (method: string, why: string): Error => {
@@ -148,7 +150,11 @@ function guardDevice(opts: ControllerOptions, h: ControllerHandlers): Controller
   for (const [name, fn] of Object.entries(h) as [keyof ControllerHandlers, (req: never, ctx: never) => unknown][]) {
     out[name] = async (req: never, ctx: never): Promise<unknown> => {
       const before = failure();
-      if (before !== undefined && WRITING_METHODS.has(name)) throw refuse(name, before);
+      if (before !== undefined && WRITING_METHODS.has(name)) {
+        // Bad input is INVALID_ARGUMENT whatever state the device is in (arguments before state).
+        checkArguments(name, req);
+        throw refuse(name, before);
+      }
       try {
         return await fn(req, ctx);
       } catch (e) {
@@ -185,7 +191,7 @@ const CONTROLLER_RPCS = Object.keys({
 export function controllerService(opts: ControllerOptions): ControllerHandlers {
   const server = new ControllerServer(opts);
   const handlers = Object.fromEntries(CONTROLLER_RPCS.map((rpc) => [rpc, server[rpc].bind(server)]));
-  return guardDevice(opts, handlers as unknown as ControllerHandlers);
+  return guardDevice(opts, handlers as unknown as ControllerHandlers, (method, req) => server.checkArguments(method, req));
 }
 
 /** The Controller service: one method per RPC, named exactly after it. */
@@ -227,11 +233,54 @@ export class ControllerServer implements ControllerHandlers {
     return { published_node_ids: Object.keys(v.record?.published ?? {}), volume_condition: this.conditionOf(v) };
   }
 
-  async CreateVolume(req: CreateVolumeRequest): Promise<CreateVolumeResponse> {
+  /**
+   * The argument checks of the RPCs that change something: pure (no state, no memory), so they run
+   * first, and also before a failed device is refused: bad input always gets INVALID_ARGUMENT (or
+   * OUT_OF_RANGE, or NOT_FOUND for an id that cannot be one of ours), whatever state things are in.
+   */
+  checkArguments(method: keyof ControllerHandlers, req: unknown): void {
+    switch (method) {
+      case 'CreateVolume':
+        this.createArguments(req as CreateVolumeRequest);
+        return;
+      case 'DeleteVolume':
+      case 'ControllerUnpublishVolume':
+        requireFields(req as DeleteVolumeRequest, 'volume_id');
+        return;
+      case 'ControllerPublishVolume':
+        this.publishArguments(req as ControllerPublishVolumeRequest);
+        return;
+      case 'CreateSnapshot':
+        requireFields(req as CreateSnapshotRequest, 'name', 'source_volume_id');
+        checkSnapshotParams((req as CreateSnapshotRequest).parameters);
+        return;
+      case 'DeleteSnapshot':
+        requireFields(req as DeleteSnapshotRequest, 'snapshot_id');
+        return;
+      default:
+        return;
+    }
+  }
+
+  private createArguments(req: CreateVolumeRequest) {
     requireFields(req, 'name');
     const params = parseVolumeParams(req.parameters);
     requireCapabilities(req.volume_capabilities, this.policyFor(params.sharing));
     const source = parseContentSource(req.volume_content_source);
+    // The range on its own (a copy's source size is checked against it later, with the source).
+    sizeForRange(req.capacity_range);
+    return { params, source };
+  }
+
+  /** The capability's shape; whether this volume's sharing allows it is checked with the volume. */
+  private publishArguments(req: ControllerPublishVolumeRequest): void {
+    requireFields(req, 'volume_id', 'node_id', 'volume_capability');
+    const shape = checkCapability(req.volume_capability, { multiWriterAllowed: true, blockAllowed: this.opts.blockAllowed ?? true });
+    if (!shape.ok) throw invalidArgument(`volume_capability: ${shape.reason}`);
+  }
+
+  async CreateVolume(req: CreateVolumeRequest): Promise<CreateVolumeResponse> {
+    const { params, source } = this.createArguments(req);
     const reqs = req.accessibility_requirements;
     if (reqs !== null && reqs !== undefined && reqs.requisite.length > 0 && !reqs.requisite.some((t) => this.isOurs(t))) {
       throw resourceExhausted(`none of the requisite topologies is pool ${this.opts.topologyKey}=${this.opts.pool}`);
@@ -242,15 +291,22 @@ export class ControllerServer implements ControllerHandlers {
   }
 
   async DeleteVolume(req: DeleteVolumeRequest): Promise<DeleteVolumeResponse> {
-    requireFields(req, 'volume_id');
+    this.checkArguments('DeleteVolume', req);
     await this.volumes.delete(req.volume_id);
     return {};
   }
 
   async ControllerPublishVolume(req: ControllerPublishVolumeRequest): Promise<ControllerPublishVolumeResponse> {
-    requireFields(req, 'volume_id', 'node_id', 'volume_capability');
+    this.publishArguments(req);
+    let known: boolean;
+    try {
+      known = await this.opts.nodeExists(req.node_id);
+    } catch (e) {
+      if (isCsiError(e)) throw e;
+      throw unavailable(`cannot tell whether node ${req.node_id} runs this driver: ${(e as Error).message}; retry`, e);
+    }
+    if (!known) throw notFound(`node ${req.node_id} is not a node of pool ${this.opts.pool} (${this.opts.nodeSource ?? 'unknown node'})`);
     const info = await this.volumes.require(req.volume_id);
-    if (!(await this.opts.nodeExists(req.node_id))) throw notFound(`node ${req.node_id} is not a node of pool ${this.opts.pool}`);
     const check = checkCapability(req.volume_capability, this.policyFor(info.sharing));
     if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
     const profile: AccessProfile = check.profile;
@@ -282,7 +338,7 @@ export class ControllerServer implements ControllerHandlers {
   }
 
   async ControllerUnpublishVolume(req: ControllerUnpublishVolumeRequest): Promise<ControllerUnpublishVolumeResponse> {
-    requireFields(req, 'volume_id');
+    this.checkArguments('ControllerUnpublishVolume', req);
     // A volume or node that is gone is already unpublished: OK.
     if (!isVolumeId(req.volume_id)) return {};
     await this.volumes.exclusive(req.volume_id, async () => {
@@ -359,14 +415,13 @@ export class ControllerServer implements ControllerHandlers {
   }
 
   async CreateSnapshot(req: CreateSnapshotRequest): Promise<CreateSnapshotResponse> {
-    requireFields(req, 'name', 'source_volume_id');
-    checkSnapshotParams(req.parameters);
+    this.checkArguments('CreateSnapshot', req);
     if (!isVolumeId(req.source_volume_id)) throw notFound(`source volume ${JSON.stringify(req.source_volume_id)} does not exist`);
     return { snapshot: snapshotOut(await this.volumes.createSnapshot(req.name, req.source_volume_id)) };
   }
 
   async DeleteSnapshot(req: DeleteSnapshotRequest): Promise<DeleteSnapshotResponse> {
-    requireFields(req, 'snapshot_id');
+    this.checkArguments('DeleteSnapshot', req);
     await this.volumes.deleteSnapshot(req.snapshot_id);
     return {};
   }

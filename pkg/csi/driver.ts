@@ -66,6 +66,13 @@ export interface DriverConfig {
    * volume it concerns when known: Kubernetes Events and metrics hang off this. May repeat.
    */
   onMemoryError?: (e: { source: 'controller' | 'node'; volumeId?: string; message: string }) => void;
+  /**
+   * Controller mode: which node ids are nodes of this pool (ControllerPublishVolume answers NOT_FOUND
+   * for any other) and where that knowledge comes from, for the error message. In a cluster: the
+   * CSINode objects (pkg/k8s/csinode.ts); standalone: the --nodes list. Absent: no node is known.
+   * All-in-one mode knows exactly one node, its own, and ignores this.
+   */
+  nodes?: { exists: (nodeId: string) => boolean | Promise<boolean>; source: string };
   /** Controller: told after each successful CreateVolume (placement for a VolumePlaced Event). */
   onVolumeCreated?: (v: VolumePlacement) => void;
   /** Metrics registry holder; a new one when absent (cmd passes one it also adds k8s series to). */
@@ -184,9 +191,11 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
         volumes,
         pool: cfg.pool,
         topologyKey: POOL_TOPOLOGY_KEY,
-        // All-in-one knows exactly one node. A cluster controller will check the pool's nodes
-        // (FamfsPool / CSINode); until then every node id is taken at its word.
-        nodeExists: cfg.mode === 'all' ? (id) => id === cfg.nodeId : () => true,
+        ...(cfg.mode === 'all'
+          ? { nodeExists: (id: string) => id === cfg.nodeId, nodeSource: `all-in-one mode serves node ${cfg.nodeId} only` }
+          : cfg.nodes !== undefined
+            ? { nodeExists: cfg.nodes.exists, nodeSource: cfg.nodes.source }
+            : { nodeExists: () => false, nodeSource: 'this controller knows no nodes: run it with a Kubernetes API (CSINode objects) or list them with --nodes' }),
         condition: () => {
           const h = deviceHealth();
           return h.state === 'ready' ? { abnormal: false, message: 'ok' } : { abnormal: true, message: h.message };

@@ -398,12 +398,17 @@ export class NodeService {
     if (req.volume_id === '') throw invalidArgument('volume_id is required');
     if (req.target_path === '') throw invalidArgument('target_path is required');
     if (req.volume_capability === null || req.volume_capability === undefined) throw invalidArgument('volume_capability is required');
-    if (req.staging_target_path === '') {
-      throw failedPrecondition('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME) before publishing them');
-    }
-    const [target, staging] = await Promise.all([this.paths.check(req.target_path, 'target_path'), this.paths.check(req.staging_target_path, 'staging_target_path')]);
+    // Every argument is checked before anything about state (a missing staging path means the CO
+    // skipped NodeStageVolume: a precondition, so it comes after the arguments that are wrong).
+    const [target, staging] = await Promise.all([
+      this.paths.check(req.target_path, 'target_path'),
+      req.staging_target_path === '' ? Promise.resolve(undefined) : this.paths.check(req.staging_target_path, 'staging_target_path'),
+    ]);
     if (target === staging) throw invalidArgument('target_path and staging_target_path must differ');
     const profile = this.profileOf(req.volume_capability, req.volume_context ?? {});
+    if (staging === undefined) {
+      throw failedPrecondition('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME) before publishing them');
+    }
     return this.exclusive(req.volume_id, async () => {
       const file = this.requireFile(req.volume_id);
       const doc = await this.store.load();

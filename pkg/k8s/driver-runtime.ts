@@ -8,19 +8,26 @@ import type { VolumePlacement } from '../csi/controller';
 import { startDriver, type DriverConfig, type RunningDriver } from '../csi/driver';
 import { DriverMetrics } from '../csi/metrics';
 import { systemUuid } from '../famfs/identity';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { kubeConfigIfAny } from './config';
+import { csiNodeLookup } from './csinode';
 import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from './driver-integration';
 import { EventReason, EventRecorder, pvcRef } from './events';
 import { MemoryErrorReporter } from './memory-errors';
 import { createMetrics } from './metrics';
 
 /** What the process decides; the Kubernetes hooks of DriverConfig are filled in here. */
-export type DriverProcessConfig = Omit<DriverConfig, 'deferLeadership' | 'metrics' | 'onMemoryError' | 'onVolumeCreated'>;
+export type DriverProcessConfig = Omit<DriverConfig, 'deferLeadership' | 'metrics' | 'onMemoryError' | 'onVolumeCreated' | 'nodes'>;
 
 export interface DriverProcessOptions {
   driver: DriverProcessConfig;
   /** --kubeconfig; default in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone. */
   kubeconfigPath?: string;
+  /**
+   * Controller: the node ids of the pool (--nodes), for a controller without a Kubernetes API. With an
+   * API and no list, the nodes are those whose CSINode object lists the driver.
+   */
+  knownNodes?: string[];
   /** Controller: how often the master publishes FamfsPool status (ms). */
   poolStatusIntervalMs: number;
   log: Logger;
@@ -43,6 +50,22 @@ function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
   const namespace = v.parameters['csi.storage.k8s.io/pvc/namespace'];
   if (!name || !namespace) return;
   events.emit(pvcRef(namespace, name), 'Normal', EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
+}
+
+/**
+ * Which node ids the controller publishes to (ControllerPublishVolume answers NOT_FOUND for others):
+ * an explicit list; else, with an API, the nodes whose CSINode object lists this driver with that
+ * node id; else none (all-in-one mode knows its own node anyway).
+ */
+function nodesOf(list: string[] | undefined, kubeConfig: KubeConfig | undefined, driverName: string): Pick<DriverConfig, 'nodes'> {
+  if (list !== undefined) {
+    const known = new Set(list);
+    return { nodes: { exists: (id) => known.has(id), source: `the nodes given with --nodes: ${list.join(', ') || 'none'}` } };
+  }
+  if (kubeConfig !== undefined) {
+    return { nodes: { exists: csiNodeLookup(kubeConfig, driverName), source: `no CSINode object lists driver ${driverName} with that node id` } };
+  }
+  return {};
 }
 
 export async function startDriverProcess(o: DriverProcessOptions): Promise<DriverProcess> {
@@ -72,6 +95,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
 
   const driver = await startDriver({
     ...cfg,
+    ...nodesOf(o.knownNodes, kubeConfig, cfg.driverName),
     deferLeadership: election?.enabled === true,
     metrics: driverMetrics,
     onMemoryError: (e) => {

@@ -46,7 +46,8 @@ async function startPlugin(ctx: GuestContext, mode: 'controller' | 'node', sock:
     path.join(PROJ, 'dist', 'cmd', 'famfs-csi.js'), '--mode', mode, '--device', ctx.dax, '--endpoint', `unix://${sock}`,
     '--node-id', `guest-${ctx.role.toLowerCase()}`, '--state-dir', `/tmp/famfs-csi-${mode}`, '--pool', 'devdax',
     // The controller (on the master) formats the device when this check runs alone.
-    ...(mode === 'controller' ? ['--mkfs'] : []),
+    // No Kubernetes here: the controller publishes only to the nodes it is told about.
+    ...(mode === 'controller' ? ['--mkfs', '--nodes', 'guest-a,guest-b'] : []),
   ], { stdio: ['ignore', log, log] });
   started.push(child);
   const deadline = Date.now() + 60_000;
