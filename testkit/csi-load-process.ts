@@ -58,7 +58,8 @@ export async function startControllerProcess(o: {
   child.stdout?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
   child.stderr?.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-20000)));
   const client = new CsiClient(endpoint, 30_000);
-  const deadline = Date.now() + 20_000;
+  // Generous: a loaded 2-core machine takes ~10 s just to load the driver's modules.
+  const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`controller exited with ${child.exitCode}: ${out}`);
     try {
@@ -69,7 +70,12 @@ export async function startControllerProcess(o: {
     } catch {
       // not ready yet
     }
-    if (Date.now() > deadline) throw new Error(`controller did not come up: ${out}`);
+    if (Date.now() > deadline) {
+      // Never leave it behind: it may still come up after we gave up on it.
+      child.kill('SIGKILL');
+      client.close();
+      throw new Error(`controller did not come up: ${out}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   return { child, client, endpoint, output: () => out };
@@ -96,6 +102,8 @@ export interface Inspection {
   fsck: FsckReport;
   /** Live volume ids in famfs (csi/vol-*). */
   volumeIds: string[];
+  /** Live snapshot ids in famfs (csi/snap-*). */
+  snapshotIds: string[];
   /** Directories under csi/ without a data file (left by a crash between the two appends). */
   emptyDirs: string[];
   image: ControllerStateDoc | undefined;
@@ -110,17 +118,19 @@ export function inspectDevice(devicePath: string): Inspection {
     const f = FamfsFs.open(dev, { readOnly: true });
     const root = f.lookup('csi');
     const volumeIds: string[] = [];
+    const snapshotIds: string[] = [];
     const emptyDirs: string[] = [];
     if (root?.kind === 'dir') {
       for (const [name, node] of root.children) {
         if (node.kind !== 'dir') continue;
         if (node.children.has('data')) {
           if (name.startsWith('vol-')) volumeIds.push(name);
+          else if (name.startsWith('snap-')) snapshotIds.push(name);
         } else emptyDirs.push(name);
       }
     }
     const img = new SharedStateImage(f, dev, validateStateDoc).load();
-    return { fsck: report, volumeIds: volumeIds.sort(), emptyDirs, image: img?.doc, generation: img?.header.generation ?? 0 };
+    return { fsck: report, volumeIds: volumeIds.sort(), snapshotIds: snapshotIds.sort(), emptyDirs, image: img?.doc, generation: img?.header.generation ?? 0 };
   } finally {
     dev.close();
   }
