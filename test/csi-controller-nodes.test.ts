@@ -6,9 +6,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
-import { removeEmulatedDevice } from '../pkg/device';
-import type { TestCluster } from '../pkg/k8s/test-cluster';
-import { freshDevice, MiB, startControllerProcess, stopProcess, type DriverProcess } from './csi-load-process';
+import { removeEmulatedDevice } from '../testkit/emulated-device';
+import type { TestCluster } from './helpers/test-cluster';
+import { freshDevice, MiB, startControllerProcess, stopProcess, type DriverProcess } from '../testkit/csi-load-process';
 import { startClusterOrSkip } from './helpers/k8s-env';
 import { codeOf, messageOf } from './helpers/node-env';
 
