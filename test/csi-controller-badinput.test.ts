@@ -53,7 +53,7 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     device = createEmulatedDevice(DEV, 256 * MiB, { fresh: true });
     famfs = FamfsFs.mkfs(device, { systemUuid: UUID, devicePath: device.path });
     state = new Volumes(new ControllerStore(famfs));
-    state.store.onBecameLeader(UUID);
+    state.store.takeMasterRole(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     server.addService('Controller', controllerService({
       volumes: state, pool: 'p1', topologyKey: KEY, nodeExists: (n) => n === 'node-a', condition: () => ({ abnormal: false, message: 'ok' }),

@@ -13,7 +13,7 @@ import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore, validateStateDoc } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
-import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/state-image';
+import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
 import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
 import { openDevice, type DaxDevice } from '../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
@@ -77,7 +77,7 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-failover-'));
     const devA = createEmulatedDevice(DEV, 256 * MiB, { fresh: true });
     a = await startController(dir, 'a', devA, FamfsFs.mkfs(devA, { systemUuid: HOST_A, devicePath: devA.path }));
-    a.state.onBecameLeader(HOST_A);
+    a.state.takeMasterRole(HOST_A);
   });
   after(async () => {
     for (const c of [a, b]) {
@@ -101,7 +101,7 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     const devB = openDevice(a.device.path);
     b = await startController(dir, 'b', devB, FamfsFs.open(devB, { hostUuid: HOST_B }));
     assert.equal((await failure(create(b, 'early'))).code, 'UNAVAILABLE', 'a standby refuses changes');
-    const epochB = b.state.onBecameLeader(HOST_B);
+    const epochB = b.state.takeMasterRole(HOST_B);
     assert.ok(epochB > (a.state.fencingEpoch ?? 0));
     const taken = onDevice();
     assert.equal(taken.generation, before.generation + 1, 'the new leader commits once under its epoch');
@@ -119,11 +119,11 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     const mark = onDevice();
     const r = await failure(create(a, 'pvc-3'));
     assert.equal(r.code, 'UNAVAILABLE');
-    assert.match(r.message, /not the leader/);
+    assert.match(r.message, /not the famfs master/);
     assert.equal((await failure(a.client.call('Controller', 'DeleteVolume', { volume_id: v2 }))).code, 'UNAVAILABLE');
     assert.equal((await failure(a.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: v1, node_id: 'node-a' }))).code, 'UNAVAILABLE');
     assert.deepEqual(onDevice(), mark, 'no log entry and no image generation from the fenced controller');
-    assert.equal(a.state.isLeader, false, 'fenced on the spot');
+    assert.equal(a.state.isMaster, false, 'fenced on the spot');
 
     // B goes on; ControllerGetVolume on B shows the live state.
     await b.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: v1, node_id: 'node-a' });
@@ -132,13 +132,13 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     assert.deepEqual(got.status.published_node_ids, []);
 
     // B loses the lease cleanly: it refuses at once, without touching the device.
-    b.state.onLostLeadership('lease lost (test)');
+    b.state.dropMasterRole('lease lost (test)');
     const m2 = onDevice();
     assert.equal((await failure(create(b, 'pvc-4'))).code, 'UNAVAILABLE');
     assert.deepEqual(onDevice(), m2);
 
     // A wins again and reads B's last generation.
-    a.state.onBecameLeader(HOST_A);
+    a.state.takeMasterRole(HOST_A);
     const listA = await a.client.call<ListVolumesResponse>('Controller', 'ListVolumes', {});
     assert.deepEqual(listA.entries.map((e) => e.volume.volume_id).sort(), [v1]);
     assert.deepEqual(await failure(create(a, 'pvc-3')), { code: 'OK', message: '' });
@@ -166,7 +166,7 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     assert.equal(torn?.header.generation, newest.header.generation - 1);
     assert.match(torn?.problems.join(';') ?? '', /header CRC/);
     // The next leader's commit goes to the damaged half and the image is whole again.
-    a.state.onBecameLeader(HOST_A);
+    a.state.takeMasterRole(HOST_A);
     const healed = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
     assert.equal(healed?.problems.length, 0);
     assert.equal(healed?.header.generation, newest.header.generation);

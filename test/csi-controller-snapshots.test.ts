@@ -43,7 +43,7 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     device = createEmulatedDevice(DEV, 512 * MiB, { fresh: true });
     famfs = FamfsFs.mkfs(device, { systemUuid: UUID, devicePath: device.path });
     const store = new ControllerStore(famfs);
-    store.onBecameLeader(UUID);
+    store.takeMasterRole(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     server.addService('Controller', controllerService({
       volumes: new Volumes(store, { copySliceBytes: 4 * MiB }), pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),

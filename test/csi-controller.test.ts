@@ -37,7 +37,7 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
     const famfs = FamfsFs.mkfs(new BufferMedia(Buffer.alloc(256 * MiB)), { systemUuid: uuid, devicePath: '/dev/shm/test' });
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     const store = new ControllerStore(famfs);
-    store.onBecameLeader(uuid);
+    store.takeMasterRole(uuid);
     server.addService('Controller', controllerService({
       volumes: new Volumes(store), pool: 'p1', topologyKey: KEY,
       nodeExists: (id) => id === 'node-a' || id === 'node-b', condition: () => ({ abnormal: false, message: 'ok' }),

@@ -306,7 +306,7 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     try {
       const before = famfsView();
       assert.equal(before.master, REPLICAS.a.uuid);
-      // The follower refuses writes (UNAVAILABLE: not the leader) and appends nothing.
+      // The follower refuses writes (UNAVAILABLE: not the famfs master) and appends nothing.
       assert.equal(await codeOf(create(b, 'from-follower')), 'UNAVAILABLE');
       assert.equal(famfsView().entriesUsed, before.entriesUsed);
 
@@ -334,7 +334,7 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       assert.equal(afterA.entriesUsed, afterB.entriesUsed, 'not one log entry from the old leader');
       assert.equal(afterA.epoch, taken.epoch);
       assert.ok(afterA.clean, 'fsck clean');
-      assert.match(controllerA.log, /EFENCED|another master took over|famfs master role dropped|no longer the leader/);
+      assert.match(controllerA.log, /EFENCED|another master took over|famfs master role dropped|no longer the famfs master/);
       process.stderr.write(`      [e2e] old leader after waking: CreateVolume ${late}; log entries ${afterB.entriesUsed} → ${afterA.entriesUsed}\n`);
 
       const pool = await until('FamfsPool to show b as master', () => {

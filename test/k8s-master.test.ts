@@ -67,25 +67,25 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     let samples = 0;
     const sampler = setInterval(() => {
       samples++;
-      if (a.isLeader && b.isLeader) overlap++;
+      if (a.isMaster && b.isMaster) overlap++;
     }, 5);
 
     const ea = election(a, 'ctl-a', HOST_A, 'famfs-master-pool0');
     ea.start();
-    for (let i = 0; i < 100 && !a.isLeader; i++) await sleep(100);
-    assert.ok(a.isLeader, 'A leads');
+    for (let i = 0; i < 100 && !a.isMaster; i++) await sleep(100);
+    assert.ok(a.isMaster, 'A leads');
     const epochA = a.fencingEpoch ?? -1;
     assert.equal(ea.epoch, epochA);
 
     const eb = election(b, 'ctl-b', HOST_B, 'famfs-master-pool0');
     eb.start();
     await sleep(1500);
-    assert.ok(!b.isLeader, 'B waits while A renews');
+    assert.ok(!b.isMaster, 'B waits while A renews');
 
     await ea.stop(); // A releases: B takes the Lease and the famfs master role
-    assert.ok(!a.isLeader);
-    for (let i = 0; i < 100 && !b.isLeader; i++) await sleep(100);
-    assert.ok(b.isLeader, 'B took over');
+    assert.ok(!a.isMaster);
+    for (let i = 0; i < 100 && !b.isMaster; i++) await sleep(100);
+    assert.ok(b.isMaster, 'B took over');
     const epochB = b.fencingEpoch ?? -1;
     assert.ok(epochB > epochA, `epoch rose in shared memory: ${epochA} → ${epochB}`);
 
@@ -93,10 +93,10 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     const ea2 = election(a, 'ctl-a', HOST_A, 'famfs-master-pool0');
     ea2.start();
     await sleep(1500);
-    assert.ok(!a.isLeader);
+    assert.ok(!a.isMaster);
     await eb.stop();
-    for (let i = 0; i < 100 && !a.isLeader; i++) await sleep(100);
-    assert.ok(a.isLeader, 'A took the role back');
+    for (let i = 0; i < 100 && !a.isMaster; i++) await sleep(100);
+    assert.ok(a.isMaster, 'A took the role back');
     assert.ok((a.fencingEpoch ?? -1) > epochB);
     await ea2.stop();
     clearInterval(sampler);
@@ -108,20 +108,20 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     this.timeout(60_000);
     const calls: string[] = [];
     const broken: MasterRole = {
-      onBecameLeader: () => {
+      takeMasterRole: () => {
         calls.push('broken:takeover');
         throw new Error('device not attached on this host');
       },
-      onLostLeadership: () => calls.push('broken:lost'),
+      dropMasterRole: () => calls.push('broken:lost'),
     };
     let healthyLeading = false;
     const healthy: MasterRole = {
-      onBecameLeader: () => {
+      takeMasterRole: () => {
         calls.push('healthy:takeover');
         healthyLeading = true;
         return 7;
       },
-      onLostLeadership: () => {
+      dropMasterRole: () => {
         healthyLeading = false;
       },
     };
@@ -200,8 +200,8 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
         leaderElection: settings('ctl-integ', 'famfs-csi-master-integ'),
       });
       try {
-        for (let i = 0; i < 100 && !volumes.isLeader; i++) await sleep(100);
-        assert.ok(volumes.isLeader, 'the Lease made this state the famfs master');
+        for (let i = 0; i < 100 && !volumes.isMaster; i++) await sleep(100);
+        assert.ok(volumes.isMaster, 'the Lease made this state the famfs master');
         let status: { master?: { node?: string; fencingEpoch?: number; leaseName?: string }; size?: string } | undefined;
         for (let i = 0; i < 100; i++) {
           const r = cl.run('kubectl', ['get', 'famfspool', 'integ', '-o', 'json']);
@@ -216,7 +216,7 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       } finally {
         await k8s.stop();
       }
-      assert.ok(!volumes.isLeader, 'stopping released the master role');
+      assert.ok(!volumes.isMaster, 'stopping released the master role');
     } finally {
       fs.rmSync(dev, { force: true });
     }

@@ -8,7 +8,7 @@ import * as path from 'path';
 import { bindMount, ensureTarget, removeTarget, unmount, unmountAll } from '../pkg/mount/mount';
 import { MountError } from '../pkg/mount/errors';
 import { findMount, isMountPoint, mountsAt, parseMountinfo, probePath } from '../pkg/mount/mountinfo';
-import { JsonStateStore, nodeStateStore, StateFileError, writeFileAtomic } from '../pkg/mount/state';
+import { JsonStateStore, nodeStateStore, StateFileError, writeFileAtomic } from '../pkg/mount/mount-records';
 
 const isRoot = process.getuid?.() === 0;
 

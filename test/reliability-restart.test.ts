@@ -10,7 +10,7 @@ import * as path from 'path';
 import { objectFileRelpath } from '../pkg/csi/names';
 import { FamfsFs } from '../pkg/famfs/fs';
 import type { Fmap } from '../pkg/famfs/layout';
-import { systemUuid } from '../pkg/famfs/identity';
+import { systemUuid } from '../pkg/famfs/host-uuid';
 import { canMount, codeOf, MASTER_UUID, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 import { errnoOf, fuseStatus, waitFor } from './soak/reliability-lib';
 

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CsiClient } from '../pkg/csi/client';
 import { validateStateDoc, type ControllerStateDoc } from '../pkg/csi/store';
-import { SharedStateImage } from '../pkg/csi/state-image';
+import { SharedStateImage } from '../pkg/csi/store-image';
 import { openDevice } from '../pkg/device';
 import { createEmulatedDevice } from './emulated-device';
 import { FamfsFs, fsck, type FsckReport } from '../pkg/famfs';

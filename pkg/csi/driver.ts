@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { openDevice, type DaxDevice } from '../device';
 import { FamfsError } from '../famfs/errors';
 import { FamfsFs } from '../famfs/fs';
-import { systemUuid } from '../famfs/identity';
+import { systemUuid } from '../famfs/host-uuid';
 import { controllerService, type VolumePlacement } from './controller';
 import { identityService, type Health } from './identity';
 import { DriverMetrics, startHttpEndpoints } from './metrics';
@@ -49,8 +49,8 @@ export interface DriverConfig {
   allowedPathRoots?: string[];
   /** Node mode: the famfs-fused entry script (default: the one shipped next to this module). */
   fusedScript?: string;
-  /** Controller: do not take the writer role at start; a leader elector calls store.onBecameLeader(). */
-  deferLeadership?: boolean;
+  /** Controller: do not take the writer role at start; the Lease elector calls store.takeMasterRole(). */
+  deferMasterRole?: boolean;
   /** Node mode: a famfs-fused run by someone else (the chart's container) serves the mount; never spawn one. */
   externalFuse?: boolean;
   /** Node mode, with externalFuse: how long an RPC waits for that server (ms). */
@@ -85,7 +85,7 @@ export interface RunningDriver {
   readonly device: DaxDevice;
   readonly fs: FamfsFs;
   readonly server: CsiServer;
-  /** The controller's store (controller and all modes): leadership hooks for the Lease. */
+  /** The controller's store (controller and all modes): the master role the Lease hands over. */
   readonly store?: ControllerStore;
   /** The controller's volume and snapshot operations (controller and all modes). */
   readonly volumes?: Volumes;
@@ -183,8 +183,8 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     store = new ControllerStore(famfs, { log: controllerLog });
     volumes = new Volumes(store, { log: controllerLog });
     // Without leader election this process is the only controller: it takes the famfs writer role
-    // (fencing epoch) now. With a Lease, the elector calls store.onBecameLeader/onLostLeadership.
-    if (cfg.deferLeadership !== true) store.onBecameLeader(systemUuid());
+    // (fencing epoch) now. With a Lease, the elector calls store.takeMasterRole/dropMasterRole.
+    if (cfg.deferMasterRole !== true) store.takeMasterRole(systemUuid());
     server.addService(
       'Controller',
       controllerService({

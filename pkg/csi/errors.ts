@@ -66,7 +66,7 @@ export const FAMFS_TO_GRPC: Readonly<Record<FamfsErrorCode, status>> = {
   ECORRUPT: status.INTERNAL,
   ENOTFAMFS: status.FAILED_PRECONDITION,
   // Another host holds the writer role now: transient from the CO's point of view (it retries,
-  // and the new leader's controller will answer).
+  // and the new master's controller will answer).
   EFENCED: status.UNAVAILABLE,
   ENOTMASTER: status.UNAVAILABLE,
   EROFS: status.FAILED_PRECONDITION,

@@ -11,7 +11,7 @@
 //   NodeUnpublish      unmount (lazily when the FUSE connection is dead), remove target_path
 //   NodeUnstage        flush the file's cache lines (giving the file up), unmount staging
 //
-// What was staged and published is persisted (pkg/mount/state.ts) so that a restarted plugin can
+// What was staged and published is persisted (pkg/mount/mount-records.ts) so that a restarted plugin can
 // put everything back or tear it down (restore()).
 import * as fs from 'fs';
 import type { Logger } from 'pino';
@@ -21,7 +21,7 @@ import type { FileNode } from '../famfs/tree';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
 import { findMount, probeConnection, probePath, readMountinfo } from '../mount/mountinfo';
-import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/state';
+import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/mount-records';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
 import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';

@@ -1,12 +1,12 @@
 // The controller's store: the records of volumes and snapshots, kept as an image in the shared
-// memory (state-image.ts), and the fencing epoch that makes this controller the only writer. It
+// memory (store-image.ts), and the fencing epoch that makes this controller the only writer. It
 // stores; what volumes and snapshots are made of is volumes.ts. It speaks CsiErrors only (famfs
 // errors are mapped here, through errors.ts).
 //
 // Where things live (all of it in the shared memory, nothing on a controller host's disk):
 //   csi/vol-<hash>/data     a volume: a famfs file with its size, mode, uid, gid and fmap.
 //   csi/snap-<hash>/data    a snapshot: a famfs file holding a memory-to-memory copy.
-//   csi/.controller-state   the metadata image (state-image.ts): per volume the CO's name, the
+//   csi/.controller-state   the metadata image (store-image.ts): per volume the CO's name, the
 //                           requested range, the canonical parameters, the content source, whether
 //                           its content copy finished, and the nodes it is published to; per
 //                           snapshot its source, creation time and readiness.
@@ -14,16 +14,16 @@
 // crash between the famfs append and the image commit) is described from the file alone and
 // adopted by the next CreateVolume with its name; a record without a file is dropped on takeover.
 //
-// Leadership: only the leader mutates. onBecameLeader() bumps the fencing epoch in the shared
-// memory (FamfsFs.takeOver), so a paused former leader's next append or image commit fails with
-// EFENCED, which every RPC reports as UNAVAILABLE "not the leader".
+// The master role: only the famfs master mutates. takeMasterRole() bumps the fencing epoch in the shared
+// memory (FamfsFs.takeOver), so a paused former master's next append or image commit fails with
+// EFENCED, which every RPC reports as UNAVAILABLE "not the famfs master".
 import type { Logger } from 'pino';
 import { FamfsError } from '../famfs/errors';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode } from '../famfs/tree';
 import { fromFamfsError, resourceExhausted, unavailable } from './errors';
 import { objectFileRelpath } from './names';
-import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage } from './state-image';
+import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage } from './store-image';
 
 export interface PublishRecord {
   readonly: boolean;
@@ -103,10 +103,10 @@ export class ControllerStore {
   }
 
   // ---------------------------------------------------------------------------------------------
-  // Leadership
+  // The master role
   // ---------------------------------------------------------------------------------------------
 
-  get isLeader(): boolean {
+  get isMaster(): boolean {
     return this.epoch !== undefined;
   }
 
@@ -124,7 +124,7 @@ export class ControllerStore {
    * read the last committed generation, drop records whose files are gone, and commit under the
    * new epoch. Called at start (no election) or by the Lease integration when it wins.
    */
-  onBecameLeader(hostUuid: string): number {
+  takeMasterRole(hostUuid: string): number {
     // Catch up first: a delete another master wrote makes FamfsFs re-read the superblock, so
     // takeOver compares against the current master UUID, not one cached before the other reign.
     const epoch = this.runFamfs('take over as famfs master', () => {
@@ -141,7 +141,7 @@ export class ControllerStore {
       this.commit();
       this.log?.info(
         { epoch, generation: this.image.generation, volumes: Object.keys(this.doc.volumes).length, snapshots: Object.keys(this.doc.snapshots).length, dropped },
-        'became leader: controller state loaded from shared memory',
+        'became famfs master: controller state loaded from shared memory',
       );
     } catch (e) {
       this.epoch = undefined;
@@ -150,16 +150,16 @@ export class ControllerStore {
     return epoch;
   }
 
-  /** Stop mutating at once (the Lease was lost); the next leader's epoch fences the log anyway. */
-  onLostLeadership(reason = 'lost leadership'): void {
+  /** Stop mutating at once (the Lease was lost); the next master's epoch fences the log anyway. */
+  dropMasterRole(reason = 'lost the master role'): void {
     if (this.epoch === undefined) return;
-    this.log?.warn({ epoch: this.epoch, reason }, 'no longer the leader: refusing changes');
+    this.log?.warn({ epoch: this.epoch, reason }, 'no longer the famfs master: refusing changes');
     this.epoch = undefined;
   }
 
-  /** A follower reads the image anew before answering: the leader may have changed it. */
+  /** A follower reads the image anew before answering: the master may have changed it. */
   refresh(): void {
-    if (this.isLeader) return;
+    if (this.isMaster) return;
     try {
       this.fs.catchUp();
       this.doc = this.image.load()?.doc ?? emptyDoc();
@@ -169,14 +169,14 @@ export class ControllerStore {
   }
 
   /** UNAVAILABLE unless this controller holds the writer role; returns the epoch it holds. */
-  requireLeader(): number {
-    if (this.epoch === undefined) throw unavailable('not the leader: this controller does not hold the famfs writer role (another replica does, or leadership is being handed over); retry');
+  requireMaster(): number {
+    if (this.epoch === undefined) throw unavailable('not the famfs master: this controller does not hold the famfs writer role (another replica does, or the role is being handed over); retry');
     return this.epoch;
   }
 
   /**
    * Runs famfs work and maps its errors to CSI statuses (`what` says which operation failed);
-   * losing the fence ends our leadership on the spot.
+   * losing the fence ends our master role on the spot.
    */
   runFamfs<T>(what: string, fn: () => T): T {
     try {
@@ -184,8 +184,8 @@ export class ControllerStore {
     } catch (e) {
       if (e instanceof FamfsError) {
         if (e.code === 'EFENCED' || e.code === 'ENOTMASTER') {
-          this.onLostLeadership(e.message);
-          throw unavailable(`not the leader: ${what}: ${e.message}`, e);
+          this.dropMasterRole(e.message);
+          throw unavailable(`not the famfs master: ${what}: ${e.message}`, e);
         }
         throw fromFamfsError(e, what);
       }
@@ -229,7 +229,7 @@ export class ControllerStore {
 
   /** Commits the records as the next image generation (fenced). */
   commit(): void {
-    const epoch = this.requireLeader();
+    const epoch = this.requireMaster();
     const h = this.runFamfs('commit the controller state image', () => this.image.commit(this.doc, epoch, () => this.fs.checkFenceEpoch(this.epoch)));
     this.lastBodyBytes = h.length;
   }

@@ -201,7 +201,7 @@ export class Volumes {
     const volumeId = volumeIdForName(req.name);
     const keys = req.source ? [volumeId, req.source.id] : [volumeId];
     return this.exclusive(keys, async () => {
-      this.store.requireLeader();
+      this.store.requireMaster();
       const existing = await this.describe(volumeId);
       if (existing !== undefined) return this.createAgain(req, existing);
 
@@ -341,7 +341,7 @@ export class Volumes {
   async delete(volumeId: string): Promise<void> {
     if (!isVolumeId(volumeId)) return;
     await this.exclusive(volumeId, async () => {
-      this.store.requireLeader();
+      this.store.requireMaster();
       await this.removeObject(volumeId, () => {
         const nodes = Object.keys(this.store.volume(volumeId)?.published ?? {});
         if (nodes.length > 0) throw failedPrecondition(`volume ${volumeId} is still published to ${nodes.join(', ')}; unpublish it first`);
@@ -363,7 +363,7 @@ export class Volumes {
   }
 
   async setPublished(volumeId: string, nodeId: string, rec: PublishRecord | undefined): Promise<void> {
-    this.store.requireLeader();
+    this.store.requireMaster();
     const v = this.store.volume(volumeId);
     if (v === undefined) {
       if (rec === undefined) return;
@@ -386,7 +386,7 @@ export class Volumes {
   }
 
   async clearPublished(volumeId: string): Promise<void> {
-    this.store.requireLeader();
+    this.store.requireMaster();
     const v = this.store.volume(volumeId);
     if (v === undefined || Object.keys(v.published).length === 0) return;
     v.published = {};
@@ -413,7 +413,7 @@ export class Volumes {
   async createSnapshot(name: string, sourceVolumeId: string): Promise<SnapshotInfo> {
     const snapshotId = snapshotIdForName(name);
     return this.exclusive([snapshotId, sourceVolumeId], async () => {
-      this.store.requireLeader();
+      this.store.requireMaster();
       const existing = this.describeSnapshot(snapshotId);
       if (existing !== undefined) {
         if (existing.record !== undefined && existing.sourceVolumeId !== sourceVolumeId) {
@@ -462,7 +462,7 @@ export class Volumes {
   async deleteSnapshot(snapshotId: string): Promise<void> {
     if (!isSnapshotId(snapshotId)) return;
     await this.exclusive(snapshotId, async () => {
-      this.store.requireLeader();
+      this.store.requireMaster();
       await this.removeObject(snapshotId, () => undefined);
       if (this.store.removeSnapshot(snapshotId)) this.store.commit();
     });

@@ -9,6 +9,6 @@ export * from './hosts';
 export * from './generation';
 export * from './fs';
 export * from './fsck';
-export * from './identity';
+export * from './host-uuid';
 export * from './fileio';
 export * from './repair';

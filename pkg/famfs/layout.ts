@@ -941,7 +941,7 @@ export function decodeLogGenRecord(b: Buffer): LogGenRecord | undefined {
   };
 }
 // Controller state image (famfs-csi): the content of the famfs file csi/.controller-state, written
-// only by the fenced master's controller (pkg/csi/state-image.ts). The file is split in two equal
+// only by the fenced master's controller (pkg/csi/store-image.ts). The file is split in two equal
 // halves, each a header (one cache line) and a UTF-8 JSON body; a commit writes the half that does
 // not hold the newest image, body first. See docs/format.md.
 // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 import * as os from 'os';
 import * as path from 'path';
 import pino from 'pino';
-import { systemUuid } from '../famfs/identity.js';
+import { systemUuid } from '../famfs/host-uuid.js';
 import { ControlServer, defaultControlSocket } from './control.js';
 import { completeHandover, requestHandover } from './handover.js';
 import { FamfsFuseServer, type FuseServerOptions } from './server.js';

@@ -3,7 +3,7 @@
 //     without it this process is master from the start, as before;
 //   - while master, the FamfsPool status is published every interval (space, log, hosts' replay lag),
 //     with the matching metrics and Events.
-// Usage (controller or all mode, after startDriver with deferLeadership = settings.enabled):
+// Usage (controller or all mode, after startDriver with deferMasterRole = settings.enabled):
 //   const k8s = startControllerIntegration({ store: driver.store, ... });  ...  await k8s.stop();
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
@@ -35,7 +35,7 @@ export interface ControllerIntegrationOptions {
 }
 
 export interface ControllerIntegration {
-  /** Whether this process waits for the Lease before acting as master (pass as deferLeadership). */
+  /** Whether this process waits for the Lease before acting as master (pass as deferMasterRole). */
   readonly leaderElection: boolean;
   readonly election: MasterElection | undefined;
   readonly statusLoop: PoolStatusLoop;

@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { VolumePlacement } from '../csi/controller';
 import { startDriver, type DriverConfig, type RunningDriver } from '../csi/driver';
 import { DriverMetrics } from '../csi/metrics';
-import { systemUuid } from '../famfs/identity';
+import { systemUuid } from '../famfs/host-uuid';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { kubeConfigIfAny } from './config';
 import { csiNodeLookup } from './csinode';
@@ -17,7 +17,7 @@ import { MemoryErrorReporter } from './memory-errors';
 import { createMetrics } from './metrics';
 
 /** What the process decides; the Kubernetes hooks of DriverConfig are filled in here. */
-export type DriverProcessConfig = Omit<DriverConfig, 'deferLeadership' | 'metrics' | 'onMemoryError' | 'onVolumeCreated' | 'nodes'>;
+export type DriverProcessConfig = Omit<DriverConfig, 'deferMasterRole' | 'metrics' | 'onMemoryError' | 'onVolumeCreated' | 'nodes'>;
 
 export interface DriverProcessOptions {
   driver: DriverProcessConfig;
@@ -96,7 +96,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
   const driver = await startDriver({
     ...cfg,
     ...nodesOf(o.knownNodes, kubeConfig, cfg.driverName),
-    deferLeadership: election?.enabled === true,
+    deferMasterRole: election?.enabled === true,
     metrics: driverMetrics,
     onMemoryError: (e) => {
       if (memoryErrors) memoryErrors.report(e);

@@ -1,7 +1,7 @@
 // The famfs master role follows the Lease: whoever holds the Lease takes over as famfs master
 // (FamfsFs.takeOver writes a new fencing epoch into the shared memory before any append), and drops
 // the role the moment it stops leading. This module is the glue between LeaderElector and the
-// controller's state layer (pkg/csi ControllerStore.onBecameLeader / onLostLeadership).
+// controller's state layer (pkg/csi ControllerStore.takeMasterRole / dropMasterRole).
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { LeaderElectionSettings } from './config';
@@ -11,9 +11,9 @@ import type { FamfsMetrics } from './metrics';
 /** What the controller's state layer offers (pkg/csi/store.ts ControllerStore has exactly these). */
 export interface MasterRole {
   /** Takes over as famfs master with this host's UUID; returns the famfs fencing epoch. */
-  onBecameLeader(hostUuid: string): number;
+  takeMasterRole(hostUuid: string): number;
   /** Stops mutating at once. */
-  onLostLeadership(reason?: string): void;
+  dropMasterRole(reason?: string): void;
 }
 
 export interface MasterElectionOptions {
@@ -65,7 +65,7 @@ export class MasterElection {
   private started(leaseEpoch: number): void {
     const pool = { pool: this.opts.pool };
     try {
-      this.famfsEpoch = this.opts.role.onBecameLeader(this.opts.hostUuid);
+      this.famfsEpoch = this.opts.role.takeMasterRole(this.opts.hostUuid);
     } catch (err: unknown) {
       // Holding the Lease without being able to write would block every other candidate: hand it on.
       this.opts.log?.error({ err: String(err), leaseEpoch }, 'famfs takeover failed; resigning the lease');
@@ -83,7 +83,7 @@ export class MasterElection {
     const pool = { pool: this.opts.pool };
     const was = this.famfsEpoch;
     this.famfsEpoch = undefined;
-    this.opts.role.onLostLeadership(reason);
+    this.opts.role.dropMasterRole(reason);
     this.opts.metrics?.isLeader.set(pool, 0);
     this.opts.metrics?.masterEpoch.set(pool, 0);
     this.opts.log?.warn({ leaseEpoch, famfsEpoch: was, reason }, 'famfs master role dropped');

@@ -9,7 +9,7 @@
 // A commit writes the half that does NOT hold the newest image: body first, flushed, then its
 // 64-byte header (one cache line), flushed. A crash before the header flush leaves the older half
 // as the newest valid one; a torn header or body fails its CRC. A reader takes the valid half with
-// the highest (epoch, generation). Only the fenced leader commits: the epoch is re-checked right
+// the highest (epoch, generation). Only the fenced master commits: the epoch is re-checked right
 // before the header store, the same check the log writer makes before publishing an entry.
 import { crc32 } from 'zlib';
 import { FamfsError } from '../famfs/errors';
@@ -99,7 +99,7 @@ export class SharedStateImage<T> {
     return Math.max(0, this.halfSize - BODY_OFFSET);
   }
 
-  /** Creates the image file when missing (leader only: it appends to the log). */
+  /** Creates the image file when missing (master only: it appends to the log). */
   ensure(size = DEFAULT_STATE_IMAGE_SIZE): void {
     if (this.file() !== undefined) return;
     if (this.fs.lookup(STATE_IMAGE_DIR) === undefined) this.fs.mkdir(STATE_IMAGE_DIR, { mode: 0o755 });
@@ -168,7 +168,7 @@ export class SharedStateImage<T> {
    */
   commit(doc: T, epoch: number, checkFence: () => void): ImageHeader {
     const file = this.file();
-    if (file === undefined) throw new FamfsError('ENOENT', `${this.relpath} is missing: the leader creates it on takeover`);
+    if (file === undefined) throw new FamfsError('ENOENT', `${this.relpath} is missing: the master creates it on takeover`);
     const body = Buffer.from(JSON.stringify(doc), 'utf8');
     if (body.length > this.capacity) {
       throw new FamfsError('ENOSPC', `controller state of ${body.length} bytes exceeds the ${this.capacity}-byte image half (${this.relpath}); delete unused volumes`);
