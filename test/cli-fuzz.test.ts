@@ -51,14 +51,14 @@ describe('famfs CLI fuzz (in-process, real device)', () => {
     fc.array(nasty, { maxLength: 5 }),
   );
 
-  it('never throws, always a known exit code; failures change nothing', () => {
+  it('never throws, always a known exit code; failures change nothing', async () => {
     const codes = new Set<number>(Object.values(EXIT));
     let failures = 0;
-    fc.assert(
-      fc.property(command, (args: string[]) => {
+    await fc.assert(
+      fc.asyncProperty(command, async (args: string[]) => {
         const before = dev.read(0, 10 << 20);
         const out: string[] = [];
-        const code = runCli(args, { out: (s) => out.push(s), err: (s) => out.push(s), progress: false });
+        const code = await runCli(args, { out: (s) => out.push(s), err: (s) => out.push(s), progress: false });
         assert.ok(codes.has(code), `exit ${code} for ${JSON.stringify(args)}`);
         if (code !== EXIT.OK && args[0] !== 'verify') {
           failures++;

@@ -1,5 +1,6 @@
 /**
- * The `famfs` command line: mkfs, mkdir, creat, cp, ls, fsck, rm, compact, verify, flush, hosts.
+ * The `famfs` command line: mkfs, mkdir, creat, cp, ls, getmap, logplay, check, fsck, repair, rm,
+ * compact, verify, flush, hosts, mount. Verbs and flags follow famfs' own CLI where famfs has them.
  *
  * Exit codes: 0 success; 1 the operation failed (the message says why and what to do);
  * 2 bad usage (nothing was written); 3 a check found problems (fsck not clean, verify mismatch).
@@ -27,8 +28,16 @@ import {
   repair,
   systemUuid,
   TreeNode,
+  validateSuperblock,
+  decodeSuperblock,
+  SB,
+  SUPERBLOCK_MAGIC,
   writeFileData,
 } from '../famfs';
+import { controlRequest } from '../fuse/control-client';
+import { defaultControlSocket } from '../fuse/control';
+import { planCopy } from './copy';
+import { checkMount, dryRun, dryRunText } from './logplay';
 import { fillPattern } from './pattern';
 import { formatBytes, parseCount, parseId, parseMode, parseSize, UsageError } from './units';
 
@@ -104,14 +113,85 @@ function progressBar(io: CliIO, total: number, label: string): { tick: (n: numbe
 function describeNode(n: TreeNode) {
   const base = { path: n.relpath, type: n.kind === 'dir' ? 'directory' : 'file', mode: `0${n.mode.toString(8)}`, uid: n.uid, gid: n.gid, logIndex: n.index };
   if (n.kind === 'dir') return base;
-  const f = n.fmap;
-  return {
-    ...base,
-    size: n.size,
-    ...(f.kind === 'simple'
-      ? { extents: f.extents.map((e) => ({ offset: e.offset, len: e.len })) }
-      : { interleave: { nstrips: f.nstrips, chunkSize: f.chunkSize, strips: f.strips.map((e) => ({ offset: e.offset, len: e.len })) } }),
-  };
+  return { ...base, size: n.size, ...fileMap(n) };
+}
+
+/** The version in the package.json of this installation (dist/pkg/cli → the project root). */
+function cliVersion(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    const f = path.join(dir, 'package.json');
+    if (fs.existsSync(f)) {
+      const pkg = JSON.parse(fs.readFileSync(f, 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'famfs-csi' && typeof pkg.version === 'string') return pkg.version;
+    }
+    if (path.dirname(dir) === dir) return 'unknown';
+  }
+}
+
+const MKFS_PROBE_BYTES = 1 << 20;
+
+/**
+ * Why mkfs must not write to `dev` without --force: it holds a famfs, or anything at all in its
+ * first MiB (a partition table, another file system, someone's data). undefined when blank.
+ */
+function holdsData(dev: DaxDevice): string | undefined {
+  const n = Math.min(MKFS_PROBE_BYTES, dev.size);
+  dev.invalidate(0, n);
+  const head = dev.read(0, n);
+  const sb = decodeSuperblock(head.subarray(0, SB.SIZE));
+  if (sb.magic === SUPERBLOCK_MAGIC) {
+    const check = validateSuperblock(head.subarray(0, SB.SIZE));
+    return `it already holds a famfs file system (uuid ${sb.uuid}, master ${sb.systemUuid}${check.ok ? '' : `; damaged: ${check.problems.join('; ')}`})`;
+  }
+  const at = head.findIndex((b) => b !== 0);
+  if (at >= 0) return `it is not blank: byte ${at} of its first MiB is not zero (another file system or data?)`;
+  return undefined;
+}
+
+/** Extents of a file, as ls --json and getmap print them. */
+type FileMap =
+  | { extents: { offset: number; len: number }[] }
+  | { interleave: { nstrips: number; chunkSize: number; strips: { offset: number; len: number }[] } };
+function fileMap(f: FileNode): FileMap {
+  return f.fmap.kind === 'simple'
+    ? { extents: f.fmap.extents.map((e) => ({ offset: e.offset, len: e.len })) }
+    : { interleave: { nstrips: f.fmap.nstrips, chunkSize: f.fmap.chunkSize, strips: f.fmap.strips.map((e) => ({ offset: e.offset, len: e.len })) } };
+}
+
+/** Same size, mode and owner (and interleave shape, when asked for): creat of it again is a no-op. */
+function identical(f: FileNode, size: number, o: { mode: number; uid: number; gid: number; interleave?: InterleaveParams }): boolean {
+  if (f.size !== size || f.mode !== o.mode || f.uid !== o.uid || f.gid !== o.gid) return false;
+  if (o.interleave === undefined) return true;
+  return f.fmap.kind === 'interleave' && f.fmap.nstrips === o.interleave.nstrips && f.fmap.chunkSize === o.interleave.chunkSize;
+}
+
+/** The famfs-fused server on a mountpoint, through its root-only control socket. */
+async function askMount(mountpoint: string, op: 'catchup' | 'status', socket?: string): Promise<Record<string, unknown>> {
+  const st = fs.statSync(mountpoint);
+  if (!st.isDirectory()) throw new UsageError(`${mountpoint} is not a directory; give the mountpoint of a famfs-fused mount`);
+  const sock = socket ?? defaultControlSocket(mountpoint);
+  let r;
+  try {
+    r = await controlRequest(sock, { op }, 10_000);
+  } catch (e) {
+    throw new FamfsError('ENOENT', `${mountpoint} is not served by a famfs-fused on this host (no answer on ${sock}: ${(e as Error).message}); mount it with famfs mount DEVICE ${mountpoint}`);
+  }
+  if (!r.ok) throw new FamfsError('EIO', `famfs-fused on ${mountpoint}: ${r.error}`);
+  return r;
+}
+
+/** First byte of `f` that differs from the pattern of `seed`; undefined when all match. */
+function firstMismatch(dev: DaxDevice, f: FileNode, seed: number): number | undefined {
+  const want = Buffer.alloc(COPY_CHUNK);
+  invalidateFile(dev, f);
+  for (let off = 0; off < f.size; off += COPY_CHUNK) {
+    const n = Math.min(COPY_CHUNK, f.size - off);
+    fillPattern(want, seed, off);
+    const got = readFileData(dev, f, off, n);
+    const bad = got.findIndex((b, i) => b !== want[i]);
+    if (bad >= 0) return off + bad;
+  }
+  return undefined;
 }
 
 function hex(n: number): string {
@@ -153,25 +233,33 @@ export function buildProgram(io: CliIO): Command {
     .description('famfs on shared (CXL) memory: make, inspect and fill a famfs device (a devdax device or an emulation file)')
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.replace(/\n$/, '')), writeErr: (s) => io.err(s.replace(/\n$/, '')) })
+    .version(cliVersion(), '-V, --version', 'print the famfs-csi version')
     .showHelpAfterError('(run famfs --help for usage)');
 
   program
     .command('mkfs')
-    .description('make a famfs file system (creates an emulation file of --size when DEVICE does not exist)')
+    .description('make a famfs file system (creates an emulation file of --size when DEVICE does not exist); refuses a device that holds data without --force')
     .option('--size <size>', 'size of a new emulation file (e.g. 8G)')
     .option('--loglen <size>', 'log length: a power of two of at least 8M', '8M')
-    .option('-f, --force', 'destroy an existing famfs on DEVICE')
+    .option('-f, --force', 'overwrite what DEVICE holds (an existing famfs or any other data)')
     .argument('<device>')
     .action((device: string, o: { size?: string; loglen: string; force?: boolean }) => {
       const logLen = parseSize(o.loglen, '--loglen', { powerOfTwo: true, min: 8 << 20 });
       const size = o.size === undefined ? undefined : parseSize(o.size, '--size', { multipleOf: ALLOC_UNIT, min: ALLOC_UNIT });
-      if (size === undefined && !fs.existsSync(device)) throw new UsageError(`${device} does not exist; pass --size to create an emulation file there`);
+      const existed = fs.existsSync(device);
+      if (size === undefined && !existed) throw new UsageError(`${device} does not exist; pass --size to create an emulation file there`);
       const dev = openDevice(device, size === undefined ? {} : { create: { size } });
+      let made = false;
       try {
-        const f = FamfsFs.mkfs(dev, { systemUuid: systemUuid(), devicePath: device, logLen, force: o.force });
+        const why = o.force ? undefined : holdsData(dev);
+        if (why) throw new FamfsError('EEXIST', `refusing to make a famfs on ${device}: ${why}; pass --force to overwrite it`);
+        const f = FamfsFs.mkfs(dev, { systemUuid: systemUuid(), devicePath: device, logLen, force: true });
+        made = true;
         io.out(`famfs created on ${device}: ${formatBytes(f.superblock.deviceSize)}, log ${formatBytes(logLen)} (${f.logCapacity} entries), master ${f.superblock.systemUuid}`);
       } finally {
         dev.close();
+        // A refused or failed mkfs leaves no emulation file of its own behind.
+        if (!made && !existed) fs.rmSync(device, { force: true });
       }
     });
 
@@ -189,7 +277,11 @@ export function buildProgram(io: CliIO): Command {
       const uid = parseId(o.uid, '--uid');
       const gid = parseId(o.gid, '--gid');
       withDevice(device, false, (dev) => {
-        const made = openFs(dev, true).mkdir(relpath, { parents: o.parents, mode, uid, gid });
+        const fsys = openFs(dev, true);
+        // famfs mkdir -p, like mkdir -p: an existing directory is success, not an error.
+        const there = o.parents ? fsys.lookup(relpath.replace(/\/+$/, '')) : undefined;
+        if (there?.kind === 'dir') return;
+        const made = fsys.mkdir(relpath.replace(/\/+$/, ''), { parents: o.parents, mode, uid, gid });
         for (const d of made) io.out(`mkdir ${d.relpath}`);
       });
     });
@@ -199,9 +291,9 @@ export function buildProgram(io: CliIO): Command {
       .option('-m, --mode <mode>', 'permission bits', '0644')
       .option('-u, --uid <uid>', 'owner', '0')
       .option('-g, --gid <gid>', 'group', '0')
-      .option('--nstrips <n>', 'interleave: strips per file')
-      .option('--nbuckets <n>', 'interleave: buckets the device is split into')
-      .option('--chunk <size>', 'interleave: chunk size (power of two, multiple of 2M)');
+      .option('-N, --nstrips <n>', 'interleave: strips per file')
+      .option('-B, --nbuckets <n>', 'interleave: buckets the device is split into')
+      .option('-C, --chunk <size>', 'interleave: chunk size (power of two, multiple of 2M)');
   type CreateOpts = { mode: string; uid: string; gid: string; nstrips?: string; nbuckets?: string; chunk?: string };
   const createOptions = (o: CreateOpts) => ({
     mode: parseMode(o.mode),
@@ -213,7 +305,7 @@ export function buildProgram(io: CliIO): Command {
   withCreateOptions(
     program
       .command('creat')
-      .description('create a pre-allocated file (master only); its memory is zeroed, or filled with a pattern given --seed')
+      .description('create a pre-allocated file (master only); its memory is zeroed, or filled with a pattern given --seed. An existing identical file (same size, mode, owner; same pattern with --seed) is left as it is')
       .requiredOption('-s, --size <size>', 'file size (e.g. 4096, 2M, 1G)')
       .option('-S, --seed <n>', 'fill with the deterministic pattern of this seed (check it with famfs verify)'),
   )
@@ -224,7 +316,23 @@ export function buildProgram(io: CliIO): Command {
       const opts = createOptions(o);
       const seed = o.seed === undefined ? undefined : parseId(o.seed, '--seed');
       withDevice(device, false, (dev) => {
-        const f = openFs(dev, true).creat(relpath, size, { ...opts, zero: seed === undefined });
+        const fsys = openFs(dev, true);
+        const existing = fsys.lookup(relpath);
+        if (existing?.kind === 'file') {
+          if (!identical(existing, size, opts)) {
+            throw new FamfsError(
+              'EEXIST',
+              `"${relpath}" already exists with ${existing.size} bytes, mode 0${existing.mode.toString(8)}, owner ${existing.uid}:${existing.gid}; famfs files cannot change (famfs rm it, or use another name)`,
+            );
+          }
+          if (seed !== undefined) {
+            const bad = firstMismatch(dev, existing, seed);
+            if (bad !== undefined) throw new FamfsError('EEXIST', `"${relpath}" already exists and differs from the pattern of seed ${seed} at byte ${bad}`);
+          }
+          io.out(`${relpath} already exists with the same size, mode and owner${seed !== undefined ? ' and pattern' : ''}: nothing to do`);
+          return;
+        }
+        const f = fsys.creat(relpath, size, { ...opts, zero: seed === undefined });
         if (seed !== undefined) {
           const bar = progressBar(io, size, 'fill');
           const buf = Buffer.alloc(COPY_CHUNK);
@@ -241,35 +349,125 @@ export function buildProgram(io: CliIO): Command {
       });
     });
 
-  withCreateOptions(program.command('cp').description('copy a local file into a new famfs file (master only)'))
-    .argument('<src>')
+  withCreateOptions(
+    program
+      .command('cp')
+      .description('copy local files into famfs (master only): cp SRC DEVICE DEST, cp SRC... DEVICE DIR, cp -r SRCDIR... DEVICE DEST')
+      .option('-r, --recursive', 'copy directory trees'),
+  )
+    .argument('<args...>', 'SRC... DEVICE DEST: local files (and directories with -r), the device, the famfs destination')
+    .action((args: string[], o: CreateOpts & { recursive?: boolean }) => {
+      if (args.length < 3) throw new UsageError('cp needs SRC... DEVICE DEST (at least one source, the device and the famfs destination)');
+      const srcArgs = args.slice(0, -2);
+      const [device, dest] = args.slice(-2) as [string, string];
+      const opts = createOptions(o);
+      withDevice(device, false, (dev) => {
+        const fsys = openFs(dev, true);
+        const plan = planCopy(fsys, srcArgs, dest, { recursive: o.recursive === true, interleave: opts.interleave });
+        for (const d of plan.dirs) {
+          fsys.mkdir(d, { mode: 0o755, uid: opts.uid, gid: opts.gid });
+          io.out(`mkdir ${d}`);
+        }
+        const total = plan.files.reduce((n, f) => n + f.size, 0);
+        const bar = progressBar(io, total, 'copy');
+        const buf = Buffer.alloc(COPY_CHUNK);
+        for (const job of plan.files) {
+          const fd = fs.openSync(job.src, 'r');
+          try {
+            const f = fsys.creat(job.dest, job.size, { ...opts, zero: true });
+            for (let off = 0; off < job.size; ) {
+              const n = fs.readSync(fd, buf, 0, Math.min(COPY_CHUNK, job.size - off), off);
+              if (n === 0) throw new FamfsError('EIO', `${job.src} shrank while being copied (at ${off} of ${job.size} bytes)`);
+              writeFileData(dev, f, off, buf.subarray(0, n));
+              off += n;
+              bar.tick(n);
+            }
+            flushFile(dev, f);
+          } finally {
+            fs.closeSync(fd);
+          }
+          io.out(`copied ${job.src} to ${job.dest}: ${job.size} bytes`);
+        }
+        bar.stop();
+      });
+    });
+
+  program
+    .command('getmap')
+    .description("show a file's extents: where its bytes live on the device")
+    .option('--json', 'machine-readable output')
     .argument('<device>')
     .argument('<relpath>')
-    .action((src: string, device: string, relpath: string, o: CreateOpts) => {
-      const opts = createOptions(o);
-      const st = fs.statSync(src);
-      if (!st.isFile()) throw new UsageError(`${src} is not a regular file`);
-      if (st.size === 0) throw new UsageError(`${src} is empty; famfs files have a fixed, non-zero size`);
-      const fd = fs.openSync(src, 'r');
-      try {
-        withDevice(device, false, (dev) => {
-          const f = openFs(dev, true).creat(relpath, st.size, { ...opts, zero: true });
-          const bar = progressBar(io, st.size, 'copy');
-          const buf = Buffer.alloc(COPY_CHUNK);
-          for (let off = 0; off < st.size; ) {
-            const n = fs.readSync(fd, buf, 0, Math.min(COPY_CHUNK, st.size - off), off);
-            if (n === 0) throw new FamfsError('EIO', `${src} shrank while being copied (at ${off} of ${st.size} bytes)`);
-            writeFileData(dev, f, off, buf.subarray(0, n));
-            off += n;
-            bar.tick(n);
-          }
-          bar.stop();
-          flushFile(dev, f);
-          io.out(`copied ${src} to ${relpath}: ${st.size} bytes`);
+    .action((device: string, relpath: string, o: { json?: boolean }) => {
+      withDevice(device, true, (dev) => {
+        const f = requireFile(openFs(dev, false), relpath);
+        const map = fileMap(f);
+        if (o.json) {
+          io.out(JSON.stringify({ path: f.relpath, size: f.size, logIndex: f.index, ...map }, null, 2));
+          return;
+        }
+        io.out(`${f.relpath}: ${f.size} bytes, log entry ${f.index}`);
+        if ('extents' in map) {
+          map.extents.forEach((e, i) => io.out(`  extent ${i}: offset ${hex(e.offset)} length ${hex(e.len)} (${formatBytes(e.len)})`));
+        } else {
+          io.out(`  interleaved: ${map.interleave.nstrips} strips, chunk ${formatBytes(map.interleave.chunkSize)}`);
+          map.interleave.strips.forEach((e, i) => io.out(`  strip ${i}: offset ${hex(e.offset)} length ${hex(e.len)} (${formatBytes(e.len)})`));
+        }
+      });
+    });
+
+  program
+    .command('logplay')
+    .description('replay the log: --dryrun DEVICE shows what a host would create; MOUNTPOINT makes its famfs-fused replay now')
+    .option('-n, --dryrun', 'read the log and print what replaying it would create; change nothing')
+    .option('--json', 'machine-readable output')
+    .option('--control-socket <path>', "the mount's famfs-fused control socket (default: derived from the mountpoint, as famfs-fused does)")
+    .argument('<device-or-mountpoint>')
+    .action(async (target: string, o: { dryrun?: boolean; json?: boolean; controlSocket?: string }) => {
+      const isDir = fs.statSync(target).isDirectory();
+      if (o.dryrun) {
+        const device = isDir ? String((await askMount(target, 'status', o.controlSocket))['device']) : target;
+        withDevice(device, true, (dev) => {
+          const r = dryRun(openFs(dev, false));
+          if (o.json) io.out(JSON.stringify({ device, ...r }, null, 2));
+          else for (const l of dryRunText(r)) io.out(l);
         });
-      } finally {
-        fs.closeSync(fd);
+        return;
       }
+      if (!isDir) {
+        throw new UsageError(
+          `${target} is a device; a host replays the log into its famfs-fused mount (famfs logplay MOUNTPOINT), or see what it would create with famfs logplay --dryrun ${target}`,
+        );
+      }
+      const r = await askMount(target, 'catchup', o.controlSocket);
+      if (o.json) io.out(JSON.stringify(r, null, 2));
+      else io.out(`replayed ${target}: log index ${r['index']}, ${r['added']} added, ${r['removed']} removed${r['stop'] ? `; stopped at a bad entry: ${JSON.stringify(r['stop'])}` : ''}`);
+    });
+
+  program
+    .command('check')
+    .description('check that a famfs-fused mount shows exactly what the log says (every file, size, mode, owner); exit 3 when not')
+    .option('--json', 'machine-readable output')
+    .option('--control-socket <path>', "the mount's famfs-fused control socket (default: derived from the mountpoint)")
+    .argument('<mountpoint>')
+    .action(async (mountpoint: string, o: { json?: boolean; controlSocket?: string }) => {
+      if (!fs.statSync(mountpoint).isDirectory()) throw new UsageError(`${mountpoint} is not a directory; famfs check takes a mountpoint (famfs fsck checks a device)`);
+      await askMount(mountpoint, 'catchup', o.controlSocket);
+      const device = String((await askMount(mountpoint, 'status', o.controlSocket))['device']);
+      withDevice(device, true, (dev) => {
+        const fsys = openFs(dev, false);
+        const r = checkMount(fsys, mountpoint);
+        if (o.json) io.out(JSON.stringify({ mountpoint, device, logIndex: fsys.tree.nextIndex, ...r }, null, 2));
+        else {
+          for (const p of r.problems) io.out(`  ${p}`);
+          io.out(
+            r.problems.length === 0
+              ? `${mountpoint}: ${r.files} files and ${r.directories} directories match the log of ${device}`
+              : `${mountpoint}: ${r.problems.length} difference(s) from the log of ${device}`,
+          );
+        }
+        if (r.problems.length > 0) throw new ChecksFailed();
+      });
     });
 
   program
@@ -511,11 +709,11 @@ function exitCodeOf(e: unknown): { code: number; message?: string } {
   throw e;
 }
 
-/** Run the CLI; returns the exit code instead of exiting (so tests can drive it in-process). */
-export function runCli(argv: string[], io: CliIO): number {
+/** Run the CLI; resolves to the exit code instead of exiting (so tests can drive it in-process). */
+export async function runCli(argv: string[], io: CliIO): Promise<number> {
   const program = buildProgram(io);
   try {
-    program.parse(argv, { from: 'user' });
+    await program.parseAsync(argv, { from: 'user' });
     return EXIT.OK;
   } catch (e) {
     const { code, message } = exitCodeOf(e);
