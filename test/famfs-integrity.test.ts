@@ -5,6 +5,7 @@ import { strict as assert } from 'assert';
 import {
   ALLOC_UNIT,
   DEFAULT_LOG_LEN,
+  encodeEntry,
   encodeLogCounters,
   entryOffset,
   EXT_BLOCK_OFFSET,
@@ -336,5 +337,60 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
     assert.deepEqual(r.dropped.map((d) => d.index), [2]);
     assert.equal(FamfsFs.open(media, { readOnly: true }).lookup('lost+found.2')?.kind, 'dir');
     assert.equal(fsck(media).clean, true);
+  });
+});
+
+describe('famfs integrity: a host notices when an entry it replayed is rewritten', () => {
+  /** What a master that trusted a lowered next_index did before issue 10: write over a replayed slot. */
+  function rogueRewrite(media: BufferMedia, index: number, relpath: string, offset: number): void {
+    media.write(
+      LOG_OFFSET + entryOffset(index),
+      encodeEntry(index, { type: 'file', relpath, size: MiB, mode: 0o644, uid: 0, gid: 0, flags: 2, fmap: { kind: 'simple', extents: [{ devindex: 0, offset, len: 2 * MiB }] } }),
+    );
+  }
+
+  it('the newest entry rewritten under an unchanged header: reported on the next catch-up, and it stays reported', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 5; i++) fs.creat(`f${i}`, MiB);
+    const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true, watchRewrites: true });
+    assert.deepEqual(host.catchUp().rewritten, []);
+    const n = host.tree.nextIndex;
+    rogueRewrite(media, n - 1, 'intruder', fmapExtents((host.lookup('f1') as FileNode).fmap)[0]!.offset);
+    const r = host.catchUp();
+    assert.equal(r.nextIndex, n, 'the header did not move, so a plain catch-up sees nothing new');
+    assert.deepEqual(r.rewritten.map((x) => [x.index, x.nowValid]), [[n - 1, true]]);
+    assert.deepEqual(host.catchUp().rewritten, [], 'reported once per content');
+    assert.deepEqual(host.rewrittenEntries().map((x) => x.index), [n - 1]);
+  });
+
+  it('an old entry rewritten deep in a long log is found within a bounded number of catch-ups', () => {
+    const { media, fs } = fresh();
+    fs.mkdir('d');
+    for (let i = 0; i < 600; i++) fs.mkdir(`d/${i}`);
+    const host = FamfsFs.open(media, { readOnly: true, watchRewrites: true });
+    rogueRewrite(media, 3, 'x', 40 * MiB);
+    let polls = 0;
+    while (host.rewrittenEntries().length === 0 && polls < 20) {
+      host.catchUp();
+      polls++;
+    }
+    assert.deepEqual(host.rewrittenEntries().map((x) => x.index), [3], `not found after ${polls} catch-ups`);
+    assert.ok(polls <= Math.ceil(601 / 128) + 1, `${polls} catch-ups`);
+  });
+
+  it('a counter lowered under a host is a loud error, and damage to a replayed entry is reported as not valid', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
+    const host = FamfsFs.open(media, { readOnly: true, watchRewrites: true });
+    const saved = media.read(LOG_OFFSET + entryOffset(2) + 60, 1);
+    media.write(LOG_OFFSET + entryOffset(2) + 60, Buffer.from([saved[0]! ^ 0x33]));
+    setCounters(media, 3);
+    assert.equal(code(() => host.catchUp()), 'ECORRUPT');
+    assert.deepEqual(host.rewrittenEntries().map((x) => [x.index, x.nowValid]), [[2, false]]);
+    // Restored (as repair does): no longer a discrepancy.
+    media.write(LOG_OFFSET + entryOffset(2) + 60, saved);
+    setCounters(media, 4);
+    assert.deepEqual(host.catchUp().rewritten, []);
+    assert.deepEqual(host.rewrittenEntries(), []);
   });
 });

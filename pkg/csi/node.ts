@@ -114,6 +114,14 @@ function bindFlags(profile: AccessProfile): string[] {
   return profile.mountFlags.filter((f) => f !== 'ro' && f !== 'rw');
 }
 
+/** Why a volume is abnormal once the FUSE server saw entries it replayed rewritten. */
+export function rewrittenMessage(indexes: readonly number[]): string {
+  return (
+    `famfs log entr${indexes.length === 1 ? 'y' : 'ies'} ${indexes.join(', ')}, which this node's FUSE server replayed, ${indexes.length === 1 ? 'was' : 'were'} rewritten: ` +
+    'the log no longer describes what this node serves and another volume may share its memory; run famfs fsck on the master'
+  );
+}
+
 export class NodeService {
   readonly fuse: FuseSupervisor;
   private readonly store: NodeStateStore;
@@ -525,6 +533,7 @@ export class NodeService {
     if (h.state === 'dead') problems.push(h.message);
     else if (h.state === 'absent') problems.push(`no famfs FUSE server serves ${this.fuse.mountpoint}`);
     else if (h.failed) problems.push(`famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`);
+    if (h.state === 'serving' && h.rewrittenEntries.length > 0) problems.push(rewrittenMessage(h.rewrittenEntries));
     let gone = false;
     try {
       gone = this.volumeFile(volumeId) === undefined;
@@ -533,6 +542,12 @@ export class NodeService {
     }
     if (gone) problems.push(`volume ${volumeId} no longer exists in the famfs log (deleted?)`);
     return problems.length === 0 ? { abnormal: false, message: 'volume is healthy' } : { abnormal: true, message: problems.join('; ') };
+  }
+
+  /** Log entries this node's FUSE server replayed and then saw rewritten (empty when none, or no server). */
+  async rewrittenEntries(): Promise<number[]> {
+    const h = await this.fuse.health();
+    return h.state === 'serving' ? h.rewrittenEntries : [];
   }
 
   async stats(req: NodeGetVolumeStatsRequest): Promise<NodeGetVolumeStatsResponse> {

@@ -46,7 +46,7 @@ import {
   bytesToUuid,
 } from './layout';
 import { Media } from './media';
-import { CatchUpResult, LogReader } from './replay';
+import { CatchUpResult, LogReader, RewrittenEntry } from './replay';
 import { DirNode, FamfsTree, FileNode, TreeChange, reservedBytes } from './tree';
 
 export interface MkfsOptions {
@@ -67,6 +67,11 @@ export interface OpenOptions {
   hostUuid?: string;
   hostName?: string;
   readOnly?: boolean;
+  /**
+   * Remember what identifies each replayed entry and re-check on every catch-up (hosts that serve
+   * files: the FUSE server, the node plugin). See rewrittenEntries().
+   */
+  watchRewrites?: boolean;
   /** The fencing epoch this writer holds; appends fail with EFENCED once the shared epoch moves on. */
   fenceEpoch?: number;
   /**
@@ -182,6 +187,7 @@ export class FamfsFs {
     this.watch = new HostWatch(opts.monotonicNow ?? (() => performance.now()));
     this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
     this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended(), () => this.locateLog());
+    this.reader.watchRewrites = opts.watchRewrites === true;
     this.tree.generation = this.reader.activeLog.generation;
     this.allocator = new Allocator(this.tree, sb.deviceSize, sb.logLen);
     this.allocator.setLogRegion2(this.reader.activeLog.altOffset);
@@ -294,7 +300,7 @@ export class FamfsFs {
       const changes = this.tree.replaceWith(fresh);
       this.allocator.setLogRegion2(active.altOffset);
       if (this.ready) this.allocator.rebuild(this.horizon());
-      return { headerNextIndex: f.headerNextIndex, nextIndex: this.tree.nextIndex, changes, ...(f.stop ? { stop: f.stop } : {}), newGeneration: active.generation };
+      return { headerNextIndex: f.headerNextIndex, nextIndex: this.tree.nextIndex, changes, ...(f.stop ? { stop: f.stop } : {}), newGeneration: active.generation, rewritten: f.rewritten };
     }
     throw new FamfsError('EAGAIN', 'the famfs log generation kept changing while it was replayed (compactions back to back); try again');
   }
@@ -316,6 +322,14 @@ export class FamfsFs {
       }
     }
     return active;
+  }
+
+  /**
+   * Entries this host replayed that were rewritten since (only with OpenOptions.watchRewrites):
+   * the log no longer says what this host serves. Sticky until the device is reopened.
+   */
+  rewrittenEntries(): RewrittenEntry[] {
+    return [...this.reader.rewritten.values()];
   }
 
   lookup(relpath: string) {

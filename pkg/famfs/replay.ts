@@ -8,6 +8,7 @@
  */
 import { FamfsError } from './errors';
 import {
+  crc,
   decodeEntry,
   decodeEntryAt,
   decodeLogHeader,
@@ -30,6 +31,20 @@ export interface ReplayStop {
   reason: string;
 }
 
+/** A log entry this reader had replayed whose bytes are no longer what it replayed. */
+export interface RewrittenEntry {
+  /** Log index of the entry that was replayed there. */
+  index: number;
+  /** Slot of the current log generation it sits in (= index until a compaction). */
+  slot: number;
+  /** CRC field of the entry when it was replayed. */
+  replayedCrc: number;
+  /** CRC of the slot's bytes now. */
+  nowCrc: number;
+  /** Whether the slot now holds a valid entry (rewritten by a writer) or damage. */
+  nowValid: boolean;
+}
+
 export interface CatchUpResult {
   /** Log index after the last entry the header says exists (its next_seqnum). */
   headerNextIndex: number;
@@ -44,7 +59,14 @@ export interface CatchUpResult {
   generationChanged?: boolean;
   /** Set by FamfsFs when this catch-up moved the tree to a new log generation. */
   newGeneration?: number;
+  /** Replayed entries found rewritten by this call (see LogReader.watchRewrites). */
+  rewritten: RewrittenEntry[];
 }
+
+/** Replayed entries re-read on every catch-up: the newest ones, where a lowered counter lets a master write. */
+const VERIFY_TAIL = 32;
+/** Older replayed entries re-read per catch-up, round-robin, so a rewrite anywhere is found within a bounded number of polls. */
+const VERIFY_SWEEP = 128;
 
 /** What lies past next_index: valid entries that follow it directly, and the first non-empty slot after those. */
 export interface PastEndScan {
@@ -61,6 +83,20 @@ export class LogReader {
   private readonly scratch = Buffer.allocUnsafe(CHUNK_ENTRIES * LE.SIZE);
   /** The log generation being read (see generation.ts); generation 0 is famfs' log. */
   private active: ActiveLog = GENERATION_ZERO;
+  /** CRC field and log index of every entry applied to the tree, by slot (kept only when watching rewrites). */
+  private replayedCrcs: number[] = [];
+  private replayedIndexes: number[] = [];
+  /** Generation the recorded CRCs belong to: a compaction starts a new record. */
+  private recordedGeneration = -1;
+  private sweepAt = 0;
+  /** Replayed entries that differ from what was replayed, by slot (reported once per content; dropped when restored). */
+  readonly rewritten = new Map<number, RewrittenEntry>();
+  /**
+   * Keep what identifies each replayed entry and re-read some on every catch-up: a host must
+   * notice when a writer overwrote an entry it had replayed (a master that trusted a lowered
+   * next_index), because its files may now sit on memory another file was given.
+   */
+  watchRewrites = false;
 
   /**
    * `locate` says which log generation is current. It is asked before and after each catch-up;
@@ -183,9 +219,11 @@ export class LogReader {
    */
   catchUp(tree: FamfsTree): CatchUpResult {
     this.relocate();
-    const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[] };
+    const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[], rewritten: [] as RewrittenEntry[] };
     if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
     const h = this.header();
+    // Before anything else: a counter that went backwards is exactly when entries get rewritten.
+    const rewritten = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : [];
     if (h.nextIndex < tree.slot) {
       throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`);
     }
@@ -194,13 +232,88 @@ export class LogReader {
     // rewriting the region we read. Apply nothing; the caller replays the new generation.
     if (this.locate && this.relocate().generation !== tree.generation) return { ...unchanged, generationChanged: true };
     const changes: TreeChange[] = [];
+    const fromSlot = tree.slot;
     for (const e of entries) {
       const c = tree.apply(e);
       if (c) changes.push(c);
     }
+    if (this.watchRewrites) this.noteReplayed(tree.generation, fromSlot, entries);
     // A compacted log may end with indexes whose entries were dropped: the tree is at the
     // header's next index all the same (that is what a host acknowledges).
     if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
-    return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop };
+    return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop, rewritten };
+  }
+
+  /** Record the CRC fields of the entries just applied from slot `from` (read once more: they are in cache). */
+  private noteReplayed(generation: number, from: number, entries: LogEntry[]): void {
+    if (generation !== this.recordedGeneration) {
+      this.recordedGeneration = generation;
+      this.replayedCrcs = [];
+      this.replayedIndexes = [];
+      this.rewritten.clear();
+      this.sweepAt = 0;
+    }
+    if (entries.length === 0) return;
+    const raw = this.media.read(this.active.offset + entryOffset(from), entries.length * LE.SIZE);
+    this.replayedCrcs.length = from;
+    this.replayedIndexes.length = from;
+    entries.forEach((e, k) => {
+      this.replayedCrcs.push(raw.readUInt32LE(k * LE.SIZE + LE.crc));
+      this.replayedIndexes.push(e.index);
+    });
+  }
+
+  /**
+   * Compare replayed entries (slots below `slots`) with the device: the newest VERIFY_TAIL every
+   * time, and VERIFY_SWEEP older ones round-robin. A mismatch is read again past any stale line
+   * before it counts.
+   */
+  private verifyReplayed(slots: number): RewrittenEntry[] {
+    const n = Math.min(slots, this.replayedCrcs.length);
+    if (n === 0) return [];
+    const found: RewrittenEntry[] = [];
+    const check = (from: number, to: number) => {
+      if (to <= from) return;
+      const base = this.active.offset + entryOffset(from);
+      this.media.invalidate(base, (to - from) * LE.SIZE);
+      const raw = this.media.read(base, (to - from) * LE.SIZE);
+      for (let i = from; i < to; i++) {
+        const want = this.replayedCrcs[i]!;
+        // Same CRC field and bytes that still match it: the entry we replayed.
+        const same = (b: Buffer, o: number) => b.readUInt32LE(o + LE.crc) === want && b.readUInt32LE(o + LE.crc + 4) === 0 && crc(b, o, o + LE.crc) === want;
+        if (same(raw, (i - from) * LE.SIZE)) {
+          // Back to what we replayed (repair restored it): no longer a discrepancy.
+          if (this.rewritten.size > 0) this.rewritten.delete(i);
+          continue;
+        }
+        const at = this.active.offset + entryOffset(i);
+        this.media.invalidate(at, LE.SIZE);
+        const again = this.media.read(at, LE.SIZE);
+        if (same(again, 0)) {
+          this.rewritten.delete(i);
+          continue;
+        }
+        const nowCrc = crc(again, 0, LE.crc);
+        if (this.rewritten.get(i)?.nowCrc === nowCrc) continue;
+        let nowValid = true;
+        try {
+          decodeEntry(again, i, this.extended);
+        } catch {
+          nowValid = false;
+        }
+        const r: RewrittenEntry = { index: this.replayedIndexes[i]!, slot: i, replayedCrc: want, nowCrc, nowValid };
+        this.rewritten.set(i, r);
+        found.push(r);
+      }
+    };
+    const tail = Math.max(0, n - VERIFY_TAIL);
+    check(tail, n);
+    if (tail > 0) {
+      if (this.sweepAt >= tail) this.sweepAt = 0;
+      const end = Math.min(tail, this.sweepAt + VERIFY_SWEEP);
+      check(this.sweepAt, end);
+      this.sweepAt = end;
+    }
+    return found;
   }
 }

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 
 import { openDevice, type DaxDevice } from '../device/index.js';
+import { fmapExtents } from '../famfs/fmap.js';
 import { FamfsFs } from '../famfs/fs.js';
 import { FuseError } from './errors.js';
 import { buildInodeTable, resolvePath } from './inode-table.js';
@@ -71,6 +72,11 @@ export interface ServerStatus {
   directIo: boolean;
   directIoFiles: string[];
   replayStop: { index: number; reason: string } | null;
+  /**
+   * Log entries this host replayed that were rewritten since (a master appended over them): the
+   * log no longer describes what this host serves, and another file may now sit on its memory.
+   */
+  rewrittenEntries: { index: number; nowValid: boolean; servedPath: string | null }[];
   native: NativeSessionStatus;
 }
 
@@ -90,6 +96,7 @@ export class FamfsFuseServer {
   private readonly directFiles = new Set<string>();
   private lostReported = false;
   private adopted: AdoptedConnection | undefined;
+  private readonly rewritesReported = new Set<string>();
 
   private constructor(
     private readonly opts: FuseServerOptions,
@@ -113,7 +120,7 @@ export class FamfsFuseServer {
     const device = openDevice(opts.device, { readOnly: opts.readOnly === true });
     let session: NativeFuseSession | undefined;
     try {
-      const fs = FamfsFs.open(device, { readOnly: true, hostUuid: opts.hostUuid, hostName: opts.hostName });
+      const fs = FamfsFs.open(device, { readOnly: true, hostUuid: opts.hostUuid, hostName: opts.hostName, watchRewrites: true });
       const sb = fs.superblock;
       const xattrs: Record<string, string> = { 'user.famfs.device': opts.device };
       if (opts.controlSocket !== undefined) {
@@ -174,7 +181,12 @@ export class FamfsFuseServer {
   catchup(): CatchupResult {
     this.assertRunning();
     const before = this.fs.tree.nextIndex;
-    const r = this.fs.catchUp();
+    let r: ReturnType<FamfsFs['catchUp']>;
+    try {
+      r = this.fs.catchUp();
+    } finally {
+      this.reportRewrites();
+    }
     let added = 0;
     let removed = 0;
     for (const c of r.changes) {
@@ -243,6 +255,7 @@ export class FamfsFuseServer {
       directIo: native.directIo,
       directIoFiles: [...this.directFiles],
       replayStop: this.replayStop,
+      rewrittenEntries: this.fs.rewrittenEntries().map((w) => ({ index: w.index, nowValid: w.nowValid, servedPath: this.servedPath(w.index) })),
       native,
     };
   }
@@ -320,6 +333,33 @@ export class FamfsFuseServer {
     }
   }
 
+  /** What this host serves from log entry `index` (our replay's view, never the rewritten bytes). */
+  private servedPath(index: number): string | null {
+    return this.fs.tree.byIndex.get(index)?.relpath ?? null;
+  }
+
+  /** Say it loudly, once per rewrite: pods on this host may be reading memory given to another file. */
+  private reportRewrites(): void {
+    for (const w of this.fs.rewrittenEntries()) {
+      const key = `${w.index}:${w.nowCrc}`;
+      if (this.rewritesReported.has(key)) continue;
+      this.rewritesReported.add(key);
+      const node = this.fs.tree.byIndex.get(w.index);
+      this.opts.logger.error(
+        {
+          event: 'log-entry-rewritten',
+          index: w.index,
+          replayedCrc: `0x${w.replayedCrc.toString(16)}`,
+          nowCrc: `0x${w.nowCrc.toString(16)}`,
+          nowValid: w.nowValid,
+          served: node ? { path: node.relpath, ...(node.kind === 'file' ? { extents: fmapExtents(node.fmap) } : {}) } : null,
+        },
+        `famfs log entry ${w.index}, which this host replayed${node ? ` (it serves "${node.relpath}")` : ''}, was ${w.nowValid ? 'rewritten by a writer' : 'damaged'}: ` +
+          'the log no longer describes what this host serves; run famfs fsck on the master, and do not create volumes until it is understood',
+      );
+    }
+  }
+
   private refreshStatfs(): void {
     const u = this.fs.usage();
     this.session.setStatfs({
@@ -330,9 +370,13 @@ export class FamfsFuseServer {
     });
   }
 
-  /** Tell the master how far this host has replayed, so deleted memory can be reused safely. */
+  /**
+   * Tell the master how far this host has replayed, so deleted memory can be reused safely, and so
+   * fsck and a new master can tell a lowered next_index (a host acked past it) from an interrupted
+   * append. Acked before any delete too: the slots live in bytes famfs never reads.
+   */
   private ackReplay(): void {
-    if (this.opts.hostUuid === undefined || this.device.readOnly || !this.fs.extensionsEnabled) return;
+    if (this.opts.hostUuid === undefined || this.device.readOnly) return;
     this.lastAckMs = Date.now();
     try {
       this.fs.ackReplay(this.opts.hostUuid, this.opts.hostName ?? '');

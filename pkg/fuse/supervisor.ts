@@ -50,7 +50,7 @@ export interface FuseSupervisorOptions {
 }
 
 export type FuseHealth =
-  | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number }
+  | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number; rewrittenEntries: number[] }
   | { state: 'absent' }
   | { state: 'dead'; message: string };
 
@@ -157,7 +157,8 @@ export class FuseSupervisor {
     const failed = reply['failed'] === true;
     const failureMessage = typeof reply['failureMessage'] === 'string' ? reply['failureMessage'] : null;
     if (reply['serving'] === false) return { state: 'dead', message: `FUSE server for ${this.mountpoint} lost its kernel connection` };
-    return { state: 'serving', failed, failureMessage, logIndex: Number(reply['logIndex'] ?? 0) };
+    const rewritten = Array.isArray(reply['rewrittenEntries']) ? (reply['rewrittenEntries'] as { index?: unknown }[]).map((w) => Number(w.index)) : [];
+    return { state: 'serving', failed, failureMessage, logIndex: Number(reply['logIndex'] ?? 0), rewrittenEntries: rewritten };
   }
 
   /**

@@ -13,6 +13,8 @@ import { kubeConfigIfAny } from './config';
 import { csiNodeLookup } from './csinode';
 import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from './driver-integration';
 import { EventReason, EventRecorder, pvcRef } from './events';
+import { rewrittenMessage } from '../csi/node';
+import { FAMFSPOOL_GROUP, FAMFSPOOL_KIND, FAMFSPOOL_VERSION } from './famfspool';
 import { MemoryErrorReporter } from './memory-errors';
 import { createMetrics } from './metrics';
 
@@ -30,6 +32,8 @@ export interface DriverProcessOptions {
   knownNodes?: string[];
   /** Controller: how often the master publishes FamfsPool status (ms). */
   poolStatusIntervalMs: number;
+  /** Node: how often to ask the FUSE server about rewritten log entries (ms, default 5000). */
+  rewriteCheckIntervalMs?: number;
   log: Logger;
 }
 
@@ -142,10 +146,33 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
     t.unref();
   }
 
+  // A log entry this node's FUSE server had replayed was rewritten: loud, once per entry (log,
+  // metric, Warning Event on the FamfsPool and the Node); NodeGetVolumeStats reports it as well.
+  const rewrittenSeen = new Set<number>();
+  const rewriteTimer =
+    cfg.mode === 'node' || cfg.mode === 'all'
+      ? setInterval(() => {
+          void Promise.resolve(running?.node?.rewrittenEntries())
+            .then((all) => {
+              const fresh = (all ?? []).filter((i) => !rewrittenSeen.has(i));
+              if (fresh.length === 0) return;
+              for (const i of fresh) rewrittenSeen.add(i);
+              k8sMetrics.logEntriesRewritten.inc({ pool: cfg.pool }, fresh.length);
+              const message = `node ${cfg.nodeId}: ${rewrittenMessage(fresh)}`;
+              log.error({ event: 'log-entry-rewritten', indexes: fresh, pool: cfg.pool }, message);
+              events?.emit({ apiVersion: `${FAMFSPOOL_GROUP}/${FAMFSPOOL_VERSION}`, kind: FAMFSPOOL_KIND, name: cfg.pool }, 'Warning', EventReason.LogEntryRewritten, message);
+              events?.emit({ apiVersion: 'v1', kind: 'Node', name: cfg.nodeId, uid: cfg.nodeId }, 'Warning', EventReason.LogEntryRewritten, message);
+            })
+            .catch(() => undefined);
+        }, o.rewriteCheckIntervalMs ?? 5000)
+      : undefined;
+  rewriteTimer?.unref();
+
   return {
     driver,
     kubernetes: kubeConfig !== undefined,
     async stop() {
+      if (rewriteTimer) clearInterval(rewriteTimer);
       await Promise.all([integration?.stop(), memoryErrors?.stop()]).catch((e: unknown) =>
         log.warn({ err: String(e) }, 'Kubernetes integration did not stop cleanly'),
       );

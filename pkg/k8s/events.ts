@@ -28,6 +28,7 @@ export const EventReason = {
   AttachRefused: 'AttachRefused',
   MasterChanged: 'MasterChanged',
   ReplayBehind: 'ReplayBehind',
+  LogEntryRewritten: 'LogEntryRewritten',
 } as const;
 
 export class EventRecorderError extends Error {

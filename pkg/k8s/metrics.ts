@@ -22,6 +22,8 @@ export interface FamfsMetrics {
   /** 1 while this process holds the master Lease. */
   isLeader: Gauge<PoolLabel>;
   memoryErrors: Counter<PoolLabel | 'source'>;
+  /** Log entries a host replayed and later found rewritten (issue 10): the log lost what it serves. */
+  logEntriesRewritten: Counter<PoolLabel>;
 }
 
 export interface MetricsOptions {
@@ -62,6 +64,12 @@ export function createMetrics(opts: MetricsOptions = {}): FamfsMetrics {
       name: 'famfs_memory_errors_total',
       help: 'Memory errors (SIGBUS / poisoned lines) met while touching the shared memory',
       labelNames: ['pool', 'source'],
+      registers,
+    }),
+    logEntriesRewritten: new Counter({
+      name: 'famfs_log_entries_rewritten_total',
+      help: "famfs log entries this host's FUSE server had replayed and then found rewritten (the log no longer describes what it serves)",
+      labelNames: ['pool'],
       registers,
     }),
   };

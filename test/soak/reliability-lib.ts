@@ -112,6 +112,8 @@ export interface FuseStatus {
   failureMessage: string | null;
   serving: boolean;
   replayStop: { index: number; reason: string } | null;
+  /** Entries the server replayed and then found rewritten (issue 10). */
+  rewrittenEntries: { index: number; nowValid: boolean; servedPath: string | null }[];
   pid: number;
 }
 
