@@ -10,7 +10,8 @@
         "native/src/fuse_server.cc",
         "native/src/fuse_addon.cc",
         "native/src/fuse_handover.cc",
-        "native/src/mount.cc"
+        "native/src/mount.cc",
+        "native/src/famfs_crc.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

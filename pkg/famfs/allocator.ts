@@ -21,6 +21,21 @@ export class SpaceMap {
     }
   }
 
+  /** A map whose free runs are [runs[0], runs[1]), [runs[2], runs[3]), ... (sorted, disjoint). */
+  static fromRuns(totalUnits: number, runs: readonly number[]): SpaceMap {
+    const m = new SpaceMap(0);
+    (m as { totalUnits: number }).totalUnits = totalUnits;
+    for (let i = 0; i + 1 < runs.length; i += 2) {
+      // Adjacent runs are merged: the map keeps runs non-adjacent.
+      if (m.ends.length > 0 && m.ends[m.ends.length - 1] === runs[i]) m.ends[m.ends.length - 1] = runs[i + 1] as number;
+      else {
+        m.starts.push(runs[i] as number);
+        m.ends.push(runs[i + 1] as number);
+      }
+    }
+    return m;
+  }
+
   get freeUnits(): number {
     let n = 0;
     for (let i = 0; i < this.starts.length; i++) n += this.ends[i] - this.starts[i];
@@ -111,6 +126,71 @@ export class SpaceMap {
   }
 }
 
+/**
+ * Used intervals of allocation units, swept once into a SpaceMap. Collisions are counted as
+ * marking them in order would: every unit of a FILE interval that metadata or an earlier FILE
+ * interval already holds (orphaned and pending intervals reserve space but never collide).
+ */
+export class IntervalSweep {
+  static readonly METADATA = 0;
+  static readonly FILE = 1;
+  static readonly OTHER = 2;
+  private starts: number[] = [];
+  private ends: number[] = [];
+  private kinds: number[] = [];
+
+  add(start: number, count: number, kind: number): void {
+    if (count <= 0) return;
+    this.starts.push(start);
+    this.ends.push(start + count);
+    this.kinds.push(kind);
+  }
+
+  sweep(totalUnits: number): { map: SpaceMap; collisions: number } {
+    // Boundary events: +1 at a start, -1 at an end, per kind. At equal positions ends go first.
+    const n = this.starts.length;
+    const pos = new Float64Array(2 * n);
+    const what = new Int8Array(2 * n); // kind*2 + (0 start | 1 end)
+    for (let i = 0; i < n; i++) {
+      pos[2 * i] = this.starts[i];
+      what[2 * i] = this.kinds[i] * 2;
+      pos[2 * i + 1] = this.ends[i];
+      what[2 * i + 1] = this.kinds[i] * 2 + 1;
+    }
+    const order = new Uint32Array(2 * n);
+    for (let i = 0; i < 2 * n; i++) order[i] = i;
+    order.sort((a, b) => pos[a] - pos[b] || (what[b] & 1) - (what[a] & 1));
+    const depth = [0, 0, 0];
+    let collisions = 0;
+    let prev = 0;
+    const runs: number[] = [];
+    let freeFrom = 0;
+    let anyUsed = false;
+    for (let k = 0; k < order.length; k++) {
+      const i = order[k];
+      const p = Math.min(pos[i], totalUnits);
+      if (p > prev) {
+        const files = depth[IntervalSweep.FILE];
+        // Units claimed by files more than once, or by a file and metadata.
+        if (files > 0) collisions += (files - 1 + (depth[IntervalSweep.METADATA] > 0 ? 1 : 0)) * (p - prev);
+      }
+      const wasUsed = anyUsed;
+      const kind = what[i] >> 1;
+      depth[kind] += what[i] & 1 ? -1 : 1;
+      anyUsed = depth[0] + depth[1] + depth[2] > 0;
+      if (!wasUsed && anyUsed) {
+        if (p > freeFrom) runs.push(freeFrom, p);
+      } else if (wasUsed && !anyUsed) freeFrom = p;
+      prev = p;
+    }
+    // Units past the end of the device (never placed there; the tree refuses such extents) count
+    // as collisions, as marking them did.
+    for (let i = 0; i < n; i++) if (this.kinds[i] === IntervalSweep.FILE && this.ends[i] > totalUnits) collisions += this.ends[i] - Math.max(this.starts[i], totalUnits);
+    if (!anyUsed && totalUnits > freeFrom) runs.push(freeFrom, totalUnits);
+    return { map: SpaceMap.fromRuns(totalUnits, runs), collisions };
+  }
+}
+
 export interface InterleaveParams {
   nbuckets: number;
   nstrips: number;
@@ -175,18 +255,20 @@ export class Allocator {
    * (some host may not have replayed the delete and may still map them).
    */
   rebuild(horizon: number): void {
-    const map = new SpaceMap(this.units);
-    map.markUsed(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT));
-    let collisions = 0;
-    if (this.region2 > 0) map.markUsed(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT));
-    for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) collisions += map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+    // Every used interval is collected and swept once in order (O(E log E) in the extents, whatever
+    // the device size), where marking them one by one in the run list cost a splice each.
+    const used = new IntervalSweep();
+    used.add(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT), IntervalSweep.METADATA);
+    if (this.region2 > 0) used.add(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT), IntervalSweep.METADATA);
+    for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.FILE);
     for (const o of this.tree.orphaned) {
-      for (const e of o.extents) if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+      for (const e of o.extents) if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
     }
     // Pending releases never count as collisions: a newer file may legitimately sit there once
     // the horizon passed at its allocation time.
     this.pending = this.tree.released.filter((r) => r.deleteIndex >= horizon).map((r) => ({ deleteIndex: r.deleteIndex, extents: r.extents }));
-    for (const p of this.pending) for (const e of p.extents) map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+    for (const p of this.pending) for (const e of p.extents) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
+    const { map, collisions } = used.sweep(this.units);
     this.map = map;
     this.collisions = collisions;
   }

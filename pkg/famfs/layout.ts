@@ -552,8 +552,9 @@ export interface SeqWindow {
  * decodeEntry for the entry at byte `o` of a larger buffer (replay decodes in place, no copies).
  * `index` is the slot; the returned entry's index is its log index (the seqnum).
  */
-export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: boolean | (() => boolean), seq?: SeqWindow): LogEntry {
-  const computed = crc(raw, o, o + LE.crc);
+export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: boolean | (() => boolean), seq?: SeqWindow, knownCrc?: number): LogEntry {
+  // knownCrc: the CRC of these bytes computed in a batch (crc-slots.ts); otherwise computed here.
+  const computed = knownCrc ?? crc(raw, o, o + LE.crc);
   if (raw.readUInt32LE(o + LE.crc) !== computed || raw.readUInt32LE(o + LE.crc + 4) !== 0) {
     throw new EntryDecodeError(index, `CRC mismatch (stored 0x${raw.readBigUInt64LE(o + LE.crc).toString(16)}, computed 0x${computed.toString(16)})`);
   }

@@ -22,6 +22,7 @@ import {
   SeqWindow,
   validateLogHeader,
 } from './layout';
+import { crcSlots } from './crc-slots';
 import { ActiveLog, GENERATION_ZERO } from './generation';
 import { Media } from './media';
 import { FamfsTree, TreeChange } from './tree';
@@ -145,11 +146,12 @@ export class LogReader {
       const base = this.active.offset + entryOffset(chunkStart);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
+      const crcs = crcSlots(raw, n, LE.SIZE, LE.crc);
       for (let k = 0; k < n; k++) {
         const i = chunkStart + k;
         let e: LogEntry;
         try {
-          e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window);
+          e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window, crcs[k]);
         } catch (first) {
           if (!(first instanceof EntryDecodeError)) throw first;
           // A stale or half-seen line: drop it and look once more before calling the entry bad.
