@@ -383,14 +383,35 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(!noRbac.some((o) => /Role|ServiceAccount|FamfsPool/.test(o.kind)));
     });
 
-    it('refuses a StorageClass without a sharing mode or with an unknown one', function () {
+    it('refuses a StorageClass without a sharing mode or with an unknown one (enabled or not), and duplicate names', function () {
       this.timeout(60_000);
       const res = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true']);
       assert.notEqual(res.status, 0);
-      assert.match(res.stderr, /sharing is required/);
+      assert.match(res.stderr, /storageClasses\[0\] \(x\): sharing is required \(serial, readonly or multi-writer\)/);
       const bad = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true,storageClasses[0].sharing=shared']);
       assert.notEqual(bad.status, 0);
-      assert.match(bad.stderr, /use serial, readonly or multi-writer/);
+      assert.match(bad.stderr, /storageClasses\[0\] \(x\): sharing "shared" is not a famfs sharing mode; use serial .*, readonly .* or multi-writer/);
+      const disabled = runTool('helm', ['template', 'rel', CHART, '--set-json', 'storageClasses=[{"name":"famfs-serial","enabled":true,"sharing":"serial"},{"name":"famfs-readonly","enabled":false,"sharing":"read-only"}]']);
+      assert.notEqual(disabled.status, 0, 'a typo in a disabled class is refused too');
+      assert.match(disabled.stderr, /storageClasses\[1\] \(famfs-readonly\): sharing "read-only" is not a famfs sharing mode/);
+      const twice = runTool('helm', ['template', 'rel', CHART, '--set-json', 'storageClasses=[{"name":"famfs-serial","sharing":"serial"},{"name":"famfs-serial","sharing":"readonly"}]']);
+      assert.notEqual(twice.status, 0);
+      assert.match(twice.stderr, /storageClasses\[1\]\.name "famfs-serial" is used twice/);
+      for (const sharing of ['serial', 'readonly', 'multi-writer']) {
+        const good = runTool('helm', ['template', 'rel', CHART, '--set', `storageClasses[0].name=x,storageClasses[0].sharing=${sharing}`]);
+        assert.equal(good.status, 0, `sharing=${sharing}: ${good.stderr}`);
+      }
+    });
+
+    it('refuses controller.replicas > 1 with leader election off (two masters); 1 replica without it, or many with it, render', function () {
+      this.timeout(60_000);
+      const two = runTool('helm', ['template', 'rel', CHART, '--set', 'controller.leaderElection.enabled=false']);
+      assert.notEqual(two.status, 0);
+      assert.match(two.stderr, /controller\.replicas=2 with controller\.leaderElection\.enabled=false: every replica would take the famfs master role.*Set controller\.replicas=1/);
+      const three = runTool('helm', ['template', 'rel', CHART, '--set', 'controller.leaderElection.enabled=false,controller.replicas=3']);
+      assert.match(three.stderr, /controller\.replicas=3 with/);
+      assert.equal(find<Workload>(render({ set: ['controller.leaderElection.enabled=false', 'controller.replicas=1'] }), 'Deployment').spec.replicas, 1);
+      assert.equal(find<Workload>(render({ set: ['controller.replicas=3'] }), 'Deployment').spec.replicas, 3);
     });
 
     it('passes driver parameters through and adds a multi-writer class on request', function () {
