@@ -64,6 +64,8 @@ export interface ServerStatus {
   device: string;
   mountpoint: string;
   logIndex: number;
+  /** Log generation replayed (0: famfs' own log; each compaction adds one). */
+  logGeneration: number;
   files: number;
   directories: number;
   failed: boolean;
@@ -247,6 +249,7 @@ export class FamfsFuseServer {
       device: this.opts.device,
       mountpoint: this.opts.mountpoint,
       logIndex: this.fs.tree.nextIndex,
+      logGeneration: this.fs.activeLog.generation,
       files: this.fs.tree.fileCount,
       directories: this.fs.tree.dirCount,
       failed: native.failed || this.device.failed,
