@@ -76,7 +76,8 @@ function fileBytes(dev: DaxDevice, f: FileNode): Buffer {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-compact-'));
     devPath = `/dev/shm/famfs-compact-hosts-${process.pid}-${randomBytes(3).toString('hex')}`;
     dev = openDevice(devPath, { create: { size: 4 * GIB } });
-    FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: devPath });
+    // Hosts ack every 200 ms; one silent for 1 s no longer holds deleted memory back.
+    FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: devPath, hostLiveMs: 1000 });
     master = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 0 });
     master.mkdir('keep');
     keep = master.creat('keep/file', 4 * MIB + 12345);
@@ -145,9 +146,9 @@ function fileBytes(dev: DaxDevice, f: FileNode): Buffer {
   });
 
   it('a host stopped across two compactions catches up when it resumes (same inodes, same files as the master)', async () => {
-    // This master counts a host as gone after 1 s of silence, so the stopped host does not hold
+    // The device counts a host as gone after 1 s of silence, so the stopped host does not hold
     // every delete pending (it must replay from scratch when it comes back: it does, at the new generation).
-    const m = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 0, hostLiveMs: 1000 });
+    const m = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 0 });
     await caughtUp([a, b], m);
     const gen0 = m.activeLog.generation;
     const fd = fs.openSync(a.p('keep/file'), 'r');
