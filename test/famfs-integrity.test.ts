@@ -397,7 +397,8 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
 });
 
 describe('famfs integrity: corruption fuzz over entries hosts have replayed', () => {
-  it('every flipped byte is found by fsck or provably harmless; repair brings back exactly what the host replayed, and the next create shares no memory with it', () => {
+  it('every flipped byte is found by fsck or provably harmless; repair brings back exactly what the host replayed, and the next create shares no memory with it', function () {
+    this.timeout(600_000);
     const { media, fs } = fresh();
     fs.mkdir('d');
     for (let i = 0; i < 10; i++) fs.creat(`d/f${i}`, (i + 1) * 300_000);
@@ -455,10 +456,10 @@ describe('famfs integrity: corruption fuzz over entries hosts have replayed', ()
         const created = FamfsFs.open(media, { hostUuid: MASTER }).creat('new', 3 * MiB);
         assert.deepEqual(overlapWithHost(host, created), [], `${where}: the next create lands on replayed memory`);
       }),
-      { numRuns: 300, seed: 0x10f1 },
+      { numRuns: 250, seed: 0x10f1 },
     );
     // Every kind of outcome was exercised (a fuzz that only ever takes one branch proves little).
-    assert.ok(counts.repaired > 100 && counts.superblockRefused > 0 && counts.harmless > 0, JSON.stringify(counts));
+    assert.ok(counts.repaired > 80 && counts.superblockRefused > 0 && counts.harmless > 0, JSON.stringify(counts));
     console.log(`      corruption fuzz: ${JSON.stringify(counts)}`);
   });
 });

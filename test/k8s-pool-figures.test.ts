@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { FamfsFs } from '../pkg/famfs';
+import { entryOffset, FamfsFs, LE, LOG_OFFSET, releaseQuarantine, repair } from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
 import { objectDirRelpath, objectFileRelpath, snapshotIdForName, volumeIdForName } from '../pkg/csi/names';
 import { poolFigures, volumeCount } from '../pkg/k8s/pool-status-loop';
@@ -25,5 +25,27 @@ describe('FamfsPool figures', () => {
     fs.rm(objectFileRelpath(volumeIdForName('pvc-a')));
     fs.rm(objectDirRelpath(volumeIdForName('pvc-a')));
     assert.equal(volumeCount(fs), 1);
+  });
+
+  it('counts what famfs repair quarantined, and the memory it holds, until it is released', () => {
+    const media = new BufferMedia(Buffer.alloc(16 << 20), 1 << 30);
+    const fs = FamfsFs.mkfs(media, { systemUuid: '11111111-2222-4333-8444-555555555555', devicePath: 'x' });
+    const id = volumeIdForName('pvc-q');
+    fs.mkdir('csi');
+    fs.mkdir(objectDirRelpath(id));
+    const file = fs.creat(objectFileRelpath(id), 6 << 20);
+    assert.equal(poolFigures(fs, 'd', { node: 'n', fencingEpoch: 1 }).quarantinedEntries, 0);
+    // Two damaged bytes (uid and name): the CRC cannot prove the entry, repair quarantines it.
+    for (const [pos, mask] of [[LE.payload + 12, 0x01], [LE.payload + 24 + 2, 0x20]] as const) {
+      const at = LOG_OFFSET + entryOffset(file.index) + pos;
+      media.write(at, Buffer.from([media.read(at, 1)[0]! ^ mask]));
+    }
+    assert.deepEqual(repair(media, { hostUuid: '11111111-2222-4333-8444-555555555555' }).quarantined.map((q) => q.index), [file.index]);
+    const master = FamfsFs.open(media, { hostUuid: '11111111-2222-4333-8444-555555555555' });
+    const f = poolFigures(master, 'd', { node: 'n', fencingEpoch: 1 });
+    assert.equal(f.quarantinedEntries, 1);
+    assert.equal(f.quarantinedBytes, 6 << 20);
+    releaseQuarantine(master, file.index);
+    assert.equal(poolFigures(master, 'd', { node: 'n', fencingEpoch: 1 }).quarantinedEntries, 0);
   });
 });

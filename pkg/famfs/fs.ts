@@ -45,7 +45,9 @@ import {
   decodeSuperblock,
   bytesToUuid,
 } from './layout';
+import { fmapCapacity } from './fmap';
 import { Media } from './media';
+import { isQuarantine } from './repair';
 import { CatchUpResult, LogReader, RewrittenEntry } from './replay';
 import { DirNode, FamfsTree, FileNode, TreeChange, reservedBytes } from './tree';
 
@@ -147,6 +149,9 @@ export interface UsageReport extends SpaceSummary {
   logEntriesTotal: number;
   files: number;
   directories: number;
+  /** Entries famfs repair quarantined (lost+found.<index> files) and the memory they hold. */
+  quarantinedEntries: number;
+  quarantinedBytes: number;
 }
 
 const MIN_DEVICE_SIZE = (n: number) => reservedBytes(n) + ALLOC_UNIT;
@@ -337,12 +342,23 @@ export class FamfsFs {
   }
 
   usage(): UsageReport {
+    // Quarantine files live in the root (famfs repair makes them there): no tree walk.
+    let quarantinedEntries = 0;
+    let quarantinedBytes = 0;
+    for (const n of this.tree.root.children.values()) {
+      if (n.kind === 'file' && isQuarantine(n)) {
+        quarantinedEntries++;
+        quarantinedBytes += fmapCapacity(n.fmap);
+      }
+    }
     return {
       ...this.allocator.summary(),
       logEntriesUsed: this.tree.slot,
       logEntriesTotal: this.logCapacity,
       files: this.tree.fileCount,
       directories: this.tree.dirCount,
+      quarantinedEntries,
+      quarantinedBytes,
     };
   }
 

@@ -33,6 +33,9 @@ export interface PoolFigures {
   volumes: number;
   logEntriesUsed: number;
   logEntriesTotal: number;
+  /** Log entries famfs repair quarantined, and the memory they keep reserved until released. */
+  quarantinedEntries?: number;
+  quarantinedBytes?: number;
   master: { node: string; pod?: string; leaseName?: string; fencingEpoch: number; since?: Date };
   /** Conditions such as Ready, LogNearlyFull, MemoryErrors. */
   conditions?: PoolCondition[];
@@ -71,6 +74,7 @@ export interface FamfsPoolStatus {
   largestFreeExtentBytes?: number;
   volumes?: number;
   log?: { entriesUsed?: number; entriesTotal?: number; usedPercent?: number };
+  quarantine?: { entries?: number; bytes?: number };
   master?: { node?: string; pod?: string; leaseName?: string; fencingEpoch?: number; since?: string };
   nodesHealthy?: string;
   nodes?: NodeStatus[];
@@ -190,6 +194,7 @@ export class FamfsPoolClient {
       largestFreeExtentBytes: f.largestFreeExtentBytes,
       volumes: f.volumes,
       log: { entriesUsed: f.logEntriesUsed, entriesTotal: f.logEntriesTotal, usedPercent },
+      quarantine: { entries: f.quarantinedEntries ?? 0, bytes: f.quarantinedBytes ?? 0 },
       master: {
         node: f.master.node,
         pod: f.master.pod,

@@ -19,6 +19,8 @@ export interface FamfsView {
     logEntriesUsed: number;
     logEntriesTotal: number;
     files: number;
+    quarantinedEntries: number;
+    quarantinedBytes: number;
   };
   /** Host slots as the master judges them, on its own clock (never a host's clock). */
   hostLiveness(): { hostUuid: string; ackedIndex: number; name: string; live: boolean; silentMs: number }[];
@@ -52,6 +54,8 @@ export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): 
     volumes: volumeCount(fs),
     logEntriesUsed: u.logEntriesUsed,
     logEntriesTotal: u.logEntriesTotal,
+    quarantinedEntries: u.quarantinedEntries,
+    quarantinedBytes: u.quarantinedBytes,
     master,
   };
 }
