@@ -2,7 +2,9 @@
 // (--mode all: Identity, Controller and Node on one unix socket, on an emulated device) with
 // hostile names, sizes, parameters, capabilities and paths. Every answer must be a deliberate gRPC
 // status (never UNKNOWN or INTERNAL, which is what an unexpected throw becomes), the process must
-// stay alive, and a call that failed must not have appended to the famfs log (header counters).
+// stay alive, and a call that failed must have changed nothing: not the famfs log (header counters),
+// not the controller's state image (its generation), not the node plugin's state files, and no mount,
+// file or directory under the kubelet root it may mount in.
 import { strict as assert } from 'assert';
 import { spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -10,7 +12,12 @@ import * as os from 'os';
 import * as path from 'path';
 import fc from 'fast-check';
 import { CsiClient } from '../pkg/csi/client';
+import { SharedStateImage } from '../pkg/csi/state-image';
+import { validateStateDoc } from '../pkg/csi/store';
 import { openDevice, type DaxDevice } from '../pkg/device';
+import { FamfsFs } from '../pkg/famfs/fs';
+import { NODE_PUBLISHED_FILE, NODE_STATE_FILE } from '../pkg/mount/state';
+import { readMountinfo } from '../pkg/mount/mountinfo';
 import { canMount, codeOf, messageOf } from './helpers/node-env';
 import { CSI_MAIN, rawHeader, waitFor } from './soak/reliability-lib';
 
@@ -92,7 +99,34 @@ const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXIS
     fs.rmSync(devicePath, { force: true });
   });
 
-  it('every RPC, hostile input: deliberate status, process alive, nothing appended by a failed call', async () => {
+  /** Everything a failed call must leave as it was. */
+  async function snapshot(): Promise<Record<string, unknown>> {
+    const f = FamfsFs.open(device, { readOnly: true });
+    const image = new SharedStateImage(f, device, validateStateDoc).load();
+    const stateFile = (name: string): string => {
+      const p = path.join(dir, 'state', name);
+      return fs.existsSync(p) ? fs.readFileSync(p, 'utf8') : '(absent)';
+    };
+    const tree: string[] = [];
+    const walk = (d: string): void => {
+      for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+        tree.push(path.join(d, e.name) + (e.isDirectory() ? '/' : ''));
+        if (e.isDirectory()) walk(path.join(d, e.name));
+      }
+    };
+    walk(kubelet);
+    const mounts = (await readMountinfo()).filter((m) => m.mountPoint.startsWith(kubelet + '/')).map((m) => m.mountPoint);
+    return {
+      nextIndex: rawHeader(device).nextIndex,
+      imageGeneration: image?.header.generation ?? 0,
+      nodeState: stateFile(NODE_STATE_FILE),
+      nodePublished: stateFile(NODE_PUBLISHED_FILE),
+      kubeletTree: tree.sort(),
+      kubeletMounts: mounts,
+    };
+  }
+
+  it('every RPC, hostile input: deliberate status, process alive, nothing changed by a failed call', async () => {
     const name = fc.oneof(
       fc.constantFrom('', '../../etc/passwd', 'a\0b', 'x'.repeat(129), 'y'.repeat(5000), '☃️ボリューム\u202e', '/abs', '.', '..', 'vol-' + '0'.repeat(40), 'ok-name'),
       fc.string({ maxLength: 200 }),
@@ -137,19 +171,24 @@ const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXIS
     let calls = 0;
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(...RPCS), request, async ([service, method], req) => {
-        const before = rawHeader(device).nextIndex;
+        const before = await snapshot();
         const p = client.call(service, method, req);
         const code = await codeOf(p);
         calls++;
         counts[code] = (counts[code] ?? 0) + 1;
         assert.ok(DELIBERATE.has(code), `${method} answered ${code}: ${await messageOf(p)}\nrequest: ${JSON.stringify(req).slice(0, 600)}`);
         assert.equal(exited, undefined, `famfs-csi died: ${exited}`);
-        if (code !== 'OK') assert.equal(rawHeader(device).nextIndex, before, `${method} failed with ${code} but appended to the log`);
+        if (code !== 'OK') assert.deepEqual(await snapshot(), before, `${method} failed with ${code} but changed something`);
       }),
       { numRuns: Number(process.env['FUZZ_RUNS'] ?? 600), seed: Number(process.env['FUZZ_SEED'] ?? 0xc51) },
     );
     console.log(`      ${calls} fuzzed calls over ${RPCS.length} RPCs: ${JSON.stringify(counts)}`);
     assert.equal(exited, undefined);
     assert.equal(await codeOf(client.call('Identity', 'Probe', {})), 'OK', 'still healthy at the end');
+    // No fuzzed id names a real volume, so no stage or publish can have succeeded: the kubelet root
+    // holds exactly what the test made, and nothing is mounted in it.
+    const end = await snapshot();
+    assert.deepEqual(end['kubeletMounts'], [], 'nothing mounted under the kubelet root');
+    assert.deepEqual(end['kubeletTree'], [`${kubelet}/pods/`], 'no file or directory left under the kubelet root');
   });
 });
