@@ -5,6 +5,7 @@
 import { strict as assert } from 'assert';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -38,16 +39,36 @@ describe('test environment', () => {
     // Needs root to drop to another user; a non-root run already fails the check above.
     if (privilegeGap() !== undefined) this.skip();
     this.timeout(120_000);
-    const mocha = require.resolve('mocha/bin/mocha.js', { paths: [ROOT] });
+    const root = fs.realpathSync(ROOT);
+    let mocha = fs.realpathSync(require.resolve('mocha/bin/mocha.js', { paths: [ROOT] }));
+    // The checkout may sit below a directory nobody cannot enter (a CI clone in /root or a 0700
+    // temp dir): nobody sees it through a bind mount at a path anyone can reach, in a private mount
+    // namespace that goes away with the run.
+    const view = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-nobody-view-'));
+    fs.chmodSync(view, 0o755);
+    // The checkout and ../shared beside it (test files read the golden vectors as they load).
+    const repo = path.join(view, 'repo');
+    const shared = path.join(root, '..', 'shared');
+    fs.mkdirSync(repo);
+    fs.mkdirSync(path.join(view, 'shared'));
+    if (mocha.startsWith(root + path.sep)) mocha = path.join(repo, path.relative(root, mocha));
     const env = { ...process.env };
     delete env.FAMFS_TEST_UNPRIVILEGED;
     // npm test's own mocha configuration (every test file is loaded), narrowed to the check.
-    const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, mocha, '--grep', CHECK_TITLE, '--reporter', 'spec'], {
-      cwd: ROOT,
-      env,
-      encoding: 'utf8',
-      timeout: 110_000,
-    });
+    const script =
+      'mount --bind "$1" "$2" && { [ ! -d "$6" ] || mount --bind "$6" "$7"; } && cd "$2" && ' +
+      'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$3" "$4" --grep "$5" --reporter spec';
+    let r: ReturnType<typeof spawnSync>;
+    try {
+      r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, repo, process.execPath, mocha, CHECK_TITLE, shared, path.join(view, 'shared')], {
+        env,
+        encoding: 'utf8',
+        timeout: 110_000,
+      });
+    } finally {
+      // rmdir, never a recursive delete: were a bind still there, it would be the checkout.
+      for (const d of [repo, path.join(view, 'shared'), view]) fs.rmdirSync(d);
+    }
     const out = `${r.stdout}\n${r.stderr}`;
     assert.equal(r.error, undefined, `setpriv did not run: ${String(r.error)}`);
     assert.notEqual(r.status, 0, `mocha as nobody exited 0:\n${out}`);
