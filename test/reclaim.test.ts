@@ -257,14 +257,14 @@ describe('reclaim: property over random ack, stall and clock schedules', functio
         const v = run(s, 'one-clock');
         assert.equal(v, undefined, v);
       }),
-      { numRuns: 150, examples: [[EDGE]] },
+      { numRuns: 100, examples: [[EDGE]] },
     );
   });
 
   it('negative control: the same schedules under the old host-clock rule do find a violation', () => {
     const r = fc.check(
       fc.property(scheduleArb, (s) => run(s, 'host-clocks') === undefined),
-      { numRuns: 150 },
+      { numRuns: 100 },
     );
     assert.equal(r.failed, true, 'the property must be able to fail');
   });

@@ -124,6 +124,7 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
                            InstanceMethod<&FuseSessionWrap::FlushFile>("flushFile"),
                            InstanceMethod<&FuseSessionWrap::InvalidateFile>("invalidateFile"),
                            InstanceMethod<&FuseSessionWrap::Status>("status"),
+                           InstanceMethod<&FuseSessionWrap::SetFenceDeadline>("setFenceDeadline"),
                            InstanceMethod<&FuseSessionWrap::Stop>("stop"),
                            InstanceMethod<&FuseSessionWrap::HandoverTo>("handoverTo"),
                            InstanceMethod<&FuseSessionWrap::CancelHandover>("cancelHandover"),
@@ -256,7 +257,11 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     k.Set("refused", Napi::Number::New(env, static_cast<double>(c.refused.load())));
     k.Set("faults", Napi::Number::New(env, static_cast<double>(c.faults.load())));
     k.Set("staleHandles", Napi::Number::New(env, static_cast<double>(c.stale.load())));
+    k.Set("fenced", Napi::Number::New(env, static_cast<double>(c.fenced.load())));
     r.Set("counters", k);
+    int64_t deadline = server_->fence_deadline_ns();
+    r.Set("fenced", server_->Fenced());
+    r.Set("fenceDeadlineMs", deadline == INT64_MAX ? env.Null() : Napi::Value(Napi::Number::New(env, static_cast<double>(deadline) / 1e6)));
     Napi::Array fa = Napi::Array::New(env);
     uint32_t i = 0;
     for (const FaultRecord& fr : server_->faults()) {
@@ -267,6 +272,17 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     }
     r.Set("faults", fa);
     return r;
+  }
+
+  // setFenceDeadline(ms on fenceClockMs' clock | null): null disables the fence.
+  Napi::Value SetFenceDeadline(const Napi::CallbackInfo& info) {
+    if (info[0].IsNull() || info[0].IsUndefined()) {
+      server_->SetFenceDeadlineNs(INT64_MAX);
+    } else {
+      double ms = info[0].ToNumber().DoubleValue();
+      server_->SetFenceDeadlineNs(ms <= 0 ? 0 : static_cast<int64_t>(ms * 1e6));
+    }
+    return info.Env().Undefined();
   }
 
   Napi::Value Stop(const Napi::CallbackInfo& info) {
@@ -343,7 +359,13 @@ Napi::Value HandoverAcceptJs(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// The self-fence clock in ms (CLOCK_BOOTTIME), the clock setFenceDeadline's deadline is on.
+Napi::Value FenceClockMsJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(FenceClockNs()) / 1e6);
+}
+
 void InitFuse(Napi::Env env, Napi::Object exports) {
+  exports.Set("fenceClockMs", Napi::Function::New(env, FenceClockMsJs, "fenceClockMs"));
   exports.Set("fuseHandoverListen", Napi::Function::New(env, HandoverListenJs, "fuseHandoverListen"));
   exports.Set("fuseHandoverAccept", Napi::Function::New(env, HandoverAcceptJs, "fuseHandoverAccept"));
   exports.Set("FuseSession", FuseSessionWrap::Define(env));

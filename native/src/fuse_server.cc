@@ -382,6 +382,17 @@ void Server::SetFileDirectIo(uint64_t ino, bool on) {
   }
 }
 
+int64_t FenceClockNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+bool Server::Fenced() const {
+  int64_t d = fence_deadline_ns();
+  return d != INT64_MAX && FenceClockNs() >= d;
+}
+
 bool Server::failed() const { return local_failed_.load() || (dev_.is_failed && dev_.is_failed()); }
 
 std::vector<FaultRecord> Server::faults() const {
@@ -610,6 +621,13 @@ void Server::OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     fuse_reply_err(req, EIO);
     return;
   }
+  // Past the self-fence deadline this host cannot prove the master still holds this file's
+  // memory for it: it may belong to another volume now. Nothing is read until replay and ack.
+  if (Fenced()) {
+    counters_.fenced++;
+    fuse_reply_err(req, EIO);
+    return;
+  }
   uint64_t uoff = static_cast<uint64_t>(off);
   if (uoff >= n->size || size == 0) {
     fuse_reply_buf(req, nullptr, 0);
@@ -652,6 +670,12 @@ void Server::OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
     }
     done += p.len;
   }
+  // A copy that ended past the deadline may hold another volume's bytes: never hand it out.
+  if (Fenced()) {
+    counters_.fenced++;
+    fuse_reply_err(req, EIO);
+    return;
+  }
   fuse_reply_buf(req, buf.data(), len);
 }
 
@@ -668,6 +692,11 @@ void Server::OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t si
     return;
   }
   if (failed()) {
+    fuse_reply_err(req, EIO);
+    return;
+  }
+  if (Fenced()) {
+    counters_.fenced++;
     fuse_reply_err(req, EIO);
     return;
   }
@@ -705,6 +734,12 @@ void Server::OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t si
 
 void Server::OnFsync(fuse_req_t req, fuse_ino_t ino) {
   // fsync on famfs = write this host's CPU cache lines of the file back to the shared memory.
+  // Fenced, those lines may now cover another volume's memory.
+  if (Fenced()) {
+    counters_.fenced++;
+    fuse_reply_err(req, EIO);
+    return;
+  }
   famfs_native::Fault f;
   std::string err;
   if (!FlushFile(ino, &f, &err)) {

@@ -71,8 +71,12 @@ struct HandoverParams {
 
 struct Counters {
   std::atomic<uint64_t> reads{0}, read_bytes{0}, writes{0}, write_bytes{0};
-  std::atomic<uint64_t> lookups{0}, refused{0}, faults{0}, stale{0};
+  std::atomic<uint64_t> lookups{0}, refused{0}, faults{0}, stale{0}, fenced{0};
 };
+
+// The self-fence clock (reclaim safety, docs/format.md "One clock"): CLOCK_BOOTTIME keeps
+// counting while the machine is suspended, so a host can never believe less time passed than did.
+int64_t FenceClockNs();
 
 class Server {
  public:
@@ -115,6 +119,12 @@ class Server {
   // invalidate also drops the kernel page cache of the inode. false + *fault on a memory error.
   bool FlushFile(uint64_t ino, famfs_native::Fault* fault, std::string* err);
   bool InvalidateFile(uint64_t ino, famfs_native::Fault* fault, std::string* err);
+
+  // Self-fence: reads, writes and flushes answer EIO once FenceClockNs() reaches the deadline.
+  // INT64_MAX disables the fence (a host that takes no part in reclaim), 0 fences at once.
+  void SetFenceDeadlineNs(int64_t ns) { fence_deadline_ns_.store(ns, std::memory_order_release); }
+  int64_t fence_deadline_ns() const { return fence_deadline_ns_.load(std::memory_order_acquire); }
+  bool Fenced() const;
 
   const Counters& counters() const { return counters_; }
   bool failed() const;
@@ -162,6 +172,7 @@ class Server {
   std::atomic<bool> initialized_{false};
   std::atomic<bool> loop_done_{false};
   std::atomic<bool> direct_io_{false};
+  std::atomic<int64_t> fence_deadline_ns_{INT64_MAX};
   unsigned max_threads_ = 0;
   uint64_t conn_id_ = 0;
   mutable std::mutex mu_;  // guards statfs_, direct_files_, faults_

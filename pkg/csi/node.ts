@@ -533,6 +533,7 @@ export class NodeService {
     if (h.state === 'dead') problems.push(h.message);
     else if (h.state === 'absent') problems.push(`no famfs FUSE server serves ${this.fuse.mountpoint}`);
     else if (h.failed) problems.push(`famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`);
+    else if (h.fenced) problems.push('this host is self-fenced: it did not ack the famfs log within its fence window (stalled?), so reads and writes answer EIO until it has replayed the log and acked (docs/format.md "One clock")');
     if (h.state === 'serving' && h.rewrittenEntries.length > 0) problems.push(rewrittenMessage(h.rewrittenEntries));
     let gone = false;
     try {

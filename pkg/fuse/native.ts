@@ -89,7 +89,13 @@ export interface NativeSessionStatus {
     refused: number;
     faults: number;
     staleHandles: number;
+    /** Requests answered EIO because the host was past its self-fence deadline. */
+    fenced: number;
   };
+  /** Past the self-fence deadline: reads, writes and flushes answer EIO (docs/format.md "One clock"). */
+  fenced: boolean;
+  /** The deadline on fenceClockMs()'s clock; null when this host takes no part in reclaim. */
+  fenceDeadlineMs: number | null;
   faults: (NativeFault & { ino: number; op: string })[];
 }
 
@@ -118,6 +124,8 @@ export interface NativeFuseSession {
   /** Returns the number of kernel invalidation notices sent. */
   update(inodes: NativeInode[], logIndex: number): number;
   setStatfs(s: NativeStatfs): void;
+  /** Arm the self-fence at `ms` on fenceClockMs()'s clock; null disables it. */
+  setFenceDeadline(ms: number | null): void;
   setDirectIo(on: boolean): void;
   setFileDirectIo(ino: number, on: boolean): void;
   flushFile(ino: number): NativeCacheOpResult;
@@ -140,6 +148,16 @@ export function handoverNative(): HandoverFns {
     throw new FuseError('ENATIVE', 'the native addon has no FUSE handover (stale build?); rebuild with: npm run build:native');
   }
   return addon as HandoverFns;
+}
+
+/**
+ * The clock the native fence is judged on (CLOCK_BOOTTIME, ms): it keeps counting through a
+ * suspend, so a host never believes less time passed than did.
+ */
+export function fenceClockMs(): number {
+  const f = (loadNative() as unknown as { fenceClockMs?: unknown }).fenceClockMs;
+  if (typeof f !== 'function') throw new FuseError('ENATIVE', 'the native addon has no fence clock (stale build?); rebuild with: npm run build:native');
+  return (f as () => number)();
 }
 
 /** The FuseSession constructor of the loaded addon; throws FuseError 'ENATIVE' if it has none. */

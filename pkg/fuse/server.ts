@@ -9,9 +9,11 @@ import type { Logger } from 'pino';
 import { openDevice, type DaxDevice } from '../device/index.js';
 import { fmapExtents } from '../famfs/fmap.js';
 import { FamfsFs } from '../famfs/fs.js';
+import { fenceWindowMs } from '../famfs/hosts.js';
+import type { CatchUpResult } from '../famfs/replay.js';
 import { FuseError } from './errors.js';
 import { buildInodeTable, resolvePath } from './inode-table.js';
-import { fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeHandoverParams, type NativeSessionStatus } from './native.js';
+import { fenceClockMs, fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeHandoverParams, type NativeSessionStatus } from './native.js';
 import { setReadahead } from './readahead.js';
 
 export interface FuseServerOptions {
@@ -79,12 +81,15 @@ export interface ServerStatus {
    * log no longer describes what this host serves, and another file may now sit on its memory.
    */
   rewrittenEntries: { index: number; nowValid: boolean; servedPath: string | null }[];
+  /** Past the self-fence deadline: data I/O answers EIO until the next replay and ack. */
+  fenced: boolean;
   native: NativeSessionStatus;
 }
 
 /**
  * How often a host re-publishes its replay position when nothing changed. Well under the
- * master's host liveness window (60 s), so only a host that is really gone stops counting.
+ * master's host liveness window (60 s), so only a host that is really gone stops counting; never
+ * more than a quarter of the self-fence window (see ackCycle).
  */
 const DEFAULT_ACK_HEARTBEAT_MS = 10_000;
 
@@ -95,6 +100,12 @@ export class FamfsFuseServer {
   private lastPollError = '';
   private replayStop: { index: number; reason: string } | null = null;
   private lastAckMs = 0;
+  /** Self-fence deadline on fenceClockMs()'s clock; null while this host takes no part in reclaim. */
+  private fenceDeadline: number | null = null;
+  private fenceWindow = fenceWindowMs(60_000);
+  /** The replay after an ack moved the tree past the acked position: ack again on the next poll. */
+  private ackDue = false;
+  private fenceReported = false;
   private readonly directFiles = new Set<string>();
   private lostReported = false;
   private adopted: AdoptedConnection | undefined;
@@ -146,6 +157,9 @@ export class FamfsFuseServer {
       });
       const server = new FamfsFuseServer(opts, device, fs, session);
       server.adopted = adopted;
+      // Publish our position and arm the self-fence before the first request is served, so a
+      // server that starts (or adopts a connection) never answers from an unproven table.
+      if (server.takesPart()) server.armFence(server.publishAndReplay().t0);
       const table = buildInodeTable(fs.tree, { logOffset: fs.activeLog.offset, logLen: sb.logLen });
       try {
         if (adopted) session.adopt(adopted.fds[0]!, adopted.params, table, fs.tree.nextIndex);
@@ -160,7 +174,6 @@ export class FamfsFuseServer {
         const now = setReadahead(opts.mountpoint, ra);
         if (now === undefined) log.warn({ mountpoint: opts.mountpoint }, 'could not raise readahead');
       }
-      server.ackReplay();
       const st = session.status();
       log.info(
         { device: opts.device, mountpoint: opts.mountpoint, logIndex: fs.tree.nextIndex, files: fs.tree.fileCount, dirs: fs.tree.dirCount, threads: st.threads, directIo: st.directIo, flushMethod: st.flushMethod },
@@ -183,6 +196,13 @@ export class FamfsFuseServer {
   catchup(): CatchupResult {
     this.assertRunning();
     const before = this.fs.tree.nextIndex;
+    if (this.fenceDeadline !== null && fenceClockMs() >= this.fenceDeadline && !this.fenceReported) {
+      this.fenceReported = true;
+      this.opts.logger.warn(
+        { overdueMs: Math.round(fenceClockMs() - this.fenceDeadline), logIndex: before },
+        'self-fenced: this host did not ack within its fence window (stalled?); reads and writes answer EIO until it has replayed the log and acked',
+      );
+    }
     let r: ReturnType<FamfsFs['catchUp']>;
     try {
       r = this.fs.catchUp();
@@ -202,12 +222,13 @@ export class FamfsFuseServer {
       const sb = this.fs.superblock;
       notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), r.nextIndex);
       this.refreshStatfs();
-      this.ackReplay();
+      this.ackCycle();
       this.opts.logger.info({ index: r.nextIndex, added, removed, notices, ...(r.newGeneration !== undefined ? { generation: r.newGeneration } : {}) }, r.newGeneration !== undefined ? 'compacted log generation replayed' : 'log replayed');
-    } else if (Date.now() - this.lastAckMs >= (this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS)) {
+    } else if (this.ackDue || this.fenceReported || fenceClockMs() - this.lastAckMs >= Math.min(this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS, this.fenceWindow / 4)) {
       // Idle or stuck at a bad entry, this host still maps files: keep its slot alive so the
-      // master goes on holding back memory deleted after our position (design hazard 2).
-      this.ackReplay();
+      // master goes on holding back memory deleted after our position (design hazard 2), and
+      // keep the self-fence armed.
+      this.ackCycle();
     }
     if (r.stop && (this.replayStop === null || this.replayStop.index !== r.stop.index)) {
       this.opts.logger.warn({ stop: r.stop }, 'log replay stopped at a bad entry; will retry');
@@ -219,6 +240,8 @@ export class FamfsFuseServer {
   /** The host giving a file up: write its CPU cache lines back to the shared memory. */
   flush(relpath: string): void {
     const ino = this.fileIno(relpath);
+    // Fenced, this file's memory may belong to another volume now: writing lines back could land there.
+    if (this.isFenced()) throw new FuseError('EIO', `flush ${relpath}: this host is self-fenced (not acked within its fence window); it answers again once it has replayed the log and acked`);
     const r = this.session.flushFile(ino);
     if (!r.ok) this.cacheOpFailed('flush', relpath, r.error, r.fault);
   }
@@ -259,6 +282,7 @@ export class FamfsFuseServer {
       directIoFiles: [...this.directFiles],
       replayStop: this.replayStop,
       rewrittenEntries: this.fs.rewrittenEntries().map((w) => ({ index: w.index, nowValid: w.nowValid, servedPath: this.servedPath(w.index) })),
+      fenced: native.fenced,
       native,
     };
   }
@@ -374,18 +398,75 @@ export class FamfsFuseServer {
   }
 
   /**
-   * Tell the master how far this host has replayed, so deleted memory can be reused safely, and so
-   * fsck and a new master can tell a lowered next_index (a host acked past it) from an interrupted
-   * append. Acked before any delete too: the slots live in bytes famfs never reads.
+   * Hosts that publish a replay position take part in reclaim, and so fence themselves. A host with
+   * no identity or a read-only mapping cannot publish. Published before any delete too: the master
+   * uses it to hold deleted memory back, and fsck and a new master to tell a lowered next_index (a
+   * host acked past it) from an interrupted append; the slots live in bytes famfs never reads.
    */
-  private ackReplay(): void {
-    if (this.opts.hostUuid === undefined || this.device.readOnly) return;
-    this.lastAckMs = Date.now();
+  private takesPart(): boolean {
+    return this.opts.hostUuid !== undefined && !this.device.readOnly;
+  }
+
+  private isFenced(): boolean {
+    return this.fenceDeadline !== null && fenceClockMs() >= this.fenceDeadline;
+  }
+
+  /**
+   * One clock, host side (docs/format.md "One clock"): read the fence clock, publish the replay
+   * position, then replay once more. Returns the clock reading when the fence may be armed from
+   * it: the master either saw this ack (and holds back every delete at or above it) or judged us
+   * gone before it, and then every delete whose memory it reused was appended before this replay.
+   */
+  private publishAndReplay(): { t0: number | undefined; moved: boolean } {
+    const t0 = fenceClockMs();
     try {
-      this.fs.ackReplay(this.opts.hostUuid, this.opts.hostName ?? '');
+      this.fs.ackReplay(this.opts.hostUuid!, this.opts.hostName ?? '');
+      this.fenceWindow = fenceWindowMs(this.fs.hostLiveMs());
     } catch (e) {
-      this.opts.logger.warn({ err: (e as Error).message }, 'could not publish replay position');
+      this.opts.logger.warn({ err: (e as Error).message }, 'could not publish replay position; the self-fence stays where it was');
+      return { t0: undefined, moved: false };
     }
+    this.lastAckMs = fenceClockMs();
+    const before = this.fs.tree.nextIndex;
+    let r: CatchUpResult;
+    try {
+      r = this.fs.catchUp();
+    } finally {
+      this.reportRewrites();
+    }
+    const moved = r.nextIndex !== before || r.changes.length > 0 || r.newGeneration !== undefined;
+    // The tree went past the position just published: publish again on the next poll.
+    this.ackDue = moved;
+    return { t0: r.stop ? undefined : t0, moved };
+  }
+
+  /** Arm the self-fence from `t0` (undefined: leave it; a fresh server stays fenced). */
+  private armFence(t0: number | undefined): void {
+    if (t0 === undefined) {
+      if (this.fenceDeadline === null) {
+        this.fenceDeadline = 0;
+        this.session.setFenceDeadline(0);
+      }
+      return;
+    }
+    this.fenceDeadline = t0 + this.fenceWindow;
+    this.session.setFenceDeadline(this.fenceDeadline);
+    if (this.fenceReported) {
+      this.fenceReported = false;
+      this.opts.logger.info({ logIndex: this.fs.tree.nextIndex }, 'self-fence lifted: replayed the current log and acked');
+    }
+  }
+
+  /** Publish the replay position, show what the second replay found, and re-arm the fence. */
+  private ackCycle(): void {
+    if (!this.takesPart()) return;
+    const { t0, moved } = this.publishAndReplay();
+    if (moved) {
+      const sb = this.fs.superblock;
+      this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), this.fs.tree.nextIndex);
+      this.refreshStatfs();
+    }
+    this.armFence(t0);
   }
 
   private fileIno(relpath: string): number {

@@ -50,7 +50,7 @@ export interface FuseSupervisorOptions {
 }
 
 export type FuseHealth =
-  | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number; rewrittenEntries: number[] }
+  | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number; rewrittenEntries: number[]; fenced: boolean }
   | { state: 'absent' }
   | { state: 'dead'; message: string };
 
@@ -158,7 +158,7 @@ export class FuseSupervisor {
     const failureMessage = typeof reply['failureMessage'] === 'string' ? reply['failureMessage'] : null;
     if (reply['serving'] === false) return { state: 'dead', message: `FUSE server for ${this.mountpoint} lost its kernel connection` };
     const rewritten = Array.isArray(reply['rewrittenEntries']) ? (reply['rewrittenEntries'] as { index?: unknown }[]).map((w) => Number(w.index)) : [];
-    return { state: 'serving', failed, failureMessage, logIndex: Number(reply['logIndex'] ?? 0), rewrittenEntries: rewritten };
+    return { state: 'serving', failed, failureMessage, logIndex: Number(reply['logIndex'] ?? 0), rewrittenEntries: rewritten, fenced: reply['fenced'] === true };
   }
 
   /**
