@@ -647,6 +647,11 @@ export class FamfsFs {
     return ackReplay(this.media, block.slotCount, hostUuid, hostName, this.tree.nextIndex);
   }
 
+  /** True once this file system has its extension block (host slots, fencing epoch). */
+  hasExtBlock(): boolean {
+    return readExtBlock(this.media, this.sb.uuid) !== undefined;
+  }
+
   /** The device's host liveness window: a host derives its self-fence from it (hosts.ts fenceWindowMs). */
   hostLiveMs(): number {
     return readExtBlock(this.media, this.sb.uuid)?.hostLiveMs ?? DEFAULT_HOST_LIVE_MS;

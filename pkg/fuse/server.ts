@@ -401,10 +401,12 @@ export class FamfsFuseServer {
    * Hosts that publish a replay position take part in reclaim, and so fence themselves. A host with
    * no identity or a read-only mapping cannot publish. Published before any delete too: the master
    * uses it to hold deleted memory back, and fsck and a new master to tell a lowered next_index (a
-   * host acked past it) from an interrupted append; the slots live in bytes famfs never reads.
+   * host acked past it) from an interrupted append; the slots live in bytes famfs never reads. A
+   * device without the extension block (made by famfs itself, no master of ours yet) has no slots
+   * to publish in and has never had a delete: nothing to fence against until a master makes one.
    */
   private takesPart(): boolean {
-    return this.opts.hostUuid !== undefined && !this.device.readOnly;
+    return this.opts.hostUuid !== undefined && !this.device.readOnly && this.fs.hasExtBlock();
   }
 
   private isFenced(): boolean {
