@@ -17,6 +17,9 @@
 #   --rebuild-base   rebuild the cached debootstrap root
 #   --timeout MIN    stop the run after MIN minutes (default 180); CI's own limit is 90 minutes
 #
+# To stop a run early: kill -KILL the `unshare` process it started (it passes the kill on to every
+# process of the run through --kill-child; it does not react to SIGTERM while it waits).
+#
 # Cache: .cache/fresh-machine/base (the debootstrap root, built once, about 5 minutes), then each run
 # copies it to .cache/fresh-machine/runs/<id>/root, clones the repository to /work/famfs-csi in it with
 # a read-only copy of ../shared beside it (as CI lays them), empties apt's package lists (a new machine
@@ -210,7 +213,9 @@ case "$rc" in
   0) verdict="PASS: npm install and npm test both exited 0" ;;
   91) verdict="FAIL: npm install failed" ;;
   92) verdict="FAIL: npm test failed" ;;
-  124|137) verdict="FAIL: timed out after $TIMEOUT_MIN minutes" ;;
+  124|137)
+    if ((DT >= TIMEOUT_MIN * 60)); then verdict="FAIL: timed out after $TIMEOUT_MIN minutes"
+    else verdict="FAIL: stopped by a signal after ${DT} s (exit $rc)"; fi ;;
   *) verdict="FAIL: the run exited $rc" ;;
 esac
 {
