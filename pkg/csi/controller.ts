@@ -7,6 +7,8 @@ import { alreadyExists, failedPrecondition, invalidArgument, isCsiError, notFoun
 import { isSnapshotId, isVolumeId, objectFileRelpath } from './names';
 import { checkSnapshotParams, parseVolumeParams } from './params';
 import { paginate, parseContentSource, requireFields, sizeForRange } from './requests';
+import { staticPathOf, type StaticPath } from './static-path';
+import type { PublishRecord } from './store';
 import type { RpcHandler } from './server';
 import { CTX_FILE, CTX_POOL, CTX_SHARING } from './volume-context';
 import type { SnapshotInfo, VolumeInfo, Volumes } from './volumes';
@@ -273,10 +275,55 @@ export class ControllerServer implements ControllerHandlers {
   }
 
   /** The capability's shape; whether this volume's sharing allows it is checked with the volume. */
-  private publishArguments(req: ControllerPublishVolumeRequest): void {
+  private publishArguments(req: ControllerPublishVolumeRequest): StaticPath | undefined {
     requireFields(req, 'volume_id', 'node_id', 'volume_capability');
     const shape = checkCapability(req.volume_capability, { multiWriterAllowed: true, blockAllowed: this.opts.blockAllowed ?? true });
     if (!shape.ok) throw invalidArgument(`volume_capability: ${shape.reason}`);
+    return staticPathOf(req.volume_context);
+  }
+
+  /**
+   * Sharing between nodes: many readers, or many writers that opted in; anything else is serial
+   * sharing, where the volume moves to the next node only after the previous one let go. Returns
+   * true when this exact publish is already recorded (an idempotent repeat).
+   */
+  private checkSharing(volumeId: string, current: Record<string, PublishRecord>, nodeId: string, readonly: boolean, profile: AccessProfile): boolean {
+    const mine = current[nodeId];
+    if (mine !== undefined) {
+      if (mine.readonly === readonly && mine.accessMode === profile.mode) return true;
+      throw alreadyExists(`volume ${volumeId} is already published to node ${nodeId} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`);
+    }
+    for (const [node, other] of Object.entries(current)) {
+      const bothReaders = readonly && other.readonly && profile.multiNode && other.multiNode;
+      const bothMultiWriters = profile.mode === 'MULTI_NODE_MULTI_WRITER' && other.accessMode === 'MULTI_NODE_MULTI_WRITER';
+      if (!bothReaders && !bothMultiWriters) {
+        throw failedPrecondition(
+          `volume ${volumeId} is published to node ${node} (${other.accessMode}${other.readonly ? ', read-only' : ''}); ` +
+            `${profile.mode}${readonly ? ' read-only' : ''} on ${nodeId} must wait until it is unpublished there`,
+        );
+      }
+    }
+    return false;
+  }
+
+  /** A static volume (static-path.ts): the path must exist; publishes are recorded for serial sharing. */
+  private async publishStatic(req: ControllerPublishVolumeRequest, sp: StaticPath): Promise<ControllerPublishVolumeResponse> {
+    const sharing = req.volume_context?.[CTX_SHARING] === 'multi-writer' ? 'multi-writer' : 'serial';
+    const check = checkCapability(req.volume_capability, this.policyFor(sharing));
+    if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
+    const profile = check.profile;
+    this.volumes.resolveStatic(sp, this.opts.pool, profile.kind === 'block');
+    const readonly = req.readonly || profile.readOnly;
+    return this.volumes.exclusive(req.volume_id, async () => {
+      const rec = this.volumes.staticVolume(req.volume_id);
+      if (rec !== undefined && rec.path !== sp.relpath) {
+        throw failedPrecondition(`volume handle ${req.volume_id} is published with path ${rec.path} (nodes ${Object.keys(rec.published).join(', ')}); give each static PersistentVolume its own volumeHandle`);
+      }
+      if (!this.checkSharing(req.volume_id, rec?.published ?? {}, req.node_id, readonly, profile)) {
+        await this.volumes.setStaticPublished(req.volume_id, sp.relpath, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });
+      }
+      return { publish_context: { readonly: String(readonly) } };
+    });
   }
 
   async CreateVolume(req: CreateVolumeRequest): Promise<CreateVolumeResponse> {
@@ -297,7 +344,7 @@ export class ControllerServer implements ControllerHandlers {
   }
 
   async ControllerPublishVolume(req: ControllerPublishVolumeRequest): Promise<ControllerPublishVolumeResponse> {
-    this.publishArguments(req);
+    const staticPath = this.publishArguments(req);
     let known: boolean;
     try {
       known = await this.opts.nodeExists(req.node_id);
@@ -306,6 +353,7 @@ export class ControllerServer implements ControllerHandlers {
       throw unavailable(`cannot tell whether node ${req.node_id} runs this driver: ${(e as Error).message}; retry`, e);
     }
     if (!known) throw notFound(`node ${req.node_id} is not a node of pool ${this.opts.pool} (${this.opts.nodeSource ?? 'unknown node'})`);
+    if (staticPath !== undefined) return this.publishStatic(req, staticPath);
     const info = await this.volumes.require(req.volume_id);
     const check = checkCapability(req.volume_capability, this.policyFor(info.sharing));
     if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
@@ -313,25 +361,7 @@ export class ControllerServer implements ControllerHandlers {
     const readonly = req.readonly || profile.readOnly;
     return this.volumes.exclusive(req.volume_id, async () => {
       const current = (await this.volumes.describe(req.volume_id))?.record?.published ?? {};
-      const mine = current[req.node_id];
-      if (mine !== undefined) {
-        if (mine.readonly === readonly && mine.accessMode === profile.mode) return { publish_context: { readonly: String(readonly) } };
-        throw alreadyExists(
-          `volume ${req.volume_id} is already published to node ${req.node_id} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`,
-        );
-      }
-      for (const [node, other] of Object.entries(current)) {
-        // Many readers, or many writers that opted in: fine. Anything else is serial sharing:
-        // the volume moves to the next node only after the previous one let go.
-        const bothReaders = readonly && other.readonly && profile.multiNode && other.multiNode;
-        const bothMultiWriters = profile.mode === 'MULTI_NODE_MULTI_WRITER' && other.accessMode === 'MULTI_NODE_MULTI_WRITER';
-        if (!bothReaders && !bothMultiWriters) {
-          throw failedPrecondition(
-            `volume ${req.volume_id} is published to node ${node} (${other.accessMode}${other.readonly ? ', read-only' : ''}); ` +
-              `${profile.mode}${readonly ? ' read-only' : ''} on ${req.node_id} must wait until it is unpublished there`,
-          );
-        }
-      }
+      if (this.checkSharing(req.volume_id, current, req.node_id, readonly, profile)) return { publish_context: { readonly: String(readonly) } };
       await this.volumes.setPublished(req.volume_id, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });
       return { publish_context: { readonly: String(readonly) } };
     });
@@ -339,6 +369,11 @@ export class ControllerServer implements ControllerHandlers {
 
   async ControllerUnpublishVolume(req: ControllerUnpublishVolumeRequest): Promise<ControllerUnpublishVolumeResponse> {
     this.checkArguments('ControllerUnpublishVolume', req);
+    // A static volume (any handle): forget the node's publish; the path itself is never touched.
+    if (this.volumes.staticVolume(req.volume_id) !== undefined) {
+      await this.volumes.exclusive(req.volume_id, () => this.volumes.setStaticPublished(req.volume_id, '', req.node_id, undefined));
+      return {};
+    }
     // A volume or node that is gone is already unpublished: OK.
     if (!isVolumeId(req.volume_id)) return {};
     await this.volumes.exclusive(req.volume_id, async () => {

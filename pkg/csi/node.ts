@@ -14,10 +14,12 @@
 // What was staged and published is persisted (pkg/mount/mount-records.ts) so that a restarted plugin can
 // put everything back or tear it down (restore()).
 import * as fs from 'fs';
+import * as path from 'path';
 import type { Logger } from 'pino';
 import type { DaxDevice } from '../device';
 import type { FamfsFs } from '../famfs/fs';
-import type { FileNode } from '../famfs/tree';
+import type { FileNode, TreeNode } from '../famfs/tree';
+import { filesUnder, resolveStaticPath, staticPathOf, type StaticPath } from './static-path';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
 import { findMount, probeConnection, probePath, readMountinfo } from '../mount/mountinfo';
@@ -224,8 +226,8 @@ export class NodeService {
   }
 
   /** Catches this node's FUSE server up with the log until the volume's file shows in the mount. */
-  private async catchUpUntilVisible(volumeId: string, deadlineMs: number): Promise<void> {
-    const hostFile = this.fuse.hostPath(objectFileRelpath(volumeId));
+  private async catchUpUntilVisible(volumeId: string, deadlineMs: number, relpath = objectFileRelpath(volumeId)): Promise<void> {
+    const hostFile = this.fuse.hostPath(relpath);
     for (;;) {
       const reply = await this.fuse.control({ op: 'catchup' });
       if (!reply.ok) throw unavailable(`famfs FUSE server could not catch up with the log: ${reply.error} (${reply.code})`);
@@ -263,11 +265,157 @@ export class NodeService {
   }
 
   /** Binds the volume's directory from the FUSE mount onto the staging path (after takeover). */
-  private async bindStaging(volumeId: string, staging: string, readOnly: boolean, flags: string[]): Promise<void> {
+  private async bindStaging(volumeId: string, staging: string, readOnly: boolean, flags: string[], relpath = objectDirRelpath(volumeId)): Promise<void> {
     // Unmount first: mkdir of a dead FUSE bind (the server died) fails with ENOTCONN.
     await unmountAll(staging);
     await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
-    await bindMount(this.fuse.hostPath(objectDirRelpath(volumeId)), staging, { readOnly, flags });
+    await bindMount(this.fuse.hostPath(relpath), staging, { readOnly, flags });
+  }
+
+  // ---- static volumes (static-path.ts) ----
+
+  /** The famfs node of a static volume as this node's log view knows it (catching up first). */
+  private staticNode(sp: StaticPath, block: boolean): TreeNode {
+    try {
+      this.opts.famfs.catchUp();
+    } catch (e) {
+      throw unavailable(`cannot read the famfs log on ${this.opts.devicePath}: ${(e as Error).message}`, e);
+    }
+    return resolveStaticPath(this.opts.famfs, sp, this.opts.pool, block);
+  }
+
+  /** Whether the volume of a record still exists: its CSI file, or its static path. */
+  private recordExists(r: { volumeId: string; staticPath?: string }): boolean {
+    if (r.staticPath === undefined) return this.volumeFile(r.volumeId) !== undefined;
+    this.opts.famfs.catchUp();
+    return this.opts.famfs.lookup(r.staticPath) !== undefined;
+  }
+
+  /** The root a record's live bind shows (mountinfo's root field). */
+  private recordRoot(r: { volumeId: string; staticPath?: string }, kind: 'mount' | 'block'): string {
+    return r.staticPath !== undefined ? `/${r.staticPath}` : this.expectedRoot(r.volumeId, kind);
+  }
+
+  /**
+   * NodeStage of a static path: catch up until it shows, take its files over (invalidate), and bind a
+   * directory onto the staging path. A file is bound at publish (into the target), nothing at staging.
+   */
+  private async stageStatic(
+    req: NodeStageVolumeRequest,
+    sp: StaticPath,
+    staging: string,
+    profile: AccessProfile,
+    readOnly: boolean,
+    flags: string[],
+    deadline: number,
+  ): Promise<NodeStageVolumeResponse> {
+    const node = this.staticNode(sp, profile.kind === 'block');
+    const doc = await this.store.load();
+    const existing = doc.staged[staging];
+    if (existing !== undefined) {
+      if (existing.volumeId !== req.volume_id || existing.staticPath !== sp.relpath) {
+        throw alreadyExists(`staging_target_path ${staging} already holds volume ${existing.volumeId}${existing.staticPath ? ` (path ${existing.staticPath})` : ''}`);
+      }
+      if (existing.accessMode !== profile.mode || existing.readOnly !== readOnly || (existing.kind ?? 'mount') !== profile.kind || !sameList(existing.flags, flags)) {
+        throw alreadyExists(`volume ${req.volume_id} is already staged at ${staging} as ${existing.accessMode}${existing.readOnly ? ' read-only' : ''}; unstage it first`);
+      }
+      if (node.kind === 'file' || (await this.bindAlive(staging, `/${sp.relpath}`))) return {};
+    }
+    await this.ensureFuse();
+    const files = filesUnder(node);
+    await this.catchUpUntilVisible(req.volume_id, deadline, files[0] ?? sp.relpath);
+    for (const f of files) {
+      try {
+        await this.fuse.invalidate(f);
+      } catch (e) {
+        throw e instanceof FuseSupervisorError ? unavailable(e.message, e) : e;
+      }
+    }
+    if (node.kind === 'dir') await this.bindStaging(req.volume_id, staging, readOnly, flags, sp.relpath);
+    else {
+      await unmountAll(staging);
+      await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
+    }
+    const rec: StagedVolume = {
+      volumeId: req.volume_id,
+      stagingPath: staging,
+      famfsMount: this.fuse.mountpoint,
+      source: this.fuse.hostPath(sp.relpath),
+      ...(node.kind === 'file' ? { fileRelpath: sp.relpath } : {}),
+      staticPath: sp.relpath,
+      readOnly,
+      accessMode: profile.mode,
+      kind: profile.kind,
+      flags,
+      stagedAt: new Date().toISOString(),
+    };
+    await this.store.update((d) => {
+      d.staged[staging] = rec;
+    });
+    this.log.info({ volume: req.volume_id, path: sp.relpath, staging, files: files.length, readOnly, mode: profile.mode }, 'static volume staged (caught up, caches invalidated)');
+    return {};
+  }
+
+  /**
+   * NodePublish of a static path: a directory is bound from its staging bind onto the target; a file
+   * onto target/<its name> (mount access: the pod sees a directory holding the file) or onto the
+   * target itself (block access).
+   */
+  private async publishStatic(
+    req: NodePublishVolumeRequest,
+    target: string,
+    staging: string,
+    staged: StagedVolume,
+    profile: AccessProfile,
+    doc: NodeStateDoc,
+  ): Promise<NodePublishVolumeResponse> {
+    const relpath = staged.staticPath as string;
+    const node = this.staticNode({ relpath, wantDir: false }, profile.kind === 'block');
+    const readOnly = publishIsReadOnly(profile, req.readonly) || staged.readOnly;
+    const flags = bindFlags(profile);
+    const mountGroup = profile.mountGroup;
+    if (mountGroup !== undefined && node.kind === 'file') this.checkMountGroup(node, mountGroup, readOnly);
+    const boundAt = node.kind === 'file' && profile.kind === 'mount' ? path.join(target, node.name) : target;
+    const existing = doc.published[target];
+    if (existing !== undefined) {
+      const same = existing.volumeId === req.volume_id && existing.staticPath === relpath && existing.readOnly === readOnly && existing.kind === profile.kind && existing.accessMode === profile.mode && sameList(existing.flags, flags);
+      if (!same) throw alreadyExists(`target_path ${target} already has volume ${existing.volumeId} published; a publish with different arguments needs an unpublish first`);
+      if (await this.bindAlive(boundAt, `/${relpath}`)) return {};
+    }
+    let source = this.fuse.hostPath(relpath);
+    if (node.kind === 'dir') {
+      if (!(await this.bindAlive(staging, `/${relpath}`))) {
+        await this.ensureFuse();
+        await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? [], relpath);
+      }
+      source = staging;
+    } else await this.ensureFuse();
+    await ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir');
+    await unmountAll(target);
+    if (boundAt !== target) {
+      await unmountAll(boundAt);
+      await ensureTarget(boundAt, 'file');
+    }
+    await bindMount(source, boundAt, { readOnly, flags });
+    const rec: PublishedVolume = {
+      volumeId: req.volume_id,
+      targetPath: target,
+      source,
+      stagingPath: staging,
+      kind: profile.kind,
+      readOnly,
+      accessMode: profile.mode,
+      flags,
+      ...(mountGroup !== undefined ? { mountGroup } : {}),
+      publishedAt: new Date().toISOString(),
+      staticPath: relpath,
+      ...(boundAt !== target ? { boundAt } : {}),
+    };
+    await this.store.update((d) => {
+      d.published[target] = rec;
+    });
+    this.log.info({ volume: req.volume_id, path: relpath, target: boundAt, readOnly, kind: profile.kind }, 'static volume published');
+    return {};
   }
 
   private async takeOver(volumeId: string, deadlineMs: number): Promise<void> {
@@ -319,7 +467,9 @@ export class NodeService {
     const readOnly = profile.readOnly || profile.mountFlags.includes('ro');
     const flags = bindFlags(profile);
     const deadline = Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS);
+    const sp = staticPathOf(req.volume_context);
     return this.exclusive(req.volume_id, async () => {
+      if (sp !== undefined) return this.stageStatic(req, sp, staging, profile, readOnly, flags, deadline);
       const file = this.requireFile(req.volume_id);
       const doc = await this.store.load();
       const existing = doc.staged[staging];
@@ -380,7 +530,12 @@ export class NodeService {
       let flushed = 'read-only';
       if (rec === undefined || !rec.readOnly) {
         try {
-          flushed = await this.flushFile(req.volume_id);
+          if (rec?.staticPath !== undefined) {
+            // A static path: every file under it (a path deleted meanwhile has nothing left to flush).
+            this.opts.famfs.catchUp();
+            const node = this.opts.famfs.lookup(rec.staticPath);
+            for (const f of node === undefined ? [] : filesUnder(node)) flushed = await this.fuse.flush(f);
+          } else flushed = await this.flushFile(req.volume_id);
         } catch (e) {
           // On failed memory the flush cannot happen, and never will: refusing would pin the
           // volume to this node forever. Give it up, and say loudly that its last writes may be lost
@@ -418,6 +573,9 @@ export class NodeService {
       throw failedPrecondition('staging_target_path is required: this plugin stages volumes (STAGE_UNSTAGE_VOLUME) before publishing them');
     }
     return this.exclusive(req.volume_id, async () => {
+      const doc0 = await this.store.load();
+      const staged0 = doc0.staged[staging];
+      if (staged0?.staticPath !== undefined && staged0.volumeId === req.volume_id) return this.publishStatic(req, target, staging, staged0, profile, doc0);
       const file = this.requireFile(req.volume_id);
       const doc = await this.store.load();
       const staged = doc.staged[staging];
@@ -510,6 +668,10 @@ export class NodeService {
         return {};
       }
       // unmountAll detaches lazily when the FUSE server behind the bind is gone (ENOTCONN).
+      if (rec?.boundAt !== undefined) {
+        await unmountAll(rec.boundAt);
+        await removeTarget(rec.boundAt);
+      }
       const n = await unmountAll(target);
       await removeTarget(target);
       await this.store.update((d) => {
@@ -520,13 +682,13 @@ export class NodeService {
     });
   }
 
-  async condition(volumeId: string, volumePath: string): Promise<VolumeCondition> {
+  async condition(volumeId: string, volumePath: string, staticPath?: string): Promise<VolumeCondition> {
     const problems: string[] = [];
     if (this.opts.device.failed) problems.push(`device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`);
     // A block target is the file itself; a mount target is the directory holding it. Attributes of
     // the directory may still be cached after the server died: the file tells the truth.
     const isDir = await fs.promises.lstat(volumePath).then((s) => s.isDirectory(), () => false);
-    const probe = await probePath(isDir ? `${volumePath}/${VOLUME_FILE_NAME}` : volumePath);
+    const probe = await probePath(isDir && staticPath === undefined ? `${volumePath}/${VOLUME_FILE_NAME}` : volumePath);
     if (probe.health === 'disconnected') problems.push(`the famfs FUSE mount behind ${volumePath} is dead (transport endpoint not connected); unpublish and publish again`);
     else if (probe.health !== 'ok') problems.push(`${volumePath}: ${probe.error?.code ?? probe.health}`);
     const h = await this.fuse.health();
@@ -537,11 +699,11 @@ export class NodeService {
     if (h.state === 'serving' && h.rewrittenEntries.length > 0) problems.push(rewrittenMessage(h.rewrittenEntries));
     let gone = false;
     try {
-      gone = this.volumeFile(volumeId) === undefined;
+      gone = !this.recordExists({ volumeId, ...(staticPath !== undefined ? { staticPath } : {}) });
     } catch (e) {
       problems.push((e as Error).message);
     }
-    if (gone) problems.push(`volume ${volumeId} no longer exists in the famfs log (deleted?)`);
+    if (gone) problems.push(staticPath !== undefined ? `famfs path ${staticPath} of volume ${volumeId} no longer exists (deleted?)` : `volume ${volumeId} no longer exists in the famfs log (deleted?)`);
     return problems.length === 0 ? { abnormal: false, message: 'volume is healthy' } : { abnormal: true, message: problems.join('; ') };
   }
 
@@ -566,12 +728,21 @@ export class NodeService {
     }
     const onPath = doc.published[p]?.volumeId === req.volume_id || doc.staged[p]?.volumeId === req.volume_id;
     if (!onPath) throw notFound(`volume ${req.volume_id} is not staged or published at ${p}`);
-    const size = file?.size ?? 0;
+    const staticPath = (doc.published[p] ?? doc.staged[p])?.staticPath;
+    let size = file?.size ?? 0;
+    if (staticPath !== undefined) {
+      const node = this.opts.famfs.lookup(staticPath);
+      size = 0;
+      for (const f of node === undefined ? [] : filesUnder(node)) {
+        const n = this.opts.famfs.lookup(f);
+        if (n?.kind === 'file') size += n.size;
+      }
+    }
     // famfs files are allocated in full when created and cannot grow: the whole capacity is in use
     // from the start and nothing is ever available to grow into.
     return {
       usage: [{ unit: 'BYTES', total: String(size), used: String(size), available: '0' }],
-      volume_condition: await this.condition(req.volume_id, p),
+      volume_condition: await this.condition(req.volume_id, p, staticPath),
     };
   }
 
@@ -617,18 +788,19 @@ export class NodeService {
     for (const s of staged) {
       const what = `staged ${s.volumeId} at ${s.stagingPath}`;
       try {
-        if (this.volumeFile(s.volumeId) === undefined) {
+        if (!this.recordExists(s)) {
           goneVolumes.add(s.volumeId);
           await unmountAll(s.stagingPath, { lazy: true });
           await this.store.update((d) => {
             delete d.staged[s.stagingPath];
           });
           report.removed.push(what);
-        } else if (await this.bindAlive(s.stagingPath, this.expectedRoot(s.volumeId, 'mount'))) {
+        } else if ((s.staticPath !== undefined && s.fileRelpath !== undefined) || (await this.bindAlive(s.stagingPath, this.recordRoot(s, 'mount')))) {
+          // (a static file has nothing bound at its staging path)
           report.kept.push(what);
         } else if (fuseOk) {
-          await this.catchUpUntilVisible(s.volumeId, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
-          await this.bindStaging(s.volumeId, s.stagingPath, s.readOnly, s.flags ?? []);
+          await this.catchUpUntilVisible(s.volumeId, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS), s.staticPath);
+          await this.bindStaging(s.volumeId, s.stagingPath, s.readOnly, s.flags ?? [], s.staticPath);
           report.restored.push(what);
         } else report.failed.push(what);
       } catch (e) {
@@ -638,16 +810,26 @@ export class NodeService {
     for (const p of published) {
       const what = `published ${p.volumeId} at ${p.targetPath}`;
       try {
-        if (goneVolumes.has(p.volumeId) || this.volumeFile(p.volumeId) === undefined) {
+        if (goneVolumes.has(p.volumeId) || !this.recordExists(p)) {
+          if (p.boundAt !== undefined) {
+            await unmountAll(p.boundAt, { lazy: true });
+            await removeTarget(p.boundAt).catch(() => undefined);
+          }
           await unmountAll(p.targetPath, { lazy: true });
           await removeTarget(p.targetPath).catch(() => undefined);
           await this.store.update((d) => {
             delete d.published[p.targetPath];
           });
           report.removed.push(what);
-        } else if (await this.bindAlive(p.targetPath, this.expectedRoot(p.volumeId, p.kind))) {
+        } else if (await this.bindAlive(p.boundAt ?? p.targetPath, this.recordRoot(p, p.kind))) {
           report.kept.push(what);
-        } else if (fuseOk && p.stagingPath !== undefined && (await this.bindAlive(p.stagingPath, this.expectedRoot(p.volumeId, 'mount')))) {
+        } else if (fuseOk && p.boundAt !== undefined) {
+          // a static file shown inside its target directory: bound straight from the FUSE mount
+          await unmountAll(p.boundAt);
+          await ensureTarget(p.boundAt, 'file');
+          await bindMount(p.source, p.boundAt, { readOnly: p.readOnly, flags: p.flags });
+          report.restored.push(what);
+        } else if (fuseOk && p.stagingPath !== undefined && (await this.bindAlive(p.stagingPath, this.recordRoot(p, 'mount')))) {
           await unmountAll(p.targetPath);
           await ensureTarget(p.targetPath, p.kind === 'block' ? 'file' : 'dir');
           await bindMount(p.source, p.targetPath, { readOnly: p.readOnly, flags: p.flags });

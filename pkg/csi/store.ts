@@ -58,10 +58,23 @@ export interface SnapshotRecord {
   fileIndex?: number;
 }
 
+/**
+ * A static volume (static-path.ts) while it is published: the PV's volumeHandle, its famfs path, and
+ * the nodes it is published to, so serial sharing holds across controller restarts and failover.
+ * Dropped when the last node unpublishes: the driver never made the path and keeps nothing else.
+ */
+export interface StaticVolumeRecord {
+  volumeId: string;
+  path: string;
+  published: Record<string, PublishRecord>;
+}
+
 export interface ControllerStateDoc {
   version: 2;
   volumes: Record<string, VolumeRecord>;
   snapshots: Record<string, SnapshotRecord>;
+  /** Added after version 2 shipped; absent in older images (read as empty). */
+  statics?: Record<string, StaticVolumeRecord>;
 }
 
 export function validateStateDoc(d: unknown): ControllerStateDoc {
@@ -225,6 +238,17 @@ export class ControllerStore {
     if (this.doc.snapshots[snapshotId] === undefined) return false;
     delete this.doc.snapshots[snapshotId];
     return true;
+  }
+
+  staticVolume(volumeId: string): StaticVolumeRecord | undefined {
+    return this.doc.statics?.[volumeId];
+  }
+
+  /** Sets a static volume's record, or drops it when no node has it published (commit() makes it durable). */
+  putStaticVolume(rec: StaticVolumeRecord): void {
+    const statics = (this.doc.statics ??= {});
+    if (Object.keys(rec.published).length === 0) delete statics[rec.volumeId];
+    else statics[rec.volumeId] = rec;
   }
 
   /** Commits the records as the next image generation (fenced). */

@@ -14,7 +14,9 @@ import { CSI_ROOT_DIR, isSnapshotId, isVolumeId, objectDirRelpath, objectFileRel
 import { canonicalParams, type VolumeParams } from './params';
 import { capacityBounds, DEFAULT_VOLUME_SIZE, sizeForRange } from './requests';
 import { copyFileContents, type CopyMedia } from './snapshot-copy';
-import { objectFile, type ContentSource, type ControllerStore, type PublishRecord, type SnapshotRecord, type VolumeRecord } from './store';
+import { resolveStaticPath, type StaticPath } from './static-path';
+import { objectFile, type ContentSource, type ControllerStore, type PublishRecord, type SnapshotRecord, type StaticVolumeRecord, type VolumeRecord } from './store';
+import type { TreeNode } from '../famfs/tree';
 import type { CapacityRange, VolumeCondition } from './types';
 
 export interface VolumeInfo {
@@ -382,6 +384,36 @@ export class Volumes {
       v.published[nodeId] = rec;
       this.store.putVolume(v);
     }
+    this.store.commit();
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Static volumes (static-path.ts): published, never created or deleted by the driver
+  // ---------------------------------------------------------------------------------------------
+
+  /** The famfs file or directory of a static volume, after catching up with the log. */
+  resolveStatic(p: StaticPath, pool: string, block: boolean): TreeNode {
+    this.store.refresh();
+    this.store.runFamfs('catch up with the famfs log', () => this.fs.catchUp());
+    return resolveStaticPath(this.fs, p, pool, block);
+  }
+
+  staticVolume(volumeId: string): StaticVolumeRecord | undefined {
+    this.store.refresh();
+    return this.store.staticVolume(volumeId);
+  }
+
+  /** Records (rec) or forgets (undefined; nodeId '' for every node) a static volume's publish to a node. */
+  async setStaticPublished(volumeId: string, path: string, nodeId: string, rec: PublishRecord | undefined): Promise<void> {
+    this.store.requireMaster();
+    const cur = this.store.staticVolume(volumeId);
+    if (cur === undefined && rec === undefined) return;
+    const next: StaticVolumeRecord = { volumeId, path: cur?.path ?? path, published: { ...(cur?.published ?? {}) } };
+    if (rec !== undefined) next.published[nodeId] = rec;
+    else if (nodeId === '') next.published = {};
+    else if (next.published[nodeId] === undefined) return;
+    else delete next.published[nodeId];
+    this.store.putStaticVolume(next);
     this.store.commit();
   }
 

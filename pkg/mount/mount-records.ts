@@ -156,6 +156,8 @@ export interface StagedVolume {
   fileRelpath?: string;
   kind?: 'mount' | 'block';
   flags?: string[];
+  /** A static volume: the famfs path it publishes (pkg/csi/static-path.ts); unset for CSI-made volumes. */
+  staticPath?: string;
 }
 
 export interface PublishedVolume {
@@ -171,6 +173,10 @@ export interface PublishedVolume {
   publishedAt: string;
   /** The staging path this target was bound from. */
   stagingPath?: string;
+  /** A static volume: the famfs path it publishes (pkg/csi/static-path.ts). */
+  staticPath?: string;
+  /** Where the bind really is when not on targetPath: a static file shown inside the target directory. */
+  boundAt?: string;
 }
 
 export interface NodeStateDoc {
