@@ -10,6 +10,7 @@ import {
   encodeLogCounters,
   entryOffset,
   EXT_BLOCK_OFFSET,
+  FAMFS_CSI_EXT2_VERSION,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
   readAnyExtBlock,
@@ -213,6 +214,21 @@ describe('famfs integrity: superblock CRC and torn version upgrade', () => {
       });
     }
   }
+
+  it('a compacted log: a torn store between the delete and the compaction versions is repaired to the compaction version', () => {
+    const { media, fs } = fresh();
+    for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
+    fs.rm('f0');
+    fs.compact();
+    assert.equal(fsck(media).superblock!.version, FAMFS_CSI_EXT2_VERSION.toString());
+    tear(media, FAMFS_CSI_EXT_VERSION, FAMFS_CSI_EXT2_VERSION);
+    assert.equal(fsck(media).clean, false);
+    repair(media, { hostUuid: MASTER });
+    const after = fsck(media);
+    assert.equal(after.clean, true, after.errors.join(' | '));
+    assert.equal(after.superblock!.version, FAMFS_CSI_EXT2_VERSION.toString());
+    assert.deepEqual([...FamfsFs.open(media, { readOnly: true }).tree.files()].map((f) => f.relpath).sort(), ['f1', 'f2', 'f3']);
+  });
 
   it('any other CRC mismatch still makes open refuse and repair refuse to guess', () => {
     const { media } = fresh();

@@ -228,15 +228,20 @@ const KNOWN_VERSIONS = [FAMFS_VERSION, FAMFS_CSI_EXT_VERSION, FAMFS_CSI_EXT2_VER
  * validateSuperblock names it and `famfs repair` makes version and CRC agree again.
  */
 export function tornVersionUpgrade(raw: Buffer, stored: number = Number(raw.readBigUInt64LE(SB.crc))): boolean {
+  return tornVersionCrcOf(raw, stored) !== undefined;
+}
+
+/** The other known version whose CRC the superblock carries, when its version store was torn. */
+export function tornVersionCrcOf(raw: Buffer, stored: number = Number(raw.readBigUInt64LE(SB.crc))): bigint | undefined {
   const v = raw.readBigUInt64LE(SB.version);
-  if (!KNOWN_VERSIONS.includes(v)) return false;
+  if (!KNOWN_VERSIONS.includes(v)) return undefined;
   const copy = Buffer.from(raw.subarray(0, SB.crc));
   for (const other of KNOWN_VERSIONS) {
     if (other === v) continue;
     copy.writeBigUInt64LE(other, SB.version);
-    if (crc(copy, 0, SB.crc) === stored) return true;
+    if (crc(copy, 0, SB.crc) === stored) return other;
   }
-  return false;
+  return undefined;
 }
 
 /** The checks famfs_check_super makes, plus range checks that protect our own arithmetic. */
@@ -254,7 +259,7 @@ export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockC
   if (stored !== computed) {
     problems.push(
       tornVersionUpgrade(raw, stored)
-        ? `torn version upgrade: version ${sb.version} carries the CRC of version ${sb.version === FAMFS_VERSION ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION} (famfs would reformat this device; run famfs repair)`
+        ? `torn version upgrade: version ${sb.version} carries the CRC of version ${tornVersionCrcOf(raw, stored)} (famfs would reformat this device; run famfs repair)`
         : `superblock CRC mismatch: stored 0x${stored.toString(16)}, computed 0x${computed.toString(16)}`,
     );
   }

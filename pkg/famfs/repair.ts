@@ -42,6 +42,8 @@ import {
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
   superblockCrc,
+  FAMFS_CSI_EXT2_VERSION,
+  tornVersionCrcOf,
   tornVersionUpgrade,
   LE,
   LH,
@@ -209,7 +211,8 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   if (generation > 0) {
     // Entries of a compacted log keep their original log index; the salvage rules below assume
     // famfs' own log (index == slot) and would renumber them. A compaction never needs repair:
-    // a crash leaves the old generation or the new one.
+    // a crash leaves the old generation or the new one. A torn superblock version is fixed above.
+    if (report.actions.length > 0) return report;
     throw new FamfsError('EUNSUPPORTED', `the log is compacted (generation ${generation}); famfs repair handles only famfs' own log (generation 0). Nothing was changed`);
   }
 
@@ -383,10 +386,11 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
 }
 
 /**
- * A superblock whose version and CRC disagree because an upgrade to the extension version was
- * torn. The version must be the extended one exactly when the log holds an extension entry (then
- * plain famfs must keep refusing the device); otherwise famfs' own 48, which keeps the device
- * readable by famfs. The CRC is recomputed for that version.
+ * A superblock whose version and CRC disagree because a version upgrade was torn. The version is
+ * chosen from what the device holds: a compacted log (a generation record >= 1) needs the
+ * compaction version; a delete entry in the log needs the extension version (plain famfs must keep
+ * refusing the device); otherwise famfs' own 48, which keeps the device readable by famfs. The CRC
+ * is recomputed for that version.
  */
 function repairTornUpgrade(media: Media, raw: Buffer, hostUuid: string, report: RepairReport): Buffer {
   const sb = decodeSuperblock(raw);
@@ -399,15 +403,16 @@ function repairTornUpgrade(media: Media, raw: Buffer, hostUuid: string, report: 
     const o = entryOffset(i);
     if (log.readUInt32LE(o + LE.type) === EntryType.CSI_DELETE && log.readUInt32LE(o + LE.crc) === crc(log, o, o + LE.crc)) extension = true;
   }
-  const version = extension ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION;
+  const compacted = readActiveLog(media, sb.uuid).generation > 0;
+  const version = compacted ? FAMFS_CSI_EXT2_VERSION : extension ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION;
   const fixed = Buffer.from(raw);
   fixed.writeBigUInt64LE(version, SB.version);
   fixed.writeBigUInt64LE(BigInt(superblockCrc(fixed)), SB.crc);
   media.write(SUPERBLOCK_OFFSET, fixed);
   media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
   report.actions.push(
-    `superblock: torn version upgrade (version ${sb.version} with the CRC of the other version); set version ${version} ` +
-      `(${extension ? 'the log holds famfs-csi delete entries' : 'the log holds no famfs-csi extension entry, so famfs can read it again'}) and its CRC`,
+    `superblock: torn version upgrade (version ${sb.version} with the CRC of version ${tornVersionCrcOf(raw)}); set version ${version} ` +
+      `(${compacted ? 'the log was compacted' : extension ? 'the log holds famfs-csi delete entries' : 'the log holds no famfs-csi extension entry, so famfs can read it again'}) and its CRC`,
   );
   return fixed;
 }
