@@ -8,6 +8,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
+import { openDevice } from '../pkg/device';
+import { FamfsFs } from '../pkg/famfs/fs';
+
 const CLI = path.resolve(__dirname, '..', 'cmd', 'famfs.js');
 const MASTER = '11111111-2222-4333-8444-555555555555';
 const CLIENT = '99999999-8888-4777-8666-555555555555';
@@ -199,6 +202,40 @@ describe('famfs CLI', () => {
       assert.equal(famfs(['repair', '--drop', '2', img]).code, 0);
       assert.equal(famfs(['fsck', img]).code, 0);
     } finally {
+      fs.rmSync(img, { force: true });
+    }
+  });
+
+  it('hosts shows each slot, the liveness window, and the host the master timed out with the memory reused after it', () => {
+    const img = `/dev/shm/famfs-cli-hosts-${process.pid}-${crypto.randomBytes(4).toString('hex')}.img`;
+    const dev = openDevice(img, { create: { size: 64 << 20 } });
+    try {
+      FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: img, hostLiveMs: 1000 });
+      let mono = 0;
+      const master = FamfsFs.open(dev, { hostUuid: MASTER, monotonicNow: () => mono });
+      master.creat('gone', 4 << 20);
+      FamfsFs.open(dev, { hostUuid: CLIENT }).ackReplay(CLIENT, 'node-b');
+      master.hostLiveness();
+      master.rm('gone');
+      let r = famfs(['hosts', img]);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /unchanged for 1000 ms/);
+      assert.match(r.out, /slot 0: node-b 99999999-8888-4777-8666-555555555555 acked 1, ack #\d+/);
+      assert.match(r.out, /no host was timed out/);
+      mono += 1000;
+      master.creat('new', 2 << 20); // node-b silent for the whole window: timed out
+      r = famfs(['hosts', img]);
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /timed out \d{4}-\d\d-\d\dT.*: node-b 99999999-8888-4777-8666-555555555555 \(slot 0\) after 1 s silent, acked 1 of 2/);
+      assert.match(r.out, /memory of gone \(deleted at 1\) became reusable: 0x[0-9a-f]+\+4194304/);
+      const j = JSON.parse(famfs(['hosts', '--json', img]).out) as { hostLiveMs: number; evictions: { hostUuid: string; name: string; reusableBytes: number; reusable: { relpath: string }[] }[] };
+      assert.equal(j.hostLiveMs, 1000);
+      assert.equal(j.evictions.length, 1);
+      assert.equal(j.evictions[0]!.name, 'node-b');
+      assert.deepEqual(j.evictions[0]!.reusable.map((x) => x.relpath), ['gone']);
+      assert.equal(j.evictions[0]!.reusableBytes, 4 << 20);
+    } finally {
+      dev.close();
       fs.rmSync(img, { force: true });
     }
   });

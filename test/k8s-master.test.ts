@@ -11,6 +11,7 @@ import { FamfsFs } from '../pkg/famfs/fs';
 import { ControllerStore } from '../pkg/csi/store';
 import type { LeaderElectionSettings } from '../pkg/k8s/config';
 import { MasterElection, type MasterRole } from '../pkg/k8s/leadership';
+import { EventRecorder } from '../pkg/k8s/events';
 import { createMetrics } from '../pkg/k8s/metrics';
 import { PoolStatusLoop } from '../pkg/k8s/pool-status-loop';
 import { startControllerIntegration } from '../pkg/k8s/driver-integration';
@@ -182,6 +183,48 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       assert.match(await metrics.registry.metrics(), /famfs_pool_free_bytes\{pool="shm-pool",component="controller"\} \d+/);
       assert.equal(await new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, master: () => undefined }).tick(), false,
         'a non-master publishes nothing');
+    } finally {
+      fs.rmSync(dev, { force: true });
+    }
+  });
+  it('a host the master timed out shows in the FamfsPool status and as a HostTimedOut Event, with the memory reused after it', async function () {
+    this.timeout(60_000);
+    const cl = cluster;
+    assert.ok(cl);
+    cl.must('kubectl', ['apply', '-f', path.join(repoRoot(), 'charts', 'famfs-csi', 'crds', 'famfspools.famfs.csi.cxl.io.yaml')]);
+    cl.must('kubectl', ['wait', '--for=condition=Established', 'crd/famfspools.famfs.csi.cxl.io', '--timeout=20s']);
+    const dev = path.join('/dev/shm', `famfs-evict-${process.pid}-${Date.now()}`);
+    try {
+      // A 1 s liveness window: host-b is timed out after the master watched it silent for 1 s.
+      const A = FamfsFs.mkfs(openDevice(dev, { create: { size: 256 * 1024 * 1024 } }), { systemUuid: HOST_A, devicePath: dev, hostLiveMs: 1000 });
+      const B = FamfsFs.open(openDevice(dev), { hostUuid: HOST_B, hostName: 'host-b' });
+      A.creat('vol-gone', 8 * 1024 * 1024);
+      B.catchUp();
+      B.ackReplay(HOST_B, 'host-b');
+      const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-a' });
+      const loop = new PoolStatusLoop({ kubeConfig: kc, pool: 'evict-pool', device: dev, fs: A, events,
+        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-evict', fencingEpoch: 1 }) });
+      await loop.tick(); // the master watches host-b's slot from here on
+      A.rm('vol-gone');
+      await sleep(1200); // host-b stays silent (stalled) past the window
+      A.creat('vol-new', 8 * 1024 * 1024); // the horizon leaves host-b out: vol-gone's memory is reusable
+      await loop.tick();
+      const pool = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'evict-pool', '-o', 'json'])) as {
+        status: { evictions?: { host: string; hostUuid: string; at: string; silentSeconds: number; reusable: string[]; reusableBytes: number }[]; nodes: { name: string; healthy: boolean }[] };
+      };
+      const ev = pool.status.evictions ?? [];
+      assert.equal(ev.length, 1, JSON.stringify(pool.status));
+      assert.equal(ev[0]!.host, 'host-b');
+      assert.equal(ev[0]!.hostUuid, HOST_B);
+      assert.ok(Math.abs(Date.parse(ev[0]!.at) - Date.now()) < 30_000);
+      assert.deepEqual(ev[0]!.reusable, ['vol-gone']);
+      assert.equal(ev[0]!.reusableBytes, 8 * 1024 * 1024);
+      assert.equal(pool.status.nodes.find((n) => n.name === 'host-b')?.healthy, false);
+      const messages = cl.must('kubectl', ['get', 'events', '-A', '--field-selector', 'involvedObject.name=evict-pool,reason=HostTimedOut', '-o', 'jsonpath={range .items[*]}{.message}{"\\n"}{end}']).split('\n').filter(Boolean);
+      assert.equal(messages.length, 1, messages.join('\n'));
+      assert.match(messages[0]!, /host host-b .* timed out at .*vol-gone/);
+      await loop.tick();
+      assert.equal(cl.must('kubectl', ['get', 'events', '-A', '--field-selector', 'involvedObject.name=evict-pool,reason=HostTimedOut', '--no-headers']).trim().split('\n').length, 1, 'one Event per timeout');
     } finally {
       fs.rmSync(dev, { force: true });
     }

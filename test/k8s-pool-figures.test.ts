@@ -48,4 +48,32 @@ describe('FamfsPool figures', () => {
     releaseQuarantine(master, file.index);
     assert.equal(poolFigures(master, 'd', { node: 'n', fencingEpoch: 1 }).quarantinedEntries, 0);
   });
+
+  it('shows which host the master timed out, when, and the deleted memory reused after it', () => {
+    const MASTER = '11111111-2222-4333-8444-555555555555';
+    const HOST = '99999999-8888-4777-8666-000000000042';
+    const media = new BufferMedia(Buffer.alloc(16 << 20), 1 << 30);
+    FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x' });
+    let mono = 0;
+    const fs = FamfsFs.open(media, { hostUuid: MASTER, monotonicNow: () => mono, now: () => Date.parse('2026-11-30T07:00:00Z') });
+    fs.mkdir('csi');
+    const id = volumeIdForName('pvc-gone');
+    fs.mkdir(objectDirRelpath(id));
+    fs.creat(objectFileRelpath(id), 4 << 20);
+    const host = FamfsFs.open(media, { hostUuid: HOST });
+    host.ackReplay(HOST, 'node-b');
+    fs.hostLiveness(); // the master's status loop looks at the slots on every tick
+    assert.deepEqual(poolFigures(fs, 'd', { node: 'n', fencingEpoch: 1 }).evictions, [], 'no timeout yet');
+    fs.rm(objectFileRelpath(id));
+    mono += 60_000;
+    fs.creat('after', 2 << 20); // computes the horizon: node-b has been silent for the whole window
+    const [e] = poolFigures(fs, 'd', { node: 'n', fencingEpoch: 1 }).evictions!;
+    assert.ok(e, 'the timeout is reported');
+    assert.equal(e.host, 'node-b');
+    assert.equal(e.hostUuid, HOST);
+    assert.equal(e.at, '2026-11-30T07:00:00.000Z');
+    assert.equal(e.silentSeconds, 60);
+    assert.deepEqual(e.reusable, [objectFileRelpath(id)]);
+    assert.equal(e.reusableBytes, 4 << 20);
+  });
 });

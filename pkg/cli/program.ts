@@ -667,18 +667,7 @@ export function buildProgram(io: CliIO): Command {
       withDevice(device, true, (dev) => {
         const f = openFs(dev, false);
         const hosts = f.hosts();
-        const evictions = f.evictions().map((e) => {
-          // What the timeout let the master reuse: the deletes this host had not acknowledged.
-          const freed = f.tree.released.filter((r) => r.deleteIndex >= e.ackedIndex && r.deleteIndex < e.reclaimUpTo);
-          const slot = hosts.find((h) => h.slot === e.slot && h.hostUuid === e.hostUuid);
-          return {
-            ...e,
-            name: slot?.name ?? '',
-            at: new Date(e.atMs).toISOString(),
-            reusable: freed.map((r) => ({ deleteIndex: r.deleteIndex, relpath: r.relpath, extents: r.extents })),
-            reusableBytes: freed.reduce((n, r) => n + r.extents.reduce((m, x) => m + x.len, 0), 0),
-          };
-        });
+        const evictions = f.evictionReport().map((e) => ({ ...e, at: new Date(e.atMs).toISOString() }));
         const hostLiveMs = f.hostLiveMs();
         if (o.json) {
           io.out(JSON.stringify({ nextIndex: f.tree.nextIndex, hostLiveMs, hosts, evictions }, null, 2));
@@ -690,6 +679,7 @@ export function buildProgram(io: CliIO): Command {
         for (const e of evictions) {
           io.out(`timed out ${e.at}: ${e.name || '(unnamed)'} ${e.hostUuid} (slot ${e.slot}) after ${Math.round(e.silentMs / 1000)} s silent, acked ${e.ackedIndex} of ${e.reclaimUpTo}`);
           for (const r of e.reusable) io.out(`  memory of ${r.relpath} (deleted at ${r.deleteIndex}) became reusable: ${r.extents.map((x) => `0x${x.offset.toString(16)}+${x.len}`).join(', ')}`);
+          if (e.reusable.length === 0) io.out('  (the deletes it held back are no longer in the log: compacted)');
         }
       });
     });

@@ -22,6 +22,7 @@ import {
   entryOffset,
   EntryBody,
   EvictionRecord,
+  Extent,
   ExtBlock,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_CSI_EXT2_VERSION,
@@ -124,6 +125,13 @@ export interface CompactResult {
   /** Pairs of entries (create + delete) that had to stay because some host may still map them. */
   pendingKept: number;
   ms: number;
+}
+
+/** An eviction record with the host's name and the deleted files whose memory it made reusable. */
+export interface EvictionReport extends EvictionRecord {
+  name: string;
+  reusable: { deleteIndex: number; relpath: string; extents: Extent[]; bytes: number }[];
+  reusableBytes: number;
 }
 
 export interface CreateFileOptions {
@@ -674,6 +682,24 @@ export class FamfsFs {
   evictions(): EvictionRecord[] {
     const block = readExtBlock(this.media, this.sb.uuid);
     return block && block.revision >= 3 ? readEvictions(this.media) : [];
+  }
+
+  /**
+   * The eviction records with what each timeout let the master reuse: the files deleted at or after
+   * the host's last acked position and before the decision (memory reusable without that host).
+   */
+  evictionReport(): EvictionReport[] {
+    const hosts = this.hosts();
+    return this.evictions().map((e) => {
+      const freed = this.tree.released.filter((r) => r.deleteIndex >= e.ackedIndex && r.deleteIndex < e.reclaimUpTo);
+      const reusable = freed.map((r) => ({ deleteIndex: r.deleteIndex, relpath: r.relpath, extents: r.extents, bytes: r.extents.reduce((n, x) => n + x.len, 0) }));
+      return {
+        ...e,
+        name: hosts.find((h) => h.slot === e.slot && h.hostUuid === e.hostUuid)?.name ?? '',
+        reusable,
+        reusableBytes: reusable.reduce((n, r) => n + r.bytes, 0),
+      };
+    });
   }
 
   /**

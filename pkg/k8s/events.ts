@@ -28,6 +28,7 @@ export const EventReason = {
   AttachRefused: 'AttachRefused',
   MasterChanged: 'MasterChanged',
   ReplayBehind: 'ReplayBehind',
+  HostTimedOut: 'HostTimedOut',
   LogEntryRewritten: 'LogEntryRewritten',
 } as const;
 

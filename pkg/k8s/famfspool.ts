@@ -36,9 +36,28 @@ export interface PoolFigures {
   /** Log entries famfs repair quarantined, and the memory they keep reserved until released. */
   quarantinedEntries?: number;
   quarantinedBytes?: number;
+  /** Hosts the master timed out (its own clock), newest last, and the memory reused after them. */
+  evictions?: HostEviction[];
   master: { node: string; pod?: string; leaseName?: string; fencingEpoch: number; since?: Date };
   /** Conditions such as Ready, LogNearlyFull, MemoryErrors. */
   conditions?: PoolCondition[];
+}
+
+/** One host the master timed out: who, when, after how long, and which deleted memory it released. */
+export interface HostEviction {
+  /** Sequence number of the record in shared memory (one Event per new one). */
+  seq: number;
+  host: string;
+  hostUuid: string;
+  slot: number;
+  /** When the master decided (its wall clock; ISO 8601). */
+  at: string;
+  silentSeconds: number;
+  ackedIndex: number;
+  reclaimUpTo: number;
+  /** famfs paths of the deleted files whose memory became reusable without this host (at most 16). */
+  reusable: string[];
+  reusableBytes: number;
 }
 
 export interface PoolCondition {
@@ -75,6 +94,7 @@ export interface FamfsPoolStatus {
   volumes?: number;
   log?: { entriesUsed?: number; entriesTotal?: number; usedPercent?: number };
   quarantine?: { entries?: number; bytes?: number };
+  evictions?: HostEviction[];
   master?: { node?: string; pod?: string; leaseName?: string; fencingEpoch?: number; since?: string };
   nodesHealthy?: string;
   nodes?: NodeStatus[];
@@ -173,6 +193,7 @@ export class FamfsPoolClient {
   /** Controller: publishes the pool-wide figures (and the healthy/total node count it sees). */
   async writePoolStatus(f: PoolFigures): Promise<FamfsPoolObject> {
     for (const [k, v] of Object.entries(f)) {
+      if (k === 'evictions') continue;
       if (typeof v === 'number' && (!Number.isSafeInteger(v) || v < 0)) throw new FamfsPoolError('INVALID', `${k} must be a non-negative integer, got ${v}`);
     }
     let nodes: NodeStatus[] = [];
@@ -195,6 +216,7 @@ export class FamfsPoolClient {
       volumes: f.volumes,
       log: { entriesUsed: f.logEntriesUsed, entriesTotal: f.logEntriesTotal, usedPercent },
       quarantine: { entries: f.quarantinedEntries ?? 0, bytes: f.quarantinedBytes ?? 0 },
+      evictions: f.evictions ?? [],
       master: {
         node: f.master.node,
         pod: f.master.pod,

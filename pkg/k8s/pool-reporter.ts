@@ -28,6 +28,9 @@ export class PoolReporter {
   private readonly laggingNodes = new Set<string>();
   private readonly memoryErrorsSeen = new Map<string, number>();
   private poolUid: string | undefined;
+  /** Evictions up to this sequence number have had their Event (undefined: not looked yet). */
+  private evictionSeq: number | undefined;
+  private readonly startedMs = Date.now();
 
   constructor(private readonly opts: PoolReporterOptions) {}
 
@@ -76,6 +79,20 @@ export class PoolReporter {
       : { type: 'LogNearlyFull', status: 'False', reason: 'LogBelowThreshold', message: `log ${Math.floor(percent)}% full` };
     const others = (f.conditions ?? []).filter((c) => c.type !== 'LogNearlyFull');
     await this.opts.client.writePoolStatus({ ...f, conditions: [...others, condition] });
+
+    // One Warning per host timeout. Records older than this reporter (a previous master's) are in
+    // the status already; their Events were that master's to record.
+    const evictions = f.evictions ?? [];
+    if (this.evictionSeq === undefined) {
+      this.evictionSeq = evictions.filter((e) => Date.parse(e.at) < this.startedMs).reduce((m, e) => Math.max(m, e.seq), 0);
+    }
+    for (const e of evictions) {
+      if (e.seq <= this.evictionSeq) continue;
+      this.evictionSeq = e.seq;
+      const what = e.reusable.length > 0 ? `memory of ${e.reusable.join(', ')} (${e.reusableBytes} bytes) became reusable without it` : 'it held no deleted memory back';
+      await this.warn(await this.poolRef(), EventReason.HostTimedOut,
+        `host ${e.host} (${e.hostUuid}, slot ${e.slot}) timed out at ${e.at}: the master watched its replay slot unchanged for ${e.silentSeconds} s; ${what}. It serves again only after replaying the log (self-fence)`);
+    }
 
     if (nearlyFull && !this.logWarned) {
       this.logWarned = true;

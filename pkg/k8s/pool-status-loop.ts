@@ -24,6 +24,8 @@ export interface FamfsView {
   };
   /** Host slots as the master judges them, on its own clock (never a host's clock). */
   hostLiveness(): { hostUuid: string; ackedIndex: number; name: string; live: boolean; silentMs: number }[];
+  /** The master's eviction records with the files each timeout made reusable (FamfsFs.evictionReport). */
+  evictionReport(): { seq: number; hostUuid: string; name: string; slot: number; ackedIndex: number; reclaimUpTo: number; atMs: number; silentMs: number; reusable: { relpath: string }[]; reusableBytes: number }[];
   lookup(relpath: string): { kind: 'dir'; children: Map<string, unknown> } | { kind: 'file' } | undefined;
 }
 
@@ -56,6 +58,18 @@ export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): 
     logEntriesTotal: u.logEntriesTotal,
     quarantinedEntries: u.quarantinedEntries,
     quarantinedBytes: u.quarantinedBytes,
+    evictions: fs.evictionReport().map((e) => ({
+      seq: e.seq,
+      host: e.name || e.hostUuid,
+      hostUuid: e.hostUuid,
+      slot: e.slot,
+      at: new Date(e.atMs).toISOString(),
+      silentSeconds: Math.round(e.silentMs / 1000),
+      ackedIndex: e.ackedIndex,
+      reclaimUpTo: e.reclaimUpTo,
+      reusable: e.reusable.slice(0, 16).map((r) => r.relpath),
+      reusableBytes: e.reusableBytes,
+    })),
     master,
   };
 }
