@@ -123,8 +123,15 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-crash-'));
     device = freshDevice(devName, 512 * MiB, 16 * MiB, CONTROLLER_HOST);
   });
+  /** Every controller process this test started: none may outlive it (its pipes would keep mocha alive). */
+  const started: DriverProcess[] = [];
+  const startController = async (): Promise<DriverProcess> => {
+    const p = await startControllerProcess({ device, dir, hostUuid: CONTROLLER_HOST });
+    started.push(p);
+    return p;
+  };
   after(async () => {
-    if (proc) await stopProcess(proc, 'SIGKILL');
+    for (const p of started) await stopProcess(p, 'SIGKILL');
     await host?.stop().catch(() => undefined);
     if (device !== undefined) removeEmulatedDevice(devName);
     if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
@@ -145,7 +152,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
 
     host = await FuseHost.start(device, path.join(dir, 'host'), FUSE_HOST);
     const fuse = host;
-    proc = await startControllerProcess({ device, dir, hostUuid: CONTROLLER_HOST });
+    proc = await startController();
     const initialFree = Number((await proc.client.call<GetCapacityResponse>('Controller', 'GetCapacity', {})).available_capacity);
     let lastGeneration = inspectDevice(device).generation;
 
@@ -355,7 +362,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
         assert.ok(fuse.alive, `${where(round)}: the host exited: ${fuse.output}`);
 
         // Restart, then retry what was in flight, as the external-provisioner/snapshotter would.
-        proc = await startControllerProcess({ device, dir, hostUuid: CONTROLLER_HOST });
+        proc = await startController();
         for (const op of pending.values()) {
           const names = namesOf(op);
           for (const n of names) busy.add(n);
