@@ -1,6 +1,7 @@
 /**
  * bench/famfs-core: fill an 8 MiB log with 15,000 creates on a real emulated device and print
- * create latency (first and last thousand), full replay and fsck times.
+ * create latency (first and last thousand), full replay and fsck times, and the cost of the
+ * reclaim horizon a create after a delete pays (1,024 host slots).
  *
  * Baseline in the same run: the append cost famfs' protocol implies (flush the whole log after
  * every append), measured on the same mapping, so the ratio shows what flushing only the touched
@@ -12,7 +13,7 @@ import * as os from 'os';
 import { performance } from 'perf_hooks';
 import { openDevice } from '../../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device';
-import { FamfsFs, fsck, LOG_OFFSET, DEFAULT_LOG_LEN } from '../../pkg/famfs';
+import { FamfsFs, fsck, LOG_OFFSET, DEFAULT_LOG_LEN, HOST_SLOT_SIZE, HOST_SLOTS_OFFSET, readHostSlots, type Media } from '../../pkg/famfs';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
 // One mkdir + 15,419 creates: a full default (8 MiB) log of 15,420 entries.
@@ -29,6 +30,7 @@ function main(): void {
   const dev = createEmulatedDevice(name, 64 * 1024 ** 3);
   try {
     const fs = FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: `/dev/shm/${name}` });
+    const hz = horizonCost(dev, fs);
     fs.mkdir('v');
     const lat: number[] = [];
     const t0 = performance.now();
@@ -73,6 +75,11 @@ function main(): void {
       ['fsck (full log), median of 7', `${plain.fsck.toFixed(2)} ms`, 'target ≤ 7 ms (famfs C on this machine)'],
       ['fsck, CPU time (median)', `${plain.fsckCpu.toFixed(2)} ms`, ''],
       ['fsck, --max-semi-space-size=64', `${tuned.fsck.toFixed(2)} ms`, ''],
+      ['horizon(), 1,024 slots, 8 hosts, no slot changed', us(hz.quiet), `what a create after a delete pays; baseline below: ${(hz.decodeAll / hz.quiet).toFixed(0)}x cheaper`],
+      ['horizon(), 1,024 slots, 8 hosts, one host acked since', us(hz.oneChanged), 'the changed slot is decoded, the rest compared with one memcmp per 16 slots'],
+      ['horizon(), 1,024 slots, all 1,024 in use, none changed', us(hz.fullQuiet), ''],
+      ['baseline: decode every slot on each call (the previous design)', us(hz.decodeAll), 'readHostSlots over the 1,024 slots, same mapping, same run'],
+      ['floor: read the 64 KiB slot table', us(hz.readOnly), 'invalidate + read, nothing compared'],
       ['fill total', `${(fillMs / 1000).toFixed(2)} s`, `${N} creates, flush method ${dev.flushMethod}`],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
@@ -84,6 +91,46 @@ function main(): void {
     dev.close();
     removeEmulatedDevice(name);
   }
+}
+
+/**
+ * horizon() cost (issue 15): the master reads the 1,024-slot table before every create that waits
+ * for deleted memory. Measured against decoding every slot (what horizon() did before) and against
+ * just reading the table, on the same mapping.
+ */
+function horizonCost(dev: Media, fs: FamfsFs): { quiet: number; oneChanged: number; fullQuiet: number; decodeAll: number; readOnly: number } {
+  const ITER = 3000;
+  const hosts = Array.from({ length: 8 }, (_, i) => `77777777-0000-4000-8000-${i.toString(16).padStart(12, '0')}`);
+  for (const h of hosts) FamfsFs.open(dev, { hostUuid: h, readOnly: true }).ackReplay(h, 'bench');
+  const client = FamfsFs.open(dev, { hostUuid: hosts[0], readOnly: true });
+  const time = (fn: () => void, before?: () => void): number => {
+    const xs: number[] = [];
+    for (let i = 0; i < ITER; i++) {
+      before?.();
+      const s = performance.now();
+      fn();
+      xs.push(performance.now() - s);
+    }
+    return pct(xs, 50);
+  };
+  fs.horizon();
+  const quiet = time(() => fs.horizon());
+  const oneChanged = time(() => fs.horizon(), () => client.ackReplay(hosts[0]!, 'bench'));
+  const decodeAll = time(() => readHostSlots(dev, 1024));
+  const readOnly = time(() => {
+    dev.invalidate(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
+    dev.read(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
+  });
+  for (let i = hosts.length; i < 1024; i++) {
+    const h = `77777777-0000-4000-8000-${i.toString(16).padStart(12, '0')}`;
+    FamfsFs.open(dev, { hostUuid: h, readOnly: true }).ackReplay(h, 'bench');
+  }
+  fs.horizon();
+  const fullQuiet = time(() => fs.horizon());
+  // Leave the device as mkfs made it for the fill: no host holds anything back.
+  dev.write(HOST_SLOTS_OFFSET, Buffer.alloc(1024 * HOST_SLOT_SIZE));
+  dev.flush(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
+  return { quiet, oneChanged, fullQuiet, decodeAll, readOnly };
 }
 
 /** Child mode: open the filled device read-only, time replay and fsck (median of 7), print JSON. */
