@@ -3,79 +3,165 @@
 // requested range, parameters, content source and published nodes where it left them.
 //
 // The image lives in a reserved famfs file (csi/.controller-state), split in two self-describing
-// halves: a 64-byte header and a JSON body each. The layout is defined once, in pkg/famfs/layout.ts
-// (CSI_IMAGE), and documented in docs/format.md ("Controller state image").
+// halves. The layout is defined once, in pkg/famfs/layout.ts (CSI_IMAGE, CSI_DELTA), and documented
+// in docs/format.md ("Controller state image").
 //
-// A commit writes the half that does NOT hold the newest image: body first, flushed, then its
+// A half holds a checkpoint (a 64-byte header and the whole document as JSON) followed by change
+// records, one per change, appended in order (revision 2). A change costs one small record, not
+// the whole document: what a call costs no longer grows with the number of volumes.
+//
+// A checkpoint goes to the half that does NOT hold the newest image: body first, flushed, then its
 // 64-byte header (one cache line), flushed. A crash before the header flush leaves the older half
-// as the newest valid one; a torn header or body fails its CRC. A reader takes the valid half with
-// the highest (epoch, generation). Only the fenced master commits: the epoch is re-checked right
-// before the header store, the same check the log writer makes before publishing an entry.
+// as the newest valid one; a torn header or body fails its CRC. A change record is written after
+// the newest checkpoint's last record and flushed; a torn record fails its CRC and ends the half
+// (the change it carried was never acknowledged). When a record no longer fits, the next
+// checkpoint is written; when a checkpoint would fill more than half of a half, the image moves to
+// a new, larger file (csi/.controller-state.N), so the number of records has no cap of its own.
+// A reader takes the valid half with the highest (epoch, generation) over all those files. Only
+// the fenced master writes: the epoch is re-checked right before every store, the same check the
+// log writer makes before publishing an entry.
 import { crc32 } from 'zlib';
 import { FamfsError } from '../famfs/errors';
 import { forEachDeviceRun } from '../famfs/fmap';
 import type { FamfsFs } from '../famfs/fs';
-import { CSI_IMAGE, CSI_IMAGE_MAGIC, CSI_IMAGE_REVISION } from '../famfs/layout';
+import { ALLOC_UNIT, CSI_DELTA, CSI_DELTA_MAGIC, CSI_IMAGE, CSI_IMAGE_MAGIC, CSI_IMAGE_REVISION, CSI_IMAGE_REVISION_DELTAS } from '../famfs/layout';
 import type { Media } from '../famfs/media';
 import type { FileNode } from '../famfs/tree';
 
 export const STATE_IMAGE_DIR = 'csi';
 export const STATE_IMAGE_RELPATH = 'csi/.controller-state';
-/** 8 MiB: two 4 MiB halves, room for roughly ten thousand volume records. */
+/** 8 MiB: two 4 MiB halves; the image moves to a larger file when its records need more. */
 export const DEFAULT_STATE_IMAGE_SIZE = 8 * 1024 * 1024;
 
 const MAGIC = CSI_IMAGE_MAGIC;
-const REVISION = CSI_IMAGE_REVISION;
 const HEADER_SIZE = CSI_IMAGE.HEADER_SIZE;
 const BODY_OFFSET = CSI_IMAGE.BODY_OFFSET;
 const H = CSI_IMAGE;
+const D = CSI_DELTA;
 
 export interface ImageHeader {
   half: 0 | 1;
+  revision: number;
   generation: number;
   epoch: number;
   length: number;
   bodyCrc: number;
+  /** Revision 2: log index of the FILE entry of the file this half belongs to. */
+  fileIndex: number;
 }
 
 export interface LoadedImage<T> {
   header: ImageHeader;
   doc: T;
+  /** Change records applied on top of the checkpoint. */
+  deltas: number;
+  /** Which file of the image holds it. */
+  relpath: string;
   /** Halves that failed validation and why (a torn commit shows up here, harmlessly). */
   problems: string[];
 }
 
-function encodeHeader(h: Omit<ImageHeader, 'half'>): Buffer {
+export interface ImageRead<T> {
+  loaded?: LoadedImage<T>;
+  problems: string[];
+  /**
+   * Set when some half holds something (not all zero) but no half is valid: damage, or a revision
+   * this reader does not know. Starting from an empty document would silently lose every record.
+   */
+  unreadable?: string;
+}
+
+/** One change: set (or, without `value`, delete) the key at `path` of the document. */
+export interface ImageDelta {
+  path: string[];
+  value?: unknown;
+}
+
+function encodeHeader(h: Omit<ImageHeader, 'half' | 'revision'>): Buffer {
   const b = Buffer.alloc(HEADER_SIZE);
   MAGIC.copy(b, H.magic);
-  b.writeUInt32LE(REVISION, H.revision);
+  b.writeUInt32LE(CSI_IMAGE_REVISION_DELTAS, H.revision);
   b.writeBigUInt64LE(BigInt(h.generation), H.generation);
   b.writeBigUInt64LE(BigInt(h.epoch), H.epoch);
   b.writeUInt32LE(h.length, H.length);
   b.writeUInt32LE(h.bodyCrc, H.bodyCrc);
+  b.writeBigUInt64LE(BigInt(h.fileIndex), H.fileIndex);
   b.writeUInt32LE(crc32(b.subarray(0, H.headerCrc)) >>> 0, H.headerCrc);
   return b;
 }
 
-function decodeHeader(b: Buffer, half: 0 | 1, halfSize: number): ImageHeader | string {
-  if (b.subarray(0, 8).every((x) => x === 0)) return 'empty';
+function decodeHeader(b: Buffer, half: 0 | 1, halfSize: number, file: FileNode, isBase: boolean): ImageHeader | string {
+  if (b.every((x) => x === 0)) return 'empty';
   if (!b.subarray(H.magic, H.magic + 8).equals(MAGIC)) return 'bad magic';
   if (b.readUInt32LE(H.headerCrc) !== crc32(b.subarray(0, H.headerCrc)) >>> 0) return 'header CRC mismatch (torn or damaged)';
-  if (b.readUInt32LE(H.revision) !== REVISION) return `unknown revision ${b.readUInt32LE(H.revision)}`;
+  const revision = b.readUInt32LE(H.revision);
+  if (revision !== CSI_IMAGE_REVISION && revision !== CSI_IMAGE_REVISION_DELTAS) return `unknown revision ${revision} (written by a newer famfs-csi?)`;
+  // Revision 1 exists only in the first file; a later file starts at revision 2, and a revision 2
+  // half must name its own file: what memory held before the file was made is never taken for it.
+  if (revision === CSI_IMAGE_REVISION && !isBase) return 'revision 1 outside the first image file (stale memory)';
+  const fileIndex = revision === CSI_IMAGE_REVISION ? file.index : Number(b.readBigUInt64LE(H.fileIndex));
+  if (fileIndex !== file.index) return `belongs to file entry ${fileIndex}, not this file's ${file.index} (stale memory)`;
   const length = b.readUInt32LE(H.length);
   if (length > halfSize - BODY_OFFSET) return `body length ${length} exceeds the half`;
   return {
     half,
+    revision,
     generation: Number(b.readBigUInt64LE(H.generation)),
     epoch: Number(b.readBigUInt64LE(H.epoch)),
     length,
     bodyCrc: b.readUInt32LE(H.bodyCrc),
+    fileIndex,
   };
 }
 
-/** Reads, writes and validates the double-buffered image in one famfs file. */
+const align = (n: number): number => Math.ceil(n / D.ALIGN) * D.ALIGN;
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Applies one change record to a parsed document (keys are plain JSON object keys). */
+export function applyDelta(doc: unknown, d: ImageDelta): void {
+  if (!isRecord(doc) || d.path.length === 0) throw new Error('change record: no document or empty path');
+  let at: Record<string, unknown> = doc;
+  for (const k of d.path.slice(0, -1)) {
+    let next = at[k];
+    if (next === undefined) {
+      // An optional section (e.g. statics) appears with its first record; deleting from a
+      // section that does not exist changes nothing.
+      if (d.value === undefined) return;
+      next = at[k] = {};
+    }
+    if (!isRecord(next)) throw new Error(`change record: ${d.path.join('/')} has no parent object`);
+    at = next;
+  }
+  const last = d.path[d.path.length - 1] as string;
+  if (d.value === undefined) delete at[last];
+  else at[last] = d.value;
+}
+
+function parseDelta(text: string): ImageDelta {
+  const v: unknown = JSON.parse(text);
+  if (!isRecord(v) || !Array.isArray(v['path']) || !v['path'].every((k) => typeof k === 'string')) throw new Error('change record: bad payload');
+  return 'value' in v ? { path: v['path'] as string[], value: v['value'] } : { path: v['path'] as string[] };
+}
+
+interface Current {
+  relpath: string;
+  file: FileNode;
+  header: ImageHeader;
+  /** Offset inside the half where the next change record goes, and its sequence number. */
+  tail: number;
+  nextSeq: number;
+}
+
+/** Reads, writes and validates the double-buffered image (checkpoint + change records). */
 export class SharedStateImage<T> {
-  private latest: ImageHeader | undefined;
+  private current: Current | undefined;
+  /** Highest generation seen in any valid half (the next checkpoint is one above). */
+  private highest = 0;
+  /** Image files a move to a larger file left behind (removed by the next checkpoint). */
+  private stale: string[] = [];
 
   constructor(
     private readonly fs: FamfsFs,
@@ -84,24 +170,51 @@ export class SharedStateImage<T> {
     readonly relpath = STATE_IMAGE_RELPATH,
   ) {}
 
-  private file(): FileNode | undefined {
-    const n = this.fs.lookup(this.relpath);
+  private fileAt(relpath: string): FileNode | undefined {
+    const n = this.fs.lookup(relpath);
     return n?.kind === 'file' ? n : undefined;
   }
 
-  get halfSize(): number {
-    const f = this.file();
-    return f ? Math.floor(f.size / 2 / 4096) * 4096 : 0;
+  /** The image's files: the first (relpath) and the larger ones it moved to (relpath.N), by N. */
+  private family(): { relpath: string; n: number; file: FileNode }[] {
+    const out: { relpath: string; n: number; file: FileNode }[] = [];
+    const cut = this.relpath.lastIndexOf('/');
+    const dir = this.fs.lookup(cut < 0 ? '' : this.relpath.slice(0, cut));
+    const base = this.relpath.slice(cut + 1);
+    if (dir?.kind !== 'dir') return out;
+    for (const [name, node] of dir.children) {
+      if (node.kind !== 'file') continue;
+      if (name === base) out.push({ relpath: this.relpath, n: 0, file: node });
+      else if (name.startsWith(base + '.') && /^[1-9][0-9]*$/.test(name.slice(base.length + 1))) {
+        out.push({ relpath: `${this.relpath}.${name.slice(base.length + 1)}`, n: Number(name.slice(base.length + 1)), file: node });
+      }
+    }
+    return out.sort((a, b) => a.n - b.n);
   }
 
-  /** Largest JSON body a commit can hold. */
+  private static halfOf(file: FileNode): number {
+    return Math.floor(file.size / 2 / 4096) * 4096;
+  }
+
+  /** Half size of the file the image is in now (or of the first file before any commit). */
+  get halfSize(): number {
+    const f = this.current?.file ?? this.fileAt(this.relpath);
+    return f ? SharedStateImage.halfOf(f) : 0;
+  }
+
+  /** Largest JSON body a checkpoint in the current file can hold. */
   get capacity(): number {
     return Math.max(0, this.halfSize - BODY_OFFSET);
   }
 
+  /** Which file the image is in now. */
+  get currentRelpath(): string | undefined {
+    return this.current?.relpath;
+  }
+
   /** Creates the image file when missing (master only: it appends to the log). */
   ensure(size = DEFAULT_STATE_IMAGE_SIZE): void {
-    if (this.file() !== undefined) return;
+    if (this.family().length > 0) return;
     if (this.fs.lookup(STATE_IMAGE_DIR) === undefined) this.fs.mkdir(STATE_IMAGE_DIR, { mode: 0o755 });
     // Zeroed: both halves start "empty", which load() reads as no image.
     this.fs.creat(this.relpath, size, { mode: 0o600, zero: true });
@@ -123,64 +236,192 @@ export class SharedStateImage<T> {
     });
   }
 
-  /** The newest valid image, or undefined when none was ever committed (or the file is missing). */
+  /** The newest valid image, or undefined when there is none (see read() for why). */
   load(): LoadedImage<T> | undefined {
-    const file = this.file();
-    if (file === undefined) {
-      this.latest = undefined;
-      return undefined;
-    }
-    const half = this.halfSize;
+    return this.read().loaded;
+  }
+
+  /** Every half of every image file, validated; the newest valid one with its change records applied. */
+  read(): ImageRead<T> {
     const problems: string[] = [];
-    const candidates: { header: ImageHeader; doc: T }[] = [];
-    for (const i of [0, 1] as const) {
-      const h = decodeHeader(this.readRange(file, i * half, HEADER_SIZE), i, half);
-      if (typeof h === 'string') {
-        if (h !== 'empty') problems.push(`half ${i}: ${h}`);
-        continue;
-      }
-      const body = this.readRange(file, i * half + BODY_OFFSET, h.length);
-      if ((crc32(body) >>> 0) !== h.bodyCrc) {
-        problems.push(`half ${i} (generation ${h.generation}): body CRC mismatch (torn commit or damage)`);
-        continue;
-      }
-      try {
-        candidates.push({ header: h, doc: this.validate(JSON.parse(body.toString('utf8'))) });
-      } catch (e) {
-        problems.push(`half ${i} (generation ${h.generation}): ${(e as Error).message}`);
+    const candidates: { relpath: string; file: FileNode; header: ImageHeader }[] = [];
+    let nonEmpty = 0;
+    for (const m of this.family()) {
+      const half = SharedStateImage.halfOf(m.file);
+      for (const i of [0, 1] as const) {
+        const h = decodeHeader(this.readRange(m.file, i * half, HEADER_SIZE), i, half, m.file, m.n === 0);
+        if (typeof h === 'string') {
+          if (h !== 'empty') {
+            problems.push(`${m.relpath} half ${i}: ${h}`);
+            // Stale memory in a file the image moved to is not damage of the image.
+            if (!h.endsWith('(stale memory)')) nonEmpty++;
+          }
+          continue;
+        }
+        nonEmpty++;
+        candidates.push({ relpath: m.relpath, file: m.file, header: h });
       }
     }
     candidates.sort((a, b) => b.header.epoch - a.header.epoch || b.header.generation - a.header.generation);
-    const best = candidates[0];
-    // Remember the newest header even if it failed to parse as a doc, so the next commit never
-    // overwrites the only good half.
-    this.latest = best?.header;
-    return best ? { ...best, problems } : undefined;
+    for (const c of candidates) {
+      const { header: h, file, relpath } = c;
+      const base = h.half * SharedStateImage.halfOf(file);
+      const body = this.readRange(file, base + BODY_OFFSET, h.length);
+      if ((crc32(body) >>> 0) !== h.bodyCrc) {
+        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): body CRC mismatch (torn commit or damage)`);
+        continue;
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(body.toString('utf8'));
+      } catch (e) {
+        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${(e as Error).message}`);
+        continue;
+      }
+      const tail = h.revision === CSI_IMAGE_REVISION ? { tail: align(BODY_OFFSET + h.length), nextSeq: 0, deltas: 0 } : this.replayDeltas(file, base, h, parsed, problems, relpath);
+      let doc: T;
+      try {
+        doc = this.validate(parsed);
+      } catch (e) {
+        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${(e as Error).message}`);
+        continue;
+      }
+      this.current = { relpath, file, header: h, tail: tail.tail, nextSeq: tail.nextSeq };
+      this.highest = Math.max(...candidates.map((x) => x.header.generation));
+      return { loaded: { header: h, doc, deltas: tail.deltas, relpath, problems }, problems };
+    }
+    this.current = undefined;
+    this.highest = Math.max(0, ...candidates.map((x) => x.header.generation));
+    if (nonEmpty > 0) return { problems, unreadable: problems.join('; ') || 'no valid half' };
+    return { problems };
+  }
+
+  /** Applies the change records after a checkpoint until the first one that is not valid. */
+  private replayDeltas(file: FileNode, base: number, h: ImageHeader, doc: unknown, problems: string[], relpath: string): { tail: number; nextSeq: number; deltas: number } {
+    const half = SharedStateImage.halfOf(file);
+    let at = align(BODY_OFFSET + h.length);
+    let seq = 0;
+    if (at + D.HEADER_SIZE > half) return { tail: at, nextSeq: 0, deltas: 0 };
+    const region = this.readRange(file, base + at, half - at);
+    let o = 0;
+    for (;;) {
+      if (o + D.HEADER_SIZE > region.length) break;
+      if (region.readUInt32LE(o + D.magic) !== CSI_DELTA_MAGIC) break;
+      const len = region.readUInt32LE(o + D.length);
+      if (o + D.HEADER_SIZE + len > region.length) break;
+      if (Number(region.readBigUInt64LE(o + D.generation)) !== h.generation || Number(region.readBigUInt64LE(o + D.seq)) !== seq) break;
+      const want = crc32(region.subarray(o + D.HEADER_SIZE, o + D.HEADER_SIZE + len), crc32(region.subarray(o, o + D.crc))) >>> 0;
+      if (region.readUInt32LE(o + D.crc) !== want) {
+        // A torn append: the change it carried was never acknowledged. Anything after it is older.
+        problems.push(`${relpath} half ${h.half}: change record ${seq} failed its CRC (torn append); the ${seq} before it are applied`);
+        break;
+      }
+      try {
+        applyDelta(doc, parseDelta(region.toString('utf8', o + D.HEADER_SIZE, o + D.HEADER_SIZE + len)));
+      } catch (e) {
+        problems.push(`${relpath} half ${h.half}: change record ${seq}: ${(e as Error).message}`);
+        break;
+      }
+      seq++;
+      o = align(o + D.HEADER_SIZE + len);
+    }
+    return { tail: at + o, nextSeq: seq, deltas: seq };
   }
 
   get generation(): number {
-    return this.latest?.generation ?? 0;
+    return this.current?.header.generation ?? this.highest;
   }
 
   /**
-   * Commits `doc` as the next generation. `checkFence` runs right before the header store and
-   * must throw when this writer no longer holds the fencing epoch `epoch`.
+   * Appends one change record after the newest checkpoint. Returns false, writing nothing, when it
+   * does not fit (or the newest checkpoint is not this writer's): the caller writes a checkpoint.
+   * `checkFence` runs right before the store and must throw when this writer lost epoch `epoch`.
+   */
+  append(delta: ImageDelta, epoch: number, checkFence: () => void): boolean {
+    const c = this.current;
+    if (c === undefined || c.header.epoch !== epoch || c.header.revision !== CSI_IMAGE_REVISION_DELTAS) return false;
+    const payload = Buffer.from(JSON.stringify(delta.value === undefined ? { path: delta.path } : { path: delta.path, value: delta.value }), 'utf8');
+    const size = D.HEADER_SIZE + payload.length;
+    if (c.tail + align(size) > SharedStateImage.halfOf(c.file)) return false;
+    const rec = Buffer.alloc(align(size));
+    rec.writeUInt32LE(CSI_DELTA_MAGIC, D.magic);
+    rec.writeUInt32LE(payload.length, D.length);
+    rec.writeBigUInt64LE(BigInt(c.header.generation), D.generation);
+    rec.writeBigUInt64LE(BigInt(c.nextSeq), D.seq);
+    payload.copy(rec, D.HEADER_SIZE);
+    rec.writeUInt32LE(crc32(payload, crc32(rec.subarray(0, D.crc))) >>> 0, D.crc);
+    checkFence();
+    this.writeRange(c.file, c.header.half * SharedStateImage.halfOf(c.file) + c.tail, rec);
+    c.tail += rec.length;
+    c.nextSeq++;
+    return true;
+  }
+
+  /**
+   * Commits `doc` as a checkpoint of the next generation (to the other half, or to a new larger
+   * file when the document fills more than half of a half). `checkFence` runs right before each
+   * store and must throw when this writer no longer holds the fencing epoch `epoch`.
    */
   commit(doc: T, epoch: number, checkFence: () => void): ImageHeader {
-    const file = this.file();
-    if (file === undefined) throw new FamfsError('ENOENT', `${this.relpath} is missing: the master creates it on takeover`);
     const body = Buffer.from(JSON.stringify(doc), 'utf8');
-    if (body.length > this.capacity) {
-      throw new FamfsError('ENOSPC', `controller state of ${body.length} bytes exceeds the ${this.capacity}-byte image half (${this.relpath}); delete unused volumes`);
+    let target = this.current?.file ?? this.fileAt(this.relpath);
+    let targetRelpath = this.current?.relpath ?? this.relpath;
+    if (target === undefined) throw new FamfsError('ENOENT', `${this.relpath} is missing: the master creates it on takeover`);
+    let half: 0 | 1 = this.current === undefined ? 0 : this.current.header.half === 0 ? 1 : 0;
+    // Half of a half stays for change records: a checkpoint every record would cost what a
+    // whole-document commit per call did.
+    if (body.length > (SharedStateImage.halfOf(target) - BODY_OFFSET) / 2) {
+      const moved = this.grow(body.length, checkFence);
+      target = moved.file;
+      targetRelpath = moved.relpath;
+      half = 0;
     }
-    const target: 0 | 1 = this.latest === undefined ? 0 : this.latest.half === 0 ? 1 : 0;
-    const base = target * this.halfSize;
+    const base = half * SharedStateImage.halfOf(target);
     checkFence();
-    this.writeRange(file, base + BODY_OFFSET, body);
-    const header = { generation: this.generation + 1, epoch, length: body.length, bodyCrc: crc32(body) >>> 0 };
+    this.writeRange(target, base + BODY_OFFSET, body);
+    const header = { generation: Math.max(this.current?.header.generation ?? 0, this.highest) + 1, epoch, length: body.length, bodyCrc: crc32(body) >>> 0, fileIndex: target.index };
     checkFence();
-    this.writeRange(file, base, encodeHeader(header));
-    this.latest = { ...header, half: target };
-    return this.latest;
+    this.writeRange(target, base, encodeHeader(header));
+    const written: ImageHeader = { ...header, half, revision: CSI_IMAGE_REVISION_DELTAS };
+    this.current = { relpath: targetRelpath, file: target, header: written, tail: align(BODY_OFFSET + body.length), nextSeq: 0 };
+    this.highest = written.generation;
+    this.removeStale(targetRelpath);
+    return written;
+  }
+
+  /** A new image file big enough for a checkpoint of `bodyBytes` with as much again for records. */
+  private grow(bodyBytes: number, checkFence: () => void): { relpath: string; file: FileNode } {
+    const fam = this.family();
+    const last = fam[fam.length - 1];
+    const n = (last?.n ?? 0) + 1;
+    const relpath = `${this.relpath}.${n}`;
+    const need = 2 * (BODY_OFFSET + 4 * bodyBytes);
+    const size = Math.ceil(Math.max(need, 2 * (last?.file.size ?? DEFAULT_STATE_IMAGE_SIZE)) / ALLOC_UNIT) * ALLOC_UNIT;
+    checkFence();
+    // Not zeroed as a whole (it may be large): only the two headers are cleared, and every header
+    // and record names this file and its generation, so what the memory held before is never read
+    // as part of the image.
+    const file = this.fs.creat(relpath, size, { mode: 0o600 });
+    const zero = Buffer.alloc(HEADER_SIZE);
+    this.writeRange(file, 0, zero);
+    this.writeRange(file, SharedStateImage.halfOf(file), zero);
+    this.stale.push(...fam.map((m) => m.relpath));
+    return { relpath, file };
+  }
+
+  /** Removes image files the image moved away from (after the checkpoint in the new one). */
+  private removeStale(keep: string): void {
+    const left: string[] = [];
+    for (const r of this.stale) {
+      if (r === keep || this.fileAt(r) === undefined) continue;
+      try {
+        this.fs.rm(r);
+      } catch {
+        // Kept for the next checkpoint to retry: an older file is never read as newer (its
+        // generations are lower), it only holds memory until then.
+        left.push(r);
+      }
+    }
+    this.stale = left;
   }
 }

@@ -21,9 +21,9 @@ import type { Logger } from 'pino';
 import { FamfsError } from '../famfs/errors';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode } from '../famfs/tree';
-import { fromFamfsError, resourceExhausted, unavailable } from './errors';
+import { fromFamfsError, unavailable } from './errors';
 import { objectFileRelpath } from './names';
-import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage } from './store-image';
+import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage, type ImageDelta } from './store-image';
 
 export interface PublishRecord {
   readonly: boolean;
@@ -77,6 +77,10 @@ export interface ControllerStateDoc {
   statics?: Record<string, StaticVolumeRecord>;
 }
 
+/** What an operator does when the records cannot be read (docs/operations: controller state). */
+export const REBUILD_HINT =
+  'rebuild the records from the famfs log and the node plugins\' state with `famfs csi-rebuild-state --node-state NODE=STATE_DIR ... DEVICE` on the master host (one --node-state per node, its plugin\'s --state-dir), then restart the controller';
+
 export function validateStateDoc(d: unknown): ControllerStateDoc {
   const doc = d as ControllerStateDoc;
   if (doc?.version !== 2 || typeof doc.volumes !== 'object' || doc.volumes === null || typeof doc.snapshots !== 'object' || doc.snapshots === null) {
@@ -104,7 +108,14 @@ export class ControllerStore {
   private readonly log: Logger | undefined;
   private doc: ControllerStateDoc = emptyDoc();
   private epoch: number | undefined;
-  private lastBodyBytes = 0;
+  /** Changes made in memory since the last commit, in order: each becomes one change record. */
+  private pending: ImageDelta[] = [];
+  /**
+   * Why the records could not be read when this controller became master (both halves damaged or
+   * of a revision it does not know). While set, every change is refused: starting from an empty
+   * document would drop the publish records, and with them the serial-writer guard.
+   */
+  private unreadable: string | undefined;
 
   constructor(
     readonly fs: FamfsFs,
@@ -147,13 +158,22 @@ export class ControllerStore {
     this.epoch = epoch;
     try {
       this.runFamfs('create the controller state image', () => this.image.ensure(this.opts.imageSize ?? DEFAULT_STATE_IMAGE_SIZE));
-      const loaded = this.image.load();
-      if (loaded?.problems.length) this.log?.warn({ problems: loaded.problems }, 'controller state image: a half failed validation (the other one is used)');
+      const read = this.image.read();
+      this.pending = [];
+      if (read.unreadable !== undefined) {
+        this.unreadable = read.unreadable;
+        this.doc = emptyDoc();
+        this.log?.error({ epoch, problems: read.problems }, `controller state image unreadable: refusing changes until it is rebuilt (${REBUILD_HINT})`);
+        return epoch;
+      }
+      this.unreadable = undefined;
+      const loaded = read.loaded;
+      if (loaded?.problems.length) this.log?.warn({ problems: loaded.problems }, 'controller state image: a half or a change record failed validation (the newest valid state is used)');
       this.doc = loaded?.doc ?? emptyDoc();
       const dropped = this.reconcile();
-      this.commit();
+      this.checkpoint();
       this.log?.info(
-        { epoch, generation: this.image.generation, volumes: Object.keys(this.doc.volumes).length, snapshots: Object.keys(this.doc.snapshots).length, dropped },
+        { epoch, generation: this.image.generation, volumes: Object.keys(this.doc.volumes).length, snapshots: Object.keys(this.doc.snapshots).length, dropped, changeRecords: loaded?.deltas ?? 0 },
         'became famfs master: controller state loaded from shared memory',
       );
     } catch (e) {
@@ -181,10 +201,21 @@ export class ControllerStore {
     }
   }
 
-  /** UNAVAILABLE unless this controller holds the writer role; returns the epoch it holds. */
+  /**
+   * UNAVAILABLE unless this controller holds the writer role and can read its records; returns the
+   * epoch it holds.
+   */
   requireMaster(): number {
     if (this.epoch === undefined) throw unavailable('not the famfs master: this controller does not hold the famfs writer role (another replica does, or the role is being handed over); retry');
+    if (this.unreadable !== undefined) {
+      throw unavailable(`controller state image unreadable (${this.unreadable}): changes are refused so that no publish record is lost; ${REBUILD_HINT}`);
+    }
     return this.epoch;
+  }
+
+  /** Why changes are refused (the image could not be read at takeover), or undefined. */
+  get unreadableReason(): string | undefined {
+    return this.unreadable;
   }
 
   /**
@@ -221,22 +252,26 @@ export class ControllerStore {
   /** Sets a volume's record in memory; commit() makes it durable. */
   putVolume(rec: VolumeRecord): void {
     this.doc.volumes[rec.volumeId] = rec;
+    this.pending.push({ path: ['volumes', rec.volumeId], value: rec });
   }
 
   /** Drops a volume's record in memory; true when there was one (commit() makes it durable). */
   removeVolume(volumeId: string): boolean {
     if (this.doc.volumes[volumeId] === undefined) return false;
     delete this.doc.volumes[volumeId];
+    this.pending.push({ path: ['volumes', volumeId] });
     return true;
   }
 
   putSnapshot(rec: SnapshotRecord): void {
     this.doc.snapshots[rec.snapshotId] = rec;
+    this.pending.push({ path: ['snapshots', rec.snapshotId], value: rec });
   }
 
   removeSnapshot(snapshotId: string): boolean {
     if (this.doc.snapshots[snapshotId] === undefined) return false;
     delete this.doc.snapshots[snapshotId];
+    this.pending.push({ path: ['snapshots', snapshotId] });
     return true;
   }
 
@@ -247,22 +282,55 @@ export class ControllerStore {
   /** Sets a static volume's record, or drops it when no node has it published (commit() makes it durable). */
   putStaticVolume(rec: StaticVolumeRecord): void {
     const statics = (this.doc.statics ??= {});
-    if (Object.keys(rec.published).length === 0) delete statics[rec.volumeId];
-    else statics[rec.volumeId] = rec;
+    if (Object.keys(rec.published).length === 0) {
+      if (statics[rec.volumeId] === undefined) return;
+      delete statics[rec.volumeId];
+      this.pending.push({ path: ['statics', rec.volumeId] });
+    } else {
+      statics[rec.volumeId] = rec;
+      this.pending.push({ path: ['statics', rec.volumeId], value: rec });
+    }
   }
 
-  /** Commits the records as the next image generation (fenced). */
+  /**
+   * Makes the changes since the last commit durable: one change record each (fenced), or a
+   * checkpoint of every record when they do not fit after the newest one.
+   */
   commit(): void {
     const epoch = this.requireMaster();
-    const h = this.runFamfs('commit the controller state image', () => this.image.commit(this.doc, epoch, () => this.fs.checkFenceEpoch(this.epoch)));
-    this.lastBodyBytes = h.length;
+    const changes = this.pending;
+    this.pending = [];
+    const fence = (): void => this.fs.checkFenceEpoch(this.epoch);
+    this.runFamfs('commit the controller state image', () => {
+      // A record is serialised when it is written, so a put holds the record as it is now.
+      for (let i = 0; i < changes.length; i++) {
+        const c = changes[i] as ImageDelta;
+        const section = (this.doc as unknown as Record<string, Record<string, unknown> | undefined>)[c.path[0] as string];
+        const value = c.value === undefined ? undefined : section?.[c.path[1] as string];
+        if (!this.image.append(value === undefined ? { path: c.path } : { path: c.path, value }, epoch, fence)) {
+          this.image.commit(this.doc, epoch, fence);
+          return;
+        }
+      }
+    });
   }
 
-  /** Refuses early when one more record might not fit the image (before anything is allocated). */
-  checkImageRoom(): void {
-    if (this.lastBodyBytes + 8192 > this.image.capacity) {
-      throw resourceExhausted(`the controller state image is full (${this.lastBodyBytes} of ${this.image.capacity} bytes); delete unused volumes or snapshots`);
-    }
+  /** Commits every record as a checkpoint of the next generation (fenced). */
+  private checkpoint(): void {
+    const epoch = this.requireMaster();
+    this.pending = [];
+    this.runFamfs('commit the controller state image', () => this.image.commit(this.doc, epoch, () => this.fs.checkFenceEpoch(this.epoch)));
+  }
+
+  /**
+   * Replaces every record by `doc` in one checkpoint, whatever the image held (famfs-csi's
+   * rebuild: the records recovered from the famfs log and the node plugins' state).
+   */
+  replaceAll(doc: ControllerStateDoc): void {
+    if (this.epoch === undefined) this.requireMaster();
+    this.unreadable = undefined;
+    this.doc = doc;
+    this.checkpoint();
   }
 
   /** Drops records whose famfs file is gone (deleted, or a create that crashed before its append). */

@@ -213,7 +213,6 @@ export class Volumes {
       // no room right now is famfs' ENOSPC, mapped to RESOURCE_EXHAUSTED.
       const dataArea = this.fs.dataAreaBytes;
       if (size > dataArea) throw outOfRange(`${size} bytes can never fit: this famfs holds at most ${dataArea} bytes of files`);
-      this.store.checkImageRoom();
       const record: VolumeRecord = {
         volumeId,
         name: req.name,
@@ -314,7 +313,6 @@ export class Volumes {
       this.store.commit();
     } else if (rec === undefined) {
       // The file was appended but its record never committed (crash in between): adopt it.
-      this.store.checkImageRoom();
       const adopted: VolumeRecord = {
         volumeId,
         name: req.name,
@@ -468,7 +466,6 @@ export class Volumes {
       if (src === undefined) throw notFound(`source volume ${sourceVolumeId} does not exist`);
       const srcRec = this.store.volume(sourceVolumeId);
       if (srcRec !== undefined && !srcRec.populated) throw failedPrecondition(`source volume ${sourceVolumeId} is still being populated`);
-      this.store.checkImageRoom();
       const relpath = objectFileRelpath(snapshotId);
       this.store.runFamfs(`create snapshot ${snapshotId}`, () => this.fs.planCreate(relpath, src.size));
       const rec: SnapshotRecord = { snapshotId, name, sourceVolumeId, createdAtMs: Date.now(), sizeBytes: src.size, readyToUse: false };

@@ -952,17 +952,45 @@ export function decodeLogGenRecord(b: Buffer): LogGenRecord | undefined {
 // not hold the newest image, body first. See docs/format.md.
 // ---------------------------------------------------------------------------------------------
 export const CSI_IMAGE_MAGIC = Buffer.from('FCSISTAT', 'latin1');
-/** Readers refuse any other revision, so a newer layout is never misread. */
+/**
+ * Revision 1: a half holds the whole JSON document, nothing else. Readers refuse any revision they
+ * do not know, so a newer layout is never misread.
+ */
 export const CSI_IMAGE_REVISION = 1;
+/**
+ * Revision 2: the half's JSON body is a checkpoint, followed by change records (CSI_DELTA) appended
+ * one per change; the header binds the half to its famfs file (fileIndex). Written from famfs-csi
+ * 0.2 on; revision 1 halves are still read (and replaced by the next checkpoint).
+ */
+export const CSI_IMAGE_REVISION_DELTAS = 2;
 export const CSI_IMAGE = {
   magic: 0, // 8 bytes "FCSISTAT"
   revision: 8, // u32
-  generation: 16, // u64, grows by one per commit
+  generation: 16, // u64, grows by one per commit (checkpoint)
   epoch: 24, // u64, fencing epoch of the writer
   length: 32, // u32, body length in bytes
   bodyCrc: 36, // u32, CRC-32 of the body
+  fileIndex: 40, // u64, revision 2: famfs log index of the FILE entry of the file holding this half
   headerCrc: 60, // u32, CRC-32 of bytes [0, 60)
   HEADER_SIZE: 64,
   /** Offset of the body inside a half. */
   BODY_OFFSET: 4096,
+} as const;
+
+/**
+ * Change record (revision 2), appended after the checkpoint body at 8-byte aligned offsets, each
+ * a 32-byte header and a UTF-8 JSON payload {"path": [key, ...], "value": ...} (no "value": delete
+ * the key). Valid while magic, generation (= the half's), sequence (0, 1, 2, ... in append order)
+ * and CRC all hold; the first record that fails any of them ends the half.
+ */
+export const CSI_DELTA_MAGIC = 0x44495346; // "FSID" little-endian
+export const CSI_DELTA = {
+  magic: 0, // u32
+  length: 4, // u32, payload bytes
+  generation: 8, // u64, the checkpoint (half) generation this record extends
+  seq: 16, // u64, 0 for the first record after the checkpoint
+  crc: 24, // u32, CRC-32 of bytes [0, 24) and the payload
+  reserved: 28, // u32, 0
+  HEADER_SIZE: 32,
+  ALIGN: 8,
 } as const;
