@@ -257,10 +257,8 @@ const count = (what: string, n = 1): void => {
     await volumeWorksEndToEnd(b, 'after-superblock');
     podStillServes();
   });
-  // KNOWN BUGS (reported to the lead; pkg/famfs/repair.ts and fsck.ts are not ours to change). Both
-  // make famfs forget entries that live hosts already replayed, so the files' memory becomes
-  // allocatable while pods still map it. Run with RELIABILITY_KNOWN_BUGS=1 to see them fail.
-  // Both found by this suite and fixed in pkg/famfs/repair.ts and fsck.ts (roll forward, salvage).
+  // Both found by this suite and fixed in pkg/famfs (roll forward, CRC-proven restore); issue 10's
+  // end-to-end versions (restart + create with a live pod pattern) are in reliability-integrity.
   it('next_index lowered below what hosts replayed: fsck must call it an error, repair must not cut replayed entries', async () => {
     env.master.catchUp();
     const real = rawHeader(env.device).nextIndex;
@@ -270,9 +268,15 @@ const count = (what: string, n = 1): void => {
     const f = fsckCli(env.devicePath, MASTER_UUID);
     try {
       assert.equal(f.report.clean, false, `fsck calls a log that lost 2 replayed entries clean (warnings: ${f.report.warnings.join(' | ')})`);
+      assert.ok(f.report.errors.some((e) => /next_index/.test(e)), f.report.errors.join(' | '));
+      // Repair commits the entries the counter disowned; it never cuts them.
+      const rep = famfsCli(['repair', '--json', env.devicePath], MASTER_UUID);
+      assert.equal(rep.status, 0, rep.stderr + rep.stdout);
+      assert.equal(rawHeader(env.device).nextIndex, real);
     } finally {
       setCounters(env.device, real);
     }
+    podStillServes();
   });
 
   it('bit rot in an entry every host already replayed: repair must not drop it and everything after it', async () => {
@@ -289,5 +293,7 @@ const count = (what: string, n = 1): void => {
     const r = famfsCli(['repair', '--json', env.devicePath], MASTER_UUID);
     const out = JSON.parse(r.stdout) as { dropped: { index: number }[] };
     assert.deepEqual(out.dropped, [], `repair dropped entries that live hosts serve: ${out.dropped.map((d) => d.index).join(',')}`);
+    assert.ok(entryAt(env.device, node.index).equals(saved), 'repair restored the entry byte for byte (the CRC proves it)');
+    podStillServes();
   });
 });
