@@ -6,6 +6,7 @@
 #   scripts/deps.sh test       # npm test: what the tests call (python3, mount tools, openssl, FUSE, ...)
 #   scripts/deps.sh devdax     # the devdax tier (test/devdax/run.sh): qemu, cpio, kmod, a static C build
 #   scripts/deps.sh bench      # npm run bench: fio
+#   scripts/deps.sh lint       # npm run lint / npm run format: clang-format for native/
 #   scripts/deps.sh --list GROUP...   # print the packages, install nothing
 #
 # Needs root only when something is missing (then it runs apt-get install, and apt-get update once if
@@ -23,6 +24,7 @@ pkgs_test=(python3 fuse3 mount util-linux coreutils openssl curl procps diffutil
 # modules; gcc + libc6-dev build the static daxio helper; ldd (libc-bin) lists the libraries to copy.
 pkgs_devdax=(qemu-system-x86 cpio kmod gcc libc6-dev libc-bin)
 pkgs_bench=(fio)
+pkgs_lint=(clang-format)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 
@@ -33,7 +35,8 @@ list_of() {
     test) printf '%s\n' "${pkgs_test[@]}" ;;
     devdax) printf '%s\n' "${pkgs_devdax[@]}" ;;
     bench) printf '%s\n' "${pkgs_bench[@]}" ;;
-    *) log "unknown group $g (build, test, devdax, bench)"; return 2 ;;
+    lint) printf '%s\n' "${pkgs_lint[@]}" ;;
+    *) log "unknown group $g (build, test, devdax, bench, lint)"; return 2 ;;
   esac
 }
 

@@ -237,7 +237,7 @@ export class NodeService {
       if (Date.now() >= deadlineMs) {
         throw unavailable(
           `volume ${volumeId} exists in the famfs log but this node's FUSE server did not show it within ${this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS} ms ` +
-            `(log index ${String(reply['index'] ?? '?')}${reply['stop'] ? `, replay stopped: ${JSON.stringify(reply['stop'])}` : ''})`,
+            `(log index ${typeof reply['index'] === 'number' ? reply['index'] : '?'}${reply['stop'] ? `, replay stopped: ${JSON.stringify(reply['stop'])}` : ''})`,
         );
       }
       await sleep(50);

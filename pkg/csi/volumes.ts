@@ -44,6 +44,21 @@ export interface CreateRequest {
   source?: ContentSource;
 }
 
+/** The record of a volume CreateVolume makes (or adopts); populated at once unless it is a copy. */
+function newVolumeRecord(volumeId: string, req: CreateRequest, required: number, limit: number): VolumeRecord {
+  return {
+    volumeId,
+    name: req.name,
+    requiredBytes: required,
+    limitBytes: limit,
+    params: canonicalParams(req.params),
+    createdAt: new Date().toISOString(),
+    published: {},
+    ...(req.source ? { contentSource: req.source } : {}),
+    populated: req.source === undefined,
+  };
+}
+
 export interface VolumesOptions {
   log?: Logger;
   /** Bytes per copy slice between two event-loop yields. */
@@ -61,7 +76,7 @@ export class Volumes {
     private readonly opts: VolumesOptions = {},
   ) {
     this.fs = store.fs;
-    this.media = store.fs.media as CopyMedia;
+    this.media = store.fs.media;
     this.log = opts.log;
   }
 
@@ -213,17 +228,7 @@ export class Volumes {
       // no room right now is famfs' ENOSPC, mapped to RESOURCE_EXHAUSTED.
       const dataArea = this.fs.dataAreaBytes;
       if (size > dataArea) throw outOfRange(`${size} bytes can never fit: this famfs holds at most ${dataArea} bytes of files`);
-      const record: VolumeRecord = {
-        volumeId,
-        name: req.name,
-        requiredBytes: required,
-        limitBytes: limit,
-        params: canonicalParams(req.params),
-        createdAt: new Date().toISOString(),
-        published: {},
-        ...(req.source ? { contentSource: req.source } : {}),
-        populated: req.source === undefined,
-      };
+      const record = newVolumeRecord(volumeId, req, required, limit);
       // A copy takes a while and can be cut short by a crash: the intent is recorded first, so a
       // retry (or ControllerGetVolume) knows the file's content is not complete yet.
       if (req.source) {
@@ -276,9 +281,11 @@ export class Volumes {
     try {
       await copyFileContents(this.media, src, dst, length, { ...(this.log ? { log: this.log } : {}), what, ...(this.opts.copySliceBytes ? { sliceBytes: this.opts.copySliceBytes } : {}) });
     } catch (e) {
-      throw this.store.runFamfs(`copy ${what}`, () => {
+      // Mapped like any famfs call's error (a fenced copy also ends the master role).
+      this.store.runFamfs(`copy ${what}`, () => {
         throw e;
       });
+      throw e;
     }
   }
 
@@ -313,18 +320,7 @@ export class Volumes {
       this.store.commit();
     } else if (rec === undefined) {
       // The file was appended but its record never committed (crash in between): adopt it.
-      const adopted: VolumeRecord = {
-        volumeId,
-        name: req.name,
-        requiredBytes: required,
-        limitBytes: limit,
-        params: want,
-        createdAt: new Date().toISOString(),
-        published: {},
-        ...(req.source ? { contentSource: req.source } : {}),
-        populated: req.source === undefined,
-        fileIndex: existing.file.index,
-      };
+      const adopted: VolumeRecord = { ...newVolumeRecord(volumeId, req, required, limit), fileIndex: existing.file.index };
       if (req.source) {
         const source = this.sourceFile(req.source);
         await this.copyInto(source.file, source.size, existing.file, `volume ${volumeId} (adopted)`);

@@ -85,6 +85,8 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
   const k8sMetrics = createMetrics({ registry: driverMetrics.registry });
   const component = cfg.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
   const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || cfg.nodeId, log }) : undefined;
+  // Assigned once the driver runs; the closures below are made before that.
+  // eslint-disable-next-line prefer-const
   let running: RunningDriver | undefined;
   // The device mapping of this process, and on a node the FUSE server's view (it meets poison first).
   const pollFailure = async (): Promise<string | undefined> => running?.deviceFailure() ?? (await running?.node?.memoryFailure());
