@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* The FUSE server's mount point and control socket for the pool: the paths the node plugin
-     (pkg/csi/node-fuse.ts) looks for, <stateDir>/mnt/<pool> and <stateDir>/fused/<pool>/sock. */}}
+     (pkg/fuse/supervisor.ts) looks for, <stateDir>/mnt/<pool> and <stateDir>/fused/<pool>/sock. */}}
 {{- define "famfs-csi.fuseMountpoint" -}}
 {{- printf "%s/mnt/%s" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
 {{- end -}}
