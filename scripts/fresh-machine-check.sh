@@ -16,6 +16,8 @@
 #   --keep           keep the run's root file system (default: removed, the log is kept)
 #   --rebuild-base   rebuild the cached debootstrap root
 #   --timeout MIN    stop the run after MIN minutes (default 180); CI's own limit is 90 minutes
+#   --seed-go-tools  NOT a fresh machine: copy this checkout's built Go tools (.cache/tools) into the
+#                    clone, to check the rest quickly; the result says so
 #
 # To stop a run early: kill -KILL the `unshare` process it started (it passes the kill on to every
 # process of the run through --kill-child; it does not react to SIGTERM while it waits).
@@ -105,6 +107,7 @@ REF=""
 KEEP=0
 REBUILD=0
 TIMEOUT_MIN=180
+SEED_TOOLS=0
 while (($#)); do
   case "$1" in
     --repo) REPO="$2"; shift 2 ;;
@@ -112,6 +115,7 @@ while (($#)); do
     --keep) KEEP=1; shift ;;
     --rebuild-base) REBUILD=1; shift ;;
     --timeout) TIMEOUT_MIN="$2"; shift 2 ;;
+    --seed-go-tools) SEED_TOOLS=1; shift ;;
     *) echo "usage: $0 [--repo PATH] [--ref REF] [--keep] [--rebuild-base] [--timeout MIN]" >&2; exit 64 ;;
   esac
 done
@@ -190,6 +194,13 @@ mkdir -p "$R/work"
 git clone -q --no-hardlinks "$REPO" "$R/work/famfs-csi"
 git -C "$R/work/famfs-csi" checkout -q "$REF"
 cp -a "$SHARED" "$R/work/shared"
+if ((SEED_TOOLS)); then
+  [[ -d "$ROOT/.cache/tools/bin" ]] || die "--seed-go-tools: no $ROOT/.cache/tools/bin to copy"
+  mkdir -p "$R/work/famfs-csi/.cache/tools"
+  cp -a "$ROOT/.cache/tools/bin" "$R/work/famfs-csi/.cache/tools/"
+  [[ -d "$ROOT/.cache/tools/stamps" ]] && cp -a "$ROOT/.cache/tools/stamps" "$R/work/famfs-csi/.cache/tools/"
+  log "Go tools seeded from $ROOT/.cache/tools: this run is not a fresh machine for them"
+fi
 chmod -R a-w "$R/work/shared"
 
 # --- the run, in its own mount and PID namespaces ------------------------------------------------
@@ -222,6 +233,7 @@ esac
   echo "run: $ID"
   echo "commit: $REF"
   echo "verdict: $verdict"
+  ((SEED_TOOLS)) && echo "note: Go tools seeded from this machine's .cache/tools (--seed-go-tools): not a cold run"
   echo "duration: ${DT} s"
   grep -a '^== npm ' "$LOG" || true
   # mocha's closing counts
