@@ -88,6 +88,22 @@ describe('reclaim: one clock', () => {
     assert.equal(master.hostLiveness()[0]!.live, true);
   });
 
+  it("the FUSE host on the master's own machine (same system UUID) holds deleted memory back like any host", () => {
+    const media = device();
+    const master = FamfsFs.open(media, { hostUuid: MASTER });
+    const victim = master.creat('victim', 20 * MiB);
+    // The node plugin's FUSE server on the master's machine acks with the machine's UUID.
+    const localFuse = FamfsFs.open(media, { hostUuid: MASTER, readOnly: true });
+    localFuse.ackReplay(MASTER, 'master-node');
+    master.rm('victim');
+    const f = master.creat('next', 20 * MiB);
+    assert.equal(overlaps(fmapExtents(f.fmap), fmapExtents(victim.fmap)), false, "reused memory the master's own FUSE host still maps");
+    localFuse.catchUp();
+    localFuse.ackReplay(MASTER, 'master-node');
+    const g = master.creat('after', 14 * MiB);
+    assert.equal(overlaps(fmapExtents(g.fmap), fmapExtents(victim.fmap)), true);
+  });
+
   it('the fence window leaves the master a wait longer than the host can serve, at the worst allowed clock rates', () => {
     for (const L of [200, 1000, 1500, 60_000, 600_000]) {
       const F = fenceWindowMs(L);

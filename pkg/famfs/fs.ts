@@ -712,7 +712,9 @@ export class FamfsFs {
     if (!block) return this.tree.nextIndex;
     this.watch.observe(this.media, block.slotCount);
     const next = this.tree.nextIndex;
-    const r = this.watch.horizon(next, this.liveWindow(block), (s) => s.hostUuid === this.opts.hostUuid);
+    // The master's own slot counts too: it is written by the FUSE server on the master's machine
+    // (same system UUID), which maps files like any other host.
+    const r = this.watch.horizon(next, this.liveWindow(block));
     if (r.timedOut.length > 0 && this.isMaster && !this.opts.readOnly && block.revision >= 3) {
       const known = readEvictions(this.media);
       for (const h of r.timedOut) {
