@@ -272,7 +272,7 @@ describe('helm chart charts/famfs-csi', function () {
         assert.equal(s.volumeBindingMode, 'WaitForFirstConsumer');
         assert.equal(s.allowVolumeExpansion, false);
       }
-      assert.equal(ro.reclaimPolicy, 'Retain');
+      assert.equal(ro.reclaimPolicy, 'Delete', 'shares are freed with the last of them: Retain would leak');
     });
 
     it('metrics Services select the controller and node pods; no ServiceMonitor unless asked', () => {

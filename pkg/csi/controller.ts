@@ -10,7 +10,7 @@ import { paginate, parseContentSource, requireFields, sizeForRange } from './req
 import { staticPathOf, type StaticPath } from './static-path';
 import type { PublishRecord } from './store';
 import type { RpcHandler } from './server';
-import { CTX_FILE, CTX_POOL, CTX_SHARING } from './volume-context';
+import { CTX_FILE, CTX_POOL, CTX_SHARE_OF, CTX_SHARING } from './volume-context';
 import type { SnapshotInfo, VolumeInfo, Volumes } from './volumes';
 import type {
   CreateSnapshotRequest,
@@ -78,6 +78,19 @@ export interface VolumePlacement {
 }
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
+
+const READ_ONLY_MODES = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
+
+/** Every capability asks for read-only access: such a volume can never be written by its claim. */
+function onlyReaders(caps: CreateVolumeRequest['volume_capabilities']): boolean {
+  return caps.length > 0 && caps.every((c) => READ_ONLY_MODES.has(String(c.access_mode?.mode ?? '')));
+}
+
+/** Why an empty read-only volume is refused, and the two ways to get a useful one. */
+export const EMPTY_READ_ONLY_MESSAGE =
+  'a read-only volume without a content source would be empty (zeroes) forever, since nobody can write it: ' +
+  'for data loaded by a claim, create the ReadOnlyMany claim with dataSource: {kind: PersistentVolumeClaim, name: <the loader\'s claim>} ' +
+  '(it shares the loader\'s memory without a copy); for data loaded with famfs cp, use a static PersistentVolume with csi.volumeAttributes.path (docs/volumes.md)';
 
 function describePlacement(info: VolumeInfo): string {
   const f = info.file.fmap;
@@ -219,7 +232,12 @@ export class ControllerServer implements ControllerHandlers {
     return {
       capacity_bytes: String(v.capacityBytes),
       volume_id: v.volumeId,
-      volume_context: { [CTX_POOL]: this.opts.pool, [CTX_SHARING]: v.sharing, [CTX_FILE]: objectFileRelpath(v.volumeId) },
+      volume_context: {
+        [CTX_POOL]: this.opts.pool,
+        [CTX_SHARING]: v.sharing,
+        [CTX_FILE]: objectFileRelpath(v.shareOf ?? v.volumeId),
+        ...(v.shareOf !== undefined ? { [CTX_SHARE_OF]: v.shareOf } : {}),
+      },
       accessible_topology: [this.ourTopology],
       ...(src === undefined ? {} : { content_source: src.kind === 'snapshot' ? { snapshot: { snapshot_id: src.id } } : { volume: { volume_id: src.id } } }),
     };
@@ -269,6 +287,7 @@ export class ControllerServer implements ControllerHandlers {
     const params = parseVolumeParams(req.parameters);
     requireCapabilities(req.volume_capabilities, this.policyFor(params.sharing));
     const source = parseContentSource(req.volume_content_source);
+    if (source === undefined && onlyReaders(req.volume_capabilities)) throw invalidArgument(EMPTY_READ_ONLY_MESSAGE);
     // The range on its own (a copy's source size is checked against it later, with the source).
     sizeForRange(req.capacity_range);
     return { params, source };
@@ -332,7 +351,9 @@ export class ControllerServer implements ControllerHandlers {
     if (reqs !== null && reqs !== undefined && reqs.requisite.length > 0 && !reqs.requisite.some((t) => this.isOurs(t))) {
       throw resourceExhausted(`none of the requisite topologies is pool ${this.opts.topologyKey}=${this.opts.pool}`);
     }
-    const info = await this.volumes.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}) });
+    // A read-only claim of another claim shares its memory (no copy) unless the class asks for a copy.
+    const share = source?.kind === 'volume' && onlyReaders(req.volume_capabilities) && params.cloneMode !== 'copy';
+    const info = await this.volumes.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}), share });
     this.opts.onVolumeCreated?.({ volumeId: info.volumeId, name: req.name, parameters: req.parameters, sizeBytes: info.capacityBytes, placement: describePlacement(info) });
     return { volume: this.volumeOut(info) };
   }
@@ -359,7 +380,16 @@ export class ControllerServer implements ControllerHandlers {
     if (!check.ok) throw invalidArgument(`volume_capability: ${check.reason}`);
     const profile: AccessProfile = check.profile;
     const readonly = req.readonly || profile.readOnly;
+    if (info.shareOf !== undefined && !readonly) {
+      throw failedPrecondition(`volume ${req.volume_id} is a read-only share of volume ${info.shareOf} (no copy of its own): publish it read-only (ReadOnlyMany)`);
+    }
     return this.volumes.exclusive(req.volume_id, async () => {
+      const shares = this.volumes.sharesOf(req.volume_id);
+      if (!readonly && shares.length > 0) {
+        throw failedPrecondition(
+          `volume ${req.volume_id} is frozen: ${shares.length} read-only share(s) show its memory (${shares.join(', ')}); a writer may attach once they are deleted`,
+        );
+      }
       const current = (await this.volumes.describe(req.volume_id))?.record?.published ?? {};
       if (this.checkSharing(req.volume_id, current, req.node_id, readonly, profile)) return { publish_context: { readonly: String(readonly) } };
       await this.volumes.setPublished(req.volume_id, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });

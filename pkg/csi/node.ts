@@ -19,7 +19,7 @@ import type { Logger } from 'pino';
 import type { DaxDevice } from '../device';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode, TreeNode } from '../famfs/tree';
-import { filesUnder, resolveStaticPath, staticPathOf, type StaticPath } from './static-path';
+import { filesUnder, resolveStaticPath, sharedVolumePath, staticPathOf, type StaticPath } from './static-path';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
 import { findMount, probeConnection, probePath, readMountinfo } from '../mount/mountinfo';
@@ -464,10 +464,12 @@ export class NodeService {
     if (req.volume_capability === null || req.volume_capability === undefined) throw invalidArgument('volume_capability is required');
     const staging = await this.paths.check(req.staging_target_path, 'staging_target_path');
     const profile = this.profileOf(req.volume_capability, req.volume_context ?? {});
-    const readOnly = profile.readOnly || profile.mountFlags.includes('ro');
+    const shared = sharedVolumePath(req.volume_context);
+    // A read-only share is bound read-only whatever the capability says: its source is frozen.
+    const readOnly = profile.readOnly || profile.mountFlags.includes('ro') || shared !== undefined;
     const flags = bindFlags(profile);
     const deadline = Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS);
-    const sp = staticPathOf(req.volume_context);
+    const sp = staticPathOf(req.volume_context) ?? shared;
     return this.exclusive(req.volume_id, async () => {
       if (sp !== undefined) return this.stageStatic(req, sp, staging, profile, readOnly, flags, deadline);
       const file = this.requireFile(req.volume_id);

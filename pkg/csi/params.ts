@@ -9,6 +9,9 @@
 //   sharing                        "serial" (default): one writer node at a time, handed over with
 //                                  flush/invalidate; "multi-writer": additionally allows
 //                                  MULTI_NODE_MULTI_WRITER (the application owns coherency)
+//   cloneMode                      "share" (default): a read-only claim whose dataSource is another
+//                                  claim shares that claim's memory (no copy; the source is frozen
+//                                  while shared); "copy": it gets its own copy, as a writable clone does
 //   csi.storage.k8s.io/*           set by Kubernetes (pvc name, namespace, ...): accepted, ignored
 // Any other key is INVALID_ARGUMENT: a typo must not silently give a volume other than the one asked for.
 import { parseSize as parseSizeIn, SizeError, type SizeOptions } from '../size';
@@ -34,9 +37,11 @@ export interface VolumeParams {
   uid: number;
   gid: number;
   sharing: SharingPolicy;
+  /** "copy": a read-only claim with a volume dataSource gets a copy instead of a zero-copy share. */
+  cloneMode?: 'copy';
 }
 
-const KNOWN_KEYS = new Set(['nstrips', 'nbuckets', 'chunkSize', 'mode', 'uid', 'gid', 'sharing']);
+const KNOWN_KEYS = new Set(['nstrips', 'nbuckets', 'chunkSize', 'mode', 'uid', 'gid', 'sharing', 'cloneMode']);
 const K8S_PREFIX = 'csi.storage.k8s.io/';
 
 /** A size in the Kubernetes dialect (pkg/size: `2Mi` = 2 MiB, `2M` = 2,000,000 bytes). */
@@ -79,6 +84,11 @@ export function parseVolumeParams(params: StringMap | null | undefined): VolumeP
     if (s !== 'serial' && s !== 'multi-writer') throw invalidArgument(`parameter sharing=${JSON.stringify(s)}: expected "serial" or "multi-writer"`);
     out.sharing = s;
   }
+  if (p['cloneMode'] !== undefined) {
+    const c = p['cloneMode'];
+    if (c !== 'share' && c !== 'copy') throw invalidArgument(`parameter cloneMode=${JSON.stringify(c)}: expected "share" (read-only claims share their source's memory) or "copy"`);
+    if (c === 'copy') out.cloneMode = 'copy';
+  }
   const hasStrips = p['nstrips'] !== undefined;
   const hasBuckets = p['nbuckets'] !== undefined;
   if (hasStrips !== hasBuckets) throw invalidArgument('parameters nstrips and nbuckets go together: set both to interleave, neither for a contiguous file');
@@ -106,6 +116,7 @@ export function canonicalParams(p: VolumeParams): StringMap {
     gid: String(p.gid),
     sharing: p.sharing,
   };
+  if (p.cloneMode) out['cloneMode'] = p.cloneMode;
   if (p.interleave) {
     out['nstrips'] = String(p.interleave.nstrips);
     out['nbuckets'] = String(p.interleave.nbuckets);

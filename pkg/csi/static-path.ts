@@ -13,7 +13,8 @@
 import type { FamfsFs } from '../famfs/fs';
 import type { TreeNode } from '../famfs/tree';
 import { invalidArgument, notFound } from './errors';
-import { CSI_ROOT_DIR, FAMFS_MAX_RELPATH } from './names';
+import { CSI_ROOT_DIR, FAMFS_MAX_RELPATH, isVolumeId, objectDirRelpath } from './names';
+import { CTX_SHARE_OF } from './volume-context';
 
 /** The PersistentVolume attribute (csi.volumeAttributes) naming a famfs path. */
 export const CTX_STATIC_PATH = 'path';
@@ -47,6 +48,17 @@ export function staticPathOf(ctx: Record<string, string> | null | undefined): St
   const bytes = Buffer.byteLength(relpath);
   if (bytes > FAMFS_MAX_RELPATH) throw invalidArgument(`volume attribute path is ${bytes} bytes; famfs paths hold at most ${FAMFS_MAX_RELPATH}`);
   return { relpath, wantDir };
+}
+
+/**
+ * A zero-copy read-only share (CreateVolume put CTX_SHARE_OF in its volume_context): the node
+ * publishes the source volume's directory read-only, like a static directory.
+ */
+export function sharedVolumePath(ctx: Record<string, string> | null | undefined): StaticPath | undefined {
+  const src = ctx?.[CTX_SHARE_OF];
+  if (src === undefined) return undefined;
+  if (!isVolumeId(src)) throw invalidArgument(`volume_context ${CTX_SHARE_OF}=${JSON.stringify(src)} is not a volume id of this driver`);
+  return { relpath: objectDirRelpath(src), wantDir: true };
 }
 
 /** The famfs file or directory a static path names, as `fs` last replayed the log. */

@@ -46,6 +46,14 @@ export interface VolumeRecord {
   populated: boolean;
   /** Log index of the volume's FILE entry: a different index means the file was replaced. */
   fileIndex?: number;
+  /**
+   * A zero-copy read-only share: the volume whose file this one shows (it has no file of its own).
+   * The shares of a volume are the records naming it here; while there are any, the source is
+   * frozen (no writer may attach) and its memory stays allocated.
+   */
+  shareOf?: string;
+  /** DeleteVolume came while shares of this volume existed: hidden, freed with its last share. */
+  deletePending?: boolean;
 }
 
 export interface SnapshotRecord {
@@ -249,6 +257,20 @@ export class ControllerStore {
     return this.doc.snapshots[snapshotId];
   }
 
+  /** Ids of the shares of a volume (records whose shareOf names it). */
+  sharesOf(volumeId: string): string[] {
+    return Object.values(this.doc.volumes)
+      .filter((v) => v.shareOf === volumeId)
+      .map((v) => v.volumeId);
+  }
+
+  /** Volumes known only by their record (shares have no famfs file of their own). */
+  shareIds(): string[] {
+    return Object.values(this.doc.volumes)
+      .filter((v) => v.shareOf !== undefined)
+      .map((v) => v.volumeId);
+  }
+
   /** Sets a volume's record in memory; commit() makes it durable. */
   putVolume(rec: VolumeRecord): void {
     this.doc.volumes[rec.volumeId] = rec;
@@ -337,8 +359,9 @@ export class ControllerStore {
   private reconcile(): number {
     this.fs.catchUp();
     let dropped = 0;
-    for (const id of Object.keys(this.doc.volumes)) {
-      if (objectFile(this.fs, id) === undefined) {
+    for (const [id, rec] of Object.entries(this.doc.volumes)) {
+      // A share lives as long as the file it shows.
+      if (objectFile(this.fs, rec.shareOf ?? id) === undefined) {
         delete this.doc.volumes[id];
         dropped++;
       }

@@ -7,3 +7,8 @@ export const CTX_POOL = 'famfs.csi.cxl.io/pool';
 export const CTX_SHARING = 'famfs.csi.cxl.io/sharing';
 /** The volume's famfs file, relative to the mount point. */
 export const CTX_FILE = 'famfs.csi.cxl.io/file';
+/**
+ * A zero-copy read-only share (volumes.ts): the volume id whose famfs directory the node publishes,
+ * read-only, instead of a file of the share's own.
+ */
+export const CTX_SHARE_OF = 'famfs.csi.cxl.io/share-of';

@@ -25,6 +25,8 @@ export interface VolumeInfo {
   file: FileNode;
   record?: VolumeRecord;
   sharing: VolumeParams['sharing'];
+  /** A zero-copy read-only share of this volume id (file is that volume's). */
+  shareOf?: string;
 }
 
 export interface SnapshotInfo {
@@ -42,6 +44,8 @@ export interface CreateRequest {
   range: CapacityRange | null | undefined;
   params: VolumeParams;
   source?: ContentSource;
+  /** Share the source volume's memory read-only instead of copying it. */
+  share?: boolean;
 }
 
 /** The record of a volume CreateVolume makes (or adopts); populated at once unless it is a copy. */
@@ -103,7 +107,9 @@ export class Volumes {
   async describe(volumeId: string): Promise<VolumeInfo | undefined> {
     this.store.refresh();
     if (!isVolumeId(volumeId)) return undefined;
-    const file = this.fileOf(volumeId);
+    const rec = this.store.volume(volumeId);
+    if (rec?.deletePending) return undefined;
+    const file = this.fileOf(rec?.shareOf ?? volumeId);
     if (file === undefined) return undefined;
     return this.infoOf(volumeId, file);
   }
@@ -115,14 +121,16 @@ export class Volumes {
    */
   describeCached(volumeId: string): VolumeInfo | undefined {
     if (!isVolumeId(volumeId)) return undefined;
-    const file = objectFile(this.fs, volumeId);
+    const rec = this.store.volume(volumeId);
+    if (rec?.deletePending) return undefined;
+    const file = objectFile(this.fs, rec?.shareOf ?? volumeId);
     return file === undefined ? undefined : this.infoOf(volumeId, file);
   }
 
   private infoOf(volumeId: string, file: FileNode): VolumeInfo {
     const record = this.store.volume(volumeId);
     const sharing = record?.params['sharing'] === 'multi-writer' ? 'multi-writer' : 'serial';
-    return { volumeId, capacityBytes: file.size, file, ...(record ? { record } : {}), sharing };
+    return { volumeId, capacityBytes: file.size, file, ...(record ? { record } : {}), sharing, ...(record?.shareOf ? { shareOf: record.shareOf } : {}) };
   }
 
   /** Like describe, but a missing volume is NOT_FOUND. */
@@ -182,9 +190,15 @@ export class Volumes {
     return [...root.children.keys()].filter((id) => accept(id) && objectFile(this.fs, id) !== undefined).sort();
   }
 
-  /** Every volume id, sorted (ListVolumes pages over this). */
+  /** Every volume id, sorted (ListVolumes pages over this): files, and shares (records only). */
   volumeIds(): string[] {
-    return this.objectIds(isVolumeId);
+    const ids = new Set([...this.objectIds(isVolumeId), ...this.store.shareIds()]);
+    return [...ids].filter((id) => !this.store.volume(id)?.deletePending).sort();
+  }
+
+  /** Shares of a volume: while there are any it is frozen (no writer) and its memory stays. */
+  sharesOf(volumeId: string): string[] {
+    return this.store.sharesOf(volumeId);
   }
 
   snapshotIds(): string[] {
@@ -198,7 +212,8 @@ export class Volumes {
   /** The source file of a content source, or NOT_FOUND. */
   private sourceFile(src: ContentSource): { file: FileNode; size: number } {
     if (src.kind === 'volume') {
-      const file = isVolumeId(src.id) ? this.fileOf(src.id) : undefined;
+      const rec0 = this.store.volume(src.id);
+      const file = isVolumeId(src.id) && !rec0?.deletePending ? this.fileOf(rec0?.shareOf ?? src.id) : undefined;
       if (file === undefined) throw notFound(`source volume ${src.id} does not exist`);
       const rec = this.store.volume(src.id);
       if (rec !== undefined && !rec.populated) throw failedPrecondition(`source volume ${src.id} is itself still being populated`);
@@ -219,6 +234,7 @@ export class Volumes {
     const keys = req.source ? [volumeId, req.source.id] : [volumeId];
     return this.exclusive(keys, async () => {
       this.store.requireMaster();
+      if (req.share && req.source?.kind === 'volume') return this.createShare(req, volumeId, req.source.id);
       const existing = await this.describe(volumeId);
       if (existing !== undefined) return this.createAgain(req, existing);
 
@@ -257,6 +273,57 @@ export class Volumes {
       this.store.commit();
       return { volumeId, capacityBytes: file.size, file, record, sharing: req.params.sharing };
     });
+  }
+
+  /**
+   * A read-only claim whose dataSource is another claim: a record naming the source, no file, no
+   * copy. Refused while a writer has the source attached (the share freezes it; the CO retries).
+   */
+  private async createShare(req: CreateRequest, volumeId: string, requestedSource: string): Promise<VolumeInfo> {
+    this.store.refresh();
+    const srcRec = this.store.volume(requestedSource);
+    // A share of a share shows the same memory: record the volume that owns it.
+    const origin = srcRec?.shareOf ?? requestedSource;
+    const existing = this.store.volume(volumeId);
+    const ownFile = this.fileOf(volumeId);
+    if (existing !== undefined || ownFile !== undefined) {
+      if (existing?.shareOf !== origin || existing.deletePending) {
+        throw alreadyExists(`volume ${JSON.stringify(req.name)} exists and is not a read-only share of ${requestedSource}`);
+      }
+    }
+    const file = srcRec?.deletePending ? undefined : this.fileOf(origin);
+    if (file === undefined) throw notFound(`source volume ${requestedSource} does not exist`);
+    const originRec = this.store.volume(origin);
+    if (originRec !== undefined && !originRec.populated) throw failedPrecondition(`source volume ${requestedSource} is still being populated`);
+    const { required, limit } = capacityBounds(req.range);
+    if (file.size < required || (limit > 0 && file.size > limit)) {
+      throw outOfRange(`a read-only share has its source's size, ${file.size} bytes, outside the requested range [${required}, ${limit || '∞'}]`);
+    }
+    if (existing !== undefined) return this.infoOf(volumeId, file);
+    const writers = Object.entries(originRec?.published ?? {}).filter(([, p]) => !p.readonly).map(([n]) => n);
+    if (writers.length > 0) {
+      throw failedPrecondition(
+        `source volume ${requestedSource} is attached for writing on ${writers.join(', ')}; a read-only share freezes its source, so it is made once the writer is detached ` +
+          '(or use StorageClass parameter cloneMode: "copy" for a copy)',
+      );
+    }
+    const record: VolumeRecord = {
+      volumeId,
+      name: req.name,
+      requiredBytes: required,
+      limitBytes: limit,
+      params: canonicalParams(req.params),
+      createdAt: new Date().toISOString(),
+      published: {},
+      contentSource: { kind: 'volume', id: requestedSource },
+      populated: true,
+      fileIndex: file.index,
+      shareOf: origin,
+    };
+    this.store.putVolume(record);
+    this.store.commit();
+    this.log?.info({ volume: volumeId, shareOf: origin, bytes: file.size }, 'read-only share created (no copy)');
+    return this.infoOf(volumeId, file);
   }
 
   private createVolumeFile(volumeId: string, size: number, req: CreateRequest): FileNode {
@@ -336,8 +403,34 @@ export class Volumes {
   /** DeleteVolume: unknown ids succeed; a volume still published is FAILED_PRECONDITION. */
   async delete(volumeId: string): Promise<void> {
     if (!isVolumeId(volumeId)) return;
-    await this.exclusive(volumeId, async () => {
+    this.store.refresh();
+    const shareOf = this.store.volume(volumeId)?.shareOf;
+    await this.exclusive(shareOf ? [volumeId, shareOf] : [volumeId], async () => {
       this.store.requireMaster();
+      const rec = this.store.volume(volumeId);
+      const published = Object.keys(rec?.published ?? {});
+      if (rec?.shareOf !== undefined) {
+        if (published.length > 0) throw failedPrecondition(`volume ${volumeId} is still published to ${published.join(', ')}; unpublish it first`);
+        const source = this.store.volume(rec.shareOf);
+        const last = this.store.sharesOf(rec.shareOf).every((id) => id === volumeId);
+        // The last share of a deleted source frees the source's memory: file first, then records,
+        // so a crash in between leaves records that the next takeover drops (their file is gone).
+        if (last && source?.deletePending) await this.removeObject(rec.shareOf, () => undefined);
+        this.store.removeVolume(volumeId);
+        if (last && source?.deletePending) this.store.removeVolume(rec.shareOf);
+        this.store.commit();
+        return;
+      }
+      if (rec?.deletePending) return;
+      if (rec !== undefined && this.store.sharesOf(volumeId).length > 0) {
+        if (published.length > 0) throw failedPrecondition(`volume ${volumeId} is still published to ${published.join(', ')}; unpublish it first`);
+        // Its memory is what the shares show: hide the volume now, free it with the last share.
+        rec.deletePending = true;
+        this.store.putVolume(rec);
+        this.store.commit();
+        this.log?.info({ volume: volumeId, shares: this.store.sharesOf(volumeId) }, 'volume deleted while shared read-only: memory freed with its last share');
+        return;
+      }
       await this.removeObject(volumeId, () => {
         const nodes = Object.keys(this.store.volume(volumeId)?.published ?? {});
         if (nodes.length > 0) throw failedPrecondition(`volume ${volumeId} is still published to ${nodes.join(', ')}; unpublish it first`);
@@ -447,7 +540,7 @@ export class Volumes {
         }
         if (existing.readyToUse) return existing;
         // Interrupted copy, or a file whose record never committed: copy (again) from the source.
-        const src = isVolumeId(sourceVolumeId) ? this.fileOf(sourceVolumeId) : undefined;
+        const src = isVolumeId(sourceVolumeId) ? this.fileOf(this.store.volume(sourceVolumeId)?.shareOf ?? sourceVolumeId) : undefined;
         if (src === undefined) throw notFound(`source volume ${sourceVolumeId} does not exist (snapshot ${snapshotId} was left incomplete)`);
         const rec: SnapshotRecord = existing.record ?? {
           snapshotId, name, sourceVolumeId, createdAtMs: Date.now(), sizeBytes: Math.min(src.size, existing.file.size), readyToUse: false, fileIndex: existing.file.index,
@@ -458,7 +551,7 @@ export class Volumes {
         this.store.commit();
         return this.describeSnapshot(snapshotId) as SnapshotInfo;
       }
-      const src = isVolumeId(sourceVolumeId) ? this.fileOf(sourceVolumeId) : undefined;
+      const src = isVolumeId(sourceVolumeId) ? this.fileOf(this.store.volume(sourceVolumeId)?.shareOf ?? sourceVolumeId) : undefined;
       if (src === undefined) throw notFound(`source volume ${sourceVolumeId} does not exist`);
       const srcRec = this.store.volume(sourceVolumeId);
       if (srcRec !== undefined && !srcRec.populated) throw failedPrecondition(`source volume ${sourceVolumeId} is still being populated`);
