@@ -395,6 +395,30 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
     assert.ok(polls <= Math.ceil(601 / 128) + 1, `${polls} catch-ups`);
   });
 
+  it('a host following compactions (regions rewritten after each switch) reports no rewrite', () => {
+    const { media, fs } = fresh();
+    const host = FamfsFs.open(media, { readOnly: true, watchRewrites: true });
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 6; i++) fs.creat(`r${round}-${i}`, MiB);
+      host.catchUp();
+      for (let i = 0; i < 6; i += 2) fs.rm(`r${round}-${i}`);
+      host.catchUp();
+      fs.compact();
+      host.catchUp();
+      host.catchUp();
+    }
+    assert.ok(host.activeLog.generation >= 4, `generation ${host.activeLog.generation}`);
+    assert.equal(host.tree.fileCount, 12);
+    assert.deepEqual(host.rewrittenEntries(), []);
+    // And the watch still works in a compacted generation.
+    const victim = host.lookup('r3-1') as FileNode;
+    const slotOf = [...Array(host.tree.slot).keys()].find((k) => media.read(host.activeLog.offset + entryOffset(k), 8).readBigUInt64LE(0) === BigInt(victim.index))!;
+    const at = host.activeLog.offset + entryOffset(slotOf) + 60;
+    media.write(at, Buffer.from([media.read(at, 1)[0]! ^ 0x10]));
+    for (let k = 0; k < 5 && host.rewrittenEntries().length === 0; k++) host.catchUp();
+    assert.deepEqual(host.rewrittenEntries().map((w) => w.index), [victim.index]);
+  });
+
   it('a counter lowered under a host is a loud error, and damage to a replayed entry is reported as not valid', () => {
     const { media, fs } = fresh();
     for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);

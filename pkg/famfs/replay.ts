@@ -225,14 +225,25 @@ export class LogReader {
     if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
     const h = this.header();
     // Before anything else: a counter that went backwards is exactly when entries get rewritten.
-    const rewritten = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : [];
+    const check = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : undefined;
+    // What the check saw counts only if no compaction switched generations meanwhile (the master
+    // rewrites a region only after publishing the next generation: the same sequence lock as below).
+    const settle = (): RewrittenEntry[] => {
+      if (!check) return [];
+      if (this.locate && this.relocate().generation !== tree.generation) return [];
+      for (const slot of check.restored) this.rewritten.delete(slot);
+      for (const r of check.found) this.rewritten.set(r.slot, r);
+      return check.found;
+    };
     if (h.nextIndex < tree.slot) {
+      settle();
       throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`);
     }
     const { entries, stop } = this.entries(tree.slot, h.nextIndex, { min: tree.nextIndex, max: h.nextSeqnum });
     // Sequence lock: a compaction that switched generations while we read may have been
     // rewriting the region we read. Apply nothing; the caller replays the new generation.
     if (this.locate && this.relocate().generation !== tree.generation) return { ...unchanged, generationChanged: true };
+    const rewritten = settle();
     const changes: TreeChange[] = [];
     const fromSlot = tree.slot;
     for (const e of entries) {
@@ -270,10 +281,11 @@ export class LogReader {
    * time, and VERIFY_SWEEP older ones round-robin. A mismatch is read again past any stale line
    * before it counts.
    */
-  private verifyReplayed(slots: number): RewrittenEntry[] {
+  private verifyReplayed(slots: number): { found: RewrittenEntry[]; restored: number[] } {
     const n = Math.min(slots, this.replayedCrcs.length);
-    if (n === 0) return [];
     const found: RewrittenEntry[] = [];
+    const restored: number[] = [];
+    if (n === 0) return { found, restored };
     const check = (from: number, to: number) => {
       if (to <= from) return;
       const base = this.active.offset + entryOffset(from);
@@ -285,14 +297,14 @@ export class LogReader {
         const same = (b: Buffer, o: number) => b.readUInt32LE(o + LE.crc) === want && b.readUInt32LE(o + LE.crc + 4) === 0 && crc(b, o, o + LE.crc) === want;
         if (same(raw, (i - from) * LE.SIZE)) {
           // Back to what we replayed (repair restored it): no longer a discrepancy.
-          if (this.rewritten.size > 0) this.rewritten.delete(i);
+          if (this.rewritten.has(i)) restored.push(i);
           continue;
         }
         const at = this.active.offset + entryOffset(i);
         this.media.invalidate(at, LE.SIZE);
         const again = this.media.read(at, LE.SIZE);
         if (same(again, 0)) {
-          this.rewritten.delete(i);
+          if (this.rewritten.has(i)) restored.push(i);
           continue;
         }
         const nowCrc = crc(again, 0, LE.crc);
@@ -303,9 +315,7 @@ export class LogReader {
         } catch {
           nowValid = false;
         }
-        const r: RewrittenEntry = { index: this.replayedIndexes[i]!, slot: i, replayedCrc: want, nowCrc, nowValid };
-        this.rewritten.set(i, r);
-        found.push(r);
+        found.push({ index: this.replayedIndexes[i]!, slot: i, replayedCrc: want, nowCrc, nowValid });
       }
     };
     const tail = Math.max(0, n - VERIFY_TAIL);
@@ -316,6 +326,6 @@ export class LogReader {
       check(this.sweepAt, end);
       this.sweepAt = end;
     }
-    return found;
+    return { found, restored };
   }
 }
