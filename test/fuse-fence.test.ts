@@ -16,7 +16,9 @@ import { encodeHostSlot, HOST_SLOT_SIZE, HOST_SLOTS_OFFSET } from '../pkg/famfs/
 import { FamfsFs } from '../pkg/famfs/fs.js';
 import { fmapExtents, forEachDeviceRun } from '../pkg/famfs/fmap.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
+import pino from 'pino';
 import { controlRequest } from '../pkg/fuse/control-client.js';
+import { FuseSupervisor } from '../pkg/fuse/supervisor.js';
 import { FuseHost } from './helpers/fuse-host.js';
 
 const MIB = 1024 ** 2;
@@ -231,5 +233,42 @@ class Reader {
         return false;
       }
     });
+  });
+
+  it('the node plugin\'s health check (which drives the CSI volume condition) reports a fenced server', async () => {
+    // The plugin's own supervisor runs this server: its default ack heartbeat (10 s) is capped at a
+    // quarter of the fence window, so a healthy server never fences.
+    const sup = new FuseSupervisor({ stateDir: path.join(dir, 'plugin'), pool: 'fence', devicePath: devPath, hostUuid: '0000fe0c-0000-4000-8000-0000000000ff', log: pino({ level: 'silent' }), pollMs: 50 });
+    try {
+      await sup.ensure();
+      await sleep(2 * LIVE_MS);
+      let h = await sup.health();
+      assert.ok(h.state === 'serving' && !h.fenced, `healthy after two windows: ${JSON.stringify(h)}`);
+      const saved = dev.read(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
+      const raw = Buffer.alloc(1024 * HOST_SLOT_SIZE);
+      for (let i = 0; i < 1024; i++) {
+        encodeHostSlot({ hostUuid: `bbbbbbbb-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, ackedIndex: master.tree.nextIndex, beat: 1, name: 'filler' }).copy(raw, i * HOST_SLOT_SIZE);
+      }
+      dev.write(HOST_SLOTS_OFFSET, raw);
+      dev.flush(HOST_SLOTS_OFFSET, raw.length);
+      const deadline = Date.now() + 5000;
+      do {
+        h = await sup.health();
+        if (h.state === 'serving' && h.fenced) break;
+        await sleep(50);
+      } while (Date.now() < deadline);
+      assert.ok(h.state === 'serving' && h.fenced, `fenced: ${JSON.stringify(h)}`);
+      dev.write(HOST_SLOTS_OFFSET, saved);
+      dev.flush(HOST_SLOTS_OFFSET, saved.length);
+      const until = Date.now() + 5000;
+      do {
+        h = await sup.health();
+        if (h.state === 'serving' && !h.fenced) break;
+        await sleep(50);
+      } while (Date.now() < until);
+      assert.ok(h.state === 'serving' && !h.fenced, `recovered: ${JSON.stringify(h)}`);
+    } finally {
+      await sup.stopServer();
+    }
   });
 });
