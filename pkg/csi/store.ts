@@ -230,9 +230,21 @@ export class ControllerStore {
    * Runs famfs work and maps its errors to CSI statuses (`what` says which operation failed);
    * losing the fence ends our master role on the spot.
    */
+  private rolledForwardSeen = 0;
+  /** Entries found valid past next_index and committed before the first append (a lowered counter, or an interrupted append). */
+  private noteRolledForward(): void {
+    const all = this.fs.rolledForward;
+    for (; this.rolledForwardSeen < all.length; this.rolledForwardSeen++) {
+      const r = all[this.rolledForwardSeen]!;
+      this.log?.warn({ from: r.from, to: r.to }, `famfs log: committed entries ${r.from}..${r.to - 1} found valid past next_index (an interrupted append or a lowered counter; hosts may serve them)`);
+    }
+  }
+
   runFamfs<T>(what: string, fn: () => T): T {
     try {
-      return fn();
+      const r = fn();
+      this.noteRolledForward();
+      return r;
     } catch (e) {
       if (e instanceof FamfsError) {
         if (e.code === 'EFENCED' || e.code === 'ENOTMASTER') {
