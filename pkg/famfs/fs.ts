@@ -28,7 +28,6 @@ import {
   FAMFS_CSI_EXT2_VERSION,
   FAMFS_VERSION,
   FileFlags,
-  EntryType,
   LE,
   LH,
   LOG_OFFSET,
@@ -516,24 +515,33 @@ export class FamfsFs {
     const logLen = this.sb.logLen;
     const from = this.reader.activeLog.offset;
     const horizon = this.horizon();
-    // Plan from the raw slots: entries are copied byte for byte (their CRC covers their index).
-    this.media.invalidate(from + LH.SIZE, h.nextIndex * LE.SIZE);
-    const raw = this.media.read(from + LH.SIZE, h.nextIndex * LE.SIZE);
-    const seqOf = (k: number) => raw.readUInt32LE(k * LE.SIZE + LE.seqnum + 4) * 0x100000000 + raw.readUInt32LE(k * LE.SIZE + LE.seqnum);
-    const dropped = new Set<number>();
+    // Plan from what replay recorded: which log index each slot holds, and every delete.
+    if (this.tree.slotIndexes.length !== h.nextIndex) throw new FamfsError('ECORRUPT', `replayed ${this.tree.slotIndexes.length} slots but the header says ${h.nextIndex}; refusing to compact`);
+    // One flag per log index of this generation (a typed array: this runs while a create waits).
+    const slots = this.tree.slotIndexes;
+    const base = slots.length > 0 ? slots[0]! : 0;
+    const dropped = new Uint8Array(Math.max(0, this.tree.nextIndex - base));
     let pendingKept = 0;
-    for (let k = 0; k < h.nextIndex; k++) {
-      if (raw.readUInt32LE(k * LE.SIZE + LE.type) !== EntryType.CSI_DELETE) continue;
-      const seq = seqOf(k);
-      if (seq < horizon) {
-        dropped.add(seq);
-        dropped.add(Number(raw.readBigUInt64LE(k * LE.SIZE + LE.payload)));
+    for (const d of this.tree.deletes) {
+      if (d.deleteIndex < horizon) {
+        dropped[d.deleteIndex - base] = 1;
+        dropped[d.targetIndex - base] = 1;
       } else pendingKept++;
     }
     const kept: number[] = [];
-    for (let k = 0; k < h.nextIndex; k++) if (!dropped.has(seqOf(k))) kept.push(k);
+    for (let slot = 0; slot < slots.length; slot++) if (dropped[slots[slot]! - base] === 0) kept.push(slot);
     progress({ step: 'plan', done: kept.length, total: h.nextIndex });
     if (kept.length === h.nextIndex) return nothing(`no delete is known to every live host yet (${pendingKept} pending); nothing to reclaim`, pendingKept);
+    // Entries are copied byte for byte (their CRC covers their log index); read only those kept.
+    const image = Buffer.alloc(kept.length * LE.SIZE);
+    for (let k = 0; k < kept.length; ) {
+      let run = 1;
+      while (k + run < kept.length && kept[k + run] === kept[k]! + run) run++;
+      const at = from + entryOffset(kept[k]!);
+      this.media.invalidate(at, run * LE.SIZE);
+      this.media.read(at, run * LE.SIZE).copy(image, k * LE.SIZE);
+      k += run;
+    }
 
     const next = gen + 1;
     let altOffset = this.reader.activeLog.altOffset;
@@ -547,11 +555,9 @@ export class FamfsFs {
     }
     const to = next % 2 === 0 ? LOG_OFFSET : altOffset;
     const step = Math.max(1, o.stepEntries ?? 1024);
-    const chunk = Buffer.alloc(Math.min(step, Math.max(1, kept.length)) * LE.SIZE);
     for (let k = 0; k < kept.length; k += step) {
       const n = Math.min(step, kept.length - k);
-      for (let j = 0; j < n; j++) raw.copy(chunk, j * LE.SIZE, kept[k + j]! * LE.SIZE, (kept[k + j]! + 1) * LE.SIZE);
-      this.media.write(to + entryOffset(k), chunk.subarray(0, n * LE.SIZE));
+      this.media.write(to + entryOffset(k), image.subarray(k * LE.SIZE, (k + n) * LE.SIZE));
       progress({ step: 'copy', done: k + n, total: kept.length });
     }
     // Slots past the end are zeroed: nothing an earlier generation left there can pass as an entry.

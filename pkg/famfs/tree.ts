@@ -79,6 +79,10 @@ export class FamfsTree {
   /** Log generation these entries come from, and how many of its slots were applied. */
   generation = 0;
   slot = 0;
+  /** Log index of the entry in each slot applied from this generation (compaction plans from it). */
+  readonly slotIndexes: number[] = [];
+  /** Every delete that took effect: its log index and its target's (compaction drops both together). */
+  readonly deletes: { deleteIndex: number; targetIndex: number }[] = [];
   fileCount = 0;
   dirCount = 0;
 
@@ -115,6 +119,7 @@ export class FamfsTree {
     }
     this.nextIndex = entry.index + 1;
     this.slot++;
+    this.slotIndexes.push(entry.index);
     const body = entry.body;
     switch (body.type) {
       case 'file':
@@ -146,12 +151,19 @@ export class FamfsTree {
     for (const [k, v] of other.byIndex) this.byIndex.set(k, v);
     this.byPath.clear();
     for (const [k, v] of other.byPath) this.byPath.set(k, v);
-    this.released.splice(0, this.released.length, ...other.released);
-    this.orphaned.splice(0, this.orphaned.length, ...other.orphaned);
-    this.problems.splice(0, this.problems.length, ...other.problems);
+    this.released.length = 0;
+    for (const r of other.released) this.released.push(r);
+    this.orphaned.length = 0;
+    for (const o of other.orphaned) this.orphaned.push(o);
+    this.problems.length = 0;
+    for (const p of other.problems) this.problems.push(p);
     this.nextIndex = other.nextIndex;
     this.generation = other.generation;
     this.slot = other.slot;
+    this.slotIndexes.length = 0;
+    for (const i of other.slotIndexes) this.slotIndexes.push(i);
+    this.deletes.length = 0;
+    for (const d of other.deletes) this.deletes.push(d);
     this.fileCount = other.fileCount;
     this.dirCount = other.dirCount;
     return changes;
@@ -245,6 +257,7 @@ export class FamfsTree {
     parent.children.delete(target.name);
     this.byIndex.delete(target.index);
     this.byPath.delete(target.relpath);
+    this.deletes.push({ deleteIndex: index, targetIndex: target.index });
     if (target.kind === 'file') {
       this.fileCount--;
       this.released.push({ deleteIndex: index, relpath: target.relpath, extents: fmapExtents(target.fmap) });
