@@ -11,6 +11,7 @@ const BENCHES: Record<string, string> = {
   csi: 'csi/run.js',
   node: 'node/run.js',
   fuse: 'fuse/run.js',
+  compaction: 'compaction/run.js',
 };
 
 const wanted = process.argv.slice(2);
