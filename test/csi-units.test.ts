@@ -156,8 +156,8 @@ describe('capabilities: the access-mode table', () => {
 
 describe('params: StorageClass parameters', () => {
   it('defaults', () => {
-    assert.deepEqual(parseVolumeParams({}), { mode: 0o644, uid: 0, gid: 0, sharing: 'serial' });
-    assert.deepEqual(parseVolumeParams(null), { mode: 0o644, uid: 0, gid: 0, sharing: 'serial' });
+    assert.deepEqual(parseVolumeParams({}), { mode: 0o666, uid: 0, gid: 0, sharing: 'serial' });
+    assert.deepEqual(parseVolumeParams(null), { mode: 0o666, uid: 0, gid: 0, sharing: 'serial' });
   });
 
   it('parses every key and ignores csi.storage.k8s.io/*', () => {

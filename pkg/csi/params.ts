@@ -4,7 +4,7 @@
 //                                  them, chunkSize bytes at a time (famfs creat -N/-B/-C). nstrips and
 //                                  nbuckets go together; chunkSize defaults to 2Mi. Limits against the
 //                                  device (bucket ≥ 1 GiB, ≤ 64 buckets, ≤ 16 strips) are the core's.
-//   mode                           octal file mode of the volume's file (default 0644)
+//   mode                           octal file mode of the volume's file (default 0666, see DEFAULT_FILE_MODE)
 //   uid, gid                       owner of the file (default 0, 0)
 //   sharing                        "serial" (default): one writer node at a time, handed over with
 //                                  flush/invalidate; "multi-writer": additionally allows
@@ -20,7 +20,16 @@ import type { StringMap } from './types';
 
 export const ALLOC_UNIT_BYTES = 2 * 1024 * 1024;
 export const DEFAULT_CHUNK_SIZE = ALLOC_UNIT_BYTES;
-export const DEFAULT_FILE_MODE = 0o644;
+/**
+ * rw for everyone who can open the file: non-root pods (restricted Pod Security, with or without
+ * fsGroup) read and write their volume. famfs keeps one owner per file in the shared log and cannot
+ * chown per pod, and the provisioner does not say which user will mount the claim. Opening the file
+ * needs the volume's mount, so in practice only pods that mount the volume reach it: the node's famfs
+ * FUSE mount sits under a root-only directory (<state-dir>/mnt, 0700), and each pod sees the file only
+ * through its own bind mount under the kubelet's root-only pod directories. Read-only publishes are
+ * ro binds (EROFS whatever the mode). docs/volumes.md, "Who can reach a volume's file".
+ */
+export const DEFAULT_FILE_MODE = 0o666;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to chown; never a real owner
 
 export type SharingPolicy = 'serial' | 'multi-writer';

@@ -193,6 +193,9 @@ export class FuseSupervisor {
       await unmountAll(this.mountpoint, { lazy: true });
     }
     await fs.promises.mkdir(this.mountpoint, { recursive: true, mode: 0o755 });
+    // Root only above the mount: volumes' files are 0666 by default (pkg/csi/params.ts), and only
+    // pods that mount a volume may reach its file (through their bind mount), not host users.
+    await fs.promises.chmod(path.dirname(this.mountpoint), 0o700);
     await fs.promises.mkdir(path.dirname(this.logFile), { recursive: true, mode: 0o700 });
     await this.spawnServer();
     return 'started';
