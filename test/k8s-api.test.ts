@@ -337,7 +337,11 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       const [header, row] = c().must('kubectl', ['get', 'famfspool', 'pool-t']).trim().split('\n');
       assert.match(header ?? '', /SIZE\s+FREE\s+LARGEST-FREE\s+LOG-USED\s+LOG-TOTAL\s+MASTER\s+NODES-HEALTHY/);
       assert.match(row ?? '', /pool-t\s+\/dev\/dax0\.0\s+64Gi\s+63Gi\s+64Gi\s+3\s+25000\s+node-a\s+2\/3/);
+      // What famfs repair quarantined is status too (the CRD schema keeps it, kubectl shows it).
+      const q = await ctl.writePoolStatus({ ...figures, freeBytes: figures.freeBytes - 2 ** 30, volumes: 1, logEntriesUsed: 3, quarantinedEntries: 1, quarantinedBytes: 2 ** 21 });
+      assert.deepEqual(q.status?.quarantine, { entries: 1, bytes: 2 ** 21 });
       const described = c().must('kubectl', ['describe', 'famfspool', 'pool-t']);
+      assert.match(described, /Quarantine:\s+Bytes:\s+2097152\s+Entries:\s+1/);
       assert.match(described, /replay stalled: bad log entry 2/);
       assert.match(described, /Fencing Epoch:\s+4/);
 
