@@ -414,6 +414,26 @@ describe('helm chart charts/famfs-csi', function () {
       assert.equal(find<Workload>(render({ set: ['controller.replicas=3'] }), 'Deployment').spec.replicas, 3);
     });
 
+    it('snapshotter.enabled ships csi-snapshotter (unprivileged, leader-elected), its RBAC and a VolumeSnapshotClass; off by default', function () {
+      this.timeout(60_000);
+      const off = render();
+      assert.ok(!hasContainer(find<Workload>(off, 'Deployment'), 'csi-snapshotter'));
+      assert.ok(!JSON.stringify(off).includes('snapshot.storage.k8s.io'), 'no snapshot RBAC or class unless asked');
+      const on = render({ set: ['controller.snapshotter.enabled=true'] });
+      const snap = container(find<Workload>(on, 'Deployment'), 'csi-snapshotter');
+      assertUnprivilegedSidecar(snap);
+      assert.ok(snap.args?.includes('--csi-address=/csi/csi.sock'));
+      assert.ok(snap.args?.includes('--leader-election'));
+      mount(snap, 'socket-dir');
+      const role = on.find((o) => o.kind === 'ClusterRole' && o.metadata.name.endsWith('-controller')) as K8sObject & { rules: PolicyRule[] };
+      const can = (resource: string, verb: string) => role.rules.some((r) => r.apiGroups.includes('snapshot.storage.k8s.io') && r.resources.includes(resource) && r.verbs.includes(verb));
+      assert.ok(can('volumesnapshotcontents', 'update') && can('volumesnapshotcontents/status', 'patch') && can('volumesnapshotclasses', 'list') && can('volumesnapshots', 'get'));
+      assert.ok(!can('volumesnapshots', 'delete'), 'the sidecar never deletes users\' VolumeSnapshots');
+      const cls = find<K8sObject & { driver: string; deletionPolicy: string }>(on, 'VolumeSnapshotClass');
+      assert.equal(cls.driver, 'famfs.csi.cxl.io');
+      assert.equal(cls.deletionPolicy, 'Delete');
+    });
+
     it('passes driver parameters through and adds a multi-writer class on request', function () {
       this.timeout(60_000);
       const objs = render({ valuesYaml: 'storageClasses:\n  - { name: famfs-striped, enabled: true, sharing: multi-writer, parameters: { nstrips: 4, nbuckets: 8, mode: "0600" } }\n' });
