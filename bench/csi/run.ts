@@ -175,8 +175,18 @@ async function main(): Promise<void> {
       flat.push({ live: level, p50: percentile(x.create, 50), p99: percentile(x.create, 99), cpuMs: (x.cpu / 300) * 1000, rss: x.rss[0] ?? 0 });
     }
 
-    // One large volume: zeroing at create, and a clone (memory-to-memory copy).
+    // One large volume: zeroing at create, and a clone (memory-to-memory copy). The first create
+    // also faults the emulated device's pages in (a devdax has no first touch): it is measured, then
+    // deleted, and the measured pair runs on the same, now resident, memory.
     let t = process.hrtime.bigint();
+    const first = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'large-first', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap] });
+    const firstS = ms(t) / 1000;
+    const firstClone = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name: 'large-first-clone', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap], volume_content_source: { volume: { volume_id: first.volume.volume_id } },
+    });
+    await fam.client.call('Controller', 'DeleteVolume', { volume_id: firstClone.volume.volume_id });
+    await fam.client.call('Controller', 'DeleteVolume', { volume_id: first.volume.volume_id });
+    t = process.hrtime.bigint();
     const big = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'large', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap] });
     const zeroS = ms(t) / 1000;
     t = process.hrtime.bigint();
@@ -225,8 +235,9 @@ async function main(): Promise<void> {
     console.log('(10,000 and 100,000 live volumes need creates that do not zero 2 MiB each on this RAM-backed device: issue 15 item 3)');
     console.log(`\n| large volume (${LARGE / MiB} MiB) | time | rate | vs memcpy (${memcpy.toFixed(1)} GB/s, same run, warm buffers) |`);
     console.log('|---|---:|---:|---:|');
-    console.log(`| CreateVolume (zeroing at create) | ${f2(zeroS * 1000)} ms | ${(LARGE / zeroS / 1e9).toFixed(2)} GB/s | ${((LARGE / zeroS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
-    console.log(`| CreateVolume clone (memory-to-memory copy) | ${f2(cloneS * 1000)} ms | ${(LARGE / cloneS / 1e9).toFixed(2)} GB/s | ${((LARGE / cloneS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
+    console.log(`| CreateVolume, first touch of the emulated device's pages | ${f2(firstS * 1000)} ms | ${(LARGE / firstS / 1e9).toFixed(2)} GB/s | ${((LARGE / firstS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
+    console.log(`| CreateVolume (zeroing at create), resident memory | ${f2(zeroS * 1000)} ms | ${(LARGE / zeroS / 1e9).toFixed(2)} GB/s | ${((LARGE / zeroS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
+    console.log(`| CreateVolume clone (memory-to-memory copy), resident memory | ${f2(cloneS * 1000)} ms | ${(LARGE / cloneS / 1e9).toFixed(2)} GB/s | ${((LARGE / cloneS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
   } finally {
     for (const s of servers) await s.stop();
     if (famfs !== undefined && servers.length === 0) await stopProcess(famfs);
