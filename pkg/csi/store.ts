@@ -20,6 +20,7 @@
 import type { Logger } from 'pino';
 import { FamfsError } from '../famfs/errors';
 import type { FamfsFs } from '../famfs/fs';
+import { isQuarantine } from '../famfs/repair';
 import type { FileNode } from '../famfs/tree';
 import { fromFamfsError, unavailable } from './errors';
 import { objectFileRelpath } from './names';
@@ -373,10 +374,16 @@ export class ControllerStore {
     let dropped = 0;
     for (const [id, rec] of Object.entries(this.doc.volumes)) {
       // A share lives as long as the file it shows.
-      if (objectFile(this.fs, rec.shareOf ?? id) === undefined) {
-        delete this.doc.volumes[id];
-        dropped++;
+      if (objectFile(this.fs, rec.shareOf ?? id) !== undefined) continue;
+      // famfs repair quarantined its entry (lost+found.N keeps its memory): keep the record, so the
+      // volume is still found by its log index and reported, not silently forgotten.
+      const q = rec.shareOf === undefined && rec.fileIndex !== undefined ? this.fs.tree.byIndex.get(rec.fileIndex) : undefined;
+      if (q !== undefined && isQuarantine(q)) {
+        this.log?.error({ volume: id, name: rec.name, logIndex: rec.fileIndex, quarantine: q.relpath }, 'volume whose famfs entry repair quarantined: record kept; restore the entry, or release the quarantine once no pod uses it');
+        continue;
       }
+      delete this.doc.volumes[id];
+      dropped++;
     }
     for (const id of Object.keys(this.doc.snapshots)) {
       if (objectFile(this.fs, id) === undefined) {

@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import { FamfsError } from '../famfs/errors';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode } from '../famfs/tree';
+import { fmapCapacity } from '../famfs/fmap';
+import { isQuarantine } from '../famfs/repair';
 import { alreadyExists, failedPrecondition, notFound, outOfRange } from './errors';
 import { KeyedLocks } from './keyed-locks';
 import { CSI_ROOT_DIR, isSnapshotId, isVolumeId, objectDirRelpath, objectFileRelpath, snapshotIdForName, volumeIdForName } from './names';
@@ -133,11 +135,28 @@ export class Volumes {
     return { volumeId, capacityBytes: file.size, file, ...(record ? { record } : {}), sharing, ...(record?.shareOf ? { shareOf: record.shareOf } : {}) };
   }
 
-  /** Like describe, but a missing volume is NOT_FOUND. */
+  /** Like describe, but a missing volume is NOT_FOUND (saying so when famfs repair quarantined it). */
   async require(volumeId: string): Promise<VolumeInfo> {
     const info = await this.describe(volumeId);
-    if (info === undefined) throw notFound(`volume ${volumeId} does not exist`);
+    if (info === undefined) {
+      const q = this.quarantineOf(volumeId);
+      if (q !== undefined) {
+        throw notFound(
+          `volume ${volumeId}: famfs repair could not prove its log entry ${q.index} and quarantined it as ${q.relpath}, ` +
+            `which keeps its ${fmapCapacity(q.fmap)} bytes of memory (and data) reserved; restore the entry from a saved copy, ` +
+            `or once no pod uses it: famfs repair --release ${q.index}`,
+        );
+      }
+      throw notFound(`volume ${volumeId} does not exist`);
+    }
     return info;
+  }
+
+  /** The quarantine file (famfs repair) that now holds a volume's memory, found by the log index of its record. */
+  private quarantineOf(volumeId: string): FileNode | undefined {
+    const index = this.store.volume(volumeId)?.fileIndex;
+    const node = index === undefined ? undefined : this.fs.tree.byIndex.get(index);
+    return node?.kind === 'file' && isQuarantine(node) ? node : undefined;
   }
 
   describeSnapshot(snapshotId: string): SnapshotInfo | undefined {
