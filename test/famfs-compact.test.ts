@@ -4,6 +4,7 @@
  * kill -9 tests are in famfs-compact-hosts.test.ts.
  */
 import { strict as assert } from 'assert';
+import * as zlib from 'zlib';
 import { BufferMedia } from './helpers/buffer-media';
 import {
   DEFAULT_LOG_LEN,
@@ -25,6 +26,10 @@ import {
   TreeNode,
   repair,
   logCapacity,
+  encodeLogGenRecord,
+  decodeLogGenRecord,
+  encodeLogHeader,
+  validateLogHeader,
 } from '../pkg/famfs';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
@@ -63,6 +68,42 @@ function churn(fs: FamfsFs, cycles: number, tag = 'c'): void {
     fs.rm(`${tag}${i}`);
   }
 }
+
+describe('famfs log compaction: on-media format (docs/format.md, extension 3)', () => {
+  it('a generation record is the documented 64 bytes, built here field by field from the table', () => {
+    const want = Buffer.alloc(64);
+    want.write('FAMFSGEN', 0, 'latin1');
+    want.writeUInt32LE(1, 8); // revision
+    want.writeUInt32LE(1, 12); // region
+    want.writeBigUInt64LE(7n, 16); // generation
+    Buffer.from('00112233445566778899aabbccddeeff', 'hex').copy(want, 24); // fs UUID
+    want.writeBigUInt64LE(0x40000000n, 40); // second region
+    want.writeBigUInt64LE(5n, 48); // epoch
+    want.writeBigUInt64LE(BigInt(zlib.crc32(want.subarray(0, 56)) >>> 0), 56);
+    const got = encodeLogGenRecord({ generation: 7, region: 1, fsUuid: '00112233-4455-6677-8899-aabbccddeeff', altOffset: 0x40000000, epoch: 5 });
+    assert.equal(got.toString('hex'), want.toString('hex'));
+    assert.deepEqual(decodeLogGenRecord(want), { generation: 7, region: 1, fsUuid: '00112233-4455-6677-8899-aabbccddeeff', altOffset: 0x40000000, epoch: 5 });
+    assert.equal(LOG_GEN_OFFSET, 0x1800);
+    assert.equal(FAMFS_CSI_EXT2_VERSION, 0x4353490200000030n);
+    // what readers refuse: a wrong parity, a region 1 without a region, a torn byte
+    const bad = (f: (b: Buffer) => void) => {
+      const b = Buffer.from(want);
+      f(b);
+      return decodeLogGenRecord(b);
+    };
+    assert.equal(bad((b) => b.writeUInt32LE(0, 12)), undefined, 'region 0 with an odd generation');
+    assert.equal(bad((b) => b.writeUInt32LE(9, 8)), undefined, 'unknown revision');
+    assert.equal(bad((b) => (b[30] ^= 1)), undefined, 'CRC');
+  });
+
+  it("a compacted log's header keeps famfs' layout: next_seqnum (next log index) may run ahead of next_index (slots)", () => {
+    const h = encodeLogHeader(DEFAULT_LOG_LEN, 1000, 3);
+    assert.equal(h.readBigUInt64LE(32), 1000n);
+    assert.equal(h.readBigUInt64LE(40), 3n);
+    assert.deepEqual(validateLogHeader(h, DEFAULT_LOG_LEN, true), []);
+    assert.match(validateLogHeader(h, DEFAULT_LOG_LEN, false).join(), /next_seqnum 1000 differs from next_index 3/);
+  });
+});
 
 describe('famfs log compaction (pkg/famfs)', () => {
   it('leaves a log that never had a delete alone: byte-identical, still famfs version 48', () => {

@@ -374,9 +374,17 @@ export class FamfsFs {
     return this.sb.deviceSize - reservedBytes(this.sb.logLen);
   }
 
-  /** Log entries that can still be appended. */
+  /** Log entries creates can still append (after the compaction a write would trigger, and keeping the delete reserve). */
   logEntriesLeft(): number {
-    return this.logCapacity - this.tree.slot;
+    // What a compaction would give back counts as room: a write that needs it compacts first.
+    let used = this.tree.slot;
+    if (this.extended && (this.opts.compactAt ?? 0.75) > 0) {
+      const horizon = this.horizon();
+      for (const d of this.tree.deletes) if (d.deleteIndex < horizon) used -= 2;
+    }
+    const free = this.logCapacity - used;
+    // With the delete reserve, n new entries need n more kept free for their own deletes.
+    return this.opts.reserveDeleteEntries ? Math.max(0, Math.floor((free - this.tree.fileCount - this.tree.dirCount) / 2)) : free;
   }
 
   /** Makes memory free whose delete every live host has replayed (cheap when nothing waits). */

@@ -893,7 +893,7 @@ export function decodeHostSlot(b: Buffer, slot: number): HostSlot | undefined {
 // Records are read only under FAMFS_CSI_EXT2_VERSION (see docs/format.md).
 // ---------------------------------------------------------------------------------------------
 export const LOG_GEN_OFFSET = EXT_BLOCK_OFFSET + 0x800;
-export const LOG_GEN_MAGIC = 0x4e45474d53464146n; // "FAMFSGEN" read as a little-endian u64
+export const LOG_GEN_MAGIC = 0x4e454753464d4146n; // the bytes "FAMFSGEN" read as a little-endian u64
 export const LOG_GEN_REVISION = 1;
 export const LOG_GEN = {
   magic: 0,
