@@ -57,7 +57,7 @@ export class MemoryErrorReporter {
     this.chain = this.chain.then(() => this.handle(r)).catch((err: unknown) => this.opts.log?.warn({ err: String(err) }, 'memory error not reported to Kubernetes'));
   }
 
-  /** Resolves when every report so far was handled (tests). */
+  /** Resolves when every report so far was handled (stop() waits for this before the process exits). */
   flush(): Promise<void> {
     return this.chain;
   }
@@ -84,7 +84,7 @@ export class MemoryErrorReporter {
     const t = this.timer;
     this.timer = undefined;
     if (t) clearTimeout(t);
-    await this.chain;
+    await this.flush();
   }
 
   private poolRef(): ObjectRef {

@@ -13,6 +13,8 @@ const root = path.resolve(__dirname, '..', '..');
 const toolsDir = __dirname;
 const bin = (name) => path.join(toolsDir, 'node_modules', '.bin', name);
 const TS_FILES = ['cmd/**/*.ts', 'pkg/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts', 'testkit/**/*.ts'];
+// The cache (kept with the tools, git-ignored) lets a second run skip the files that did not change.
+const ESLINT_ARGS = ['--config', path.join('tools', 'lint', 'eslint.config.mjs'), '--cache', '--cache-location', path.join('tools', 'lint', 'node_modules', '.cache', 'eslint')];
 
 function nativeFiles() {
   const out = [];
@@ -27,10 +29,23 @@ function nativeFiles() {
   return out.sort();
 }
 
+function sameDeps(lockFile, installedFile) {
+  const pkgs = (f) => {
+    const all = JSON.parse(fs.readFileSync(f, 'utf8')).packages ?? {};
+    return JSON.stringify(Object.keys(all).filter((k) => k !== '').sort().map((k) => [k, all[k].version]));
+  };
+  try {
+    return pkgs(lockFile) === pkgs(installedFile);
+  } catch {
+    return false;
+  }
+}
+
 function ensureTools() {
   const lock = path.join(toolsDir, 'package-lock.json');
   const stamp = path.join(toolsDir, 'node_modules', '.package-lock.json');
-  const fresh = fs.existsSync(bin('eslint')) && fs.existsSync(stamp) && fs.statSync(stamp).mtimeMs >= fs.statSync(lock).mtimeMs;
+  // npm ci leaves its own copy of the lock file in node_modules: the same content means up to date.
+  const fresh = fs.existsSync(bin('eslint')) && fs.existsSync(stamp) && sameDeps(lock, stamp);
   if (!fresh) {
     console.error('[lint] installing the lint tools (npm ci in tools/lint)');
     execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: toolsDir, stdio: 'inherit' });
@@ -56,7 +71,7 @@ function main() {
     process.exit(ok ? 0 : 1);
   }
   const results = [
-    ['eslint', run(bin('eslint'), ['--config', path.join('tools', 'lint', 'eslint.config.mjs'), '--max-warnings', '0', '.'])],
+    ['eslint', run(bin('eslint'), [...ESLINT_ARGS, '--max-warnings', '0', '.'])],
     ['prettier --check (npm run format fixes it)', run(bin('prettier'), ['--log-level', 'warn', '--check', ...TS_FILES])],
     ['clang-format --dry-run (npm run format fixes it)', run('clang-format', ['--dry-run', '--Werror', ...nativeFiles()])],
   ];
