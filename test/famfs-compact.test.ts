@@ -209,6 +209,53 @@ describe('famfs log compaction (pkg/famfs)', () => {
     const f = fsck(media);
     assert.equal(f.clean, true, f.errors.join('; '));
     assert.equal(f.space!.pendingFreeBytes, 2 * MiB);
+    // a master restarted now still holds it: the kept pair replays as a pending delete
+    const again = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    assert.equal(again.usage().pendingFreeBytes, 2 * MiB);
+    // acks are log indexes, the same in every generation: once the host acks the end, it is free,
+    // and the next compaction drops the pair
+    ackReplay(media, 1024, HOST, 'lagging', again.tree.nextIndex);
+    again.reclaimReplayed();
+    assert.equal(again.usage().pendingFreeBytes, 0);
+    again.creat('y', 4096);
+    const r3 = again.compact();
+    assert.equal(r3.compacted, true);
+    assert.equal(r3.entriesAfter, 1, 'only y is left');
+    assert.equal(fsck(media).clean, true);
+  });
+
+  it('a master that loses its fencing epoch during a compaction switches nothing (EFENCED), and the new master compacts', () => {
+    const { media, fs } = fresh();
+    const epoch = fs.takeOver(MASTER);
+    assert.ok(epoch >= 1);
+    fs.creat('keep', 4096);
+    churn(fs, 20);
+    const want = snapshot(fs.tree.nodes());
+    const gen = fs.activeLog.generation;
+    const other = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    let stolen = false;
+    assert.equal(
+      code(() =>
+        fs.compact({
+          onProgress: (p) => {
+            if (p.step === 'verify' && !stolen) {
+              stolen = true;
+              other.takeOver(MASTER); // a new leader bumps the epoch while this one is compacting
+            }
+          },
+        }),
+      ),
+      'EFENCED',
+    );
+    assert.ok(stolen);
+    const seen = FamfsFs.open(media, { readOnly: true });
+    assert.equal(seen.activeLog.generation, gen, 'no generation was published by the fenced master');
+    assert.deepEqual(snapshot(seen.tree.nodes()), want);
+    const r = other.compact();
+    assert.equal(r.compacted, true);
+    assert.equal(code(() => fs.creat('late', 4096)), 'EFENCED');
+    assert.deepEqual(snapshot(FamfsFs.open(media, { readOnly: true }).tree.nodes()), want);
+    assert.equal(fsck(media).clean, true);
   });
 
   it('a crash before the switch leaves the old log whole; one after, the new one (every step)', () => {
