@@ -327,13 +327,7 @@ export class Volumes {
       );
     }
     const record: VolumeRecord = {
-      volumeId,
-      name: req.name,
-      requiredBytes: required,
-      limitBytes: limit,
-      params: canonicalParams(req.params),
-      createdAt: new Date().toISOString(),
-      published: {},
+      ...newVolumeRecord(volumeId, req, required, limit),
       contentSource: { kind: 'volume', id: requestedSource },
       populated: true,
       fileIndex: file.index,
