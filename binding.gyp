@@ -21,6 +21,16 @@
       "libraries": ["<!@(pkg-config --libs fuse3)", "-lpthread"]
     },
     {
+      "target_name": "famfs_test",
+      "sources": ["native/src/addon.cc", "native/src/memaccess.cc", "native/src/device.cc", "native/test/fault_stress.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra"],
+      "libraries": ["-lpthread"]
+    },
+    {
       "target_name": "famfs_bench",
       "sources": ["native/bench/memcpy_bench.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

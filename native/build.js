@@ -53,6 +53,7 @@ function newestSource() {
   };
   walk(path.join(root, 'native', 'src'));
   walk(path.join(root, 'native', 'bench'));
+  walk(path.join(root, 'native', 'test'));
   newest = Math.max(newest, fs.statSync(path.join(root, 'binding.gyp')).mtimeMs);
   return newest;
 }

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <thread>
 #include <vector>
 
 #include "module_init.h"
@@ -614,58 +613,12 @@ std::shared_ptr<DeviceMapping> ShareDevice(Napi::Object obj) {
   return js != nullptr ? js->shared() : nullptr;
 }
 
-// testing.faultStress(device, faultOffset, goodOffset, threads, iterations): C++ threads (as the
-// FUSE server runs them) each alternate a guarded copy that faults with one that does not,
-// bypassing the failed flag, to prove the guard is per-thread and reusable. Returns
-// {faults, ok, wrongAddress} totals.
-static Napi::Value FaultStress(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  DeviceMapping* d = info[0].IsObject() ? UnwrapDevice(info[0].As<Napi::Object>()) : nullptr;
-  if (d == nullptr) ThrowInvalid(env, "faultStress: first argument must be an open DaxDevice");
-  const uint64_t bad = ToUint(env, info[1], "faultOffset");
-  const uint64_t good = ToUint(env, info[2], "goodOffset");
-  const uint64_t threads = ToUint(env, info[3], "threads");
-  const uint64_t iterations = ToUint(env, info[4], "iterations");
-  if (!d->InRange(bad, 64) || !d->InRange(good, 64) || threads == 0 || threads > 64) {
-    ThrowRange(env, "faultStress: offsets must be inside the device and threads in 1..64");
-  }
-  std::atomic<uint64_t> faults{0}, ok{0}, wrong{0};
-  std::vector<std::thread> pool;
-  for (uint64_t t = 0; t < threads; t++) {
-    pool.emplace_back([&] {
-      uint8_t buf[64];
-      for (uint64_t i = 0; i < iterations; i++) {
-        Fault f;
-        if (GuardedCopy(buf, d->base() + bad, sizeof buf, &f)) {
-          wrong++;  // must have faulted
-        } else if (f.addr < reinterpret_cast<uintptr_t>(d->base() + bad) ||
-                   f.addr >= reinterpret_cast<uintptr_t>(d->base() + bad + sizeof buf)) {
-          wrong++;
-        } else {
-          faults++;
-        }
-        if (GuardedCopy(buf, d->base() + good, sizeof buf, &f)) ok++;
-        else wrong++;
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("faults", Napi::Number::New(env, static_cast<double>(faults.load())));
-  out.Set("ok", Napi::Number::New(env, static_cast<double>(ok.load())));
-  out.Set("wrongAddress", Napi::Number::New(env, static_cast<double>(wrong.load())));
-  return out;
-}
-
 void InitDevice(Napi::Env env, Napi::Object exports) {
   InstallFaultHandlers();  // at load, so no thread ever touches a mapping before it is in place
   exports.Set("DaxDevice", JsDevice::Define(env));
   exports.Set("flushMethod", Napi::String::New(env, FlushMethodName()));
   exports.Set("invalidateMethod", Napi::String::New(env, InvalidateMethodName()));
   exports.Set("cacheLineSize", Napi::Number::New(env, static_cast<double>(CacheLineSize())));
-  Napi::Object testing = Napi::Object::New(env);
-  testing.Set("faultStress", Napi::Function::New(env, FaultStress, "faultStress"));
-  exports.Set("testing", testing);
 }
 
 FAMFS_NATIVE_MODULE_INIT(device, InitDevice);

@@ -60,17 +60,6 @@ export interface NativeDeviceAddon {
   readonly flushMethod: 'clwb' | 'clflushopt' | 'clflush' | 'fence';
   readonly invalidateMethod: 'clflushopt' | 'clflush' | 'fence';
   readonly cacheLineSize: number;
-  /** Test hooks (not for production code). */
-  readonly testing: {
-    /** C++ threads alternating faulting and healthy guarded copies; see device.cc. */
-    faultStress(
-      device: NativeDeviceHandle,
-      faultOffset: number,
-      goodOffset: number,
-      threads: number,
-      iterations: number,
-    ): { faults: number; ok: number; wrongAddress: number };
-  };
 }
 
 const ADDON_FILE = path.join('build', 'Release', 'famfs_native.node');
