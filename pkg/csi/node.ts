@@ -22,7 +22,7 @@ import type { FileNode, TreeNode } from '../famfs/tree';
 import { filesUnder, resolveStaticPath, sharedVolumePath, staticPathOf, type StaticPath } from './static-path';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
-import { findMount, probeConnection, probePath, readMountinfo } from '../mount/mountinfo';
+import { findMount, probeConnection, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/mount-records';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
@@ -215,13 +215,17 @@ export class NodeService {
 
   /** A bind mount at `p` that is alive and shows `expectRoot` of the famfs mount. */
   private async bindAlive(p: string, expectRoot: string): Promise<boolean> {
-    const table = await readMountinfo();
-    const m = await findMount(p, table);
-    if (m === undefined || !m.fsType.startsWith('fuse') || m.root !== expectRoot) return false;
-    // A bind pins the FUSE connection it was made on: one from before a server restart shows the
-    // old connection's device number and can never serve again.
-    const fuseMount = await findMount(this.fuse.mountpoint, table);
-    if (fuseMount !== undefined && fuseMount.device !== m.device) return false;
+    // Asked of the bind itself rather than the mount table, whose read and parse cost tens of
+    // milliseconds with thousands of mounts on a node: a path outside the FUSE mount that shows
+    // the FUSE connection's device number is a bind of it, and the inode says which famfs node it
+    // shows. A bind pins the connection it was made on: one from before a server restart shows
+    // the old connection's device number and can never serve again.
+    const [at, want] = await Promise.all([
+      fs.promises.stat(p).catch(() => undefined),
+      fs.promises.stat(this.fuse.hostPath(expectRoot.replace(/^\/+/, ''))).catch(() => undefined),
+    ]);
+    if (at === undefined || want === undefined || at.dev !== want.dev || at.ino !== want.ino) return false;
+    // Attributes may be cached from before the server died: statfs always reaches it.
     return (await probeConnection(p)).health === 'ok';
   }
 
@@ -519,7 +523,8 @@ export class NodeService {
       if (rec !== undefined && rec.volumeId !== req.volume_id) {
         throw failedPrecondition(`staging_target_path ${staging} holds volume ${rec.volumeId}, not ${req.volume_id}`);
       }
-      const mounted = (await findMount(staging)) !== undefined;
+      // The mount table only when there is no record (see unpublish).
+      const mounted = rec !== undefined || (await findMount(staging)) !== undefined;
       if (rec === undefined && !mounted) {
         if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
         return {};
@@ -660,7 +665,9 @@ export class NodeService {
       if (rec !== undefined && rec.volumeId !== req.volume_id) {
         throw notFound(`volume ${req.volume_id} is not published at ${target} (it holds volume ${rec.volumeId})`);
       }
-      const mounted = (await findMount(target)) !== undefined;
+      // The mount table is read only when there is no record: with thousands of mounts on a node,
+      // reading and parsing it costs tens of milliseconds.
+      const mounted = rec !== undefined || (await findMount(target)) !== undefined;
       if (rec === undefined && !mounted) {
         if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) {
           throw notFound(`volume ${req.volume_id} does not exist and is not published at ${target}`);
