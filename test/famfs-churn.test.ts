@@ -49,7 +49,10 @@ const CYCLES = Number(process.env['FAMFS_CHURN_CYCLES'] ?? 100_000);
     const want = randomBytes(keep.size);
     forEachDeviceRun(keep.fmap, 0, keep.size, (devOff, fileOff, len) => dev.write(devOff, want.subarray(fileOff, fileOff + len)));
     forEachDeviceRun(keep.fmap, 0, keep.size, (devOff, _f, len) => dev.flush(devOff, len));
-    for (const name of ['a', 'b']) hosts.push(await FusedHost.start(name, devPath, dir, ['--poll-ms', '50', '--host-uuid', `0c0d0e0f-1a1b-4c1d-8e1f-00000000c0${name === 'a' ? '0a' : '0b'}`]));
+    for (const name of ['a', 'b'])
+      hosts.push(
+        await FusedHost.start(name, devPath, dir, ['--poll-ms', '50', '--host-uuid', `0c0d0e0f-1a1b-4c1d-8e1f-00000000c0${name === 'a' ? '0a' : '0b'}`]),
+      );
     for (const h of hosts) {
       const deadline = Date.now() + 10_000;
       while (!fs.existsSync(h.p('keep/file'))) {
@@ -57,7 +60,7 @@ const CYCLES = Number(process.env['FAMFS_CHURN_CYCLES'] ?? 100_000);
         await sleep(20);
       }
     }
-    const fd = fs.openSync(hosts[0]!.p('keep/file'), 'r');
+    const fd = fs.openSync(hosts[0].p('keep/file'), 'r');
     const got = Buffer.alloc(keep.size);
     const check = (when: string) => {
       got.fill(0);
@@ -92,7 +95,7 @@ const CYCLES = Number(process.env['FAMFS_CHURN_CYCLES'] ?? 100_000);
         }
         if (i % 5000 === 4999) {
           // let the event loop breathe and look where the hosts are
-          for (let k = 0; k < hosts.length; k++) hostGenerations[k]!.push((await hosts[k]!.ctl({ op: 'status' }))['logGeneration'] as number);
+          for (let k = 0; k < hosts.length; k++) hostGenerations[k].push((await hosts[k].ctl({ op: 'status' }))['logGeneration'] as number);
         }
       }
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -103,11 +106,17 @@ const CYCLES = Number(process.env['FAMFS_CHURN_CYCLES'] ?? 100_000);
         for (;;) {
           const st = await h.ctl({ op: 'status' });
           if (st['logIndex'] === m.tree.nextIndex && st['logGeneration'] === m.activeLog.generation) break;
-          assert.ok(Date.now() < deadline, `${h.name} did not catch up: ${JSON.stringify({ index: st['logIndex'], gen: st['logGeneration'] })} vs ${m.tree.nextIndex}/${m.activeLog.generation}`);
+          assert.ok(
+            Date.now() < deadline,
+            `${h.name} did not catch up: ${JSON.stringify({ index: st['logIndex'], gen: st['logGeneration'] })} vs ${m.tree.nextIndex}/${m.activeLog.generation}`,
+          );
           await sleep(50);
         }
         assert.deepEqual(fs.readdirSync(h.p('keep')).sort(), ['file', 'final']);
-        assert.deepEqual(fs.readdirSync(h.mountpoint).filter((n) => n !== '.meta'), ['keep']);
+        assert.deepEqual(
+          fs.readdirSync(h.mountpoint).filter((n) => n !== '.meta'),
+          ['keep'],
+        );
         assert.equal(fs.statSync(h.p('keep/file')).ino, 16 + keep.index, `${h.name}: the inode never changed`);
         assert.equal(fs.statSync(h.p('keep/final')).ino, 16 + f.index);
       }
@@ -116,7 +125,7 @@ const CYCLES = Number(process.env['FAMFS_CHURN_CYCLES'] ?? 100_000);
       assert.equal(report.clean, true, report.errors.join('; '));
       assert.equal(report.space!.collisions, 0);
       assert.ok(compactions >= Math.floor((CYCLES * 4) / logCapacity(DEFAULT_LOG_LEN)), `${compactions} compactions`);
-      for (const g of hostGenerations) assert.ok(g.length === 0 || g[g.length - 1]! > 0, 'hosts followed compacted generations during the churn');
+      for (const g of hostGenerations) assert.ok(g.length === 0 || g[g.length - 1] > 0, 'hosts followed compacted generations during the churn');
       console.log(
         `      churn: ${CYCLES} cycles (${CYCLES * 4} log entries) in ${seconds.toFixed(1)} s = ${(CYCLES / seconds).toFixed(0)} cycles/s; ` +
           `${compactions} compactions (generation ${m.activeLog.generation}); longest cycle ${longestMs.toFixed(1)} ms, longest with a compaction ${longestCompactingMs.toFixed(1)} ms; ` +

@@ -86,7 +86,10 @@ function fileBytes(dev: DaxDevice, f: FileNode): Buffer {
     forEachDeviceRun(keep.fmap, 0, keep.size, (devOff, _f, len) => dev.flush(devOff, len));
     keepSha = sha(data);
     const opts = ['--poll-ms', '50', '--ack-heartbeat-ms', '200'];
-    [a, b] = await Promise.all([FusedHost.start('a', devPath, dir, [...opts, '--host-uuid', HOST_A]), FusedHost.start('b', devPath, dir, [...opts, '--host-uuid', HOST_B])]);
+    [a, b] = await Promise.all([
+      FusedHost.start('a', devPath, dir, [...opts, '--host-uuid', HOST_A]),
+      FusedHost.start('b', devPath, dir, [...opts, '--host-uuid', HOST_B]),
+    ]);
   });
 
   after(async () => {
@@ -130,7 +133,10 @@ function fileBytes(dev: DaxDevice, f: FileNode): Buffer {
         assert.equal(fs.statSync(h.p('keep/file')).ino, 16 + keep.index, `${h.name}: inode of a live file is unchanged`);
         assert.equal(fs.statSync(h.p('keep/after')).ino, 16 + after.index);
         assert.deepEqual(fs.readdirSync(h.p('keep')).sort(), ['after', 'file']);
-        assert.deepEqual(fs.readdirSync(h.mountpoint).filter((n) => n !== '.meta'), ['keep']);
+        assert.deepEqual(
+          fs.readdirSync(h.mountpoint).filter((n) => n !== '.meta'),
+          ['keep'],
+        );
         assert.equal(fs.statSync(h.p('.meta/.log')).size, master.superblock.logLen);
       }
       buf.fill(0);
@@ -194,7 +200,11 @@ function fileBytes(dev: DaxDevice, f: FileNode): Buffer {
 });
 
 /** Runs `famfs compact` as a child; SIGKILLs it once it has printed `killAfter` progress lines. */
-function compactChild(device: string, killAfter: number | undefined, extra: string[]): Promise<{ code: number | null; signal: string | null; lines: string[] }> {
+function compactChild(
+  device: string,
+  killAfter: number | undefined,
+  extra: string[],
+): Promise<{ code: number | null; signal: string | null; lines: string[] }> {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [CLI, 'compact', '--progress', ...extra, device], {
       env: { ...process.env, FAMFS_SYSTEM_UUID: MASTER },
@@ -292,7 +302,9 @@ describe('famfs log compaction: kill -9 of famfs compact at every step @slow', f
     const sawOld = [...points.values()].some((p) => p.old > 0);
     const sawNew = [...points.values()].some((p) => p.new > 0);
     console.log(`      kill points: ${[...points.entries()].map(([l, p]) => `${l.replace('compact: ', '')}${p.new ? ' (new)' : ''}`).join(', ')}`);
-    console.log(`      kill points tried: ${points.size} distinct steps in ${iteration} kills (old generation kept at ${[...points.values()].reduce((n, p) => n + p.old, 0)}, new at ${[...points.values()].reduce((n, p) => n + p.new, 0)})`);
+    console.log(
+      `      kill points tried: ${points.size} distinct steps in ${iteration} kills (old generation kept at ${[...points.values()].reduce((n, p) => n + p.old, 0)}, new at ${[...points.values()].reduce((n, p) => n + p.new, 0)})`,
+    );
     assert.ok(points.size >= 50 && iteration >= 50, `only ${points.size} distinct kill points: ${[...points.keys()].join(', ')}`);
     assert.ok(sawOld && sawNew, 'kills landed both before and after the switch');
   });

@@ -91,9 +91,21 @@ describe('famfs log compaction: on-media format (docs/format.md, extension 3)', 
       f(b);
       return decodeLogGenRecord(b);
     };
-    assert.equal(bad((b) => b.writeUInt32LE(0, 12)), undefined, 'region 0 with an odd generation');
-    assert.equal(bad((b) => b.writeUInt32LE(9, 8)), undefined, 'unknown revision');
-    assert.equal(bad((b) => (b[30] ^= 1)), undefined, 'CRC');
+    assert.equal(
+      bad((b) => b.writeUInt32LE(0, 12)),
+      undefined,
+      'region 0 with an odd generation',
+    );
+    assert.equal(
+      bad((b) => b.writeUInt32LE(9, 8)),
+      undefined,
+      'unknown revision',
+    );
+    assert.equal(
+      bad((b) => (b[30] ^= 1)),
+      undefined,
+      'CRC',
+    );
   });
 
   it("a compacted log's header keeps famfs' layout: next_seqnum (next log index) may run ahead of next_index (slots)", () => {
@@ -186,7 +198,9 @@ describe('famfs log compaction (pkg/famfs)', () => {
         break;
       }
     }
-    for (const f of files) for (const e of f.fmap.kind === 'simple' ? f.fmap.extents : []) assert.ok(e.offset + e.len <= alt || e.offset >= alt + DEFAULT_LOG_LEN, 'file over the second log region');
+    for (const f of files)
+      for (const e of f.fmap.kind === 'simple' ? f.fmap.extents : [])
+        assert.ok(e.offset + e.len <= alt || e.offset >= alt + DEFAULT_LOG_LEN, 'file over the second log region');
     const r = fsck(media);
     assert.equal(r.clean, true, r.errors.join('; '));
   });
@@ -253,7 +267,10 @@ describe('famfs log compaction (pkg/famfs)', () => {
     assert.deepEqual(snapshot(seen.tree.nodes()), want);
     const r = other.compact();
     assert.equal(r.compacted, true);
-    assert.equal(code(() => fs.creat('late', 4096)), 'EFENCED');
+    assert.equal(
+      code(() => fs.creat('late', 4096)),
+      'EFENCED',
+    );
     assert.deepEqual(snapshot(FamfsFs.open(media, { readOnly: true }).tree.nodes()), want);
     assert.equal(fsck(media).clean, true);
   });
@@ -322,7 +339,10 @@ describe('famfs log compaction (pkg/famfs)', () => {
     media.buffer[at] ^= 0xff;
     const r = FamfsFs.open(media, { readOnly: true });
     assert.equal(r.activeLog.generation, 1);
-    assert.deepEqual(snapshot(r.tree.nodes()).filter((l) => !l.includes(' e')), want.filter((l) => !l.includes(' e')));
+    assert.deepEqual(
+      snapshot(r.tree.nodes()).filter((l) => !l.includes(' e')),
+      want.filter((l) => !l.includes(' e')),
+    );
   });
 
   it('a record left by an earlier file system on the device is never believed (mkfs clears them; the fs UUID binds them)', () => {
@@ -352,7 +372,10 @@ describe('famfs log compaction (pkg/famfs)', () => {
     assert.notEqual(v, FAMFS_VERSION);
     assert.notEqual(v, FAMFS_CSI_EXT_VERSION);
     assert.equal(validateSuperblock(media.read(0, SB.SIZE)).compacted, true);
-    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'EUNSUPPORTED');
+    assert.equal(
+      code(() => repair(media, { hostUuid: MASTER })),
+      'EUNSUPPORTED',
+    );
   });
 
   it('with the delete reserve, every live file and directory can be deleted on a full log, whatever hosts lag', () => {

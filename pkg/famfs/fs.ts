@@ -527,7 +527,7 @@ export class FamfsFs {
     if (this.tree.slotIndexes.length !== h.nextIndex) throw new FamfsError('ECORRUPT', `replayed ${this.tree.slotIndexes.length} slots but the header says ${h.nextIndex}; refusing to compact`);
     // One flag per log index of this generation (a typed array: this runs while a create waits).
     const slots = this.tree.slotIndexes;
-    const base = slots.length > 0 ? slots[0]! : 0;
+    const base = slots.length > 0 ? slots[0] : 0;
     const dropped = new Uint8Array(Math.max(0, this.tree.nextIndex - base));
     let pendingKept = 0;
     for (const d of this.tree.deletes) {
@@ -537,15 +537,15 @@ export class FamfsFs {
       } else pendingKept++;
     }
     const kept: number[] = [];
-    for (let slot = 0; slot < slots.length; slot++) if (dropped[slots[slot]! - base] === 0) kept.push(slot);
+    for (let slot = 0; slot < slots.length; slot++) if (dropped[slots[slot] - base] === 0) kept.push(slot);
     progress({ step: 'plan', done: kept.length, total: h.nextIndex });
     if (kept.length === h.nextIndex) return nothing(`no delete is known to every live host yet (${pendingKept} pending); nothing to reclaim`, pendingKept);
     // Entries are copied byte for byte (their CRC covers their log index); read only those kept.
     const image = Buffer.alloc(kept.length * LE.SIZE);
     for (let k = 0; k < kept.length; ) {
       let run = 1;
-      while (k + run < kept.length && kept[k + run] === kept[k]! + run) run++;
-      const at = from + entryOffset(kept[k]!);
+      while (k + run < kept.length && kept[k + run] === kept[k] + run) run++;
+      const at = from + entryOffset(kept[k]);
       this.media.invalidate(at, run * LE.SIZE);
       this.media.read(at, run * LE.SIZE).copy(image, k * LE.SIZE);
       k += run;
@@ -558,7 +558,7 @@ export class FamfsFs {
       // the record naming it is written. A crash before that leaves it free again.
       if (this.allocator.hasPending) this.allocator.reclaim(horizon);
       const fmap = this.allocator.place(logLen);
-      altOffset = fmap.kind === 'simple' ? fmap.extents[0]!.offset : 0;
+      altOffset = fmap.kind === 'simple' ? fmap.extents[0].offset : 0;
       progress({ step: 'region', done: altOffset });
     }
     const to = next % 2 === 0 ? LOG_OFFSET : altOffset;
@@ -909,7 +909,7 @@ export class FamfsFs {
  */
 function compareTrees(want: FamfsTree, got: FamfsTree, horizon: number): string | undefined {
   if (got.nextIndex !== want.nextIndex) return `next log index ${got.nextIndex}, want ${want.nextIndex}`;
-  if (got.problems.length > 0) return `replay reports ${got.problems[0]!.message}`;
+  if (got.problems.length > 0) return `replay reports ${got.problems[0].message}`;
   if (got.byIndex.size !== want.byIndex.size) return `${got.byIndex.size} live nodes, want ${want.byIndex.size}`;
   for (const [index, w] of want.byIndex) {
     const g = got.byIndex.get(index);

@@ -7,7 +7,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 
 import { controlRequest } from '../../pkg/fuse/control-client.js';
-import type { ControlReply } from '../../pkg/fuse/control-protocol.js';
 
 const FUSED = path.join(__dirname, '..', '..', 'cmd', 'famfs-fused.js');
 
@@ -44,8 +43,8 @@ export class FusedHost {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.output}`);
       try {
-        const st = await host.ctl({ op: 'status' }, 500);
-        if (st.ok) return host;
+        await host.ctl({ op: 'status' }, 500);
+        return host;
       } catch {
         /* not up yet */
       }
@@ -59,8 +58,11 @@ export class FusedHost {
     return path.join(this.mountpoint, rel);
   }
 
-  async ctl(req: Parameters<typeof controlRequest>[1], timeoutMs?: number): Promise<ControlReply & Record<string, unknown>> {
-    return (await controlRequest(this.socket, req, timeoutMs)) as ControlReply & Record<string, unknown>;
+  /** A control request; a refusal (ok: false) is thrown. */
+  async ctl(req: Parameters<typeof controlRequest>[1], timeoutMs?: number): Promise<Record<string, unknown>> {
+    const r = await controlRequest(this.socket, req, timeoutMs);
+    if (!r.ok) throw new Error(`famfs-fused ${this.name}: ${r.code}: ${r.error}`);
+    return r;
   }
 
   /** SIGTERM (after SIGCONT, in case a test stopped it) and wait; unmounts lazily if it hangs. */
