@@ -238,6 +238,33 @@ describe('famfs log compaction (pkg/famfs)', () => {
     assert.equal(fsck(media).clean, true);
   });
 
+  it('an append by another writer during a compaction makes it switch nothing (EAGAIN): that entry is never lost', () => {
+    const { media, fs } = fresh();
+    fs.creat('keep', 4096);
+    churn(fs, 20);
+    const other = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    let appended = false;
+    assert.equal(
+      code(() =>
+        fs.compact({
+          onProgress: (p) => {
+            if (p.step === 'verify' && !appended) {
+              appended = true;
+              other.creat('during', 4096);
+            }
+          },
+        }),
+      ),
+      'EAGAIN',
+    );
+    const seen = FamfsFs.open(media, { readOnly: true });
+    assert.equal(seen.activeLog.generation, 0);
+    assert.ok(seen.lookup('during'), 'the entry appended meanwhile is there');
+    assert.equal(fs.compact().compacted, true);
+    assert.ok(FamfsFs.open(media, { readOnly: true }).lookup('during'));
+    assert.equal(fsck(media).clean, true);
+  });
+
   it('a master that loses its fencing epoch during a compaction switches nothing (EFENCED), and the new master compacts', () => {
     const { media, fs } = fresh();
     const epoch = fs.takeOver(MASTER);

@@ -596,6 +596,12 @@ export class FamfsFs {
       progress({ step: 'superblock' });
     }
     this.checkFence();
+    // Another writer of this master host (famfs compact next to a running controller) may have
+    // appended since the plan: that entry is not in the new log, so do not switch.
+    const moved = this.reader.header();
+    if (moved.nextIndex !== h.nextIndex) {
+      throw new FamfsError('EAGAIN', `the log grew from ${h.nextIndex} to ${moved.nextIndex} entries during the compaction (another writer on this host); nothing was switched, try again`);
+    }
     writeLogGenRecord(this.media, { generation: next, region: next % 2 === 0 ? 0 : 1, fsUuid: this.sb.uuid, altOffset, epoch: this.opts.fenceEpoch ?? readExtBlock(this.media, this.sb.uuid)?.epoch ?? 0 });
     progress({ step: 'switch', done: next });
 
