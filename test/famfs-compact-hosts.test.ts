@@ -4,7 +4,7 @@
  * `famfs compact` at every step. The master is the test process (pkg/famfs) or the famfs CLI.
  */
 import { strict as assert } from 'assert';
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -224,6 +224,40 @@ function compactChild(
     });
   });
 }
+
+describe('famfs compact (the command line)', function () {
+  this.timeout(60_000);
+  it('says there is nothing to do on a log without deletes (device unchanged), compacts one with deletes, refuses a non-master', () => {
+    const p = `/dev/shm/famfs-compact-cli-${process.pid}-${randomBytes(3).toString('hex')}`;
+    try {
+      const dev = openDevice(p, { create: { size: 64 * MIB } });
+      FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: p });
+      const m = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 0 });
+      m.creat('a', 4096);
+      dev.close();
+      const run = (uuid: string, ...args: string[]) =>
+        spawnSync(process.execPath, [CLI, 'compact', ...args, p], { env: { ...process.env, FAMFS_SYSTEM_UUID: uuid }, encoding: 'utf8' });
+      const before = fs.readFileSync(p);
+      const r0 = run(MASTER);
+      assert.equal(r0.status, 0, r0.stderr);
+      assert.match(r0.stdout, /nothing to compact: the log never had a delete/);
+      assert.ok(fs.readFileSync(p).equals(before), 'not one byte changed');
+      const d = openDevice(p, {});
+      const w = FamfsFs.open(d, { hostUuid: MASTER, compactAt: 0 });
+      churn(w, 10, 'x');
+      d.close();
+      const r1 = run(MASTER, '--json');
+      assert.equal(r1.status, 0, r1.stderr);
+      const res = JSON.parse(r1.stdout) as { compacted: boolean; generation: number; entriesBefore: number; entriesAfter: number };
+      assert.deepEqual([res.compacted, res.generation, res.entriesBefore, res.entriesAfter], [true, 1, 41, 1]);
+      const r2 = run('0c0d0e0f-1a1b-4c1d-8e1f-999999999999');
+      assert.equal(r2.status, 1);
+      assert.match(r2.stderr, /not the famfs master/);
+    } finally {
+      fs.rmSync(p, { force: true });
+    }
+  });
+});
 
 describe('famfs log compaction: kill -9 of famfs compact at every step @slow', function () {
   this.timeout(600_000);
