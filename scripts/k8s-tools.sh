@@ -151,16 +151,19 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-# build_sidecar NAME MODULE VERSION CMDPKG
+# build_sidecar NAME MODULE VERSION CMDPKG [MODULE@VERSION...]
+# The optional MODULE@VERSION pins are for sub-modules the sidecar's own go.mod takes from a path
+# (`replace X => ./client`), which a wrapper cannot follow: they are pinned to the same release.
 build_sidecar() {
   local name="$1" module="$2" version="$3" pkg="$4"
+  shift 4
   have "$name" && { say "$name present"; return 0; }
   local dir="$WRAP/$name"
   new_wrapper "$dir"
   local gomod; gomod=$(gomod_of "$module" "$version")
   copy_replaces "$gomod" "$dir"
   (cd "$dir" &&
-    go get "$pkg@$version" &&
+    go get "$pkg@$version" "$@" &&
     go build -ldflags "-s -w -X main.version=$version" -o "$BIN/$name" "$pkg")
 }
 
@@ -169,8 +172,11 @@ build_sidecars() {
     "$PROVISIONER_VERSION" github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner
   timed csi-attacher build_sidecar csi-attacher github.com/kubernetes-csi/external-attacher/v4 \
     "$ATTACHER_VERSION" github.com/kubernetes-csi/external-attacher/v4/cmd/csi-attacher
+  # external-snapshotter takes its client module from ./client; unpinned, the newest client is chosen,
+  # which needs a newer client-go than the sidecar's (undefined: cache.ToListWatcherWithWatchListSemantics).
   timed csi-snapshotter build_sidecar csi-snapshotter github.com/kubernetes-csi/external-snapshotter/v8 \
-    "$SNAPSHOTTER_VERSION" github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter
+    "$SNAPSHOTTER_VERSION" github.com/kubernetes-csi/external-snapshotter/v8/cmd/csi-snapshotter \
+    "github.com/kubernetes-csi/external-snapshotter/client/v8@$SNAPSHOTTER_VERSION"
 }
 
 check() {

@@ -8,7 +8,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 
-export type K8sTool = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'helm' | 'csi-provisioner' | 'csi-attacher';
+export type K8sTool = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kubectl' | 'helm' | 'csi-provisioner' | 'csi-attacher' | 'csi-snapshotter';
 
 /** scripts/k8s-tools.sh targets; each builds the tools listed for it. */
 const TARGET_OF: Record<K8sTool, string> = {
@@ -19,6 +19,7 @@ const TARGET_OF: Record<K8sTool, string> = {
   helm: 'helm',
   'csi-provisioner': 'sidecars',
   'csi-attacher': 'sidecars',
+  'csi-snapshotter': 'sidecars',
 };
 
 export class K8sToolError extends Error {
