@@ -40,13 +40,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const id = env.createVolume('ext', 4 * MiB, { mode: 0o666 });
     const stateDir = path.join(env.dir, 'state-ext');
     const endpoint = `unix://${path.join(env.dir, 'ext.sock')}`;
-    driver = await startDriver({
-      mode: 'node', endpoint, devicePath: env.devicePath, deviceSize: 0, mkfs: false, nodeId: 'node-ext',
-      driverName: 'famfs.csi.cxl.io', stateDir, pool: 'test-pool', allowedPathRoots: [env.kubelet],
-      externalFuse: true, externalFuseWaitMs: 600, log: pino({ level: 'silent' }),
-    });
+    const start = (externalFuseWaitMs: number) =>
+      startDriver({
+        mode: 'node', endpoint, devicePath: env.devicePath, deviceSize: 0, mkfs: false, nodeId: 'node-ext',
+        driverName: 'famfs.csi.cxl.io', stateDir, pool: 'test-pool', allowedPathRoots: [env.kubelet],
+        externalFuse: true, externalFuseWaitMs, log: pino({ level: 'silent' }),
+      });
+    driver = await start(600);
     client = new CsiClient(endpoint, 30_000);
-    const fuse = driver.node!.fuse;
+    let fuse = driver.node!.fuse;
     const staging = env.staging('node-ext', id);
     const stage = { volume_id: id, staging_target_path: staging, volume_capability: SNW };
 
@@ -58,6 +60,16 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     assert.equal(fs.existsSync(fuse.pidFile), false, 'no server was spawned');
     assert.equal(await findMount(fuse.mountpoint), undefined, 'nothing mounted by the plugin');
     assert.equal(await findMount(staging), undefined, 'nothing staged');
+
+    // The plugin restarts with a wait that covers a famfs-fused start (seconds for a Node.js
+    // process on a loaded machine: 600 ms was only enough on an idle one) and finds nothing to restore.
+    client.close();
+    await driver.stop();
+    driver = await start(30_000);
+    client = new CsiClient(endpoint, 30_000);
+    fuse = driver.node!.fuse;
+    assert.equal(fs.existsSync(fuse.pidFile), false, 'a plugin start spawns no server either');
+    assert.equal(await findMount(fuse.mountpoint), undefined, 'nor mounts anything');
 
     // The chart's famfs-fused container, played by a process of ours on the same paths.
     fs.mkdirSync(fuse.mountpoint, { recursive: true });
