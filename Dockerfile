@@ -4,11 +4,18 @@
 #
 # Stage 1 compiles the native addon (node-addon-api + libfuse3) and the TypeScript; stage 2 carries
 # only what runs: node, the fuse3 runtime (fusermount3, libfuse3.so) and the production node_modules.
-# Not built in this project's CI (no container engine there); docs/install.md says how to build it.
+# Without a registry, point the base images at local ones (both stages need Debian bookworm with Node.js
+# >= 20.15 at /usr/local/bin/node):
+#   docker build --build-arg BUILD_IMAGE=my/node-build --build-arg RUNTIME_IMAGE=my/node-slim -t famfs-csi:dev .
+# `npm run cluster -- up` builds the runtime stage of this file without any container engine
+# (scripts/cluster-images.sh follows its instructions one by one), so keep that stage to FROM, RUN, WORKDIR,
+# COPY --from=build /src/..., ENV and ENTRYPOINT; docs/install.md says how to build it.
 
 ARG NODE_VERSION=20
+ARG BUILD_IMAGE=node:${NODE_VERSION}-bookworm
+ARG RUNTIME_IMAGE=node:${NODE_VERSION}-bookworm-slim
 
-FROM node:${NODE_VERSION}-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libfuse3-dev fuse3 pkg-config python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
@@ -26,7 +33,7 @@ RUN node native/build.js --force \
  && npx tsc -p . \
  && npm prune --omit=dev
 
-FROM node:${NODE_VERSION}-bookworm-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends fuse3 libfuse3-3 util-linux \
  && rm -rf /var/lib/apt/lists/*

@@ -59,6 +59,7 @@ async function main(): Promise<void> {
       '--kubelet-registration-dir <dir>',
       'node: register with the kubelet through this directory (<kubelet dir>/plugins_registry as mounted here); needs --kubelet-registration-path',
     )
+    .option('--wait-for-predecessor <ms>', 'when another plugin serves --endpoint (DaemonSet update), wait this long for it to exit instead of failing', (v: string) => Number(v), 0)
     .option('--kubelet-registration-path <path>', 'node: this plugin\'s CSI socket as the kubelet sees it (<kubelet dir>/plugins/<driver>/csi.sock)')
     .option(
       '--allowed-path-root <dir>',
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
     kubeletRegistrationDir?: string;
     kubeletRegistrationPath?: string;
     nodes?: string[];
+    waitForPredecessor: number;
   }>();
   if ((o.kubeletRegistrationDir === undefined) !== (o.kubeletRegistrationPath === undefined)) {
     program.error('famfs-csi: --kubelet-registration-dir and --kubelet-registration-path go together (the directory to register in, the CSI socket to name)');
@@ -123,6 +125,7 @@ async function main(): Promise<void> {
       ...(o.kubeletRegistrationDir !== undefined && o.kubeletRegistrationPath !== undefined
         ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
         : {}),
+      ...(o.waitForPredecessor > 0 ? { waitForPredecessorMs: o.waitForPredecessor } : {}),
       log,
     },
     ...(o.kubeconfig !== undefined ? { kubeconfigPath: o.kubeconfig } : {}),

@@ -73,6 +73,11 @@ async function main(): Promise<void> {
     .option('--log-level <level>', 'pino log level', 'info')
     .option('--takeover', 'take the live FUSE connection over from the server already running on this mount (restart/upgrade without unmounting)')
     .option('--foreground', 'stay in the foreground (the CSI node plugin and tests use this)')
+    .option(
+      '--container',
+      'run as a restartable container (the chart): take over a server already serving this mount (update), clear a dead mount a killed server left, create the mountpoint',
+    )
+    .option('--host-name <name>', "this host's name in the famfs host table (default $NODE_NAME, else the hostname)")
     .parse();
   const [device, mountpoint] = program.args as [string, string];
   const o = program.opts<CliOptions>();

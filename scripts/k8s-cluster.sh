@@ -11,6 +11,10 @@
 # collector...; attach-detach and node-lifecycle off, since there is no kubelet), for tests that need
 # claims to become Bound.
 #
+# scripts/cluster.sh (real kubelets) adds: K8S_SCHEDULER=1 (kube-scheduler), K8S_CM_CONTROLLERS (the
+# controller-manager's --controllers, e.g. with attachdetach), K8S_APISERVER_ARGS (extra flags, e.g. how to
+# reach kubelets), K8S_SERVICE_CIDR (default 10.0.0.0/24: no address of it is ever assigned or contacted).
+#
 # Credentials in DIR: ca.crt/key (self-signed), apiserver serving cert for 127.0.0.1, an admin client
 # cert (O=system:masters) used by DIR/kubeconfig, a service-account signing key pair, and tokens.csv
 # with static bearer tokens for non-admin test identities (see below).
@@ -132,11 +136,12 @@ start() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$dir/pki/sa.pub" \
     --service-account-signing-key-file="$dir/pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range="${K8S_SERVICE_CIDR:-10.0.0.0/24}" \
     --authorization-mode=RBAC \
     --allow-privileged=true \
     --profiling=false \
     --v=1 \
+    ${K8S_APISERVER_ARGS:-} \
     >"$dir/apiserver.log" 2>&1 </dev/null &
   echo $! >"$dir/apiserver.pid"
 
@@ -150,13 +155,24 @@ start() {
       --kubeconfig="$dir/kubeconfig" \
       --leader-elect=false \
       --secure-port=0 \
-      --controllers='*,-attachdetach,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
+      --controllers="${K8S_CM_CONTROLLERS:-*,-attachdetach,-nodelifecycle,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller}" \
       --service-account-private-key-file="$dir/pki/sa.key" \
       --root-ca-file="$dir/pki/ca.crt" \
       --use-service-account-credentials=false \
       --v=1 \
       >"$dir/controller-manager.log" 2>&1 </dev/null &
     echo $! >"$dir/controller-manager.pid"
+  fi
+
+  if [ "${K8S_SCHEDULER:-0}" = 1 ]; then
+    [ -x "$BIN/kube-scheduler" ] || die "$BIN/kube-scheduler missing: run scripts/k8s-tools.sh node"
+    setsid "$BIN/kube-scheduler" \
+      --kubeconfig="$dir/kubeconfig" \
+      --leader-elect=false \
+      --secure-port=0 \
+      --v=1 \
+      >"$dir/scheduler.log" 2>&1 </dev/null &
+    echo $! >"$dir/scheduler.pid"
   fi
 
   cat >"$dir/env" <<EOF
@@ -197,7 +213,7 @@ kill_pids() {
 stop() {
   local dir="$1"
   [ -d "$dir" ] || { say "$dir: nothing to stop"; return 0; }
-  kill_pids "$dir/controller-manager.pid" "$dir/apiserver.pid" "$dir/etcd.pid"
+  kill_pids "$dir/scheduler.pid" "$dir/controller-manager.pid" "$dir/apiserver.pid" "$dir/etcd.pid"
   rm -rf "$dir"
   say "stopped, removed $dir"
 }

@@ -16,7 +16,7 @@ import { NodeService } from './node';
 import { CsiClient } from './client';
 import { DEFAULT_ALLOWED_PATH_ROOTS } from './node-paths';
 import { KubeletRegistration } from './registration';
-import { CsiServer, parseEndpoint } from './server';
+import { CsiServer, parseEndpoint, socketIsLive } from './server';
 import { ControllerStore } from './store';
 import { Volumes } from './volumes';
 
@@ -61,6 +61,11 @@ export interface DriverConfig {
    * `csiEndpoint` (this plugin's CSI socket as the kubelet sees it) as where to reach us.
    */
   kubeletRegistration?: { registrationDir: string; csiEndpoint: string };
+  /**
+   * Another instance serves our unix endpoint (a DaemonSet update starts the new pod next to the old
+   * one): wait up to this long for it to go before doing anything, instead of failing. 0: fail at once.
+   */
+  waitForPredecessorMs?: number;
   /**
    * Told when the controller or the node plugin meets a memory error (failed device), with the
    * volume it concerns when known: Kubernetes Events and metrics hang off this. May repeat.
@@ -124,8 +129,24 @@ function openFamfs(cfg: DriverConfig, device: DaxDevice, created: boolean): Famf
   return FamfsFs.open(device, { hostUuid, hostName: cfg.nodeId, reserveDeleteEntries: true });
 }
 
+/** Waits while another process serves the unix endpoint (see DriverConfig.waitForPredecessorMs). */
+async function waitForPredecessor(cfg: DriverConfig): Promise<void> {
+  const ep = parseEndpoint(cfg.endpoint);
+  if (ep.kind !== 'unix' || !(cfg.waitForPredecessorMs && cfg.waitForPredecessorMs > 0)) return;
+  if (!(await socketIsLive(ep.path))) return;
+  cfg.log.info({ endpoint: cfg.endpoint, waitMs: cfg.waitForPredecessorMs }, 'another plugin serves this socket (update in progress): waiting for it to exit');
+  const deadline = Date.now() + cfg.waitForPredecessorMs;
+  while (await socketIsLive(ep.path)) {
+    if (Date.now() > deadline) throw new Error(`${ep.path}: another plugin still serves it after ${cfg.waitForPredecessorMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  cfg.log.info({ endpoint: cfg.endpoint }, 'the previous plugin is gone: starting');
+}
+
 export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
   const log = cfg.log;
+  // Before touching the device or any mount: the old plugin may still be restoring or serving them.
+  await waitForPredecessor(cfg);
   await fs.promises.mkdir(cfg.stateDir, { recursive: true, mode: 0o700 });
   const { device, created } = openOrCreateDevice(cfg);
   let famfs: FamfsFs;

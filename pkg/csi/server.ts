@@ -214,7 +214,7 @@ export class CsiServer {
 }
 
 /** True when something accepts connections on the unix socket at `p`. */
-function socketIsLive(p: string): Promise<boolean> {
+export function socketIsLive(p: string): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.connect(p);
     sock.once('connect', () => {

@@ -7,6 +7,7 @@ import pino from 'pino';
 import { systemUuid } from '../famfs/host-uuid.js';
 import { ControlServer, defaultControlSocket } from './control.js';
 import { completeHandover, requestHandover } from './handover.js';
+import { markSuperseded, planContainerStart, superseded } from './restart.js';
 import { FamfsFuseServer, type FuseServerOptions } from './server.js';
 
 export interface DaemonOptions {
@@ -24,6 +25,13 @@ export interface DaemonOptions {
   logLevel: string;
   /** Take the live FUSE connection over from the server already running on this mount. */
   takeover: boolean;
+  /**
+   * Run as a container Kubernetes restarts and replaces (restart.ts): take over a live server, clear a
+   * dead mount a killed server left, create the mountpoint; after handing over, never take it back.
+   */
+  container?: boolean;
+  /** This host's name in the famfs host table; default $NODE_NAME (the chart sets it), else the hostname. */
+  hostName?: string;
 }
 
 /** This host's famfs identity: the given one, else $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid (as every famfs tool). */
@@ -59,12 +67,25 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     zeroCopyReads: !o.copyReads,
     controlSocket: socketPath,
     hostUuid: hostUuid(o.hostUuid),
-    hostName: os.hostname(),
+    // The node's name where there is one: hostnames repeat across hostNetwork pods of one machine.
+    hostName: o.hostName ?? (process.env['NODE_NAME'] || os.hostname()),
     logger,
     onConnectionLost: () => void shutdown('connection lost', 1),
   };
   let server: FamfsFuseServer;
-  if (o.takeover) {
+  let takeover = o.takeover;
+  if (o.container === true && !takeover) {
+    if (superseded(socketPath)) {
+      // This pod's server handed its connection to a newer pod's (DaemonSet update) and the kubelet
+      // restarted this container: taking the connection back would undo the update. Idle until the pod goes.
+      logger.info({ socket: socketPath }, "this pod's FUSE server was superseded by a newer one: idle until terminated");
+      process.on('SIGTERM', () => process.exit(0));
+      setInterval(() => undefined, 1 << 30);
+      return;
+    }
+    takeover = (await planContainerStart(path.resolve(mountpoint), socketPath, logger)).kind === 'takeover';
+  }
+  if (takeover) {
     // Restart/upgrade without unmounting: take the live connection from the running server.
     const conn = await requestHandover(socketPath);
     server = FamfsFuseServer.adopt(serverOptions, conn);
@@ -89,6 +110,7 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
       // The new server owns the connection now: leave without unmounting.
       onHandedOver: () => {
         shuttingDown = true;
+        if (o.container === true) markSuperseded(socketPath);
         void control?.close();
         setImmediate(() => process.exit(0));
       },

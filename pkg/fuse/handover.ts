@@ -12,6 +12,7 @@
  * callers see a pause, not an error.
  */
 import * as fs from 'fs';
+import * as net from 'net';
 
 import { controlRequest } from './control-client.js';
 import { FuseError } from './errors.js';
@@ -53,12 +54,32 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Confirms to the old server, waits for it to exit, then finishes the adoption. */
+/** True while something accepts connections on the old server's control socket. */
+function controlSocketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Confirms to the old server, waits for it to exit, then finishes the adoption. The old server may run
+ * in another container (another pid namespace): its pid is then meaningless here — when it equals ours
+ * it cannot be the old server — so its exit is also seen as its control socket no longer answering
+ * (it closes it right before exiting).
+ */
 export async function completeHandover(server: FamfsFuseServer, controlSocket: string, conn: AdoptedConnection, timeoutMs = 10_000): Promise<void> {
   const r = await controlRequest(controlSocket, { op: 'handover-done' }, timeoutMs);
   if (!r.ok) throw new FuseError('EHANDOVER', `the old server did not accept the confirmation: ${r.error}`);
+  const pidVisible = conn.params.pid !== process.pid;
+  const gone = async (): Promise<boolean> => !(pidVisible && alive(conn.params.pid)) && !(await controlSocketAnswers(controlSocket));
   const deadline = Date.now() + timeoutMs;
-  while (alive(conn.params.pid) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
-  if (alive(conn.params.pid)) throw new FuseError('EHANDOVER', `old server (pid ${conn.params.pid}) did not exit`);
+  while (!(await gone()) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+  if (!(await gone())) throw new FuseError('EHANDOVER', `old server (pid ${conn.params.pid}) did not exit`);
+  if (!pidVisible) await new Promise((res) => setTimeout(res, 200)); // its last threads end with its process, just after the socket
   server.finishAdoption();
 }

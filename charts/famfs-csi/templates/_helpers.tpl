@@ -86,3 +86,26 @@ dnsPolicy: ClusterFirstWithHostNet
   value: {{ $port | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* True when pool.device is a file the /dev hostPath does not bring into the container: an emulation
+     file outside /dev, or one in /dev/shm, which the container runtime covers with the pod's own shm. */}}
+{{- define "famfs-csi.deviceNeedsOwnMount" -}}
+{{- if or (not (hasPrefix "/dev/" .Values.pool.device)) (hasPrefix "/dev/shm/" .Values.pool.device) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "famfs-csi.deviceMount" -}}
+{{- if include "famfs-csi.deviceNeedsOwnMount" . }}
+- name: pool-device
+  mountPath: {{ .Values.pool.device }}
+{{- end }}
+{{- end -}}
+
+{{- define "famfs-csi.deviceVolume" -}}
+{{- if include "famfs-csi.deviceNeedsOwnMount" . }}
+# An emulated device (a file): mounted by itself, so every container maps the host's file.
+- name: pool-device
+  hostPath:
+    path: {{ .Values.pool.device }}
+    type: File
+{{- end }}
+{{- end -}}

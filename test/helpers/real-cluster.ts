@@ -1,0 +1,172 @@
+// A local cluster with real kubelets and containerd (scripts/cluster.sh) for the real-node e2e tier:
+// start it in a fresh directory, run kubectl against it, look into a node's mount namespace, stop it.
+import { spawnSync, type SpawnSyncReturns } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { repoRoot, toolPath } from '../../pkg/k8s/toolchain';
+
+export const NAMESPACE = 'famfs-system';
+export const RELEASE = 'famfs-csi';
+
+export interface KubeResult {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+function script(): string {
+  return path.join(repoRoot(), 'scripts', 'cluster.sh');
+}
+
+export class RealCluster {
+  readonly kubeconfig: string;
+  readonly device: string;
+  readonly nodes: string[];
+  private stopped = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly upSeconds: number,
+    readonly upOutput: string,
+  ) {
+    const env = fs.readFileSync(path.join(dir, 'env'), 'utf8');
+    const get = (k: string): string => {
+      const m = new RegExp(`^export ${k}=(.*)$`, 'm').exec(env);
+      if (!m?.[1]) throw new Error(`${dir}/env lacks ${k}`);
+      return m[1];
+    };
+    this.kubeconfig = get('KUBECONFIG');
+    this.device = get('FAMFS_DEVICE');
+    this.nodes = this.kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ').filter(Boolean).sort(byAddress);
+  }
+
+  /** `scripts/cluster.sh up --nodes N --dir <fresh dir>`; throws with the script's output when it fails. */
+  static up(nodes: number): RealCluster {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-rn-'));
+    const t0 = Date.now();
+    const r = spawnSync(script(), ['up', '--nodes', String(nodes), '--dir', dir], { encoding: 'utf8', maxBuffer: 64 << 20 });
+    if (r.status !== 0) {
+      const down = spawnSync(script(), ['down', '--dir', dir], { encoding: 'utf8' });
+      throw new Error(`cluster.sh up failed (${String(r.status)}):\n${r.stderr.slice(-6000)}\n${r.stdout}\n(down: ${down.status} ${down.stderr.slice(-1000)})`);
+    }
+    return new RealCluster(dir, (Date.now() - t0) / 1000, r.stdout);
+  }
+
+  env(): NodeJS.ProcessEnv {
+    return { ...process.env, KUBECONFIG: this.kubeconfig };
+  }
+
+  run(tool: 'kubectl' | 'helm', args: readonly string[], input?: string): KubeResult {
+    const r: SpawnSyncReturns<string> = spawnSync(toolPath(tool), args, { env: this.env(), encoding: 'utf8', input, maxBuffer: 64 << 20 });
+    if (r.error) throw r.error;
+    return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** kubectl that must succeed; returns stdout. */
+  kubectl(args: readonly string[], input?: string): string {
+    const r = this.run('kubectl', args, input);
+    if (r.status !== 0) throw new Error(`kubectl ${args.join(' ')} exited ${r.status}: ${r.stderr}${r.stdout}`);
+    return r.stdout;
+  }
+
+  apply(yaml: string): void {
+    this.kubectl(['apply', '-f', '-'], yaml);
+  }
+
+  json<T = unknown>(args: readonly string[]): T {
+    return JSON.parse(this.kubectl([...args, '-o', 'json'])) as T;
+  }
+
+  /** Polls `check` (which returns a value when done) every 500 ms; throws `what` with the last state. */
+  async waitFor<T>(what: string, timeoutMs: number, check: () => T | undefined, state?: () => string): Promise<T> {
+    const end = Date.now() + timeoutMs;
+    let last: unknown;
+    for (;;) {
+      try {
+        const v = check();
+        if (v !== undefined) return v;
+      } catch (e) {
+        last = e;
+      }
+      if (Date.now() > end) {
+        const extra = state ? `\n${safe(state)}` : '';
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}${extra}`);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+
+  /** Phase of a pod ('' when it does not exist). */
+  podPhase(name: string, ns = 'default'): string {
+    const r = this.run('kubectl', ['-n', ns, 'get', 'pod', name, '-o', 'jsonpath={.status.phase}']);
+    return r.status === 0 ? r.stdout : '';
+  }
+
+  async waitPodPhase(name: string, phases: string[], timeoutMs: number, ns = 'default'): Promise<string> {
+    return this.waitFor(`pod ${ns}/${name} to be ${phases.join(' or ')}`, timeoutMs, () => {
+      const p = this.podPhase(name, ns);
+      return phases.includes(p) ? p : undefined;
+    }, () => this.describe('pod', name, ns));
+  }
+
+  logs(pod: string, ns = 'default', container?: string): string {
+    return this.kubectl(['-n', ns, 'logs', pod, ...(container ? ['-c', container] : [])]);
+  }
+
+  describe(kind: string, name: string, ns?: string): string {
+    const r = this.run('kubectl', [...(ns ? ['-n', ns] : []), 'describe', kind, name]);
+    return r.stdout + r.stderr;
+  }
+
+  /** The directory of node `name` (its containerd, kubelet, state). */
+  nodeDir(name: string): string {
+    return path.join(this.dir, 'nodes', name);
+  }
+
+  /** pid of a process that lives in node `name`'s mount namespace (its containerd). */
+  nodePid(name: string): number {
+    return Number(fs.readFileSync(path.join(this.nodeDir(name), 'containerd.pid'), 'utf8').trim());
+  }
+
+  /** Runs a command in node `name`'s mount namespace (what a shell on that machine would see). */
+  onNode(name: string, cmd: string[]): KubeResult {
+    const r = spawnSync('nsenter', ['-t', String(this.nodePid(name)), '-m', '--', ...cmd], { encoding: 'utf8' });
+    return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /** Mount points under the cluster directory as node `name` sees them. */
+  nodeMounts(name: string, under: string): string[] {
+    const r = this.onNode(name, ['cat', '/proc/self/mountinfo']);
+    return r.stdout
+      .split('\n')
+      .map((l) => l.split(' ')[4] ?? '')
+      .filter((m) => m.startsWith(under));
+  }
+
+  /** `ctr` against node `name`'s containerd. */
+  ctr(name: string, args: string[]): KubeResult {
+    const r = spawnSync('ctr', ['--address', path.join(this.nodeDir(name), 'containerd', 'containerd.sock'), '-n', 'k8s.io', ...args], { encoding: 'utf8' });
+    return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+  }
+
+  down(): { status: number; output: string } {
+    if (this.stopped) return { status: 0, output: '' };
+    this.stopped = true;
+    const r = spawnSync(script(), ['down', '--dir', this.dir], { encoding: 'utf8' });
+    return { status: r.status ?? -1, output: r.stdout + r.stderr };
+  }
+}
+
+function byAddress(a: string, b: string): number {
+  const n = (s: string): number => Number(s.split('.').pop());
+  return n(a) - n(b) || a.localeCompare(b);
+}
+
+function safe(f: () => string): string {
+  try {
+    return f();
+  } catch (e) {
+    return `(state unavailable: ${(e as Error).message})`;
+  }
+}
