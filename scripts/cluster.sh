@@ -238,7 +238,7 @@ up() {
   say "nodes: ${names[*]}"
   for i in $(seq 1 "$NODES"); do
     # The first node may host the controller (the famfs master); every node is attached to the memory.
-    local labels="famfs.csi.cxl.io/memory=attached"
+    local labels="famfs.csi.cxl.io/attached=true"
     [ "$i" = 1 ] && labels="$labels,famfs.csi.cxl.io/master-capable=true"
     start_node "${names[$((i - 1))]}" "$i" "$labels"
   done

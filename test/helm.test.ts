@@ -187,6 +187,8 @@ describe('helm chart charts/famfs-csi', function () {
       const ds = find<Workload>(objs, 'DaemonSet', '-node');
       const names = ds.spec.template.spec.containers.map((c) => c.name);
       assert.deepEqual(names, ['famfs-csi', 'famfs-fused']);
+      // Only on nodes labelled as attached to the memory: elsewhere the plugin could not open the device.
+      assert.deepEqual(ds.spec.template.spec.nodeSelector, { 'famfs.csi.cxl.io/attached': 'true' });
       const drv = container(ds, 'famfs-csi');
       assert.equal(drv.securityContext?.privileged, true);
       assert.ok(drv.args?.includes('--mode=node'));
@@ -196,7 +198,10 @@ describe('helm chart charts/famfs-csi', function () {
 
       const fused = container(ds, 'famfs-fused');
       assert.equal(fused.securityContext?.privileged, true);
-      assert.match(fused.args?.join(' ') ?? '', /exec famfs-fused "\$\(FAMFS_DEVICE\)" "\$\(FAMFS_FUSE_MOUNTPOINT\)" --foreground\s+--control-socket "\$\(FAMFS_CONTROL_SOCKET\)"/);
+      // No shell: a `$(dirname "$(VAR)")` in a shell line is a Kubernetes variable reference, not a command substitution.
+      assert.deepEqual((fused as Container & { command?: string[] }).command, ['famfs-fused']);
+      assert.deepEqual(fused.args?.slice(0, 5), ['$(FAMFS_DEVICE)', '$(FAMFS_FUSE_MOUNTPOINT)', '--foreground', '--container', '--control-socket=$(FAMFS_CONTROL_SOCKET)']);
+      for (const a of fused.args ?? []) assert.ok(!/\$\([a-z]/.test(a), `shell syntax Kubernetes would expand: ${a}`);
       // The paths the node plugin looks for its FUSE server at (pkg/fuse/supervisor.ts).
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/mnt/pool0');
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_CONTROL_SOCKET')?.value, '/var/lib/famfs-csi/fused/pool0/sock');
@@ -351,6 +356,8 @@ describe('helm chart charts/famfs-csi', function () {
         const drv = container(w, 'famfs-csi');
         assert.ok(drv.args?.some((a) => /^--health-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
         assert.ok(drv.args?.some((a) => /^--metrics-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
+        // Declared ports would be host ports: the surge pod of an update could never be scheduled next to the old one.
+        for (const x of w.spec.template.spec.containers) assert.equal((x as Container & { ports?: unknown[] }).ports, undefined, `${w.kind}/${x.name} declares ports`);
       }
       const dep = find<Workload>(objs, 'Deployment');
       for (const name of ['famfs-csi', 'csi-provisioner', 'csi-attacher']) {

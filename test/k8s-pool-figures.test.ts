@@ -2,7 +2,7 @@ import { strict as assert } from 'assert';
 import { entryOffset, FamfsFs, LE, LOG_OFFSET, releaseQuarantine, repair } from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
 import { objectDirRelpath, objectFileRelpath, snapshotIdForName, volumeIdForName } from '../pkg/csi/names';
-import { poolFigures, volumeCount } from '../pkg/k8s/pool-status-loop';
+import { hostReports, poolFigures, volumeCount, type FamfsView } from '../pkg/k8s/pool-status-loop';
 
 describe('FamfsPool figures', () => {
   it('counts CSI volumes only (not snapshots, not the controller metadata file)', () => {
@@ -75,5 +75,24 @@ describe('FamfsPool figures', () => {
     assert.equal(e.silentSeconds, 60);
     assert.deepEqual(e.reusable, [objectFileRelpath(id)]);
     assert.equal(e.reusableBytes, 4 << 20);
+  });
+});
+
+describe('FamfsPool status.nodes entries', () => {
+  const view = (hosts: ReturnType<FamfsView['hostLiveness']>): FamfsView => ({
+    usage: () => ({ deviceBytes: 0, freeBytes: 0, largestFreeBytes: 0, pendingFreeBytes: 0, logEntriesUsed: 10, logEntriesTotal: 100, files: 0, quarantinedEntries: 0, quarantinedBytes: 0 }),
+    hostLiveness: () => hosts,
+    evictionReport: () => [],
+    lookup: () => undefined,
+  });
+  it('two hosts with one host name get distinct entry names (status.nodes is a list-map keyed by name)', () => {
+    const r = hostReports(view([
+      { hostUuid: 'aaaaaaaa-0000-4000-8000-000000000001', ackedIndex: 10, live: true, silentMs: 0, name: 'vm' },
+      { hostUuid: 'bbbbbbbb-0000-4000-8000-000000000002', ackedIndex: 9, live: true, silentMs: 0, name: 'vm' },
+      { hostUuid: 'cccccccc-0000-4000-8000-000000000003', ackedIndex: 10, live: true, silentMs: 0, name: 'node-c' },
+    ]));
+    assert.deepEqual(r.map((x) => x.name), ['vm (aaaaaaaa)', 'vm (bbbbbbbb)', 'node-c']);
+    assert.equal(new Set(r.map((x) => x.name)).size, 3);
+    assert.equal(r[1]?.lagEntries, 1);
   });
 });

@@ -8,7 +8,7 @@ import { strict as assert } from 'assert';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ensureK8sTools, k8sTestsSkipped, repoRoot } from '../pkg/k8s/toolchain';
+import { ensureK8sTools, k8sTestsSkipped, repoRoot } from './helpers/toolchain';
 import { NAMESPACE, RealCluster, RELEASE } from './helpers/real-cluster';
 
 const BUSYBOX = 'famfs-csi.local/busybox:1';
@@ -197,6 +197,110 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     transcript('kubectl describe pod fsgroup (FailedMount)', c.describe('pod', 'fsgroup', NS));
     c.kubectl(['delete', 'pod', 'fsgroup', '--wait=true']);
     c.kubectl(['delete', 'pvc', 'grouped', '--wait=false']);
+  });
+
+  /** The containerd id of a container of one of the chart's node pods on `node`. */
+  const chartContainer = (node: string, container: string): { pod: string; id: string; restarts: number } => {
+    const pods = c.json<{ items: { metadata: { name: string }; spec: { nodeName: string }; status: { containerStatuses?: { name: string; containerID?: string; restartCount: number }[] } }[] }>([
+      '-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node',
+    ]).items.filter((p) => p.spec.nodeName === node);
+    assert.equal(pods.length, 1, `node pods on ${node}: ${pods.map((p) => p.metadata.name).join(',')}`);
+    const st = pods[0]?.status.containerStatuses?.find((x) => x.name === container);
+    assert.ok(st?.containerID, `${container} on ${node} has no container id`);
+    return { pod: pods[0]?.metadata.name ?? '', id: st.containerID.replace(/^containerd:\/\//, ''), restarts: st.restartCount };
+  };
+
+  const killContainer = (node: string, container: string): number => {
+    const before = chartContainer(node, container);
+    const r = c.ctr(node, ['tasks', 'kill', '-s', 'SIGKILL', before.id]);
+    assert.equal(r.status, 0, `ctr tasks kill: ${r.stderr}`);
+    return before.restarts;
+  };
+
+  const waitRestarted = async (node: string, container: string, restartsBefore: number): Promise<void> => {
+    await c.waitFor(`${container} on ${node} restarted and Ready`, 120_000, () => {
+      const pods = c.json<{ items: { spec: { nodeName: string }; status: { containerStatuses?: { name: string; ready: boolean; restartCount: number }[] } }[] }>([
+        '-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node',
+      ]).items.filter((p) => p.spec.nodeName === node);
+      const st = pods[0]?.status.containerStatuses?.find((x) => x.name === container);
+      return st !== undefined && st.restartCount > restartsBefore && st.ready ? true : undefined;
+    });
+  };
+
+  /** A pod that reads its volume in a loop and prints one line per round: "ok <sha prefix>" or "err <message>". */
+  const readerLoop = `while true; do if ls /data >/dev/null 2>/tmp/e && head -c ${PATTERN_BYTES} /data/data >/tmp/x 2>>/tmp/e; then echo "ok $(sha256sum </tmp/x | cut -c1-16)"; else echo "err $(cat /tmp/e)"; fi; sleep 0.3; done`;
+  const loopLines = (pod: string): string[] => c.logs(pod).split('\n').filter(Boolean);
+
+  it('fault: kill -9 of the node plugin container while a pod reads: the pod keeps reading', async function () {
+    this.timeout(4 * 60_000);
+    c.apply(pvcYaml('steady', 'famfs-serial', 'ReadWriteOnce'));
+    c.apply(podYaml('steady-load', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null`, { node: nodeA, claim: 'steady' }));
+    await c.waitPodPhase('steady-load', ['Succeeded', 'Failed'], 180_000);
+    assert.equal(c.podPhase('steady-load'), 'Succeeded', c.logs('steady-load'));
+    c.kubectl(['delete', 'pod', 'steady-load', '--wait=true']);
+    c.apply(podYaml('steady', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
+    await c.waitPodPhase('steady', ['Running'], 120_000);
+    await c.waitFor('the reader\'s first rounds', 30_000, () => (loopLines('steady').length >= 3 ? true : undefined));
+    const restarts = killContainer(nodeA, 'famfs-csi');
+    const mark = loopLines('steady').length;
+    await waitRestarted(nodeA, 'famfs-csi', restarts);
+    await new Promise((r) => setTimeout(r, 2000));
+    const after = loopLines('steady').slice(mark);
+    assert.ok(after.length >= 3, `the reader stalled: ${after.length} rounds since the kill`);
+    const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
+    assert.deepEqual([...new Set(loopLines('steady'))], [want], `reads failed or changed around the plugin's restart:\n${loopLines('steady').slice(-10).join('\n')}`);
+  });
+
+  it('fault: kill -9 of the FUSE server container: no wedged node, no manual umount; the volume serves again', async function () {
+    this.timeout(5 * 60_000);
+    const restarts = killContainer(nodeA, 'famfs-fused');
+    await waitRestarted(nodeA, 'famfs-fused', restarts);
+    const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
+    // The running pod either resumed (its mount survived) or says why it cannot read (never a hang).
+    const mark = loopLines('steady').length;
+    await c.waitFor('the reader to report after the FUSE server restart', 60_000, () => (loopLines('steady').length >= mark + 3 ? true : undefined));
+    const tail = loopLines('steady').slice(-3);
+    for (const l of tail) assert.ok(l === want || /^err .*(not connected|Input\/output error|No such device)/i.test(l), `unclear outcome: ${l}`);
+    transcript('reader on node A after kill -9 of famfs-fused (last lines)', tail.join('\n'));
+    // The node is not wedged: the same volume serves a new pod on that node, nobody ran umount.
+    c.kubectl(['delete', 'pod', 'steady', '--wait=true']);
+    c.apply(podYaml('steady2', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
+    await c.waitPodPhase('steady2', ['Running'], 120_000);
+    await c.waitFor('the new reader to read the bytes', 60_000, () => (loopLines('steady2').includes(want) ? true : undefined), () => loopLines('steady2').slice(-5).join('\n') + c.describe('pod', 'steady2', NS));
+  });
+
+  it('helm upgrade to a new image tag while a pod reads: the FUSE server is taken over, the pod keeps its data access', async function () {
+    this.timeout(6 * 60_000);
+    const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
+    const mark = loopLines('steady2').length;
+    const oldPods = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ');
+    const up = c.run('helm', ['upgrade', RELEASE, path.join(repoRoot(), 'charts', 'famfs-csi'), '-n', NAMESPACE, '--reuse-values', '--set', 'image.famfs.tag=next']);
+    assert.equal(up.status, 0, up.stderr);
+    c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `daemonset/${RELEASE}-node`, '--timeout=240s']);
+    c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `deployment/${RELEASE}-controller`, '--timeout=180s']);
+    const newPods = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ');
+    assert.ok(!newPods.some((p) => oldPods.includes(p)), `node pods were not replaced: ${newPods.join(' ')}`);
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = loopLines('steady2').slice(mark);
+    assert.ok(during.length >= 5, `the reader stalled during the upgrade: ${during.length} rounds`);
+    assert.deepEqual([...new Set(during)], [want], `reads failed during the upgrade:\n${during.filter((l) => l !== want).slice(0, 5).join('\n')}`);
+    transcript('kubectl get pods -A -o wide (after helm upgrade)', c.kubectl(['get', 'pods', '-A', '-o', 'wide']));
+    c.kubectl(['delete', 'pod', 'steady2', '--wait=true']);
+  });
+
+  it('a node without the memory label gets no node plugin (no crash loop), and registers again when labelled', async function () {
+    this.timeout(4 * 60_000);
+    c.kubectl(['label', 'node', nodeB, 'famfs.csi.cxl.io/attached-']);
+    await c.waitFor(`no node plugin pod on ${nodeB}`, 120_000, () => {
+      const on = c.json<{ items: { spec: { nodeName: string } }[] }>(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node']).items.filter((p) => p.spec.nodeName === nodeB);
+      return on.length === 0 ? true : undefined;
+    });
+    c.kubectl(['label', 'node', nodeB, 'famfs.csi.cxl.io/attached=true']);
+    c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `daemonset/${RELEASE}-node`, '--timeout=180s']);
+    await c.waitFor(`the driver registered again on ${nodeB}`, 60_000, () => {
+      const o = c.json<{ spec: { drivers?: { name: string }[] | null } }>(['get', 'csinode', nodeB]);
+      return o.spec.drivers?.some((d) => d.name === 'famfs.csi.cxl.io') ? true : undefined;
+    });
   });
 
   it('cleanup: deleting pods and PVCs returns every byte to the pool, leaves no mount and no VolumeAttachment', async function () {

@@ -76,10 +76,16 @@ export function poolFigures(fs: FamfsView, device: string, master: MasterInfo): 
 
 export function hostReports(fs: FamfsView): NodeReport[] {
   const next = fs.usage().logEntriesUsed;
-  return fs.hostLiveness().map((h) => {
+  const hosts = fs.hostLiveness();
+  // status.nodes is a list-map keyed by name: two hosts that call themselves the same (hostNetwork pods
+  // on machines with one hostname) would make the API server refuse every status write. Their UUIDs differ.
+  const seen = new Map<string, number>();
+  for (const h of hosts) seen.set(h.name || h.hostUuid, (seen.get(h.name || h.hostUuid) ?? 0) + 1);
+  return hosts.map((h) => {
+    const base = h.name || h.hostUuid;
     const lag = Math.max(0, next - h.ackedIndex);
     return {
-      name: h.name || h.hostUuid,
+      name: (seen.get(base) ?? 0) > 1 ? `${base} (${h.hostUuid.slice(0, 8)})` : base,
       replayedEntries: h.ackedIndex,
       lagEntries: lag,
       healthy: h.live,

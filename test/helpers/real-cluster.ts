@@ -4,7 +4,7 @@ import { spawnSync, type SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { repoRoot, toolPath } from '../../pkg/k8s/toolchain';
+import { repoRoot, toolPath } from './toolchain';
 
 export const NAMESPACE = 'famfs-system';
 export const RELEASE = 'famfs-csi';
