@@ -283,7 +283,9 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     await new Promise((r) => setTimeout(r, 3000));
     const during = loopLines('steady2').slice(mark);
     assert.ok(during.length >= 5, `the reader stalled during the upgrade: ${during.length} rounds`);
-    assert.deepEqual([...new Set(during)], [want], `reads failed during the upgrade:\n${during.filter((l) => l !== want).slice(0, 5).join('\n')}`);
+    const fusedLogs = (): string =>
+      newPods.map((p) => `== ${p}\n${c.run('kubectl', ['-n', NAMESPACE, 'logs', p, '-c', 'famfs-fused', '--tail=15']).stdout}`).join('\n');
+    assert.deepEqual([...new Set(during)], [want], `reads failed during the upgrade:\n${during.filter((l) => l !== want).slice(0, 5).join('\n')}\n${fusedLogs()}`);
     transcript('kubectl get pods -A -o wide (after helm upgrade)', c.kubectl(['get', 'pods', '-A', '-o', 'wide']));
     c.kubectl(['delete', 'pod', 'steady2', '--wait=true']);
   });

@@ -7,7 +7,7 @@ import pino from 'pino';
 import { systemUuid } from '../famfs/host-uuid.js';
 import { ControlServer, defaultControlSocket } from './control.js';
 import { completeHandover, requestHandover } from './handover.js';
-import { markSuperseded, planContainerStart, superseded } from './restart.js';
+import { markServing, markSuperseded, planContainerStart, superseded } from './restart.js';
 import { FamfsFuseServer, type FuseServerOptions } from './server.js';
 
 export interface DaemonOptions {
@@ -98,6 +98,7 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ why }, 'shutting down');
+    if (o.container === true) markServing(socketPath, false);
     server.stop();
     await control?.close();
     process.exit(code);
@@ -110,7 +111,10 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
       // The new server owns the connection now: leave without unmounting.
       onHandedOver: () => {
         shuttingDown = true;
-        if (o.container === true) markSuperseded(socketPath);
+        if (o.container === true) {
+          markServing(socketPath, false);
+          markSuperseded(socketPath);
+        }
         void control?.close();
         setImmediate(() => process.exit(0));
       },
@@ -121,6 +125,7 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     return;
   }
   logger.info({ socket: socketPath }, 'control socket listening');
+  if (o.container === true) markServing(socketPath, true);
   // Keep the process alive: the FUSE threads are not libuv handles.
   setInterval(() => undefined, 1 << 30);
 }

@@ -70,3 +70,20 @@ export function superseded(controlSocket: string): boolean {
   const m = supersededMarker(controlSocket);
   return m !== undefined && fs.existsSync(m);
 }
+
+/**
+ * Readiness of a container-mode server: a file next to the control socket, named after the pod, that
+ * exists while this pod's server owns the connection. The chart's readinessProbe tests it, so a
+ * DaemonSet update deletes the old pod only after the new pod's server has taken the connection over.
+ */
+export function servingMarker(controlSocket: string, podUid = process.env['POD_UID']): string | undefined {
+  const m = supersededMarker(controlSocket, podUid);
+  return m === undefined ? undefined : m.replace(/\.superseded-/, '.serving-');
+}
+
+export function markServing(controlSocket: string, serving: boolean): void {
+  const m = servingMarker(controlSocket);
+  if (m === undefined) return;
+  if (serving) fs.writeFileSync(m, `${process.pid}\n`, { mode: 0o600 });
+  else fs.rmSync(m, { force: true });
+}
