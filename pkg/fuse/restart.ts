@@ -32,8 +32,10 @@ async function liveServerPid(controlSocket: string, timeoutMs: number): Promise<
 
 /** Decides how to start (see above) and prepares the mountpoint for a fresh mount. */
 export async function planContainerStart(mountpoint: string, controlSocket: string, log: Logger, timeoutMs = 3000): Promise<StartPlan> {
+  // (Its pid is the one in its own pid namespace: 1 in a container, like ours. We have not listened
+  // yet, so whoever answers is another process.)
   const pid = await liveServerPid(controlSocket, timeoutMs);
-  if (pid !== undefined && pid !== process.pid) {
+  if (pid !== undefined) {
     log.info({ pid, controlSocket }, 'a famfs FUSE server already serves this mount: taking its connection over');
     return { kind: 'takeover', pid };
   }
