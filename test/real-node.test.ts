@@ -274,7 +274,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
     const mark = loopLines('steady2').length;
     const oldPods = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ');
-    const up = c.run('helm', ['upgrade', RELEASE, path.join(repoRoot(), 'charts', 'famfs-csi'), '-n', NAMESPACE, '--reuse-values', '--set', 'image.famfs.tag=next']);
+    const up = c.run('helm', ['upgrade', RELEASE, path.join(repoRoot(), 'charts', 'famfs-csi'), '-n', NAMESPACE, '--reset-then-reuse-values', '--set', 'image.famfs.tag=next']);
     assert.equal(up.status, 0, up.stderr);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `daemonset/${RELEASE}-node`, '--timeout=240s']);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `deployment/${RELEASE}-controller`, '--timeout=180s']);
