@@ -185,8 +185,17 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
 
   it('a mount the plugin refuses shows a FailedMount event that says what to do', async function () {
     this.timeout(3 * 60_000);
-    c.apply(pvcYaml('grouped', 'famfs-serial', 'ReadWriteOnce'));
-    // fsGroup 4242 on a volume owned by gid 0: famfs cannot chown per pod; the plugin refuses and names the fix.
+    // A class whose files only their owner (uid 0) may use: a pod with fsGroup 4242 cannot, and famfs cannot
+    // chown per pod; the plugin refuses and names the StorageClass parameters that fix it.
+    c.apply(`apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: { name: famfs-private, labels: { famfs-test: real-node } }
+provisioner: famfs.csi.cxl.io
+parameters: { sharing: serial, mode: "0600" }
+reclaimPolicy: Delete
+volumeBindingMode: WaitForFirstConsumer
+`);
+    c.apply(pvcYaml('grouped', 'famfs-private', 'ReadWriteOnce'));
     c.apply(podYaml('fsgroup', 'sleep 3600', { node: nodeA, claim: 'grouped', fsGroup: 4242 }));
     const ev = await c.waitFor('a FailedMount event for pod fsgroup', 120_000, () => {
       const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
@@ -278,8 +287,11 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     assert.equal(up.status, 0, up.stderr);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `daemonset/${RELEASE}-node`, '--timeout=240s']);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `deployment/${RELEASE}-controller`, '--timeout=180s']);
-    const newPods = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ');
-    assert.ok(!newPods.some((p) => oldPods.includes(p)), `node pods were not replaced: ${newPods.join(' ')}`);
+    // The old pods go once the new ones are Ready (their FUSE servers took over); wait for them to be gone.
+    const newPods = await c.waitFor('the old node pods to be gone', 120_000, () => {
+      const now = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ').filter(Boolean);
+      return now.length === c.nodes.length && !now.some((p) => oldPods.includes(p)) ? now : undefined;
+    }, () => c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-o', 'wide']));
     await new Promise((r) => setTimeout(r, 3000));
     const during = loopLines('steady2').slice(mark);
     assert.ok(during.length >= 5, `the reader stalled during the upgrade: ${during.length} rounds`);
@@ -310,6 +322,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     c.kubectl(['delete', 'pod', '-l', 'famfs-test=real-node', '--wait=true']);
     c.kubectl(['delete', 'pvc', '-l', 'famfs-test=real-node', '--wait=true']);
     await c.waitFor('no PersistentVolumes', 120_000, () => (c.json<{ items: unknown[] }>(['get', 'pv']).items.length === 0 ? true : undefined), () => c.kubectl(['get', 'pv']));
+    c.kubectl(['delete', 'storageclass', '-l', 'famfs-test=real-node', '--wait=true']);
     await c.waitFor('no VolumeAttachments', 120_000, () => (c.json<{ items: unknown[] }>(['get', 'volumeattachments']).items.length === 0 ? true : undefined));
     await c.waitFor(`FamfsPool freeBytes back to ${initialFree}`, 120_000, () => (pool().freeBytes === initialFree && (pool().pendingFreeBytes ?? 0) === 0 ? true : undefined), () => JSON.stringify(pool()));
     for (const n of c.nodes) {
