@@ -300,6 +300,31 @@ export class NodeService {
     return r.staticPath !== undefined ? `/${r.staticPath}` : this.expectedRoot(r.volumeId, kind);
   }
 
+  /** Writes the staged record of a volume (dynamic or static: `where` says what is bound from where). */
+  private async recordStaged(
+    volumeId: string,
+    staging: string,
+    where: Pick<StagedVolume, 'source' | 'fileRelpath' | 'staticPath'>,
+    profile: AccessProfile,
+    readOnly: boolean,
+    flags: string[],
+  ): Promise<void> {
+    const rec: StagedVolume = {
+      volumeId,
+      stagingPath: staging,
+      famfsMount: this.fuse.mountpoint,
+      ...where,
+      readOnly,
+      accessMode: profile.mode,
+      kind: profile.kind,
+      flags,
+      stagedAt: new Date().toISOString(),
+    };
+    await this.store.update((d) => {
+      d.staged[staging] = rec;
+    });
+  }
+
   /**
    * NodeStage of a static path: catch up until it shows, take its files over (invalidate), and bind a
    * directory onto the staging path. A file is bound at publish (into the target), nothing at staging.
@@ -340,22 +365,11 @@ export class NodeService {
       await unmountAll(staging);
       await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
     }
-    const rec: StagedVolume = {
-      volumeId: req.volume_id,
-      stagingPath: staging,
-      famfsMount: this.fuse.mountpoint,
+    await this.recordStaged(req.volume_id, staging, {
       source: this.fuse.hostPath(sp.relpath),
       ...(node.kind === 'file' ? { fileRelpath: sp.relpath } : {}),
       staticPath: sp.relpath,
-      readOnly,
-      accessMode: profile.mode,
-      kind: profile.kind,
-      flags,
-      stagedAt: new Date().toISOString(),
-    };
-    await this.store.update((d) => {
-      d.staged[staging] = rec;
-    });
+    }, profile, readOnly, flags);
     this.log.info({ volume: req.volume_id, path: sp.relpath, staging, files: files.length, readOnly, mode: profile.mode }, 'static volume staged (caught up, caches invalidated)');
     return {};
   }
@@ -493,21 +507,10 @@ export class NodeService {
       }
       await this.takeOver(req.volume_id, deadline);
       await this.bindStaging(req.volume_id, staging, readOnly, flags);
-      const rec: StagedVolume = {
-        volumeId: req.volume_id,
-        stagingPath: staging,
-        famfsMount: this.fuse.mountpoint,
+      await this.recordStaged(req.volume_id, staging, {
         source: this.fuse.hostPath(objectDirRelpath(req.volume_id)),
         fileRelpath: objectFileRelpath(req.volume_id),
-        readOnly,
-        accessMode: profile.mode,
-        kind: profile.kind,
-        flags,
-        stagedAt: new Date().toISOString(),
-      };
-      await this.store.update((d) => {
-        d.staged[staging] = rec;
-      });
+      }, profile, readOnly, flags);
       this.log.info({ volume: req.volume_id, staging, size: file.size, readOnly, mode: profile.mode }, 'volume staged (caught up, caches invalidated)');
       return {};
     });

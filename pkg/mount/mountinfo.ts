@@ -107,11 +107,16 @@ export async function probeConnection(p: string): Promise<{ health: PathHealth; 
     await fs.promises.statfs(p);
     return { health: 'ok' };
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOTCONN') return { health: 'disconnected', error: err };
-    if (err.code === 'ENOENT') return { health: 'missing', error: err };
-    return { health: 'error', error: err };
+    return probeFailure(e);
   }
+}
+
+/** The health a failed stat/statfs reports: ENOTCONN is a dead FUSE connection, ENOENT a missing path. */
+function probeFailure(e: unknown): { health: PathHealth; error: NodeJS.ErrnoException } {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === 'ENOTCONN') return { health: 'disconnected', error: err };
+  if (err.code === 'ENOENT') return { health: 'missing', error: err };
+  return { health: 'error', error: err };
 }
 
 /**
@@ -126,9 +131,6 @@ export async function probePath(p: string): Promise<{ health: PathHealth; error?
     await fs.promises.statfs(p);
     return { health: 'ok' };
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOTCONN') return { health: 'disconnected', error: err };
-    if (err.code === 'ENOENT') return { health: 'missing', error: err };
-    return { health: 'error', error: err };
+    return probeFailure(e);
   }
 }
