@@ -122,7 +122,9 @@ phase_end
 # Other work in the same checkout may rebuild dist/ or the addon while the guests run; they run a
 # copy (inside the checkout, so node_modules still resolves by walking up to $PROJ/node_modules).
 phase_start snapshot
-SNAP="$CACHE/snap"
+# Not under $CACHE: the guests see only $PROJ (9p), and a checkout's .cache may be a symlink to a
+# cache shared by several checkouts (git worktrees), which the guests cannot follow.
+SNAP="$PROJ/.devdax-snap"
 rm -rf "$SNAP"; mkdir -p "$SNAP/build/Release"
 [[ -d "$PROJ/dist/cmd" ]] || fatal "$PROJ/dist is not built (npm run build)"
 cp -a "$PROJ/dist" "$SNAP/dist"
