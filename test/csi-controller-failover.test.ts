@@ -6,53 +6,20 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { status } from '@grpc/grpc-js';
-import pino from 'pino';
-import { CsiClient, type CsiCallError } from '../pkg/csi/client';
-import { controllerService } from '../pkg/csi/controller';
-import { CsiServer } from '../pkg/csi/server';
-import { ControllerStore, validateStateDoc } from '../pkg/csi/store';
-import { Volumes } from '../pkg/csi/volumes';
+import { validateStateDoc } from '../pkg/csi/store';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
 import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
-import { openDevice, type DaxDevice } from '../pkg/device';
+import { openDevice } from '../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
+import { grpcOutcome as failure, startController, stopControllers, type Controller } from './helpers/shared-controller';
 import { FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
 
 const MiB = 1024 * 1024;
-const KEY = 'famfs.csi.cxl.io/pool';
 const HOST_A = '31111111-2222-4333-8444-555555555555';
 const HOST_B = '32222222-2222-4333-8444-555555555555';
 const DEV = `csi-failover-test-${process.pid}`;
 const cap = (mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
 
-async function failure(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-    return { code: 'OK', message: '' };
-  } catch (e) {
-    const err = e as CsiCallError;
-    return { code: status[err.code] ?? 'UNKNOWN', message: err.details };
-  }
-}
-
-interface Controller {
-  device: DaxDevice;
-  famfs: FamfsFs;
-  state: ControllerStore;
-  server: CsiServer;
-  client: CsiClient;
-}
-
-async function startController(dir: string, name: string, device: DaxDevice, famfs: FamfsFs): Promise<Controller> {
-  const state = new ControllerStore(famfs);
-  const server = new CsiServer({ endpoint: `unix://${dir}/${name}.sock`, log: pino({ level: 'silent' }) });
-  server.addService('Controller', controllerService({
-    volumes: new Volumes(state), pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
-  }));
-  await server.start();
-  return { device, famfs, state, server, client: new CsiClient(`unix://${dir}/${name}.sock`, 10_000) };
-}
 
 describe('CSI controller failover on shared memory (two controllers, one device)', function () {
   this.timeout(60_000);
@@ -80,12 +47,7 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     a.state.takeMasterRole(HOST_A);
   });
   after(async () => {
-    for (const c of [a, b]) {
-      if (!c) continue;
-      c.client.close();
-      await c.server.stop(200);
-      c.device.close();
-    }
+    await stopControllers([a, b]);
     removeEmulatedDevice(DEV);
     fs.rmSync(dir, { recursive: true, force: true });
   });

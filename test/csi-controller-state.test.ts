@@ -10,19 +10,14 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { crc32 } from 'zlib';
-import { status } from '@grpc/grpc-js';
-import pino from 'pino';
-import { CsiClient, type CsiCallError } from '../pkg/csi/client';
-import { controllerService } from '../pkg/csi/controller';
-import { CsiServer } from '../pkg/csi/server';
-import { ControllerStore, validateStateDoc } from '../pkg/csi/store';
+import { validateStateDoc } from '../pkg/csi/store';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
-import { Volumes } from '../pkg/csi/volumes';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
-import { openDevice, type DaxDevice } from '../pkg/device';
+import { openDevice } from '../pkg/device';
 import { CSI_IMAGE, FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
 import { NodeStateStore } from '../pkg/mount/mount-records';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
+import { grpcOutcome as outcome, startController, stopControllers, type Controller } from './helpers/shared-controller';
 
 const MiB = 1024 * 1024;
 const HOST_A = '41111111-2222-4333-8444-555555555555';
@@ -30,33 +25,6 @@ const HOST_B = '42222222-2222-4333-8444-555555555555';
 const CLI = path.resolve(__dirname, '..', 'cmd', 'famfs.js');
 const cap = (mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
 
-async function outcome(p: Promise<unknown>): Promise<{ code: string; message: string }> {
-  try {
-    await p;
-    return { code: 'OK', message: '' };
-  } catch (e) {
-    const err = e as CsiCallError;
-    return { code: status[err.code] ?? 'UNKNOWN', message: err.details };
-  }
-}
-
-interface Controller {
-  device: DaxDevice;
-  famfs: FamfsFs;
-  state: ControllerStore;
-  server: CsiServer;
-  client: CsiClient;
-}
-
-async function startController(dir: string, name: string, device: DaxDevice, famfs: FamfsFs): Promise<Controller> {
-  const state = new ControllerStore(famfs);
-  const server = new CsiServer({ endpoint: `unix://${dir}/${name}.sock`, log: pino({ level: 'silent' }) });
-  server.addService('Controller', controllerService({
-    volumes: new Volumes(state), pool: 'p1', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
-  }));
-  await server.start();
-  return { device, famfs, state, server, client: new CsiClient(`unix://${dir}/${name}.sock`, 10_000) };
-}
 
 describe('controller records: change records, growth, unreadable image and rebuild', function () {
   this.timeout(120_000);
@@ -92,12 +60,7 @@ describe('controller records: change records, growth, unreadable image and rebui
     b = await startController(dir, 'b', devB, FamfsFs.open(devB, { hostUuid: HOST_B }));
   });
   after(async () => {
-    for (const c of [a, b]) {
-      if (!c) continue;
-      c.client.close();
-      await c.server.stop(200);
-      c.device.close();
-    }
+    await stopControllers([a, b]);
     removeEmulatedDevice(DEV);
     fs.rmSync(dir, { recursive: true, force: true });
   });
