@@ -6,6 +6,7 @@
 import { strict as assert } from 'assert';
 import * as zlib from 'zlib';
 import { BufferMedia } from './helpers/buffer-media';
+import { famfsCode as code, freshFamfs, MASTER_UUID } from './helpers/famfs-image';
 import {
   DEFAULT_LOG_LEN,
   FamfsError,
@@ -32,27 +33,17 @@ import {
   validateLogHeader,
 } from '../pkg/famfs';
 
-const MASTER = '11111111-2222-4333-8444-555555555555';
+const MASTER = MASTER_UUID;
 const HOST = '22222222-3333-4444-8555-666666666666';
 const MiB = 1 << 20;
 const CAP = logCapacity(DEFAULT_LOG_LEN);
 
 /** Metadata and the second log region fit in the first 64 MiB; a larger device is virtual beyond. */
 function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
-  const media = new BufferMedia(Buffer.alloc(Math.min(size, 64 * MiB)), size);
-  FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/compact-test' });
+  const { media } = freshFamfs({ size, devicePath: '/dev/shm/compact-test' });
   return { media, fs: FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 }) };
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FamfsError) return e.code;
-    throw e;
-  }
-  return 'OK';
-}
 
 /** Every live node as "index path kind size fmap": what a reader must see the same before and after. */
 function snapshot(nodes: Iterable<TreeNode>): string[] {

@@ -1,29 +1,19 @@
 import { strict as assert } from 'assert';
 import * as fc from 'fast-check';
-import { ALLOC_UNIT, DEFAULT_LOG_LEN, entryOffset, FamfsError, FamfsFs, FAMFS_CSI_EXT_VERSION, fmapExtents, fsck, LE, LH, LOG_OFFSET, SB, validateSuperblock, readExtBlock, repair } from '../pkg/famfs';
+import { ALLOC_UNIT, DEFAULT_LOG_LEN, entryOffset, FamfsFs, FAMFS_CSI_EXT_VERSION, fmapExtents, fsck, LE, LH, LOG_OFFSET, SB, validateSuperblock, readExtBlock, repair } from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
+import { famfsCode as code, freshFamfs, MASTER_UUID } from './helpers/famfs-image';
 
-const MASTER = '11111111-2222-4333-8444-555555555555';
+const MASTER = MASTER_UUID;
 const OTHER = '99999999-8888-4777-8666-555555555555';
 const GiB = 1 << 30;
 const MiB = 1 << 20;
 
 /** Metadata lives in the first 10 MiB; larger devices are virtual (data writes need a real buffer). */
 function fresh(size = 64 * MiB, logLen = DEFAULT_LOG_LEN, now?: () => number, stored = Math.min(size, 64 * MiB)): { media: BufferMedia; fs: FamfsFs } {
-  const media = new BufferMedia(Buffer.alloc(stored), size);
-  const fs = FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', logLen, now });
-  return { media, fs };
+  return freshFamfs({ size, logLen, now, stored });
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FamfsError) return e.code;
-    throw e;
-  }
-  return 'OK';
-}
 
 describe('famfs core: writer and reader', () => {
   it('mkfs makes a valid, empty famfs that plain famfs would accept (version 48)', () => {

@@ -5,7 +5,6 @@ import { strict as assert } from 'assert';
 import * as fc from 'fast-check';
 import {
   ALLOC_UNIT,
-  DEFAULT_LOG_LEN,
   encodeEntry,
   encodeLogCounters,
   entryOffset,
@@ -31,26 +30,16 @@ import {
   type Fmap,
 } from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
+import { famfsCode as code, freshFamfs, MASTER_UUID } from './helpers/famfs-image';
 
-const MASTER = '11111111-2222-4333-8444-555555555555';
+const MASTER = MASTER_UUID;
 const HOST = '99999999-8888-4777-8666-555555555555';
 const MiB = 1 << 20;
 
 function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
-  const media = new BufferMedia(Buffer.alloc(size));
-  const fs = FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', logLen: DEFAULT_LOG_LEN });
-  return { media, fs };
+  return freshFamfs({ size, stored: size });
 }
 
-function code(fn: () => unknown): string {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FamfsError) return e.code;
-    throw e;
-  }
-  return 'OK';
-}
 
 function message(fn: () => unknown): string {
   try {
