@@ -8,14 +8,10 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import pino from 'pino';
 import { CsiClient } from '../pkg/csi/client';
-import { controllerService } from '../pkg/csi/controller';
 import { objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
-import { ControllerStore } from '../pkg/csi/store';
-import { Volumes } from '../pkg/csi/volumes';
-import { canMount, MASTER_UUID, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
+import { canMount, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 /** Runs `js` (argv[1] = the path) as uid/gid `uid` with no supplementary groups but `groups`. */
 function asUser(uid: number, js: string, p: string, groups: number[] = []): { out: string; err: string; code: number | null } {
@@ -74,16 +70,7 @@ describe('non-root pods with the default StorageClass parameters', function () {
   before(async function () {
     if (!canMount) this.skip();
     env = new NodeTestEnv('nonroot', 128 * MiB);
-    const endpoint = `unix://${path.join(env.dir, 'ctrl.sock')}`;
-    server = new CsiServer({ endpoint, log: pino({ level: 'silent' }) });
-    const store = new ControllerStore(env.master);
-    store.takeMasterRole(MASTER_UUID);
-    server.addService(
-      'Controller',
-      controllerService({ volumes: new Volumes(store), pool: 'test-pool', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }) }),
-    );
-    await server.start();
-    client = new CsiClient(endpoint, 10_000);
+    ({ server, client } = await env.startController(() => true));
     node = await env.startNode('node-a');
   });
   after(async () => {

@@ -8,15 +8,11 @@ import { strict as assert } from 'assert';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import pino from 'pino';
 import { CsiClient } from '../pkg/csi/client';
-import { controllerService } from '../pkg/csi/controller';
 import { objectDirRelpath, objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
-import { ControllerStore } from '../pkg/csi/store';
-import { Volumes } from '../pkg/csi/volumes';
 import { flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
-import { canMount, codeOf, MASTER_UUID, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
+import { canMount, codeOf, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 const code = codeOf;
 const SHARE_OF = 'famfs.csi.cxl.io/share-of';
@@ -35,16 +31,7 @@ describe('zero-copy read-only sharing through dataSource', function () {
   const data = crypto.randomBytes(5 * MiB + 3);
 
   async function startController(): Promise<void> {
-    const endpoint = `unix://${path.join(env.dir, 'ctrl.sock')}`;
-    server = new CsiServer({ endpoint, log: pino({ level: 'silent' }) });
-    const store = new ControllerStore(env.master);
-    store.takeMasterRole(MASTER_UUID);
-    server.addService(
-      'Controller',
-      controllerService({ volumes: new Volumes(store), pool: 'test-pool', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists: (id) => /^node-/.test(id), condition: () => ({ abnormal: false, message: 'ok' }) }),
-    );
-    await server.start();
-    client = new CsiClient(endpoint, 10_000);
+    ({ server, client } = await env.startController());
   }
   async function restartController(): Promise<void> {
     client.close();

@@ -6,14 +6,10 @@ import { strict as assert } from 'assert';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import pino from 'pino';
 import { CsiClient } from '../pkg/csi/client';
-import { controllerService } from '../pkg/csi/controller';
 import { CsiServer } from '../pkg/csi/server';
-import { ControllerStore } from '../pkg/csi/store';
-import { Volumes } from '../pkg/csi/volumes';
 import { fmapExtents, writeFileData, flushFile, readFileData } from '../pkg/famfs';
-import { canMount, codeOf, MASTER_UUID, messageOf, MiB, mountCap, blockCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
+import { canMount, codeOf, messageOf, MiB, mountCap, blockCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 const code = codeOf;
 
@@ -22,19 +18,10 @@ describe('static volumes: a PV naming a famfs path', function () {
   let env: NodeTestEnv;
   let server: CsiServer | undefined;
   let client: CsiClient;
-  const endpoint = () => `unix://${path.join(env.dir, 'ctrl.sock')}`;
   const weights = crypto.randomBytes(3 * MiB + 11);
 
   async function startController(): Promise<void> {
-    server = new CsiServer({ endpoint: endpoint(), log: pino({ level: 'silent' }) });
-    const store = new ControllerStore(env.master);
-    store.takeMasterRole(MASTER_UUID);
-    server.addService(
-      'Controller',
-      controllerService({ volumes: new Volumes(store), pool: 'test-pool', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists: (id) => /^node-/.test(id), condition: () => ({ abnormal: false, message: 'ok' }) }),
-    );
-    await server.start();
-    client = new CsiClient(endpoint(), 10_000);
+    ({ server, client } = await env.startController());
   }
   async function stopController(): Promise<void> {
     client.close();

@@ -10,7 +10,11 @@ import * as path from 'path';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
 import { CsiClient, type CsiCallError } from '../../pkg/csi/client';
+import { controllerService } from '../../pkg/csi/controller';
 import { startDriver, type DriverConfig, type RunningDriver } from '../../pkg/csi/driver';
+import { CsiServer } from '../../pkg/csi/server';
+import { ControllerStore } from '../../pkg/csi/store';
+import { Volumes } from '../../pkg/csi/volumes';
 import { objectDirRelpath, objectFileRelpath, volumeIdForName } from '../../pkg/csi/names';
 import { openDevice, type DaxDevice } from '../../pkg/device';
 import { FamfsFs } from '../../pkg/famfs/fs';
@@ -94,6 +98,20 @@ export class NodeTestEnv {
   }
 
   /** `extra`: more driver settings (registration, health address) for the tests that need them. */
+  /**
+   * A Controller service (master role taken as MASTER_UUID) on unix://DIR/ctrl.sock, pool
+   * 'test-pool'; `nodeExists` says which node ids the controller knows.
+   */
+  async startController(nodeExists: (id: string) => boolean = (id) => /^node-/.test(id)): Promise<{ server: CsiServer; client: CsiClient }> {
+    const endpoint = `unix://${path.join(this.dir, 'ctrl.sock')}`;
+    const server = new CsiServer({ endpoint, log: pino({ level: 'silent' }) });
+    const store = new ControllerStore(this.master);
+    store.takeMasterRole(MASTER_UUID);
+    server.addService('Controller', controllerService({ volumes: new Volumes(store), pool: 'test-pool', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists, condition: () => ({ abnormal: false, message: 'ok' }) }));
+    await server.start();
+    return { server, client: new CsiClient(endpoint, 10_000) };
+  }
+
   async startNode(nodeId: string, stateDir = path.join(this.dir, `state-${nodeId}`), extra: Partial<DriverConfig> = {}): Promise<NodePlugin> {
     const endpoint = `unix://${path.join(this.dir, `${nodeId}.sock`)}`;
     const driver = await startDriver({
