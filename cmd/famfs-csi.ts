@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     .option('--device <path>', 'famfs device (/dev/daxX.Y, or an emulation file; one under /dev/shm is created and formatted when missing)', DEFAULT_DEVICE)
     .option('--device-size <size>', 'size of an emulated device created on demand (e.g. 8Gi)', sizeArg, DEFAULT_DEVICE_SIZE)
     .option('--mkfs', 'format the device if it holds no famfs file system', false)
-    .option('--node-id <id>', 'this node\'s id (Kubernetes node name)', os.hostname())
+    .option('--node-id <id>', "this node's id (Kubernetes node name)", os.hostname())
     .option('--driver-name <name>', 'CSI driver name (CSIDriver object name)', DEFAULT_DRIVER_NAME)
     .option('--state-dir <dir>', 'where the node plugin persists what it staged and published', DEFAULT_STATE_DIR)
     .option('--pool <name>', 'name of the memory pool (topology segment shared by every node on this memory)', DEFAULT_POOL)
@@ -53,14 +53,19 @@ async function main(): Promise<void> {
     .option('--health-port <port>', 'shorthand for --health-address :<port>', countArg)
     .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
     .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', countArg, 10_000)
-    .option('--external-fuse', 'node: a famfs-fused run elsewhere (the chart\'s container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one', false)
+    .option('--external-fuse', "node: a famfs-fused run elsewhere (the chart's container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one", false)
     .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', countArg, 5000)
     .option(
       '--kubelet-registration-dir <dir>',
       'node: register with the kubelet through this directory (<kubelet dir>/plugins_registry as mounted here); needs --kubelet-registration-path',
     )
-    .option('--wait-for-predecessor <ms>', 'when another plugin serves --endpoint (DaemonSet update), wait this long for it to exit instead of failing', (v: string) => Number(v), 0)
-    .option('--kubelet-registration-path <path>', 'node: this plugin\'s CSI socket as the kubelet sees it (<kubelet dir>/plugins/<driver>/csi.sock)')
+    .option(
+      '--wait-for-predecessor <ms>',
+      'when another plugin serves --endpoint (DaemonSet update), wait this long for it to exit instead of failing',
+      (v: string) => Number(v),
+      0,
+    )
+    .option('--kubelet-registration-path <path>', "node: this plugin's CSI socket as the kubelet sees it (<kubelet dir>/plugins/<driver>/csi.sock)")
     .option(
       '--allowed-path-root <dir>',
       'node: a directory under which staging and target paths may lie (repeatable; default /var/lib/kubelet)',
@@ -69,7 +74,11 @@ async function main(): Promise<void> {
     .option(
       '--nodes <ids>',
       'controller without a Kubernetes API: the node ids of this pool, comma-separated (ControllerPublishVolume answers NOT_FOUND for others); in a cluster the CSINode objects say',
-      (v: string) => v.split(',').map((s) => s.trim()).filter((s) => s !== ''),
+      (v: string) =>
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter((s) => s !== ''),
     )
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'))
     .parse();

@@ -34,10 +34,34 @@ describe('famfs CLI fuzz (in-process, real device)', () => {
   });
 
   const nasty = fc.oneof(
-    fc.constantFrom('', '.', '..', '../x', '/abs', 'd', 'd/file', 'd/file/x', 'a\0b', 'x'.repeat(79), 'x'.repeat(80), 'x'.repeat(300), 'ünïcødé/ファイル', '.meta', '.meta/.log', ' ', '-', '--', 'd//x', 'd/./x'),
+    fc.constantFrom(
+      '',
+      '.',
+      '..',
+      '../x',
+      '/abs',
+      'd',
+      'd/file',
+      'd/file/x',
+      'a\0b',
+      'x'.repeat(79),
+      'x'.repeat(80),
+      'x'.repeat(300),
+      'ünïcødé/ファイル',
+      '.meta',
+      '.meta/.log',
+      ' ',
+      '-',
+      '--',
+      'd//x',
+      'd/./x',
+    ),
     fc.string({ maxLength: 20 }),
   );
-  const num = fc.oneof(fc.constantFrom('0', '-1', '1', '4096', '2M', '3M', '64G', '1e3', '0x10', 'NaN', '9'.repeat(30), '12Q', '', '2.5M'), fc.string({ maxLength: 6 }));
+  const num = fc.oneof(
+    fc.constantFrom('0', '-1', '1', '4096', '2M', '3M', '64G', '1e3', '0x10', 'NaN', '9'.repeat(30), '12Q', '', '2.5M'),
+    fc.string({ maxLength: 6 }),
+  );
   const command = fc.oneof(
     fc.tuple(fc.constant('creat'), num, nasty).map(([c, s, p]) => [c, '-s', s, path, p]),
     fc.tuple(fc.constant('creat'), num, num, num, nasty).map(([c, s, n, b, p]) => [c, '-s', s, '--nstrips', n, '--nbuckets', b, path, p]),

@@ -161,7 +161,7 @@ describe('famfs CLI parity', function () {
     assert.equal(e.interleave?.chunkSize, 4 * MiB);
   });
 
-  it('getmap prints a file\'s extents (--json agrees with ls); a directory or missing path is refused', () => {
+  it("getmap prints a file's extents (--json agrees with ls); a directory or missing path is refused", () => {
     ok(['creat', '-s', '5M', dev, 'mapped']);
     const j = JSON.parse(ok(['getmap', '--json', dev, 'mapped'])) as { path: string; size: number; extents: { offset: number; len: number }[] };
     assert.equal(j.size, 5 * MiB);
@@ -178,7 +178,11 @@ describe('famfs CLI parity', function () {
     const files: Record<string, Buffer> = {};
     before(() => {
       src = path.join(tmp, 'tree');
-      for (const [rel, size] of [['a.bin', 3 * MiB + 5], ['sub/b.bin', 4097], ['sub/deeper/c.bin', 1]] as const) {
+      for (const [rel, size] of [
+        ['a.bin', 3 * MiB + 5],
+        ['sub/b.bin', 4097],
+        ['sub/deeper/c.bin', 1],
+      ] as const) {
         fs.mkdirSync(path.dirname(path.join(src, rel)), { recursive: true });
         files[rel] = crypto.randomBytes(size);
         fs.writeFileSync(path.join(src, rel), files[rel]);
@@ -246,7 +250,9 @@ describe('famfs CLI parity', function () {
       sock = path.join(tmp, 'ctl', 'sock');
       fs.mkdirSync(mnt);
       // --poll-ms 0: the server replays only when asked, so logplay is what makes new files appear
-      fused = spawn(process.execPath, [FUSED, dev, mnt, '--foreground', '--control-socket', sock, '--poll-ms', '0', '--log-level', 'warn'], { stdio: 'ignore' });
+      fused = spawn(process.execPath, [FUSED, dev, mnt, '--foreground', '--control-socket', sock, '--poll-ms', '0', '--log-level', 'warn'], {
+        stdio: 'ignore',
+      });
       const deadline = Date.now() + 15_000;
       for (;;) {
         try {
@@ -286,10 +292,17 @@ describe('famfs CLI parity', function () {
 
   describe('on the tree the copies made', () => {
     it('logplay --dryrun DEVICE lists what a host would create, in log order; logplay DEVICE explains what to run', () => {
-      const r = JSON.parse(ok(['logplay', '--dryrun', '--json', dev])) as { nextIndex: number; entries: { index: number; action: string; path: string; size?: number }[]; skipped: unknown[] };
+      const r = JSON.parse(ok(['logplay', '--dryrun', '--json', dev])) as {
+        nextIndex: number;
+        entries: { index: number; action: string; path: string; size?: number }[];
+        skipped: unknown[];
+      };
       const t = ls(dev);
       assert.deepEqual(r.entries.map((e) => e.path).sort(), [...t.keys()].sort());
-      assert.deepEqual(r.entries.map((e) => e.index), [...r.entries.map((e) => e.index)].sort((a, b) => a - b));
+      assert.deepEqual(
+        r.entries.map((e) => e.index),
+        [...r.entries.map((e) => e.index)].sort((a, b) => a - b),
+      );
       assert.equal(r.entries.find((e) => e.path === 'mapped')?.size, 5 * MiB);
       assert.equal(r.entries.find((e) => e.path === 'models')?.action, 'mkdir');
       assert.deepEqual(r.skipped, []);

@@ -53,12 +53,13 @@ describe('famfs CLI', () => {
     assert.equal(cp.code, 0, cp.err);
     const ls = famfs(['ls', '--json', dev]);
     assert.equal(ls.code, 0, ls.err);
-    const entries = (JSON.parse(ls.out) as { entries: { path: string; type: string; size?: number; mode: string; uid: number; gid: number; extents?: { offset: number; len: number }[] }[] }).entries;
+    const entries = (
+      JSON.parse(ls.out) as {
+        entries: { path: string; type: string; size?: number; mode: string; uid: number; gid: number; extents?: { offset: number; len: number }[] }[];
+      }
+    ).entries;
     const byPath = new Map(entries.map((e) => [e.path, e]));
-    assert.deepEqual(
-      [...byPath.keys()].sort(),
-      ['data', 'data/copy', 'data/sets', 'data/sets/seeded'],
-    );
+    assert.deepEqual([...byPath.keys()].sort(), ['data', 'data/copy', 'data/sets', 'data/sets/seeded']);
     const seeded = byPath.get('data/sets/seeded')!;
     assert.equal(seeded.size, 3 * 1024 * 1024);
     assert.equal(seeded.mode, '0600');
@@ -84,7 +85,12 @@ describe('famfs CLI', () => {
   it('fsck --json reports files, dirs, space and exits 0 when clean', () => {
     const r = famfs(['fsck', '--json', dev]);
     assert.equal(r.code, 0, r.out);
-    const rep = JSON.parse(r.out) as { clean: boolean; files: number; directories: number; space: { freeBytes: number; largestFreeBytes: number; allocatedBytes: number } };
+    const rep = JSON.parse(r.out) as {
+      clean: boolean;
+      files: number;
+      directories: number;
+      space: { freeBytes: number; largestFreeBytes: number; allocatedBytes: number };
+    };
     assert.equal(rep.clean, true);
     assert.equal(rep.files, 2);
     assert.equal(rep.directories, 2);
@@ -228,12 +234,18 @@ describe('famfs CLI', () => {
       assert.equal(r.code, 0, r.err);
       assert.match(r.out, /timed out \d{4}-\d\d-\d\dT.*: node-b 99999999-8888-4777-8666-555555555555 \(slot 0\) after 1 s silent, acked 1 of 2/);
       assert.match(r.out, /memory of gone \(deleted at 1\) became reusable: 0x[0-9a-f]+\+4194304/);
-      const j = JSON.parse(famfs(['hosts', '--json', img]).out) as { hostLiveMs: number; evictions: { hostUuid: string; name: string; reusableBytes: number; reusable: { relpath: string }[] }[] };
+      const j = JSON.parse(famfs(['hosts', '--json', img]).out) as {
+        hostLiveMs: number;
+        evictions: { hostUuid: string; name: string; reusableBytes: number; reusable: { relpath: string }[] }[];
+      };
       assert.equal(j.hostLiveMs, 1000);
       assert.equal(j.evictions.length, 1);
-      assert.equal(j.evictions[0]!.name, 'node-b');
-      assert.deepEqual(j.evictions[0]!.reusable.map((x) => x.relpath), ['gone']);
-      assert.equal(j.evictions[0]!.reusableBytes, 4 << 20);
+      assert.equal(j.evictions[0].name, 'node-b');
+      assert.deepEqual(
+        j.evictions[0].reusable.map((x) => x.relpath),
+        ['gone'],
+      );
+      assert.equal(j.evictions[0].reusableBytes, 4 << 20);
     } finally {
       dev.close();
       fs.rmSync(img, { force: true });

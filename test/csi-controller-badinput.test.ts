@@ -55,9 +55,16 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     state = new Volumes(new ControllerStore(famfs));
     state.store.takeMasterRole(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
-    server.addService('Controller', controllerService({
-      volumes: state, pool: 'p1', topologyKey: KEY, nodeExists: (n) => n === 'node-a', condition: () => ({ abnormal: false, message: 'ok' }),
-    }));
+    server.addService(
+      'Controller',
+      controllerService({
+        volumes: state,
+        pool: 'p1',
+        topologyKey: KEY,
+        nodeExists: (n) => n === 'node-a',
+        condition: () => ({ abnormal: false, message: 'ok' }),
+      }),
+    );
     await server.start();
     client = new CsiClient(`unix://${dir}/csi.sock`, 10_000);
     fixture = (await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'fixture', ...good })).volume.volume_id;
@@ -81,40 +88,146 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     // sizes
     { rpc: 'CreateVolume', what: 'negative size', req: { ...good, name: 's1', capacity_range: { required_bytes: '-1' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'negative limit', req: { ...good, name: 's1', capacity_range: { limit_bytes: '-5' } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'size 0 → default 1 GiB, larger than the device', req: { ...good, name: 's1', capacity_range: { required_bytes: '0' } }, want: 'OUT_OF_RANGE' },
+    {
+      rpc: 'CreateVolume',
+      what: 'size 0 → default 1 GiB, larger than the device',
+      req: { ...good, name: 's1', capacity_range: { required_bytes: '0' } },
+      want: 'OUT_OF_RANGE',
+    },
     { rpc: 'CreateVolume', what: 'int64 max', req: { ...good, name: 's1', capacity_range: { required_bytes: '9223372036854775807' } }, want: 'OUT_OF_RANGE' },
-    { rpc: 'CreateVolume', what: 'larger than the device', req: { ...good, name: 's1', capacity_range: { required_bytes: String(300 * MiB) } }, want: 'OUT_OF_RANGE' },
-    { rpc: 'CreateVolume', what: 'no 2 MiB multiple in range', req: { ...good, name: 's1', capacity_range: { required_bytes: String(3 * MiB), limit_bytes: String(3 * MiB) } }, want: 'OUT_OF_RANGE' },
-    { rpc: 'CreateVolume', what: 'limit below required', req: { ...good, name: 's1', capacity_range: { required_bytes: String(8 * MiB), limit_bytes: String(4 * MiB) } }, want: 'OUT_OF_RANGE' },
-    { rpc: 'CreateVolume', what: 'free space too small now', req: { ...good, name: 's1', capacity_range: { required_bytes: String(240 * MiB) } }, want: 'RESOURCE_EXHAUSTED' },
+    {
+      rpc: 'CreateVolume',
+      what: 'larger than the device',
+      req: { ...good, name: 's1', capacity_range: { required_bytes: String(300 * MiB) } },
+      want: 'OUT_OF_RANGE',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'no 2 MiB multiple in range',
+      req: { ...good, name: 's1', capacity_range: { required_bytes: String(3 * MiB), limit_bytes: String(3 * MiB) } },
+      want: 'OUT_OF_RANGE',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'limit below required',
+      req: { ...good, name: 's1', capacity_range: { required_bytes: String(8 * MiB), limit_bytes: String(4 * MiB) } },
+      want: 'OUT_OF_RANGE',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'free space too small now',
+      req: { ...good, name: 's1', capacity_range: { required_bytes: String(240 * MiB) } },
+      want: 'RESOURCE_EXHAUSTED',
+    },
     // parameters
     { rpc: 'CreateVolume', what: 'unknown parameter', req: { ...good, name: 'p1', parameters: { fsType: 'ext4' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'mode not octal', req: { ...good, name: 'p1', parameters: { mode: '999' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'negative uid', req: { ...good, name: 'p1', parameters: { uid: '-1' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'unknown sharing', req: { ...good, name: 'p1', parameters: { sharing: 'yes' } }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'nstrips without nbuckets', req: { ...good, name: 'p1', parameters: { nstrips: '2' } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'buckets smaller than 1 GiB', req: { ...good, name: 'p1', parameters: { nstrips: '2', nbuckets: '4' } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'Kubernetes keys are accepted', req: { ...good, name: 'k8s', parameters: { 'csi.storage.k8s.io/pvc/name': 'x' } }, want: 'OK', writes: true },
+    {
+      rpc: 'CreateVolume',
+      what: 'buckets smaller than 1 GiB',
+      req: { ...good, name: 'p1', parameters: { nstrips: '2', nbuckets: '4' } },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'Kubernetes keys are accepted',
+      req: { ...good, name: 'k8s', parameters: { 'csi.storage.k8s.io/pvc/name': 'x' } },
+      want: 'OK',
+      writes: true,
+    },
     // capabilities
     { rpc: 'CreateVolume', what: 'no capabilities', req: { name: 'c1', capacity_range: good.capacity_range }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateVolume', what: 'no access mode', req: { ...good, name: 'c1', volume_capabilities: [{ mount: { fs_type: '' } }] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'no access type', req: { ...good, name: 'c1', volume_capabilities: [{ access_mode: { mode: 'SINGLE_NODE_WRITER' } }] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'multi-writer without opt-in', req: { ...good, name: 'c1', volume_capabilities: [cap('MULTI_NODE_MULTI_WRITER')] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'MULTI_NODE_SINGLE_WRITER', req: { ...good, name: 'c1', volume_capabilities: [cap('MULTI_NODE_SINGLE_WRITER')] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'contradictory mount flags ro+rw', req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: '', mount_flags: ['ro', 'rw'] })] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'fs_type ext4', req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: 'ext4' })] }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'non-numeric fsGroup', req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: '', volume_mount_group: 'wheel' })] }, want: 'INVALID_ARGUMENT' },
+    {
+      rpc: 'CreateVolume',
+      what: 'no access type',
+      req: { ...good, name: 'c1', volume_capabilities: [{ access_mode: { mode: 'SINGLE_NODE_WRITER' } }] },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'multi-writer without opt-in',
+      req: { ...good, name: 'c1', volume_capabilities: [cap('MULTI_NODE_MULTI_WRITER')] },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'MULTI_NODE_SINGLE_WRITER',
+      req: { ...good, name: 'c1', volume_capabilities: [cap('MULTI_NODE_SINGLE_WRITER')] },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'contradictory mount flags ro+rw',
+      req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: '', mount_flags: ['ro', 'rw'] })] },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'fs_type ext4',
+      req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: 'ext4' })] },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'non-numeric fsGroup',
+      req: { ...good, name: 'c1', volume_capabilities: [cap('SINGLE_NODE_WRITER', { fs_type: '', volume_mount_group: 'wheel' })] },
+      want: 'INVALID_ARGUMENT',
+    },
     // sources, topology, conflicts
-    { rpc: 'CreateVolume', what: 'empty snapshot source', req: { ...good, name: 'src1', volume_content_source: { snapshot: { snapshot_id: '' } } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'path-like snapshot source', req: { ...good, name: 'src1', volume_content_source: { snapshot: { snapshot_id: '../../x' } } }, want: 'NOT_FOUND' },
-    { rpc: 'CreateVolume', what: 'missing volume source', req: { ...good, name: 'src1', volume_content_source: { volume: { volume_id: NOVOL } } }, want: 'NOT_FOUND' },
-    { rpc: 'CreateVolume', what: 'requisite topology of another pool', req: { ...good, name: 't1', accessibility_requirements: { requisite: [{ segments: { [KEY]: 'p2' } }] } }, want: 'RESOURCE_EXHAUSTED' },
-    { rpc: 'CreateVolume', what: 'same name, other size', req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB) } }, want: 'ALREADY_EXISTS' },
+    {
+      rpc: 'CreateVolume',
+      what: 'empty snapshot source',
+      req: { ...good, name: 'src1', volume_content_source: { snapshot: { snapshot_id: '' } } },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'path-like snapshot source',
+      req: { ...good, name: 'src1', volume_content_source: { snapshot: { snapshot_id: '../../x' } } },
+      want: 'NOT_FOUND',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'missing volume source',
+      req: { ...good, name: 'src1', volume_content_source: { volume: { volume_id: NOVOL } } },
+      want: 'NOT_FOUND',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'requisite topology of another pool',
+      req: { ...good, name: 't1', accessibility_requirements: { requisite: [{ segments: { [KEY]: 'p2' } }] } },
+      want: 'RESOURCE_EXHAUSTED',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'same name, other size',
+      req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB) } },
+      want: 'ALREADY_EXISTS',
+    },
     { rpc: 'CreateVolume', what: 'same name, other parameters', req: { ...good, name: 'fixture', parameters: { uid: '7' } }, want: 'ALREADY_EXISTS' },
-    { rpc: 'CreateVolume', what: 'same name, negative size', req: { ...good, name: 'fixture', capacity_range: { required_bytes: '-1' } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateVolume', what: 'same name, limit below required', req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB), limit_bytes: String(4 * MiB) } }, want: 'OUT_OF_RANGE' },
+    {
+      rpc: 'CreateVolume',
+      what: 'same name, negative size',
+      req: { ...good, name: 'fixture', capacity_range: { required_bytes: '-1' } },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'CreateVolume',
+      what: 'same name, limit below required',
+      req: { ...good, name: 'fixture', capacity_range: { required_bytes: String(8 * MiB), limit_bytes: String(4 * MiB) } },
+      want: 'OUT_OF_RANGE',
+    },
     { rpc: 'CreateVolume', what: 'same name, unknown parameter', req: { ...good, name: 'fixture', parameters: { fsType: 'ext4' } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'CreateSnapshot', what: 'unknown parameter, unknown source', req: { name: 'sn1', source_volume_id: NOVOL, parameters: { foo: 'bar' } }, want: 'INVALID_ARGUMENT' },
+    {
+      rpc: 'CreateSnapshot',
+      what: 'unknown parameter, unknown source',
+      req: { name: 'sn1', source_volume_id: NOVOL, parameters: { foo: 'bar' } },
+      want: 'INVALID_ARGUMENT',
+    },
     { rpc: 'CreateVolume', what: 'same name, same everything', req: { ...good, name: 'fixture' }, want: 'OK' },
     // DeleteVolume
     { rpc: 'DeleteVolume', what: 'empty id', req: { volume_id: '' }, want: 'INVALID_ARGUMENT' },
@@ -129,10 +242,30 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     { rpc: 'ControllerPublishVolume', what: 'path-like volume', req: { volume_id: '../etc', node_id: 'node-a', volume_capability: cap() }, want: 'NOT_FOUND' },
     { rpc: 'ControllerPublishVolume', what: 'unknown node', req: { volume_id: fixture, node_id: 'node-zz', volume_capability: cap() }, want: 'NOT_FOUND' },
     // arguments before state: a malformed request is INVALID_ARGUMENT whatever the volume or node
-    { rpc: 'ControllerPublishVolume', what: 'no access mode, unknown volume', req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: { mount: {} } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'ControllerPublishVolume', what: 'no access mode, unknown node', req: { volume_id: fixture, node_id: 'node-zz', volume_capability: { mount: {} } }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'ControllerPublishVolume', what: 'MULTI_NODE_SINGLE_WRITER, unknown volume', req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: cap('MULTI_NODE_SINGLE_WRITER') }, want: 'INVALID_ARGUMENT' },
-    { rpc: 'ControllerPublishVolume', what: 'multi-writer without opt-in', req: { volume_id: fixture, node_id: 'node-a', volume_capability: cap('MULTI_NODE_MULTI_WRITER') }, want: 'INVALID_ARGUMENT' },
+    {
+      rpc: 'ControllerPublishVolume',
+      what: 'no access mode, unknown volume',
+      req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: { mount: {} } },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'ControllerPublishVolume',
+      what: 'no access mode, unknown node',
+      req: { volume_id: fixture, node_id: 'node-zz', volume_capability: { mount: {} } },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'ControllerPublishVolume',
+      what: 'MULTI_NODE_SINGLE_WRITER, unknown volume',
+      req: { volume_id: NOVOL, node_id: 'node-a', volume_capability: cap('MULTI_NODE_SINGLE_WRITER') },
+      want: 'INVALID_ARGUMENT',
+    },
+    {
+      rpc: 'ControllerPublishVolume',
+      what: 'multi-writer without opt-in',
+      req: { volume_id: fixture, node_id: 'node-a', volume_capability: cap('MULTI_NODE_MULTI_WRITER') },
+      want: 'INVALID_ARGUMENT',
+    },
     // ControllerUnpublishVolume
     { rpc: 'ControllerUnpublishVolume', what: 'empty volume id', req: { volume_id: '', node_id: 'node-a' }, want: 'INVALID_ARGUMENT' },
     { rpc: 'ControllerUnpublishVolume', what: 'unknown volume', req: { volume_id: NOVOL, node_id: 'node-a' }, want: 'OK' },
@@ -154,7 +287,12 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     { rpc: 'CreateSnapshot', what: 'empty source', req: { name: 'sn', source_volume_id: '' }, want: 'INVALID_ARGUMENT' },
     { rpc: 'CreateSnapshot', what: 'unknown source', req: { name: 'sn', source_volume_id: NOVOL }, want: 'NOT_FOUND' },
     { rpc: 'CreateSnapshot', what: 'path-like source', req: { name: 'sn', source_volume_id: '../vol' }, want: 'NOT_FOUND' },
-    { rpc: 'CreateSnapshot', what: 'unknown parameter', req: { name: 'sn', source_volume_id: fixture, parameters: { compress: 'yes' } }, want: 'INVALID_ARGUMENT' },
+    {
+      rpc: 'CreateSnapshot',
+      what: 'unknown parameter',
+      req: { name: 'sn', source_volume_id: fixture, parameters: { compress: 'yes' } },
+      want: 'INVALID_ARGUMENT',
+    },
     { rpc: 'DeleteSnapshot', what: 'empty id', req: { snapshot_id: '' }, want: 'INVALID_ARGUMENT' },
     { rpc: 'DeleteSnapshot', what: 'unknown id', req: { snapshot_id: NOSNAP }, want: 'OK' },
     { rpc: 'ListSnapshots', what: 'foreign token', req: { starting_token: 'zzz' }, want: 'ABORTED' },
@@ -162,7 +300,12 @@ describe('CSI controller: table of bad inputs over a unix socket', function () {
     { rpc: 'GetSnapshot', what: 'empty id', req: { snapshot_id: '' }, want: 'INVALID_ARGUMENT' },
     { rpc: 'GetSnapshot', what: 'unknown id', req: { snapshot_id: NOSNAP }, want: 'NOT_FOUND' },
     // Not offered
-    { rpc: 'ControllerExpandVolume', what: 'famfs files cannot grow', req: { volume_id: fixture, capacity_range: { required_bytes: String(4 * MiB) } }, want: 'UNIMPLEMENTED' },
+    {
+      rpc: 'ControllerExpandVolume',
+      what: 'famfs files cannot grow',
+      req: { volume_id: fixture, capacity_range: { required_bytes: String(4 * MiB) } },
+      want: 'UNIMPLEMENTED',
+    },
     { rpc: 'ControllerModifyVolume', what: 'not offered', req: { volume_id: fixture, mutable_parameters: { a: 'b' } }, want: 'UNIMPLEMENTED' },
   ];
 

@@ -20,14 +20,18 @@ const HOST_B = '32222222-2222-4333-8444-555555555555';
 const DEV = `csi-failover-test-${process.pid}`;
 const cap = (mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
 
-
 describe('CSI controller failover on shared memory (two controllers, one device)', function () {
   this.timeout(60_000);
   let dir: string;
   let a: Controller;
   let b: Controller;
   const create = (c: Controller, name: string, extra: object = {}) =>
-    c.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap()], ...extra });
+    c.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name,
+      capacity_range: { required_bytes: String(2 * MiB) },
+      volume_capabilities: [cap()],
+      ...extra,
+    });
   /** What the shared memory says, read by a third, independent mapping. */
   const onDevice = (): { nextIndex: number; generation: number; volumes: number } => {
     const dev = openDevice(a.device.path, { readOnly: true });
@@ -111,12 +115,12 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     const newest = img.load();
     assert.ok(newest);
     const file = a.famfs.lookup(STATE_IMAGE_RELPATH) as FileNode;
-    const base = fmapExtents(file.fmap)[0]!.offset; // the image file is contiguous
+    const base = fmapExtents(file.fmap)[0].offset; // the image file is contiguous
     const halfOff = base + newest.header.half * img.halfSize;
     // Flip one byte of the newest body: its CRC fails, the other half (one generation older) wins.
     const at = halfOff + 4096 + 7;
     const orig = a.device.read(at, 1);
-    a.device.write(at, Buffer.from([orig[0]! ^ 0xff]));
+    a.device.write(at, Buffer.from([orig[0] ^ 0xff]));
     a.device.flush(at, 1);
     const fallback = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
     assert.equal(fallback?.header.generation, newest.header.generation - 1);

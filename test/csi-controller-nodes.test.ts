@@ -39,10 +39,17 @@ describe('CSI controller process: ControllerPublishVolume to unknown nodes', fun
   });
 
   const volume = async (p: DriverProcess, name: string): Promise<string> =>
-    (await p.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] })).volume.volume_id;
+    (
+      await p.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+        name,
+        capacity_range: { required_bytes: String(2 * MiB) },
+        volume_capabilities: [cap],
+      })
+    ).volume.volume_id;
   const publish = (p: DriverProcess, volumeId: string, nodeId: string) =>
     p.client.call('Controller', 'ControllerPublishVolume', { volume_id: volumeId, node_id: nodeId, volume_capability: cap, readonly: false });
-  const unpublish = (p: DriverProcess, volumeId: string, nodeId: string) => p.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: volumeId, node_id: nodeId });
+  const unpublish = (p: DriverProcess, volumeId: string, nodeId: string) =>
+    p.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: volumeId, node_id: nodeId });
 
   it('standalone without --nodes knows no node: NOT_FOUND, saying how to name them', async () => {
     proc = await startControllerProcess({ device, dir, hostUuid: HOST });
@@ -50,7 +57,10 @@ describe('CSI controller process: ControllerPublishVolume to unknown nodes', fun
     assert.equal(await codeOf(publish(proc, id, 'node-zz')), 'NOT_FOUND');
     assert.match(await messageOf(publish(proc, id, 'node-zz')), /--nodes/);
     // Arguments before state: a malformed capability is INVALID_ARGUMENT even for an unknown node.
-    assert.equal(await codeOf(proc.client.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: 'node-zz', volume_capability: { mount: {} } })), 'INVALID_ARGUMENT');
+    assert.equal(
+      await codeOf(proc.client.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: 'node-zz', volume_capability: { mount: {} } })),
+      'INVALID_ARGUMENT',
+    );
   });
 
   it('standalone with --nodes: those nodes only', async () => {
@@ -68,7 +78,11 @@ describe('CSI controller process: ControllerPublishVolume to unknown nodes', fun
     cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kubectl']);
     this.timeout(180_000);
     const csiNode = (name: string, drivers: { name: string; nodeID: string }[]) =>
-      cluster!.must('kubectl', ['apply', '-f', '-'], JSON.stringify({ apiVersion: 'storage.k8s.io/v1', kind: 'CSINode', metadata: { name }, spec: { drivers } }));
+      cluster!.must(
+        'kubectl',
+        ['apply', '-f', '-'],
+        JSON.stringify({ apiVersion: 'storage.k8s.io/v1', kind: 'CSINode', metadata: { name }, spec: { drivers } }),
+      );
     csiNode('node-a', [{ name: DRIVER, nodeID: 'node-a' }]);
     csiNode('node-b', [{ name: 'other.csi.example.com', nodeID: 'node-b' }]);
     // A node whose node id differs from its name (found by searching every CSINode).

@@ -45,22 +45,43 @@ describe('CSI controller: a volume whose log entry famfs repair quarantined', fu
       const store = new ControllerStore(f);
       store.takeMasterRole(HOST);
       server = new CsiServer({ endpoint: `unix://${dir}/${name}.sock`, log: pino({ level: 'silent' }) });
-      server.addService('Controller', controllerService({ volumes: new Volumes(store), pool: 'p', topologyKey: 'k', nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }) }));
+      server.addService(
+        'Controller',
+        controllerService({
+          volumes: new Volumes(store),
+          pool: 'p',
+          topologyKey: 'k',
+          nodeExists: () => true,
+          condition: () => ({ abnormal: false, message: 'ok' }),
+        }),
+      );
       await server.start();
       client = new CsiClient(`unix://${dir}/${name}.sock`, 10_000);
       return client;
     };
     let c = await start('a', famfs);
-    const id = (await c.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'pvc-q', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [cap] })).volume.volume_id;
+    const id = (
+      await c.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+        name: 'pvc-q',
+        capacity_range: { required_bytes: String(4 * MiB) },
+        volume_capabilities: [cap],
+      })
+    ).volume.volume_id;
     famfs.catchUp();
     const file = famfs.lookup(objectFileRelpath(id)) as FileNode;
     // Two damaged bytes in the volume's entry (its name and its uid): no CRC proof, so quarantine.
-    for (const [pos, mask] of [[LE.payload + 24 + 5, 0x01], [LE.payload + 12, 0x01]] as const) {
+    for (const [pos, mask] of [
+      [LE.payload + 24 + 5, 0x01],
+      [LE.payload + 12, 0x01],
+    ] as const) {
       const at = LOG_OFFSET + entryOffset(file.index) + pos;
-      device.write(at, Buffer.from([device.read(at, 1)[0]! ^ mask]));
+      device.write(at, Buffer.from([device.read(at, 1)[0] ^ mask]));
       device.flush(at, 1);
     }
-    assert.deepEqual(repair(device, { hostUuid: HOST }).quarantined.map((q) => q.index), [file.index]);
+    assert.deepEqual(
+      repair(device, { hostUuid: HOST }).quarantined.map((q) => q.index),
+      [file.index],
+    );
 
     // A new leader (restart) over the repaired device.
     client?.close();

@@ -12,7 +12,14 @@ import { objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore } from '../pkg/csi/store';
 import { Volumes } from '../pkg/csi/volumes';
-import type { ControllerGetVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse, GetSnapshotResponse, ListSnapshotsResponse, VolumeContentSource } from '../pkg/csi/types';
+import type {
+  ControllerGetVolumeResponse,
+  CreateSnapshotResponse,
+  CreateVolumeResponse,
+  GetSnapshotResponse,
+  ListSnapshotsResponse,
+  VolumeContentSource,
+} from '../pkg/csi/types';
 import { type DaxDevice } from '../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { FamfsFs, flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
@@ -35,7 +42,12 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
   let client: CsiClient;
   const file = (id: string): FileNode => famfs.lookup(objectFileRelpath(id)) as FileNode;
   const createVol = (name: string, required: number, extra: object = {}) =>
-    client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(required) }, volume_capabilities: [cap], ...extra });
+    client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name,
+      capacity_range: { required_bytes: String(required) },
+      volume_capabilities: [cap],
+      ...extra,
+    });
   const snap = (name: string, source: string) => client.call<CreateSnapshotResponse>('Controller', 'CreateSnapshot', { name, source_volume_id: source });
 
   before(async () => {
@@ -45,9 +57,16 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     const store = new ControllerStore(famfs);
     store.takeMasterRole(UUID);
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
-    server.addService('Controller', controllerService({
-      volumes: new Volumes(store, { copySliceBytes: 4 * MiB }), pool: 'p1', topologyKey: KEY, nodeExists: () => true, condition: () => ({ abnormal: false, message: 'ok' }),
-    }));
+    server.addService(
+      'Controller',
+      controllerService({
+        volumes: new Volumes(store, { copySliceBytes: 4 * MiB }),
+        pool: 'p1',
+        topologyKey: KEY,
+        nodeExists: () => true,
+        condition: () => ({ abnormal: false, message: 'ok' }),
+      }),
+    );
     await server.start();
     client = new CsiClient(`unix://${dir}/csi.sock`, 10_000);
   });
@@ -97,7 +116,10 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     assert.equal(restored.capacity_bytes, String(10 * MiB));
     assert.deepEqual((restored.content_source as VolumeContentSource).snapshot, { snapshot_id: s1.snapshot_id });
     assert.deepEqual(readFileData(device, file(restored.volume_id), 0, 6 * MiB), pattern);
-    assert.ok(readFileData(device, file(restored.volume_id), 6 * MiB, 4 * MiB).every((b) => b === 0), 'tail past the snapshot is zero');
+    assert.ok(
+      readFileData(device, file(restored.volume_id), 6 * MiB, 4 * MiB).every((b) => b === 0),
+      'tail past the snapshot is zero',
+    );
     // Same name, same source: the same volume; another source or none: ALREADY_EXISTS.
     assert.equal((await createVol('restored', 10 * MiB, restoreFrom)).volume.volume_id, restored.volume_id);
     assert.equal(await code(createVol('restored', 10 * MiB)), 'ALREADY_EXISTS');
@@ -105,7 +127,10 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     // No capacity asked: the source's size. Smaller than the source under the limit: OUT_OF_RANGE.
     const fit = (await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'fit', volume_capabilities: [cap], ...restoreFrom })).volume;
     assert.equal(fit.capacity_bytes, String(6 * MiB));
-    assert.equal(await code(createVol('small', 2 * MiB, { ...restoreFrom, capacity_range: { required_bytes: String(2 * MiB), limit_bytes: String(4 * MiB) } })), 'OUT_OF_RANGE');
+    assert.equal(
+      await code(createVol('small', 2 * MiB, { ...restoreFrom, capacity_range: { required_bytes: String(2 * MiB), limit_bytes: String(4 * MiB) } })),
+      'OUT_OF_RANGE',
+    );
     assert.equal(await code(createVol('nosnap', 2 * MiB, { volume_content_source: { snapshot: { snapshot_id: 'snap-' + 'f'.repeat(40) } } })), 'NOT_FOUND');
     assert.equal(await code(createVol('nosnap', 2 * MiB, { volume_content_source: { snapshot: { snapshot_id: '' } } })), 'INVALID_ARGUMENT');
 
@@ -136,7 +161,10 @@ describe('CSI snapshots and clones over a unix socket (emulated devdax)', functi
     assert.deepEqual([...seen].sort(), [...ids].sort());
     assert.equal(await code(client.call('Controller', 'ListSnapshots', { starting_token: 'bogus' })), 'ABORTED');
     const one = await client.call<ListSnapshotsResponse>('Controller', 'ListSnapshots', { snapshot_id: ids[2] });
-    assert.deepEqual(one.entries.map((e) => e.snapshot.snapshot_id), [ids[2]]);
+    assert.deepEqual(
+      one.entries.map((e) => e.snapshot.snapshot_id),
+      [ids[2]],
+    );
     const none = await client.call<ListSnapshotsResponse>('Controller', 'ListSnapshots', { snapshot_id: 'snap-' + 'a'.repeat(40) });
     assert.equal(none.entries.length, 0);
     const got = await client.call<GetSnapshotResponse>('Controller', 'GetSnapshot', { snapshot_id: ids[0] });

@@ -25,7 +25,6 @@ const HOST_B = '42222222-2222-4333-8444-555555555555';
 const CLI = path.resolve(__dirname, '..', 'cmd', 'famfs.js');
 const cap = (mode = 'SINGLE_NODE_WRITER') => ({ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode } });
 
-
 describe('controller records: change records, growth, unreadable image and rebuild', function () {
   this.timeout(120_000);
   const DEV = `csi-state-test-${process.pid}`;
@@ -33,8 +32,13 @@ describe('controller records: change records, growth, unreadable image and rebui
   let a: Controller;
   let b: Controller;
   const create = (c: Controller, name: string) =>
-    c.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap()] });
-  const publish = (c: Controller, id: string, node: string) => c.client.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: node, volume_capability: cap() });
+    c.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name,
+      capacity_range: { required_bytes: String(2 * MiB) },
+      volume_capabilities: [cap()],
+    });
+  const publish = (c: Controller, id: string, node: string) =>
+    c.client.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: node, volume_capability: cap() });
   /** Reads the image through a third, independent mapping (as another host would). */
   const onDevice = () => {
     const dev = openDevice(a.device.path, { readOnly: true });
@@ -48,7 +52,7 @@ describe('controller records: change records, growth, unreadable image and rebui
   /** Device offset of half `h`'s header (the image file is contiguous). */
   const headerAt = (c: Controller, h: 0 | 1): number => {
     const file = c.famfs.lookup(STATE_IMAGE_RELPATH) as FileNode;
-    return fmapExtents(file.fmap)[0]!.offset + h * (Math.floor(file.size / 2 / 4096) * 4096);
+    return fmapExtents(file.fmap)[0].offset + h * (Math.floor(file.size / 2 / 4096) * 4096);
   };
 
   before(async () => {
@@ -70,24 +74,29 @@ describe('controller records: change records, growth, unreadable image and rebui
     assert.ok(before);
     const ids: string[] = [];
     for (let i = 0; i < 20; i++) ids.push((await create(a, `pvc-rec-${i}`)).volume.volume_id);
-    await publish(a, ids[0]!, 'node-a');
+    await publish(a, ids[0], 'node-a');
     const after = onDevice().loaded;
     assert.ok(after);
     assert.equal(after.header.generation, before.header.generation, 'no checkpoint was written for these calls');
     assert.equal(after.deltas, before.deltas + 21, 'one change record per create, one for the publish');
     assert.equal(Object.keys(after.doc.volumes).length, Object.keys(before.doc.volumes).length + 20);
-    assert.deepEqual(Object.keys(after.doc.volumes[ids[0]!]!.published), ['node-a']);
+    assert.deepEqual(Object.keys(after.doc.volumes[ids[0]].published), ['node-a']);
 
     // B takes over: the records are its, the serial-writer guard with them.
     b.state.takeMasterRole(HOST_B);
-    assert.equal((await outcome(publish(b, ids[0]!, 'node-b'))).code, 'FAILED_PRECONDITION');
+    assert.equal((await outcome(publish(b, ids[0], 'node-b'))).code, 'FAILED_PRECONDITION');
     for (const id of ids.slice(1)) assert.equal((await outcome(b.client.call('Controller', 'DeleteVolume', { volume_id: id }))).code, 'OK');
     a.state.takeMasterRole(HOST_A);
   });
 
   it('moves to a larger file when the records outgrow a half, and reads the same records there', () => {
     // A small image (two 1 MiB halves) on this device, driven directly: ~1.2 MiB of records.
-    const img = new SharedStateImage<{ version: 2; volumes: Record<string, unknown>; snapshots: Record<string, unknown> }>(a.famfs, a.device, (d) => d as never, 'csi/.grow-test');
+    const img = new SharedStateImage<{ version: 2; volumes: Record<string, unknown>; snapshots: Record<string, unknown> }>(
+      a.famfs,
+      a.device,
+      (d) => d as never,
+      'csi/.grow-test',
+    );
     const epoch = a.state.fencingEpoch!;
     const fence = (): void => a.famfs.checkFenceEpoch(epoch);
     a.famfs.creat('csi/.grow-test', 2 * MiB, { zero: true, mode: 0o600 });
@@ -116,7 +125,7 @@ describe('controller records: change records, growth, unreadable image and rebui
     const c = (img as unknown as { current: { tail: number; header: { half: 0 | 1 } } }).current;
     const at = headerAt(a, c.header.half) + c.tail - 9;
     const orig = a.device.read(at, 1);
-    a.device.write(at, Buffer.from([orig[0]! ^ 0x55]));
+    a.device.write(at, Buffer.from([orig[0] ^ 0x55]));
     a.device.flush(at, 1);
     const torn = onDevice();
     assert.equal(torn.loaded?.doc.volumes[v], undefined, 'the torn record is not applied');
@@ -135,7 +144,7 @@ describe('controller records: change records, growth, unreadable image and rebui
     for (const h of [0, 1] as const) {
       const at = headerAt(a, h) + CSI_IMAGE.generation;
       const orig = a.device.read(at, 1);
-      a.device.write(at, Buffer.from([orig[0]! ^ 0xff]));
+      a.device.write(at, Buffer.from([orig[0] ^ 0xff]));
       a.device.flush(at, 1);
     }
     assert.ok(onDevice().unreadable);
@@ -164,20 +173,29 @@ describe('controller records: change records, growth, unreadable image and rebui
     assert.match(refused.message, /unknown revision 99/);
   });
 
-  it('famfs csi-rebuild-state recovers the publish records from the node plugins\' records', async () => {
+  it("famfs csi-rebuild-state recovers the publish records from the node plugins' records", async () => {
     const nodeDir = path.join(dir, 'node-a-state');
     const nodeStore = new NodeStateStore(nodeDir);
     await nodeStore.update((d) => {
       d.staged['/var/lib/kubelet/plugins/x/globalmount'] = {
-        volumeId: guarded, stagingPath: '/var/lib/kubelet/plugins/x/globalmount', famfsMount: '/mnt', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', stagedAt: 'now',
+        volumeId: guarded,
+        stagingPath: '/var/lib/kubelet/plugins/x/globalmount',
+        famfsMount: '/mnt',
+        readOnly: false,
+        accessMode: 'SINGLE_NODE_WRITER',
+        stagedAt: 'now',
       };
     });
     const r = spawnSync(process.execPath, [CLI, 'csi-rebuild-state', '--json', '--node-state', `node-a=${nodeDir}`, a.device.path], {
-      encoding: 'utf8', env: { ...process.env, FAMFS_SYSTEM_UUID: HOST_B },
+      encoding: 'utf8',
+      env: { ...process.env, FAMFS_SYSTEM_UUID: HOST_B },
     });
     assert.equal(r.status, 0, r.stderr + r.stdout);
     const report = JSON.parse(r.stdout) as { published: { volumeId: string; nodeId: string }[]; replaced: string };
-    assert.deepEqual(report.published.map((p) => [p.volumeId, p.nodeId]), [[guarded, 'node-a']]);
+    assert.deepEqual(
+      report.published.map((p) => [p.volumeId, p.nodeId]),
+      [[guarded, 'node-a']],
+    );
     assert.match(report.replaced, /unknown revision 99/);
     // The controller restarts (takes the role again) and reads the rebuilt records.
     b.state.takeMasterRole(HOST_B);
@@ -191,7 +209,8 @@ describe('controller records: change records, growth, unreadable image and rebui
   it('csi-rebuild-state refuses a node state directory without records (exit 2, nothing written)', () => {
     const before = onDevice().loaded?.header.generation;
     const r = spawnSync(process.execPath, [CLI, 'csi-rebuild-state', '--node-state', `node-z=${path.join(dir, 'nowhere')}`, a.device.path], {
-      encoding: 'utf8', env: { ...process.env, FAMFS_SYSTEM_UUID: HOST_B },
+      encoding: 'utf8',
+      env: { ...process.env, FAMFS_SYSTEM_UUID: HOST_B },
     });
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, /no node-state\.json there/);

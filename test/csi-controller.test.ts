@@ -28,7 +28,10 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
   let client: CsiClient;
   const create = (name: string, required: number, extra: object = {}) =>
     client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name, capacity_range: { required_bytes: String(required) }, volume_capabilities: [mountCap('SINGLE_NODE_WRITER')], ...extra,
+      name,
+      capacity_range: { required_bytes: String(required) },
+      volume_capabilities: [mountCap('SINGLE_NODE_WRITER')],
+      ...extra,
     });
 
   before(async () => {
@@ -38,10 +41,16 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
     server = new CsiServer({ endpoint: `unix://${dir}/csi.sock`, log: pino({ level: 'silent' }) });
     const store = new ControllerStore(famfs);
     store.takeMasterRole(uuid);
-    server.addService('Controller', controllerService({
-      volumes: new Volumes(store), pool: 'p1', topologyKey: KEY,
-      nodeExists: (id) => id === 'node-a' || id === 'node-b', condition: () => ({ abnormal: false, message: 'ok' }),
-    }));
+    server.addService(
+      'Controller',
+      controllerService({
+        volumes: new Volumes(store),
+        pool: 'p1',
+        topologyKey: KEY,
+        nodeExists: (id) => id === 'node-a' || id === 'node-b',
+        condition: () => ({ abnormal: false, message: 'ok' }),
+      }),
+    );
     await server.start();
     client = new CsiClient(`unix://${dir}/csi.sock`, 5000);
   });
@@ -126,5 +135,4 @@ describe('CSI Controller over a unix socket (in-memory famfs)', function () {
     const other = await client.call<GetCapacityResponse>('Controller', 'GetCapacity', { accessible_topology: { segments: { [KEY]: 'nope' } } });
     assert.equal(other.available_capacity, '0');
   });
-
 });

@@ -146,7 +146,19 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
     /** Names (volumes and snapshots) an operation or a reader is using right now. */
     const busy = new Set<string>();
     const failures: string[] = [];
-    const stats = { creates: 0, clones: 0, fromSnapshot: 0, snapshots: 0, deletes: 0, snapDeletes: 0, exhausted: 0, cutByKill: 0, reads: 0, readBytes: 0, interruptedAppends: 0 };
+    const stats = {
+      creates: 0,
+      clones: 0,
+      fromSnapshot: 0,
+      snapshots: 0,
+      deletes: 0,
+      snapDeletes: 0,
+      exhausted: 0,
+      cutByKill: 0,
+      reads: 0,
+      readBytes: 0,
+      interruptedAppends: 0,
+    };
     let round = 0;
     let killed = false;
 
@@ -163,7 +175,9 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
       stats.readBytes += got.length;
       const want = expected(c, size);
       if (!got.equals(want)) {
-        failures.push(`${where(round)}: ${what} (${rel}) read through the host differs from ${c.origin}'s pattern at byte ${firstDiff(got, want)} (size ${got.length}, want ${size})`);
+        failures.push(
+          `${where(round)}: ${what} (${rel}) read through the host differs from ${c.origin}'s pattern at byte ${firstDiff(got, want)} (size ${got.length}, want ${size})`,
+        );
       }
     };
 
@@ -285,7 +299,9 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
       while (!readerStop) {
         const choices = [
           // Not a name whose delete a kill cut: it may be gone already (the CO retries the delete).
-          ...[...vols].filter(([n, v]) => v.content !== undefined && !busy.has(n) && !pending.has(n)).map(([n, v]) => ({ n, rel: objectFileRelpath(v.id), size: v.size, c: v.content as Content })),
+          ...[...vols]
+            .filter(([n, v]) => v.content !== undefined && !busy.has(n) && !pending.has(n))
+            .map(([n, v]) => ({ n, rel: objectFileRelpath(v.id), size: v.size, c: v.content as Content })),
           ...[...snaps].filter(([n]) => !busy.has(n) && !pending.has(n)).map(([n, s]) => ({ n, rel: objectFileRelpath(s.id), size: s.size, c: s.content })),
         ];
         if (choices.length === 0) {
@@ -332,7 +348,9 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
                 pending.set(op.name, op);
                 stats.cutByKill++;
               } else {
-                failures.push(`${where(round)}: ${op.op} ${op.name} ${killed ? 'after' : 'before'} the kill: ${codeName} ${(e as CsiCallError).details ?? (e as Error).message}`);
+                failures.push(
+                  `${where(round)}: ${op.op} ${op.name} ${killed ? 'after' : 'before'} the kill: ${codeName} ${(e as CsiCallError).details ?? (e as Error).message}`,
+                );
               }
             } finally {
               for (const n of names) busy.delete(n);
@@ -355,8 +373,10 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
         assert.deepEqual(seen.fsck.errors, [], `${where(round)}: fsck errors`);
         assert.equal(seen.fsck.space?.collisions, 0, `${where(round)}: double allocation`);
         if (seen.fsck.warnings.some((w) => /interrupted/.test(w))) stats.interruptedAppends++;
-        for (const [name, v] of vols) if (!pending.has(name)) assert.ok(seen.volumeIds.includes(v.id), `${where(round)}: acknowledged ${name} (${v.id}) is gone`);
-        for (const [name, s] of snaps) if (!pending.has(name)) assert.ok(seen.snapshotIds.includes(s.id), `${where(round)}: acknowledged snapshot ${name} (${s.id}) is gone`);
+        for (const [name, v] of vols)
+          if (!pending.has(name)) assert.ok(seen.volumeIds.includes(v.id), `${where(round)}: acknowledged ${name} (${v.id}) is gone`);
+        for (const [name, s] of snaps)
+          if (!pending.has(name)) assert.ok(seen.snapshotIds.includes(s.id), `${where(round)}: acknowledged snapshot ${name} (${s.id}) is gone`);
         assert.ok(seen.generation >= lastGeneration, `${where(round)}: state image generation went back from ${lastGeneration} to ${seen.generation}`);
         lastGeneration = seen.generation;
         assert.ok(fuse.alive, `${where(round)}: the host exited: ${fuse.output}`);
@@ -369,7 +389,9 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
           try {
             await run(proc, op);
           } catch (e) {
-            failures.push(`${where(round)}: retry of ${op.op} ${op.name}: ${status[(e as CsiCallError).code] ?? ''} ${(e as CsiCallError).details ?? (e as Error).message}`);
+            failures.push(
+              `${where(round)}: retry of ${op.op} ${op.name}: ${status[(e as CsiCallError).code] ?? ''} ${(e as CsiCallError).details ?? (e as Error).message}`,
+            );
           } finally {
             for (const n of names) busy.delete(n);
           }
@@ -400,7 +422,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
     // Everything goes; once the host has replayed the deletes, all the space must come back.
     for (const v of vols.values()) await proc.client.call('Controller', 'DeleteVolume', { volume_id: v.id });
     for (const s of snaps.values()) await proc.client.call('Controller', 'DeleteSnapshot', { snapshot_id: s.id });
-    let free = 0;
+    let free: number;
     const deadline = Date.now() + 30_000;
     do {
       await sleep(200);

@@ -57,9 +57,13 @@ describe('CSI controller under load @slow', function () {
         const t0 = process.hrtime.bigint();
         try {
           if (Math.random() < 0.65) {
-            const v = (await p.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-              name, capacity_range: { required_bytes: String(sizeOf(i)) }, volume_capabilities: [cap],
-            })).volume;
+            const v = (
+              await p.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+                name,
+                capacity_range: { required_bytes: String(sizeOf(i)) },
+                volume_capabilities: [cap],
+              })
+            ).volume;
             if (v.volume_id !== volumeIdForName(name) || Number(v.capacity_bytes) !== sizeOf(i)) wrongId++;
             lat.create.push(Number(process.hrtime.bigint() - t0) / 1e6);
           } else {
@@ -80,9 +84,11 @@ describe('CSI controller under load @slow', function () {
 
     const ops = lat.create.length + lat.delete.length;
     const fmt = (xs: number[]) => `p50 ${percentile(xs, 50).toFixed(2)} ms, p99 ${percentile(xs, 99).toFixed(2)} ms`;
-    console.log(`      load: ${ops} calls in ${elapsed.toFixed(1)} s = ${(ops / elapsed).toFixed(0)} calls/s at concurrency ${CONCURRENCY}; ` +
-      `CreateVolume ${fmt(lat.create)}; DeleteVolume ${fmt(lat.delete)}; codes ${JSON.stringify(Object.fromEntries(codes))}; ` +
-      `controller anonymous RSS ${(Math.min(...rss) / MiB).toFixed(0)}..${(Math.max(...rss) / MiB).toFixed(0)} MiB`);
+    console.log(
+      `      load: ${ops} calls in ${elapsed.toFixed(1)} s = ${(ops / elapsed).toFixed(0)} calls/s at concurrency ${CONCURRENCY}; ` +
+        `CreateVolume ${fmt(lat.create)}; DeleteVolume ${fmt(lat.delete)}; codes ${JSON.stringify(Object.fromEntries(codes))}; ` +
+        `controller anonymous RSS ${(Math.min(...rss) / MiB).toFixed(0)}..${(Math.max(...rss) / MiB).toFixed(0)} MiB`,
+    );
     assert.deepEqual([...codes.keys()], ['OK'], 'every call succeeded (names repeat: creates are idempotent, deletes of missing volumes are OK)');
     assert.equal(wrongId, 0);
 

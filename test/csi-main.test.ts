@@ -35,10 +35,29 @@ describe('famfs-csi binary', function () {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'csi-main-'));
     device = `/dev/shm/famfs-csi-test-${process.pid}.img`;
     sock = path.join(dir, 'csi.sock');
-    child = spawn(process.execPath, [
-      MAIN, '--mode', 'all', '--endpoint', `unix://${sock}`, '--device', device, '--device-size', '1Gi',
-      '--state-dir', path.join(dir, 'state'), '--metrics-address', `127.0.0.1:${port}`, '--driver-name', 'famfs.csi.test.io', '--node-id', 'node-a',
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(
+      process.execPath,
+      [
+        MAIN,
+        '--mode',
+        'all',
+        '--endpoint',
+        `unix://${sock}`,
+        '--device',
+        device,
+        '--device-size',
+        '1Gi',
+        '--state-dir',
+        path.join(dir, 'state'),
+        '--metrics-address',
+        `127.0.0.1:${port}`,
+        '--driver-name',
+        'famfs.csi.test.io',
+        '--node-id',
+        'node-a',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     child.stdout?.on('data', (b: Buffer) => (output += b.toString()));
     child.stderr?.on('data', (b: Buffer) => (output += b.toString()));
     await waitFor(() => fs.existsSync(sock) || child.exitCode !== null, STARTUP_MS, 'the socket');
@@ -81,7 +100,9 @@ describe('famfs-csi binary', function () {
   });
 
   it('reopens the existing famfs on restart instead of formatting again', async () => {
-    const again = spawn(process.execPath, [MAIN, '--endpoint', `unix://${sock}`, '--device', device, '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const again = spawn(process.execPath, [MAIN, '--endpoint', `unix://${sock}`, '--device', device, '--state-dir', path.join(dir, 'state')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     again.stdout?.on('data', (b: Buffer) => (out += b.toString()));
     again.stderr?.on('data', (b: Buffer) => (out += b.toString()));
@@ -99,20 +120,32 @@ describe('famfs-csi binary', function () {
 
   it('refuses a non-numeric number flag as a usage error (not NaN), before touching anything', async () => {
     for (const flag of ['--external-fuse-wait=abc', '--pool-status-interval=1.5', '--health-port=-1']) {
-      const bad = spawn(process.execPath, [MAIN, flag, '--endpoint', `unix://${dir}/flag.sock`, '--device', path.join(dir, 'never.img'), '--state-dir', path.join(dir, 'state')], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const bad = spawn(
+        process.execPath,
+        [MAIN, flag, '--endpoint', `unix://${dir}/flag.sock`, '--device', path.join(dir, 'never.img'), '--state-dir', path.join(dir, 'state')],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       let err = '';
       bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
       const code = await new Promise((resolve) => bad.once('exit', resolve));
       assert.equal(code, 1, `${flag}: exit status`);
-      assert.match(err, new RegExp(`option '${flag.split('=')[0]} <[a-z]+>' argument '${flag.split('=')[1]}' is invalid\\. must be a non-negative integer`), flag);
+      assert.match(
+        err,
+        new RegExp(`option '${flag.split('=')[0]} <[a-z]+>' argument '${flag.split('=')[1]}' is invalid\\. must be a non-negative integer`),
+        flag,
+      );
       assert.equal(fs.existsSync(path.join(dir, 'never.img')), false, `${flag}: no device created`);
     }
   });
 
   it('refuses a missing device outside /dev/shm with a readable message', async () => {
-    const bad = spawn(process.execPath, [MAIN, '--endpoint', `unix://${dir}/x.sock`, '--device', path.join(dir, 'nope.img'), '--state-dir', path.join(dir, 'state')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const bad = spawn(
+      process.execPath,
+      [MAIN, '--endpoint', `unix://${dir}/x.sock`, '--device', path.join(dir, 'nope.img'), '--state-dir', path.join(dir, 'state')],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let err = '';
     bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
     const code = await new Promise((resolve) => bad.once('exit', resolve));

@@ -42,9 +42,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const endpoint = `unix://${path.join(env.dir, 'ext.sock')}`;
     const start = (externalFuseWaitMs: number) =>
       startDriver({
-        mode: 'node', endpoint, devicePath: env.devicePath, deviceSize: 0, mkfs: false, nodeId: 'node-ext',
-        driverName: 'famfs.csi.cxl.io', stateDir, pool: 'test-pool', allowedPathRoots: [env.kubelet],
-        externalFuse: true, externalFuseWaitMs, log: pino({ level: 'silent' }),
+        mode: 'node',
+        endpoint,
+        devicePath: env.devicePath,
+        deviceSize: 0,
+        mkfs: false,
+        nodeId: 'node-ext',
+        driverName: 'famfs.csi.cxl.io',
+        stateDir,
+        pool: 'test-pool',
+        allowedPathRoots: [env.kubelet],
+        externalFuse: true,
+        externalFuseWaitMs,
+        log: pino({ level: 'silent' }),
       });
     driver = await start(600);
     client = new CsiClient(endpoint, 30_000);
@@ -74,7 +84,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     // The chart's famfs-fused container, played by a process of ours on the same paths.
     fs.mkdirSync(fuse.mountpoint, { recursive: true });
     fs.mkdirSync(path.dirname(fuse.socketPath), { recursive: true, mode: 0o700 });
-    fused = spawn(process.execPath, [FUSED, env.devicePath, fuse.mountpoint, '--foreground', '--control-socket', fuse.socketPath, '--host-uuid', '7e57a0de-0000-4000-8000-0000000000ee'], { stdio: 'ignore' });
+    fused = spawn(
+      process.execPath,
+      [FUSED, env.devicePath, fuse.mountpoint, '--foreground', '--control-socket', fuse.socketPath, '--host-uuid', '7e57a0de-0000-4000-8000-0000000000ee'],
+      { stdio: 'ignore' },
+    );
     // Started while an RPC waits: the plugin picks it up within its wait.
     await sleep(50);
     await client.call('Node', 'NodeStageVolume', stage);

@@ -59,7 +59,13 @@ function mmapWritable(file: string): string {
 
   it('reports capabilities and the pool topology', async () => {
     const caps = await a.call<NodeGetCapabilitiesResponse>('NodeGetCapabilities', {});
-    assert.deepEqual(caps.capabilities.map((c) => c.rpc.type).sort(), ['GET_VOLUME_STATS', 'SINGLE_NODE_MULTI_WRITER', 'STAGE_UNSTAGE_VOLUME', 'VOLUME_CONDITION', 'VOLUME_MOUNT_GROUP']);
+    assert.deepEqual(caps.capabilities.map((c) => c.rpc.type).sort(), [
+      'GET_VOLUME_STATS',
+      'SINGLE_NODE_MULTI_WRITER',
+      'STAGE_UNSTAGE_VOLUME',
+      'VOLUME_CONDITION',
+      'VOLUME_MOUNT_GROUP',
+    ]);
     const info = await a.call<NodeGetInfoResponse>('NodeGetInfo', {});
     assert.equal(info.node_id, 'node-a');
     assert.deepEqual(info.accessible_topology?.segments, { 'famfs.csi.cxl.io/pool': 'test-pool' });
@@ -96,7 +102,10 @@ function mmapWritable(file: string): string {
     assert.ok(file !== undefined && file.kind === 'file');
 
     const stats = await a.call<NodeGetVolumeStatsResponse>('NodeGetVolumeStats', { volume_id: id, volume_path: target });
-    assert.deepEqual(stats.usage.map((u) => [u.unit, u.total, u.used, u.available]), [['BYTES', String(4 * MiB), String(4 * MiB), '0']]);
+    assert.deepEqual(
+      stats.usage.map((u) => [u.unit, u.total, u.used, u.available]),
+      [['BYTES', String(4 * MiB), String(4 * MiB), '0']],
+    );
     assert.equal(stats.volume_condition?.abnormal, false);
     assert.equal(await codeOf(a.call('NodeGetVolumeStats', { volume_id: id, volume_path: path.join(env.kubelet, 'elsewhere') })), 'NOT_FOUND');
 
@@ -119,8 +128,14 @@ function mmapWritable(file: string): string {
     await publish(a, id, staging, rw);
     await publish(a, id, staging, ro, SNW, true);
     const roFile = path.join(ro, 'data');
-    assert.equal(errnoOf(() => fs.openSync(roFile, 'r+')), 'EROFS');
-    assert.equal(errnoOf(() => fs.writeFileSync(roFile, 'x', { flag: 'a' })), 'EROFS');
+    assert.equal(
+      errnoOf(() => fs.openSync(roFile, 'r+')),
+      'EROFS',
+    );
+    assert.equal(
+      errnoOf(() => fs.writeFileSync(roFile, 'x', { flag: 'a' })),
+      'EROFS',
+    );
     assert.equal(mmapWritable(roFile), 'EACCES');
     assert.equal(fs.readFileSync(roFile).length, 2 * MiB, 'still readable');
     assert.ok((await findMount(ro))?.mountOptions.includes('ro'));
@@ -135,7 +150,10 @@ function mmapWritable(file: string): string {
     await publish(a, id, staging, blk, blockCap('SINGLE_NODE_READER_ONLY'));
     assert.ok(fs.statSync(blk).isFile());
     assert.equal(fs.statSync(blk).size, 2 * MiB);
-    assert.equal(errnoOf(() => fs.openSync(blk, 'r+')), 'EROFS');
+    assert.equal(
+      errnoOf(() => fs.openSync(blk, 'r+')),
+      'EROFS',
+    );
     await unpublish(a, id, blk);
     assert.equal(fs.existsSync(blk), false);
     await unstage(a, id, staging);
@@ -158,7 +176,10 @@ function mmapWritable(file: string): string {
     await publish(a, id, staging, g2, mountCap('SINGLE_NODE_MULTI_WRITER')); // another target: OK for multi-writer
     const msg = await messageOf(publish(a, id, staging, env.target('pod-g3'), mountCap('SINGLE_NODE_MULTI_WRITER', { volume_mount_group: '3000' })));
     assert.match(msg, /gid 2000.*fsGroup 3000/);
-    assert.equal(await codeOf(publish(a, id, staging, env.target('pod-g3'), mountCap('SINGLE_NODE_MULTI_WRITER', { volume_mount_group: '3000' }))), 'FAILED_PRECONDITION');
+    assert.equal(
+      await codeOf(publish(a, id, staging, env.target('pod-g3'), mountCap('SINGLE_NODE_MULTI_WRITER', { volume_mount_group: '3000' }))),
+      'FAILED_PRECONDITION',
+    );
     await unpublish(a, id, g1);
     await unpublish(a, id, g2);
     await unpublish(a, id, env.target('pod-g3')); // never published: OK, nothing left behind
@@ -172,13 +193,16 @@ function mmapWritable(file: string): string {
     const codes = await Promise.all([codeOf(stage(a, id, staging)), codeOf(stage(a, id, staging)), codeOf(stage(a, id, staging))]);
     assert.equal(codes.filter((c) => c === 'OK').length >= 1, true, codes.join());
     assert.ok(codes.includes('ABORTED'), codes.join());
-    assert.deepEqual(codes.filter((c) => c !== 'OK' && c !== 'ABORTED'), []);
+    assert.deepEqual(
+      codes.filter((c) => c !== 'OK' && c !== 'ABORTED'),
+      [],
+    );
     assert.equal((await findMount(staging))?.root, `/csi/${id}`);
     await stage(a, id, staging); // a retry after ABORTED succeeds
     await unstage(a, id, staging);
   });
 
-  it('hands a file over between two nodes: A flushes on unstage, B invalidates on stage and reads exactly A\'s bytes', async () => {
+  it("hands a file over between two nodes: A flushes on unstage, B invalidates on stage and reads exactly A's bytes", async () => {
     const b = await env.startNode('node-b');
     const id = env.createVolume('handoff', 8 * MiB);
     const cap = mountCap('SINGLE_NODE_MULTI_WRITER');

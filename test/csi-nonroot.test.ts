@@ -35,7 +35,22 @@ function inPod(uid: number, js: string, target: string, rel: string, groups: num
     const script = 'mount --bind "$1" "$2" && shift 2 && exec setpriv "$@"';
     const r = spawnSync(
       'unshare',
-      ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', target, podDir, ...setprivArgs(uid, groups), process.execPath, '-e', js, path.join(podDir, rel)],
+      [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        script,
+        'sh',
+        target,
+        podDir,
+        ...setprivArgs(uid, groups),
+        process.execPath,
+        '-e',
+        js,
+        path.join(podDir, rel),
+      ],
       { encoding: 'utf8', timeout: 20_000 },
     );
     return { out: r.stdout.trim(), err: r.stderr, code: r.status };
@@ -80,14 +95,25 @@ describe('non-root pods with the default StorageClass parameters', function () {
   });
 
   async function publish(name: string, mode: string, opts: { group?: string; readonly?: boolean } = {}): Promise<{ id: string; target: string }> {
-    const v = (await client.call<{ volume: { volume_id: string; volume_context: Record<string, string> } }>('Controller', 'CreateVolume', {
-      name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [mountCap('SINGLE_NODE_WRITER')],
-    })).volume;
+    const v = (
+      await client.call<{ volume: { volume_id: string; volume_context: Record<string, string> } }>('Controller', 'CreateVolume', {
+        name,
+        capacity_range: { required_bytes: String(2 * MiB) },
+        volume_capabilities: [mountCap('SINGLE_NODE_WRITER')],
+      })
+    ).volume;
     const cap = mountCap(mode, opts.group !== undefined ? { volume_mount_group: opts.group } : {});
     const staging = env.staging('node-a', v.volume_id);
     await node.call('NodeStageVolume', { volume_id: v.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: v.volume_context });
     const target = env.target(`pod-${name}`);
-    await node.call('NodePublishVolume', { volume_id: v.volume_id, staging_target_path: staging, target_path: target, volume_capability: cap, readonly: opts.readonly === true, volume_context: v.volume_context });
+    await node.call('NodePublishVolume', {
+      volume_id: v.volume_id,
+      staging_target_path: staging,
+      target_path: target,
+      volume_capability: cap,
+      readonly: opts.readonly === true,
+      volume_context: v.volume_context,
+    });
     return { id: v.volume_id, target };
   }
 
@@ -109,7 +135,7 @@ describe('non-root pods with the default StorageClass parameters', function () {
     assert.deepEqual(r.out.split('\n'), ['READ', 'EROFS'], r.err);
   });
 
-  it('the same non-root user cannot reach the file through the node\'s famfs mount (only through a mount of the volume)', async () => {
+  it("the same non-root user cannot reach the file through the node's famfs mount (only through a mount of the volume)", async () => {
     const { id } = await publish('reach', 'SINGLE_NODE_WRITER');
     const fuse = node.driver.node!.fuse;
     const hostPath = fuse.hostPath(objectFileRelpath(id));

@@ -31,7 +31,7 @@ function decode(buf: Buffer): Map<number, Array<string | number>> {
     let shift = 0;
     let v = 0;
     for (;;) {
-      const b = buf[i++] as number;
+      const b = buf[i++];
       v += (b & 0x7f) * 2 ** shift;
       if ((b & 0x80) === 0) return v;
       shift += 7;

@@ -37,7 +37,13 @@ export interface JunitCase {
 }
 
 function unescapeXml(s: string): string {
-  return s.replace(/&#xA;/g, '\n').replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  return s
+    .replace(/&#xA;/g, '\n')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 }
 
 /** The testcases of a ginkgo junit report and their outcome. */
@@ -104,7 +110,10 @@ function sleep(ms: number): Promise<void> {
   });
 
   it('passes every spec that is not skipped for an unadvertised capability', async function () {
-    const sanity = execFileSync(path.join(ROOT, 'scripts', 'tools.sh'), ['--path', 'csi-sanity'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+    const sanity = execFileSync(path.join(ROOT, 'scripts', 'tools.sh'), ['--path', 'csi-sanity'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).trim();
     assert.ok(fs.existsSync(sanity), `csi-sanity not built: ${sanity}`);
 
     const kubelet = path.join(dir, 'kubelet');
@@ -112,7 +121,25 @@ function sleep(ms: number): Promise<void> {
     const sock = path.join(dir, 'csi.sock');
     driver = spawn(
       process.execPath,
-      [CSI_BIN, '--mode', 'all', '--endpoint', `unix://${sock}`, '--device', device, '--device-size', '2Gi', '--node-id', 'sanity-node', '--state-dir', path.join(dir, 'state'), '--allowed-path-root', kubelet, '--log-level', 'info'],
+      [
+        CSI_BIN,
+        '--mode',
+        'all',
+        '--endpoint',
+        `unix://${sock}`,
+        '--device',
+        device,
+        '--device-size',
+        '2Gi',
+        '--node-id',
+        'sanity-node',
+        '--state-dir',
+        path.join(dir, 'state'),
+        '--allowed-path-root',
+        kubelet,
+        '--log-level',
+        'info',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const logFile = fs.createWriteStream(path.join(dir, 'driver.log'));
@@ -158,13 +185,19 @@ function sleep(ms: number): Promise<void> {
     const count = (o: JunitCase['outcome']): number => cases.filter((c) => c.outcome === o).length;
     const failed = cases.filter((c) => c.outcome === 'failed');
     const badSkips = cases.filter((c) => c.outcome === 'skipped' && !ACCEPTED_SKIPS.some((re) => re.test(c.message)));
-    console.log(`      csi-sanity: ${count('passed')} passed, ${failed.length} failed, ${count('skipped')} skipped, ${count('pending')} pending${count('filtered') > 0 ? `, ${count('filtered')} filtered out` : ''} (of ${cases.length})`);
+    console.log(
+      `      csi-sanity: ${count('passed')} passed, ${failed.length} failed, ${count('skipped')} skipped, ${count('pending')} pending${count('filtered') > 0 ? `, ${count('filtered')} filtered out` : ''} (of ${cases.length})`,
+    );
     for (const f of failed) console.log(`      FAILED ${f.name}\n             ${f.message.split('\n')[0]}`);
     for (const s of badSkips) console.log(`      UNEXPECTED SKIP ${s.name}: ${s.message}`);
     assert.ok(cases.length - count('filtered') > 0, 'no spec ran');
     if (extra.length === 0) assert.ok(cases.length > 50, `only ${cases.length} specs in the report`);
     assert.equal(failed.length, 0, `failed specs:\n${failed.map((f) => `${f.name}: ${f.message}`).join('\n')}`);
-    assert.deepEqual(badSkips.map((s) => s.name), [], 'skips other than unadvertised capabilities');
+    assert.deepEqual(
+      badSkips.map((s) => s.name),
+      [],
+      'skips other than unadvertised capabilities',
+    );
     assert.equal(run.code, 0, `csi-sanity exited ${run.code}`);
   });
 });

@@ -40,7 +40,14 @@ describe('zero-copy read-only sharing through dataSource', function () {
   }
 
   const create = async (name: string, mode: string, extra: object = {}) =>
-    (await client.call<{ volume: VolumeOut }>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(MiB) }, volume_capabilities: [mountCap(mode)], ...extra })).volume;
+    (
+      await client.call<{ volume: VolumeOut }>('Controller', 'CreateVolume', {
+        name,
+        capacity_range: { required_bytes: String(MiB) },
+        volume_capabilities: [mountCap(mode)],
+        ...extra,
+      })
+    ).volume;
   const fromVolume = (id: string) => ({ volume_content_source: { volume: { volume_id: id } } });
   const cpub = (id: string, node: string, mode: string, readonly = false) =>
     client.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: node, volume_capability: mountCap(mode), readonly });
@@ -165,19 +172,34 @@ describe('zero-copy read-only sharing through dataSource', function () {
       a = await env.startNode('node-a');
     });
 
-    it('the pod sees the loader\'s bytes at data, read-only', async () => {
+    it("the pod sees the loader's bytes at data, read-only", async () => {
       const src = await loader('loader-5');
       const share = await create('readers-5', 'MULTI_NODE_READER_ONLY', fromVolume(src));
       const staging = env.staging('node-a', share.volume_id);
       const cap = mountCap('MULTI_NODE_READER_ONLY');
-      await a.call('NodeStageVolume', { volume_id: share.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: share.volume_context });
+      await a.call('NodeStageVolume', {
+        volume_id: share.volume_id,
+        staging_target_path: staging,
+        volume_capability: cap,
+        volume_context: share.volume_context,
+      });
       const t = env.target('pod-share');
-      await a.call('NodePublishVolume', { volume_id: share.volume_id, staging_target_path: staging, target_path: t, volume_capability: cap, readonly: true, volume_context: share.volume_context });
+      await a.call('NodePublishVolume', {
+        volume_id: share.volume_id,
+        staging_target_path: staging,
+        target_path: t,
+        volume_capability: cap,
+        readonly: true,
+        volume_context: share.volume_context,
+      });
       assert.ok(fs.readFileSync(path.join(t, 'data')).subarray(0, data.length).equals(data));
       assert.throws(() => fs.writeFileSync(path.join(t, 'data'), 'x'), /EROFS/);
       await a.call('NodeUnpublishVolume', { volume_id: share.volume_id, target_path: t });
       await a.call('NodeUnstageVolume', { volume_id: share.volume_id, staging_target_path: staging });
-      assert.deepEqual((await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)), []);
+      assert.deepEqual(
+        (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
+        [],
+      );
     });
   });
 });

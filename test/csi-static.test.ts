@@ -68,7 +68,10 @@ describe('static volumes: a PV naming a famfs path', function () {
         assert.equal(await code(call), want, `path ${JSON.stringify(p)}`);
         assert.match(await messageOf(cpub('static-bad', 'node-a', 'SINGLE_NODE_WRITER', { path: p })), msg, `path ${JSON.stringify(p)}`);
       }
-      assert.equal(await code(cpub('static-bad', 'node-a', 'SINGLE_NODE_WRITER', { path: 'models' }, false, blockCap('SINGLE_NODE_WRITER'))), 'INVALID_ARGUMENT');
+      assert.equal(
+        await code(cpub('static-bad', 'node-a', 'SINGLE_NODE_WRITER', { path: 'models' }, false, blockCap('SINGLE_NODE_WRITER'))),
+        'INVALID_ARGUMENT',
+      );
       // argument before state: an unknown node with a bad path is still INVALID_ARGUMENT
       assert.equal(await code(cpub('static-bad', 'other-x', 'SINGLE_NODE_WRITER', { path: '../x' })), 'INVALID_ARGUMENT');
       assert.equal(await code(cpub('static-bad', 'other-x', 'SINGLE_NODE_WRITER', { path: 'models' })), 'NOT_FOUND');
@@ -116,7 +119,14 @@ describe('static volumes: a PV naming a famfs path', function () {
     const stage = (p: NodePlugin, id: string, mode: string, ctx: Record<string, string>, cap: object = mountCap(mode)) =>
       p.call('NodeStageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), volume_capability: cap, volume_context: ctx });
     const publish = (p: NodePlugin, id: string, target: string, mode: string, ctx: Record<string, string>, readonly = false, cap: object = mountCap(mode)) =>
-      p.call('NodePublishVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), target_path: target, volume_capability: cap, readonly, volume_context: ctx });
+      p.call('NodePublishVolume', {
+        volume_id: id,
+        staging_target_path: env.staging(p.nodeId, id),
+        target_path: target,
+        volume_capability: cap,
+        readonly,
+        volume_context: ctx,
+      });
     const unpublish = (p: NodePlugin, id: string, target: string) => p.call('NodeUnpublishVolume', { volume_id: id, target_path: target });
     const unstage = (p: NodePlugin, id: string) => p.call('NodeUnstageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id) });
 
@@ -128,13 +138,19 @@ describe('static volumes: a PV naming a famfs path', function () {
       assert.deepEqual(fs.readdirSync(path.join(t, 'llm')).sort(), ['config.json', 'weights.bin']);
       assert.ok(fs.readFileSync(path.join(t, 'llm', 'weights.bin')).equals(weights));
       assert.throws(() => fs.writeFileSync(path.join(t, 'llm', 'weights.bin'), 'x'), /EROFS/);
-      const stats = await a.call<{ usage: { total: string }[]; volume_condition: { abnormal: boolean; message: string } }>('NodeGetVolumeStats', { volume_id: 'pv-dir', volume_path: t });
+      const stats = await a.call<{ usage: { total: string }[]; volume_condition: { abnormal: boolean; message: string } }>('NodeGetVolumeStats', {
+        volume_id: 'pv-dir',
+        volume_path: t,
+      });
       assert.equal(stats.usage[0].total, String(weights.length + 4096));
       assert.equal(stats.volume_condition.abnormal, false, stats.volume_condition.message);
       await unpublish(a, 'pv-dir', t);
       assert.equal(fs.existsSync(t), false);
       await unstage(a, 'pv-dir');
-      assert.deepEqual((await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)), []);
+      assert.deepEqual(
+        (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
+        [],
+      );
     });
 
     it('a file volume shows the file in the target directory; a writer writes it, the next reader sees the bytes', async () => {
@@ -161,7 +177,10 @@ describe('static volumes: a PV naming a famfs path', function () {
       assert.ok(fs.readFileSync(tb).subarray(0, 4096).equals(data));
       await unpublish(a, 'pv-file-b', tb);
       await unstage(a, 'pv-file-b');
-      assert.deepEqual((await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)), []);
+      assert.deepEqual(
+        (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
+        [],
+      );
     });
 
     it('a restarted plugin keeps static publishes (the path is not mistaken for a deleted volume)', async () => {
@@ -173,16 +192,25 @@ describe('static volumes: a PV naming a famfs path', function () {
       assert.equal(fs.statSync(path.join(t, 'config.json')).size, 4096);
       await unpublish(a, 'pv-keep', t);
       await unstage(a, 'pv-keep');
-      assert.deepEqual((await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)), []);
+      assert.deepEqual(
+        (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
+        [],
+      );
     });
 
-    it('bad paths at NodeStage: INVALID_ARGUMENT / NOT_FOUND (the pod\'s FailedMount event), nothing mounted', async () => {
+    it("bad paths at NodeStage: INVALID_ARGUMENT / NOT_FOUND (the pod's FailedMount event), nothing mounted", async () => {
       assert.equal(await code(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: '../x' })), 'INVALID_ARGUMENT');
       assert.equal(await code(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: 'csi' })), 'INVALID_ARGUMENT');
-      assert.match(await messageOf(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: 'missing/tree' })), /does not exist in pool test-pool; load it on the master first/);
+      assert.match(
+        await messageOf(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: 'missing/tree' })),
+        /does not exist in pool test-pool; load it on the master first/,
+      );
       assert.equal(await code(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: 'single.bin/' })), 'INVALID_ARGUMENT');
       assert.equal(await code(stage(a, 'pv-bad', 'SINGLE_NODE_WRITER', { path: 'models' }, blockCap('SINGLE_NODE_WRITER'))), 'INVALID_ARGUMENT');
-      assert.deepEqual((await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)), []);
+      assert.deepEqual(
+        (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
+        [],
+      );
     });
   });
 });

@@ -33,21 +33,24 @@ function codeOf(fn: () => unknown): string {
 describe('names: CSI names → famfs paths', () => {
   it('is deterministic, distinct per kind, and always a valid famfs relpath', () => {
     fc.assert(
-      fc.property(fc.string({ minLength: 1, maxLength: 600, unit: 'binary' }).filter((s) => !s.includes('\0')), (name) => {
-        const v = volumeIdForName(name);
-        assert.equal(v, volumeIdForName(name));
-        assert.ok(isVolumeId(v) && !isSnapshotId(v));
-        const s = snapshotIdForName(name);
-        assert.ok(isSnapshotId(s) && !isVolumeId(s));
-        assert.notEqual(v.slice(-40), s.slice(-40));
-        for (const id of [v, s]) {
-          const rel = objectFileRelpath(id);
-          assert.ok(Buffer.byteLength(rel) <= FAMFS_MAX_RELPATH);
-          assert.ok(!rel.includes('..') && !rel.startsWith('/') && !rel.includes('\0'));
-          checkRelpath(rel); // the famfs core accepts it
-          checkRelpath(objectDirRelpath(id));
-        }
-      }),
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 600, unit: 'binary' }).filter((s) => !s.includes('\0')),
+        (name) => {
+          const v = volumeIdForName(name);
+          assert.equal(v, volumeIdForName(name));
+          assert.ok(isVolumeId(v) && !isSnapshotId(v));
+          const s = snapshotIdForName(name);
+          assert.ok(isSnapshotId(s) && !isVolumeId(s));
+          assert.notEqual(v.slice(-40), s.slice(-40));
+          for (const id of [v, s]) {
+            const rel = objectFileRelpath(id);
+            assert.ok(Buffer.byteLength(rel) <= FAMFS_MAX_RELPATH);
+            assert.ok(!rel.includes('..') && !rel.startsWith('/') && !rel.includes('\0'));
+            checkRelpath(rel); // the famfs core accepts it
+            checkRelpath(objectDirRelpath(id));
+          }
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -65,7 +68,10 @@ describe('names: CSI names → famfs paths', () => {
   ];
   for (const [what, name, msg] of badNames) {
     it(`rejects a ${what} name with INVALID_ARGUMENT`, () => {
-      assert.equal(codeOf(() => volumeIdForName(name)), 'INVALID_ARGUMENT');
+      assert.equal(
+        codeOf(() => volumeIdForName(name)),
+        'INVALID_ARGUMENT',
+      );
       assert.throws(() => volumeIdForName(name), msg);
     });
   }
@@ -79,10 +85,22 @@ describe('names: CSI names → famfs paths', () => {
 
   it('validates host paths', () => {
     assert.equal(validateHostPath('/var/lib/kubelet/pods/x/', 'target_path'), '/var/lib/kubelet/pods/x/');
-    assert.equal(codeOf(() => validateHostPath('', 'target_path')), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => validateHostPath('relative/x', 'target_path')), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => validateHostPath('/a\0b', 'target_path')), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => validateHostPath('/' + 'a'.repeat(4096), 'target_path')), 'INVALID_ARGUMENT');
+    assert.equal(
+      codeOf(() => validateHostPath('', 'target_path')),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => validateHostPath('relative/x', 'target_path')),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => validateHostPath('/a\0b', 'target_path')),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => validateHostPath('/' + 'a'.repeat(4096), 'target_path')),
+      'INVALID_ARGUMENT',
+    );
   });
 });
 
@@ -126,12 +144,30 @@ describe('capabilities: the access-mode table', () => {
   }
 
   it('malformed capabilities are INVALID_ARGUMENT', () => {
-    assert.equal(codeOf(() => checkCapability(null, serial)), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => checkCapability({ access_mode: { mode: 'SINGLE_NODE_WRITER' } }, serial)), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => checkCapability({ mount: { fs_type: '', mount_flags: [], volume_mount_group: '' }, access_type: 'mount', access_mode: null }, serial)), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => checkCapability(mountCap('UNKNOWN'), serial)), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => requireCapabilities([], serial)), 'INVALID_ARGUMENT');
-    assert.equal(codeOf(() => requireCapabilities([mountCap('MULTI_NODE_SINGLE_WRITER')], serial)), 'INVALID_ARGUMENT');
+    assert.equal(
+      codeOf(() => checkCapability(null, serial)),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => checkCapability({ access_mode: { mode: 'SINGLE_NODE_WRITER' } }, serial)),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => checkCapability({ mount: { fs_type: '', mount_flags: [], volume_mount_group: '' }, access_type: 'mount', access_mode: null }, serial)),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => checkCapability(mountCap('UNKNOWN'), serial)),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => requireCapabilities([], serial)),
+      'INVALID_ARGUMENT',
+    );
+    assert.equal(
+      codeOf(() => requireCapabilities([mountCap('MULTI_NODE_SINGLE_WRITER')], serial)),
+      'INVALID_ARGUMENT',
+    );
   });
 
   it('mount details: fs_type, flags, mount group', () => {
@@ -162,8 +198,15 @@ describe('params: StorageClass parameters', () => {
 
   it('parses every key and ignores csi.storage.k8s.io/*', () => {
     const p = parseVolumeParams({
-      nstrips: '4', nbuckets: '8', chunkSize: '4Mi', mode: '0660', uid: '1000', gid: '2000', sharing: 'multi-writer',
-      'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'ns',
+      nstrips: '4',
+      nbuckets: '8',
+      chunkSize: '4Mi',
+      mode: '0660',
+      uid: '1000',
+      gid: '2000',
+      sharing: 'multi-writer',
+      'csi.storage.k8s.io/pvc/name': 'data',
+      'csi.storage.k8s.io/pvc/namespace': 'ns',
     });
     assert.deepEqual(p, { interleave: { nstrips: 4, nbuckets: 8, chunkSize: 4 * 1024 * 1024 }, mode: 0o660, uid: 1000, gid: 2000, sharing: 'multi-writer' });
     assert.deepEqual(parseVolumeParams({ nstrips: '2', nbuckets: '2' }).interleave, { nstrips: 2, nbuckets: 2, chunkSize: 2 * 1024 * 1024 });
@@ -185,7 +228,10 @@ describe('params: StorageClass parameters', () => {
   ];
   for (const [what, params, msg] of bad) {
     it(`rejects ${what} with INVALID_ARGUMENT`, () => {
-      assert.equal(codeOf(() => parseVolumeParams(params)), 'INVALID_ARGUMENT');
+      assert.equal(
+        codeOf(() => parseVolumeParams(params)),
+        'INVALID_ARGUMENT',
+      );
       assert.throws(() => parseVolumeParams(params), msg);
     });
   }

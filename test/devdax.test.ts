@@ -114,8 +114,19 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
 
   it('the native device layer behaves on a real devdax', () => {
     for (const role of ['A', 'B']) {
-      for (const name of ['kind', 'size-from-sysfs', 'alignment', 'map-sync', 'whole-device', 'window-misaligned-offset',
-        'window-oversized', 'not-devdax-chardev', 'handoff-read', 'handoff-second-path', 'handoff-host']) {
+      for (const name of [
+        'kind',
+        'size-from-sysfs',
+        'alignment',
+        'map-sync',
+        'whole-device',
+        'window-misaligned-offset',
+        'window-oversized',
+        'not-devdax-chardev',
+        'handoff-read',
+        'handoff-second-path',
+        'handoff-host',
+      ]) {
         expectOk('01-native', role, name);
       }
     }
@@ -130,7 +141,7 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
     }
   });
 
-  it('famfs-fused: B mounts A\'s file system, reads A\'s bytes, follows A\'s changes, never reads a deleted file', () => {
+  it("famfs-fused: B mounts A's file system, reads A's bytes, follows A's changes, never reads a deleted file", () => {
     for (const name of ['mount', 'fuse-read-data', 'fuse-size', 'fuse-equals-raw', 'live-appears', 'deleted-path', 'deleted-open-fd']) {
       expectOk('03-famfs-fuse', 'B', name);
     }

@@ -18,7 +18,13 @@ const prefix = `devtest-${process.pid}`;
 interface TestAddon {
   DaxDevice: new (path: string, options: object) => NativeDeviceHandle;
   testing: {
-    faultStress(device: NativeDeviceHandle, faultOffset: number, goodOffset: number, threads: number, iterations: number): { faults: number; ok: number; wrongAddress: number };
+    faultStress(
+      device: NativeDeviceHandle,
+      faultOffset: number,
+      goodOffset: number,
+      threads: number,
+      iterations: number,
+    ): { faults: number; ok: number; wrongAddress: number };
   };
 }
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a .node file has no import form
@@ -47,10 +53,14 @@ function expectCode(fn: () => unknown, code: DeviceErrorCode): DeviceError {
 
 /** Runs a script in a separate node process; `DEV` in it is the device module. */
 function runNode(script: string): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, ['-e', `const DEV = require(${JSON.stringify(deviceModule)});\nconst EMU = require(${JSON.stringify(emulatedModule)});\n${script}`], {
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
+  const r = spawnSync(
+    process.execPath,
+    ['-e', `const DEV = require(${JSON.stringify(deviceModule)});\nconst EMU = require(${JSON.stringify(emulatedModule)});\n${script}`],
+    {
+      encoding: 'utf8',
+      timeout: 30_000,
+    },
+  );
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -206,7 +216,10 @@ describe('device: access', () => {
       [5, 5 + 3 * MiB + 70, 0],
       [5 + 3 * MiB + 70, 4 * MiB, 0xab],
     ] as const) {
-      assert.ok(all.subarray(from, to).every((b) => b === want), `bytes ${from}..${to} should be 0x${want.toString(16)}`);
+      assert.ok(
+        all.subarray(from, to).every((b) => b === want),
+        `bytes ${from}..${to} should be 0x${want.toString(16)}`,
+      );
     }
     // Another process reading the file (not our mapping) sees the zeros.
     const fd = fs.openSync(file, 'r');
@@ -364,8 +377,8 @@ describe('device: memory faults (SIGBUS)', () => {
     loadNative(); // our handler is installed on top of V8's from here on
     // (module (memory 1) (func (export "load") (param i32) (result i32) local.get 0 i32.load))
     const wasm = new Uint8Array([
-      0, 97, 115, 109, 1, 0, 0, 0, 1, 6, 1, 96, 1, 127, 1, 127, 3, 2, 1, 0, 5, 3, 1, 0, 1, 7, 8, 1, 4, 108, 111, 97, 100, 0,
-      0, 10, 9, 1, 7, 0, 32, 0, 40, 2, 0, 11,
+      0, 97, 115, 109, 1, 0, 0, 0, 1, 6, 1, 96, 1, 127, 1, 127, 3, 2, 1, 0, 5, 3, 1, 0, 1, 7, 8, 1, 4, 108, 111, 97, 100, 0, 0, 10, 9, 1, 7, 0, 32, 0, 40, 2, 0,
+      11,
     ]);
     // tsconfig's lib has no WebAssembly typings: describe the three members used here.
     const WA = (

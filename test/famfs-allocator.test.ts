@@ -52,12 +52,18 @@ describe('allocator rebuild sweep', () => {
     sweep.add(0, 2, IntervalSweep.METADATA);
     sweep.add(5, 3, IntervalSweep.FILE);
     const { map } = sweep.sweep(20);
-    assert.deepEqual(map.freeRuns(), [{ start: 2, count: 3 }, { start: 8, count: 12 }]);
+    assert.deepEqual(map.freeRuns(), [
+      { start: 2, count: 3 },
+      { start: 8, count: 12 },
+    ]);
     assert.equal(map.firstFit(4), 8);
     assert.equal(map.largestFreeRun, 12);
     assert.equal(map.markUsed(8, 4), 0);
     map.release(8, 4);
-    assert.deepEqual(map.freeRuns(), [{ start: 2, count: 3 }, { start: 8, count: 12 }]);
+    assert.deepEqual(map.freeRuns(), [
+      { start: 2, count: 3 },
+      { start: 8, count: 12 },
+    ]);
   });
 
   it('reclaim hands passed deletes back in place, leaving the map a rebuild from the tree would give', () => {
@@ -70,7 +76,7 @@ describe('allocator rebuild sweep', () => {
         let n = 0;
         for (const [del, units] of ops) {
           const files = [...f.tree.files()];
-          if (del && files.length > 0) f.rm(files[n % files.length]!.relpath);
+          if (del && files.length > 0) f.rm(files[n % files.length].relpath);
           else f.creat(`f${made++}`, units * 2 * MiB);
           n++;
           // The live allocator reclaims lazily (before a create); then a fresh allocator rebuilt

@@ -44,7 +44,6 @@ function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
   return { media, fs: FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 }) };
 }
 
-
 /** Every live node as "index path kind size fmap": what a reader must see the same before and after. */
 function snapshot(nodes: Iterable<TreeNode>): string[] {
   return [...nodes].map((n) => `${n.index} ${n.relpath} ${n.kind} ${n.kind === 'file' ? `${n.size} ${JSON.stringify(n.fmap)}` : ''}`).sort();

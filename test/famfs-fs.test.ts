@@ -1,6 +1,21 @@
 import { strict as assert } from 'assert';
 import * as fc from 'fast-check';
-import { ALLOC_UNIT, DEFAULT_LOG_LEN, entryOffset, FamfsFs, FAMFS_CSI_EXT_VERSION, fmapExtents, fsck, LE, LH, LOG_OFFSET, SB, validateSuperblock, readExtBlock, repair } from '../pkg/famfs';
+import {
+  ALLOC_UNIT,
+  DEFAULT_LOG_LEN,
+  entryOffset,
+  FamfsFs,
+  FAMFS_CSI_EXT_VERSION,
+  fmapExtents,
+  fsck,
+  LE,
+  LH,
+  LOG_OFFSET,
+  SB,
+  validateSuperblock,
+  readExtBlock,
+  repair,
+} from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
 import { famfsCode as code, freshFamfs, MASTER_UUID } from './helpers/famfs-image';
 
@@ -13,7 +28,6 @@ const MiB = 1 << 20;
 function fresh(size = 64 * MiB, logLen = DEFAULT_LOG_LEN, now?: () => number, stored = Math.min(size, 64 * MiB)): { media: BufferMedia; fs: FamfsFs } {
   return freshFamfs({ size, logLen, now, stored });
 }
-
 
 describe('famfs core: writer and reader', () => {
   it('mkfs makes a valid, empty famfs that plain famfs would accept (version 48)', () => {
@@ -31,10 +45,19 @@ describe('famfs core: writer and reader', () => {
     const { media, fs } = fresh();
     fs.creat('keep', 100);
     const before = Buffer.from(media.buffer);
-    assert.equal(code(() => FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x' })), 'EEXIST');
+    assert.equal(
+      code(() => FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x' })),
+      'EEXIST',
+    );
     assert.ok(media.buffer.equals(before));
-    assert.equal(code(() => FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x', logLen: 3 * MiB })), 'EINVAL');
-    assert.equal(code(() => FamfsFs.mkfs(BufferMedia.ofSize(8 * MiB), { systemUuid: MASTER, devicePath: 'x' })), 'EINVAL');
+    assert.equal(
+      code(() => FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: 'x', logLen: 3 * MiB })),
+      'EINVAL',
+    );
+    assert.equal(
+      code(() => FamfsFs.mkfs(BufferMedia.ofSize(8 * MiB), { systemUuid: MASTER, devicePath: 'x' })),
+      'EINVAL',
+    );
   });
 
   it('creates dirs and files; a second reader replays the same tree', () => {
@@ -77,15 +100,24 @@ describe('famfs core: writer and reader', () => {
     ];
     for (const [fn, want] of cases) assert.equal(code(fn), want, fn.toString());
     assert.equal(fs.tree.nextIndex, n);
-    assert.equal(code(() => fs.creat('x'.repeat(79), 1)), 'OK');
+    assert.equal(
+      code(() => fs.creat('x'.repeat(79), 1)),
+      'OK',
+    );
   });
 
   it('only the master appends; a read-only open never writes', () => {
     const { media } = fresh();
     const client = FamfsFs.open(media, { hostUuid: OTHER });
-    assert.equal(code(() => client.creat('c', 1)), 'ENOTMASTER');
+    assert.equal(
+      code(() => client.creat('c', 1)),
+      'ENOTMASTER',
+    );
     const ro = FamfsFs.open(media, { hostUuid: MASTER, readOnly: true });
-    assert.equal(code(() => ro.mkdir('d')), 'EROFS');
+    assert.equal(
+      code(() => ro.mkdir('d')),
+      'EROFS',
+    );
   });
 
   it('a full log is a clear error, never a partial write', () => {
@@ -94,11 +126,17 @@ describe('famfs core: writer and reader', () => {
     assert.equal(cap, 15420);
     // Directories use no space: fill the log with them.
     for (let i = 0; i < cap - 2; i++) fs.mkdir(`d${i}`);
-    assert.equal(code(() => fs.mkdir('x/y/z', { parents: true })), 'ELOGFULL');
+    assert.equal(
+      code(() => fs.mkdir('x/y/z', { parents: true })),
+      'ELOGFULL',
+    );
     assert.equal(fs.tree.nextIndex, cap - 2);
     fs.mkdir('last1');
     fs.creat('last2', 1);
-    assert.equal(code(() => fs.creat('nope', 1)), 'ELOGFULL');
+    assert.equal(
+      code(() => fs.creat('nope', 1)),
+      'ELOGFULL',
+    );
     const r = fsck(media);
     assert.equal(r.clean, true);
     assert.equal(r.log!.entriesUsed, cap);
@@ -108,9 +146,15 @@ describe('famfs core: writer and reader', () => {
     const { media, fs } = fresh(32 * MiB);
     // 32 MiB - 10 MiB reserved = 22 MiB = 11 units
     fs.creat('a', 10 * MiB);
-    assert.equal(code(() => fs.creat('b', 14 * MiB)), 'ENOSPC');
+    assert.equal(
+      code(() => fs.creat('b', 14 * MiB)),
+      'ENOSPC',
+    );
     fs.creat('c', 12 * MiB);
-    assert.equal(code(() => fs.creat('d', 1)), 'ENOSPC');
+    assert.equal(
+      code(() => fs.creat('d', 1)),
+      'ENOSPC',
+    );
     const r = fsck(media);
     assert.equal(r.space!.freeBytes, 0);
     assert.equal(r.space!.largestFreeBytes, 0);
@@ -146,7 +190,11 @@ describe('famfs core: writer and reader', () => {
     // A host the master watched silent for hostLiveMs (on the master's own clock) stops holding memory back.
     fs.rm('b');
     mono += 59_999;
-    assert.equal(code(() => fs.creat('b2', 20 * MiB)), 'ENOSPC', 'the client is live: b stays held');
+    assert.equal(
+      code(() => fs.creat('b2', 20 * MiB)),
+      'ENOSPC',
+      'the client is live: b stays held',
+    );
     mono += 2;
     const d = fs.creat('d', 20 * MiB);
     assert.equal(fmapExtents(d.fmap)[0].offset, fmapExtents(b.fmap)[0].offset);
@@ -169,7 +217,10 @@ describe('famfs core: writer and reader', () => {
     const { fs } = fresh();
     fs.mkdir('d');
     fs.creat('d/f', 1);
-    assert.equal(code(() => fs.rm('d')), 'ENOTEMPTY');
+    assert.equal(
+      code(() => fs.rm('d')),
+      'ENOTEMPTY',
+    );
     fs.rm('d/f');
     fs.rm('d');
     assert.equal(fs.lookup('d'), undefined);
@@ -186,9 +237,18 @@ describe('famfs core: writer and reader', () => {
     assert.equal(buckets.size, 4);
     const small = fs.creat('small', MiB, { interleave: { nbuckets: 8, nstrips: 4, chunkSize: 2 * MiB } });
     assert.equal(small.fmap.kind, 'simple');
-    assert.equal(code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 8, nstrips: 9, chunkSize: 2 * MiB } })), 'EINVAL');
-    assert.equal(code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 8, nstrips: 4, chunkSize: 3 * MiB } })), 'EINVAL');
-    assert.equal(code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 64, nstrips: 4, chunkSize: 2 * MiB } })), 'EINVAL');
+    assert.equal(
+      code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 8, nstrips: 9, chunkSize: 2 * MiB } })),
+      'EINVAL',
+    );
+    assert.equal(
+      code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 8, nstrips: 4, chunkSize: 3 * MiB } })),
+      'EINVAL',
+    );
+    assert.equal(
+      code(() => fs.creat('bad', 64 * MiB, { interleave: { nbuckets: 64, nstrips: 4, chunkSize: 2 * MiB } })),
+      'EINVAL',
+    );
     assert.equal(fsck(media).space!.collisions, 0);
   });
 
@@ -209,7 +269,10 @@ describe('famfs core: writer and reader', () => {
     const epoch2 = second.takeOver(OTHER);
     assert.equal(epoch2, epoch1 + 1);
     assert.equal(readExtBlock(media, FamfsFs.open(media, { readOnly: true }).superblock.uuid)!.masterUuid, OTHER);
-    assert.equal(code(() => first.creat('two', 1)), 'EFENCED');
+    assert.equal(
+      code(() => first.creat('two', 1)),
+      'EFENCED',
+    );
     second.creat('two', 1);
     assert.equal(FamfsFs.open(media, { readOnly: true }).tree.fileCount, 2);
     assert.equal(fsck(media).clean, true);
@@ -243,7 +306,10 @@ describe('famfs core: writer and reader', () => {
     const reader = FamfsFs.open(media, { readOnly: true });
     assert.equal(reader.tree.fileCount, 2);
     assert.equal(reader.lookup('f2'), undefined);
-    assert.equal(code(() => FamfsFs.open(media, { hostUuid: MASTER }).creat('x', 1)), 'ECORRUPT');
+    assert.equal(
+      code(() => FamfsFs.open(media, { hostUuid: MASTER }).creat('x', 1)),
+      'ECORRUPT',
+    );
   });
 
   it('incremental catch-up from a known index', () => {
@@ -335,7 +401,10 @@ describe('famfs core: repair', () => {
     assert.equal(fsck(media).clean, false);
     const r = repair(media, { hostUuid: MASTER });
     assert.deepEqual(r.dropped, []);
-    assert.ok(r.actions.some((a) => a.startsWith('salvaged log entry 2')), r.actions.join('; '));
+    assert.ok(
+      r.actions.some((a) => a.startsWith('salvaged log entry 2')),
+      r.actions.join('; '),
+    );
     const after = fsck(media);
     assert.deepEqual(after.errors, []);
     assert.equal(after.files, 5);
@@ -352,7 +421,10 @@ describe('famfs core: repair', () => {
     b.writeBigUInt64LE(BigInt(fmapExtents(files[3].fmap)[0].offset));
     media.write(ext, b);
     // Its memory is unknown (issue 10): repair refuses until the operator says to drop the entry.
-    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'ECORRUPT');
+    assert.equal(
+      code(() => repair(media, { hostUuid: MASTER })),
+      'ECORRUPT',
+    );
     const r = repair(media, { hostUuid: MASTER, drop: [2] });
     assert.deepEqual(
       r.dropped.map((d) => d.index),
@@ -360,10 +432,7 @@ describe('famfs core: repair', () => {
     );
     assert.match(r.dropped[0].what, /"f2"/);
     const after = FamfsFs.open(media, { readOnly: true });
-    assert.deepEqual(
-      [...after.tree.files()].map((f) => f.relpath).sort(),
-      ['f0', 'f1', 'f3', 'f4'],
-    );
+    assert.deepEqual([...after.tree.files()].map((f) => f.relpath).sort(), ['f0', 'f1', 'f3', 'f4']);
     assert.equal(after.lookup('lost+found.2')?.kind, 'dir');
     assert.equal(fsck(media).clean, true);
   });
@@ -372,7 +441,10 @@ describe('famfs core: repair', () => {
     const { media, fs } = fresh();
     for (let i = 0; i < 4; i++) fs.creat(`f${i}`, 1);
     media.write(LOG_OFFSET + LH.len, Buffer.from([0x77]));
-    assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
+    assert.equal(
+      code(() => FamfsFs.open(media, { readOnly: true })),
+      'ECORRUPT',
+    );
     const r = repair(media, { hostUuid: MASTER });
     assert.ok(r.actions.some((a) => a.includes('rewrote the log header')));
     const after = fsck(media);
@@ -388,9 +460,15 @@ describe('famfs core: repair', () => {
     const before = fsck(media);
     assert.equal(before.clean, false);
     assert.match(before.errors.join('; '), /next_index 3 is behind the log: entries 3\.\.5 are valid/);
-    assert.equal(code(() => repair(media, { hostUuid: OTHER })), 'ENOTMASTER');
+    assert.equal(
+      code(() => repair(media, { hostUuid: OTHER })),
+      'ENOTMASTER',
+    );
     const r = repair(media, { hostUuid: MASTER });
-    assert.ok(r.actions.some((a) => a.includes('committed 3 valid entries')), r.actions.join('; '));
+    assert.ok(
+      r.actions.some((a) => a.includes('committed 3 valid entries')),
+      r.actions.join('; '),
+    );
     const after = fsck(media);
     assert.equal(after.clean, true);
     assert.deepEqual(after.warnings, []);
@@ -416,7 +494,10 @@ describe('famfs core: repair', () => {
     const r = repair(media, { hostUuid: MASTER, now: 1_700_000_000_000 });
     assert.ok(r.actions.some((a) => a.includes('extension block')));
     assert.ok(readExtBlock(media, FamfsFs.open(media, { readOnly: true }).superblock.uuid)!.epoch > epoch);
-    assert.equal(code(() => w.creat('x', 1)), 'EFENCED');
+    assert.equal(
+      code(() => w.creat('x', 1)),
+      'EFENCED',
+    );
   });
 });
 
@@ -429,18 +510,24 @@ describe('famfs core: master hand-back', () => {
     const b = FamfsFs.open(media, { hostUuid: OTHER });
     b.takeOver(OTHER);
     b.creat('by-b', 1);
-    assert.equal(code(() => a.creat('stale', 1)), 'EFENCED');
+    assert.equal(
+      code(() => a.creat('stale', 1)),
+      'EFENCED',
+    );
     a.takeOver(MASTER);
     a.creat('by-a-again', 1);
     assert.equal(FamfsFs.open(media, { readOnly: true }).superblock.systemUuid, MASTER);
-    assert.equal(code(() => b.creat('stale', 1)), 'EFENCED');
+    assert.equal(
+      code(() => b.creat('stale', 1)),
+      'EFENCED',
+    );
     assert.equal(fsck(media).files, 3);
   });
 });
 
 describe('famfs core: damaged host slots', () => {
   it('a slot that fails its CRC holds back all reclaim until its host re-acks or repair clears it', () => {
-    let clock = 1_000_000;
+    const clock = 1_000_000;
     const { media, fs } = fresh(64 * MiB, DEFAULT_LOG_LEN, () => clock);
     const a = fs.creat('a', 20 * MiB);
     const client = FamfsFs.open(media, { hostUuid: OTHER, now: () => clock });
@@ -464,7 +551,10 @@ describe('famfs core: damaged host slots', () => {
     // A damaged slot whose owner is gone: repair clears it.
     media.write(0x2000 + slot * 64 + 17, Buffer.from([0xa5]));
     const r = repair(media, { hostUuid: MASTER, now: clock });
-    assert.ok(r.actions.some((x) => x.includes('cleared damaged host slots')), r.actions.join('; '));
+    assert.ok(
+      r.actions.some((x) => x.includes('cleared damaged host slots')),
+      r.actions.join('; '),
+    );
     assert.equal(fs.hosts().length, 0);
   });
 });

@@ -40,7 +40,6 @@ function fresh(size = 64 * MiB): { media: BufferMedia; fs: FamfsFs } {
   return freshFamfs({ size, stored: size });
 }
 
-
 function message(fn: () => unknown): string {
   try {
     fn();
@@ -101,8 +100,14 @@ describe('famfs integrity: a lowered next_index never lets a master overwrite re
     media.write(at + 100, Buffer.from([0x5a]));
     const before = slot(media, 1);
     const master = FamfsFs.open(media, { hostUuid: MASTER });
-    assert.equal(code(() => master.creat('b', MiB)), 'ECORRUPT');
-    assert.match(message(() => master.creat('b', MiB)), /famfs repair/);
+    assert.equal(
+      code(() => master.creat('b', MiB)),
+      'ECORRUPT',
+    );
+    assert.match(
+      message(() => master.creat('b', MiB)),
+      /famfs repair/,
+    );
     assert.ok(slot(media, 1).equals(before), 'the refused append wrote into the slot');
     assert.equal(master.header().nextIndex, 1, 'the refused append moved the counters');
   });
@@ -112,7 +117,10 @@ describe('famfs integrity: a lowered next_index never lets a master overwrite re
     for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
     const before = slot(media, 3);
     setCounters(media, 3);
-    assert.equal(code(() => fs.creat('x', MiB)), 'ECORRUPT');
+    assert.equal(
+      code(() => fs.creat('x', MiB)),
+      'ECORRUPT',
+    );
     assert.ok(slot(media, 3).equals(before));
   });
 
@@ -125,14 +133,23 @@ describe('famfs integrity: a lowered next_index never lets a master overwrite re
     media.write(LOG_OFFSET + entryOffset(3) + 40, Buffer.from([0xff]));
     const damaged3 = slot(media, 3);
     const master = FamfsFs.open(media, { hostUuid: MASTER });
-    assert.equal(code(() => master.creat('x', MiB)), 'ECORRUPT');
-    assert.match(message(() => master.creat('x', MiB)), /famfs repair/);
+    assert.equal(
+      code(() => master.creat('x', MiB)),
+      'ECORRUPT',
+    );
+    assert.match(
+      message(() => master.creat('x', MiB)),
+      /famfs repair/,
+    );
     assert.ok(slot(media, 3).equals(damaged3));
-    assert.ok(slot(media, 4).equals(saved[1]!) && slot(media, 5).equals(saved[2]!));
+    assert.ok(slot(media, 4).equals(saved[1]) && slot(media, 5).equals(saved[2]));
     // A zeroed slot followed by valid entries is a gap as well.
     media.write(LOG_OFFSET + entryOffset(3), Buffer.alloc(LE.SIZE));
     const again = FamfsFs.open(media, { hostUuid: MASTER });
-    assert.equal(code(() => again.creat('x', MiB)), 'ECORRUPT');
+    assert.equal(
+      code(() => again.creat('x', MiB)),
+      'ECORRUPT',
+    );
     assert.equal(again.header().nextIndex, 3);
   });
 
@@ -162,7 +179,10 @@ describe('famfs integrity: fsck treats a lowered next_index as an error', () => 
       setCounters(media, host.tree.nextIndex - lowered);
       const r = fsck(media);
       assert.equal(r.clean, false, `fsck calls it clean; warnings: ${r.warnings.join(' | ')}`);
-      assert.ok(r.errors.some((e) => /next_index/.test(e)), r.errors.join(' | '));
+      assert.ok(
+        r.errors.some((e) => /next_index/.test(e)),
+        r.errors.join(' | '),
+      );
     });
   }
 });
@@ -190,16 +210,28 @@ describe('famfs integrity: superblock CRC and torn version upgrade', () => {
         tear(media, c.version, c.crcOf);
         const r = fsck(media);
         assert.equal(r.clean, false, 'a torn upgrade reads as clean');
-        assert.ok(r.errors.some((e) => /torn version upgrade/.test(e)), r.errors.join(' | '));
-        assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
+        assert.ok(
+          r.errors.some((e) => /torn version upgrade/.test(e)),
+          r.errors.join(' | '),
+        );
+        assert.equal(
+          code(() => FamfsFs.open(media, { readOnly: true })),
+          'ECORRUPT',
+        );
         const rep = repair(media, { hostUuid: MASTER });
-        assert.ok(rep.actions.some((a) => /torn version upgrade/.test(a)), rep.actions.join(' | '));
+        assert.ok(
+          rep.actions.some((a) => /torn version upgrade/.test(a)),
+          rep.actions.join(' | '),
+        );
         const after = fsck(media);
         assert.equal(after.clean, true, after.errors.join(' | '));
         // Version 48 only while the log has no extension entry (plain famfs must refuse deletes).
         assert.equal(after.superblock!.version, (deletes ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION).toString());
         assert.equal(validateSuperblock(media.read(0, SB.SIZE)).ok, true);
-        assert.deepEqual([...FamfsFs.open(media, { readOnly: true }).tree.files()].map((f) => f.relpath), deletes ? ['b'] : ['a', 'b']);
+        assert.deepEqual(
+          [...FamfsFs.open(media, { readOnly: true }).tree.files()].map((f) => f.relpath),
+          deletes ? ['b'] : ['a', 'b'],
+        );
       });
     }
   }
@@ -222,8 +254,14 @@ describe('famfs integrity: superblock CRC and torn version upgrade', () => {
   it('any other CRC mismatch still makes open refuse and repair refuse to guess', () => {
     const { media } = fresh();
     media.write(SB.logLen + 1, Buffer.from([0x01]));
-    assert.equal(code(() => FamfsFs.open(media, { readOnly: true })), 'ECORRUPT');
-    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'ECORRUPT');
+    assert.equal(
+      code(() => FamfsFs.open(media, { readOnly: true })),
+      'ECORRUPT',
+    );
+    assert.equal(
+      code(() => repair(media, { hostUuid: MASTER })),
+      'ECORRUPT',
+    );
   });
 });
 
@@ -246,7 +284,10 @@ describe('famfs integrity: the extension area belongs to one file system', () =>
     const r = fsck(media);
     assert.deepEqual(r.hosts, []);
     assert.equal(r.fencingEpoch, undefined);
-    assert.ok(r.warnings.some((w) => /extension area belongs to another file system/.test(w)), r.warnings.join(' | '));
+    assert.ok(
+      r.warnings.some((w) => /extension area belongs to another file system/.test(w)),
+      r.warnings.join(' | '),
+    );
     const master = FamfsFs.open(media, { hostUuid: MASTER });
     const epoch = master.takeOver(MASTER);
     assert.ok(epoch > oldEpoch, `epoch ${epoch} continues above the old ${oldEpoch}`);
@@ -262,7 +303,10 @@ describe('famfs integrity: the extension area belongs to one file system', () =>
     FamfsFs.mkfs(media, { systemUuid: MASTER, devicePath: '/dev/shm/test', force: true });
     media.buffer.set(ext, EXT_BLOCK_OFFSET); // same epoch number, other file system
     assert.equal(readAnyExtBlock(media)?.epoch, epoch);
-    assert.equal(code(() => fs.creat('x', MiB)), 'EFENCED');
+    assert.equal(
+      code(() => fs.creat('x', MiB)),
+      'EFENCED',
+    );
   });
 });
 
@@ -270,7 +314,7 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
   /** XOR `mask` into byte `pos` of log entry `index`. */
   function rot(media: BufferMedia, index: number, pos: number, mask: number): void {
     const at = LOG_OFFSET + entryOffset(index) + pos;
-    media.write(at, Buffer.from([media.read(at, 1)[0]! ^ mask]));
+    media.write(at, Buffer.from([media.read(at, 1)[0] ^ mask]));
   }
   const EXTENT0_OFFSET = LE.payload + 104 + 16 + 8; // FM.fmap + FMAP.extents + devindex
   const RELPATH = LE.payload + 24;
@@ -312,11 +356,21 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
     rot(media, 1, RELPATH + 1, 0x20);
     rot(media, 1, LE.payload + 12, 0x01); // uid
     const r = repair(media, { hostUuid: MASTER });
-    assert.deepEqual(r.quarantined.map((q) => q.index), [1], r.actions.join(' | '));
+    assert.deepEqual(
+      r.quarantined.map((q) => q.index),
+      [1],
+      r.actions.join(' | '),
+    );
     const f = fsck(media);
     assert.equal(f.clean, true, f.errors.join(' | '));
-    assert.deepEqual(f.quarantined.map((q) => [q.index, q.relpath, q.bytes]), [[1, 'lost+found.1', 4 * MiB]]);
-    assert.ok(f.warnings.some((w) => /quarantine/.test(w)), f.warnings.join(' | '));
+    assert.deepEqual(
+      f.quarantined.map((q) => [q.index, q.relpath, q.bytes]),
+      [[1, 'lost+found.1', 4 * MiB]],
+    );
+    assert.ok(
+      f.warnings.some((w) => /quarantine/.test(w)),
+      f.warnings.join(' | '),
+    );
     const master = FamfsFs.open(media, { hostUuid: MASTER });
     const q = master.lookup('lost+found.1') as FileNode;
     assert.equal(q.mode, 0, 'nobody can open a quarantined file by accident');
@@ -326,21 +380,33 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
     // The operator releases it (after checking no pod uses the memory): the memory is the pool's again.
     releaseQuarantine(master, 1);
     assert.deepEqual(fsck(media).quarantined, []);
-    assert.equal(code(() => releaseQuarantine(master, 2)), 'ENOENT');
+    assert.equal(
+      code(() => releaseQuarantine(master, 2)),
+      'ENOENT',
+    );
   });
 
   it('extents that cannot be right (overlapping another file) and cannot be proven: repair refuses, unless told to drop the entry', () => {
     const { media, fs } = fresh();
     const files = [0, 1, 2, 3, 4].map((i) => fs.creat(`f${i}`, 1));
     const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(fmapExtents(files[3]!.fmap)[0]!.offset));
+    b.writeBigUInt64LE(BigInt(fmapExtents(files[3].fmap)[0].offset));
     media.write(LOG_OFFSET + entryOffset(2) + EXTENT0_OFFSET, b);
     const before = Buffer.from(media.buffer.subarray(0, LOG_OFFSET + entryOffset(8)));
-    assert.equal(code(() => repair(media, { hostUuid: MASTER })), 'ECORRUPT');
-    assert.match(message(() => repair(media, { hostUuid: MASTER })), /--drop 2/);
+    assert.equal(
+      code(() => repair(media, { hostUuid: MASTER })),
+      'ECORRUPT',
+    );
+    assert.match(
+      message(() => repair(media, { hostUuid: MASTER })),
+      /--drop 2/,
+    );
     assert.ok(media.buffer.subarray(0, before.length).equals(before), 'a refused repair wrote something');
     const r = repair(media, { hostUuid: MASTER, drop: [2] });
-    assert.deepEqual(r.dropped.map((d) => d.index), [2]);
+    assert.deepEqual(
+      r.dropped.map((d) => d.index),
+      [2],
+    );
     assert.equal(FamfsFs.open(media, { readOnly: true }).lookup('lost+found.2')?.kind, 'dir');
     assert.equal(fsck(media).clean, true);
   });
@@ -351,7 +417,16 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
   function rogueRewrite(media: BufferMedia, index: number, relpath: string, offset: number): void {
     media.write(
       LOG_OFFSET + entryOffset(index),
-      encodeEntry(index, { type: 'file', relpath, size: MiB, mode: 0o644, uid: 0, gid: 0, flags: 2, fmap: { kind: 'simple', extents: [{ devindex: 0, offset, len: 2 * MiB }] } }),
+      encodeEntry(index, {
+        type: 'file',
+        relpath,
+        size: MiB,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        flags: 2,
+        fmap: { kind: 'simple', extents: [{ devindex: 0, offset, len: 2 * MiB }] },
+      }),
     );
   }
 
@@ -361,12 +436,18 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
     const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true, watchRewrites: true });
     assert.deepEqual(host.catchUp().rewritten, []);
     const n = host.tree.nextIndex;
-    rogueRewrite(media, n - 1, 'intruder', fmapExtents((host.lookup('f1') as FileNode).fmap)[0]!.offset);
+    rogueRewrite(media, n - 1, 'intruder', fmapExtents((host.lookup('f1') as FileNode).fmap)[0].offset);
     const r = host.catchUp();
     assert.equal(r.nextIndex, n, 'the header did not move, so a plain catch-up sees nothing new');
-    assert.deepEqual(r.rewritten.map((x) => [x.index, x.nowValid]), [[n - 1, true]]);
+    assert.deepEqual(
+      r.rewritten.map((x) => [x.index, x.nowValid]),
+      [[n - 1, true]],
+    );
     assert.deepEqual(host.catchUp().rewritten, [], 'reported once per content');
-    assert.deepEqual(host.rewrittenEntries().map((x) => x.index), [n - 1]);
+    assert.deepEqual(
+      host.rewrittenEntries().map((x) => x.index),
+      [n - 1],
+    );
   });
 
   it('an old entry rewritten deep in a long log is found within a bounded number of catch-ups', () => {
@@ -380,7 +461,11 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
       host.catchUp();
       polls++;
     }
-    assert.deepEqual(host.rewrittenEntries().map((x) => x.index), [3], `not found after ${polls} catch-ups`);
+    assert.deepEqual(
+      host.rewrittenEntries().map((x) => x.index),
+      [3],
+      `not found after ${polls} catch-ups`,
+    );
     assert.ok(polls <= Math.ceil(601 / 128) + 1, `${polls} catch-ups`);
   });
 
@@ -401,11 +486,16 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
     assert.deepEqual(host.rewrittenEntries(), []);
     // And the watch still works in a compacted generation.
     const victim = host.lookup('r3-1') as FileNode;
-    const slotOf = [...Array(host.tree.slot).keys()].find((k) => media.read(host.activeLog.offset + entryOffset(k), 8).readBigUInt64LE(0) === BigInt(victim.index))!;
+    const slotOf = [...Array(host.tree.slot).keys()].find(
+      (k) => media.read(host.activeLog.offset + entryOffset(k), 8).readBigUInt64LE(0) === BigInt(victim.index),
+    )!;
     const at = host.activeLog.offset + entryOffset(slotOf) + 60;
-    media.write(at, Buffer.from([media.read(at, 1)[0]! ^ 0x10]));
+    media.write(at, Buffer.from([media.read(at, 1)[0] ^ 0x10]));
     for (let k = 0; k < 5 && host.rewrittenEntries().length === 0; k++) host.catchUp();
-    assert.deepEqual(host.rewrittenEntries().map((w) => w.index), [victim.index]);
+    assert.deepEqual(
+      host.rewrittenEntries().map((w) => w.index),
+      [victim.index],
+    );
   });
 
   it('a counter lowered under a host is a loud error, and damage to a replayed entry is reported as not valid', () => {
@@ -413,10 +503,16 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
     for (let i = 0; i < 4; i++) fs.creat(`f${i}`, MiB);
     const host = FamfsFs.open(media, { readOnly: true, watchRewrites: true });
     const saved = media.read(LOG_OFFSET + entryOffset(2) + 60, 1);
-    media.write(LOG_OFFSET + entryOffset(2) + 60, Buffer.from([saved[0]! ^ 0x33]));
+    media.write(LOG_OFFSET + entryOffset(2) + 60, Buffer.from([saved[0] ^ 0x33]));
     setCounters(media, 3);
-    assert.equal(code(() => host.catchUp()), 'ECORRUPT');
-    assert.deepEqual(host.rewrittenEntries().map((x) => [x.index, x.nowValid]), [[2, false]]);
+    assert.equal(
+      code(() => host.catchUp()),
+      'ECORRUPT',
+    );
+    assert.deepEqual(
+      host.rewrittenEntries().map((x) => [x.index, x.nowValid]),
+      [[2, false]],
+    );
     // Restored (as repair does): no longer a discrepancy.
     media.write(LOG_OFFSET + entryOffset(2) + 60, saved);
     setCounters(media, 4);
@@ -450,9 +546,9 @@ describe('famfs integrity: corruption fuzz over entries hosts have replayed', ()
       fc.property(fc.integer({ min: 0, max: 2 }), fc.nat(), fc.integer({ min: 1, max: 255 }), (region, pos, mask) => {
         media.buffer.set(pristine, 0);
         const host = FamfsFs.open(media, { readOnly: true, watchRewrites: true });
-        const { name, lo, hi } = regions[region]!;
+        const { name, lo, hi } = regions[region];
         const at = lo + (pos % (hi - lo));
-        media.buffer[at]! ^= mask;
+        media.buffer[at] ^= mask;
         const where = `${name} byte ${at - lo} ^ 0x${mask.toString(16)}`;
         const r = fsck(media);
         if (r.clean) {

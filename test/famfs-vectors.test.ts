@@ -3,7 +3,26 @@
  * manifest says, and our writer must produce byte-identical structs for the same content.
  */
 import { strict as assert } from 'assert';
-import { Allocator, decodeEntry, decodeLogHeader, decodeSuperblock, encodeEntry, encodeLogHeader, encodeSuperblock, entryOffset, FamfsFs, FamfsTree, FileEntry, fsck, LE, LOG_OFFSET, logCapacity, reservedBytes, SB, validateSuperblock } from '../pkg/famfs';
+import {
+  Allocator,
+  decodeEntry,
+  decodeLogHeader,
+  decodeSuperblock,
+  encodeEntry,
+  encodeLogHeader,
+  encodeSuperblock,
+  entryOffset,
+  FamfsFs,
+  FamfsTree,
+  FileEntry,
+  fsck,
+  LE,
+  LOG_OFFSET,
+  logCapacity,
+  reservedBytes,
+  SB,
+  validateSuperblock,
+} from '../pkg/famfs';
 import { BufferMedia } from './helpers/buffer-media';
 import { loadVectors, ManifestEntry } from './helpers/vectors';
 

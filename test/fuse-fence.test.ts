@@ -42,7 +42,7 @@ async function waitFor(what: string, cond: () => boolean, ms = 5000): Promise<vo
 }
 
 async function status(h: FuseHost): Promise<Record<string, unknown>> {
-  return (await controlRequest(h.socket, { op: 'status' })) as unknown as Record<string, unknown>;
+  return await controlRequest(h.socket, { op: 'status' });
 }
 
 function fill(dev: DaxDevice, file: FileNode, byte: number): void {
@@ -153,7 +153,7 @@ class Reader {
 
   const acked = (): number => master.hostLiveness().find((h) => h.hostUuid === HOST_UUID)?.ackedIndex ?? -1;
 
-  it('a host SIGSTOPped past hostLiveMs never returns the new tenant\'s bytes once its memory was reused: EIO until it has replayed', async () => {
+  it("a host SIGSTOPped past hostLiveMs never returns the new tenant's bytes once its memory was reused: EIO until it has replayed", async () => {
     const h = host!;
     const victim = master.creat('victim', 4 * MIB, { mode: 0o644 });
     fill(dev, victim, 0xaa);
@@ -170,7 +170,7 @@ class Reader {
       // The master watches the stopped host's slot, unchanged, for a full hostLiveMs on its own clock.
       await waitFor('the master to time the stopped host out', () => master.hostLiveness().find((x) => x.hostUuid === HOST_UUID)?.live === false, 5000);
       tenant = master.creat('tenant-b', 4 * MIB, { mode: 0o644, zero: true });
-      assert.ok(overlaps(tenant, victim), 'the deleted volume\'s memory was reused (else this test proves nothing)');
+      assert.ok(overlaps(tenant, victim), "the deleted volume's memory was reused (else this test proves nothing)");
       fill(dev, tenant, 0x5b);
       const ev = master.evictions().find((e) => e.hostUuid === HOST_UUID);
       assert.ok(ev, 'the timeout is recorded on the device');
@@ -183,7 +183,7 @@ class Reader {
     } finally {
       process.kill(h.proc.pid!, 'SIGCONT');
     }
-    assert.notEqual(during.byte0, 0x5b, 'the resumed host served the new tenant\'s bytes from the reused memory');
+    assert.notEqual(during.byte0, 0x5b, "the resumed host served the new tenant's bytes from the reused memory");
     assert.deepEqual(during, { ok: false, code: 'EIO' }, 'the resumed host must refuse to serve before it has replayed');
     // Replayed and acked: the deleted file is gone (its open handle keeps failing), the new one reads right.
     await waitFor('the resumed host acked the current log', () => acked() === master.tree.nextIndex);
@@ -194,7 +194,7 @@ class Reader {
     assert.ok(b.every((x) => x === 0x5b));
     const st = await status(h);
     assert.equal(st['fenced'], false);
-    assert.ok(((st['native'] as { counters: { fenced: number } }).counters.fenced) >= 1, 'the refused read was counted');
+    assert.ok((st['native'] as { counters: { fenced: number } }).counters.fenced >= 1, 'the refused read was counted');
     assert.match(h.output, /self-fenced/);
   });
 
@@ -207,7 +207,12 @@ class Reader {
     // Every slot taken by someone else, ours included: the host's acks now fail (no free slot).
     const raw = Buffer.alloc(1024 * HOST_SLOT_SIZE);
     for (let i = 0; i < 1024; i++) {
-      encodeHostSlot({ hostUuid: `aaaaaaaa-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, ackedIndex: master.tree.nextIndex, beat: 1, name: 'filler' }).copy(raw, i * HOST_SLOT_SIZE);
+      encodeHostSlot({
+        hostUuid: `aaaaaaaa-0000-4000-8000-${i.toString(16).padStart(12, '0')}`,
+        ackedIndex: master.tree.nextIndex,
+        beat: 1,
+        name: 'filler',
+      }).copy(raw, i * HOST_SLOT_SIZE);
     }
     dev.write(HOST_SLOTS_OFFSET, raw);
     dev.flush(HOST_SLOTS_OFFSET, raw.length);
@@ -218,7 +223,10 @@ class Reader {
       if (!fenced) await sleep(50);
     }
     assert.equal(fenced, true, 'a host whose acks fail must fence itself within its window');
-    assert.throws(() => fs.readFileSync(h.p('data')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    assert.throws(
+      () => fs.readFileSync(h.p('data')),
+      (e: NodeJS.ErrnoException) => e.code === 'EIO',
+    );
     const flush = await controlRequest(h.socket, { op: 'flush', path: 'data' });
     assert.equal(flush.ok, false);
     // Give the host its slot back: it acks, re-arms, and serves again.
@@ -235,10 +243,17 @@ class Reader {
     });
   });
 
-  it('the node plugin\'s health check (which drives the CSI volume condition) reports a fenced server', async () => {
+  it("the node plugin's health check (which drives the CSI volume condition) reports a fenced server", async () => {
     // The plugin's own supervisor runs this server: its default ack heartbeat (10 s) is capped at a
     // quarter of the fence window, so a healthy server never fences.
-    const sup = new FuseSupervisor({ stateDir: path.join(dir, 'plugin'), pool: 'fence', devicePath: devPath, hostUuid: '0000fe0c-0000-4000-8000-0000000000ff', log: pino({ level: 'silent' }), pollMs: 50 });
+    const sup = new FuseSupervisor({
+      stateDir: path.join(dir, 'plugin'),
+      pool: 'fence',
+      devicePath: devPath,
+      hostUuid: '0000fe0c-0000-4000-8000-0000000000ff',
+      log: pino({ level: 'silent' }),
+      pollMs: 50,
+    });
     try {
       await sup.ensure();
       await sleep(2 * LIVE_MS);
@@ -247,7 +262,12 @@ class Reader {
       const saved = dev.read(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
       const raw = Buffer.alloc(1024 * HOST_SLOT_SIZE);
       for (let i = 0; i < 1024; i++) {
-        encodeHostSlot({ hostUuid: `bbbbbbbb-0000-4000-8000-${i.toString(16).padStart(12, '0')}`, ackedIndex: master.tree.nextIndex, beat: 1, name: 'filler' }).copy(raw, i * HOST_SLOT_SIZE);
+        encodeHostSlot({
+          hostUuid: `bbbbbbbb-0000-4000-8000-${i.toString(16).padStart(12, '0')}`,
+          ackedIndex: master.tree.nextIndex,
+          beat: 1,
+          name: 'filler',
+        }).copy(raw, i * HOST_SLOT_SIZE);
       }
       dev.write(HOST_SLOTS_OFFSET, raw);
       dev.flush(HOST_SLOTS_OFFSET, raw.length);

@@ -18,8 +18,23 @@ describe('fuse control protocol', () => {
   });
 
   it('rejects malformed requests with EINVAL', () => {
-    for (const bad of ['', 'rm -rf', 'flush', 'flush a b', 'direct-io maybe', '{"op":"flush"}', '{"op":"direct-io","on":"yes"}', '{nope', '[]', '{"op":"handover"}']) {
-      assert.throws(() => parseControlRequest(bad), (e: unknown) => (e as { code?: string }).code === 'EINVAL', bad);
+    for (const bad of [
+      '',
+      'rm -rf',
+      'flush',
+      'flush a b',
+      'direct-io maybe',
+      '{"op":"flush"}',
+      '{"op":"direct-io","on":"yes"}',
+      '{nope',
+      '[]',
+      '{"op":"handover"}',
+    ]) {
+      assert.throws(
+        () => parseControlRequest(bad),
+        (e: unknown) => (e as { code?: string }).code === 'EINVAL',
+        bad,
+      );
     }
   });
 });
@@ -51,7 +66,11 @@ describe('fuse inode table', () => {
     assert.equal(resolvePath(fs.tree, 'nope'), undefined);
     fs.rm('a/b/f');
     const after = buildInodeTable(fs.tree, { logOffset: fs.superblock.logOffset, logLen: fs.superblock.logLen });
-    assert.equal(after.find((n) => n.ino === file.ino), undefined, 'deleted files leave the table');
+    assert.equal(
+      after.find((n) => n.ino === file.ino),
+      undefined,
+      'deleted files leave the table',
+    );
     assert.equal(after.length, table.length - 1);
   });
 });

@@ -48,15 +48,19 @@ class Host {
     const socket = takeOverFrom?.socket ?? path.join(dir, `ctl-${name}`, 'sock');
     fs.mkdirSync(mountpoint, { recursive: true });
     if (takeOverFrom) extra = [...extra, '--takeover'];
-    const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--poll-ms', '50', '--log-level', 'warn', ...extra], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const proc = spawn(
+      process.execPath,
+      [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--poll-ms', '50', '--log-level', 'warn', ...extra],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const host = new Host(name, mountpoint, socket, proc);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.output}`);
       try {
-        const st = (await controlRequest(socket, { op: 'status' }, 500)) as ControlReply & Record<string, unknown>;
+        const st = await controlRequest(socket, { op: 'status' }, 500);
         if (st.ok && (!takeOverFrom || st['pid'] === proc.pid)) return host;
       } catch {
         /* not up yet */
@@ -72,7 +76,7 @@ class Host {
   }
 
   async ctl(req: Parameters<typeof controlRequest>[1]): Promise<ControlReply & Record<string, unknown>> {
-    return (await controlRequest(this.socket, req)) as ControlReply & Record<string, unknown>;
+    return await controlRequest(this.socket, req);
   }
 
   /** SIGTERM and wait; returns the exit status. */
@@ -157,11 +161,7 @@ function xattr(p: string, name: string): string {
     const model = master.lookup('model.bin') as FileNode;
     forEachDeviceRun(model.fmap, 0, model.size, (devOff, _f, len) => dev.write(devOff, randomBytes(len)));
     forEachDeviceRun(model.fmap, 0, model.size, (devOff, _f, len) => dev.flush(devOff, len));
-    [a, b, c] = await Promise.all([
-      Host.start('a', devPath, dir),
-      Host.start('b', devPath, dir),
-      Host.start('c', devPath, dir, ['--read-only']),
-    ]);
+    [a, b, c] = await Promise.all([Host.start('a', devPath, dir), Host.start('b', devPath, dir), Host.start('c', devPath, dir, ['--read-only'])]);
   });
 
   after(async () => {
@@ -251,8 +251,15 @@ function xattr(p: string, name: string): string {
     assert.equal(fs.readSync(fd, buf, 0, 4096, 0), 4096);
     master.rm('proj/data');
     for (const h of [a, b, c]) await waitFor(`${h.name} to drop proj/data`, () => !fs.existsSync(h.p('proj/data')));
-    assert.equal(errnoOf(() => fs.readSync(fd, buf, 0, 4096, 1 * MIB)), 'EIO');
-    assert.equal(errnoOf(() => fs.readSync(fd, buf, 0, 4096, 0)), 'EIO', 'cached pages were dropped too');
+    assert.equal(
+      errnoOf(() => fs.readSync(fd, buf, 0, 4096, 1 * MIB)),
+      'EIO',
+    );
+    assert.equal(
+      errnoOf(() => fs.readSync(fd, buf, 0, 4096, 0)),
+      'EIO',
+      'cached pages were dropped too',
+    );
     fs.closeSync(fd);
     master.rm('proj');
     for (const h of [a, b, c]) await waitFor(`${h.name} to drop proj`, () => !fs.readdirSync(h.mountpoint).includes('proj'));
@@ -260,7 +267,7 @@ function xattr(p: string, name: string): string {
     assert.equal(st['logIndex'], master.tree.nextIndex);
   });
 
-  it('hands a file off: A writes and flushes, B invalidates and reads exactly A\'s bytes', async () => {
+  it("hands a file off: A writes and flushes, B invalidates and reads exactly A's bytes", async () => {
     const file = master.lookup('shared/handoff') as FileNode;
     const first = randomBytes(file.size);
     fs.writeFileSync(a.p('shared/handoff'), first, { flag: 'r+' });
@@ -273,7 +280,7 @@ function xattr(p: string, name: string): string {
     const second = randomBytes(file.size);
     fs.writeFileSync(a.p('shared/handoff'), second, { flag: 'r+' });
     assert.equal((await a.ctl({ op: 'flush', path: 'shared/handoff' })).ok, true);
-    assert.ok(deviceBytes(dev, file).equals(second), 'A\'s bytes are in the memory after its flush');
+    assert.ok(deviceBytes(dev, file).equals(second), "A's bytes are in the memory after its flush");
     assert.ok(fs.readFileSync(b.p('shared/handoff')).equals(first), 'B still sees its cached copy before invalidating');
     assert.equal((await b.ctl({ op: 'invalidate', path: 'shared/handoff' })).ok, true);
     assert.ok(fs.readFileSync(b.p('shared/handoff')).equals(second));
@@ -312,11 +319,14 @@ function xattr(p: string, name: string): string {
           const p = spawn('sha256sum', [h.p('model.bin')]);
           let out = '';
           p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          p.on('exit', (code) => (code === 0 ? resolve(out.split(' ')[0]!) : reject(new Error(`sha256sum exit ${code}`))));
+          p.on('exit', (code) => (code === 0 ? resolve(out.split(' ')[0]) : reject(new Error(`sha256sum exit ${code}`))));
         }),
     );
     for (const got of await Promise.all(readers)) assert.equal(got, want);
-    assert.equal(errnoOf(() => fs.writeFileSync(c.p('shared/handoff'), 'x', { flag: 'r+' })), 'EROFS');
+    assert.equal(
+      errnoOf(() => fs.writeFileSync(c.p('shared/handoff'), 'x', { flag: 'r+' })),
+      'EROFS',
+    );
   });
 
   it('refuses every namespace or size mutation with EPERM and changes nothing', () => {
@@ -384,33 +394,48 @@ function xattr(p: string, name: string): string {
     // Fill the whole allocation up to a far file so that one lies well beyond the cut.
     const filler = fsys.creat('filler', 1 * GIB, { mode: 0o644 });
     const far2 = fsys.creat('far2', 8 * MIB, { mode: 0o666 });
-    d.write(near.fmap.kind === 'simple' ? near.fmap.extents[0]!.offset : 0, Buffer.from('still here'));
+    d.write(near.fmap.kind === 'simple' ? near.fmap.extents[0].offset : 0, Buffer.from('still here'));
     d.close();
     assert.ok(filler.size > 0);
     const zero = await Host.start('err0', errDev, dir);
     const copy = await Host.start('err1', errDev, dir, ['--copy-reads']);
     try {
       assert.equal(fs.readFileSync(zero.p('near')).subarray(0, 10).toString(), 'still here');
-      const farOff = far2.fmap.kind === 'simple' ? far2.fmap.extents[0]!.offset : 0;
+      const farOff = far2.fmap.kind === 'simple' ? far2.fmap.extents[0].offset : 0;
       // The "device" shrinks under the servers: everything past the cut faults.
       fs.truncateSync(errDev, farOff - 64 * MIB);
-      assert.equal(errnoOf(() => fs.readFileSync(zero.p('far2'))), 'EIO', 'zero-copy read');
-      assert.equal(errnoOf(() => fs.readFileSync(copy.p('far2'))), 'EIO', 'guarded-copy read');
+      assert.equal(
+        errnoOf(() => fs.readFileSync(zero.p('far2'))),
+        'EIO',
+        'zero-copy read',
+      );
+      assert.equal(
+        errnoOf(() => fs.readFileSync(copy.p('far2'))),
+        'EIO',
+        'guarded-copy read',
+      );
       for (const h of [zero, copy]) {
         const st = await h.ctl({ op: 'status' });
         assert.equal(st.ok, true);
         assert.equal(st['failed'], true, `${h.name} reports the device failed`);
         const native = st['native'] as { counters: { faults: number }; faults: { op: string }[] };
         assert.ok(native.counters.faults >= 1);
-        assert.equal(native.faults[0]!.op, 'read');
+        assert.equal(native.faults[0].op, 'read');
         assert.match(String(st['failureMessage']), /memory error/);
       }
       // The daemons stay up and keep answering metadata; data I/O answers EIO from now on.
       assert.deepEqual(fs.readdirSync(zero.mountpoint).sort(), ['.meta', 'far', 'far2', 'filler', 'near']);
       // (near's pages read before the error stay in this host's page cache; uncached data is refused)
-      assert.equal(errnoOf(() => fs.readFileSync(zero.p('far'))), 'EIO', 'memory below the cut is refused too once failed');
+      assert.equal(
+        errnoOf(() => fs.readFileSync(zero.p('far'))),
+        'EIO',
+        'memory below the cut is refused too once failed',
+      );
       const wfd = fs.openSync(copy.p('far'), 'r+');
-      assert.equal(errnoOf(() => fs.writeSync(wfd, Buffer.alloc(4096), 0, 4096, 0)), 'EIO');
+      assert.equal(
+        errnoOf(() => fs.writeSync(wfd, Buffer.alloc(4096), 0, 4096, 0)),
+        'EIO',
+      );
       fs.closeSync(wfd);
       assert.match(zero.log + copy.log, /memory error while serving/);
     } finally {
@@ -456,7 +481,7 @@ print(n, errs)`,
       assert.equal(fuseMountType(old.mountpoint), 'fuse.famfs', 'still mounted');
       await readerDone;
       const [reads, errors] = out.trim().split(' ').map(Number);
-      assert.ok(reads! > 0, `reader made progress (${out})`);
+      assert.ok(reads > 0, `reader made progress (${out})`);
       assert.equal(errors, 0, 'no read failed or returned wrong bytes across the switch');
       // the fd opened under the old server and the bind mount keep working
       const buf = Buffer.alloc(4096);
@@ -471,7 +496,11 @@ print(n, errs)`,
       // SIGTERM with a bind mount still holding the connection: the server severs it and exits.
       if (next) assert.equal(await next.stop(), 0);
       else await old.stop();
-      assert.equal(errnoOf(() => fs.readFileSync(bindTarget)), 'ENOTCONN', 'a stopped server is a dead mount, not a hang');
+      assert.equal(
+        errnoOf(() => fs.readFileSync(bindTarget)),
+        'ENOTCONN',
+        'a stopped server is a dead mount, not a hang',
+      );
       assert.equal(mountState(bindTarget), 'dead', 'owners can tell a dead mount and remount');
       execFileSync('umount', ['-l', bindTarget]);
     }

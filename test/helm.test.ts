@@ -143,8 +143,22 @@ describe('helm chart charts/famfs-csi', function () {
     it('renders the expected set of objects, namespaced ones in the release namespace', () => {
       const kinds = objs.map((o) => o.kind).sort();
       assert.deepEqual(kinds, [
-        'CSIDriver', 'ClusterRole', 'ClusterRole', 'ClusterRoleBinding', 'ClusterRoleBinding', 'DaemonSet', 'Deployment',
-        'FamfsPool', 'Role', 'RoleBinding', 'Service', 'Service', 'ServiceAccount', 'ServiceAccount', 'StorageClass', 'StorageClass',
+        'CSIDriver',
+        'ClusterRole',
+        'ClusterRole',
+        'ClusterRoleBinding',
+        'ClusterRoleBinding',
+        'DaemonSet',
+        'Deployment',
+        'FamfsPool',
+        'Role',
+        'RoleBinding',
+        'Service',
+        'Service',
+        'ServiceAccount',
+        'ServiceAccount',
+        'StorageClass',
+        'StorageClass',
       ]);
       const clusterScoped = new Set(['CSIDriver', 'ClusterRole', 'ClusterRoleBinding', 'StorageClass', 'FamfsPool']);
       for (const o of objs) {
@@ -169,13 +183,30 @@ describe('helm chart charts/famfs-csi', function () {
       const names = dep.spec.template.spec.containers.map((c) => c.name);
       assert.deepEqual(names, ['famfs-csi', 'csi-provisioner', 'csi-attacher']);
       const drv = container(dep, 'famfs-csi');
-      for (const a of ['--mode=controller', '--endpoint=unix:///csi/csi.sock', '--device=/dev/dax0.0', '--node-id=$(NODE_NAME)',
-        '--driver-name=famfs.csi.cxl.io', '--state-dir=/var/lib/famfs-csi', '--pool=pool0', '--metrics-address=:9810', '--health-address=:29652']) {
+      for (const a of [
+        '--mode=controller',
+        '--endpoint=unix:///csi/csi.sock',
+        '--device=/dev/dax0.0',
+        '--node-id=$(NODE_NAME)',
+        '--driver-name=famfs.csi.cxl.io',
+        '--state-dir=/var/lib/famfs-csi',
+        '--pool=pool0',
+        '--metrics-address=:9810',
+        '--health-address=:29652',
+      ]) {
         assert.ok(drv.args?.includes(a), `controller driver args lack ${a}: ${drv.args?.join(' ')}`);
       }
       assert.equal(drv.env?.find((e) => e.name === 'FAMFS_LEADER_ELECTION')?.value, 'true');
       const prov = container(dep, 'csi-provisioner');
-      for (const a of ['--strict-topology', '--immediate-topology=false', '--extra-create-metadata', '--enable-capacity', '--capacity-ownerref-level=2', '--leader-election', '--csi-address=/csi/csi.sock']) {
+      for (const a of [
+        '--strict-topology',
+        '--immediate-topology=false',
+        '--extra-create-metadata',
+        '--enable-capacity',
+        '--capacity-ownerref-level=2',
+        '--leader-election',
+        '--csi-address=/csi/csi.sock',
+      ]) {
         assert.ok(prov.args?.includes(a), `provisioner args lack ${a}`);
       }
       assert.ok(container(dep, 'csi-attacher').args?.includes('--leader-election'));
@@ -200,7 +231,13 @@ describe('helm chart charts/famfs-csi', function () {
       assert.equal(fused.securityContext?.privileged, true);
       // No shell: a `$(dirname "$(VAR)")` in a shell line is a Kubernetes variable reference, not a command substitution.
       assert.deepEqual((fused as Container & { command?: string[] }).command, ['famfs-fused']);
-      assert.deepEqual(fused.args?.slice(0, 5), ['$(FAMFS_DEVICE)', '$(FAMFS_FUSE_MOUNTPOINT)', '--foreground', '--container', '--control-socket=$(FAMFS_CONTROL_SOCKET)']);
+      assert.deepEqual(fused.args?.slice(0, 5), [
+        '$(FAMFS_DEVICE)',
+        '$(FAMFS_FUSE_MOUNTPOINT)',
+        '--foreground',
+        '--container',
+        '--control-socket=$(FAMFS_CONTROL_SOCKET)',
+      ]);
       for (const a of fused.args ?? []) assert.ok(!/\$\([a-z]/.test(a), `shell syntax Kubernetes would expand: ${a}`);
       // The paths the node plugin looks for its FUSE server at (pkg/fuse/supervisor.ts).
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/mnt/pool0');
@@ -213,7 +250,11 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(!(fused.volumeMounts ?? []).some((m) => m.name === 'plugin-dir'));
 
       // The plugin registers itself (pkg/csi/registration.ts) and serves the kubelet's liveness probe.
-      for (const a of ['--kubelet-registration-dir=/registration', '--kubelet-registration-path=/var/lib/kubelet/plugins/famfs.csi.cxl.io/csi.sock', '--health-address=:29653']) {
+      for (const a of [
+        '--kubelet-registration-dir=/registration',
+        '--kubelet-registration-path=/var/lib/kubelet/plugins/famfs.csi.cxl.io/csi.sock',
+        '--health-address=:29653',
+      ]) {
         assert.ok(drv.args?.includes(a), `node plugin args lack ${a}: ${drv.args?.join(' ')}`);
       }
       assert.equal(mount(drv, 'registration-dir').mountPath, '/registration');
@@ -247,8 +288,9 @@ describe('helm chart charts/famfs-csi', function () {
         }
       }
       const grants = (name: string, group: string, resource: string, verb: string): boolean =>
-        roles.filter((r) => r.metadata.name.endsWith(name)).some((r) =>
-          r.rules.some((x) => x.apiGroups.includes(group) && x.resources.includes(resource) && x.verbs.includes(verb)));
+        roles
+          .filter((r) => r.metadata.name.endsWith(name))
+          .some((r) => r.rules.some((x) => x.apiGroups.includes(group) && x.resources.includes(resource) && x.verbs.includes(verb)));
       const clusterRole = (suffix: string) => find<K8sObject & { rules: PolicyRule[] }>(objs, 'ClusterRole', suffix);
       assert.ok(grants('-controller', '', 'persistentvolumes', 'create'));
       assert.ok(grants('-controller', 'storage.k8s.io', 'volumeattachments/status', 'patch'));
@@ -263,7 +305,13 @@ describe('helm chart charts/famfs-csi', function () {
     });
 
     it('StorageClasses: serial and read-only sharing, waiting for the first consumer', () => {
-      type SC = K8sObject & { provisioner: string; parameters: Record<string, string>; volumeBindingMode: string; reclaimPolicy: string; allowVolumeExpansion: boolean };
+      type SC = K8sObject & {
+        provisioner: string;
+        parameters: Record<string, string>;
+        volumeBindingMode: string;
+        reclaimPolicy: string;
+        allowVolumeExpansion: boolean;
+      };
       const scs = objs.filter((o) => o.kind === 'StorageClass') as SC[];
       const byName = new Map(scs.map((s) => [s.metadata.name, s]));
       const serial = byName.get('famfs-serial');
@@ -283,14 +331,19 @@ describe('helm chart charts/famfs-csi', function () {
     it('metrics Services select the controller and node pods; no ServiceMonitor unless asked', () => {
       const svcs = objs.filter((o) => o.kind === 'Service') as (K8sObject & { spec: { selector: Record<string, string>; ports: { port: number }[] } })[];
       const comp = svcs.map((s) => [s.spec.selector['app.kubernetes.io/component'], s.spec.ports[0]?.port]).sort();
-      assert.deepEqual(comp, [['controller', 9810], ['node', 9811]]);
+      assert.deepEqual(comp, [
+        ['controller', 9810],
+        ['node', 9811],
+      ]);
       assert.ok(!objs.some((o) => o.kind === 'ServiceMonitor'));
     });
 
     it('the FamfsPool object matches the CRD shipped in crds/', function () {
       this.timeout(60_000);
       const withCrds = render({ includeCrds: true });
-      type CRD = K8sObject & { spec: { group: string; scope: string; names: { kind: string }; versions: { name: string; subresources?: { status?: object } }[] } };
+      type CRD = K8sObject & {
+        spec: { group: string; scope: string; names: { kind: string }; versions: { name: string; subresources?: { status?: object } }[] };
+      };
       const crd = find<CRD>(withCrds, 'CustomResourceDefinition');
       assert.equal(crd.metadata.name, 'famfspools.famfs.csi.cxl.io');
       assert.equal(crd.spec.scope, 'Cluster');
@@ -334,7 +387,10 @@ describe('helm chart charts/famfs-csi', function () {
       this.timeout(60_000);
       const up = render({ set: ['upstreamSidecars.nodeDriverRegistrar=true', 'upstreamSidecars.livenessProbe=true'] });
       const ds = find<Workload>(up, 'DaemonSet');
-      assert.deepEqual(ds.spec.template.spec.containers.map((c) => c.name), ['famfs-csi', 'famfs-fused', 'node-driver-registrar', 'liveness-probe']);
+      assert.deepEqual(
+        ds.spec.template.spec.containers.map((c) => c.name),
+        ['famfs-csi', 'famfs-fused', 'node-driver-registrar', 'liveness-probe'],
+      );
       const drv = container(ds, 'famfs-csi');
       assert.ok(!drv.args?.some((a) => a.startsWith('--kubelet-registration') || a.startsWith('--health-address')), drv.args?.join(' '));
       const reg = container(ds, 'node-driver-registrar');
@@ -342,7 +398,10 @@ describe('helm chart charts/famfs-csi', function () {
       assert.equal(mount(reg, 'registration-dir').mountPath, '/registration');
       assert.ok(container(ds, 'liveness-probe').args?.includes('--health-port=29653'));
       const dep = find<Workload>(up, 'Deployment');
-      assert.deepEqual(dep.spec.template.spec.containers.map((c) => c.name), ['famfs-csi', 'csi-provisioner', 'csi-attacher', 'liveness-probe']);
+      assert.deepEqual(
+        dep.spec.template.spec.containers.map((c) => c.name),
+        ['famfs-csi', 'csi-provisioner', 'csi-attacher', 'liveness-probe'],
+      );
       for (const c of [...ds.spec.template.spec.containers, ...dep.spec.template.spec.containers]) if (SIDECARS.includes(c.name)) assertUnprivilegedSidecar(c);
     });
 
@@ -354,10 +413,17 @@ describe('helm chart charts/famfs-csi', function () {
         assert.equal(spec.hostNetwork, true, w.kind);
         assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet', w.kind);
         const drv = container(w, 'famfs-csi');
-        assert.ok(drv.args?.some((a) => /^--health-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
-        assert.ok(drv.args?.some((a) => /^--metrics-address=\$\(POD_IP\):\d+$/.test(a)), drv.args?.join(' '));
+        assert.ok(
+          drv.args?.some((a) => /^--health-address=\$\(POD_IP\):\d+$/.test(a)),
+          drv.args?.join(' '),
+        );
+        assert.ok(
+          drv.args?.some((a) => /^--metrics-address=\$\(POD_IP\):\d+$/.test(a)),
+          drv.args?.join(' '),
+        );
         // Declared ports would be host ports: the surge pod of an update could never be scheduled next to the old one.
-        for (const x of w.spec.template.spec.containers) assert.equal((x as Container & { ports?: unknown[] }).ports, undefined, `${w.kind}/${x.name} declares ports`);
+        for (const x of w.spec.template.spec.containers)
+          assert.equal((x as Container & { ports?: unknown[] }).ports, undefined, `${w.kind}/${x.name} declares ports`);
       }
       const dep = find<Workload>(objs, 'Deployment');
       for (const name of ['famfs-csi', 'csi-provisioner', 'csi-attacher']) {
@@ -395,13 +461,31 @@ describe('helm chart charts/famfs-csi', function () {
       const res = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true']);
       assert.notEqual(res.status, 0);
       assert.match(res.stderr, /storageClasses\[0\] \(x\): sharing is required \(serial, readonly or multi-writer\)/);
-      const bad = runTool('helm', ['template', 'rel', CHART, '--set', 'storageClasses[0].name=x,storageClasses[0].enabled=true,storageClasses[0].sharing=shared']);
+      const bad = runTool('helm', [
+        'template',
+        'rel',
+        CHART,
+        '--set',
+        'storageClasses[0].name=x,storageClasses[0].enabled=true,storageClasses[0].sharing=shared',
+      ]);
       assert.notEqual(bad.status, 0);
       assert.match(bad.stderr, /storageClasses\[0\] \(x\): sharing "shared" is not a famfs sharing mode; use serial .*, readonly .* or multi-writer/);
-      const disabled = runTool('helm', ['template', 'rel', CHART, '--set-json', 'storageClasses=[{"name":"famfs-serial","enabled":true,"sharing":"serial"},{"name":"famfs-readonly","enabled":false,"sharing":"read-only"}]']);
+      const disabled = runTool('helm', [
+        'template',
+        'rel',
+        CHART,
+        '--set-json',
+        'storageClasses=[{"name":"famfs-serial","enabled":true,"sharing":"serial"},{"name":"famfs-readonly","enabled":false,"sharing":"read-only"}]',
+      ]);
       assert.notEqual(disabled.status, 0, 'a typo in a disabled class is refused too');
       assert.match(disabled.stderr, /storageClasses\[1\] \(famfs-readonly\): sharing "read-only" is not a famfs sharing mode/);
-      const twice = runTool('helm', ['template', 'rel', CHART, '--set-json', 'storageClasses=[{"name":"famfs-serial","sharing":"serial"},{"name":"famfs-serial","sharing":"readonly"}]']);
+      const twice = runTool('helm', [
+        'template',
+        'rel',
+        CHART,
+        '--set-json',
+        'storageClasses=[{"name":"famfs-serial","sharing":"serial"},{"name":"famfs-serial","sharing":"readonly"}]',
+      ]);
       assert.notEqual(twice.status, 0);
       assert.match(twice.stderr, /storageClasses\[1\]\.name "famfs-serial" is used twice/);
       for (const sharing of ['serial', 'readonly', 'multi-writer']) {
@@ -414,7 +498,10 @@ describe('helm chart charts/famfs-csi', function () {
       this.timeout(60_000);
       const two = runTool('helm', ['template', 'rel', CHART, '--set', 'controller.leaderElection.enabled=false']);
       assert.notEqual(two.status, 0);
-      assert.match(two.stderr, /controller\.replicas=2 with controller\.leaderElection\.enabled=false: every replica would take the famfs master role.*Set controller\.replicas=1/);
+      assert.match(
+        two.stderr,
+        /controller\.replicas=2 with controller\.leaderElection\.enabled=false: every replica would take the famfs master role.*Set controller\.replicas=1/,
+      );
       const three = runTool('helm', ['template', 'rel', CHART, '--set', 'controller.leaderElection.enabled=false,controller.replicas=3']);
       assert.match(three.stderr, /controller\.replicas=3 with/);
       assert.equal(find<Workload>(render({ set: ['controller.leaderElection.enabled=false', 'controller.replicas=1'] }), 'Deployment').spec.replicas, 1);
@@ -433,9 +520,15 @@ describe('helm chart charts/famfs-csi', function () {
       assert.ok(snap.args?.includes('--leader-election'));
       mount(snap, 'socket-dir');
       const role = on.find((o) => o.kind === 'ClusterRole' && o.metadata.name.endsWith('-controller')) as K8sObject & { rules: PolicyRule[] };
-      const can = (resource: string, verb: string) => role.rules.some((r) => r.apiGroups.includes('snapshot.storage.k8s.io') && r.resources.includes(resource) && r.verbs.includes(verb));
-      assert.ok(can('volumesnapshotcontents', 'update') && can('volumesnapshotcontents/status', 'patch') && can('volumesnapshotclasses', 'list') && can('volumesnapshots', 'get'));
-      assert.ok(!can('volumesnapshots', 'delete'), 'the sidecar never deletes users\' VolumeSnapshots');
+      const can = (resource: string, verb: string) =>
+        role.rules.some((r) => r.apiGroups.includes('snapshot.storage.k8s.io') && r.resources.includes(resource) && r.verbs.includes(verb));
+      assert.ok(
+        can('volumesnapshotcontents', 'update') &&
+          can('volumesnapshotcontents/status', 'patch') &&
+          can('volumesnapshotclasses', 'list') &&
+          can('volumesnapshots', 'get'),
+      );
+      assert.ok(!can('volumesnapshots', 'delete'), "the sidecar never deletes users' VolumeSnapshots");
       const cls = find<K8sObject & { driver: string; deletionPolicy: string }>(on, 'VolumeSnapshotClass');
       assert.equal(cls.driver, 'famfs.csi.cxl.io');
       assert.equal(cls.deletionPolicy, 'Delete');
@@ -443,7 +536,10 @@ describe('helm chart charts/famfs-csi', function () {
 
     it('passes driver parameters through and adds a multi-writer class on request', function () {
       this.timeout(60_000);
-      const objs = render({ valuesYaml: 'storageClasses:\n  - { name: famfs-striped, enabled: true, sharing: multi-writer, parameters: { nstrips: 4, nbuckets: 8, mode: "0600" } }\n' });
+      const objs = render({
+        valuesYaml:
+          'storageClasses:\n  - { name: famfs-striped, enabled: true, sharing: multi-writer, parameters: { nstrips: 4, nbuckets: 8, mode: "0600" } }\n',
+      });
       const sc = find<K8sObject & { parameters: Record<string, string> }>(objs, 'StorageClass');
       assert.deepEqual(sc.parameters, { sharing: 'multi-writer', nstrips: '4', nbuckets: '8', mode: '0600' });
     });

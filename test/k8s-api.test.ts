@@ -49,10 +49,12 @@ class CuttableProxy {
   }
 
   listen(): Promise<void> {
-    return new Promise((r) => this.server.listen(0, '127.0.0.1', () => {
-      this.port = (this.server.address() as net.AddressInfo).port;
-      r();
-    }));
+    return new Promise((r) =>
+      this.server.listen(0, '127.0.0.1', () => {
+        this.port = (this.server.address() as net.AddressInfo).port;
+        r();
+      }),
+    );
   }
 
   sever(): void {
@@ -154,8 +156,9 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.equal(parseDuration('1m30s'), 90_000);
       assert.equal(parseDuration('250ms'), 250);
       assert.throws(() => parseDuration('15'), { code: 'INVALID_CONFIG' });
-      assert.throws(() => new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'x', identity: 'a', leaseDurationMs: 2000, renewDeadlineMs: 2000 }),
-        { code: 'INVALID_CONFIG' });
+      assert.throws(() => new LeaderElector({ kubeConfig: kc, namespace: ns, name: 'x', identity: 'a', leaseDurationMs: 2000, renewDeadlineMs: 2000 }), {
+        code: 'INVALID_CONFIG',
+      });
     });
 
     it('one candidate acquires a new Lease (epoch 0), renews it, and releases it on stop', async function () {
@@ -165,7 +168,9 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       a.start();
       await waitFor('a to lead', () => log.leader() === 'a', 10_000);
       assert.equal(a.currentEpoch(), 0);
-      const lease1 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { holderIdentity: string; renewTime: string; leaseDurationSeconds: number } };
+      const lease1 = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as {
+        spec: { holderIdentity: string; renewTime: string; leaseDurationSeconds: number };
+      };
       assert.equal(lease1.spec.holderIdentity, 'pod-a');
       assert.equal(lease1.spec.leaseDurationSeconds, 5);
       await sleep(1000);
@@ -173,7 +178,10 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.ok(Date.parse(lease2.spec.renewTime) > Date.parse(lease1.spec.renewTime), 'renewTime advances');
       await a.stop();
       assert.equal(a.holdsLease(), false);
-      assert.deepEqual(log.events.map((e) => e.what), ['start', 'stop']);
+      assert.deepEqual(
+        log.events.map((e) => e.what),
+        ['start', 'stop'],
+      );
       const released = JSON.parse(c().must('kubectl', ['-n', ns, 'get', 'lease', 'solo', '-o', 'json'])) as { spec: { holderIdentity?: string } };
       assert.equal(released.spec.holderIdentity, undefined);
     });
@@ -182,7 +190,8 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       this.timeout(60_000);
       const log = new LeadershipLog();
       const electors = ['a', 'b', 'c'].map((id) =>
-        elector({ kubeConfig: kc, namespace: ns, name: 'trio', identity: `pod-${id}`, ...fast, ...log.callbacks(id) }));
+        elector({ kubeConfig: kc, namespace: ns, name: 'trio', identity: `pod-${id}`, ...fast, ...log.callbacks(id) }),
+      );
       for (const e of electors) e.start();
       await waitFor('a leader', () => log.leader() !== undefined, 10_000);
       await sleep(1500); // let the others campaign against a held lease
@@ -203,7 +212,10 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       const last = electors.find((e) => e.holdsLease());
       assert.ok(last);
       epochs.push(last.currentEpoch());
-      assert.deepEqual(epochs, [...epochs].sort((x, y) => x - y));
+      assert.deepEqual(
+        epochs,
+        [...epochs].sort((x, y) => x - y),
+      );
       assert.equal(new Set(epochs).size, 3, `epochs strictly increase: ${epochs.join(',')}`);
       assert.equal(log.overlaps, 0);
       await last.stop();
@@ -315,14 +327,27 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       await ctl.ensure({ device: '/dev/dax0.0' }); // idempotent
 
       const figures = {
-        device: '/dev/dax0.0', sizeBytes: 64 * 2 ** 30, freeBytes: 64 * 2 ** 30 - 2 ** 21, pendingFreeBytes: 0,
-        largestFreeExtentBytes: 64 * 2 ** 30 - 2 ** 21, volumes: 0, logEntriesUsed: 1, logEntriesTotal: 25000,
+        device: '/dev/dax0.0',
+        sizeBytes: 64 * 2 ** 30,
+        freeBytes: 64 * 2 ** 30 - 2 ** 21,
+        pendingFreeBytes: 0,
+        largestFreeExtentBytes: 64 * 2 ** 30 - 2 ** 21,
+        volumes: 0,
+        logEntriesUsed: 1,
+        logEntriesTotal: 25000,
         master: { node: 'node-a', pod: 'ctl-0', leaseName: 'famfs-master', fencingEpoch: 4 },
       };
       await ctl.writePoolStatus(figures);
       const nodes = ['node-a', 'node-b', 'node-c'].map((n) => new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: `famfs-csi-node-${n}` }));
       await Promise.all(nodes.map((n, i) => n.writeNodeStatus({ name: `node-${'abc'[i]}`, replayedEntries: 1, lagEntries: 0, healthy: true })));
-      await nodes[1].writeNodeStatus({ name: 'node-b', replayedEntries: 1, lagEntries: 2, healthy: false, message: 'replay stalled: bad log entry 2', memoryErrors: 1 });
+      await nodes[1].writeNodeStatus({
+        name: 'node-b',
+        replayedEntries: 1,
+        lagEntries: 2,
+        healthy: false,
+        message: 'replay stalled: bad log entry 2',
+        memoryErrors: 1,
+      });
       // Capacity changes: a 1 GiB volume is placed.
       const after = await ctl.writePoolStatus({ ...figures, freeBytes: figures.freeBytes - 2 ** 30, volumes: 1, logEntriesUsed: 3 });
 
@@ -338,7 +363,14 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.match(header ?? '', /SIZE\s+FREE\s+LARGEST-FREE\s+LOG-USED\s+LOG-TOTAL\s+MASTER\s+NODES-HEALTHY/);
       assert.match(row ?? '', /pool-t\s+\/dev\/dax0\.0\s+64Gi\s+63Gi\s+64Gi\s+3\s+25000\s+node-a\s+2\/3/);
       // What famfs repair quarantined is status too (the CRD schema keeps it, kubectl shows it).
-      const q = await ctl.writePoolStatus({ ...figures, freeBytes: figures.freeBytes - 2 ** 30, volumes: 1, logEntriesUsed: 3, quarantinedEntries: 1, quarantinedBytes: 2 ** 21 });
+      const q = await ctl.writePoolStatus({
+        ...figures,
+        freeBytes: figures.freeBytes - 2 ** 30,
+        volumes: 1,
+        logEntriesUsed: 3,
+        quarantinedEntries: 1,
+        quarantinedBytes: 2 ** 21,
+      });
       assert.deepEqual(q.status?.quarantine, { entries: 1, bytes: 2 ** 21 });
       const described = c().must('kubectl', ['describe', 'famfspool', 'pool-t']);
       assert.match(described, /Quarantine:\s+Bytes:\s+2097152\s+Entries:\s+1/);
@@ -346,18 +378,31 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.match(described, /Fencing Epoch:\s+4/);
 
       // Field ownership: each node owns its entry, the controller the figures.
-      const managed = JSON.parse(c().must('kubectl', ['get', 'famfspool', 'pool-t', '--show-managed-fields', '-o', 'json'])) as { metadata: { managedFields: { manager: string }[] } };
+      const managed = JSON.parse(c().must('kubectl', ['get', 'famfspool', 'pool-t', '--show-managed-fields', '-o', 'json'])) as {
+        metadata: { managedFields: { manager: string }[] };
+      };
       const managers = managed.metadata.managedFields.map((m) => m.manager).sort();
-      for (const m of ['famfs-csi-controller', 'famfs-csi-node-node-a', 'famfs-csi-node-node-b', 'famfs-csi-node-node-c']) assert.ok(managers.includes(m), `${m} in ${managers.join(',')}`);
+      for (const m of ['famfs-csi-controller', 'famfs-csi-node-node-a', 'famfs-csi-node-node-b', 'famfs-csi-node-node-c'])
+        assert.ok(managers.includes(m), `${m} in ${managers.join(',')}`);
     });
 
     it('invalid figures are refused locally and by the server schema', async function () {
       this.timeout(30_000);
       const ctl = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: 'famfs-csi-controller' });
-      await assert.rejects(ctl.writePoolStatus({
-        device: '/dev/dax0.0', sizeBytes: -1, freeBytes: 0, pendingFreeBytes: 0, largestFreeExtentBytes: 0, volumes: 0,
-        logEntriesUsed: 0, logEntriesTotal: 1, master: { node: 'x', fencingEpoch: 0 },
-      }), { code: 'INVALID' });
+      await assert.rejects(
+        ctl.writePoolStatus({
+          device: '/dev/dax0.0',
+          sizeBytes: -1,
+          freeBytes: 0,
+          pendingFreeBytes: 0,
+          largestFreeExtentBytes: 0,
+          volumes: 0,
+          logEntriesUsed: 0,
+          logEntriesTotal: 1,
+          master: { node: 'x', fencingEpoch: 0 },
+        }),
+        { code: 'INVALID' },
+      );
       const node = new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-t', fieldManager: 'famfs-csi-node-bad' });
       await assert.rejects(node.writeNodeStatus({ name: 'node-z', replayedEntries: -5, lagEntries: 0, healthy: true }), { code: 'INVALID' });
       const missing = new FamfsPoolClient({ kubeConfig: kc, pool: 'no-such-pool', fieldManager: 'x' });
@@ -365,11 +410,28 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
     });
   });
   describe('PoolReporter (status + metrics + edge-triggered events)', () => {
-    it('reads the chart\'s leader-election environment', () => {
-      const le = leaderElectionFromEnv({ FAMFS_LEADER_ELECTION: 'true', POD_NAMESPACE: 'famfs-system', POD_NAME: 'ctl-0',
-        FAMFS_LEASE_NAME: 'famfs-csi-master-pool0', FAMFS_LEASE_DURATION: '15s', FAMFS_LEASE_RENEW_DEADLINE: '10s', FAMFS_LEASE_RETRY_PERIOD: '2s' }, { pool: 'pool0' });
-      assert.deepEqual(le, { enabled: true, namespace: 'famfs-system', identity: 'ctl-0', leaseName: 'famfs-csi-master-pool0',
-        leaseDurationMs: 15_000, renewDeadlineMs: 10_000, retryPeriodMs: 2_000 });
+    it("reads the chart's leader-election environment", () => {
+      const le = leaderElectionFromEnv(
+        {
+          FAMFS_LEADER_ELECTION: 'true',
+          POD_NAMESPACE: 'famfs-system',
+          POD_NAME: 'ctl-0',
+          FAMFS_LEASE_NAME: 'famfs-csi-master-pool0',
+          FAMFS_LEASE_DURATION: '15s',
+          FAMFS_LEASE_RENEW_DEADLINE: '10s',
+          FAMFS_LEASE_RETRY_PERIOD: '2s',
+        },
+        { pool: 'pool0' },
+      );
+      assert.deepEqual(le, {
+        enabled: true,
+        namespace: 'famfs-system',
+        identity: 'ctl-0',
+        leaseName: 'famfs-csi-master-pool0',
+        leaseDurationMs: 15_000,
+        renewDeadlineMs: 10_000,
+        retryPeriodMs: 2_000,
+      });
       assert.equal(leaderElectionFromEnv({}, { pool: 'p' }).enabled, false);
       assert.throws(() => leaderElectionFromEnv({ FAMFS_LEADER_ELECTION: 'true' }, { pool: 'p' }), { code: 'K8S_CONFIG_INVALID' });
       assert.throws(() => leaderElectionFromEnv({ FAMFS_LEASE_DURATION: 'soon' }, { pool: 'p' }), { code: 'K8S_CONFIG_INVALID' });
@@ -383,11 +445,30 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-0' });
       const rep = new PoolReporter({ poolName: 'pool-r', client, metrics, events, logNearlyFullPercent: 90 });
       const base = {
-        device: '/dev/dax1.0', sizeBytes: 2 ** 33, freeBytes: 2 ** 33, pendingFreeBytes: 0, largestFreeExtentBytes: 2 ** 33,
-        volumes: 0, logEntriesUsed: 10, logEntriesTotal: 100, master: { node: 'node-a', fencingEpoch: 1 },
+        device: '/dev/dax1.0',
+        sizeBytes: 2 ** 33,
+        freeBytes: 2 ** 33,
+        pendingFreeBytes: 0,
+        largestFreeExtentBytes: 2 ** 33,
+        volumes: 0,
+        logEntriesUsed: 10,
+        logEntriesTotal: 100,
+        master: { node: 'node-a', fencingEpoch: 1 },
       };
-      const warnings = (): string[] => c().must('kubectl', ['-n', 'default', 'get', 'events', '--field-selector', 'involvedObject.name=pool-r,reason=LogNearlyFull',
-        '-o', 'jsonpath={range .items[*]}{.count}{"\\n"}{end}']).split('\n').filter(Boolean);
+      const warnings = (): string[] =>
+        c()
+          .must('kubectl', [
+            '-n',
+            'default',
+            'get',
+            'events',
+            '--field-selector',
+            'involvedObject.name=pool-r,reason=LogNearlyFull',
+            '-o',
+            'jsonpath={range .items[*]}{.count}{"\\n"}{end}',
+          ])
+          .split('\n')
+          .filter(Boolean);
 
       await rep.publish(base);
       assert.deepEqual(warnings(), []);
@@ -408,8 +489,13 @@ describe('@slow kubernetes: pkg/k8s against a real kube-apiserver', function () 
       assert.match(text, /famfs_master_epoch\{pool="pool-r"\} 1$/m);
 
       // A node falls behind and sees a memory error: one event each, its entry in the status, the counter.
-      const nodeRep = new PoolReporter({ poolName: 'pool-r', client: new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-r', fieldManager: 'famfs-csi-node-node-b' }),
-        metrics, events, replayLagWarnEntries: 5 });
+      const nodeRep = new PoolReporter({
+        poolName: 'pool-r',
+        client: new FamfsPoolClient({ kubeConfig: kc, pool: 'pool-r', fieldManager: 'famfs-csi-node-node-b' }),
+        metrics,
+        events,
+        replayLagWarnEntries: 5,
+      });
       await nodeRep.publishNode({ name: 'node-b', replayedEntries: 80, lagEntries: 15, healthy: true, memoryErrors: 1, message: 'SIGBUS at 0x4000' });
       await nodeRep.publishNode({ name: 'node-b', replayedEntries: 81, lagEntries: 14, healthy: true, memoryErrors: 1 });
       const described = c().must('kubectl', ['describe', 'famfspool', 'pool-r']);

@@ -83,8 +83,18 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     const version = c().must('kubectl', ['version', '-o', 'json']);
     assert.match(version, /"gitVersion": "v1\.36\./);
     // A kubeconfig-free call with only the bearer token, so the admin client cert is not sent along.
-    const denied = c().run('kubectl', ['--kubeconfig', '/dev/null', '--server', c().apiUrl,
-      '--certificate-authority', path.join(c().dir, 'pki', 'ca.crt'), '--token', c().nobodyToken, 'get', 'namespaces']);
+    const denied = c().run('kubectl', [
+      '--kubeconfig',
+      '/dev/null',
+      '--server',
+      c().apiUrl,
+      '--certificate-authority',
+      path.join(c().dir, 'pki', 'ca.crt'),
+      '--token',
+      c().nobodyToken,
+      'get',
+      'namespaces',
+    ]);
     assert.notEqual(denied.status, 0);
     assert.match(denied.stderr, /forbidden/i);
   });
@@ -101,8 +111,12 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
   it('kubectl shows the CSIDriver, StorageClasses, FamfsPool and workloads', function () {
     this.timeout(60_000);
     const listing = c().must('kubectl', ['get', 'csidriver,storageclass,famfspools.famfs.csi.cxl.io', '-o', 'name']);
-    for (const want of ['csidriver.storage.k8s.io/famfs.csi.cxl.io', 'storageclass.storage.k8s.io/famfs-serial',
-      'storageclass.storage.k8s.io/famfs-readonly', 'famfspool.famfs.csi.cxl.io/pool0']) {
+    for (const want of [
+      'csidriver.storage.k8s.io/famfs.csi.cxl.io',
+      'storageclass.storage.k8s.io/famfs-serial',
+      'storageclass.storage.k8s.io/famfs-readonly',
+      'famfspool.famfs.csi.cxl.io/pool0',
+    ]) {
       assert.ok(listing.split('\n').includes(want), `missing ${want} in:\n${listing}`);
     }
     const drv = JSON.parse(c().must('kubectl', ['get', 'csidriver', 'famfs.csi.cxl.io', '-o', 'json'])) as { spec: Record<string, unknown> };
@@ -124,8 +138,15 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     this.timeout(60_000);
     const status = {
       status: {
-        device: '/dev/dax0.0', size: '64Gi', sizeBytes: 68719476736, free: '60Gi', freeBytes: 64424509440,
-        pendingFreeBytes: 0, largestFreeExtent: '59Gi', largestFreeExtentBytes: 63350767616, volumes: 2,
+        device: '/dev/dax0.0',
+        size: '64Gi',
+        sizeBytes: 68719476736,
+        free: '60Gi',
+        freeBytes: 64424509440,
+        pendingFreeBytes: 0,
+        largestFreeExtent: '59Gi',
+        largestFreeExtentBytes: 63350767616,
+        volumes: 2,
         log: { entriesUsed: 12, entriesTotal: 25000, usedPercent: 0 },
         master: { node: 'node-a', pod: 'famfs-csi-controller-0', leaseName: 'famfs-csi-master-pool0', fencingEpoch: 3 },
         nodesHealthy: '1/2',
@@ -145,12 +166,22 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     assert.match(described, /Lag Entries:\s+3/);
 
     // The schema rejects nonsense: a negative size and a node without a name.
-    const bad = c().run('kubectl', ['patch', 'famfspool', 'pool0', '--subresource=status', '--type=merge', '-p',
-      JSON.stringify({ status: { freeBytes: -1 } })]);
+    const bad = c().run('kubectl', [
+      'patch',
+      'famfspool',
+      'pool0',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { freeBytes: -1 } }),
+    ]);
     assert.notEqual(bad.status, 0);
     assert.match(bad.stderr, /freeBytes/);
-    const badSpec = c().run('kubectl', ['apply', '-f', '-'],
-      JSON.stringify({ apiVersion: 'famfs.csi.cxl.io/v1alpha1', kind: 'FamfsPool', metadata: { name: 'bad' }, spec: { device: 'dax0.0' } }));
+    const badSpec = c().run(
+      'kubectl',
+      ['apply', '-f', '-'],
+      JSON.stringify({ apiVersion: 'famfs.csi.cxl.io/v1alpha1', kind: 'FamfsPool', metadata: { name: 'bad' }, spec: { device: 'dax0.0' } }),
+    );
     assert.notEqual(badSpec.status, 0);
     assert.match(badSpec.stderr, /spec\.device/);
   });
@@ -181,8 +212,15 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     // Pods need their service account; without a controller-manager nobody creates "default".
     c().must('kubectl', ['-n', 'default', 'create', 'serviceaccount', 'default']);
     const out = c().must('kubectl', ['apply', '--dry-run=server', '-n', 'default', '-f', path.join(repoRoot(), 'examples')]);
-    for (const want of ['persistentvolumeclaim/dataset', 'job.batch/load-dataset', 'persistentvolume/dataset-readonly',
-      'deployment.apps/readers', 'persistentvolumeclaim/handoff', 'pod/producer', 'pod/consumer']) {
+    for (const want of [
+      'persistentvolumeclaim/dataset',
+      'job.batch/load-dataset',
+      'persistentvolume/dataset-readonly',
+      'deployment.apps/readers',
+      'persistentvolumeclaim/handoff',
+      'pod/producer',
+      'pod/consumer',
+    ]) {
       assert.ok(out.includes(want), `${want} missing from:\n${out}`);
     }
   });
@@ -193,7 +231,10 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     this.timeout(60_000);
     const sock = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-sock-')), 'csi.sock');
     const args = renderedControllerArgs(c());
-    for (const [container, tool] of [['csi-provisioner', 'csi-provisioner'], ['csi-attacher', 'csi-attacher']] as const) {
+    for (const [container, tool] of [
+      ['csi-provisioner', 'csi-provisioner'],
+      ['csi-attacher', 'csi-attacher'],
+    ] as const) {
       const chartArgs = args.get(container);
       assert.ok(chartArgs && chartArgs.length > 3, `no args for ${container}`);
       // What the kubelet would do: expand $(VAR) references, and our socket instead of /csi/csi.sock.

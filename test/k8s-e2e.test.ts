@@ -128,13 +128,25 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
 
     // Two nodes on the same memory, as the kubelet and node-driver-registrar would register them.
     for (const node of ['node-a', 'node-b']) {
-      c().must('kubectl', ['apply', '-f', '-'], JSON.stringify({
-        apiVersion: 'v1', kind: 'Node', metadata: { name: node, labels: { 'kubernetes.io/hostname': node, [TOPOLOGY_KEY]: POOL } },
-      }));
-      c().must('kubectl', ['apply', '-f', '-'], JSON.stringify({
-        apiVersion: 'storage.k8s.io/v1', kind: 'CSINode', metadata: { name: node },
-        spec: { drivers: [{ name: DRIVER, nodeID: node, topologyKeys: [TOPOLOGY_KEY] }] },
-      }));
+      c().must(
+        'kubectl',
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'v1',
+          kind: 'Node',
+          metadata: { name: node, labels: { 'kubernetes.io/hostname': node, [TOPOLOGY_KEY]: POOL } },
+        }),
+      );
+      c().must(
+        'kubectl',
+        ['apply', '-f', '-'],
+        JSON.stringify({
+          apiVersion: 'storage.k8s.io/v1',
+          kind: 'CSINode',
+          metadata: { name: node },
+          spec: { drivers: [{ name: DRIVER, nodeID: node, topologyKeys: [TOPOLOGY_KEY] }] },
+        }),
+      );
     }
 
     // The sidecars' and the controllers' identity: the chart's controller service account.
@@ -146,30 +158,62 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     // formats the device), so it takes the Lease and the famfs master role.
     const sock = path.join(work, 'csi.sock');
     const startController = (r: 'a' | 'b', socket: string): Proc =>
-      start(`famfs-csi-${r}`, process.execPath, [path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'), '--mode', 'controller',
-        '--endpoint', `unix://${socket}`, '--device', device, '--device-size', '1Gi', '--mkfs', '--node-id', REPLICAS[r].node,
-        '--driver-name', DRIVER, '--pool', POOL, '--state-dir', path.join(work, `state-${r}`), '--pool-status-interval', '1000'],
-      {
-        FAMFS_SYSTEM_UUID: REPLICAS[r].uuid, KUBECONFIG: sa, POD_NAME: REPLICAS[r].pod, POD_NAMESPACE: NS,
-        FAMFS_LEADER_ELECTION: 'true', FAMFS_LEASE_NAME: LEASE, FAMFS_LEASE_DURATION: '4s', FAMFS_LEASE_RENEW_DEADLINE: '3s', FAMFS_LEASE_RETRY_PERIOD: '500ms',
-      });
+      start(
+        `famfs-csi-${r}`,
+        process.execPath,
+        [
+          path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'),
+          '--mode',
+          'controller',
+          '--endpoint',
+          `unix://${socket}`,
+          '--device',
+          device,
+          '--device-size',
+          '1Gi',
+          '--mkfs',
+          '--node-id',
+          REPLICAS[r].node,
+          '--driver-name',
+          DRIVER,
+          '--pool',
+          POOL,
+          '--state-dir',
+          path.join(work, `state-${r}`),
+          '--pool-status-interval',
+          '1000',
+        ],
+        {
+          FAMFS_SYSTEM_UUID: REPLICAS[r].uuid,
+          KUBECONFIG: sa,
+          POD_NAME: REPLICAS[r].pod,
+          POD_NAMESPACE: NS,
+          FAMFS_LEADER_ELECTION: 'true',
+          FAMFS_LEASE_NAME: LEASE,
+          FAMFS_LEASE_DURATION: '4s',
+          FAMFS_LEASE_RENEW_DEADLINE: '3s',
+          FAMFS_LEASE_RETRY_PERIOD: '500ms',
+        },
+      );
     controllerA = startController('a', sock);
     await until('the CSI socket', () => (fs.existsSync(sock) ? true : undefined), 30_000);
     await until('replica a to hold the Lease', () => (leaseHolder() === REPLICAS.a.pod ? true : undefined), 30_000);
     sockB = path.join(work, 'csi-b.sock');
     controllerB = startController('b', sockB);
-    await until('replica b\'s CSI socket', () => (fs.existsSync(sockB) ? true : undefined), 30_000);
+    await until("replica b's CSI socket", () => (fs.existsSync(sockB) ? true : undefined), 30_000);
 
     // The sidecars with the chart's own arguments, acting as the chart's controller service account.
     const rendered = c().must('helm', ['template', 'famfs-csi', CHART, '--namespace', NS, '--show-only', 'templates/controller.yaml']);
     const dep = parseAllDocuments(rendered)[0]?.toJS() as { spec: { template: { spec: { containers: { name: string; args?: string[] }[] } } } };
     const argsOf = (name: string): string[] =>
-      (dep.spec.template.spec.containers.find((x) => x.name === name)?.args ?? []).map((a) => a
-        .replace('$(POD_NAMESPACE)', NS)
-        .replace('/csi/csi.sock', sock)
-        // No Deployment pod owns these local processes; capacity objects get no owner, refreshed often.
-        .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1')
-        .replace(/^--capacity-poll-interval=.*/, '--capacity-poll-interval=2s'));
+      (dep.spec.template.spec.containers.find((x) => x.name === name)?.args ?? []).map((a) =>
+        a
+          .replace('$(POD_NAMESPACE)', NS)
+          .replace('/csi/csi.sock', sock)
+          // No Deployment pod owns these local processes; capacity objects get no owner, refreshed often.
+          .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1')
+          .replace(/^--capacity-poll-interval=.*/, '--capacity-poll-interval=2s'),
+      );
     const sidecarEnv = { POD_NAME: 'famfs-csi-controller-local', POD_NAMESPACE: NS, NAMESPACE: NS };
     start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], sidecarEnv);
     start('csi-attacher', toolPath('csi-attacher'), [...argsOf('csi-attacher'), `--kubeconfig=${sa}`], sidecarEnv);
@@ -178,7 +222,9 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   after(async function () {
     this.timeout(60_000);
     for (const p of procs) p.child.kill('SIGKILL');
-    await Promise.all(procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : undefined)));
+    await Promise.all(
+      procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : Promise.resolve())),
+    );
     cluster?.stop();
     if (device) fs.rmSync(device, { force: true });
     if (work) fs.rmSync(work, { recursive: true, force: true });
@@ -208,16 +254,25 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
 
   it('a PVC becomes Bound through CreateVolume, with the provisioning events on it', async function () {
     this.timeout(180_000);
-    c().must('kubectl', ['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'v1', kind: 'PersistentVolumeClaim',
-      // selected-node: what the scheduler writes for a WaitForFirstConsumer claim once its pod has a node.
-      metadata: { name: 'data', namespace: 'default', annotations: { 'volume.kubernetes.io/selected-node': 'node-a' } },
-      spec: { storageClassName: 'famfs-serial', accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } } },
-    }));
-    const bound = await until('PVC data Bound', () => {
-      const pvc = json<{ status?: { phase?: string }; spec: { volumeName?: string } }>('-n', 'default', 'get', 'pvc', 'data');
-      return pvc.status?.phase === 'Bound' ? pvc.spec.volumeName : undefined;
-    }, 150_000);
+    c().must(
+      'kubectl',
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'PersistentVolumeClaim',
+        // selected-node: what the scheduler writes for a WaitForFirstConsumer claim once its pod has a node.
+        metadata: { name: 'data', namespace: 'default', annotations: { 'volume.kubernetes.io/selected-node': 'node-a' } },
+        spec: { storageClassName: 'famfs-serial', accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '64Mi' } } },
+      }),
+    );
+    const bound = await until(
+      'PVC data Bound',
+      () => {
+        const pvc = json<{ status?: { phase?: string }; spec: { volumeName?: string } }>('-n', 'default', 'get', 'pvc', 'data');
+        return pvc.status?.phase === 'Bound' ? pvc.spec.volumeName : undefined;
+      },
+      150_000,
+    );
     assert.ok(bound);
     pvName = bound;
     const pv = json<{ spec: { csi: { driver: string; volumeHandle: string }; nodeAffinity?: unknown; capacity: { storage: string } } }>('get', 'pv', pvName);
@@ -225,21 +280,33 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     assert.match(pv.spec.csi.volumeHandle, /^vol-[0-9a-f]{40}$/);
     assert.match(JSON.stringify(pv.spec.nodeAffinity), new RegExp(`"key":"${TOPOLOGY_KEY}".*"values":\\["${POOL}"\\]`));
     // The driver's own event: where in the memory the volume was placed (emitted asynchronously).
-    await until('the VolumePlaced event', () => (kubectl('-n', 'default', 'get', 'events', '--field-selector', 'reason=VolumePlaced', '-o', 'name').trim() !== '' ? true : undefined), 30_000);
+    await until(
+      'the VolumePlaced event',
+      () => (kubectl('-n', 'default', 'get', 'events', '--field-selector', 'reason=VolumePlaced', '-o', 'name').trim() !== '' ? true : undefined),
+      30_000,
+    );
     const described = kubectl('-n', 'default', 'describe', 'pvc', 'data');
     process.stderr.write(`      [e2e] kubectl describe pvc data:\n${described.replace(/^/gm, '        ')}\n`);
     assert.match(described, /Status:\s+Bound/);
     assert.match(described, /ProvisioningSucceeded\s+.*Successfully provisioned volume/);
     assert.match(described, new RegExp(`VolumePlaced\\s+.*famfs volume ${pv.spec.csi.volumeHandle}: 67108864 bytes at offset 0x`));
-    const after = await until('capacity to drop by 64Mi', () => {
-      const v = publishedCapacity();
-      return v !== undefined && v <= capacityBefore - 64 * 1024 ** 2 ? v : undefined;
-    }, 60_000);
+    const after = await until(
+      'capacity to drop by 64Mi',
+      () => {
+        const v = publishedCapacity();
+        return v !== undefined && v <= capacityBefore - 64 * 1024 ** 2 ? v : undefined;
+      },
+      60_000,
+    );
     process.stderr.write(`      [e2e] pool capacity ${capacityBefore} → ${after} bytes\n`);
-    const free = await until('FamfsPool free to drop by 64Mi', () => {
-      const f = poolStatus()?.freeBytes;
-      return f !== undefined && f <= poolFreeBefore - 64 * MiB ? f : undefined;
-    }, 60_000);
+    const free = await until(
+      'FamfsPool free to drop by 64Mi',
+      () => {
+        const f = poolStatus()?.freeBytes;
+        return f !== undefined && f <= poolFreeBefore - 64 * MiB ? f : undefined;
+      },
+      60_000,
+    );
     const pool = kubectl('describe', 'famfspool', POOL);
     show(`kubectl describe famfspool ${POOL}   # after the PVC is bound`, pool);
     assert.match(pool, new RegExp(`Free Bytes:\\s+${free}`));
@@ -251,10 +318,16 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   }
 
   function createVa(name: string, node: string): void {
-    c().must('kubectl', ['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'storage.k8s.io/v1', kind: 'VolumeAttachment', metadata: { name },
-      spec: { attacher: DRIVER, nodeName: node, source: { persistentVolumeName: pvName } },
-    }));
+    c().must(
+      'kubectl',
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'storage.k8s.io/v1',
+        kind: 'VolumeAttachment',
+        metadata: { name },
+        spec: { attacher: DRIVER, nodeName: node, source: { persistentVolumeName: pvName } },
+      }),
+    );
   }
 
   it("a second node's writer attachment is refused while the first holds it, and succeeds after release", async function () {
@@ -282,10 +355,14 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     assert.ok(pvName);
     kubectl('-n', 'default', 'delete', 'pvc', 'data', '--wait=false');
     await until('the PV to be deleted', () => (c().run('kubectl', ['get', 'pv', pvName]).status !== 0 ? true : undefined), 120_000);
-    const back = await until('capacity to come back', () => {
-      const v = publishedCapacity();
-      return v !== undefined && v >= capacityBefore ? v : undefined;
-    }, 60_000);
+    const back = await until(
+      'capacity to come back',
+      () => {
+        const v = publishedCapacity();
+        return v !== undefined && v >= capacityBefore ? v : undefined;
+      },
+      60_000,
+    );
     assert.equal(back, capacityBefore);
     await until('FamfsPool free to come back', () => ((poolStatus()?.freeBytes ?? 0) >= poolFreeBefore ? true : undefined), 60_000);
     const pool = kubectl('describe', 'famfspool', POOL);
@@ -298,11 +375,18 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     assert.ok(controllerA && controllerB);
     const a = new CsiClient(`unix://${path.join(work, 'csi.sock')}`, 10_000);
     const b = new CsiClient(`unix://${sockB}`, 10_000);
-    const create = (cl: CsiClient, name: string) => cl.call('Controller', 'CreateVolume', {
-      name, capacity_range: { required_bytes: String(4 * MiB) }, parameters: { sharing: 'serial' },
-      volume_capabilities: [{ mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
-    });
-    const codeOf = async (p: Promise<unknown>): Promise<string> => p.then(() => 'OK', (e: CsiCallError) => status[e.code] ?? String(e.code));
+    const create = (cl: CsiClient, name: string) =>
+      cl.call('Controller', 'CreateVolume', {
+        name,
+        capacity_range: { required_bytes: String(4 * MiB) },
+        parameters: { sharing: 'serial' },
+        volume_capabilities: [{ mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+      });
+    const codeOf = async (p: Promise<unknown>): Promise<string> =>
+      p.then(
+        () => 'OK',
+        (e: CsiCallError) => status[e.code] ?? String(e.code),
+      );
     try {
       const before = famfsView();
       assert.equal(before.master, REPLICAS.a.uuid);
@@ -314,11 +398,17 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       // and with it the famfs master role (a new fencing epoch in the shared memory).
       controllerA.child.kill('SIGSTOP');
       await until('b to hold the Lease', () => (leaseHolder() === REPLICAS.b.pod ? true : undefined), 60_000);
-      const taken = await until('b to be famfs master', () => {
-        const v = famfsView();
-        return v.master === REPLICAS.b.uuid && v.epoch > before.epoch ? v : undefined;
-      }, 30_000);
-      process.stderr.write(`      [e2e] a paused: Lease → ${REPLICAS.b.pod}, famfs master ${REPLICAS.a.uuid} → ${REPLICAS.b.uuid}, fencing epoch ${before.epoch} → ${taken.epoch}\n`);
+      const taken = await until(
+        'b to be famfs master',
+        () => {
+          const v = famfsView();
+          return v.master === REPLICAS.b.uuid && v.epoch > before.epoch ? v : undefined;
+        },
+        30_000,
+      );
+      process.stderr.write(
+        `      [e2e] a paused: Lease → ${REPLICAS.b.pod}, famfs master ${REPLICAS.a.uuid} → ${REPLICAS.b.uuid}, fencing epoch ${before.epoch} → ${taken.epoch}\n`,
+      );
       assert.equal(await codeOf(create(b, 'from-new-leader')), 'OK');
       const afterB = famfsView();
       assert.ok(afterB.entriesUsed > taken.entriesUsed, 'the new leader appends');
@@ -337,24 +427,37 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
       assert.match(controllerA.log, /EFENCED|another master took over|famfs master role dropped|no longer the famfs master/);
       process.stderr.write(`      [e2e] old leader after waking: CreateVolume ${late}; log entries ${afterB.entriesUsed} → ${afterA.entriesUsed}\n`);
 
-      const pool = await until('FamfsPool to show b as master', () => {
-        const st = poolStatus();
-        return st?.master?.node === REPLICAS.b.node && st.master.fencingEpoch === taken.epoch ? st : undefined;
-      }, 30_000);
+      const pool = await until(
+        'FamfsPool to show b as master',
+        () => {
+          const st = poolStatus();
+          return st?.master?.node === REPLICAS.b.node && st.master.fencingEpoch === taken.epoch ? st : undefined;
+        },
+        30_000,
+      );
       assert.ok(pool);
-      show(`kubectl -n ${NS} get lease ${LEASE}`, kubectl('-n', NS, 'get', 'lease', LEASE, '-o', 'custom-columns=HOLDER:.spec.holderIdentity,TRANSITIONS:.spec.leaseTransitions'));
+      show(
+        `kubectl -n ${NS} get lease ${LEASE}`,
+        kubectl('-n', NS, 'get', 'lease', LEASE, '-o', 'custom-columns=HOLDER:.spec.holderIdentity,TRANSITIONS:.spec.leaseTransitions'),
+      );
       show(`kubectl describe famfspool ${POOL}   # after the failover`, kubectl('describe', 'famfspool', POOL));
 
       // The new leader is killed outright: a (now a follower) takes everything back, epoch again higher.
       controllerB.expectedExit = true;
       controllerB.child.kill('SIGKILL');
       await until('a to hold the Lease again', () => (leaseHolder() === REPLICAS.a.pod ? true : undefined), 60_000);
-      const back = await until('a to be famfs master again', () => {
-        const v = famfsView();
-        return v.master === REPLICAS.a.uuid && v.epoch > taken.epoch ? v : undefined;
-      }, 30_000);
+      const back = await until(
+        'a to be famfs master again',
+        () => {
+          const v = famfsView();
+          return v.master === REPLICAS.a.uuid && v.epoch > taken.epoch ? v : undefined;
+        },
+        30_000,
+      );
       assert.equal(await codeOf(create(a, 'from-a-again')), 'OK');
-      process.stderr.write(`      [e2e] b killed: Lease → ${REPLICAS.a.pod}, fencing epoch ${taken.epoch} → ${back.epoch}, log entries ${afterA.entriesUsed} → ${famfsView().entriesUsed}\n`);
+      process.stderr.write(
+        `      [e2e] b killed: Lease → ${REPLICAS.a.pod}, fencing epoch ${taken.epoch} → ${back.epoch}, log entries ${afterA.entriesUsed} → ${famfsView().entriesUsed}\n`,
+      );
     } finally {
       a.close();
       b.close();

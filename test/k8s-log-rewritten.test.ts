@@ -45,8 +45,17 @@ const POOL = 'rewrite-pool';
     const endpoint = `unix://${path.join(env.dir, 'node.sock')}`;
     proc = await startDriverProcess({
       driver: {
-        mode: 'node', endpoint, devicePath: env.devicePath, deviceSize: 0, mkfs: false, nodeId: 'node-rw', driverName: 'famfs.csi.cxl.io',
-        stateDir: path.join(env.dir, 'state'), pool: POOL, allowedPathRoots: [env.kubelet], log: pino({ level: 'silent' }),
+        mode: 'node',
+        endpoint,
+        devicePath: env.devicePath,
+        deviceSize: 0,
+        mkfs: false,
+        nodeId: 'node-rw',
+        driverName: 'famfs.csi.cxl.io',
+        stateDir: path.join(env.dir, 'state'),
+        pool: POOL,
+        allowedPathRoots: [env.kubelet],
+        log: pino({ level: 'silent' }),
       },
       kubeconfigPath: c.kubeconfig,
       poolStatusIntervalMs: 60_000,
@@ -56,7 +65,11 @@ const POOL = 'rewrite-pool';
     assert.equal(proc.kubernetes, true);
     client = new CsiClient(endpoint, 30_000);
     const id = env.createVolume('pvc-rw', 4 * MiB);
-    await client.call('Node', 'NodeStageVolume', { volume_id: id, staging_target_path: env.staging('node-rw', id), volume_capability: mountCap('SINGLE_NODE_WRITER') });
+    await client.call('Node', 'NodeStageVolume', {
+      volume_id: id,
+      staging_target_path: env.staging('node-rw', id),
+      volume_capability: mountCap('SINGLE_NODE_WRITER'),
+    });
 
     env.master.catchUp();
     const node = env.master.lookup(objectFileRelpath(id)) as FileNode;
@@ -64,8 +77,14 @@ const POOL = 'rewrite-pool';
       env.device,
       node.index,
       encodeEntry(node.index, {
-        type: 'file', relpath: objectFileRelpath(id), size: 4 * MiB, mode: 0o666, uid: 0, gid: 0, flags: FileFlags.ALL_HOSTS_RW,
-        fmap: { kind: 'simple', extents: [{ devindex: 0, offset: fmapExtents(node.fmap)[0]!.offset + 32 * MiB, len: 4 * MiB }] },
+        type: 'file',
+        relpath: objectFileRelpath(id),
+        size: 4 * MiB,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+        flags: FileFlags.ALL_HOSTS_RW,
+        fmap: { kind: 'simple', extents: [{ devindex: 0, offset: fmapExtents(node.fmap)[0].offset + 32 * MiB, len: 4 * MiB }] },
       }),
     );
 
@@ -73,10 +92,14 @@ const POOL = 'rewrite-pool';
     kc.loadFromFile(c.kubeconfig);
     const core = kc.makeApiClient(CoreV1Api);
     const events = async (): Promise<CoreV1Event[]> => (await core.listEventForAllNamespaces({ fieldSelector: 'reason=LogEntryRewritten' })).items;
-    const got = await waitFor(async () => {
-      const e = await events();
-      return e.length >= 2 ? e : undefined;
-    }, 20_000, 200);
+    const got = await waitFor(
+      async () => {
+        const e = await events();
+        return e.length >= 2 ? e : undefined;
+      },
+      20_000,
+      200,
+    );
     assert.ok(got, 'no LogEntryRewritten Event within 20 s');
     // More polls must not add Events or counts: reported once per entry.
     await new Promise((r) => setTimeout(r, 1000));

@@ -136,10 +136,12 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
     assert.ok(healthyLeading, `healthy host took over; calls: ${calls.join(',')}`);
     assert.equal(eHealthy.epoch, 7);
     assert.equal(eBroken.epoch, undefined);
-    const lease = JSON.parse(cluster?.must('kubectl', ['-n', 'famfs-system', 'get', 'lease', 'famfs-master-resign', '-o', 'json']) ?? '{}') as { spec: { holderIdentity?: string } };
+    const lease = JSON.parse(cluster?.must('kubectl', ['-n', 'famfs-system', 'get', 'lease', 'famfs-master-resign', '-o', 'json']) ?? '{}') as {
+      spec: { holderIdentity?: string };
+    };
     assert.equal(lease.spec.holderIdentity, 'ctl-healthy');
   });
-  it('kubectl shows the pool as famfs sees it: capacity change, log use, every host\'s replay lag', async function () {
+  it("kubectl shows the pool as famfs sees it: capacity change, log use, every host's replay lag", async function () {
     this.timeout(60_000);
     const cl = cluster;
     assert.ok(cl);
@@ -154,8 +156,14 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       B.catchUp();
       B.ackReplay(HOST_B, 'host-b');
       const metrics = createMetrics();
-      const loop = new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, metrics,
-        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-pool0', fencingEpoch: 3 }) });
+      const loop = new PoolStatusLoop({
+        kubeConfig: kc,
+        pool: 'shm-pool',
+        device: dev,
+        fs: A,
+        metrics,
+        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-pool0', fencingEpoch: 3 }),
+      });
       const row = (): string => cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '--no-headers']).trim();
 
       assert.equal(await loop.tick(), true);
@@ -179,15 +187,20 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       B.catchUp(); // host-b replays and acknowledges: its lag goes back to 0
       B.ackReplay(HOST_B, 'host-b');
       await loop.tick();
-      const caught = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '-o', 'json'])) as { status: { freeBytes: number; nodes: { name: string; lagEntries: number }[] } };
+      const caught = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'shm-pool', '-o', 'json'])) as {
+        status: { freeBytes: number; nodes: { name: string; lagEntries: number }[] };
+      };
       assert.equal(caught.status.nodes.find((n) => n.name === 'host-b')?.lagEntries, 0);
       // The metric and the FamfsPool status come from the same tick: the same free figure. (No
       // component label: the series join the driver's registry, and Prometheus takes the component
       // from the chart's metrics Service labels.)
       assert.ok(caught.status.freeBytes > 0 && caught.status.freeBytes < 256 * 1024 * 1024, `freeBytes ${caught.status.freeBytes}`);
       assert.match(await metrics.registry.metrics(), new RegExp(`^famfs_pool_free_bytes\\{pool="shm-pool"\\} ${caught.status.freeBytes}$`, 'm'));
-      assert.equal(await new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, master: () => undefined }).tick(), false,
-        'a non-master publishes nothing');
+      assert.equal(
+        await new PoolStatusLoop({ kubeConfig: kc, pool: 'shm-pool', device: dev, fs: A, master: () => undefined }).tick(),
+        false,
+        'a non-master publishes nothing',
+      );
     } finally {
       fs.rmSync(dev, { force: true });
     }
@@ -207,29 +220,54 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       B.catchUp();
       B.ackReplay(HOST_B, 'host-b');
       const events = new EventRecorder({ kubeConfig: kc, component: 'famfs-csi-controller', instance: 'ctl-a' });
-      const loop = new PoolStatusLoop({ kubeConfig: kc, pool: 'evict-pool', device: dev, fs: A, events,
-        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-evict', fencingEpoch: 1 }) });
+      const loop = new PoolStatusLoop({
+        kubeConfig: kc,
+        pool: 'evict-pool',
+        device: dev,
+        fs: A,
+        events,
+        master: () => ({ node: 'host-a', pod: 'ctl-a', leaseName: 'famfs-master-evict', fencingEpoch: 1 }),
+      });
       await loop.tick(); // the master watches host-b's slot from here on
       A.rm('vol-gone');
       await sleep(1200); // host-b stays silent (stalled) past the window
       A.creat('vol-new', 8 * 1024 * 1024); // the horizon leaves host-b out: vol-gone's memory is reusable
       await loop.tick();
       const pool = JSON.parse(cl.must('kubectl', ['get', 'famfspool', 'evict-pool', '-o', 'json'])) as {
-        status: { evictions?: { host: string; hostUuid: string; at: string; silentSeconds: number; reusable: string[]; reusableBytes: number }[]; nodes: { name: string; healthy: boolean }[] };
+        status: {
+          evictions?: { host: string; hostUuid: string; at: string; silentSeconds: number; reusable: string[]; reusableBytes: number }[];
+          nodes: { name: string; healthy: boolean }[];
+        };
       };
       const ev = pool.status.evictions ?? [];
       assert.equal(ev.length, 1, JSON.stringify(pool.status));
-      assert.equal(ev[0]!.host, 'host-b');
-      assert.equal(ev[0]!.hostUuid, HOST_B);
-      assert.ok(Math.abs(Date.parse(ev[0]!.at) - Date.now()) < 30_000);
-      assert.deepEqual(ev[0]!.reusable, ['vol-gone']);
-      assert.equal(ev[0]!.reusableBytes, 8 * 1024 * 1024);
+      assert.equal(ev[0].host, 'host-b');
+      assert.equal(ev[0].hostUuid, HOST_B);
+      assert.ok(Math.abs(Date.parse(ev[0].at) - Date.now()) < 30_000);
+      assert.deepEqual(ev[0].reusable, ['vol-gone']);
+      assert.equal(ev[0].reusableBytes, 8 * 1024 * 1024);
       assert.equal(pool.status.nodes.find((n) => n.name === 'host-b')?.healthy, false);
-      const messages = cl.must('kubectl', ['get', 'events', '-A', '--field-selector', 'involvedObject.name=evict-pool,reason=HostTimedOut', '-o', 'jsonpath={range .items[*]}{.message}{"\\n"}{end}']).split('\n').filter(Boolean);
+      const messages = cl
+        .must('kubectl', [
+          'get',
+          'events',
+          '-A',
+          '--field-selector',
+          'involvedObject.name=evict-pool,reason=HostTimedOut',
+          '-o',
+          'jsonpath={range .items[*]}{.message}{"\\n"}{end}',
+        ])
+        .split('\n')
+        .filter(Boolean);
       assert.equal(messages.length, 1, messages.join('\n'));
-      assert.match(messages[0]!, /host host-b .* timed out at .*vol-gone/);
+      assert.match(messages[0], /host host-b .* timed out at .*vol-gone/);
       await loop.tick();
-      assert.equal(cl.must('kubectl', ['get', 'events', '-A', '--field-selector', 'involvedObject.name=evict-pool,reason=HostTimedOut', '--no-headers']).trim().split('\n').length, 1, 'one Event per timeout');
+      assert.equal(
+        cl.must('kubectl', ['get', 'events', '-A', '--field-selector', 'involvedObject.name=evict-pool,reason=HostTimedOut', '--no-headers']).trim().split('\n')
+          .length,
+        1,
+        'one Event per timeout',
+      );
     } finally {
       fs.rmSync(dev, { force: true });
     }
@@ -244,7 +282,13 @@ describe('@slow kubernetes: famfs master role follows the Lease', function () {
       const fsA = FamfsFs.mkfs(openDevice(dev, { create: { size: 256 * 1024 * 1024 } }), { systemUuid: HOST_A, devicePath: dev });
       const volumes = new ControllerStore(fsA);
       const k8s = startControllerIntegration({
-        store: volumes, pool: 'integ', device: dev, nodeId: 'host-a', hostUuid: HOST_A, kubeConfig: kc, statusIntervalMs: 200,
+        store: volumes,
+        pool: 'integ',
+        device: dev,
+        nodeId: 'host-a',
+        hostUuid: HOST_A,
+        kubeConfig: kc,
+        statusIntervalMs: 200,
         leaderElection: settings('ctl-integ', 'famfs-csi-master-integ'),
       });
       try {

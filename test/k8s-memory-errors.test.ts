@@ -59,31 +59,57 @@ describe('@slow k8s: memory errors become MemoryError Events on the PV, its PVC 
 
     const endpoint = `unix://${path.join(dir, 'csi.sock')}`;
     driver = await startDriver({
-      mode: 'controller', endpoint, devicePath: device, deviceSize: 256 * MiB, mkfs: true, nodeId: 'node-a', driverName: DRIVER,
-      stateDir: path.join(dir, 'state'), pool: POOL, onMemoryError: (e) => r.report(e), log: pino({ level: 'silent' }),
+      mode: 'controller',
+      endpoint,
+      devicePath: device,
+      deviceSize: 256 * MiB,
+      mkfs: true,
+      nodeId: 'node-a',
+      driverName: DRIVER,
+      stateDir: path.join(dir, 'state'),
+      pool: POOL,
+      onMemoryError: (e) => r.report(e),
+      log: pino({ level: 'silent' }),
     });
     client = new CsiClient(endpoint, 10_000);
     const cap = [{ mount: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }];
-    const created = await client.call<{ volume: { volume_id: string } }>('Controller', 'CreateVolume', { name: 'pvc-memerr', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: cap });
+    const created = await client.call<{ volume: { volume_id: string } }>('Controller', 'CreateVolume', {
+      name: 'pvc-memerr',
+      capacity_range: { required_bytes: String(8 * MiB) },
+      volume_capabilities: cap,
+    });
     const volumeId = created.volume.volume_id;
 
     // The PV and PVC Kubernetes would hold for it (no controller-manager: the binding is written by hand).
-    const pvc = await core.createNamespacedPersistentVolumeClaim({ namespace: 'default', body: {
-      metadata: { name: 'memerr' }, spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'famfs-serial', volumeName: 'pvc-memerr', resources: { requests: { storage: '8Mi' } } },
-    } });
-    await core.createPersistentVolume({ body: {
-      metadata: { name: 'pvc-memerr' },
-      spec: {
-        capacity: { storage: '8Mi' }, accessModes: ['ReadWriteOnce'], storageClassName: 'famfs-serial', persistentVolumeReclaimPolicy: 'Delete',
-        csi: { driver: DRIVER, volumeHandle: volumeId },
-        claimRef: { namespace: 'default', name: 'memerr', uid: pvc.metadata?.uid },
+    const pvc = await core.createNamespacedPersistentVolumeClaim({
+      namespace: 'default',
+      body: {
+        metadata: { name: 'memerr' },
+        spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'famfs-serial', volumeName: 'pvc-memerr', resources: { requests: { storage: '8Mi' } } },
       },
-    } });
+    });
+    await core.createPersistentVolume({
+      body: {
+        metadata: { name: 'pvc-memerr' },
+        spec: {
+          capacity: { storage: '8Mi' },
+          accessModes: ['ReadWriteOnce'],
+          storageClassName: 'famfs-serial',
+          persistentVolumeReclaimPolicy: 'Delete',
+          csi: { driver: DRIVER, volumeHandle: volumeId },
+          claimRef: { namespace: 'default', name: 'memerr', uid: pvc.metadata?.uid },
+        },
+      },
+    });
 
     // The memory goes away under the controller: its next touch of the log faults.
     fs.truncateSync(device, 0);
-    const code = await client.call('Controller', 'CreateVolume', { name: 'after', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: cap }).then(
-      () => 'OK', (e: { code: number }) => e.code);
+    const code = await client
+      .call('Controller', 'CreateVolume', { name: 'after', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: cap })
+      .then(
+        () => 'OK',
+        (e: { code: number }) => e.code,
+      );
     assert.equal(code, 14, 'UNAVAILABLE');
     assert.ok(driver.deviceFailure());
     // Retries (as the provisioner does) must not add events.
@@ -91,8 +117,7 @@ describe('@slow k8s: memory errors become MemoryError Events on the PV, its PVC 
     await r.flush();
     await sleep(500); // emit() is fire and forget
 
-    const memoryEvents = async (): Promise<CoreV1Event[]> =>
-      (await core.listEventForAllNamespaces({ fieldSelector: 'reason=MemoryError' })).items;
+    const memoryEvents = async (): Promise<CoreV1Event[]> => (await core.listEventForAllNamespaces({ fieldSelector: 'reason=MemoryError' })).items;
     const got = await memoryEvents();
     const on = (kind: string, name: string) => got.filter((e) => e.involvedObject.kind === kind && e.involvedObject.name === name);
     assert.equal(on('PersistentVolume', 'pvc-memerr').length, 1, JSON.stringify(got.map((e) => e.involvedObject)));

@@ -25,10 +25,15 @@ function sample(text: string, name: string, labels: Record<string, string>): num
   for (const line of text.split('\n')) {
     if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
     const lbl = /\{([^}]*)\}/.exec(line)?.[1] ?? '';
-    const have = new Map(lbl.split(',').filter(Boolean).map((kv) => {
-      const i = kv.indexOf('=');
-      return [kv.slice(0, i), kv.slice(i + 2, -1)] as const;
-    }));
+    const have = new Map(
+      lbl
+        .split(',')
+        .filter(Boolean)
+        .map((kv) => {
+          const i = kv.indexOf('=');
+          return [kv.slice(0, i), kv.slice(i + 2, -1)] as const;
+        }),
+    );
     if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) return Number(line.split(' ').pop());
   }
   return undefined;

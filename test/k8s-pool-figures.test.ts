@@ -36,11 +36,17 @@ describe('FamfsPool figures', () => {
     const file = fs.creat(objectFileRelpath(id), 6 << 20);
     assert.equal(poolFigures(fs, 'd', { node: 'n', fencingEpoch: 1 }).quarantinedEntries, 0);
     // Two damaged bytes (uid and name): the CRC cannot prove the entry, repair quarantines it.
-    for (const [pos, mask] of [[LE.payload + 12, 0x01], [LE.payload + 24 + 2, 0x20]] as const) {
+    for (const [pos, mask] of [
+      [LE.payload + 12, 0x01],
+      [LE.payload + 24 + 2, 0x20],
+    ] as const) {
       const at = LOG_OFFSET + entryOffset(file.index) + pos;
-      media.write(at, Buffer.from([media.read(at, 1)[0]! ^ mask]));
+      media.write(at, Buffer.from([media.read(at, 1)[0] ^ mask]));
     }
-    assert.deepEqual(repair(media, { hostUuid: '11111111-2222-4333-8444-555555555555' }).quarantined.map((q) => q.index), [file.index]);
+    assert.deepEqual(
+      repair(media, { hostUuid: '11111111-2222-4333-8444-555555555555' }).quarantined.map((q) => q.index),
+      [file.index],
+    );
     const master = FamfsFs.open(media, { hostUuid: '11111111-2222-4333-8444-555555555555' });
     const f = poolFigures(master, 'd', { node: 'n', fencingEpoch: 1 });
     assert.equal(f.quarantinedEntries, 1);
@@ -80,18 +86,33 @@ describe('FamfsPool figures', () => {
 
 describe('FamfsPool status.nodes entries', () => {
   const view = (hosts: ReturnType<FamfsView['hostLiveness']>): FamfsView => ({
-    usage: () => ({ deviceBytes: 0, freeBytes: 0, largestFreeBytes: 0, pendingFreeBytes: 0, logEntriesUsed: 10, logEntriesTotal: 100, files: 0, quarantinedEntries: 0, quarantinedBytes: 0 }),
+    usage: () => ({
+      deviceBytes: 0,
+      freeBytes: 0,
+      largestFreeBytes: 0,
+      pendingFreeBytes: 0,
+      logEntriesUsed: 10,
+      logEntriesTotal: 100,
+      files: 0,
+      quarantinedEntries: 0,
+      quarantinedBytes: 0,
+    }),
     hostLiveness: () => hosts,
     evictionReport: () => [],
     lookup: () => undefined,
   });
   it('two hosts with one host name get distinct entry names (status.nodes is a list-map keyed by name)', () => {
-    const r = hostReports(view([
-      { hostUuid: 'aaaaaaaa-0000-4000-8000-000000000001', ackedIndex: 10, live: true, silentMs: 0, name: 'vm' },
-      { hostUuid: 'bbbbbbbb-0000-4000-8000-000000000002', ackedIndex: 9, live: true, silentMs: 0, name: 'vm' },
-      { hostUuid: 'cccccccc-0000-4000-8000-000000000003', ackedIndex: 10, live: true, silentMs: 0, name: 'node-c' },
-    ]));
-    assert.deepEqual(r.map((x) => x.name), ['vm (aaaaaaaa)', 'vm (bbbbbbbb)', 'node-c']);
+    const r = hostReports(
+      view([
+        { hostUuid: 'aaaaaaaa-0000-4000-8000-000000000001', ackedIndex: 10, live: true, silentMs: 0, name: 'vm' },
+        { hostUuid: 'bbbbbbbb-0000-4000-8000-000000000002', ackedIndex: 9, live: true, silentMs: 0, name: 'vm' },
+        { hostUuid: 'cccccccc-0000-4000-8000-000000000003', ackedIndex: 10, live: true, silentMs: 0, name: 'node-c' },
+      ]),
+    );
+    assert.deepEqual(
+      r.map((x) => x.name),
+      ['vm (aaaaaaaa)', 'vm (bbbbbbbb)', 'node-c'],
+    );
     assert.equal(new Set(r.map((x) => x.name)).size, 3);
     assert.equal(r[1]?.lagEntries, 1);
   });

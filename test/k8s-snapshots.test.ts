@@ -33,10 +33,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function snapshotCrds(): string[] {
   const base = path.join(repoRoot(), '.cache', 'go', 'mod', 'github.com', 'kubernetes-csi', 'external-snapshotter', 'client');
   const versions = fs.existsSync(base) ? fs.readdirSync(base).filter((d) => /^v8@v8\.\d+\.\d+$/.test(d)) : [];
-  const newest = versions.sort((a, b) => {
-    const [x, y] = [a, b].map((v) => v.split('@v')[1]!.split('.').map(Number));
-    return x![1]! - y![1]! || x![2]! - y![2]!;
-  }).pop();
+  const newest = versions
+    .sort((a, b) => {
+      const [x, y] = [a, b].map((v) => v.split('@v')[1].split('.').map(Number));
+      return x[1] - y[1] || x[2] - y[2];
+    })
+    .pop();
   assert.ok(newest, `no external-snapshotter client module under ${base} (scripts/k8s-tools.sh sidecars downloads it)`);
   const dir = path.join(base, newest, 'config', 'crd');
   return ['volumesnapshotclasses', 'volumesnapshotcontents', 'volumesnapshots'].map((k) => path.join(dir, `snapshot.storage.k8s.io_${k}.yaml`));
@@ -98,10 +100,14 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
   }
 
   async function boundHandle(pvc: string): Promise<string> {
-    const pv = await until(`PVC ${pvc} Bound`, () => {
-      const o = get<{ status?: { phase?: string }; spec: { volumeName?: string } }>('-n', 'default', 'get', 'pvc', pvc);
-      return o?.status?.phase === 'Bound' ? o.spec.volumeName : undefined;
-    }, 150_000);
+    const pv = await until(
+      `PVC ${pvc} Bound`,
+      () => {
+        const o = get<{ status?: { phase?: string }; spec: { volumeName?: string } }>('-n', 'default', 'get', 'pvc', pvc);
+        return o?.status?.phase === 'Bound' ? o.spec.volumeName : undefined;
+      },
+      150_000,
+    );
     const o = get<{ spec: { csi: { volumeHandle: string } } }>('get', 'pv', pv);
     assert.ok(o);
     return o.spec.csi.volumeHandle;
@@ -109,7 +115,12 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
 
   before(async function () {
     // kube-controller-manager: its PV controller hands claims to the provisioner (storage-provisioner annotation).
-    cluster = startClusterOrSkip(this, ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm', 'csi-provisioner', 'csi-snapshotter'], { controllerManager: true }, 180_000);
+    cluster = startClusterOrSkip(
+      this,
+      ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kubectl', 'helm', 'csi-provisioner', 'csi-snapshotter'],
+      { controllerManager: true },
+      180_000,
+    );
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-k8s-snap-'));
     device = path.join('/dev/shm', `famfs-k8s-snap-${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
     for (const crd of snapshotCrds()) kubectl('apply', '-f', crd);
@@ -118,25 +129,69 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
     const values = ['controller.snapshotter.enabled=true', 'controller.leaderElection.enabled=false', 'controller.replicas=1', `pool.name=${POOL}`];
     c().must('helm', ['install', 'famfs-csi', CHART, '--namespace', NS, '--create-namespace', ...values.flatMap((v) => ['--set', v])]);
     apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'kubernetes.io/hostname': 'node-a', [TOPOLOGY_KEY]: POOL } } });
-    apply({ apiVersion: 'storage.k8s.io/v1', kind: 'CSINode', metadata: { name: 'node-a' }, spec: { drivers: [{ name: DRIVER, nodeID: 'node-a', topologyKeys: [TOPOLOGY_KEY] }] } });
+    apply({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'CSINode',
+      metadata: { name: 'node-a' },
+      spec: { drivers: [{ name: DRIVER, nodeID: 'node-a', topologyKeys: [TOPOLOGY_KEY] }] },
+    });
 
     const sa = path.join(work, 'sa.kubeconfig');
     fs.writeFileSync(sa, fs.readFileSync(c().kubeconfig, 'utf8').replace('      client-key:', `      as: ${CONTROLLER_SA}\n      client-key:`));
     const sock = path.join(work, 'csi.sock');
-    start('famfs-csi', process.execPath, [path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'), '--mode', 'controller', '--endpoint', `unix://${sock}`,
-      '--device', device, '--device-size', '512Mi', '--mkfs', '--node-id', 'node-a', '--driver-name', DRIVER, '--pool', POOL, '--state-dir', path.join(work, 'state')],
-    { FAMFS_SYSTEM_UUID: '5a5a5a5a-0000-4000-8000-00000000000a', KUBECONFIG: sa, POD_NAME: 'famfs-csi-controller-0', POD_NAMESPACE: NS, FAMFS_LEADER_ELECTION: 'false' });
+    start(
+      'famfs-csi',
+      process.execPath,
+      [
+        path.join(repoRoot(), 'dist', 'cmd', 'famfs-csi.js'),
+        '--mode',
+        'controller',
+        '--endpoint',
+        `unix://${sock}`,
+        '--device',
+        device,
+        '--device-size',
+        '512Mi',
+        '--mkfs',
+        '--node-id',
+        'node-a',
+        '--driver-name',
+        DRIVER,
+        '--pool',
+        POOL,
+        '--state-dir',
+        path.join(work, 'state'),
+      ],
+      {
+        FAMFS_SYSTEM_UUID: '5a5a5a5a-0000-4000-8000-00000000000a',
+        KUBECONFIG: sa,
+        POD_NAME: 'famfs-csi-controller-0',
+        POD_NAMESPACE: NS,
+        FAMFS_LEADER_ELECTION: 'false',
+      },
+    );
     await until('the CSI socket', () => (fs.existsSync(sock) ? true : undefined), 60_000);
 
-    const rendered = c().must('helm', ['template', 'famfs-csi', CHART, '--namespace', NS, '--show-only', 'templates/controller.yaml', ...values.flatMap((v) => ['--set', v])]);
+    const rendered = c().must('helm', [
+      'template',
+      'famfs-csi',
+      CHART,
+      '--namespace',
+      NS,
+      '--show-only',
+      'templates/controller.yaml',
+      ...values.flatMap((v) => ['--set', v]),
+    ]);
     const dep = parseAllDocuments(rendered)[0]?.toJS() as { spec: { template: { spec: { containers: { name: string; args?: string[] }[] } } } };
     const argsOf = (name: string): string[] => {
       const ct = dep.spec.template.spec.containers.find((x) => x.name === name);
       assert.ok(ct, `the chart runs ${name}`);
-      return (ct.args ?? []).map((a) => a
-        .replace('$(POD_NAMESPACE)', NS)
-        .replace('/csi/csi.sock', sock)
-        .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1'));
+      return (ct.args ?? []).map((a) =>
+        a
+          .replace('$(POD_NAMESPACE)', NS)
+          .replace('/csi/csi.sock', sock)
+          .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1'),
+      );
     };
     const env = { POD_NAME: 'famfs-csi-controller-local', POD_NAMESPACE: NS, NAMESPACE: NS };
     start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], env);
@@ -146,7 +201,9 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
   after(async function () {
     this.timeout(60_000);
     for (const p of procs) p.child.kill('SIGKILL');
-    await Promise.all(procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : undefined)));
+    await Promise.all(
+      procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : Promise.resolve())),
+    );
     cluster?.stop();
     if (device) fs.rmSync(device, { force: true });
     if (work) fs.rmSync(work, { recursive: true, force: true });
@@ -156,7 +213,8 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
     this.timeout(300_000);
     // The claim, written as its pod would (through the volume's file in the shared memory).
     apply({
-      apiVersion: 'v1', kind: 'PersistentVolumeClaim',
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
       metadata: { name: 'src', namespace: 'default', annotations: { 'volume.kubernetes.io/selected-node': 'node-a' } },
       spec: { storageClassName: 'famfs-serial', accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '8Mi' } } },
     });
@@ -168,36 +226,63 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
 
     // The VolumeSnapshot, and the content the snapshot-controller would make for it.
     apply({
-      apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshot', metadata: { name: 'snap', namespace: 'default' },
+      apiVersion: 'snapshot.storage.k8s.io/v1',
+      kind: 'VolumeSnapshot',
+      metadata: { name: 'snap', namespace: 'default' },
       spec: { volumeSnapshotClassName: 'famfs-snapshots', source: { persistentVolumeClaimName: 'src' } },
     });
     const snap = get<{ metadata: { uid: string } }>('-n', 'default', 'get', 'volumesnapshot', 'snap');
     assert.ok(snap);
     const contentName = `snapcontent-${snap.metadata.uid}`;
     apply({
-      apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshotContent', metadata: { name: contentName },
+      apiVersion: 'snapshot.storage.k8s.io/v1',
+      kind: 'VolumeSnapshotContent',
+      metadata: { name: contentName },
       spec: {
-        deletionPolicy: 'Delete', driver: DRIVER, volumeSnapshotClassName: 'famfs-snapshots', source: { volumeHandle: srcHandle },
+        deletionPolicy: 'Delete',
+        driver: DRIVER,
+        volumeSnapshotClassName: 'famfs-snapshots',
+        source: { volumeHandle: srcHandle },
         volumeSnapshotRef: { apiVersion: 'snapshot.storage.k8s.io/v1', kind: 'VolumeSnapshot', name: 'snap', namespace: 'default', uid: snap.metadata.uid },
       },
     });
     // The real csi-snapshotter calls CreateSnapshot and records the answer on the content.
-    const status = await until('the csi-snapshotter to make the snapshot', () => {
-      const o = get<{ status?: { snapshotHandle?: string; readyToUse?: boolean; restoreSize?: number; creationTime?: number } }>('get', 'volumesnapshotcontent', contentName);
-      return o?.status?.readyToUse === true ? o.status : undefined;
-    }, 120_000);
+    const status = await until(
+      'the csi-snapshotter to make the snapshot',
+      () => {
+        const o = get<{ status?: { snapshotHandle?: string; readyToUse?: boolean; restoreSize?: number; creationTime?: number } }>(
+          'get',
+          'volumesnapshotcontent',
+          contentName,
+        );
+        return o?.status?.readyToUse === true ? o.status : undefined;
+      },
+      120_000,
+    );
     assert.match(status.snapshotHandle ?? '', /^snap-[0-9a-f]{40}$/);
     assert.equal(status.restoreSize, 8 * MiB);
     // The snapshot-controller's second part: the VolumeSnapshot is bound and ready.
-    kubectl('-n', 'default', 'patch', 'volumesnapshot', 'snap', '--subresource=status', '--type=merge', '-p',
-      JSON.stringify({ status: { boundVolumeSnapshotContentName: contentName, readyToUse: true, restoreSize: String(status.restoreSize) } }));
+    kubectl(
+      '-n',
+      'default',
+      'patch',
+      'volumesnapshot',
+      'snap',
+      '--subresource=status',
+      '--type=merge',
+      '-p',
+      JSON.stringify({ status: { boundVolumeSnapshotContentName: contentName, readyToUse: true, restoreSize: String(status.restoreSize) } }),
+    );
 
     // Restore: a new claim from the snapshot, made by the real csi-provisioner.
     apply({
-      apiVersion: 'v1', kind: 'PersistentVolumeClaim',
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
       metadata: { name: 'restored', namespace: 'default', annotations: { 'volume.kubernetes.io/selected-node': 'node-a' } },
       spec: {
-        storageClassName: 'famfs-serial', accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '8Mi' } },
+        storageClassName: 'famfs-serial',
+        accessModes: ['ReadWriteOnce'],
+        resources: { requests: { storage: '8Mi' } },
         dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'snap' },
       },
     });
@@ -207,7 +292,10 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
     try {
       assert.ok(readFileData(restored.dev, restored.file, 0, data.length).equals(data), 'the restored claim holds the snapshotted bytes');
       const tail = readFileData(restored.dev, restored.file, data.length, 4096);
-      assert.ok(tail.every((b) => b === 0), 'and zeroes after them');
+      assert.ok(
+        tail.every((b) => b === 0),
+        'and zeroes after them',
+      );
     } finally {
       restored.close();
     }

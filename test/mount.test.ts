@@ -87,8 +87,14 @@ describe('mountinfo parsing', () => {
     assert.ok(m?.mountOptions.includes('ro'), `mount options ${m?.mountOptions.join(',')}`);
     assert.ok(m?.mountOptions.includes('nosuid'));
     assert.equal(m?.root, '/vol');
-    assert.throws(() => fs.writeFileSync(path.join(target, 'data'), 'overwrite'), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
-    assert.throws(() => fs.writeFileSync(path.join(target, 'new'), 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
+    assert.throws(
+      () => fs.writeFileSync(path.join(target, 'data'), 'overwrite'),
+      (e: NodeJS.ErrnoException) => e.code === 'EROFS',
+    );
+    assert.throws(
+      () => fs.writeFileSync(path.join(target, 'new'), 'x'),
+      (e: NodeJS.ErrnoException) => e.code === 'EROFS',
+    );
     assert.equal(fs.readFileSync(path.join(target, 'data'), 'utf8'), 'hello');
     fs.writeFileSync(path.join(tmpfs, 'vol', 'data'), 'hello');
     await unmount(target);
@@ -100,7 +106,10 @@ describe('mountinfo parsing', () => {
     await ensureTarget(target, 'file');
     await bindMount(path.join(tmpfs, 'vol', 'data'), target, { readOnly: true });
     assert.equal(fs.readFileSync(target, 'utf8'), 'hello');
-    assert.throws(() => fs.writeFileSync(target, 'x'), (e: NodeJS.ErrnoException) => e.code === 'EROFS');
+    assert.throws(
+      () => fs.writeFileSync(target, 'x'),
+      (e: NodeJS.ErrnoException) => e.code === 'EROFS',
+    );
     await unmount(target);
     await removeTarget(target);
     assert.ok(!fs.existsSync(target));
@@ -203,10 +212,26 @@ describe('JSON state store', () => {
     const a = nodeStateStore(stateDir);
     assert.deepEqual(await a.load(), { version: 1, staged: {}, published: {} });
     await a.update((d) => {
-      d.staged['/stage/v1'] = { volumeId: 'vol-1', stagingPath: '/stage/v1', famfsMount: '/mnt/famfs', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', stagedAt: 'now' };
+      d.staged['/stage/v1'] = {
+        volumeId: 'vol-1',
+        stagingPath: '/stage/v1',
+        famfsMount: '/mnt/famfs',
+        readOnly: false,
+        accessMode: 'SINGLE_NODE_WRITER',
+        stagedAt: 'now',
+      };
     });
     await a.update((d) => {
-      d.published['/pods/p1'] = { volumeId: 'vol-1', targetPath: '/pods/p1', source: '/mnt/famfs/csi/vol-1', kind: 'mount', readOnly: true, accessMode: 'SINGLE_NODE_WRITER', flags: [], publishedAt: 'now' };
+      d.published['/pods/p1'] = {
+        volumeId: 'vol-1',
+        targetPath: '/pods/p1',
+        source: '/mnt/famfs/csi/vol-1',
+        kind: 'mount',
+        readOnly: true,
+        accessMode: 'SINGLE_NODE_WRITER',
+        flags: [],
+        publishedAt: 'now',
+      };
     });
     const b = nodeStateStore(stateDir);
     const doc = await b.load();
@@ -214,7 +239,11 @@ describe('JSON state store', () => {
     assert.equal(doc.published['/pods/p1']?.readOnly, true);
     const st = fs.statSync(b.file);
     assert.equal(st.mode & 0o777, 0o600);
-    assert.deepEqual(fs.readdirSync(stateDir).filter((n) => n.endsWith('.tmp')), [], 'no temp files left');
+    assert.deepEqual(
+      fs.readdirSync(stateDir).filter((n) => n.endsWith('.tmp')),
+      [],
+      'no temp files left',
+    );
   });
 
   it('serializes concurrent updates without losing any', async () => {
@@ -222,8 +251,18 @@ describe('JSON state store', () => {
       initial: () => ({ n: 0, seen: [] }),
       validate: (d) => d as { n: number; seen: number[] },
     });
-    await Promise.all(Array.from({ length: 50 }, (_, i) => store.update((d) => { d.n++; d.seen.push(i); })));
-    const fresh = new JsonStateStore<{ n: number; seen: number[] }>(store.file, { initial: () => ({ n: -1, seen: [] }), validate: (d) => d as { n: number; seen: number[] } });
+    await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        store.update((d) => {
+          d.n++;
+          d.seen.push(i);
+        }),
+      ),
+    );
+    const fresh = new JsonStateStore<{ n: number; seen: number[] }>(store.file, {
+      initial: () => ({ n: -1, seen: [] }),
+      validate: (d) => d as { n: number; seen: number[] },
+    });
     const doc = await fresh.load();
     assert.equal(doc.n, 50);
     assert.equal(new Set(doc.seen).size, 50);
@@ -231,24 +270,52 @@ describe('JSON state store', () => {
 
   it('a failed update changes nothing and later updates still run', async () => {
     const store = new JsonStateStore<{ v: number }>(path.join(dir, 'fail.json'), { initial: () => ({ v: 1 }), validate: (d) => d as { v: number } });
-    await store.update((d) => { d.v = 2; });
-    await assert.rejects(store.update(() => { throw new Error('nope'); }), /nope/);
+    await store.update((d) => {
+      d.v = 2;
+    });
+    await assert.rejects(
+      store.update(() => {
+        throw new Error('nope');
+      }),
+      /nope/,
+    );
     assert.equal((await store.load()).v, 2);
-    await store.update((d) => { d.v = 3; });
-    assert.equal(JSON.parse(fs.readFileSync(store.file, 'utf8')).v, 3);
+    await store.update((d) => {
+      d.v = 3;
+    });
+    assert.equal((JSON.parse(fs.readFileSync(store.file, 'utf8')) as { v: number }).v, 3);
   });
 
   it('keeps publish records in their own file, replaced without fsync; an unreadable one is dropped, staging records never', async () => {
     const stateDir = path.join(dir, 'split');
     const a = nodeStateStore(stateDir);
     await a.update((d) => {
-      d.staged['/stage/v1'] = { volumeId: 'vol-1', stagingPath: '/stage/v1', famfsMount: '/mnt/famfs', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', stagedAt: 'now' };
+      d.staged['/stage/v1'] = {
+        volumeId: 'vol-1',
+        stagingPath: '/stage/v1',
+        famfsMount: '/mnt/famfs',
+        readOnly: false,
+        accessMode: 'SINGLE_NODE_WRITER',
+        stagedAt: 'now',
+      };
     });
     await a.update((d) => {
-      d.published['/pods/p1'] = { volumeId: 'vol-1', targetPath: '/pods/p1', source: '/stage/v1', kind: 'mount', readOnly: false, accessMode: 'SINGLE_NODE_WRITER', flags: [], publishedAt: 'now' };
+      d.published['/pods/p1'] = {
+        volumeId: 'vol-1',
+        targetPath: '/pods/p1',
+        source: '/stage/v1',
+        kind: 'mount',
+        readOnly: false,
+        accessMode: 'SINGLE_NODE_WRITER',
+        flags: [],
+        publishedAt: 'now',
+      };
     });
-    assert.deepEqual(JSON.parse(fs.readFileSync(a.file, 'utf8')).published, {}, 'publish records stay out of the durable file');
-    assert.equal(JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')).published['/pods/p1'].volumeId, 'vol-1');
+    assert.deepEqual((JSON.parse(fs.readFileSync(a.file, 'utf8')) as { published: unknown }).published, {}, 'publish records stay out of the durable file');
+    assert.equal(
+      (JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')) as { published: Record<string, { volumeId: string }> }).published['/pods/p1']?.volumeId,
+      'vol-1',
+    );
     // A torn publish file (only a machine crash can make one: it is replaced by rename) is dropped.
     fs.writeFileSync(a.publishedFile, '{"version":1,"publ');
     const b = nodeStateStore(stateDir);
@@ -261,7 +328,16 @@ describe('JSON state store', () => {
 
   it('reads publish records an older plugin kept in node-state.json', async () => {
     const stateDir = path.join(dir, 'old');
-    const rec = { volumeId: 'vol-2', targetPath: '/pods/p2', source: '/stage/v2', kind: 'mount', readOnly: true, accessMode: 'SINGLE_NODE_WRITER', flags: [], publishedAt: 'now' };
+    const rec = {
+      volumeId: 'vol-2',
+      targetPath: '/pods/p2',
+      source: '/stage/v2',
+      kind: 'mount',
+      readOnly: true,
+      accessMode: 'SINGLE_NODE_WRITER',
+      flags: [],
+      publishedAt: 'now',
+    };
     await writeFileAtomic(path.join(stateDir, 'node-state.json'), JSON.stringify({ version: 1, staged: {}, published: { '/pods/p2': rec } }));
     const s = nodeStateStore(stateDir);
     assert.equal((await s.load()).published['/pods/p2']?.volumeId, 'vol-2');
@@ -270,7 +346,7 @@ describe('JSON state store', () => {
     });
     const again = await nodeStateStore(stateDir).load();
     assert.deepEqual(Object.keys(again.published).sort(), ['/pods/p2', '/pods/p3']);
-    assert.deepEqual(JSON.parse(fs.readFileSync(s.file, 'utf8')).published, {}, 'moved out of the durable file');
+    assert.deepEqual((JSON.parse(fs.readFileSync(s.file, 'utf8')) as { published: unknown }).published, {}, 'moved out of the durable file');
   });
 
   it('reports a corrupt or foreign state file instead of starting empty', async () => {

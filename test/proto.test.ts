@@ -40,7 +40,9 @@ function loadRoot(file: string): protobuf.Root {
 /** Options as stable text: keys sorted, undefined dropped. */
 function optionsText(options: Record<string, unknown> | undefined): string {
   if (options === undefined) return '{}';
-  const keys = Object.keys(options).filter((k) => options[k] !== undefined).sort();
+  const keys = Object.keys(options)
+    .filter((k) => options[k] !== undefined)
+    .sort();
   return JSON.stringify(Object.fromEntries(keys.map((k) => [k, options[k]])));
 }
 
@@ -152,9 +154,15 @@ describe('proto/csi.proto vs upstream CSI v1.12.0', function () {
     assert.notEqual(mine, theirs);
     // Upstream comment lines must not appear verbatim in ours (long ones only; short ones like `// Intentionally empty.` could coincide).
     const theirComments = new Set(
-      theirs.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('//') && l.length > 50),
+      theirs
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l.startsWith('//') && l.length > 50),
     );
-    const copied = mine.split('\n').map((l) => l.trim()).filter((l) => theirComments.has(l));
+    const copied = mine
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => theirComments.has(l));
     assert.deepEqual(copied, [], 'comment lines copied from upstream');
   });
 
@@ -196,9 +204,9 @@ describe('proto/csi.proto vs upstream CSI v1.12.0', function () {
   });
 });
 
-describe('proto/pluginregistration.proto vs the kubelet\'s pluginregistration API', function () {
+describe("proto/pluginregistration.proto vs the kubelet's pluginregistration API", function () {
   this.timeout(180_000);
-  it('has exactly the same messages, fields and methods as the kubelet\'s api.proto, and is not a copy', () => {
+  it("has exactly the same messages, fields and methods as the kubelet's api.proto, and is not a copy", () => {
     const upstreamFile = path.join(upstreamDir(KUBELET_MODULE), 'pkg', 'apis', 'pluginregistration', 'v1', 'api.proto');
     const oursFile = path.join(path.dirname(csiProtoPath()), 'pluginregistration.proto');
     const upstream = canonicalize(loadRoot(upstreamFile), 'pluginregistration');
@@ -206,9 +214,17 @@ describe('proto/pluginregistration.proto vs the kubelet\'s pluginregistration AP
     const diffs = diffCanonical(canonicalize(loadRoot(oursFile), 'pluginregistration'), upstream);
     assert.deepEqual(diffs, [], `proto/pluginregistration.proto differs from ${upstreamFile}:\n${diffs.join('\n')}`);
     const theirComments = new Set(
-      fs.readFileSync(upstreamFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l.startsWith('//') && l.length > 40),
+      fs
+        .readFileSync(upstreamFile, 'utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l.startsWith('//') && l.length > 40),
     );
-    const copied = fs.readFileSync(oursFile, 'utf8').split('\n').map((l) => l.trim()).filter((l) => theirComments.has(l));
+    const copied = fs
+      .readFileSync(oursFile, 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => theirComments.has(l));
     assert.deepEqual(copied, [], 'comment lines copied from upstream');
   });
 });

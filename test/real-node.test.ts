@@ -105,7 +105,9 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     const log = path.join(repoRoot(), '.cache', 'logs', 'real-node-transcripts.txt');
     fs.mkdirSync(path.dirname(log), { recursive: true });
     fs.writeFileSync(log, transcripts.join('\n'));
-    process.stdout.write(`\n      [real-node] transcripts (also in ${path.relative(repoRoot(), log)}):\n${transcripts.join('\n').replace(/^/gm, '      | ')}\n`);
+    process.stdout.write(
+      `\n      [real-node] transcripts (also in ${path.relative(repoRoot(), log)}):\n${transcripts.join('\n').replace(/^/gm, '      | ')}\n`,
+    );
     const dir = c.dir;
     const device = c.device;
     const id = fs.existsSync(path.join(dir, 'id')) ? fs.readFileSync(path.join(dir, 'id'), 'utf8').trim() : '';
@@ -119,29 +121,42 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     for (const h of ['pids', 'memory', 'cpu', 'freezer', 'unified']) {
       assert.ok(!fs.readdirSync(`/sys/fs/cgroup/${h}`).some((e) => e.startsWith(`${id}-`)), `cgroup ${h}/${id}-* left behind`);
     }
-    const procs = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
-      try {
-        return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
-      } catch {
-        return false;
-      }
-    });
+    const procs = fs
+      .readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir);
+        } catch {
+          return false;
+        }
+      });
     assert.deepEqual(procs, [], `processes of the cluster left behind: ${procs.join(' ')}`);
     assert.ok(!fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(dir), 'mounts of the cluster left on the host');
   });
 
-  it('every pod of the chart is Ready; each node\'s CSINode lists the driver with its topology key', async function () {
+  it("every pod of the chart is Ready; each node's CSINode lists the driver with its topology key", async function () {
     this.timeout(3 * 60_000);
-    const pods = c.json<{ items: { metadata: { name: string }; spec: { nodeName: string; containers: { name: string }[] }; status: { conditions?: { type: string; status: string }[] } }[] }>([
-      '-n', NAMESPACE, 'get', 'pods',
-    ]).items;
+    const pods = c.json<{
+      items: {
+        metadata: { name: string };
+        spec: { nodeName: string; containers: { name: string }[] };
+        status: { conditions?: { type: string; status: string }[] };
+      }[];
+    }>(['-n', NAMESPACE, 'get', 'pods']).items;
     const ready = (p: (typeof pods)[number]): boolean => p.status.conditions?.some((x) => x.type === 'Ready' && x.status === 'True') === true;
     const nodePods = pods.filter((p) => p.metadata.name.startsWith(`${RELEASE}-node-`));
     const controllers = pods.filter((p) => p.metadata.name.startsWith(`${RELEASE}-controller-`));
     assert.deepEqual(nodePods.map((p) => p.spec.nodeName).sort(), [...c.nodes].sort(), 'one node plugin pod per node');
     assert.equal(controllers.length, 1);
-    assert.deepEqual(controllers[0]?.spec.containers.map((x) => x.name), ['famfs-csi', 'csi-provisioner', 'csi-attacher']);
-    assert.deepEqual(nodePods[0]?.spec.containers.map((x) => x.name), ['famfs-csi', 'famfs-fused']);
+    assert.deepEqual(
+      controllers[0]?.spec.containers.map((x) => x.name),
+      ['famfs-csi', 'csi-provisioner', 'csi-attacher'],
+    );
+    assert.deepEqual(
+      nodePods[0]?.spec.containers.map((x) => x.name),
+      ['famfs-csi', 'famfs-fused'],
+    );
     for (const p of pods) assert.ok(ready(p), `${p.metadata.name} not Ready:\n${c.describe('pod', p.metadata.name, NAMESPACE)}`);
     transcript('kubectl get pods -A -o wide (chart installed)', c.kubectl(['get', 'pods', '-A', '-o', 'wide']));
     for (const n of c.nodes) {
@@ -163,7 +178,12 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
   it('serial sharing: a pod on node A writes a pattern; a pod on node B reads exactly those bytes', async function () {
     this.timeout(5 * 60_000);
     c.apply(pvcYaml('serial', 'famfs-serial', 'ReadWriteOnce'));
-    c.apply(podYaml('writer', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null && head -c ${PATTERN_BYTES} /data/data | sha256sum`, { node: nodeA, claim: 'serial' }));
+    c.apply(
+      podYaml('writer', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null && head -c ${PATTERN_BYTES} /data/data | sha256sum`, {
+        node: nodeA,
+        claim: 'serial',
+      }),
+    );
     await c.waitPodPhase('writer', ['Succeeded', 'Failed'], 180_000);
     assert.equal(c.podPhase('writer'), 'Succeeded', c.logs('writer'));
     assert.match(c.logs('writer'), new RegExp(PATTERN_SHA));
@@ -210,9 +230,15 @@ volumeBindingMode: WaitForFirstConsumer
 
   /** The containerd id of a container of one of the chart's node pods on `node`. */
   const chartContainer = (node: string, container: string): { pod: string; id: string; restarts: number } => {
-    const pods = c.json<{ items: { metadata: { name: string }; spec: { nodeName: string }; status: { containerStatuses?: { name: string; containerID?: string; restartCount: number }[] } }[] }>([
-      '-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node',
-    ]).items.filter((p) => p.spec.nodeName === node);
+    const pods = c
+      .json<{
+        items: {
+          metadata: { name: string };
+          spec: { nodeName: string };
+          status: { containerStatuses?: { name: string; containerID?: string; restartCount: number }[] };
+        }[];
+      }>(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node'])
+      .items.filter((p) => p.spec.nodeName === node);
     assert.equal(pods.length, 1, `node pods on ${node}: ${pods.map((p) => p.metadata.name).join(',')}`);
     const st = pods[0]?.status.containerStatuses?.find((x) => x.name === container);
     assert.ok(st?.containerID, `${container} on ${node} has no container id`);
@@ -228,9 +254,16 @@ volumeBindingMode: WaitForFirstConsumer
 
   const waitRestarted = async (node: string, container: string, restartsBefore: number): Promise<void> => {
     await c.waitFor(`${container} on ${node} restarted and Ready`, 120_000, () => {
-      const pods = c.json<{ items: { spec: { nodeName: string }; status: { containerStatuses?: { name: string; ready: boolean; restartCount: number }[] } }[] }>([
-        '-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node',
-      ]).items.filter((p) => p.spec.nodeName === node);
+      const pods = c
+        .json<{ items: { spec: { nodeName: string }; status: { containerStatuses?: { name: string; ready: boolean; restartCount: number }[] } }[] }>([
+          '-n',
+          NAMESPACE,
+          'get',
+          'pods',
+          '-l',
+          'app.kubernetes.io/component=node',
+        ])
+        .items.filter((p) => p.spec.nodeName === node);
       const st = pods[0]?.status.containerStatuses?.find((x) => x.name === container);
       return st !== undefined && st.restartCount > restartsBefore && st.ready ? true : undefined;
     });
@@ -249,7 +282,7 @@ volumeBindingMode: WaitForFirstConsumer
     c.kubectl(['delete', 'pod', 'steady-load', '--wait=true']);
     c.apply(podYaml('steady', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
     await c.waitPodPhase('steady', ['Running'], 120_000);
-    await c.waitFor('the reader\'s first rounds', 30_000, () => (loopLines('steady').length >= 3 ? true : undefined));
+    await c.waitFor("the reader's first rounds", 30_000, () => (loopLines('steady').length >= 3 ? true : undefined));
     const restarts = killContainer(nodeA, 'famfs-csi');
     const mark = loopLines('steady').length;
     await waitRestarted(nodeA, 'famfs-csi', restarts);
@@ -257,7 +290,11 @@ volumeBindingMode: WaitForFirstConsumer
     const after = loopLines('steady').slice(mark);
     assert.ok(after.length >= 3, `the reader stalled: ${after.length} rounds since the kill`);
     const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
-    assert.deepEqual([...new Set(loopLines('steady'))], [want], `reads failed or changed around the plugin's restart:\n${loopLines('steady').slice(-10).join('\n')}`);
+    assert.deepEqual(
+      [...new Set(loopLines('steady'))],
+      [want],
+      `reads failed or changed around the plugin's restart:\n${loopLines('steady').slice(-10).join('\n')}`,
+    );
   });
 
   it('fault: kill -9 of the FUSE server container: no wedged node, no manual umount; the volume serves again', async function () {
@@ -275,29 +312,60 @@ volumeBindingMode: WaitForFirstConsumer
     c.kubectl(['delete', 'pod', 'steady', '--wait=true']);
     c.apply(podYaml('steady2', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
     await c.waitPodPhase('steady2', ['Running'], 120_000);
-    await c.waitFor('the new reader to read the bytes', 60_000, () => (loopLines('steady2').includes(want) ? true : undefined), () => loopLines('steady2').slice(-5).join('\n') + c.describe('pod', 'steady2', NS));
+    await c.waitFor(
+      'the new reader to read the bytes',
+      60_000,
+      () => (loopLines('steady2').includes(want) ? true : undefined),
+      () => loopLines('steady2').slice(-5).join('\n') + c.describe('pod', 'steady2', NS),
+    );
   });
 
   it('helm upgrade to a new image tag while a pod reads: the FUSE server is taken over, the pod keeps its data access', async function () {
     this.timeout(6 * 60_000);
     const want = `ok ${PATTERN_SHA.slice(0, 16)}`;
     const mark = loopLines('steady2').length;
-    const oldPods = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ');
-    const up = c.run('helm', ['upgrade', RELEASE, path.join(repoRoot(), 'charts', 'famfs-csi'), '-n', NAMESPACE, '--reset-then-reuse-values', '--set', 'image.famfs.tag=next']);
+    const oldPods = c
+      .kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}'])
+      .split(' ');
+    const up = c.run('helm', [
+      'upgrade',
+      RELEASE,
+      path.join(repoRoot(), 'charts', 'famfs-csi'),
+      '-n',
+      NAMESPACE,
+      '--reset-then-reuse-values',
+      '--set',
+      'image.famfs.tag=next',
+    ]);
     assert.equal(up.status, 0, up.stderr);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `daemonset/${RELEASE}-node`, '--timeout=240s']);
     c.kubectl(['-n', NAMESPACE, 'rollout', 'status', `deployment/${RELEASE}-controller`, '--timeout=180s']);
     // The old pods go once the new ones are Ready (their FUSE servers took over); wait for them to be gone.
-    const newPods = await c.waitFor('the old node pods to be gone', 120_000, () => {
-      const now = c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ').filter(Boolean);
-      return now.length === c.nodes.length && !now.some((p) => oldPods.includes(p)) ? now : undefined;
-    }, () => c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-o', 'wide']));
+    const newPods = await c.waitFor(
+      'the old node pods to be gone',
+      120_000,
+      () => {
+        const now = c
+          .kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}'])
+          .split(' ')
+          .filter(Boolean);
+        return now.length === c.nodes.length && !now.some((p) => oldPods.includes(p)) ? now : undefined;
+      },
+      () => c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-o', 'wide']),
+    );
     await new Promise((r) => setTimeout(r, 3000));
     const during = loopLines('steady2').slice(mark);
     assert.ok(during.length >= 5, `the reader stalled during the upgrade: ${during.length} rounds`);
     const fusedLogs = (): string =>
       newPods.map((p) => `== ${p}\n${c.run('kubectl', ['-n', NAMESPACE, 'logs', p, '-c', 'famfs-fused', '--tail=15']).stdout}`).join('\n');
-    assert.deepEqual([...new Set(during)], [want], `reads failed during the upgrade:\n${during.filter((l) => l !== want).slice(0, 5).join('\n')}\n${fusedLogs()}`);
+    assert.deepEqual(
+      [...new Set(during)],
+      [want],
+      `reads failed during the upgrade:\n${during
+        .filter((l) => l !== want)
+        .slice(0, 5)
+        .join('\n')}\n${fusedLogs()}`,
+    );
     transcript('kubectl get pods -A -o wide (after helm upgrade)', c.kubectl(['get', 'pods', '-A', '-o', 'wide']));
     c.kubectl(['delete', 'pod', 'steady2', '--wait=true']);
   });
@@ -306,7 +374,9 @@ volumeBindingMode: WaitForFirstConsumer
     this.timeout(4 * 60_000);
     c.kubectl(['label', 'node', nodeB, 'famfs.csi.cxl.io/attached-']);
     await c.waitFor(`no node plugin pod on ${nodeB}`, 120_000, () => {
-      const on = c.json<{ items: { spec: { nodeName: string } }[] }>(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node']).items.filter((p) => p.spec.nodeName === nodeB);
+      const on = c
+        .json<{ items: { spec: { nodeName: string } }[] }>(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node'])
+        .items.filter((p) => p.spec.nodeName === nodeB);
       return on.length === 0 ? true : undefined;
     });
     c.kubectl(['label', 'node', nodeB, 'famfs.csi.cxl.io/attached=true']);
@@ -321,10 +391,20 @@ volumeBindingMode: WaitForFirstConsumer
     this.timeout(4 * 60_000);
     c.kubectl(['delete', 'pod', '-l', 'famfs-test=real-node', '--wait=true']);
     c.kubectl(['delete', 'pvc', '-l', 'famfs-test=real-node', '--wait=true']);
-    await c.waitFor('no PersistentVolumes', 120_000, () => (c.json<{ items: unknown[] }>(['get', 'pv']).items.length === 0 ? true : undefined), () => c.kubectl(['get', 'pv']));
+    await c.waitFor(
+      'no PersistentVolumes',
+      120_000,
+      () => (c.json<{ items: unknown[] }>(['get', 'pv']).items.length === 0 ? true : undefined),
+      () => c.kubectl(['get', 'pv']),
+    );
     c.kubectl(['delete', 'storageclass', '-l', 'famfs-test=real-node', '--wait=true']);
     await c.waitFor('no VolumeAttachments', 120_000, () => (c.json<{ items: unknown[] }>(['get', 'volumeattachments']).items.length === 0 ? true : undefined));
-    await c.waitFor(`FamfsPool freeBytes back to ${initialFree}`, 120_000, () => (pool().freeBytes === initialFree && (pool().pendingFreeBytes ?? 0) === 0 ? true : undefined), () => JSON.stringify(pool()));
+    await c.waitFor(
+      `FamfsPool freeBytes back to ${initialFree}`,
+      120_000,
+      () => (pool().freeBytes === initialFree && (pool().pendingFreeBytes ?? 0) === 0 ? true : undefined),
+      () => JSON.stringify(pool()),
+    );
     for (const n of c.nodes) {
       const left = c.nodeMounts(n, path.join(c.dir, 'mnt', 'kubelet', 'pods')).filter((m) => m.includes('kubernetes.io~csi'));
       assert.deepEqual(left, [], `CSI mounts left on ${n}`);
@@ -334,4 +414,3 @@ volumeBindingMode: WaitForFirstConsumer
     transcript('kubectl describe famfspool pool0', c.describe('famfspool', 'pool0'));
   });
 });
-

@@ -13,7 +13,7 @@ const MiB = 1 << 20;
 const MIN = 60_000;
 
 function hostUuid(i: number): string {
-  return `99999999-8888-4777-8666-${i.toString(16).padStart(12, "0")}`;
+  return `99999999-8888-4777-8666-${i.toString(16).padStart(12, '0')}`;
 }
 
 function device(size = 64 * MiB, hostLiveMs?: number): BufferMedia {
@@ -74,18 +74,18 @@ describe('reclaim: one clock', () => {
     const b = master.creat('b', 20 * MiB);
     assert.equal(overlaps(fmapExtents(b.fmap), fmapExtents(victim.fmap)), true, 'watched silent for 60 s: the memory is reused');
     const [h] = master.hostLiveness();
-    assert.equal(h!.live, false);
+    assert.equal(h.live, false);
     // The eviction is on the device, naming the host, its position and what the timeout released.
     const ev = master.evictions();
     assert.equal(ev.length, 1);
-    assert.equal(ev[0]!.hostUuid, hostUuid(2));
-    assert.equal(ev[0]!.ackedIndex, host.tree.nextIndex);
-    assert.ok(ev[0]!.silentMs >= 60_000);
-    assert.ok(master.tree.released.some((r) => r.relpath === 'victim' && r.deleteIndex >= ev[0]!.ackedIndex && r.deleteIndex < ev[0]!.reclaimUpTo));
+    assert.equal(ev[0].hostUuid, hostUuid(2));
+    assert.equal(ev[0].ackedIndex, host.tree.nextIndex);
+    assert.ok(ev[0].silentMs >= 60_000);
+    assert.ok(master.tree.released.some((r) => r.relpath === 'victim' && r.deleteIndex >= ev[0].ackedIndex && r.deleteIndex < ev[0].reclaimUpTo));
     // The host comes back: one ack makes it live again.
     host.catchUp();
     host.ackReplay(hostUuid(2), 'stalls');
-    assert.equal(master.hostLiveness()[0]!.live, true);
+    assert.equal(master.hostLiveness()[0].live, true);
   });
 
   it("the FUSE host on the master's own machine (same system UUID) holds deleted memory back like any host", () => {
@@ -112,7 +112,10 @@ describe('reclaim: one clock', () => {
       // Host clock slow by r: F on it is F/(1-r) real; the master's fast by r: L on it is L/(1+r) real.
       assert.ok(F / (1 - r) + fenceSlackMs(L) <= L / (1 + r), `L=${L}: ${F / (1 - r)} + ${fenceSlackMs(L)} > ${L / (1 + r)}`);
     }
-    assert.throws(() => FamfsFs.mkfs(new BufferMedia(Buffer.alloc(64 * MiB), 64 * MiB), { systemUuid: MASTER, devicePath: 'x', hostLiveMs: 50 }), (e: unknown) => e instanceof FamfsError && e.code === 'EINVAL');
+    assert.throws(
+      () => FamfsFs.mkfs(new BufferMedia(Buffer.alloc(64 * MiB), 64 * MiB), { systemUuid: MASTER, devicePath: 'x', hostLiveMs: 50 }),
+      (e: unknown) => e instanceof FamfsError && e.code === 'EINVAL',
+    );
   });
 });
 
@@ -123,12 +126,7 @@ describe('reclaim: one clock', () => {
 // ---------------------------------------------------------------------------------------------
 
 type Step =
-  | { op: 'advance'; ms: number }
-  | { op: 'ackBegin'; host: number }
-  | { op: 'ackFinish'; host: number }
-  | { op: 'creat' }
-  | { op: 'rm' }
-  | { op: 'observe' };
+  { op: 'advance'; ms: number } | { op: 'ackBegin'; host: number } | { op: 'ackFinish'; host: number } | { op: 'creat' } | { op: 'rm' } | { op: 'observe' };
 
 interface HostClock {
   offsetMs: number;
@@ -163,7 +161,11 @@ type Schedule = { master: HostClock; hosts: HostClock[]; steps: Step[] };
 /** Always tried: the host acks, a delete follows, and the master's window ends exactly L later. */
 const EDGE: Schedule = {
   master: { offsetMs: 0, rate: 1 },
-  hosts: [{ offsetMs: -5 * MIN, rate: 1 }, { offsetMs: 0, rate: 1 - CLOCK_RATE_ERROR }, { offsetMs: 5 * MIN, rate: 1 + CLOCK_RATE_ERROR }],
+  hosts: [
+    { offsetMs: -5 * MIN, rate: 1 },
+    { offsetMs: 0, rate: 1 - CLOCK_RATE_ERROR },
+    { offsetMs: 5 * MIN, rate: 1 + CLOCK_RATE_ERROR },
+  ],
   steps: [
     { op: 'creat' },
     { op: 'ackBegin', host: 0 },
@@ -216,7 +218,8 @@ function run(s: Schedule, rule: 'one-clock' | 'host-clocks'): string | undefined
       const serving = rule === 'host-clocks' ? true : x.clockAt(T - fenceSlackMs(L)) < x.deadline;
       if (!serving) continue;
       for (const d of reclaimed) {
-        if (x.fs.tree.nextIndex <= d) return `T=${T}: host ${x.uuid} serves at log position ${x.fs.tree.nextIndex} (deadline ${x.deadline}, clock ${x.clock()}) but delete ${d} was reclaimed`;
+        if (x.fs.tree.nextIndex <= d)
+          return `T=${T}: host ${x.uuid} serves at log position ${x.fs.tree.nextIndex} (deadline ${x.deadline}, clock ${x.clock()}) but delete ${d} was reclaimed`;
       }
     }
     return undefined;
@@ -228,7 +231,7 @@ function run(s: Schedule, rule: 'one-clock' | 'host-clocks'): string | undefined
         break;
       case 'ackBegin': {
         // server.ts order: read the clock, publish the position, (later) replay again, arm.
-        const x = hosts[st.host]!;
+        const x = hosts[st.host];
         x.t0 = x.clock();
         x.fs.ackReplay(x.uuid, 'h');
         x.ackedIndex = x.fs.tree.nextIndex;
@@ -236,7 +239,7 @@ function run(s: Schedule, rule: 'one-clock' | 'host-clocks'): string | undefined
         break;
       }
       case 'ackFinish': {
-        const x = hosts[st.host]!;
+        const x = hosts[st.host];
         x.fs.catchUp();
         if (x.t0 !== undefined) x.deadline = x.t0 + fenceWindowMs(L);
         x.t0 = undefined;

@@ -47,7 +47,17 @@ const RPCS: [service: 'Identity' | 'Controller' | 'Node', method: string][] = [
 ];
 
 /** Statuses a handler chooses on purpose. UNKNOWN/INTERNAL mean something threw unexpectedly. */
-const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXISTS', 'FAILED_PRECONDITION', 'OUT_OF_RANGE', 'RESOURCE_EXHAUSTED', 'UNIMPLEMENTED', 'ABORTED']);
+const DELIBERATE = new Set([
+  'OK',
+  'INVALID_ARGUMENT',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'FAILED_PRECONDITION',
+  'OUT_OF_RANGE',
+  'RESOURCE_EXHAUSTED',
+  'UNIMPLEMENTED',
+  'ABORTED',
+]);
 
 (canMount ? describe : describe.skip)('reliability: fuzzed CSI RPCs against a real famfs-csi process', function () {
   this.timeout(600_000);
@@ -67,8 +77,28 @@ const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXIS
     const endpoint = `unix://${dir}/csi.sock`;
     child = spawn(
       process.execPath,
-      [CSI_MAIN, '--mode', 'all', '--endpoint', endpoint, '--device', devicePath, '--device-size', '256Mi', '--mkfs', '--node-id', 'fuzz-node',
-        '--state-dir', path.join(dir, 'state'), '--allowed-path-root', kubelet, '--pool', 'fuzz', '--log-level', 'fatal'],
+      [
+        CSI_MAIN,
+        '--mode',
+        'all',
+        '--endpoint',
+        endpoint,
+        '--device',
+        devicePath,
+        '--device-size',
+        '256Mi',
+        '--mkfs',
+        '--node-id',
+        'fuzz-node',
+        '--state-dir',
+        path.join(dir, 'state'),
+        '--allowed-path-root',
+        kubelet,
+        '--pool',
+        'fuzz',
+        '--log-level',
+        'fatal',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     let stderr = '';
@@ -128,13 +158,31 @@ const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXIS
 
   it('every RPC, hostile input: deliberate status, process alive, nothing changed by a failed call', async () => {
     const name = fc.oneof(
-      fc.constantFrom('', '../../etc/passwd', 'a\0b', 'x'.repeat(129), 'y'.repeat(5000), '☃️ボリューム\u202e', '/abs', '.', '..', 'vol-' + '0'.repeat(40), 'ok-name'),
+      fc.constantFrom(
+        '',
+        '../../etc/passwd',
+        'a\0b',
+        'x'.repeat(129),
+        'y'.repeat(5000),
+        '☃️ボリューム\u202e',
+        '/abs',
+        '.',
+        '..',
+        'vol-' + '0'.repeat(40),
+        'ok-name',
+      ),
       fc.string({ maxLength: 200 }),
     );
     const size = fc.constantFrom('0', '-1', '1', '2097152', '9223372036854775807', '-9223372036854775808', '4611686018427387904');
     const mode = fc.constantFrom('SINGLE_NODE_WRITER', 'MULTI_NODE_MULTI_WRITER', 'MULTI_NODE_READER_ONLY', 'UNKNOWN', 99, -1);
     const cap = fc.oneof(
-      fc.record({ mount: fc.record({ fs_type: fc.constantFrom('', 'ext4', 'famfs'), mount_flags: fc.array(fc.constantFrom('ro', 'rw', 'suid', 'noexec', '--bind', ''), { maxLength: 3 }) }), access_mode: fc.record({ mode }) }),
+      fc.record({
+        mount: fc.record({
+          fs_type: fc.constantFrom('', 'ext4', 'famfs'),
+          mount_flags: fc.array(fc.constantFrom('ro', 'rw', 'suid', 'noexec', '--bind', ''), { maxLength: 3 }),
+        }),
+        access_mode: fc.record({ mode }),
+      }),
       fc.record({ block: fc.constant({}), access_mode: fc.record({ mode }) }),
       // Contradictory: both access types; or none.
       fc.record({ block: fc.constant({}), mount: fc.constant({}), access_mode: fc.record({ mode }) }),
@@ -144,7 +192,11 @@ const DELIBERATE = new Set(['OK', 'INVALID_ARGUMENT', 'NOT_FOUND', 'ALREADY_EXIS
       fc.constantFrom('', 'relative/x', '/etc', '/', `${'/a'.repeat(3000)}`, '/proc/self/root'),
       fc.constantFrom('pods/p/volumes/m', 'pods/../../x', 'pods/p/\0/m', 'plugins/n/globalmount', '').map((s) => `${kubelet}/${s}`),
     );
-    const params = fc.dictionary(fc.constantFrom('sharing', 'mode', 'uid', 'gid', 'interleave', 'unknown', '', 'csi.storage.k8s.io/pvc/name'), fc.constantFrom('', 'multi-writer', '0777', '-1', 'x'.repeat(300), '0'), { maxKeys: 3 });
+    const params = fc.dictionary(
+      fc.constantFrom('sharing', 'mode', 'uid', 'gid', 'interleave', 'unknown', '', 'csi.storage.k8s.io/pvc/name'),
+      fc.constantFrom('', 'multi-writer', '0777', '-1', 'x'.repeat(300), '0'),
+      { maxKeys: 3 },
+    );
     const request = fc.record(
       {
         name,

@@ -49,7 +49,8 @@ const count = (what: string, n = 1): void => {
   let podFile: string;
   let pattern: Buffer;
 
-  const stage = (p: NodePlugin, id: string) => p.call('NodeStageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), volume_capability: SNW });
+  const stage = (p: NodePlugin, id: string) =>
+    p.call('NodeStageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), volume_capability: SNW });
   const publish = (p: NodePlugin, id: string, target: string) =>
     p.call('NodePublishVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), target_path: target, volume_capability: SNW });
   const fuseHas = (p: NodePlugin, id: string): boolean => fs.existsSync(p.driver.node!.fuse.hostPath(objectDirRelpath(id)));
@@ -134,7 +135,7 @@ const count = (what: string, n = 1): void => {
     ];
     const emptySlot = entryAt(env.device, base);
     // The valid entries behind the bad one are there from the start: only the bad one holds them back.
-    appendRaw(env.device, [flipped(good[0]!, LE.type, 0x40), good[1]!, good[2]!]);
+    appendRaw(env.device, [flipped(good[0], LE.type, 0x40), good[1], good[2]]);
 
     const damage = fc.oneof(
       fc.record({ kind: fc.constant('flip' as const), pos: fc.integer({ min: 0, max: LE.SIZE - 1 }), mask: fc.integer({ min: 1, max: 255 }) }),
@@ -144,9 +145,9 @@ const count = (what: string, n = 1): void => {
     let trials = 0;
     await fc.assert(
       fc.asyncProperty(damage, async (d) => {
-        const bad = d.kind === 'flip' ? flipped(good[0]!, d.pos, d.mask) : torn(good[0]!, emptySlot, d.at);
+        const bad = d.kind === 'flip' ? flipped(good[0], d.pos, d.mask) : torn(good[0], emptySlot, d.at);
         // A tear past the last non-zero byte leaves the entry whole: not damage.
-        fc.pre(!bad.equals(good[0]!));
+        fc.pre(!bad.equals(good[0]));
         putEntry(env.device, base, bad);
         trials++;
         count(d.kind === 'flip' ? 'log entry: flipped byte' : 'log entry: torn write');
@@ -169,19 +170,28 @@ const count = (what: string, n = 1): void => {
     assert.equal(await codeOf(stage(a, after)), 'NOT_FOUND', 'the node plugin does not know a volume past the damage');
 
     // The master will not build on a damaged log.
-    assert.throws(() => env.master.creat('x', 2 * MiB), (e: unknown) => e instanceof FamfsError && e.code === 'ECORRUPT');
+    assert.throws(
+      () => env.master.creat('x', 2 * MiB),
+      (e: unknown) => e instanceof FamfsError && e.code === 'ECORRUPT',
+    );
     assert.equal(rawHeader(env.device).nextIndex, base + 3, 'the refused append wrote nothing');
 
     const f = fsckCli(env.devicePath, MASTER_UUID);
     assert.notEqual(f.status, 0, 'fsck exits non-zero');
     assert.equal(f.report.clean, false);
-    assert.ok(f.report.errors.some((e) => e.startsWith(`log entry ${base}:`)), `fsck names entry ${base}: ${f.report.errors.join(' | ')}`);
+    assert.ok(
+      f.report.errors.some((e) => e.startsWith(`log entry ${base}:`)),
+      `fsck names entry ${base}: ${f.report.errors.join(' | ')}`,
+    );
 
     // Repair keeps every entry a host may serve: the bad slot is salvaged or rebuilt as the
     // directory the entries behind it need, and those entries become visible again.
     const rep = repairCli();
     assert.deepEqual(rep.dropped, [], `repair keeps every entry: ${rep.actions.join(' | ')}`);
-    assert.ok(rep.actions.some((x) => /^(salvaged|rebuilt unreadable) log entry/.test(x)), rep.actions.join(' | '));
+    assert.ok(
+      rep.actions.some((x) => /^(salvaged|rebuilt unreadable) log entry/.test(x)),
+      rep.actions.join(' | '),
+    );
     assert.equal(rawHeader(env.device).nextIndex, base + 3);
     const caught = await fuseCatchup(a);
     assert.equal(caught['index'], base + 3);
@@ -195,19 +205,28 @@ const count = (what: string, n = 1): void => {
     env.master.catchUp();
     const saved = rawHeader(env.device).raw;
     for (const pos of [LH.magic + 3, LH.len + 2, LH.lastIndex + 1, LH.crc]) {
-      writeFlushed(env.device, LOG_OFFSET + pos, Buffer.from([saved[pos]! ^ 0x10]));
+      writeFlushed(env.device, LOG_OFFSET + pos, Buffer.from([saved[pos] ^ 0x10]));
       count('log header: flipped byte (CRC-covered)');
       const r = await fuseCatchup(a);
       assert.equal(r['ok'], false, 'catch-up refuses an unreadable header');
       assert.match(String(r['error']), /log header/);
       assert.equal((await fuseStatus(a)).serving, true, 'the FUSE server keeps serving');
       podStillServes();
-      assert.throws(() => env.master.creat('y', 2 * MiB), (e: unknown) => e instanceof FamfsError && e.code === 'ECORRUPT');
+      assert.throws(
+        () => env.master.creat('y', 2 * MiB),
+        (e: unknown) => e instanceof FamfsError && e.code === 'ECORRUPT',
+      );
       const f = fsckCli(env.devicePath, MASTER_UUID);
       assert.notEqual(f.status, 0);
-      assert.ok(f.report.errors.some((e) => e.startsWith('log header:')), f.report.errors.join(' | '));
+      assert.ok(
+        f.report.errors.some((e) => e.startsWith('log header:')),
+        f.report.errors.join(' | '),
+      );
       const rep = repairCli();
-      assert.ok(rep.actions.some((x) => /rewrote the log header/.test(x)), rep.actions.join(' | '));
+      assert.ok(
+        rep.actions.some((x) => /rewrote the log header/.test(x)),
+        rep.actions.join(' | '),
+      );
       assert.deepEqual(rep.dropped, []);
       assert.ok(rawHeader(env.device).raw.equals(saved), 'the header is back, counters included');
     }
@@ -227,7 +246,10 @@ const count = (what: string, n = 1): void => {
       podStillServes();
       const f = fsckCli(env.devicePath, MASTER_UUID);
       assert.notEqual(f.status, 0);
-      assert.ok(f.report.errors.some((e) => e.startsWith(`log entry ${real}:`)), f.report.errors.join(' | '));
+      assert.ok(
+        f.report.errors.some((e) => e.startsWith(`log entry ${real}:`)),
+        f.report.errors.join(' | '),
+      );
       repairCli();
       assert.equal(rawHeader(env.device).nextIndex, real);
     }
@@ -238,14 +260,17 @@ const count = (what: string, n = 1): void => {
     env.master.catchUp();
     const saved = env.device.read(SUPERBLOCK_OFFSET, SB.SIZE);
     for (const pos of [SB.magic, SB.version, SB.logLen + 2, SB.systemUuid + 5, SB.crc]) {
-      writeFlushed(env.device, SUPERBLOCK_OFFSET + pos, Buffer.from([saved[pos]! ^ 0x01]));
+      writeFlushed(env.device, SUPERBLOCK_OFFSET + pos, Buffer.from([saved[pos] ^ 0x01]));
       count('superblock: flipped byte');
       podStillServes();
       assert.equal((await fuseStatus(a)).serving, true);
       await assert.rejects(env.startNode(`node-sb-${pos}`), /superblock|famfs/i, 'a node cannot open a device with a bad superblock');
       const f = fsckCli(env.devicePath, MASTER_UUID);
       assert.notEqual(f.status, 0);
-      assert.ok(f.report.errors.some((e) => e.startsWith('superblock:')), f.report.errors.join(' | '));
+      assert.ok(
+        f.report.errors.some((e) => e.startsWith('superblock:')),
+        f.report.errors.join(' | '),
+      );
       const r = famfsCli(['repair', env.devicePath], MASTER_UUID);
       assert.notEqual(r.status, 0, 'repair will not guess a superblock');
       assert.match(r.stderr + r.stdout, /superblock/);
@@ -268,7 +293,10 @@ const count = (what: string, n = 1): void => {
     const f = fsckCli(env.devicePath, MASTER_UUID);
     try {
       assert.equal(f.report.clean, false, `fsck calls a log that lost 2 replayed entries clean (warnings: ${f.report.warnings.join(' | ')})`);
-      assert.ok(f.report.errors.some((e) => /next_index/.test(e)), f.report.errors.join(' | '));
+      assert.ok(
+        f.report.errors.some((e) => /next_index/.test(e)),
+        f.report.errors.join(' | '),
+      );
       // Repair commits the entries the counter disowned; it never cuts them.
       const rep = famfsCli(['repair', '--json', env.devicePath], MASTER_UUID);
       assert.equal(rep.status, 0, rep.stderr + rep.stdout);

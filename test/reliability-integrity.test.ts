@@ -17,143 +17,150 @@ import { entryAt, famfsCli, fsckCli, fuseCatchup, fuseStatus, putEntry, rawHeade
 
 const SNW = mountCap('SINGLE_NODE_WRITER');
 
-(canMount ? describe : describe.skip)('reliability: lowered counters, rot in replayed entries and rewritten entries under a live FUSE host (issue 10)', function () {
-  this.timeout(120_000);
-  let env: NodeTestEnv;
-  let a: NodePlugin;
+(canMount ? describe : describe.skip)(
+  'reliability: lowered counters, rot in replayed entries and rewritten entries under a live FUSE host (issue 10)',
+  function () {
+    this.timeout(120_000);
+    let env: NodeTestEnv;
+    let a: NodePlugin;
 
-  const stage = (p: NodePlugin, id: string) => p.call('NodeStageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), volume_capability: SNW });
-  const publish = (p: NodePlugin, id: string, target: string) =>
-    p.call('NodePublishVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), target_path: target, volume_capability: SNW });
+    const stage = (p: NodePlugin, id: string) =>
+      p.call('NodeStageVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), volume_capability: SNW });
+    const publish = (p: NodePlugin, id: string, target: string) =>
+      p.call('NodePublishVolume', { volume_id: id, staging_target_path: env.staging(p.nodeId, id), target_path: target, volume_capability: SNW });
 
-  /** A volume published to a pod on node a, filled with a random pattern; returns a check of it. */
-  async function podWithPattern(name: string): Promise<{ id: string; check: () => void; target: string }> {
-    const id = env.createVolume(name, 4 * MiB, { mode: 0o666 });
-    await stage(a, id); // waits until this node's FUSE server replayed the volume
-    const target = env.target(`pod-${name}`);
-    await publish(a, id, target);
-    const file = path.join(target, 'data');
-    const pattern = randomBytes(4 * MiB);
-    fs.writeFileSync(file, pattern, { flag: 'r+' });
-    const check = () => {
-      const back = fs.readFileSync(file);
-      assert.ok(back.subarray(0, pattern.length).equals(pattern), `pod ${name} no longer reads its own bytes: its memory was given to another file`);
-    };
-    check();
-    return { id, check, target };
-  }
+    /** A volume published to a pod on node a, filled with a random pattern; returns a check of it. */
+    async function podWithPattern(name: string): Promise<{ id: string; check: () => void; target: string }> {
+      const id = env.createVolume(name, 4 * MiB, { mode: 0o666 });
+      await stage(a, id); // waits until this node's FUSE server replayed the volume
+      const target = env.target(`pod-${name}`);
+      await publish(a, id, target);
+      const file = path.join(target, 'data');
+      const pattern = randomBytes(4 * MiB);
+      fs.writeFileSync(file, pattern, { flag: 'r+' });
+      const check = () => {
+        const back = fs.readFileSync(file);
+        assert.ok(back.subarray(0, pattern.length).equals(pattern), `pod ${name} no longer reads its own bytes: its memory was given to another file`);
+      };
+      check();
+      return { id, check, target };
+    }
 
-  /** A master restart (new process, same host): it opens the device afresh and creates a zeroed volume. */
-  function restartedMasterCreates(name: string): FileNode {
-    const m = FamfsFs.open(env.device, { hostUuid: MASTER_UUID });
-    const id = volumeIdForName(name);
-    m.mkdir(objectDirRelpath(id), { parents: true, mode: 0o755 });
-    return m.creat(objectFileRelpath(id), 8 * MiB, { mode: 0o666, zero: true });
-  }
+    /** A master restart (new process, same host): it opens the device afresh and creates a zeroed volume. */
+    function restartedMasterCreates(name: string): FileNode {
+      const m = FamfsFs.open(env.device, { hostUuid: MASTER_UUID });
+      const id = volumeIdForName(name);
+      m.mkdir(objectDirRelpath(id), { parents: true, mode: 0o755 });
+      return m.creat(objectFileRelpath(id), 8 * MiB, { mode: 0o666, zero: true });
+    }
 
-  function repairCli(): { actions: string[]; dropped: number[] } {
-    const r = famfsCli(['repair', '--json', env.devicePath], MASTER_UUID);
-    assert.equal(r.status, 0, `famfs repair: ${r.stderr}${r.stdout}`);
-    const out = JSON.parse(r.stdout) as { actions: string[]; dropped: { index: number }[]; fsck: { clean: boolean; errors: string[] } };
-    assert.equal(out.fsck.clean, true, `fsck after repair: ${out.fsck.errors.join(' | ')}`);
-    return { actions: out.actions, dropped: out.dropped.map((d) => d.index) };
-  }
+    function repairCli(): { actions: string[]; dropped: number[] } {
+      const r = famfsCli(['repair', '--json', env.devicePath], MASTER_UUID);
+      assert.equal(r.status, 0, `famfs repair: ${r.stderr}${r.stdout}`);
+      const out = JSON.parse(r.stdout) as { actions: string[]; dropped: { index: number }[]; fsck: { clean: boolean; errors: string[] } };
+      assert.equal(out.fsck.clean, true, `fsck after repair: ${out.fsck.errors.join(' | ')}`);
+      return { actions: out.actions, dropped: out.dropped.map((d) => d.index) };
+    }
 
-  before(async () => {
-    env = new NodeTestEnv('integrity', 256 * MiB);
-    a = await env.startNode('node-a');
-    await podWithPattern('first');
-  });
-  after(async () => {
-    await env?.close();
-  });
+    before(async () => {
+      env = new NodeTestEnv('integrity', 256 * MiB);
+      a = await env.startNode('node-a');
+      await podWithPattern('first');
+    });
+    after(async () => {
+      await env?.close();
+    });
 
-  for (const lowered of [1, 2]) {
-    it(`next_index lowered by ${lowered}, then a master restart creates a zeroed volume: the live pod keeps its bytes, no replayed entry is rewritten`, async () => {
-      const pod = await podWithPattern(`lowered-${lowered}`);
-      const host = await fuseCatchup(a);
-      const real = rawHeader(env.device).nextIndex;
-      assert.equal(host['index'], real);
-      const replayed = [...Array(real).keys()].map((i) => entryAt(env.device, i));
-      setCounters(env.device, real - lowered);
-      const f = fsckCli(env.devicePath, MASTER_UUID);
-      assert.equal(f.report.clean, false, `fsck calls a lowered next_index clean: ${f.report.warnings.join(' | ')}`);
+    for (const lowered of [1, 2]) {
+      it(`next_index lowered by ${lowered}, then a master restart creates a zeroed volume: the live pod keeps its bytes, no replayed entry is rewritten`, async () => {
+        const pod = await podWithPattern(`lowered-${lowered}`);
+        const host = await fuseCatchup(a);
+        const real = rawHeader(env.device).nextIndex;
+        assert.equal(host['index'], real);
+        const replayed = [...Array(real).keys()].map((i) => entryAt(env.device, i));
+        setCounters(env.device, real - lowered);
+        const f = fsckCli(env.devicePath, MASTER_UUID);
+        assert.equal(f.report.clean, false, `fsck calls a lowered next_index clean: ${f.report.warnings.join(' | ')}`);
 
-      restartedMasterCreates(`after-lowered-${lowered}`);
+        restartedMasterCreates(`after-lowered-${lowered}`);
+        pod.check();
+        replayed.forEach((raw, i) => assert.ok(entryAt(env.device, i).equals(raw), `entry ${i}, replayed by node-a, was rewritten`));
+        const st = await fuseStatus(a);
+        assert.deepEqual(st.rewrittenEntries, []);
+        await fuseCatchup(a);
+        assert.ok(fs.existsSync(a.driver.node!.fuse.hostPath(objectFileRelpath(volumeIdForName(`after-lowered-${lowered}`)))));
+        assert.equal(fsckCli(env.devicePath, MASTER_UUID).report.clean, true);
+        env.master.catchUp();
+      });
+    }
+
+    it('a flipped bit in the extent offset of a replayed entry, then repair and a new volume: the file stays on its memory, the pod keeps its bytes', async () => {
+      const pod = await podWithPattern('rot-extent');
+      env.master.catchUp();
+      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
+      const original = entryAt(env.device, node.index);
+      const rotted = Buffer.from(original);
+      rotted[LE.payload + 104 + 16 + 8 + 3] ^= 0x04; // extent offset + 64 MiB: free memory, a plausible place
+      putEntry(env.device, node.index, rotted);
+      assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0);
+      const rep = repairCli();
+      assert.deepEqual(rep.dropped, []);
+      assert.ok(entryAt(env.device, node.index).equals(original), `the entry was not restored: ${rep.actions.join(' | ')}`);
+      restartedMasterCreates('after-rot-extent');
       pod.check();
-      replayed.forEach((raw, i) => assert.ok(entryAt(env.device, i).equals(raw), `entry ${i}, replayed by node-a, was rewritten`));
-      const st = await fuseStatus(a);
-      assert.deepEqual(st.rewrittenEntries, []);
-      await fuseCatchup(a);
-      assert.ok(fs.existsSync(a.driver.node!.fuse.hostPath(objectFileRelpath(volumeIdForName(`after-lowered-${lowered}`)))));
-      assert.equal(fsckCli(env.devicePath, MASTER_UUID).report.clean, true);
       env.master.catchUp();
     });
-  }
 
-  it('a flipped bit in the extent offset of a replayed entry, then repair and a new volume: the file stays on its memory, the pod keeps its bytes', async () => {
-    const pod = await podWithPattern('rot-extent');
-    env.master.catchUp();
-    const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
-    const original = entryAt(env.device, node.index);
-    const rotted = Buffer.from(original);
-    rotted[LE.payload + 104 + 16 + 8 + 3]! ^= 0x04; // extent offset + 64 MiB: free memory, a plausible place
-    putEntry(env.device, node.index, rotted);
-    assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0);
-    const rep = repairCli();
-    assert.deepEqual(rep.dropped, []);
-    assert.ok(entryAt(env.device, node.index).equals(original), `the entry was not restored: ${rep.actions.join(' | ')}`);
-    restartedMasterCreates('after-rot-extent');
-    pod.check();
-    env.master.catchUp();
-  });
-
-  it('a flipped name of a replayed entry (csi/… → another name), then repair: the volume is found again by its name and stages', async () => {
-    const pod = await podWithPattern('rot-name');
-    env.master.catchUp();
-    const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
-    const original = entryAt(env.device, node.index);
-    const rotted = Buffer.from(original);
-    rotted[LE.payload + 24 + 1]! ^= 0x01;
-    putEntry(env.device, node.index, rotted);
-    repairCli();
-    assert.ok(entryAt(env.device, node.index).equals(original));
-    const m = FamfsFs.open(env.device, { readOnly: true });
-    assert.deepEqual(fmapExtents((m.lookup(objectFileRelpath(pod.id)) as FileNode).fmap), fmapExtents(node.fmap));
-    restartedMasterCreates('after-rot-name');
-    pod.check();
-    const again = env.target('pod-rot-name-2');
-    await publish(a, pod.id, again);
-    assert.ok(fs.existsSync(path.join(again, 'data')));
-    env.master.catchUp();
-  });
-
-  it('an entry the host replayed is rewritten by a writer: the FUSE server logs it, reports it, and the volume condition turns abnormal', async () => {
-    const pod = await podWithPattern('rewritten');
-    env.master.catchUp();
-    const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
-    // What a master that trusted a lowered next_index did: a new file over a replayed slot.
-    const rogue = encodeEntry(node.index, {
-      type: 'file',
-      relpath: objectFileRelpath(pod.id),
-      size: 4 * MiB,
-      mode: 0o666,
-      uid: 0,
-      gid: 0,
-      flags: FileFlags.ALL_HOSTS_RW,
-      fmap: { kind: 'simple', extents: [{ devindex: 0, offset: fmapExtents(node.fmap)[0]!.offset + 64 * MiB, len: 4 * MiB }] },
+    it('a flipped name of a replayed entry (csi/… → another name), then repair: the volume is found again by its name and stages', async () => {
+      const pod = await podWithPattern('rot-name');
+      env.master.catchUp();
+      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
+      const original = entryAt(env.device, node.index);
+      const rotted = Buffer.from(original);
+      rotted[LE.payload + 24 + 1] ^= 0x01;
+      putEntry(env.device, node.index, rotted);
+      repairCli();
+      assert.ok(entryAt(env.device, node.index).equals(original));
+      const m = FamfsFs.open(env.device, { readOnly: true });
+      assert.deepEqual(fmapExtents((m.lookup(objectFileRelpath(pod.id)) as FileNode).fmap), fmapExtents(node.fmap));
+      restartedMasterCreates('after-rot-name');
+      pod.check();
+      const again = env.target('pod-rot-name-2');
+      await publish(a, pod.id, again);
+      assert.ok(fs.existsSync(path.join(again, 'data')));
+      env.master.catchUp();
     });
-    putEntry(env.device, node.index, rogue);
-    // Entries damaged by the tests above were restored by repair: they no longer count.
-    const seen = await waitFor(async () => (await fuseStatus(a)).rewrittenEntries.some((w) => w.index === node.index), 10_000);
-    assert.ok(seen, 'the FUSE server never noticed that an entry it replayed was rewritten');
-    const st = await fuseStatus(a);
-    assert.deepEqual(st.rewrittenEntries, [{ index: node.index, nowValid: true, servedPath: objectFileRelpath(pod.id) }]);
-    const stats = await a.call<{ volume_condition: { abnormal: boolean; message: string } }>('NodeGetVolumeStats', { volume_id: pod.id, volume_path: pod.target });
-    assert.equal(stats.volume_condition.abnormal, true);
-    assert.match(stats.volume_condition.message, new RegExp(`famfs log entry ${node.index}, which this node's FUSE server replayed, was rewritten`));
-    const log = fs.readFileSync(a.driver.node!.fuse.logFile, 'utf8');
-    assert.match(log, /"event":"log-entry-rewritten"/);
-    assert.deepEqual(await a.driver.node!.rewrittenEntries(), [node.index]);
-  });
-});
+
+    it('an entry the host replayed is rewritten by a writer: the FUSE server logs it, reports it, and the volume condition turns abnormal', async () => {
+      const pod = await podWithPattern('rewritten');
+      env.master.catchUp();
+      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
+      // What a master that trusted a lowered next_index did: a new file over a replayed slot.
+      const rogue = encodeEntry(node.index, {
+        type: 'file',
+        relpath: objectFileRelpath(pod.id),
+        size: 4 * MiB,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+        flags: FileFlags.ALL_HOSTS_RW,
+        fmap: { kind: 'simple', extents: [{ devindex: 0, offset: fmapExtents(node.fmap)[0].offset + 64 * MiB, len: 4 * MiB }] },
+      });
+      putEntry(env.device, node.index, rogue);
+      // Entries damaged by the tests above were restored by repair: they no longer count.
+      const seen = await waitFor(async () => (await fuseStatus(a)).rewrittenEntries.some((w) => w.index === node.index), 10_000);
+      assert.ok(seen, 'the FUSE server never noticed that an entry it replayed was rewritten');
+      const st = await fuseStatus(a);
+      assert.deepEqual(st.rewrittenEntries, [{ index: node.index, nowValid: true, servedPath: objectFileRelpath(pod.id) }]);
+      const stats = await a.call<{ volume_condition: { abnormal: boolean; message: string } }>('NodeGetVolumeStats', {
+        volume_id: pod.id,
+        volume_path: pod.target,
+      });
+      assert.equal(stats.volume_condition.abnormal, true);
+      assert.match(stats.volume_condition.message, new RegExp(`famfs log entry ${node.index}, which this node's FUSE server replayed, was rewritten`));
+      const log = fs.readFileSync(a.driver.node!.fuse.logFile, 'utf8');
+      assert.match(log, /"event":"log-entry-rewritten"/);
+      assert.deepEqual(await a.driver.node!.rewrittenEntries(), [node.index]);
+    });
+  },
+);

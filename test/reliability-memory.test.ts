@@ -57,7 +57,7 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     const farId = env.createVolume('far', 8 * MiB, { mode: 0o666 });
     const far = env.master.lookup(objectFileRelpath(farId));
     assert.ok(far?.kind === 'file' && far.fmap.kind === 'simple');
-    const farOffset = far.fmap.extents[0]!.offset;
+    const farOffset = far.fmap.extents[0].offset;
     // The far volume's bytes go straight into the memory, so no page cache holds them.
     const farBytes = randomBytes(64 * 1024);
     env.device.write(farOffset, farBytes);
@@ -89,7 +89,11 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     // Poison: everything from the far volume on is gone.
     fs.truncateSync(env.devicePath, farOffset);
 
-    assert.equal(errnoOf(() => fs.readFileSync(path.join(farTarget, 'data'))), 'EIO', 'the pod reading poisoned memory gets EIO');
+    assert.equal(
+      errnoOf(() => fs.readFileSync(path.join(farTarget, 'data'))),
+      'EIO',
+      'the pod reading poisoned memory gets EIO',
+    );
     const st = await fuseStatus(a);
     assert.equal(st.failed, true, 'the FUSE server marks the device failed');
     assert.match(String(st.failureMessage), /memory error/);
@@ -106,7 +110,10 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     // The controller learns it when it touches the memory: its own mapping faults on the way to
     // the bytes, and from then on its device is failed.
     assert.equal(ctl.device.failed, false, 'the controller has not touched the poisoned range yet');
-    assert.throws(() => ctl.device.read(farOffset, 4096), (e: unknown) => (e as { code?: string }).code === 'EFAULT_DEVICE');
+    assert.throws(
+      () => ctl.device.read(farOffset, 4096),
+      (e: unknown) => (e as { code?: string }).code === 'EFAULT_DEVICE',
+    );
     // ControllerGetVolume answers from what the controller last saw, without touching the memory
     // again: OK, with an abnormal VolumeCondition naming the failed device.
     const sick = await ctlClient.call<ControllerGetVolumeResponse>('Controller', 'ControllerGetVolume', { volume_id: farId });
@@ -114,9 +121,18 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     assert.equal(sick.status?.volume_condition?.abnormal, true);
     assert.match(String(sick.status?.volume_condition?.message), /failed/);
     // Writes cannot happen: UNAVAILABLE (the CO backs off and retries), with the reason.
-    const create = ctlClient.call('Controller', 'CreateVolume', { name: 'on-failed', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] });
+    const create = ctlClient.call('Controller', 'CreateVolume', {
+      name: 'on-failed',
+      capacity_range: { required_bytes: String(2 * MiB) },
+      volume_capabilities: [SNW],
+    });
     assert.equal(await codeOf(create), 'UNAVAILABLE');
-    assert.match(await messageOf(ctlClient.call('Controller', 'CreateVolume', { name: 'on-failed', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] })), /device failed \(memory error\)/);
+    assert.match(
+      await messageOf(
+        ctlClient.call('Controller', 'CreateVolume', { name: 'on-failed', capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [SNW] }),
+      ),
+      /device failed \(memory error\)/,
+    );
     assert.equal(await codeOf(ctlClient.call('Controller', 'DeleteVolume', { volume_id: nearId })), 'UNAVAILABLE');
     assert.deepEqual(memoryErrors.filter((e) => e.source === 'controller').length > 0, true, 'the controller reported the memory error (Events hang off this)');
     assert.equal(await codeOf(ctlClient.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
@@ -130,7 +146,10 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
     const farStaging = env.staging('node-a', farId);
     await a.call('NodeUnstageVolume', { volume_id: farId, staging_target_path: farStaging });
     assert.equal(await findMount(farStaging), undefined, 'the failed writer volume is unstaged');
-    assert.ok(nodeMemoryErrors.some((e) => e.volumeId === farId && /without flushing/.test(e.message)), 'the node reported the lost flush for that volume');
+    assert.ok(
+      nodeMemoryErrors.some((e) => e.volumeId === farId && /without flushing/.test(e.message)),
+      'the node reported the lost flush for that volume',
+    );
 
     const node = a.driver.node!;
     const pid = node.fuse.serverPid();
@@ -187,19 +206,28 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
       fs.truncateSync(env2.devicePath, 0);
 
       // The pod's read faults inside guarded native code: EIO, and the FUSE server is failed.
-      assert.equal(errnoOf(() => fs.readFileSync(path.join(target, 'data'))), 'EIO');
+      assert.equal(
+        errnoOf(() => fs.readFileSync(path.join(target, 'data'))),
+        'EIO',
+      );
       assert.equal((await fuseStatus(b)).failed, true, 'the FUSE server marks the device failed');
       assert.equal(await codeOf(b.client.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
       // Every controller RPC that reads the log faults too: a status, never a crash.
       const got = await codeOf(create('after-loss'));
       assert.equal(got, 'UNAVAILABLE');
       assert.equal(ctl2.device.failed, true);
-      assert.ok(errors2.some((e) => e.source === 'controller'), 'the controller reported the memory error (Events hang off this)');
+      assert.ok(
+        errors2.some((e) => e.source === 'controller'),
+        'the controller reported the memory error (Events hang off this)',
+      );
       assert.equal(await codeOf(client2.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
       // Arguments before state: bad input is still INVALID_ARGUMENT on the failed device.
       assert.equal(await codeOf(create('')), 'INVALID_ARGUMENT');
       assert.equal(await codeOf(client2.call('Controller', 'DeleteVolume', { volume_id: '' })), 'INVALID_ARGUMENT');
-      assert.equal(await codeOf(client2.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: 'ctl', volume_capability: { mount: {} } })), 'INVALID_ARGUMENT');
+      assert.equal(
+        await codeOf(client2.call('Controller', 'ControllerPublishVolume', { volume_id: id, node_id: 'ctl', volume_capability: { mount: {} } })),
+        'INVALID_ARGUMENT',
+      );
       // Both processes are alive and answer what needs no memory.
       assert.equal(await codeOf(b.call('NodeGetCapabilities', {})), 'OK');
       assert.equal(await codeOf(client2.call('Controller', 'ControllerGetCapabilities', {})), 'OK');

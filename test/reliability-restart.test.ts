@@ -76,7 +76,11 @@ function overlaps(a: Fmap, b: Fmap): boolean {
       if (round === 0) await publish(a, id, drop).catch(() => undefined);
       process.kill(pid, 'SIGKILL');
       assert.ok(await waitFor(() => !fs.existsSync(`/proc/${pid}`), 5000));
-      assert.equal(errnoOf(() => fs.readFileSync(path.join(keep, 'data'))), 'ENOTCONN', 'a dead server breaks the bind mount');
+      assert.equal(
+        errnoOf(() => fs.readFileSync(path.join(keep, 'data'))),
+        'ENOTCONN',
+        'a dead server breaks the bind mount',
+      );
       if (round === 0) {
         // Kubelet tears down a pod whose volume died: this must work without a server.
         await a.call('NodeUnpublishVolume', { volume_id: id, target_path: drop });
@@ -126,7 +130,11 @@ function overlaps(a: Fmap, b: Fmap): boolean {
       for (let i = 0; i < 6; i++) {
         const y = env.createVolume(`y-${i}`, 8 * MiB);
         const yFmap = (env.master.lookup(objectFileRelpath(y)) as { fmap: Fmap }).fmap;
-        assert.equal(overlaps(xFmap, yFmap), false, `y-${i} at ${JSON.stringify(ranges(yFmap))} reuses deleted x at ${JSON.stringify(ranges(xFmap))} before the stale node acked`);
+        assert.equal(
+          overlaps(xFmap, yFmap),
+          false,
+          `y-${i} at ${JSON.stringify(ranges(yFmap))} reuses deleted x at ${JSON.stringify(ranges(xFmap))} before the stale node acked`,
+        );
         placements++;
       }
       // The safety valve: a host the master watched silent for hostLiveMs (60 s, on the master's own
@@ -157,7 +165,9 @@ function overlaps(a: Fmap, b: Fmap): boolean {
       const zFmap = (env.master.lookup(objectFileRelpath(z)) as { fmap: Fmap }).fmap;
       if (overlaps(xFmap, zFmap)) reusedBy = `z-after-ack-${i}`;
     }
-    console.log(`      stale-node reuse check: ${placements} placements kept off deleted memory while the node was stale; after its ack ${reusedBy} reuses x's memory`);
+    console.log(
+      `      stale-node reuse check: ${placements} placements kept off deleted memory while the node was stale; after its ack ${reusedBy} reuses x's memory`,
+    );
     assert.equal(env.master.usage().collisions ?? 0, 0);
   });
 });

@@ -60,16 +60,20 @@ describe('test environment', () => {
       'exec setpriv --reuid=65534 --regid=65534 --clear-groups "$3" "$4" --grep "$5" --reporter spec';
     let r: ReturnType<typeof spawnSync>;
     try {
-      r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, repo, process.execPath, mocha, CHECK_TITLE, shared, path.join(view, 'shared')], {
-        env,
-        encoding: 'utf8',
-        timeout: 110_000,
-      });
+      r = spawnSync(
+        'unshare',
+        ['-m', '--propagation', 'private', 'sh', '-c', script, 'sh', root, repo, process.execPath, mocha, CHECK_TITLE, shared, path.join(view, 'shared')],
+        {
+          env,
+          encoding: 'utf8',
+          timeout: 110_000,
+        },
+      );
     } finally {
       // rmdir, never a recursive delete: were a bind still there, it would be the checkout.
       for (const d of [repo, path.join(view, 'shared'), view]) fs.rmdirSync(d);
     }
-    const out = `${r.stdout}\n${r.stderr}`;
+    const out = `${String(r.stdout)}\n${String(r.stderr)}`;
     assert.equal(r.error, undefined, `setpriv did not run: ${String(r.error)}`);
     assert.notEqual(r.status, 0, `mocha as nobody exited 0:\n${out}`);
     assert.match(out, /0 passing/, out);

@@ -29,7 +29,10 @@ function inNamespace(script: string, userNs: boolean): { status: number | null; 
 /** Tries to connect to a unix socket as uid/gid 65534; prints CONNECTED or the errno. */
 function connectAsNobody(socket: string): string {
   const js = `const s=require('net').connect(process.argv[1]);s.on('connect',()=>{console.log('CONNECTED');s.destroy()});s.on('error',e=>console.log(e.code))`;
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', js, socket], { encoding: 'utf8', timeout: 10_000 });
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', js, socket], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   return (r.stdout || r.stderr).trim();
 }
 
@@ -57,17 +60,32 @@ function connectAsNobody(socket: string): string {
     await a.call('NodePublishVolume', { volume_id: mine, staging_target_path: staging(mine), target_path: target, volume_capability: SNW });
     fs.writeFileSync(path.join(target, 'data'), 'mine', { flag: 'r+' });
     // What a container sees: the target bound somewhere in its own mount namespace.
-    const r = inNamespace(`mkdir -p /tmp/podview-$$ && mount --bind '${target}' /tmp/podview-$$ && ls -a /tmp/podview-$$ ; umount /tmp/podview-$$; rmdir /tmp/podview-$$`, false);
+    const r = inNamespace(
+      `mkdir -p /tmp/podview-$$ && mount --bind '${target}' /tmp/podview-$$ && ls -a /tmp/podview-$$ ; umount /tmp/podview-$$; rmdir /tmp/podview-$$`,
+      false,
+    );
     assert.equal(r.status, 0, r.out);
     assert.deepEqual(r.out.split('\n'), ['.', '..', 'data'], 'exactly the volume file');
     assert.ok(!r.out.includes('.meta') && !r.out.includes(sibling) && !r.out.includes('csi'));
     const m = await findMount(target);
     assert.equal(m?.root, `/csi/${mine}`, 'the bind exposes the volume directory, not the famfs root');
     // The pod cannot add names (no symlink out, no new file, no directory): famfs files are made by the master only.
-    assert.notEqual(errnoOf(() => fs.symlinkSync('/etc/shadow', path.join(target, 'evil'))), 'OK');
-    assert.notEqual(errnoOf(() => fs.writeFileSync(path.join(target, 'new'), 'x')), 'OK');
-    assert.notEqual(errnoOf(() => fs.mkdirSync(path.join(target, 'd'))), 'OK');
-    assert.notEqual(errnoOf(() => fs.renameSync(path.join(target, 'data'), path.join(target, 'moved'))), 'OK');
+    assert.notEqual(
+      errnoOf(() => fs.symlinkSync('/etc/shadow', path.join(target, 'evil'))),
+      'OK',
+    );
+    assert.notEqual(
+      errnoOf(() => fs.writeFileSync(path.join(target, 'new'), 'x')),
+      'OK',
+    );
+    assert.notEqual(
+      errnoOf(() => fs.mkdirSync(path.join(target, 'd'))),
+      'OK',
+    );
+    assert.notEqual(
+      errnoOf(() => fs.renameSync(path.join(target, 'data'), path.join(target, 'moved'))),
+      'OK',
+    );
     assert.deepEqual(fs.readdirSync(target), ['data']);
     await a.call('NodeUnpublishVolume', { volume_id: mine, target_path: target });
   });
@@ -76,8 +94,14 @@ function connectAsNobody(socket: string): string {
     const target = env.target('pod-ro');
     await a.call('NodePublishVolume', { volume_id: mine, staging_target_path: staging(mine), target_path: target, volume_capability: SNW, readonly: true });
     const file = path.join(target, 'data');
-    assert.equal(errnoOf(() => fs.openSync(file, 'r+')), 'EROFS');
-    assert.equal(errnoOf(() => fs.writeFileSync(file, 'x', { flag: 'a' })), 'EROFS');
+    assert.equal(
+      errnoOf(() => fs.openSync(file, 'r+')),
+      'EROFS',
+    );
+    assert.equal(
+      errnoOf(() => fs.writeFileSync(file, 'x', { flag: 'a' })),
+      'EROFS',
+    );
     const py = `import mmap,os,sys,errno
 fd=os.open(sys.argv[1],os.O_RDONLY)
 try:
@@ -95,7 +119,9 @@ except OSError as e:
     // Root with CAP_SYS_ADMIN in the host user namespace can flip its own copy of the mount to rw
     // (and could mount anything anyway). Such pods are out of scope; record what happens.
     const root = inNamespace(`mount -o remount,rw,bind '${target}' 2>&1; echo rc=$?`, false);
-    console.log(`      remount,rw as host-namespace root in unshare -m: ${/rc=0/.test(root.out) ? 'succeeds (CAP_SYS_ADMIN pods are out of scope)' : 'refused'}`);
+    console.log(
+      `      remount,rw as host-namespace root in unshare -m: ${/rc=0/.test(root.out) ? 'succeeds (CAP_SYS_ADMIN pods are out of scope)' : 'refused'}`,
+    );
     assert.ok((await findMount(target))?.mountOptions.includes('ro'), "the host's (kubelet's) mount stays ro whatever a namespace did to its copy");
     await a.call('NodeUnpublishVolume', { volume_id: mine, target_path: target });
   });
@@ -156,13 +182,17 @@ describe('security: the chart runs every container that can without privilege', 
     }
     const rows: { workload: string; name: string; privileged: boolean; dropsAll: boolean; noEscalation: boolean; nonRoot: boolean }[] = [];
     for (const d of parseAllDocuments(r.stdout)) {
-      const o = d.toJSON() as { kind?: string; metadata?: { name: string }; spec?: { template?: { spec?: { containers?: Ctr[]; initContainers?: Ctr[]; securityContext?: { runAsNonRoot?: boolean } } } } } | null;
+      const o = d.toJSON() as {
+        kind?: string;
+        metadata?: { name: string };
+        spec?: { template?: { spec?: { containers?: Ctr[]; initContainers?: Ctr[]; securityContext?: { runAsNonRoot?: boolean } } } };
+      } | null;
       const pod = o?.spec?.template?.spec;
       if (!pod) continue;
       for (const c of [...(pod.containers ?? []), ...(pod.initContainers ?? [])]) {
         const sc = c.securityContext ?? {};
         rows.push({
-          workload: `${o!.kind}/${o!.metadata!.name}`,
+          workload: `${o.kind}/${o.metadata!.name}`,
           name: c.name,
           privileged: sc.privileged === true,
           dropsAll: sc.capabilities?.drop?.includes('ALL') === true,
@@ -173,10 +203,13 @@ describe('security: the chart runs every container that can without privilege', 
     }
     assert.ok(rows.length >= 4, 'found the workloads');
     const privileged = rows.filter((x) => x.privileged).map((x) => `${x.workload}:${x.name}`);
-    for (const p of privileged) assert.match(p, /node.*:(famfs-csi|node|plugin|fuse|famfs-fused)|controller.*:(famfs-csi|controller)/i, `unexpected privileged container ${p}`);
+    for (const p of privileged)
+      assert.match(p, /node.*:(famfs-csi|node|plugin|fuse|famfs-fused)|controller.*:(famfs-csi|controller)/i, `unexpected privileged container ${p}`);
     for (const x of rows.filter((y) => !y.privileged)) {
       assert.ok(x.dropsAll && x.noEscalation, `${x.workload}:${x.name} must drop ALL capabilities and forbid escalation`);
     }
-    console.log(`      containers: ${rows.length}, privileged: ${privileged.join(', ')}; runAsNonRoot: ${rows.filter((x) => x.nonRoot).length} (sidecars run as uid 0 without capabilities: the CSI socket is root-only 0600)`);
+    console.log(
+      `      containers: ${rows.length}, privileged: ${privileged.join(', ')}; runAsNonRoot: ${rows.filter((x) => x.nonRoot).length} (sidecars run as uid 0 without capabilities: the CSI socket is root-only 0600)`,
+    );
   });
 });

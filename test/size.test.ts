@@ -65,13 +65,19 @@ describe('sizes: one parser, two dialects', () => {
   });
 
   it('a value that is not a multiple says which spelling was probably meant', () => {
-    refused(() => parseSize('2M', 'kubernetes', 'chunkSize', { multipleOf: 2 * MiB, powerOfTwo: true }), /2000000 bytes; it must be a power of two and a multiple of 2Mi.*did you mean 2Mi\?/);
+    refused(
+      () => parseSize('2M', 'kubernetes', 'chunkSize', { multipleOf: 2 * MiB, powerOfTwo: true }),
+      /2000000 bytes; it must be a power of two and a multiple of 2Mi.*did you mean 2Mi\?/,
+    );
     refused(() => parseSize('8G', 'kubernetes', '--device-size', { multipleOf: 2 * MiB }), /did you mean 8Gi\?/);
     refused(() => parseSize('3M', 'famfs', '--chunk', { multipleOf: 2 * MiB, powerOfTwo: true }), /nearest size that fits is 4M \(4194304 bytes\)/);
     refused(() => parseSize('3000000', 'famfs', '--size', { multipleOf: 2 * MiB }), /nearest size that fits is 4M/);
     refused(() => parseSize('3Mi', 'kubernetes', 'chunkSize', { multipleOf: 2 * MiB }), /nearest size that fits is 4Mi/);
     refused(() => parseSize('0', 'famfs', '-s', { min: 1 }), /it must be at least 1$/);
-    refused(() => parseSize('3M', 'famfs', '--loglen', { powerOfTwo: true, min: 8 * MiB }), /it must be a power of two and at least 8M \(8388608 bytes\); the nearest size that fits is 8M/);
+    refused(
+      () => parseSize('3M', 'famfs', '--loglen', { powerOfTwo: true, min: 8 * MiB }),
+      /it must be a power of two and at least 8M \(8388608 bytes\); the nearest size that fits is 8M/,
+    );
     assert.equal(parseSize('4Mi', 'kubernetes', 'chunkSize', { multipleOf: 2 * MiB, powerOfTwo: true }), 4 * MiB);
     assert.equal(parseSize('8G', 'famfs', '--size', { multipleOf: 2 * MiB }), 8 * 1024 ** 3);
   });
@@ -134,11 +140,26 @@ describe('sizes: one parser, two dialects', () => {
       const c2 = run('famfs.js', ['creat', '-s', '2M', dev, 'b']);
       assert.equal(c2.status, 0, c2.stderr);
       const ls = JSON.parse(run('famfs.js', ['ls', '--json', dev]).stdout) as { entries: { path: string; size?: number }[] };
-      assert.deepEqual(ls.entries.filter((e) => e.size !== undefined).map((e) => [e.path, e.size]), [['a', 2 * MiB], ['b', 2 * MiB]]);
+      assert.deepEqual(
+        ls.entries.filter((e) => e.size !== undefined).map((e) => [e.path, e.size]),
+        [
+          ['a', 2 * MiB],
+          ['b', 2 * MiB],
+        ],
+      );
     });
 
     it('famfs-csi --device-size 8G is refused with "did you mean 8Gi?"', () => {
-      const r = run('famfs-csi.js', ['--mode', 'controller', '--device-size', '8G', '--device', dev, '--endpoint', `unix:///tmp/famfs-size-${process.pid}.sock`]);
+      const r = run('famfs-csi.js', [
+        '--mode',
+        'controller',
+        '--device-size',
+        '8G',
+        '--device',
+        dev,
+        '--endpoint',
+        `unix:///tmp/famfs-size-${process.pid}.sock`,
+      ]);
       assert.notEqual(r.status, 0);
       assert.match(r.stderr, /--device-size "8G" is 8000000000 bytes.*did you mean 8Gi\?/);
     });

@@ -48,10 +48,29 @@ export async function startControllerProcess(o: {
   const endpoint = `unix://${sock}`;
   // FAMFS_CPU_PROFILE_DIR=<dir>: the process writes a V8 CPU profile there when it exits (benches).
   const profDir = process.env['FAMFS_CPU_PROFILE_DIR'];
-  const nodeArgs = profDir !== undefined && profDir !== '' ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${mode}-${process.pid}-${Date.now()}.cpuprofile`] : [];
+  const nodeArgs =
+    profDir !== undefined && profDir !== ''
+      ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${mode}-${process.pid}-${Date.now()}.cpuprofile`]
+      : [];
   const child = spawn(
     process.execPath,
-    [...nodeArgs, DRIVER_JS, '--mode', mode, '--device', o.device, '--endpoint', endpoint, '--state-dir', path.join(o.dir, 'state'), '--node-id', mode === 'controller' ? 'ctrl' : 'node-1', '--log-level', o.logLevel ?? 'warn', ...(o.extraArgs ?? [])],
+    [
+      ...nodeArgs,
+      DRIVER_JS,
+      '--mode',
+      mode,
+      '--device',
+      o.device,
+      '--endpoint',
+      endpoint,
+      '--state-dir',
+      path.join(o.dir, 'state'),
+      '--node-id',
+      mode === 'controller' ? 'ctrl' : 'node-1',
+      '--log-level',
+      o.logLevel ?? 'warn',
+      ...(o.extraArgs ?? []),
+    ],
     { env: { ...process.env, FAMFS_SYSTEM_UUID: o.hostUuid }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
@@ -145,5 +164,5 @@ export function cpuSeconds(pid: number): number {
 export function percentile(xs: number[], p: number): number {
   if (xs.length === 0) return 0;
   const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] as number;
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 }

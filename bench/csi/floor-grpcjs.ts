@@ -27,7 +27,7 @@ async function main(): Promise<void> {
     CreateVolume: (req: CreateVolumeRequest): CreateVolumeResponse => {
       const size = Number(req.capacity_range?.required_bytes ?? 0);
       volumes.set(req.name, size);
-      return { volume: { volume_id: `floor-${req.name}`, capacity_bytes: String(size), volume_context: {}, accessible_topology: [] } } as unknown as CreateVolumeResponse;
+      return { volume: { volume_id: `floor-${req.name}`, capacity_bytes: String(size), volume_context: {}, accessible_topology: [] } };
     },
     DeleteVolume: (req: { volume_id: string }) => {
       volumes.delete(req.volume_id.replace(/^floor-/, ''));

@@ -50,7 +50,7 @@ interface Server {
 }
 
 async function startFloor(name: string, argv: string[], sock: string): Promise<Server> {
-  const child: ChildProcess = spawn(argv[0] as string, [...argv.slice(1), `unix://${sock}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child: ChildProcess = spawn(argv[0], [...argv.slice(1), `unix://${sock}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   const client = new CsiClient(`unix://${sock}`, 60_000);
@@ -95,7 +95,11 @@ async function pairs(s: Server, n: number, prefix: string, out: Seq): Promise<vo
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; i++) {
     let t = process.hrtime.bigint();
-    const v = await s.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: `${prefix}-${i}`, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] });
+    const v = await s.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name: `${prefix}-${i}`,
+      capacity_range: { required_bytes: String(2 * MiB) },
+      volume_capabilities: [cap],
+    });
     out.create.push(ms(t));
     t = process.hrtime.bigint();
     await s.client.call('Controller', 'DeleteVolume', { volume_id: v.volume.volume_id });
@@ -112,7 +116,11 @@ async function inflight(s: Server, n: number, prefix: string): Promise<{ seconds
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let i = next++; i < n; i = next++) {
-      const v = await s.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: `${prefix}-${i}`, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] });
+      const v = await s.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+        name: `${prefix}-${i}`,
+        capacity_range: { required_bytes: String(2 * MiB) },
+        volume_capabilities: [cap],
+      });
       await s.client.call('Controller', 'DeleteVolume', { volume_id: v.volume.volume_id });
     }
   };
@@ -143,14 +151,16 @@ async function main(): Promise<void> {
     famfs = await startControllerProcess({ device, dir, hostUuid: HOST });
     const f = famfs;
     servers.push({ name: 'famfs-csi', pid: f.child.pid ?? 0, client: f.client, stop: () => stopProcess(f) });
-    servers.push(await startFloor('grpc-js floor', [process.execPath, path.join(ROOT, 'dist', 'bench', 'csi', 'floor-grpcjs.js')], path.join(dir, 'floor-js.sock')));
+    servers.push(
+      await startFloor('grpc-js floor', [process.execPath, path.join(ROOT, 'dist', 'bench', 'csi', 'floor-grpcjs.js')], path.join(dir, 'floor-js.sock')),
+    );
     const go = spawnSync(path.join(ROOT, 'scripts', 'bench-go-floor.sh'), { encoding: 'utf8' });
     let goNote = '';
     if (go.status === 0) servers.push(await startFloor('Go floor', [go.stdout.trim().split('\n').pop() as string], path.join(dir, 'floor-go.sock')));
     else goNote = `Go floor not built: ${go.stderr.trim().split('\n').slice(-2).join(' ')}`;
 
     // Warm-up (JIT, connections), then the rounds, interleaved.
-    const seq = new Map(servers.map((s) => [s.name, { create: [], del: [], seconds: 0, cpu: 0, rss: [] } as Seq]));
+    const seq = new Map(servers.map((s) => [s.name, { create: [], del: [], seconds: 0, cpu: 0, rss: [] }]));
     for (const s of servers) await pairs(s, 50, 'warm', { create: [], del: [], seconds: 0, cpu: 0, rss: [] });
     for (let r = 0; r < ROUNDS; r++) for (const s of servers) await pairs(s, Math.ceil(N / ROUNDS), `seq-${r}`, seq.get(s.name) as Seq);
     const par = new Map<string, { seconds: number; cpu: number }>();
@@ -165,10 +175,14 @@ async function main(): Promise<void> {
     // famfs-csi by live-volume count: volumes kept, then pairs measured on top of them.
     const flat: { live: number; p50: number; p99: number; cpuMs: number; rss: number }[] = [];
     let live = 0;
-    const fam = servers[0] as Server;
+    const fam = servers[0];
     for (const level of LIVE.sort((a, b) => a - b)) {
       for (; live < level; live++) {
-        await fam.client.call('Controller', 'CreateVolume', { name: `live-${live}`, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] });
+        await fam.client.call('Controller', 'CreateVolume', {
+          name: `live-${live}`,
+          capacity_range: { required_bytes: String(2 * MiB) },
+          volume_capabilities: [cap],
+        });
       }
       const x: Seq = { create: [], del: [], seconds: 0, cpu: 0, rss: [] };
       await pairs(fam, 300, `flat-${level}`, x);
@@ -179,19 +193,33 @@ async function main(): Promise<void> {
     // also faults the emulated device's pages in (a devdax has no first touch): it is measured, then
     // deleted, and the measured pair runs on the same, now resident, memory.
     let t = process.hrtime.bigint();
-    const first = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'large-first', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap] });
+    const first = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name: 'large-first',
+      capacity_range: { required_bytes: String(LARGE) },
+      volume_capabilities: [cap],
+    });
     const firstS = ms(t) / 1000;
     const firstClone = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large-first-clone', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap], volume_content_source: { volume: { volume_id: first.volume.volume_id } },
+      name: 'large-first-clone',
+      capacity_range: { required_bytes: String(LARGE) },
+      volume_capabilities: [cap],
+      volume_content_source: { volume: { volume_id: first.volume.volume_id } },
     });
     await fam.client.call('Controller', 'DeleteVolume', { volume_id: firstClone.volume.volume_id });
     await fam.client.call('Controller', 'DeleteVolume', { volume_id: first.volume.volume_id });
     t = process.hrtime.bigint();
-    const big = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name: 'large', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap] });
+    const big = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+      name: 'large',
+      capacity_range: { required_bytes: String(LARGE) },
+      volume_capabilities: [cap],
+    });
     const zeroS = ms(t) / 1000;
     t = process.hrtime.bigint();
     const clone = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large-clone', capacity_range: { required_bytes: String(LARGE) }, volume_capabilities: [cap], volume_content_source: { volume: { volume_id: big.volume.volume_id } },
+      name: 'large-clone',
+      capacity_range: { required_bytes: String(LARGE) },
+      volume_capabilities: [cap],
+      volume_content_source: { volume: { volume_id: big.volume.volume_id } },
     });
     const cloneS = ms(t) / 1000;
     await fam.client.call('Controller', 'DeleteVolume', { volume_id: clone.volume.volume_id });
@@ -214,30 +242,49 @@ async function main(): Promise<void> {
     };
     const rows = new Map(servers.map((s) => [s.name, rowOf(s.name)]));
     const me = rows.get('famfs-csi') as ReturnType<typeof rowOf>;
-    console.log(`\nbench/csi — CreateVolume(2 MiB)+DeleteVolume over unix sockets, ${os.cpus().length} CPUs, load average ${os.loadavg()[0]?.toFixed(1)}; ${N} sequential pairs per server in ${ROUNDS} interleaved rounds, ${INFLIGHT_PAIRS} pairs ${CONCURRENCY} in flight\n`);
+    console.log(
+      `\nbench/csi — CreateVolume(2 MiB)+DeleteVolume over unix sockets, ${os.cpus().length} CPUs, load average ${os.loadavg()[0]?.toFixed(1)}; ${N} sequential pairs per server in ${ROUNDS} interleaved rounds, ${INFLIGHT_PAIRS} pairs ${CONCURRENCY} in flight\n`,
+    );
     console.log('| server | create p50 | create p99 | delete p50 | seq pairs/s | 16-in-flight pairs/s | server CPU per pair | RssAnon per round |');
     console.log('|---|---:|---:|---:|---:|---:|---:|---|');
     for (const [name, r] of rows) {
-      console.log(`| ${name} | ${f2(r.p50)} ms | ${f2(r.p99)} ms | ${f2(r.del50)} ms | ${r.seqRate.toFixed(0)} | ${r.parRate.toFixed(0)} | ${f2(r.cpuPair)} ms | ${r.rss.map((x) => (x / MiB).toFixed(0)).join('→')} MiB |`);
+      console.log(
+        `| ${name} | ${f2(r.p50)} ms | ${f2(r.p99)} ms | ${f2(r.del50)} ms | ${r.seqRate.toFixed(0)} | ${r.parRate.toFixed(0)} | ${f2(r.cpuPair)} ms | ${r.rss.map((x) => (x / MiB).toFixed(0)).join('→')} MiB |`,
+      );
     }
-    console.log(`| csi-driver-host-path v1.18.0 (issue 15, not runnable here) | ${f2(HOSTPATH.createP50)} ms | | | ${HOSTPATH.seqPerS} | ${HOSTPATH.inflightPerS} | | |`);
+    console.log(
+      `| csi-driver-host-path v1.18.0 (issue 15, not runnable here) | ${f2(HOSTPATH.createP50)} ms | | | ${HOSTPATH.seqPerS} | ${HOSTPATH.inflightPerS} | | |`,
+    );
     if (goNote) console.log(`\n${goNote}`);
     console.log('\n| famfs-csi ratio | create p50 | seq pairs/s | 16-in-flight pairs/s | CPU per pair | target |');
     console.log('|---|---:|---:|---:|---:|---|');
     for (const [name, r] of rows) {
       if (name === 'famfs-csi') continue;
-      console.log(`| to the ${name} | ${(me.p50 / r.p50).toFixed(2)}× | ${(me.seqRate / r.seqRate).toFixed(2)}× | ${(me.parRate / r.parRate).toFixed(2)}× | ${(me.cpuPair / r.cpuPair).toFixed(2)}× | grpc-js: within 1.3× |`);
+      console.log(
+        `| to the ${name} | ${(me.p50 / r.p50).toFixed(2)}× | ${(me.seqRate / r.seqRate).toFixed(2)}× | ${(me.parRate / r.parRate).toFixed(2)}× | ${(me.cpuPair / r.cpuPair).toFixed(2)}× | grpc-js: within 1.3× |`,
+      );
     }
-    console.log(`| to csi-driver-host-path's figures | ${(me.p50 / HOSTPATH.createP50).toFixed(2)}× | ${(me.seqRate / HOSTPATH.seqPerS).toFixed(2)}× | ${(me.parRate / HOSTPATH.inflightPerS).toFixed(2)}× | | ≥ 2× the rates, create p50 ≤ 0.4 ms |`);
+    console.log(
+      `| to csi-driver-host-path's figures | ${(me.p50 / HOSTPATH.createP50).toFixed(2)}× | ${(me.seqRate / HOSTPATH.seqPerS).toFixed(2)}× | ${(me.parRate / HOSTPATH.inflightPerS).toFixed(2)}× | | ≥ 2× the rates, create p50 ≤ 0.4 ms |`,
+    );
     console.log('\n| live volumes (famfs-csi) | create p50 | create p99 | server CPU per pair | RssAnon | p50 / p50 at the fewest |');
     console.log('|---:|---:|---:|---:|---:|---:|');
-    for (const x of flat) console.log(`| ${x.live} | ${f2(x.p50)} ms | ${f2(x.p99)} ms | ${f2(x.cpuMs)} ms | ${(x.rss / MiB).toFixed(0)} MiB | ${(x.p50 / (flat[0]?.p50 ?? 1)).toFixed(2)} |`);
+    for (const x of flat)
+      console.log(
+        `| ${x.live} | ${f2(x.p50)} ms | ${f2(x.p99)} ms | ${f2(x.cpuMs)} ms | ${(x.rss / MiB).toFixed(0)} MiB | ${(x.p50 / (flat[0]?.p50 ?? 1)).toFixed(2)} |`,
+      );
     console.log('(10,000 and 100,000 live volumes need creates that do not zero 2 MiB each on this RAM-backed device: issue 15 item 3)');
     console.log(`\n| large volume (${LARGE / MiB} MiB) | time | rate | vs memcpy (${memcpy.toFixed(1)} GB/s, same run, warm buffers) |`);
     console.log('|---|---:|---:|---:|');
-    console.log(`| CreateVolume, first touch of the emulated device's pages | ${f2(firstS * 1000)} ms | ${(LARGE / firstS / 1e9).toFixed(2)} GB/s | ${((LARGE / firstS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
-    console.log(`| CreateVolume (zeroing at create), resident memory | ${f2(zeroS * 1000)} ms | ${(LARGE / zeroS / 1e9).toFixed(2)} GB/s | ${((LARGE / zeroS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
-    console.log(`| CreateVolume clone (memory-to-memory copy), resident memory | ${f2(cloneS * 1000)} ms | ${(LARGE / cloneS / 1e9).toFixed(2)} GB/s | ${((LARGE / cloneS / 1e9 / memcpy) * 100).toFixed(0)}% |`);
+    console.log(
+      `| CreateVolume, first touch of the emulated device's pages | ${f2(firstS * 1000)} ms | ${(LARGE / firstS / 1e9).toFixed(2)} GB/s | ${((LARGE / firstS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
+    );
+    console.log(
+      `| CreateVolume (zeroing at create), resident memory | ${f2(zeroS * 1000)} ms | ${(LARGE / zeroS / 1e9).toFixed(2)} GB/s | ${((LARGE / zeroS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
+    );
+    console.log(
+      `| CreateVolume clone (memory-to-memory copy), resident memory | ${f2(cloneS * 1000)} ms | ${(LARGE / cloneS / 1e9).toFixed(2)} GB/s | ${((LARGE / cloneS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
+    );
   } finally {
     for (const s of servers) await s.stop();
     if (famfs !== undefined && servers.length === 0) await stopProcess(famfs);

@@ -66,24 +66,46 @@ function main(): void {
       ['create p99, first 1000', us(pct(first, 99)), ''],
       ['create p50, last 1000', us(pct(last, 50)), `ratio last/first ${(pct(last, 50) / pct(first, 50)).toFixed(2)}`],
       ['create p99, last 1000', us(pct(last, 99)), ''],
-      ['whole-log flush (famfs per-append cost)', us(pct(whole, 50)), `baseline, same mapping; ours is ${(pct(whole, 50) / pct(last, 50)).toFixed(0)}x cheaper`],
+      [
+        'whole-log flush (famfs per-append cost)',
+        us(pct(whole, 50)),
+        `baseline, same mapping; ours is ${(pct(whole, 50) / pct(last, 50)).toFixed(0)}x cheaper`,
+      ],
       [`full replay (${N + 1} entries + tree), first in a fresh process`, `${plain.firstReplay.toFixed(2)} ms`, 'cold: JIT and heap not warmed up'],
-      [`full replay (${N + 1} entries + tree), median of 7`, `${plain.replay.toFixed(2)} ms`, `target ≤ 20 ms; famfs C 110 ms (no tree, ${(110 / plain.replay).toFixed(1)}x) / 520 ms (shadow tree)`],
-      ['full replay, CPU time (median)', `${plain.replayCpu.toFixed(2)} ms`, 'all threads of the process (GC helpers included); what the load average cannot inflate'],
+      [
+        `full replay (${N + 1} entries + tree), median of 7`,
+        `${plain.replay.toFixed(2)} ms`,
+        `target ≤ 20 ms; famfs C 110 ms (no tree, ${(110 / plain.replay).toFixed(1)}x) / 520 ms (shadow tree)`,
+      ],
+      [
+        'full replay, CPU time (median)',
+        `${plain.replayCpu.toFixed(2)} ms`,
+        'all threads of the process (GC helpers included); what the load average cannot inflate',
+      ],
       ['full replay, --max-semi-space-size=64', `${tuned.replay.toFixed(2)} ms`, 'same, larger V8 young generation'],
       ['fsck (full log), first in a fresh process', `${plain.firstFsck.toFixed(2)} ms`, ''],
       ['fsck (full log), median of 7', `${plain.fsck.toFixed(2)} ms`, 'target ≤ 7 ms (famfs C on this machine)'],
       ['fsck, CPU time (median)', `${plain.fsckCpu.toFixed(2)} ms`, ''],
       ['fsck, --max-semi-space-size=64', `${tuned.fsck.toFixed(2)} ms`, ''],
-      ['horizon(), 1,024 slots, 8 hosts, no slot changed', us(hz.quiet), `what a create after a delete pays; baseline below: ${(hz.decodeAll / hz.quiet).toFixed(0)}x cheaper`],
-      ['horizon(), 1,024 slots, 8 hosts, one host acked since', us(hz.oneChanged), 'the changed slot is decoded, the rest compared with one memcmp per 16 slots'],
+      [
+        'horizon(), 1,024 slots, 8 hosts, no slot changed',
+        us(hz.quiet),
+        `what a create after a delete pays; baseline below: ${(hz.decodeAll / hz.quiet).toFixed(0)}x cheaper`,
+      ],
+      [
+        'horizon(), 1,024 slots, 8 hosts, one host acked since',
+        us(hz.oneChanged),
+        'the changed slot is decoded, the rest compared with one memcmp per 16 slots',
+      ],
       ['horizon(), 1,024 slots, all 1,024 in use, none changed', us(hz.fullQuiet), ''],
       ['baseline: decode every slot on each call (the previous design)', us(hz.decodeAll), 'readHostSlots over the 1,024 slots, same mapping, same run'],
       ['floor: read the 64 KiB slot table', us(hz.readOnly), 'invalidate + read, nothing compared'],
       ['fill total', `${(fillMs / 1000).toFixed(2)} s`, `${N} creates, flush method ${dev.flushMethod}`],
     ];
     const w = Math.max(...rows.map((r) => r[0].length));
-    console.log(`bench/famfs-core (${dev.kind} ${dev.path}, ${(dev.size / 1024 ** 3).toFixed(0)} GiB, load average ${os.loadavg()[0]?.toFixed(1)} on ${os.cpus().length} CPUs)`);
+    console.log(
+      `bench/famfs-core (${dev.kind} ${dev.path}, ${(dev.size / 1024 ** 3).toFixed(0)} GiB, load average ${os.loadavg()[0]?.toFixed(1)} on ${os.cpus().length} CPUs)`,
+    );
     console.log(`${'metric'.padEnd(w)} | value       | note`);
     console.log(`${'-'.repeat(w)}-|-------------|-----`);
     for (const [a, b, c] of rows) console.log(`${a.padEnd(w)} | ${b.padEnd(11)} | ${c}`);
@@ -115,7 +137,10 @@ function horizonCost(dev: Media, fs: FamfsFs): { quiet: number; oneChanged: numb
   };
   fs.horizon();
   const quiet = time(() => fs.horizon());
-  const oneChanged = time(() => fs.horizon(), () => client.ackReplay(hosts[0]!, 'bench'));
+  const oneChanged = time(
+    () => fs.horizon(),
+    () => client.ackReplay(hosts[0], 'bench'),
+  );
   const decodeAll = time(() => readHostSlots(dev, 1024));
   const readOnly = time(() => {
     dev.invalidate(HOST_SLOTS_OFFSET, 1024 * HOST_SLOT_SIZE);
@@ -160,7 +185,14 @@ function measure(path: string, files: number): void {
   }
   dev.close();
   process.stdout.write(
-    JSON.stringify({ replay: pct(replays, 50), fsck: pct(fscks, 50), firstReplay: replays[0], firstFsck: fscks[0], replayCpu: pct(replayCpu, 50), fsckCpu: pct(fsckCpu, 50) }),
+    JSON.stringify({
+      replay: pct(replays, 50),
+      fsck: pct(fscks, 50),
+      firstReplay: replays[0],
+      firstFsck: fscks[0],
+      replayCpu: pct(replayCpu, 50),
+      fsckCpu: pct(fsckCpu, 50),
+    }),
   );
 }
 

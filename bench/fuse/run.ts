@@ -16,7 +16,6 @@ import * as path from 'path';
 import { openDevice } from '../../pkg/device/index.js';
 import { FamfsFs } from '../../pkg/famfs/fs.js';
 import { forEachDeviceRun } from '../../pkg/famfs/fmap.js';
-import type { FileNode } from '../../pkg/famfs/tree.js';
 import { controlRequest } from '../../pkg/fuse/control-client.js';
 import { readaheadPath } from '../../pkg/fuse/readahead.js';
 
@@ -134,7 +133,7 @@ function fio(j: FioJob): number {
   if (j.runtime > 0) args.push('--time_based', `--runtime=${j.runtime}`);
   const out = execFileSync('fio', args, { maxBuffer: 64 * MIB }).toString();
   const parsed = JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { read: { bw_bytes: number }; write: { bw_bytes: number } }[] };
-  const job = parsed.jobs[0]!;
+  const job = parsed.jobs[0];
   return j.rw === 'read' ? job.read.bw_bytes : job.write.bw_bytes;
 }
 
@@ -167,7 +166,7 @@ async function main(): Promise<void> {
   const daemons: Daemon[] = [];
   try {
     const famfs = FamfsFs.mkfs(dev, { systemUuid: '00000000-0000-4000-8000-00000000be9c', devicePath: devPath });
-    const file = famfs.creat('bench.bin', fileBytes, { mode: 0o666 }) as FileNode;
+    const file = famfs.creat('bench.bin', fileBytes, { mode: 0o666 });
     // Fill the memory (tmpfs allocates pages on first touch) with non-zero bytes.
     const pattern = Buffer.alloc(4 * MIB, 0x5a);
     let devOffset = 0;
@@ -217,29 +216,77 @@ async function main(): Promise<void> {
     for (const jobs of [1, 4]) {
       // direct I/O reads (O_DIRECT through FUSE: every read is a request answered from the mapping)
       for (const bs of ['1M', '4k']) {
-        add('read direct (zero-copy reply)', bs, jobs, 'cold', await best(true, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: bs === '1M' ? 0 : rt })));
-        add('read direct (zero-copy reply)', bs, jobs, 'warm', await best(false, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: rt })));
-        add('read direct (guarded copy reply)', bs, jobs, 'warm', await best(false, () => fio({ file: f(gc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: rt })));
+        add(
+          'read direct (zero-copy reply)',
+          bs,
+          jobs,
+          'cold',
+          await best(true, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: bs === '1M' ? 0 : rt })),
+        );
+        add(
+          'read direct (zero-copy reply)',
+          bs,
+          jobs,
+          'warm',
+          await best(false, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: rt })),
+        );
+        add(
+          'read direct (guarded copy reply)',
+          bs,
+          jobs,
+          'warm',
+          await best(false, () => fio({ file: f(gc), rw: 'read', bs, jobs, direct: true, fileBytes, runtime: rt })),
+        );
       }
       // buffered reads through the page cache (cold = after invalidate; warm = cached pages)
       for (const bs of ['1M', '4k']) {
-        add('read cached (readahead 4 MiB)', bs, jobs, 'cold', await best(true, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: false, fileBytes, runtime: 0 })));
-        add('read cached (readahead 4 MiB)', bs, jobs, 'warm', await best(false, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: false, fileBytes, runtime: rt })));
+        add(
+          'read cached (readahead 4 MiB)',
+          bs,
+          jobs,
+          'cold',
+          await best(true, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: false, fileBytes, runtime: 0 })),
+        );
+        add(
+          'read cached (readahead 4 MiB)',
+          bs,
+          jobs,
+          'warm',
+          await best(false, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: false, fileBytes, runtime: rt })),
+        );
       }
       // mmap reads (warm: the page cache holds the file after the runs above)
-      add('mmap read', '1M', jobs, 'warm', await best(false, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs, direct: false, engine: 'mmap', fileBytes, runtime: rt })));
+      add(
+        'mmap read',
+        '1M',
+        jobs,
+        'warm',
+        await best(false, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs, direct: false, engine: 'mmap', fileBytes, runtime: rt })),
+      );
       // writes: direct after a warm-up pass, and buffered (write-through; no writeback cache)
       for (const bs of ['1M', '4k']) {
         fio({ file: f(zc), rw: 'write', bs, jobs, direct: true, fileBytes, runtime: 1 });
         add('write direct', bs, jobs, 'warm', await best(false, () => fio({ file: f(zc), rw: 'write', bs, jobs, direct: true, fileBytes, runtime: rt })));
-        add('write cached (write-through)', bs, jobs, 'warm', await best(false, () => fio({ file: f(zc), rw: 'write', bs, jobs, direct: false, fileBytes, runtime: rt })));
+        add(
+          'write cached (write-through)',
+          bs,
+          jobs,
+          'warm',
+          await best(false, () => fio({ file: f(zc), rw: 'write', bs, jobs, direct: false, fileBytes, runtime: rt })),
+        );
       }
     }
     // the default kernel readahead (128 KiB) for comparison: what raising it buys
     const raPath = readaheadPath(zc.mountpoint);
     const raWas = fs.readFileSync(raPath, 'utf8').trim();
     fs.writeFileSync(raPath, '128\n');
-    add('read cached (readahead 128 KiB)', '1M', 1, 'cold', await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs: 1, direct: false, fileBytes, runtime: 0 })));
+    add(
+      'read cached (readahead 128 KiB)',
+      '1M',
+      1,
+      'cold',
+      await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs: 1, direct: false, fileBytes, runtime: 0 })),
+    );
     fs.writeFileSync(raPath, `${raWas}\n`);
 
     measureBaseline();
@@ -248,7 +295,9 @@ async function main(): Promise<void> {
     const raw1 = raw(1);
     const raw4 = raw(4);
     const lines: string[] = [];
-    lines.push(`famfs FUSE bench: ${args.fileMib} MiB file on ${devPath}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), kernel ${os.release()}, load average at end ${os.loadavg()[0]!.toFixed(1)}`);
+    lines.push(
+      `famfs FUSE bench: ${args.fileMib} MiB file on ${devPath}, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), kernel ${os.release()}, load average at end ${os.loadavg()[0].toFixed(1)}`,
+    );
     lines.push(
       `physical limit (best of before/after): C++ memcpy 1 thread ${gb(baseline.memcpy1)}, 4 threads ${gb(baseline.memcpy4)} GB/s; ` +
         `fio mmap of the device 1 job ${gb(baseline.fioMmap1)}, 4 jobs ${gb(baseline.fioMmap4)} GB/s. ` +

@@ -15,7 +15,16 @@ import * as os from 'os';
 import * as path from 'path';
 import { promisify } from 'util';
 import type { CreateVolumeResponse } from '../../pkg/csi/types';
-import { cpuSeconds, freshDevice, MiB, percentile, rssBytes as rssAnon, startControllerProcess as startDriver, stopProcess as stopDriver, type DriverProcess } from '../../testkit/csi-load-process';
+import {
+  cpuSeconds,
+  freshDevice,
+  MiB,
+  percentile,
+  rssBytes as rssAnon,
+  startControllerProcess as startDriver,
+  stopProcess as stopDriver,
+  type DriverProcess,
+} from '../../testkit/csi-load-process';
 import { removeEmulatedDevice } from '../../testkit/emulated-device';
 
 const msSince = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
@@ -36,7 +45,11 @@ interface Vol {
 }
 
 async function createAndStage(ctl: DriverProcess, node: DriverProcess, dir: string, name: string): Promise<Vol> {
-  const v = await ctl.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', { name, capacity_range: { required_bytes: String(2 * MiB) }, volume_capabilities: [cap] });
+  const v = await ctl.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+    name,
+    capacity_range: { required_bytes: String(2 * MiB) },
+    volume_capabilities: [cap],
+  });
   const staging = path.join(dir, 'staging', name);
   fs.mkdirSync(staging, { recursive: true });
   const vol = { id: v.volume.volume_id, ctx: v.volume.volume_context ?? {}, staging, target: path.join(dir, 'pods', name) };
@@ -45,8 +58,16 @@ async function createAndStage(ctl: DriverProcess, node: DriverProcess, dir: stri
 }
 
 const publish = (node: DriverProcess, v: Vol): Promise<unknown> =>
-  node.client.call('Node', 'NodePublishVolume', { volume_id: v.id, staging_target_path: v.staging, target_path: v.target, volume_capability: cap, readonly: false, volume_context: v.ctx });
-const unpublish = (node: DriverProcess, v: Vol): Promise<unknown> => node.client.call('Node', 'NodeUnpublishVolume', { volume_id: v.id, target_path: v.target });
+  node.client.call('Node', 'NodePublishVolume', {
+    volume_id: v.id,
+    staging_target_path: v.staging,
+    target_path: v.target,
+    volume_capability: cap,
+    readonly: false,
+    volume_context: v.ctx,
+  });
+const unpublish = (node: DriverProcess, v: Vol): Promise<unknown> =>
+  node.client.call('Node', 'NodeUnpublishVolume', { volume_id: v.id, target_path: v.target });
 
 async function main(): Promise<void> {
   const devName = `bench-node-${process.pid}`;
@@ -113,13 +134,19 @@ async function main(): Promise<void> {
       unpubMany.push(msSince(t));
     }
 
-    console.log(`\nbench/node — node plugin over its unix socket, ${os.cpus().length} CPUs, load average ${os.loadavg()[0]?.toFixed(1)}, emulated device in /dev/shm, state dir on ${stateFs(nodeDir)}\n`);
+    console.log(
+      `\nbench/node — node plugin over its unix socket, ${os.cpus().length} CPUs, load average ${os.loadavg()[0]?.toFixed(1)}, emulated device in /dev/shm, state dir on ${stateFs(nodeDir)}\n`,
+    );
     console.log('| measurement | p50 | p99 | target |');
     console.log('|---|---:|---:|---|');
-    console.log(`| NodePublishVolume (mount(2) bind), ${ROUNDS} rounds | ${f2(percentile(pub, 50))} ms | ${f2(percentile(pub, 99))} ms | p50 ≤ 2 ms, p99 ≤ 5 ms |`);
+    console.log(
+      `| NodePublishVolume (mount(2) bind), ${ROUNDS} rounds | ${f2(percentile(pub, 50))} ms | ${f2(percentile(pub, 99))} ms | p50 ≤ 2 ms, p99 ≤ 5 ms |`,
+    );
     console.log(`| NodeUnpublishVolume (umount2(2)) | ${f2(percentile(unpub, 50))} ms | ${f2(percentile(unpub, 99))} ms | p50 ≤ 2 ms, p99 ≤ 5 ms |`);
     console.log(`| node plugin CPU per publish + unpublish (what load cannot inflate) | ${f2((pluginCpu / ROUNDS) * 1000)} ms | | |`);
-    console.log(`| baseline: \`mount --bind\` child process (same run, interleaved) | ${f2(percentile(basePub, 50))} ms | ${f2(percentile(basePub, 99))} ms | |`);
+    console.log(
+      `| baseline: \`mount --bind\` child process (same run, interleaved) | ${f2(percentile(basePub, 50))} ms | ${f2(percentile(basePub, 99))} ms | |`,
+    );
     console.log(`| baseline: \`umount\` child process | ${f2(percentile(baseUnpub, 50))} ms | ${f2(percentile(baseUnpub, 99))} ms | |`);
     console.log(`| NodePublishVolume with ${MANY} other volumes published | ${f2(percentile(pubMany, 50))} ms | ${f2(percentile(pubMany, 99))} ms | |`);
     console.log(`| NodeUnpublishVolume with ${MANY} other volumes published | ${f2(percentile(unpubMany, 50))} ms | ${f2(percentile(unpubMany, 99))} ms | |`);
@@ -132,7 +159,9 @@ async function main(): Promise<void> {
       diskOps.push(msSince(t));
     }
     fs.rmSync(diskDir, { recursive: true, force: true });
-    console.log(`| for scale: mkdir + rmdir on ${stateFs(os.tmpdir())} (${os.tmpdir()}) in this run | ${f2(percentile(diskOps, 50))} ms | ${f2(percentile(diskOps, 99))} ms | |`);
+    console.log(
+      `| for scale: mkdir + rmdir on ${stateFs(os.tmpdir())} (${os.tmpdir()}) in this run | ${f2(percentile(diskOps, 50))} ms | ${f2(percentile(diskOps, 99))} ms | |`,
+    );
     console.log(`\n| node plugin RssAnon | idle | ${MANY} volumes published | target |`);
     console.log('|---|---:|---:|---|');
     console.log(`| famfs-csi --mode node | ${(rssIdle / MiB).toFixed(0)} MiB | ${(rssMany / MiB).toFixed(0)} MiB | ≤ 150 MiB |`);

@@ -31,7 +31,8 @@ Napi::Value MemcpyBandwidth(const Napi::CallbackInfo& info) {
   uint64_t chunk = static_cast<uint64_t>(info[3].ToNumber().DoubleValue());
   unsigned threads = info[4].ToNumber().Uint32Value();
   unsigned passes = info[5].ToNumber().Uint32Value();
-  if (threads == 0 || chunk == 0 || length == 0) throw Napi::RangeError::New(env, "threads, chunk and length must be positive");
+  if (threads == 0 || chunk == 0 || length == 0)
+    throw Napi::RangeError::New(env, "threads, chunk and length must be positive");
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Napi::Error::New(env, "open " + path + ": " + strerror(errno));
   uint64_t map_off = offset / kMapAlign * kMapAlign;

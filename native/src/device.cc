@@ -150,8 +150,8 @@ std::shared_ptr<DeviceMapping> DeviceMapping::Open(const OpenOptions& o) {
   // The window to map: aligned start; aligned length unless it runs to the end of a file.
   const uint64_t align = dev->alignment_;
   if (o.map_offset % align != 0) {
-    ThrowOpen("EINVAL", "map offset " + Hex(o.map_offset) + " of " + o.path + " is not a multiple of the device alignment " +
-                            Hex(align));
+    ThrowOpen("EINVAL", "map offset " + Hex(o.map_offset) + " of " + o.path +
+                            " is not a multiple of the device alignment " + Hex(align));
   }
   if (o.map_offset >= dev->device_size_) {
     ThrowOpen("ERANGE", "map offset " + Hex(o.map_offset) + " is beyond the end of " + o.path + " (" +
@@ -209,8 +209,8 @@ std::string DeviceMapping::failure_message() const {
 std::string DeviceMapping::RecordFault(const Fault& fault, const char* what, uint64_t off, size_t n) {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(base_);
   const bool inside = fault.addr >= lo && fault.addr - lo < size_;
-  std::string msg = std::string(SignalName(fault.signo)) + " (si_code " + std::to_string(fault.code) + ") during " + what +
-                    " of " + std::to_string(n) + " bytes at offset " + Hex(off) + " of " + path_;
+  std::string msg = std::string(SignalName(fault.signo)) + " (si_code " + std::to_string(fault.code) + ") during " +
+                    what + " of " + std::to_string(n) + " bytes at offset " + Hex(off) + " of " + path_;
   if (inside) {
     msg += ": memory fault at device offset " + Hex(map_offset_ + (fault.addr - lo)) +
            " (poisoned memory, device removed, or emulation file shrunk). The device is now marked failed: stop "
@@ -300,7 +300,8 @@ uint64_t ToUint(Napi::Env env, const Napi::Value& v, const char* what) {
   if (v.IsNumber()) {
     const double d = v.As<Napi::Number>().DoubleValue();
     if (!(d >= 0) || d > static_cast<double>(kMaxSafeInteger) || d != static_cast<double>(static_cast<uint64_t>(d))) {
-      ThrowRange(env, std::string(what) + " must be a non-negative integer below 2^53, got " + v.ToString().Utf8Value());
+      ThrowRange(env,
+                 std::string(what) + " must be a non-negative integer below 2^53, got " + v.ToString().Utf8Value());
     }
     return static_cast<uint64_t>(d);
   }
@@ -520,15 +521,18 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
   // Zero a range so the zeros reach memory (non-temporal stores + fence): new volumes must
   // never show a former tenant's bytes, and this is much cheaper than write + flush.
   Napi::Value Zero(const Napi::CallbackInfo& info) {
-    return GuardedRange(info, "zero", [](void* p, size_t n, Fault* f) { return GuardedZeroPersistent(p, n, f); }, true);
+    return GuardedRange(
+        info, "zero", [](void* p, size_t n, Fault* f) { return GuardedZeroPersistent(p, n, f); }, true);
   }
 
   Napi::Value Flush(const Napi::CallbackInfo& info) {
-    return GuardedRange(info, "flush", [](void* p, size_t n, Fault* f) { return GuardedFlush(p, n, f); }, false);
+    return GuardedRange(
+        info, "flush", [](void* p, size_t n, Fault* f) { return GuardedFlush(p, n, f); }, false);
   }
 
   Napi::Value Invalidate(const Napi::CallbackInfo& info) {
-    return GuardedRange(info, "invalidate", [](void* p, size_t n, Fault* f) { return GuardedInvalidate(p, n, f); }, false);
+    return GuardedRange(
+        info, "invalidate", [](void* p, size_t n, Fault* f) { return GuardedInvalidate(p, n, f); }, false);
   }
 
   // Zero-copy Buffer over the mapping. UNGUARDED: a fault while JS touches it kills the

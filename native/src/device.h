@@ -58,8 +58,8 @@ class DeviceMapping {
   DeviceMapping(const DeviceMapping&) = delete;
   DeviceMapping& operator=(const DeviceMapping&) = delete;
 
-  uint8_t* base() const { return base_; }        // start of the mapped window
-  size_t size() const { return size_; }          // bytes in the window
+  uint8_t* base() const { return base_; }  // start of the mapped window
+  size_t size() const { return size_; }    // bytes in the window
   DeviceKind kind() const { return kind_; }
   const char* kind_name() const { return kind_ == DeviceKind::kDevdax ? "devdax" : "file"; }
   const std::string& path() const { return path_; }

@@ -17,14 +17,16 @@ namespace {
 
 Napi::Value Crc32Slots(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsNumber()) {
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber()) {
     throw Napi::TypeError::New(env, "crc32Slots(buf: Uint8Array, count: number, stride: number, length: number)");
   }
   Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
   const int64_t count = info[1].As<Napi::Number>().Int64Value();
   const int64_t stride = info[2].As<Napi::Number>().Int64Value();
   const int64_t length = info[3].As<Napi::Number>().Int64Value();
-  if (count < 0 || stride <= 0 || length < 0 || length > stride || (count > 0 && static_cast<uint64_t>((count - 1) * stride + length) > buf.ByteLength())) {
+  if (count < 0 || stride <= 0 || length < 0 || length > stride ||
+      (count > 0 && static_cast<uint64_t>((count - 1) * stride + length) > buf.ByteLength())) {
     throw Napi::RangeError::New(env, "crc32Slots: slots exceed the buffer");
   }
   Napi::Uint32Array out = Napi::Uint32Array::New(env, static_cast<size_t>(count));
@@ -35,7 +37,9 @@ Napi::Value Crc32Slots(const Napi::CallbackInfo& info) {
   return out;
 }
 
-void Init(Napi::Env env, Napi::Object exports) { exports.Set("crc32Slots", Napi::Function::New(env, Crc32Slots, "crc32Slots")); }
+void Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("crc32Slots", Napi::Function::New(env, Crc32Slots, "crc32Slots"));
+}
 
 }  // namespace
 

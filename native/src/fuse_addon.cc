@@ -182,7 +182,8 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
  private:
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    TablePtr t = ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
+    TablePtr t =
+        ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
     std::string err = server_->Start(t);
     if (!err.empty()) throw Napi::Error::New(env, err);
     return env.Undefined();
@@ -190,7 +191,8 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
 
   Napi::Value Update(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    TablePtr t = ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
+    TablePtr t =
+        ParseTable(env, info[0], info.Length() > 1 ? static_cast<uint64_t>(info[1].ToNumber().DoubleValue()) : 0);
     return Napi::Number::New(env, server_->Update(t));
   }
 
@@ -240,8 +242,8 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     r.Set("running", server_->running());
     r.Set("serving", server_->serving());
     r.Set("failed", server_->failed());
-    r.Set("failureMessage", device_->failed() ? Napi::Value(Napi::String::New(env, device_->failure_message()))
-                                              : env.Null());
+    r.Set("failureMessage",
+          device_->failed() ? Napi::Value(Napi::String::New(env, device_->failure_message())) : env.Null());
     r.Set("logIndex", Napi::Number::New(env, t ? static_cast<double>(t->log_index) : 0));
     r.Set("inodes", Napi::Number::New(env, t ? static_cast<double>(t->inodes.size()) : 0));
     r.Set("directIo", server_->direct_io());
@@ -261,7 +263,9 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     r.Set("counters", k);
     int64_t deadline = server_->fence_deadline_ns();
     r.Set("fenced", server_->Fenced());
-    r.Set("fenceDeadlineMs", deadline == INT64_MAX ? env.Null() : Napi::Value(Napi::Number::New(env, static_cast<double>(deadline) / 1e6)));
+    r.Set("fenceDeadlineMs", deadline == INT64_MAX
+                                 ? env.Null()
+                                 : Napi::Value(Napi::Number::New(env, static_cast<double>(deadline) / 1e6)));
     Napi::Array fa = Napi::Array::New(env);
     uint32_t i = 0;
     for (const FaultRecord& fr : server_->faults()) {

@@ -38,40 +38,80 @@ Server* Live(fuse_req_t req) {
 
 // Trampolines: libfuse calls C functions; each forwards to the Server bound to the session.
 void LlInit(void* userdata, struct fuse_conn_info* conn) { static_cast<Server*>(userdata)->OnInit(conn); }
-void LlLookup(fuse_req_t r, fuse_ino_t p, const char* n) { if (Server* srv = Live(r)) srv->OnLookup(r, p, n); }
-void LlGetattr(fuse_req_t r, fuse_ino_t i, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnGetattr(r, i); }
+void LlLookup(fuse_req_t r, fuse_ino_t p, const char* n) {
+  if (Server* srv = Live(r)) srv->OnLookup(r, p, n);
+}
+void LlGetattr(fuse_req_t r, fuse_ino_t i, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->OnGetattr(r, i);
+}
 void LlSetattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int s, struct fuse_file_info*) {
   if (Server* srv = Live(r)) srv->OnSetattr(r, i, a, s);
 }
-void LlOpen(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { if (Server* srv = Live(r)) srv->OnOpen(r, i, fi); }
-void LlRead(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnRead(r, i, s, o); }
+void LlOpen(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) {
+  if (Server* srv = Live(r)) srv->OnOpen(r, i, fi);
+}
+void LlRead(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->OnRead(r, i, s, o);
+}
 void LlWrite(fuse_req_t r, fuse_ino_t i, const char* b, size_t s, off_t o, struct fuse_file_info*) {
   if (Server* srv = Live(r)) srv->OnWrite(r, i, b, s, o);
 }
-void LlFsync(fuse_req_t r, fuse_ino_t i, int, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->OnFsync(r, i); }
-void LlOpendir(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) { if (Server* srv = Live(r)) srv->OnOpendir(r, i, fi); }
+void LlFsync(fuse_req_t r, fuse_ino_t i, int, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->OnFsync(r, i);
+}
+void LlOpendir(fuse_req_t r, fuse_ino_t i, struct fuse_file_info* fi) {
+  if (Server* srv = Live(r)) srv->OnOpendir(r, i, fi);
+}
 void LlReaddir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) {
   if (Server* srv = Live(r)) srv->OnReaddir(r, i, s, o, false);
 }
 void LlReaddirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, struct fuse_file_info*) {
   if (Server* srv = Live(r)) srv->OnReaddir(r, i, s, o, true);
 }
-void LlStatfs(fuse_req_t r, fuse_ino_t) { if (Server* srv = Live(r)) srv->OnStatfs(r); }
-void LlGetxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { if (Server* srv = Live(r)) srv->OnGetxattr(r, i, n, s); }
-void LlListxattr(fuse_req_t r, fuse_ino_t i, size_t s) { if (Server* srv = Live(r)) srv->OnListxattr(r, i, s); }
+void LlStatfs(fuse_req_t r, fuse_ino_t) {
+  if (Server* srv = Live(r)) srv->OnStatfs(r);
+}
+void LlGetxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
+  if (Server* srv = Live(r)) srv->OnGetxattr(r, i, n, s);
+}
+void LlListxattr(fuse_req_t r, fuse_ino_t i, size_t s) {
+  if (Server* srv = Live(r)) srv->OnListxattr(r, i, s);
+}
 // Every namespace or metadata mutation is refused: famfs metadata lives only in the log,
 // which the master appends to through the famfs API, never through a mount.
-void LlMknod(fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlMkdir(fuse_req_t r, fuse_ino_t, const char*, mode_t) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlUnlink(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlRmdir(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlSymlink(fuse_req_t r, const char*, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlRename(fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlLink(fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlCreate(fuse_req_t r, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlSetxattr(fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlRemovexattr(fuse_req_t r, fuse_ino_t, const char*) { if (Server* srv = Live(r)) srv->Refuse(r); }
-void LlFallocate(fuse_req_t r, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) { if (Server* srv = Live(r)) srv->Refuse(r); }
+void LlMknod(fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlMkdir(fuse_req_t r, fuse_ino_t, const char*, mode_t) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlUnlink(fuse_req_t r, fuse_ino_t, const char*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlRmdir(fuse_req_t r, fuse_ino_t, const char*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlSymlink(fuse_req_t r, const char*, fuse_ino_t, const char*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlRename(fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlLink(fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlCreate(fuse_req_t r, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlSetxattr(fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlRemovexattr(fuse_req_t r, fuse_ino_t, const char*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
+void LlFallocate(fuse_req_t r, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->Refuse(r);
+}
 
 struct fuse_lowlevel_ops MakeOps() {
   struct fuse_lowlevel_ops ops;
@@ -254,8 +294,8 @@ bool Server::HandoverTo(const std::string& path, std::string* err) {
   HandoverParams p = handover_params();
   char json[256];
   snprintf(json, sizeof json,
-           "{\"protoMajor\":%u,\"protoMinor\":%u,\"maxReadahead\":%u,\"connectionId\":%llu,\"pid\":%d}",
-           p.proto_major, p.proto_minor, p.max_readahead, static_cast<unsigned long long>(p.conn_id), getpid());
+           "{\"protoMajor\":%u,\"protoMinor\":%u,\"maxReadahead\":%u,\"connectionId\":%llu,\"pid\":%d}", p.proto_major,
+           p.proto_minor, p.max_readahead, static_cast<unsigned long long>(p.conn_id), getpid());
   if (!HandoverSend(path, fds, json, err)) {
     CancelHandover();
     return false;

@@ -38,12 +38,12 @@ struct ServerOptions {
   bool direct_io = false;
   bool zero_copy_reads = true;  // reply with iovecs into the mapping (kernel copies, EFAULT -> EIO)
   bool clone_fd = true;
-  unsigned max_threads = 0;     // 0: 2 x CPUs (at least 4)
+  unsigned max_threads = 0;  // 0: 2 x CPUs (at least 4)
   double attr_timeout = 1.0;
   double entry_timeout = 1.0;
   uint32_t max_write = 1u << 20;
   bool debug = false;
-  uint64_t mount_time = 0;      // seconds since the epoch, used for every timestamp
+  uint64_t mount_time = 0;  // seconds since the epoch, used for every timestamp
   // Extended attributes served on the root directory (name -> value), e.g. user.famfs.shadow.
   std::vector<std::pair<std::string, std::string>> root_xattrs;
 };

@@ -52,9 +52,9 @@ bool Inode::MapRange(uint64_t off, uint64_t len, std::vector<Piece>* out) const 
 }
 
 bool Inode::SameAs(const Inode& o) const {
-  if (ino != o.ino || parent != o.parent || name != o.name || kind != o.kind || mode != o.mode ||
-      uid != o.uid || gid != o.gid || size != o.size || read_only != o.read_only ||
-      interleaved != o.interleaved || chunk != o.chunk || extents.size() != o.extents.size()) {
+  if (ino != o.ino || parent != o.parent || name != o.name || kind != o.kind || mode != o.mode || uid != o.uid ||
+      gid != o.gid || size != o.size || read_only != o.read_only || interleaved != o.interleaved || chunk != o.chunk ||
+      extents.size() != o.extents.size()) {
     return false;
   }
   for (size_t i = 0; i < extents.size(); i++) {
@@ -76,8 +76,7 @@ std::string Table::Finish() {
     if (n.ino == kRootIno) continue;
     auto p = inodes.find(n.parent);
     if (p == inodes.end() || p->second.kind != Kind::kDir) {
-      return "inode " + std::to_string(n.ino) + " (" + n.name + ") has no parent directory " +
-             std::to_string(n.parent);
+      return "inode " + std::to_string(n.ino) + " (" + n.name + ") has no parent directory " + std::to_string(n.parent);
     }
     if (n.name.empty() || n.name == "." || n.name == ".." || n.name.find('/') != std::string::npos) {
       return "inode " + std::to_string(n.ino) + " has an invalid name";

@@ -78,8 +78,12 @@ bool ParseFlag(const std::string& f, BindFlags* out) {
   } else if (f == "noatime" || f == "relatime" || f == "strictatime") {
     // The atime mode is one field: clearing the mask and setting one value.
     out->clr |= kAttrAtimeMask;
-    out->set = (out->set & ~kAttrAtimeMask) | (f == "noatime" ? kAttrNoatime : f == "relatime" ? kAttrRelatime : kAttrStrictatime);
-    out->msFlags = (out->msFlags & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)) | (f == "noatime" ? MS_NOATIME : f == "relatime" ? MS_RELATIME : MS_STRICTATIME);
+    out->set = (out->set & ~kAttrAtimeMask) | (f == "noatime"    ? kAttrNoatime
+                                               : f == "relatime" ? kAttrRelatime
+                                                                 : kAttrStrictatime);
+    out->msFlags = (out->msFlags & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)) | (f == "noatime"    ? MS_NOATIME
+                                                                                    : f == "relatime" ? MS_RELATIME
+                                                                                                      : MS_STRICTATIME);
   } else {
     return false;
   }
@@ -102,7 +106,8 @@ unsigned long CurrentMsFlags(const std::string& target) {
 
 class MountWorker : public Napi::AsyncWorker {
  public:
-  MountWorker(Napi::Env env, std::string what) : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), what_(std::move(what)) {}
+  MountWorker(Napi::Env env, std::string what)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), what_(std::move(what)) {}
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -124,7 +129,11 @@ class MountWorker : public Napi::AsyncWorker {
 class BindWorker : public MountWorker {
  public:
   BindWorker(Napi::Env env, std::string source, std::string target, bool readOnly, BindFlags flags)
-      : MountWorker(env, "bind mount of " + source + " on " + target), source_(std::move(source)), target_(std::move(target)), readOnly_(readOnly), flags_(flags) {}
+      : MountWorker(env, "bind mount of " + source + " on " + target),
+        source_(std::move(source)),
+        target_(std::move(target)),
+        readOnly_(readOnly),
+        flags_(flags) {}
 
   void Execute() override {
     if (mount(source_.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) != 0) return Fail("mount(MS_BIND)", errno);
@@ -139,7 +148,9 @@ class BindWorker : public MountWorker {
       // Older kernels: a bind ignores flags on its first mount; a bind remount applies them, and
       // must repeat the flags the bind inherited or it would clear them.
       unsigned long ms = MS_REMOUNT | MS_BIND | CurrentMsFlags(target_) | flags_.msFlags | (readOnly_ ? MS_RDONLY : 0);
-      if (flags_.clr & kAttrAtimeMask) ms = (ms & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)) | (flags_.msFlags & (MS_NOATIME | MS_RELATIME | MS_STRICTATIME));
+      if (flags_.clr & kAttrAtimeMask)
+        ms = (ms & ~(MS_NOATIME | MS_RELATIME | MS_STRICTATIME)) |
+             (flags_.msFlags & (MS_NOATIME | MS_RELATIME | MS_STRICTATIME));
       if (mount(nullptr, target_.c_str(), nullptr, ms, nullptr) == 0) return;
       err = errno;
     }
@@ -158,7 +169,8 @@ class BindWorker : public MountWorker {
 
 class UnmountWorker : public MountWorker {
  public:
-  UnmountWorker(Napi::Env env, std::string target, bool lazy) : MountWorker(env, "unmount of " + target), target_(std::move(target)), lazy_(lazy) {}
+  UnmountWorker(Napi::Env env, std::string target, bool lazy)
+      : MountWorker(env, "unmount of " + target), target_(std::move(target)), lazy_(lazy) {}
 
   void Execute() override {
     if (umount2(target_.c_str(), lazy_ ? MNT_DETACH : 0) == 0) {
@@ -191,7 +203,8 @@ Napi::Value BindMount(const Napi::CallbackInfo& info) {
       throw Napi::TypeError::New(env, "bindMount: unsupported flag " + v.ToString().Utf8Value());
     }
   }
-  auto* w = new BindWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Boolean>(), flags);
+  auto* w =
+      new BindWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Boolean>(), flags);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -199,7 +212,8 @@ Napi::Value BindMount(const Napi::CallbackInfo& info) {
 
 Napi::Value Unmount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean()) throw Napi::TypeError::New(env, "unmount(target: string, lazy: boolean)");
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsBoolean())
+    throw Napi::TypeError::New(env, "unmount(target: string, lazy: boolean)");
   auto* w = new UnmountWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::Boolean>());
   Napi::Promise p = w->Promise();
   w->Queue();

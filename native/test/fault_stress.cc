@@ -30,7 +30,8 @@ uint64_t Count(const Napi::Value& v, const char* what) {
 Napi::Value FaultStress(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DeviceMapping* d = info[0].IsObject() ? UnwrapDevice(info[0].As<Napi::Object>()) : nullptr;
-  if (d == nullptr) throw Napi::TypeError::New(env, "faultStress: first argument must be an open DaxDevice of this addon");
+  if (d == nullptr)
+    throw Napi::TypeError::New(env, "faultStress: first argument must be an open DaxDevice of this addon");
   const uint64_t bad = Count(info[1], "faultOffset");
   const uint64_t good = Count(info[2], "goodOffset");
   const uint64_t threads = Count(info[3], "threads");
@@ -53,8 +54,10 @@ Napi::Value FaultStress(const Napi::CallbackInfo& info) {
         } else {
           faults++;
         }
-        if (GuardedCopy(buf, d->base() + good, sizeof buf, &f)) ok++;
-        else wrong++;
+        if (GuardedCopy(buf, d->base() + good, sizeof buf, &f))
+          ok++;
+        else
+          wrong++;
       }
     });
   }

@@ -109,7 +109,8 @@ export function planCopy(fsys: FamfsFs, sources: string[], destArg: string, o: {
   if (dest !== '' && !destNode) {
     // a new name (file or directory tree): its parent must exist, as for creat
     const parent = dest.includes('/') ? dest.slice(0, dest.lastIndexOf('/')) : '';
-    if (parent !== '' && fsys.tree.lookup(parent)?.kind !== 'dir') throw new FamfsError('ENOENT', `parent directory "${parent}" does not exist (famfs mkdir -p DEVICE ${parent} first)`);
+    if (parent !== '' && fsys.tree.lookup(parent)?.kind !== 'dir')
+      throw new FamfsError('ENOENT', `parent directory "${parent}" does not exist (famfs mkdir -p DEVICE ${parent} first)`);
   }
   checkRoom(fsys, plan, o.interleave);
   return plan;

@@ -53,7 +53,9 @@ export function dryRunText(r: DryRun): string[] {
   );
   for (const s of r.skipped) lines.push(`would skip log entry ${s.index}: ${s.message}`);
   const files = r.entries.filter((e) => e.action === 'create').length;
-  lines.push(`${r.entries.length - files} directories, ${files} files from log entries 0..${r.nextIndex - 1}; ${r.skipped.length} skipped (dry run: nothing changed)`);
+  lines.push(
+    `${r.entries.length - files} directories, ${files} files from log entries 0..${r.nextIndex - 1}; ${r.skipped.length} skipped (dry run: nothing changed)`,
+  );
   return lines;
 }
 

@@ -152,8 +152,7 @@ function holdsData(dev: DaxDevice): string | undefined {
 
 /** Extents of a file, as ls --json and getmap print them. */
 type FileMap =
-  | { extents: { offset: number; len: number }[] }
-  | { interleave: { nstrips: number; chunkSize: number; strips: { offset: number; len: number }[] } };
+  { extents: { offset: number; len: number }[] } | { interleave: { nstrips: number; chunkSize: number; strips: { offset: number; len: number }[] } };
 function fileMap(f: FileNode): FileMap {
   return f.fmap.kind === 'simple'
     ? { extents: f.fmap.extents.map((e) => ({ offset: e.offset, len: e.len })) }
@@ -176,7 +175,10 @@ async function askMount(mountpoint: string, op: 'catchup' | 'status', socket?: s
   try {
     r = await controlRequest(sock, { op }, 10_000);
   } catch (e) {
-    throw new FamfsError('ENOENT', `${mountpoint} is not served by a famfs-fused on this host (no answer on ${sock}: ${(e as Error).message}); mount it with famfs mount DEVICE ${mountpoint}`);
+    throw new FamfsError(
+      'ENOENT',
+      `${mountpoint} is not served by a famfs-fused on this host (no answer on ${sock}: ${(e as Error).message}); mount it with famfs mount DEVICE ${mountpoint}`,
+    );
   }
   if (!r.ok) throw new FamfsError('EIO', `famfs-fused on ${mountpoint}: ${r.error}`);
   return r;
@@ -222,7 +224,8 @@ function fsckText(r: FsckReport): string {
       `  pending free: ${formatBytes(s.pendingFreeBytes)} (deleted; waiting for every host to replay the delete)`,
     );
   }
-  for (const q of r.quarantined) lines.push(`  quarantined:  ${q.relpath} (log entry ${q.index}) holds ${formatBytes(q.bytes)}; famfs repair --release ${q.index} once no pod uses it`);
+  for (const q of r.quarantined)
+    lines.push(`  quarantined:  ${q.relpath} (log entry ${q.index}) holds ${formatBytes(q.bytes)}; famfs repair --release ${q.index} once no pod uses it`);
   if (r.fencingEpoch !== undefined) lines.push(`  writer epoch: ${r.fencingEpoch}; hosts acked: ${r.hosts.length}`);
   for (const w of r.warnings) lines.push(`  warning: ${w}`);
   for (const e of r.errors) lines.push(`  ERROR: ${e}`);
@@ -257,7 +260,9 @@ export function buildProgram(io: CliIO): Command {
         if (why) throw new FamfsError('EEXIST', `refusing to make a famfs on ${device}: ${why}; pass --force to overwrite it`);
         const f = FamfsFs.mkfs(dev, { systemUuid: systemUuid(), devicePath: device, logLen, force: true });
         made = true;
-        io.out(`famfs created on ${device}: ${formatBytes(f.superblock.deviceSize)}, log ${formatBytes(logLen)} (${f.logCapacity} entries), master ${f.superblock.systemUuid}`);
+        io.out(
+          `famfs created on ${device}: ${formatBytes(f.superblock.deviceSize)}, log ${formatBytes(logLen)} (${f.logCapacity} entries), master ${f.superblock.systemUuid}`,
+        );
       } finally {
         dev.close();
         // A refused or failed mkfs leaves no emulation file of its own behind.
@@ -307,7 +312,9 @@ export function buildProgram(io: CliIO): Command {
   withCreateOptions(
     program
       .command('creat')
-      .description('create a pre-allocated file (master only); its memory is zeroed, or filled with a pattern given --seed. An existing identical file (same size, mode, owner; same pattern with --seed) is left as it is')
+      .description(
+        'create a pre-allocated file (master only); its memory is zeroed, or filled with a pattern given --seed. An existing identical file (same size, mode, owner; same pattern with --seed) is left as it is',
+      )
       .requiredOption('-s, --size <size>', 'file size (e.g. 4096, 2M, 1G)')
       .option('-S, --seed <n>', 'fill with the deterministic pattern of this seed (check it with famfs verify)'),
   )
@@ -347,7 +354,11 @@ export function buildProgram(io: CliIO): Command {
           bar.stop();
           flushFile(dev, f);
         }
-        io.out(`created ${relpath}: ${size} bytes at ${fmapExtents(f.fmap).map((e) => `${hex(e.offset)}+${hex(e.len)}`).join(', ')}`);
+        io.out(
+          `created ${relpath}: ${size} bytes at ${fmapExtents(f.fmap)
+            .map((e) => `${hex(e.offset)}+${hex(e.len)}`)
+            .join(', ')}`,
+        );
       });
     });
 
@@ -377,7 +388,7 @@ export function buildProgram(io: CliIO): Command {
           const fd = fs.openSync(job.src, 'r');
           try {
             const f = fsys.creat(job.dest, job.size, { ...opts, zero: true });
-            for (let off = 0; off < job.size; ) {
+            for (let off = 0; off < job.size;) {
               const n = fs.readSync(fd, buf, 0, Math.min(COPY_CHUNK, job.size - off), off);
               if (n === 0) throw new FamfsError('EIO', `${job.src} shrank while being copied (at ${off} of ${job.size} bytes)`);
               writeFileData(dev, f, off, buf.subarray(0, n));
@@ -443,7 +454,10 @@ export function buildProgram(io: CliIO): Command {
       }
       const r = await askMount(target, 'catchup', o.controlSocket);
       if (o.json) io.out(JSON.stringify(r, null, 2));
-      else io.out(`replayed ${target}: log index ${r['index']}, ${r['added']} added, ${r['removed']} removed${r['stop'] ? `; stopped at a bad entry: ${JSON.stringify(r['stop'])}` : ''}`);
+      else
+        io.out(
+          `replayed ${target}: log index ${String(r['index'])}, ${String(r['added'])} added, ${String(r['removed'])} removed${r['stop'] ? `; stopped at a bad entry: ${JSON.stringify(r['stop'])}` : ''}`,
+        );
     });
 
   program
@@ -453,7 +467,8 @@ export function buildProgram(io: CliIO): Command {
     .option('--control-socket <path>', "the mount's famfs-fused control socket (default: derived from the mountpoint)")
     .argument('<mountpoint>')
     .action(async (mountpoint: string, o: { json?: boolean; controlSocket?: string }) => {
-      if (!fs.statSync(mountpoint).isDirectory()) throw new UsageError(`${mountpoint} is not a directory; famfs check takes a mountpoint (famfs fsck checks a device)`);
+      if (!fs.statSync(mountpoint).isDirectory())
+        throw new UsageError(`${mountpoint} is not a directory; famfs check takes a mountpoint (famfs fsck checks a device)`);
       await askMount(mountpoint, 'catchup', o.controlSocket);
       const device = String((await askMount(mountpoint, 'status', o.controlSocket))['device']);
       withDevice(device, true, (dev) => {
@@ -493,7 +508,9 @@ export function buildProgram(io: CliIO): Command {
                 ? `${n.interleave.nstrips}x${hex(n.interleave.chunkSize)}: ${n.interleave.strips.map((e) => hex(e.offset)).join(',')}`
                 : '-';
           const size = 'size' in n ? String(n.size) : '-';
-          io.out(`${n.type === 'directory' ? 'd' : '-'} ${n.mode.padStart(5)} ${String(n.uid).padStart(6)} ${String(n.gid).padStart(6)} ${size.padStart(12)}  ${n.path}${n.type === 'directory' ? '/' : ''}  ${where}`);
+          io.out(
+            `${n.type === 'directory' ? 'd' : '-'} ${n.mode.padStart(5)} ${String(n.uid).padStart(6)} ${String(n.gid).padStart(6)} ${size.padStart(12)}  ${n.path}${n.type === 'directory' ? '/' : ''}  ${where}`,
+          );
         }
       });
     });
@@ -529,7 +546,12 @@ export function buildProgram(io: CliIO): Command {
     .command('repair')
     .description('repair what fsck finds without losing anything that was ever visible (master only)')
     .option('--json', 'machine-readable output')
-    .option('--drop <index>', 'replace an entry repair cannot prove by an empty directory (its memory becomes free: only when no pod uses it); repeatable', (v: string, all: number[]) => [...all, parseId(v, '--drop')], [] as number[])
+    .option(
+      '--drop <index>',
+      'replace an entry repair cannot prove by an empty directory (its memory becomes free: only when no pod uses it); repeatable',
+      (v: string, all: number[]) => [...all, parseId(v, '--drop')],
+      [] as number[],
+    )
     .option('--release <index>', 'hand the memory of quarantined entry INDEX (lost+found.INDEX) back to the pool, once no pod uses it')
     .argument('<device>')
     .action((device: string, o: { json?: boolean; drop: number[]; release?: string }) => {
@@ -539,7 +561,11 @@ export function buildProgram(io: CliIO): Command {
         if (release !== undefined) {
           releaseQuarantine(openFs(dev, true), release);
           const after = fsck(dev);
-          io.out(o.json ? JSON.stringify({ released: release, fsck: after }, null, 2) : `released quarantined entry ${release}: its memory waits for every host to replay the delete, then is free\n${fsckText(after)}`);
+          io.out(
+            o.json
+              ? JSON.stringify({ released: release, fsck: after }, null, 2)
+              : `released quarantined entry ${release}: its memory waits for every host to replay the delete, then is free\n${fsckText(after)}`,
+          );
           if (!after.clean) throw new ChecksFailed();
           return;
         }
@@ -550,7 +576,10 @@ export function buildProgram(io: CliIO): Command {
         } else {
           for (const a of r.actions) io.out(`repaired: ${a}`);
           for (const d of r.dropped) io.out(`dropped log entry ${d.index}: ${d.what}`);
-          for (const q of r.quarantined) io.out(`quarantined log entry ${q.index} as ${q.relpath}: ${q.bytes} bytes stay reserved (famfs repair --release ${q.index} once no pod uses them)`);
+          for (const q of r.quarantined)
+            io.out(
+              `quarantined log entry ${q.index} as ${q.relpath}: ${q.bytes} bytes stay reserved (famfs repair --release ${q.index} once no pod uses them)`,
+            );
           if (r.actions.length === 0) io.out('nothing to repair');
           io.out(fsckText(after));
         }
@@ -665,7 +694,12 @@ export function buildProgram(io: CliIO): Command {
     .description(
       "rebuild the CSI controller's records (csi/.controller-state) from the famfs log and the node plugins' records, when the controller refuses changes because it cannot read them (master only; restart the controller afterwards)",
     )
-    .option('--node-state <node=dir>', "a node plugin's records: NODE (its node id) = its --state-dir (copied from that node); repeatable", (v: string, all: string[]) => [...all, v], [] as string[])
+    .option(
+      '--node-state <node=dir>',
+      "a node plugin's records: NODE (its node id) = its --state-dir (copied from that node); repeatable",
+      (v: string, all: string[]) => [...all, v],
+      [] as string[],
+    )
     .option('--json', 'machine-readable output')
     .argument('<device>')
     .action((device: string, o: { nodeState: string[]; json?: boolean }) => {
@@ -676,7 +710,8 @@ export function buildProgram(io: CliIO): Command {
       });
       // Read every node's records before writing anything: an unreadable one stops the rebuild.
       const records = nodes.map((n) => {
-        if (!fs.existsSync(path.join(n.dir, NODE_STATE_FILE))) throw new UsageError(`--node-state ${n.nodeId}=${n.dir}: no ${NODE_STATE_FILE} there (give the node plugin's --state-dir)`);
+        if (!fs.existsSync(path.join(n.dir, NODE_STATE_FILE)))
+          throw new UsageError(`--node-state ${n.nodeId}=${n.dir}: no ${NODE_STATE_FILE} there (give the node plugin's --state-dir)`);
         return { nodeId: n.nodeId, load: new NodeStateStore(n.dir).load() };
       });
       return Promise.all(records.map(async (r) => ({ nodeId: r.nodeId, staged: Object.values((await r.load).staged) }))).then((loaded) =>
@@ -684,7 +719,9 @@ export function buildProgram(io: CliIO): Command {
           const report = rebuildControllerState(openFs(dev, true), systemUuid(), loaded);
           if (o.json) io.out(JSON.stringify(report, null, 2));
           else {
-            io.out(`controller records rebuilt (was: ${report.replaced}): ${report.volumes} volumes in famfs, ${report.records} with publish records, fencing epoch ${report.epoch}, image generation ${report.generation}`);
+            io.out(
+              `controller records rebuilt (was: ${report.replaced}): ${report.volumes} volumes in famfs, ${report.records} with publish records, fencing epoch ${report.epoch}, image generation ${report.generation}`,
+            );
             for (const p of report.published) io.out(`  ${p.volumeId} published to ${p.nodeId} (${p.accessMode}${p.readonly ? ', read-only' : ''})`);
             for (const u of report.unknown) io.out(`  ignored: node ${u.nodeId} stages ${u.volumeId}, which famfs does not have`);
             io.out('restart the controller: it was fenced out by this rebuild and reads the new records on start');
@@ -709,11 +746,19 @@ export function buildProgram(io: CliIO): Command {
           return;
         }
         io.out(`log next index ${f.tree.nextIndex}; a host is timed out after the master watched its slot unchanged for ${hostLiveMs} ms`);
-        for (const h of hosts) io.out(`  slot ${h.slot}: ${h.name || '(unnamed)'} ${h.hostUuid} acked ${h.ackedIndex}, ack #${h.beat}${h.damaged ? ' (DAMAGED: holds back all reclaim; famfs repair clears it)' : ''}`);
+        for (const h of hosts)
+          io.out(
+            `  slot ${h.slot}: ${h.name || '(unnamed)'} ${h.hostUuid} acked ${h.ackedIndex}, ack #${h.beat}${h.damaged ? ' (DAMAGED: holds back all reclaim; famfs repair clears it)' : ''}`,
+          );
         if (evictions.length === 0) io.out('no host was timed out');
         for (const e of evictions) {
-          io.out(`timed out ${e.at}: ${e.name || '(unnamed)'} ${e.hostUuid} (slot ${e.slot}) after ${Math.round(e.silentMs / 1000)} s silent, acked ${e.ackedIndex} of ${e.reclaimUpTo}`);
-          for (const r of e.reusable) io.out(`  memory of ${r.relpath} (deleted at ${r.deleteIndex}) became reusable: ${r.extents.map((x) => `0x${x.offset.toString(16)}+${x.len}`).join(', ')}`);
+          io.out(
+            `timed out ${e.at}: ${e.name || '(unnamed)'} ${e.hostUuid} (slot ${e.slot}) after ${Math.round(e.silentMs / 1000)} s silent, acked ${e.ackedIndex} of ${e.reclaimUpTo}`,
+          );
+          for (const r of e.reusable)
+            io.out(
+              `  memory of ${r.relpath} (deleted at ${r.deleteIndex}) became reusable: ${r.extents.map((x) => `0x${x.offset.toString(16)}+${x.len}`).join(', ')}`,
+            );
           if (e.reusable.length === 0) io.out('  (the deletes it held back are no longer in the log: compacted)');
         }
       });
@@ -746,4 +791,3 @@ export async function runCli(argv: string[], io: CliIO): Promise<number> {
     return code;
   }
 }
-

@@ -102,7 +102,10 @@ export function checkCapability(cap: VolumeCapability | null | undefined, policy
   const flags = mount.mount_flags ?? [];
   const badFlags = flags.filter((f) => !ACCEPTED_MOUNT_FLAGS.has(f));
   if (badFlags.length > 0) {
-    return { ok: false, reason: `mount flags ${badFlags.map((f) => JSON.stringify(f)).join(', ')} are not supported on a famfs bind mount (allowed: ${[...ACCEPTED_MOUNT_FLAGS].join(', ')})` };
+    return {
+      ok: false,
+      reason: `mount flags ${badFlags.map((f) => JSON.stringify(f)).join(', ')} are not supported on a famfs bind mount (allowed: ${[...ACCEPTED_MOUNT_FLAGS].join(', ')})`,
+    };
   }
   if (flags.includes('ro') && flags.includes('rw')) return { ok: false, reason: 'mount flags "ro" and "rw" contradict each other' };
   const profile: AccessProfile = { ...rule, mode, kind, fsType, mountFlags: [...flags] };

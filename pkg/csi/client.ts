@@ -18,7 +18,10 @@ export class CsiClient {
   private readonly clients = new Map<CsiServiceName, grpc.Client>();
   private readonly address: string;
 
-  constructor(endpoint: string, private readonly defaultTimeoutMs = 30_000) {
+  constructor(
+    endpoint: string,
+    private readonly defaultTimeoutMs = 30_000,
+  ) {
     this.address = grpcAddress(parseEndpoint(endpoint));
   }
 

@@ -89,8 +89,8 @@ function onlyReaders(caps: CreateVolumeRequest['volume_capabilities']): boolean 
 /** Why an empty read-only volume is refused, and the two ways to get a useful one. */
 export const EMPTY_READ_ONLY_MESSAGE =
   'a read-only volume without a content source would be empty (zeroes) forever, since nobody can write it: ' +
-  'for data loaded by a claim, create the ReadOnlyMany claim with dataSource: {kind: PersistentVolumeClaim, name: <the loader\'s claim>} ' +
-  '(it shares the loader\'s memory without a copy); for data loaded with famfs cp, use a static PersistentVolume with csi.volumeAttributes.path (docs/volumes.md)';
+  "for data loaded by a claim, create the ReadOnlyMany claim with dataSource: {kind: PersistentVolumeClaim, name: <the loader's claim>} " +
+  "(it shares the loader's memory without a copy); for data loaded with famfs cp, use a static PersistentVolume with csi.volumeAttributes.path (docs/volumes.md)";
 
 function describePlacement(info: VolumeInfo): string {
   const f = info.file.fmap;
@@ -145,7 +145,12 @@ function snapshotOut(s: SnapshotInfo): SnapshotOut {
 
 /** Methods that write the famfs log or the controller image: refused on a failed device. */
 const WRITING_METHODS = new Set<keyof ControllerHandlers>([
-  'CreateVolume', 'DeleteVolume', 'ControllerPublishVolume', 'ControllerUnpublishVolume', 'CreateSnapshot', 'DeleteSnapshot',
+  'CreateVolume',
+  'DeleteVolume',
+  'ControllerPublishVolume',
+  'ControllerUnpublishVolume',
+  'CreateSnapshot',
+  'DeleteSnapshot',
 ]);
 
 /**
@@ -154,7 +159,11 @@ const WRITING_METHODS = new Set<keyof ControllerHandlers>([
  * a read that ran into the failure is UNAVAILABLE too instead of INTERNAL. ControllerGetVolume and
  * ListVolumes answer from what the controller last saw, with an abnormal VolumeCondition.
  */
-function guardDevice(opts: ControllerOptions, h: ControllerHandlers, checkArguments: (method: keyof ControllerHandlers, req: unknown) => void): ControllerHandlers {
+function guardDevice(
+  opts: ControllerOptions,
+  h: ControllerHandlers,
+  checkArguments: (method: keyof ControllerHandlers, req: unknown) => void,
+): ControllerHandlers {
   const failure = opts.deviceFailure;
   if (failure === undefined) return h;
   const refuse = (method: string, why: string): Error => {
@@ -310,7 +319,9 @@ export class ControllerServer implements ControllerHandlers {
     const mine = current[nodeId];
     if (mine !== undefined) {
       if (mine.readonly === readonly && mine.accessMode === profile.mode) return true;
-      throw alreadyExists(`volume ${volumeId} is already published to node ${nodeId} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`);
+      throw alreadyExists(
+        `volume ${volumeId} is already published to node ${nodeId} as ${mine.accessMode}${mine.readonly ? ' read-only' : ''}; unpublish it first`,
+      );
     }
     for (const [node, other] of Object.entries(current)) {
       const bothReaders = readonly && other.readonly && profile.multiNode && other.multiNode;
@@ -336,7 +347,9 @@ export class ControllerServer implements ControllerHandlers {
     return this.volumes.exclusive(req.volume_id, async () => {
       const rec = this.volumes.staticVolume(req.volume_id);
       if (rec !== undefined && rec.path !== sp.relpath) {
-        throw failedPrecondition(`volume handle ${req.volume_id} is published with path ${rec.path} (nodes ${Object.keys(rec.published).join(', ')}); give each static PersistentVolume its own volumeHandle`);
+        throw failedPrecondition(
+          `volume handle ${req.volume_id} is published with path ${rec.path} (nodes ${Object.keys(rec.published).join(', ')}); give each static PersistentVolume its own volumeHandle`,
+        );
       }
       if (!this.checkSharing(req.volume_id, rec?.published ?? {}, req.node_id, readonly, profile)) {
         await this.volumes.setStaticPublished(req.volume_id, sp.relpath, req.node_id, { readonly, accessMode: profile.mode, multiNode: profile.multiNode });
@@ -354,7 +367,13 @@ export class ControllerServer implements ControllerHandlers {
     // A read-only claim of another claim shares its memory (no copy) unless the class asks for a copy.
     const share = source?.kind === 'volume' && onlyReaders(req.volume_capabilities) && params.cloneMode !== 'copy';
     const info = await this.volumes.create({ name: req.name, range: req.capacity_range, params, ...(source ? { source } : {}), share });
-    this.opts.onVolumeCreated?.({ volumeId: info.volumeId, name: req.name, parameters: req.parameters, sizeBytes: info.capacityBytes, placement: describePlacement(info) });
+    this.opts.onVolumeCreated?.({
+      volumeId: info.volumeId,
+      name: req.name,
+      parameters: req.parameters,
+      sizeBytes: info.capacityBytes,
+      placement: describePlacement(info),
+    });
     return { volume: this.volumeOut(info) };
   }
 
@@ -381,7 +400,9 @@ export class ControllerServer implements ControllerHandlers {
     const profile: AccessProfile = check.profile;
     const readonly = req.readonly || profile.readOnly;
     if (info.shareOf !== undefined && !readonly) {
-      throw failedPrecondition(`volume ${req.volume_id} is a read-only share of volume ${info.shareOf} (no copy of its own): publish it read-only (ReadOnlyMany)`);
+      throw failedPrecondition(
+        `volume ${req.volume_id} is a read-only share of volume ${info.shareOf} (no copy of its own): publish it read-only (ReadOnlyMany)`,
+      );
     }
     return this.volumes.exclusive(req.volume_id, async () => {
       const shares = this.volumes.sharesOf(req.volume_id);

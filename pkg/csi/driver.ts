@@ -174,7 +174,9 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
           ...(cfg.fusedScript !== undefined ? { fusedScript: cfg.fusedScript } : {}),
           ...(cfg.externalFuse === true ? { externalFuse: true } : {}),
           ...(cfg.externalFuseWaitMs !== undefined ? { externalFuseWaitMs: cfg.externalFuseWaitMs } : {}),
-          ...(cfg.onMemoryError !== undefined ? { onMemoryError: (e: { volumeId?: string; message: string }) => cfg.onMemoryError?.({ source: 'node', ...e }) } : {}),
+          ...(cfg.onMemoryError !== undefined
+            ? { onMemoryError: (e: { volumeId?: string; message: string }) => cfg.onMemoryError?.({ source: 'node', ...e }) }
+            : {}),
         })
       : undefined;
   const deviceHealth = (): Health => {
@@ -189,14 +191,10 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     const n = await node.health();
     return n.ok ? h : { state: 'unhealthy', message: n.message };
   };
-  const deviceFailure = (): string | undefined =>
-    device.failed ? `device ${cfg.devicePath} failed: ${device.failureMessage ?? 'memory error'}` : undefined;
+  const deviceFailure = (): string | undefined => (device.failed ? `device ${cfg.devicePath} failed: ${device.failureMessage ?? 'memory error'}` : undefined);
   const metrics = cfg.metrics ?? new DriverMetrics();
   const server = new CsiServer({ endpoint: cfg.endpoint, log: log.child({ component: 'grpc' }), onRpc: metrics.observeRpc });
-  server.addService(
-    'Identity',
-    identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }),
-  );
+  server.addService('Identity', identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }));
   let store: ControllerStore | undefined;
   let volumes: Volumes | undefined;
   if (cfg.mode === 'controller' || cfg.mode === 'all') {
@@ -216,7 +214,10 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
           ? { nodeExists: (id: string) => id === cfg.nodeId, nodeSource: `all-in-one mode serves node ${cfg.nodeId} only` }
           : cfg.nodes !== undefined
             ? { nodeExists: cfg.nodes.exists, nodeSource: cfg.nodes.source }
-            : { nodeExists: () => false, nodeSource: 'this controller knows no nodes: run it with a Kubernetes API (CSINode objects) or list them with --nodes' }),
+            : {
+                nodeExists: () => false,
+                nodeSource: 'this controller knows no nodes: run it with a Kubernetes API (CSINode objects) or list them with --nodes',
+              }),
         condition: () => {
           const h = deviceHealth();
           return h.state === 'ready' ? { abnormal: false, message: 'ok' } : { abnormal: true, message: h.message };
@@ -265,7 +266,8 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
       });
     }
     if (cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.metricsAddress, metrics, health: liveness }));
-    if (cfg.healthAddress && cfg.healthAddress !== cfg.metricsAddress) httpServers.push(await startHttpEndpoints({ address: cfg.healthAddress, health: liveness }));
+    if (cfg.healthAddress && cfg.healthAddress !== cfg.metricsAddress)
+      httpServers.push(await startHttpEndpoints({ address: cfg.healthAddress, health: liveness }));
   } catch (e) {
     await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     await registration?.stop();

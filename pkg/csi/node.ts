@@ -109,7 +109,8 @@ export interface RestoreReport {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const sameList = (a: readonly string[] = [], b: readonly string[] = []): boolean => a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
+const sameList = (a: readonly string[] = [], b: readonly string[] = []): boolean =>
+  a.length === b.length && [...a].sort().join('\0') === [...b].sort().join('\0');
 
 /** Flags a bind mount carries besides ro/rw (those become the readOnly decision). */
 function bindFlags(profile: AccessProfile): string[] {
@@ -343,10 +344,19 @@ export class NodeService {
     const existing = doc.staged[staging];
     if (existing !== undefined) {
       if (existing.volumeId !== req.volume_id || existing.staticPath !== sp.relpath) {
-        throw alreadyExists(`staging_target_path ${staging} already holds volume ${existing.volumeId}${existing.staticPath ? ` (path ${existing.staticPath})` : ''}`);
+        throw alreadyExists(
+          `staging_target_path ${staging} already holds volume ${existing.volumeId}${existing.staticPath ? ` (path ${existing.staticPath})` : ''}`,
+        );
       }
-      if (existing.accessMode !== profile.mode || existing.readOnly !== readOnly || (existing.kind ?? 'mount') !== profile.kind || !sameList(existing.flags, flags)) {
-        throw alreadyExists(`volume ${req.volume_id} is already staged at ${staging} as ${existing.accessMode}${existing.readOnly ? ' read-only' : ''}; unstage it first`);
+      if (
+        existing.accessMode !== profile.mode ||
+        existing.readOnly !== readOnly ||
+        (existing.kind ?? 'mount') !== profile.kind ||
+        !sameList(existing.flags, flags)
+      ) {
+        throw alreadyExists(
+          `volume ${req.volume_id} is already staged at ${staging} as ${existing.accessMode}${existing.readOnly ? ' read-only' : ''}; unstage it first`,
+        );
       }
       if (node.kind === 'file' || (await this.bindAlive(staging, `/${sp.relpath}`))) return {};
     }
@@ -365,12 +375,22 @@ export class NodeService {
       await unmountAll(staging);
       await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
     }
-    await this.recordStaged(req.volume_id, staging, {
-      source: this.fuse.hostPath(sp.relpath),
-      ...(node.kind === 'file' ? { fileRelpath: sp.relpath } : {}),
-      staticPath: sp.relpath,
-    }, profile, readOnly, flags);
-    this.log.info({ volume: req.volume_id, path: sp.relpath, staging, files: files.length, readOnly, mode: profile.mode }, 'static volume staged (caught up, caches invalidated)');
+    await this.recordStaged(
+      req.volume_id,
+      staging,
+      {
+        source: this.fuse.hostPath(sp.relpath),
+        ...(node.kind === 'file' ? { fileRelpath: sp.relpath } : {}),
+        staticPath: sp.relpath,
+      },
+      profile,
+      readOnly,
+      flags,
+    );
+    this.log.info(
+      { volume: req.volume_id, path: sp.relpath, staging, files: files.length, readOnly, mode: profile.mode },
+      'static volume staged (caught up, caches invalidated)',
+    );
     return {};
   }
 
@@ -396,8 +416,17 @@ export class NodeService {
     const boundAt = node.kind === 'file' && profile.kind === 'mount' ? path.join(target, node.name) : target;
     const existing = doc.published[target];
     if (existing !== undefined) {
-      const same = existing.volumeId === req.volume_id && existing.staticPath === relpath && existing.readOnly === readOnly && existing.kind === profile.kind && existing.accessMode === profile.mode && sameList(existing.flags, flags);
-      if (!same) throw alreadyExists(`target_path ${target} already has volume ${existing.volumeId} published; a publish with different arguments needs an unpublish first`);
+      const same =
+        existing.volumeId === req.volume_id &&
+        existing.staticPath === relpath &&
+        existing.readOnly === readOnly &&
+        existing.kind === profile.kind &&
+        existing.accessMode === profile.mode &&
+        sameList(existing.flags, flags);
+      if (!same)
+        throw alreadyExists(
+          `target_path ${target} already has volume ${existing.volumeId} published; a publish with different arguments needs an unpublish first`,
+        );
       if (await this.bindAlive(boundAt, `/${relpath}`)) return {};
     }
     let source = this.fuse.hostPath(relpath);
@@ -497,7 +526,12 @@ export class NodeService {
         if (existing.volumeId !== req.volume_id) {
           throw alreadyExists(`staging_target_path ${staging} already holds volume ${existing.volumeId}`);
         }
-        if (existing.accessMode !== profile.mode || existing.readOnly !== readOnly || (existing.kind ?? 'mount') !== profile.kind || !sameList(existing.flags, flags)) {
+        if (
+          existing.accessMode !== profile.mode ||
+          existing.readOnly !== readOnly ||
+          (existing.kind ?? 'mount') !== profile.kind ||
+          !sameList(existing.flags, flags)
+        ) {
           throw alreadyExists(
             `volume ${req.volume_id} is already staged at ${staging} as ${existing.accessMode}${existing.readOnly ? ' read-only' : ''} (${existing.kind ?? 'mount'}); unstage it first`,
           );
@@ -507,10 +541,17 @@ export class NodeService {
       }
       await this.takeOver(req.volume_id, deadline);
       await this.bindStaging(req.volume_id, staging, readOnly, flags);
-      await this.recordStaged(req.volume_id, staging, {
-        source: this.fuse.hostPath(objectDirRelpath(req.volume_id)),
-        fileRelpath: objectFileRelpath(req.volume_id),
-      }, profile, readOnly, flags);
+      await this.recordStaged(
+        req.volume_id,
+        staging,
+        {
+          source: this.fuse.hostPath(objectDirRelpath(req.volume_id)),
+          fileRelpath: objectFileRelpath(req.volume_id),
+        },
+        profile,
+        readOnly,
+        flags,
+      );
       this.log.info({ volume: req.volume_id, staging, size: file.size, readOnly, mode: profile.mode }, 'volume staged (caught up, caches invalidated)');
       return {};
     });
@@ -529,7 +570,8 @@ export class NodeService {
       // The mount table only when there is no record (see unpublish).
       const mounted = rec !== undefined || (await findMount(staging)) !== undefined;
       if (rec === undefined && !mounted) {
-        if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
+        if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined)
+          throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
         return {};
       }
       const users = Object.values(doc.published).filter((p) => p.volumeId === req.volume_id && p.stagingPath === staging);
@@ -699,15 +741,22 @@ export class NodeService {
     if (this.opts.device.failed) problems.push(`device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`);
     // A block target is the file itself; a mount target is the directory holding it. Attributes of
     // the directory may still be cached after the server died: the file tells the truth.
-    const isDir = await fs.promises.lstat(volumePath).then((s) => s.isDirectory(), () => false);
+    const isDir = await fs.promises.lstat(volumePath).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
     const probe = await probePath(isDir && staticPath === undefined ? `${volumePath}/${VOLUME_FILE_NAME}` : volumePath);
-    if (probe.health === 'disconnected') problems.push(`the famfs FUSE mount behind ${volumePath} is dead (transport endpoint not connected); unpublish and publish again`);
+    if (probe.health === 'disconnected')
+      problems.push(`the famfs FUSE mount behind ${volumePath} is dead (transport endpoint not connected); unpublish and publish again`);
     else if (probe.health !== 'ok') problems.push(`${volumePath}: ${probe.error?.code ?? probe.health}`);
     const h = await this.fuse.health();
     if (h.state === 'dead') problems.push(h.message);
     else if (h.state === 'absent') problems.push(`no famfs FUSE server serves ${this.fuse.mountpoint}`);
     else if (h.failed) problems.push(`famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`);
-    else if (h.fenced) problems.push('this host is self-fenced: it did not ack the famfs log within its fence window (stalled?), so reads and writes answer EIO until it has replayed the log and acked (docs/format.md "One clock")');
+    else if (h.fenced)
+      problems.push(
+        'this host is self-fenced: it did not ack the famfs log within its fence window (stalled?), so reads and writes answer EIO until it has replayed the log and acked (docs/format.md "One clock")',
+      );
     if (h.state === 'serving' && h.rewrittenEntries.length > 0) problems.push(rewrittenMessage(h.rewrittenEntries));
     let gone = false;
     try {
@@ -715,7 +764,12 @@ export class NodeService {
     } catch (e) {
       problems.push((e as Error).message);
     }
-    if (gone) problems.push(staticPath !== undefined ? `famfs path ${staticPath} of volume ${volumeId} no longer exists (deleted?)` : `volume ${volumeId} no longer exists in the famfs log (deleted?)`);
+    if (gone)
+      problems.push(
+        staticPath !== undefined
+          ? `famfs path ${staticPath} of volume ${volumeId} no longer exists (deleted?)`
+          : `volume ${volumeId} no longer exists in the famfs log (deleted?)`,
+      );
     return problems.length === 0 ? { abnormal: false, message: 'volume is healthy' } : { abnormal: true, message: problems.join('; ') };
   }
 
@@ -730,7 +784,10 @@ export class NodeService {
     if (req.volume_path === '') throw invalidArgument('volume_path is required');
     const doc = await this.store.load();
     const file = this.volumeFile(req.volume_id);
-    const known = file !== undefined || Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) || Object.values(doc.published).some((p) => p.volumeId === req.volume_id);
+    const known =
+      file !== undefined ||
+      Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) ||
+      Object.values(doc.published).some((p) => p.volumeId === req.volume_id);
     if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
     let p: string;
     try {
@@ -784,7 +841,10 @@ export class NodeService {
       return report;
     }
     if (this.store.publishedDropped !== undefined) {
-      this.log.error({ err: this.store.publishedDropped, file: this.store.publishedFile }, 'publish records unreadable (machine crash?): dropped; publish and unpublish work from the mount table');
+      this.log.error(
+        { err: this.store.publishedDropped, file: this.store.publishedFile },
+        'publish records unreadable (machine crash?): dropped; publish and unpublish work from the mount table',
+      );
     }
     const staged = Object.values(doc.staged);
     const published = Object.values(doc.published);

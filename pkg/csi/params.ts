@@ -95,7 +95,8 @@ export function parseVolumeParams(params: StringMap | null | undefined): VolumeP
   }
   if (p['cloneMode'] !== undefined) {
     const c = p['cloneMode'];
-    if (c !== 'share' && c !== 'copy') throw invalidArgument(`parameter cloneMode=${JSON.stringify(c)}: expected "share" (read-only claims share their source's memory) or "copy"`);
+    if (c !== 'share' && c !== 'copy')
+      throw invalidArgument(`parameter cloneMode=${JSON.stringify(c)}: expected "share" (read-only claims share their source's memory) or "copy"`);
     if (c === 'copy') out.cloneMode = 'copy';
   }
   const hasStrips = p['nstrips'] !== undefined;
@@ -103,8 +104,8 @@ export function parseVolumeParams(params: StringMap | null | undefined): VolumeP
   if (hasStrips !== hasBuckets) throw invalidArgument('parameters nstrips and nbuckets go together: set both to interleave, neither for a contiguous file');
   if (!hasStrips && p['chunkSize'] !== undefined) throw invalidArgument('parameter chunkSize needs nstrips and nbuckets');
   if (hasStrips) {
-    const nstrips = parseUint(p['nstrips'] as string, 'nstrips', 1024);
-    const nbuckets = parseUint(p['nbuckets'] as string, 'nbuckets', 1024);
+    const nstrips = parseUint(p['nstrips'], 'nstrips', 1024);
+    const nbuckets = parseUint(p['nbuckets'], 'nbuckets', 1024);
     if (nstrips < 1 || nbuckets < 1) throw invalidArgument('parameters nstrips and nbuckets must be at least 1');
     if (nstrips > nbuckets) throw invalidArgument(`parameter nstrips=${nstrips} exceeds nbuckets=${nbuckets}`);
     const chunkSize =
@@ -150,6 +151,8 @@ export function sameParams(a: VolumeParams, b: VolumeParams): boolean {
 export function checkSnapshotParams(params: StringMap | null | undefined): void {
   const unknown = Object.keys(params ?? {}).filter((k) => !k.startsWith(K8S_PREFIX));
   if (unknown.length > 0) {
-    throw invalidArgument(`unknown snapshot parameter${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; famfs snapshots take none`);
+    throw invalidArgument(
+      `unknown snapshot parameter${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => JSON.stringify(k)).join(', ')}; famfs snapshots take none`,
+    );
   }
 }

@@ -85,7 +85,8 @@ export class KubeletRegistration {
    * serves: the kubelet calls NodeGetInfo on it right after GetInfo.
    */
   static async start(opts: KubeletRegistrationOptions): Promise<KubeletRegistration> {
-    if (!path.isAbsolute(opts.csiEndpoint)) throw new Error(`kubelet registration: CSI endpoint ${JSON.stringify(opts.csiEndpoint)} must be an absolute host path`);
+    if (!path.isAbsolute(opts.csiEndpoint))
+      throw new Error(`kubelet registration: CSI endpoint ${JSON.stringify(opts.csiEndpoint)} must be an absolute host path`);
     if (!fs.existsSync(opts.registrationDir)) {
       throw new Error(`kubelet registration directory ${opts.registrationDir} does not exist: mount <kubelet dir>/plugins_registry there`);
     }
@@ -114,7 +115,10 @@ export class KubeletRegistration {
           log.info({ driver: this.opts.driverName, endpoint: this.opts.csiEndpoint }, 'registered with the kubelet');
         } else {
           this.current = { state: 'refused', error: s.error, at: new Date() };
-          log.error({ driver: this.opts.driverName, error: s.error }, 'the kubelet refused the registration; /healthz now fails so the container restarts and registers again');
+          log.error(
+            { driver: this.opts.driverName, error: s.error },
+            'the kubelet refused the registration; /healthz now fails so the container restarts and registers again',
+          );
         }
         cb(null, {});
       },

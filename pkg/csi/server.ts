@@ -42,7 +42,7 @@ export function parseEndpoint(endpoint: string): Endpoint {
     if (m === null) throw new Error(`endpoint ${JSON.stringify(endpoint)}: expected unix:///path or host:port`);
     const port = Number(m[2]);
     if (port > 65535) throw new Error(`endpoint ${endpoint}: port out of range`);
-    return { kind: 'tcp', host: m[1] as string, port };
+    return { kind: 'tcp', host: m[1], port };
   }
   if (!path.isAbsolute(rest)) throw new Error(`endpoint ${JSON.stringify(endpoint)}: the socket path must be absolute`);
   return { kind: 'unix', path: path.normalize(rest) };
@@ -61,7 +61,7 @@ function redactSecrets(request: unknown): unknown {
   if (request === null || typeof request !== 'object') return request;
   const copy: Record<string, unknown> = { ...(request as Record<string, unknown>) };
   if (copy['secrets'] !== undefined && copy['secrets'] !== null) {
-    copy['secrets'] = Object.fromEntries(Object.keys(copy['secrets'] as object).map((k) => [k, '***']));
+    copy['secrets'] = Object.fromEntries(Object.keys(copy['secrets']).map((k) => [k, '***']));
   }
   return copy;
 }
@@ -182,9 +182,7 @@ export class CsiServer {
     const oldUmask = this.endpoint.kind === 'unix' ? process.umask(0o177) : undefined;
     try {
       await new Promise<number>((resolve, reject) => {
-        this.server.bindAsync(grpcAddress(this.endpoint), grpc.ServerCredentials.createInsecure(), (err, port) =>
-          err ? reject(err) : resolve(port),
-        );
+        this.server.bindAsync(grpcAddress(this.endpoint), grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
       });
     } finally {
       if (oldUmask !== undefined) process.umask(oldUmask);

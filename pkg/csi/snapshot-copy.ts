@@ -51,7 +51,8 @@ function zeroRun(media: Media, dst: number, len: number): void {
  * flushes `dst`. Returns the bytes per second achieved.
  */
 export async function copyFileContents(media: CopyMedia, src: FileNode, dst: FileNode, length: number, o: CopyOptions = {}): Promise<number> {
-  if (length > src.size || length > dst.size) throw new RangeError(`copy of ${length} bytes does not fit ${src.relpath} (${src.size}) → ${dst.relpath} (${dst.size})`);
+  if (length > src.size || length > dst.size)
+    throw new RangeError(`copy of ${length} bytes does not fit ${src.relpath} (${src.size}) → ${dst.relpath} (${dst.size})`);
   const slice = o.sliceBytes ?? DEFAULT_SLICE;
   const every = o.progressEveryMs ?? 1000;
   const started = Date.now();
@@ -61,7 +62,10 @@ export async function copyFileContents(media: CopyMedia, src: FileNode, dst: Fil
     const now = Date.now();
     if (o.log === undefined || now - lastReport < every) return;
     lastReport = now;
-    o.log.info({ copy: o.what, done, total, percent: Math.floor((done / total) * 100), mbps: Math.round(done / 1e6 / ((now - started) / 1000)) }, 'copy in progress');
+    o.log.info(
+      { copy: o.what, done, total, percent: Math.floor((done / total) * 100), mbps: Math.round(done / 1e6 / ((now - started) / 1000)) },
+      'copy in progress',
+    );
   };
   // Source side first: invalidate so we read what the source's writers flushed, not stale lines.
   forEachDeviceRun(src.fmap, 0, length, (dev, _f, len) => media.invalidate(dev, len));

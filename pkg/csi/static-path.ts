@@ -36,7 +36,8 @@ export function staticPathOf(ctx: Record<string, string> | null | undefined): St
   const relpath = raw.replace(/^\/+/, '').replace(/\/+$/, '');
   if (relpath === '') throw invalidArgument(`volume attribute path ${JSON.stringify(raw)} names the famfs root, which holds every volume of the pool; ${fix}`);
   const parts = relpath.split('/');
-  if (parts.some((p) => p === '..')) throw invalidArgument(`volume attribute path ${JSON.stringify(raw)} escapes with "..": famfs paths stay inside the famfs root; ${fix}`);
+  if (parts.some((p) => p === '..'))
+    throw invalidArgument(`volume attribute path ${JSON.stringify(raw)} escapes with "..": famfs paths stay inside the famfs root; ${fix}`);
   if (parts.some((p) => p === '' || p === '.')) throw invalidArgument(`volume attribute path ${JSON.stringify(raw)} has an empty or "." component; ${fix}`);
   if (parts[0] === CSI_ROOT_DIR) {
     throw invalidArgument(
@@ -73,7 +74,9 @@ export function resolveStaticPath(fs: FamfsFs, p: StaticPath, pool: string, bloc
     throw invalidArgument(`famfs path ${p.relpath} is a file, but the volume attribute path ends with "/" (a directory); drop the "/" to publish the file`);
   }
   if (block && node.kind === 'dir') {
-    throw invalidArgument(`famfs path ${p.relpath} is a directory; block access (volumeMode: Block) needs a file: use volumeMode: Filesystem, or point path at a file`);
+    throw invalidArgument(
+      `famfs path ${p.relpath} is a directory; block access (volumeMode: Block) needs a file: use volumeMode: Filesystem, or point path at a file`,
+    );
   }
   return node;
 }

@@ -135,7 +135,7 @@ export function applyDelta(doc: unknown, d: ImageDelta): void {
     if (!isRecord(next)) throw new Error(`change record: ${d.path.join('/')} has no parent object`);
     at = next;
   }
-  const last = d.path[d.path.length - 1] as string;
+  const last = d.path[d.path.length - 1];
   if (d.value === undefined) delete at[last];
   else at[last] = d.value;
 }
@@ -143,7 +143,7 @@ export function applyDelta(doc: unknown, d: ImageDelta): void {
 function parseDelta(text: string): ImageDelta {
   const v: unknown = JSON.parse(text);
   if (!isRecord(v) || !Array.isArray(v['path']) || !v['path'].every((k) => typeof k === 'string')) throw new Error('change record: bad payload');
-  return 'value' in v ? { path: v['path'] as string[], value: v['value'] } : { path: v['path'] as string[] };
+  return 'value' in v ? { path: v['path'], value: v['value'] } : { path: v['path'] };
 }
 
 interface Current {
@@ -267,7 +267,7 @@ export class SharedStateImage<T> {
       const { header: h, file, relpath } = c;
       const base = h.half * SharedStateImage.halfOf(file);
       const body = this.readRange(file, base + BODY_OFFSET, h.length);
-      if ((crc32(body) >>> 0) !== h.bodyCrc) {
+      if (crc32(body) >>> 0 !== h.bodyCrc) {
         problems.push(`${relpath} half ${h.half} (generation ${h.generation}): body CRC mismatch (torn commit or damage)`);
         continue;
       }
@@ -278,7 +278,10 @@ export class SharedStateImage<T> {
         problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${(e as Error).message}`);
         continue;
       }
-      const tail = h.revision === CSI_IMAGE_REVISION ? { tail: align(BODY_OFFSET + h.length), nextSeq: 0, deltas: 0 } : this.replayDeltas(file, base, h, parsed, problems, relpath);
+      const tail =
+        h.revision === CSI_IMAGE_REVISION
+          ? { tail: align(BODY_OFFSET + h.length), nextSeq: 0, deltas: 0 }
+          : this.replayDeltas(file, base, h, parsed, problems, relpath);
       let doc: T;
       try {
         doc = this.validate(parsed);
@@ -297,9 +300,16 @@ export class SharedStateImage<T> {
   }
 
   /** Applies the change records after a checkpoint until the first one that is not valid. */
-  private replayDeltas(file: FileNode, base: number, h: ImageHeader, doc: unknown, problems: string[], relpath: string): { tail: number; nextSeq: number; deltas: number } {
+  private replayDeltas(
+    file: FileNode,
+    base: number,
+    h: ImageHeader,
+    doc: unknown,
+    problems: string[],
+    relpath: string,
+  ): { tail: number; nextSeq: number; deltas: number } {
     const half = SharedStateImage.halfOf(file);
-    let at = align(BODY_OFFSET + h.length);
+    const at = align(BODY_OFFSET + h.length);
     let seq = 0;
     if (at + D.HEADER_SIZE > half) return { tail: at, nextSeq: 0, deltas: 0 };
     const region = this.readRange(file, base + at, half - at);
@@ -379,7 +389,13 @@ export class SharedStateImage<T> {
     const base = half * SharedStateImage.halfOf(target);
     checkFence();
     this.writeRange(target, base + BODY_OFFSET, body);
-    const header = { generation: Math.max(this.current?.header.generation ?? 0, this.highest) + 1, epoch, length: body.length, bodyCrc: crc32(body) >>> 0, fileIndex: target.index };
+    const header = {
+      generation: Math.max(this.current?.header.generation ?? 0, this.highest) + 1,
+      epoch,
+      length: body.length,
+      bodyCrc: crc32(body) >>> 0,
+      fileIndex: target.index,
+    };
     checkFence();
     this.writeRange(target, base, encodeHeader(header));
     const written: ImageHeader = { ...header, half, revision: CSI_IMAGE_REVISION_DELTAS };

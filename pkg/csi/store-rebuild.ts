@@ -33,7 +33,11 @@ export interface RebuildReport {
 }
 
 /** The records a rebuild writes (pure: reads the replayed tree only). */
-export function rebuildDoc(fs: FamfsFs, nodes: readonly NodeRecords[], now = new Date()): { doc: ControllerStateDoc; report: Omit<RebuildReport, 'epoch' | 'generation' | 'replaced'> } {
+export function rebuildDoc(
+  fs: FamfsFs,
+  nodes: readonly NodeRecords[],
+  now = new Date(),
+): { doc: ControllerStateDoc; report: Omit<RebuildReport, 'epoch' | 'generation' | 'replaced'> } {
   const doc: ControllerStateDoc = { version: 2, volumes: {}, snapshots: {} };
   const report: Omit<RebuildReport, 'epoch' | 'generation' | 'replaced'> = { volumes: 0, records: 0, published: [], unknown: [] };
   const root = fs.lookup(CSI_ROOT_DIR);
@@ -55,7 +59,17 @@ export function rebuildDoc(fs: FamfsFs, nodes: readonly NodeRecords[], now = new
           params['chunkSize'] = String(file.fmap.chunkSize);
         }
         // The CO's name is not in famfs (the id is a hash of it): '' until CreateVolume names it.
-        rec = { volumeId: s.volumeId, name: '', requiredBytes: 0, limitBytes: 0, params, createdAt: now.toISOString(), published: {}, populated: true, fileIndex: file.index };
+        rec = {
+          volumeId: s.volumeId,
+          name: '',
+          requiredBytes: 0,
+          limitBytes: 0,
+          params,
+          createdAt: now.toISOString(),
+          published: {},
+          populated: true,
+          fileIndex: file.index,
+        };
         doc.volumes[s.volumeId] = rec;
         report.records++;
       }

@@ -88,7 +88,7 @@ export interface ControllerStateDoc {
 
 /** What an operator does when the records cannot be read (docs/operations: controller state). */
 export const REBUILD_HINT =
-  'rebuild the records from the famfs log and the node plugins\' state with `famfs csi-rebuild-state --node-state NODE=STATE_DIR ... DEVICE` on the master host (one --node-state per node, its plugin\'s --state-dir), then restart the controller';
+  "rebuild the records from the famfs log and the node plugins' state with `famfs csi-rebuild-state --node-state NODE=STATE_DIR ... DEVICE` on the master host (one --node-state per node, its plugin's --state-dir), then restart the controller";
 
 export function validateStateDoc(d: unknown): ControllerStateDoc {
   const doc = d as ControllerStateDoc;
@@ -177,12 +177,20 @@ export class ControllerStore {
       }
       this.unreadable = undefined;
       const loaded = read.loaded;
-      if (loaded?.problems.length) this.log?.warn({ problems: loaded.problems }, 'controller state image: a half or a change record failed validation (the newest valid state is used)');
+      if (loaded?.problems.length)
+        this.log?.warn({ problems: loaded.problems }, 'controller state image: a half or a change record failed validation (the newest valid state is used)');
       this.doc = loaded?.doc ?? emptyDoc();
       const dropped = this.reconcile();
       this.checkpoint();
       this.log?.info(
-        { epoch, generation: this.image.generation, volumes: Object.keys(this.doc.volumes).length, snapshots: Object.keys(this.doc.snapshots).length, dropped, changeRecords: loaded?.deltas ?? 0 },
+        {
+          epoch,
+          generation: this.image.generation,
+          volumes: Object.keys(this.doc.volumes).length,
+          snapshots: Object.keys(this.doc.snapshots).length,
+          dropped,
+          changeRecords: loaded?.deltas ?? 0,
+        },
         'became famfs master: controller state loaded from shared memory',
       );
     } catch (e) {
@@ -215,7 +223,10 @@ export class ControllerStore {
    * epoch it holds.
    */
   requireMaster(): number {
-    if (this.epoch === undefined) throw unavailable('not the famfs master: this controller does not hold the famfs writer role (another replica does, or the role is being handed over); retry');
+    if (this.epoch === undefined)
+      throw unavailable(
+        'not the famfs master: this controller does not hold the famfs writer role (another replica does, or the role is being handed over); retry',
+      );
     if (this.unreadable !== undefined) {
       throw unavailable(`controller state image unreadable (${this.unreadable}): changes are refused so that no publish record is lost; ${REBUILD_HINT}`);
     }
@@ -236,8 +247,11 @@ export class ControllerStore {
   private noteRolledForward(): void {
     const all = this.fs.rolledForward;
     for (; this.rolledForwardSeen < all.length; this.rolledForwardSeen++) {
-      const r = all[this.rolledForwardSeen]!;
-      this.log?.warn({ from: r.from, to: r.to }, `famfs log: committed entries ${r.from}..${r.to - 1} found valid past next_index (an interrupted append or a lowered counter; hosts may serve them)`);
+      const r = all[this.rolledForwardSeen];
+      this.log?.warn(
+        { from: r.from, to: r.to },
+        `famfs log: committed entries ${r.from}..${r.to - 1} found valid past next_index (an interrupted append or a lowered counter; hosts may serve them)`,
+      );
     }
   }
 
@@ -339,9 +353,9 @@ export class ControllerStore {
     this.runFamfs('commit the controller state image', () => {
       // A record is serialised when it is written, so a put holds the record as it is now.
       for (let i = 0; i < changes.length; i++) {
-        const c = changes[i] as ImageDelta;
-        const section = (this.doc as unknown as Record<string, Record<string, unknown> | undefined>)[c.path[0] as string];
-        const value = c.value === undefined ? undefined : section?.[c.path[1] as string];
+        const c = changes[i];
+        const section = (this.doc as unknown as Record<string, Record<string, unknown> | undefined>)[c.path[0]];
+        const value = c.value === undefined ? undefined : section?.[c.path[1]];
         if (!this.image.append(value === undefined ? { path: c.path } : { path: c.path, value }, epoch, fence)) {
           this.image.commit(this.doc, epoch, fence);
           return;
@@ -379,7 +393,10 @@ export class ControllerStore {
       // volume is still found by its log index and reported, not silently forgotten.
       const q = rec.shareOf === undefined && rec.fileIndex !== undefined ? this.fs.tree.byIndex.get(rec.fileIndex) : undefined;
       if (q !== undefined && isQuarantine(q)) {
-        this.log?.error({ volume: id, name: rec.name, logIndex: rec.fileIndex, quarantine: q.relpath }, 'volume whose famfs entry repair quarantined: record kept; restore the entry, or release the quarantine once no pod uses it');
+        this.log?.error(
+          { volume: id, name: rec.name, logIndex: rec.fileIndex, quarantine: q.relpath },
+          'volume whose famfs entry repair quarantined: record kept; restore the entry, or release the quarantine once no pod uses it',
+        );
         continue;
       }
       delete this.doc.volumes[id];

@@ -72,11 +72,7 @@ export interface GetPluginInfoResponse {
   manifest?: StringMap;
 }
 export type GetPluginCapabilitiesRequest = Record<string, never>;
-export type PluginServiceType =
-  | 'CONTROLLER_SERVICE'
-  | 'VOLUME_ACCESSIBILITY_CONSTRAINTS'
-  | 'GROUP_CONTROLLER_SERVICE'
-  | 'SNAPSHOT_METADATA_SERVICE';
+export type PluginServiceType = 'CONTROLLER_SERVICE' | 'VOLUME_ACCESSIBILITY_CONSTRAINTS' | 'GROUP_CONTROLLER_SERVICE' | 'SNAPSHOT_METADATA_SERVICE';
 export interface PluginCapability {
   service?: { type: PluginServiceType };
   volume_expansion?: { type: 'ONLINE' | 'OFFLINE' };
@@ -278,12 +274,7 @@ export interface NodeGetVolumeStatsResponse {
   volume_condition?: VolumeCondition | null;
 }
 export type NodeRpcType =
-  | 'STAGE_UNSTAGE_VOLUME'
-  | 'GET_VOLUME_STATS'
-  | 'EXPAND_VOLUME'
-  | 'VOLUME_CONDITION'
-  | 'SINGLE_NODE_MULTI_WRITER'
-  | 'VOLUME_MOUNT_GROUP';
+  'STAGE_UNSTAGE_VOLUME' | 'GET_VOLUME_STATS' | 'EXPAND_VOLUME' | 'VOLUME_CONDITION' | 'SINGLE_NODE_MULTI_WRITER' | 'VOLUME_MOUNT_GROUP';
 export type NodeGetCapabilitiesRequest = Record<string, never>;
 export interface NodeGetCapabilitiesResponse {
   capabilities: Array<{ rpc: { type: NodeRpcType } }>;

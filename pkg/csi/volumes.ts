@@ -17,7 +17,15 @@ import { canonicalParams, type VolumeParams } from './params';
 import { capacityBounds, DEFAULT_VOLUME_SIZE, sizeForRange } from './requests';
 import { copyFileContents, type CopyMedia } from './snapshot-copy';
 import { resolveStaticPath, type StaticPath } from './static-path';
-import { objectFile, type ContentSource, type ControllerStore, type PublishRecord, type SnapshotRecord, type StaticVolumeRecord, type VolumeRecord } from './store';
+import {
+  objectFile,
+  type ContentSource,
+  type ControllerStore,
+  type PublishRecord,
+  type SnapshotRecord,
+  type StaticVolumeRecord,
+  type VolumeRecord,
+} from './store';
 import type { TreeNode } from '../famfs/tree';
 import type { CapacityRange, VolumeCondition } from './types';
 
@@ -183,7 +191,10 @@ export class Volumes {
     if (stop !== undefined) return { abnormal: true, message: `famfs log entry ${stop.index} is damaged (${stop.reason}); run famfs fsck` };
     const r = info.record;
     if (r !== undefined && !r.populated) {
-      return { abnormal: true, message: `content copy from ${r.contentSource?.kind ?? 'source'} ${r.contentSource?.id ?? ''} did not finish; CreateVolume with the same name completes it` };
+      return {
+        abnormal: true,
+        message: `content copy from ${r.contentSource?.kind ?? 'source'} ${r.contentSource?.id ?? ''} did not finish; CreateVolume with the same name completes it`,
+      };
     }
     if (r?.fileIndex !== undefined && r.fileIndex !== info.file.index) {
       return { abnormal: true, message: `the volume's famfs file was replaced outside the driver (log entry ${info.file.index}, expected ${r.fileIndex})` };
@@ -319,7 +330,9 @@ export class Volumes {
       throw outOfRange(`a read-only share has its source's size, ${file.size} bytes, outside the requested range [${required}, ${limit || '∞'}]`);
     }
     if (existing !== undefined) return this.infoOf(volumeId, file);
-    const writers = Object.entries(originRec?.published ?? {}).filter(([, p]) => !p.readonly).map(([n]) => n);
+    const writers = Object.entries(originRec?.published ?? {})
+      .filter(([, p]) => !p.readonly)
+      .map(([n]) => n);
     if (writers.length > 0) {
       throw failedPrecondition(
         `source volume ${requestedSource} is attached for writing on ${writers.join(', ')}; a read-only share freezes its source, so it is made once the writer is detached ` +
@@ -359,7 +372,11 @@ export class Volumes {
 
   private async copyInto(src: FileNode, length: number, dst: FileNode, what: string): Promise<void> {
     try {
-      await copyFileContents(this.media, src, dst, length, { ...(this.log ? { log: this.log } : {}), what, ...(this.opts.copySliceBytes ? { sliceBytes: this.opts.copySliceBytes } : {}) });
+      await copyFileContents(this.media, src, dst, length, {
+        ...(this.log ? { log: this.log } : {}),
+        what,
+        ...(this.opts.copySliceBytes ? { sliceBytes: this.opts.copySliceBytes } : {}),
+      });
     } catch (e) {
       // Mapped like any famfs call's error (a fenced copy also ends the master role).
       this.store.runFamfs(`copy ${what}`, () => {
@@ -473,8 +490,15 @@ export class Volumes {
       if (file === undefined) return;
       // Volume known to famfs but its record was lost: start one from the file.
       this.store.putVolume({
-        volumeId, name: '', requiredBytes: 0, limitBytes: 0, params: this.paramsFromFile(file), createdAt: new Date().toISOString(),
-        published: { [nodeId]: rec }, populated: true, fileIndex: file.index,
+        volumeId,
+        name: '',
+        requiredBytes: 0,
+        limitBytes: 0,
+        params: this.paramsFromFile(file),
+        createdAt: new Date().toISOString(),
+        published: { [nodeId]: rec },
+        populated: true,
+        fileIndex: file.index,
       });
     } else if (rec === undefined) {
       if (v.published[nodeId] === undefined) return;
@@ -556,7 +580,13 @@ export class Volumes {
         const src = isVolumeId(sourceVolumeId) ? this.fileOf(this.store.volume(sourceVolumeId)?.shareOf ?? sourceVolumeId) : undefined;
         if (src === undefined) throw notFound(`source volume ${sourceVolumeId} does not exist (snapshot ${snapshotId} was left incomplete)`);
         const rec: SnapshotRecord = existing.record ?? {
-          snapshotId, name, sourceVolumeId, createdAtMs: Date.now(), sizeBytes: Math.min(src.size, existing.file.size), readyToUse: false, fileIndex: existing.file.index,
+          snapshotId,
+          name,
+          sourceVolumeId,
+          createdAtMs: Date.now(),
+          sizeBytes: Math.min(src.size, existing.file.size),
+          readyToUse: false,
+          fileIndex: existing.file.index,
         };
         await this.copyInto(src, rec.sizeBytes, existing.file, `snapshot ${snapshotId} of ${sourceVolumeId} (resumed)`);
         rec.readyToUse = true;

@@ -27,10 +27,10 @@ export class SpaceMap {
     (m as { totalUnits: number }).totalUnits = totalUnits;
     for (let i = 0; i + 1 < runs.length; i += 2) {
       // Adjacent runs are merged: the map keeps runs non-adjacent.
-      if (m.ends.length > 0 && m.ends[m.ends.length - 1] === runs[i]) m.ends[m.ends.length - 1] = runs[i + 1] as number;
+      if (m.ends.length > 0 && m.ends[m.ends.length - 1] === runs[i]) m.ends[m.ends.length - 1] = runs[i + 1];
       else {
-        m.starts.push(runs[i] as number);
-        m.ends.push(runs[i + 1] as number);
+        m.starts.push(runs[i]);
+        m.ends.push(runs[i + 1]);
       }
     }
     return m;
@@ -67,7 +67,7 @@ export class SpaceMap {
   /** True when every unit of [start, start+count) is used (no free run touches it). */
   isUsed(start: number, count: number): boolean {
     const i = this.firstRunEndingAfter(start);
-    return i >= this.starts.length || (this.starts[i] as number) >= start + count;
+    return i >= this.starts.length || this.starts[i] >= start + count;
   }
 
   isFree(start: number, count: number): boolean {
@@ -191,7 +191,8 @@ export class IntervalSweep {
     }
     // Units past the end of the device (never placed there; the tree refuses such extents) count
     // as collisions, as marking them did.
-    for (let i = 0; i < n; i++) if (this.kinds[i] === IntervalSweep.FILE && this.ends[i] > totalUnits) collisions += this.ends[i] - Math.max(this.starts[i], totalUnits);
+    for (let i = 0; i < n; i++)
+      if (this.kinds[i] === IntervalSweep.FILE && this.ends[i] > totalUnits) collisions += this.ends[i] - Math.max(this.starts[i], totalUnits);
     if (!anyUsed && totalUnits > freeFrom) runs.push(freeFrom, totalUnits);
     return { map: SpaceMap.fromRuns(totalUnits, runs), collisions };
   }
@@ -268,7 +269,8 @@ export class Allocator {
     if (this.region2 > 0) used.add(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT), IntervalSweep.METADATA);
     for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.FILE);
     for (const o of this.tree.orphaned) {
-      for (const e of o.extents) if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
+      for (const e of o.extents)
+        if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
     }
     // Pending releases never count as collisions: a newer file may legitimately sit there once
     // the horizon passed at its allocation time.
@@ -303,7 +305,7 @@ export class Allocator {
     // Every passed unit must be used now and claimed once; anything else means the map and the
     // tree disagree, and the tree is the truth.
     for (let i = 0; i < units.length; i++) {
-      const u = units[i] as { start: number; count: number };
+      const u = units[i];
       const prev = units[i - 1];
       if ((prev !== undefined && prev.start + prev.count > u.start) || !this.map.isUsed(u.start, u.count)) {
         this.rebuild(horizon);

@@ -24,7 +24,10 @@ export type FamfsErrorCode =
 
 export class FamfsError extends Error {
   override readonly name = 'FamfsError';
-  constructor(readonly code: FamfsErrorCode, message: string) {
+  constructor(
+    readonly code: FamfsErrorCode,
+    message: string,
+  ) {
     super(message);
   }
 }

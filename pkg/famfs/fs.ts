@@ -8,7 +8,20 @@ import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, readActiveLog, writeLogGenRecord } from './generation';
-import { ackReplay, appendEviction, checkHostLiveMs, HostLiveness, HostWatch, initExtBlock, readAnyExtBlock, readEvictions, readExtBlock, readHostSlots, upgradeExtBlock, writeExtBlock } from './hosts';
+import {
+  ackReplay,
+  appendEviction,
+  checkHostLiveMs,
+  HostLiveness,
+  HostWatch,
+  initExtBlock,
+  readAnyExtBlock,
+  readEvictions,
+  readExtBlock,
+  readHostSlots,
+  upgradeExtBlock,
+  writeExtBlock,
+} from './hosts';
 import {
   ALLOC_UNIT,
   checkRelpath,
@@ -199,7 +212,12 @@ export class FamfsFs {
     this.now = opts.now ?? Date.now;
     this.watch = new HostWatch(opts.monotonicNow ?? (() => performance.now()));
     this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
-    this.reader = new LogReader(media, sb.logLen, () => this.extended || this.rereadExtended(), () => this.locateLog());
+    this.reader = new LogReader(
+      media,
+      sb.logLen,
+      () => this.extended || this.rereadExtended(),
+      () => this.locateLog(),
+    );
     this.reader.watchRewrites = opts.watchRewrites === true;
     this.tree.generation = this.reader.activeLog.generation;
     this.allocator = new Allocator(this.tree, sb.deviceSize, sb.logLen);
@@ -313,7 +331,14 @@ export class FamfsFs {
       const changes = this.tree.replaceWith(fresh);
       this.allocator.setLogRegion2(active.altOffset);
       if (this.ready) this.allocator.rebuild(this.horizon());
-      return { headerNextIndex: f.headerNextIndex, nextIndex: this.tree.nextIndex, changes, ...(f.stop ? { stop: f.stop } : {}), newGeneration: active.generation, rewritten: f.rewritten };
+      return {
+        headerNextIndex: f.headerNextIndex,
+        nextIndex: this.tree.nextIndex,
+        changes,
+        ...(f.stop ? { stop: f.stop } : {}),
+        newGeneration: active.generation,
+        rewritten: f.rewritten,
+      };
     }
     throw new FamfsError('EAGAIN', 'the famfs log generation kept changing while it was replayed (compactions back to back); try again');
   }
@@ -453,7 +478,8 @@ export class FamfsFs {
 
   creat(relpath: string, size: number, o: CreateFileOptions = {}): FileNode {
     checkRelpath(relpath);
-    if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer (famfs files are pre-allocated)`);
+    if (!Number.isSafeInteger(size) || size <= 0)
+      throw new FamfsError('EINVAL', `file size ${size} must be a positive integer (famfs files are pre-allocated)`);
     const mode = checkMode(o.mode ?? 0o644);
     const uid = checkId(o.uid ?? 0, 'uid');
     const gid = checkId(o.gid ?? 0, 'gid');
@@ -519,13 +545,17 @@ export class FamfsFs {
     };
     if (!this.extended) return nothing('the log never had a delete: nothing to reclaim, and it stays readable by famfs');
     if (this.tree.problems.length > 0 || this.tree.orphaned.length > 0) {
-      throw new FamfsError('ECORRUPT', `the log has ${this.tree.problems.length} entries replay skips; refusing to compact it (run famfs fsck and famfs repair first)`);
+      throw new FamfsError(
+        'ECORRUPT',
+        `the log has ${this.tree.problems.length} entries replay skips; refusing to compact it (run famfs fsck and famfs repair first)`,
+      );
     }
     const logLen = this.sb.logLen;
     const from = this.reader.activeLog.offset;
     const horizon = this.horizon();
     // Plan from what replay recorded: which log index each slot holds, and every delete.
-    if (this.tree.slotIndexes.length !== h.nextIndex) throw new FamfsError('ECORRUPT', `replayed ${this.tree.slotIndexes.length} slots but the header says ${h.nextIndex}; refusing to compact`);
+    if (this.tree.slotIndexes.length !== h.nextIndex)
+      throw new FamfsError('ECORRUPT', `replayed ${this.tree.slotIndexes.length} slots but the header says ${h.nextIndex}; refusing to compact`);
     // One flag per log index of this generation (a typed array: this runs while a create waits).
     const slots = this.tree.slotIndexes;
     const base = slots.length > 0 ? slots[0] : 0;
@@ -543,7 +573,7 @@ export class FamfsFs {
     if (kept.length === h.nextIndex) return nothing(`no delete is known to every live host yet (${pendingKept} pending); nothing to reclaim`, pendingKept);
     // Entries are copied byte for byte (their CRC covers their log index); read only those kept.
     const image = Buffer.alloc(kept.length * LE.SIZE);
-    for (let k = 0; k < kept.length; ) {
+    for (let k = 0; k < kept.length;) {
       let run = 1;
       while (k + run < kept.length && kept[k + run] === kept[k] + run) run++;
       const at = from + entryOffset(kept[k]);
@@ -581,7 +611,12 @@ export class FamfsFs {
     const check = new FamfsTree(this.tree.limits);
     check.generation = next;
     const target: ActiveLog = { generation: next, offset: to, altOffset };
-    const r = new LogReader(this.media, logLen, () => true, () => target).catchUp(check);
+    const r = new LogReader(
+      this.media,
+      logLen,
+      () => true,
+      () => target,
+    ).catchUp(check);
     const mismatch = r.stop ? `replay stopped at slot ${r.stop.index}: ${r.stop.reason}` : compareTrees(this.tree, check, horizon);
     if (mismatch) throw new FamfsError('ECORRUPT', `compaction self-check failed, nothing was switched: ${mismatch}`);
     progress({ step: 'verify', done: check.slot });
@@ -601,9 +636,18 @@ export class FamfsFs {
     // appended since the plan: that entry is not in the new log, so do not switch.
     const moved = this.reader.header();
     if (moved.nextIndex !== h.nextIndex) {
-      throw new FamfsError('EAGAIN', `the log grew from ${h.nextIndex} to ${moved.nextIndex} entries during the compaction (another writer on this host); nothing was switched, try again`);
+      throw new FamfsError(
+        'EAGAIN',
+        `the log grew from ${h.nextIndex} to ${moved.nextIndex} entries during the compaction (another writer on this host); nothing was switched, try again`,
+      );
     }
-    writeLogGenRecord(this.media, { generation: next, region: next % 2 === 0 ? 0 : 1, fsUuid: this.sb.uuid, altOffset, epoch: this.opts.fenceEpoch ?? readExtBlock(this.media, this.sb.uuid)?.epoch ?? 0 });
+    writeLogGenRecord(this.media, {
+      generation: next,
+      region: next % 2 === 0 ? 0 : 1,
+      fsUuid: this.sb.uuid,
+      altOffset,
+      epoch: this.opts.fenceEpoch ?? readExtBlock(this.media, this.sb.uuid)?.epoch ?? 0,
+    });
     progress({ step: 'switch', done: next });
 
     this.reader.relocate();
@@ -713,7 +757,12 @@ export class FamfsFs {
     const hosts = this.hosts();
     return this.evictions().map((e) => {
       const freed = this.tree.released.filter((r) => r.deleteIndex >= e.ackedIndex && r.deleteIndex < e.reclaimUpTo);
-      const reusable = freed.map((r) => ({ deleteIndex: r.deleteIndex, relpath: r.relpath, extents: r.extents, bytes: r.extents.reduce((n, x) => n + x.len, 0) }));
+      const reusable = freed.map((r) => ({
+        deleteIndex: r.deleteIndex,
+        relpath: r.relpath,
+        extents: r.extents,
+        bytes: r.extents.reduce((n, x) => n + x.len, 0),
+      }));
       return {
         ...e,
         name: hosts.find((h) => h.slot === e.slot && h.hostUuid === e.hostUuid)?.name ?? '',
@@ -741,7 +790,16 @@ export class FamfsFs {
       for (const h of r.timedOut) {
         if (h.ackedIndex >= next) continue; // it held nothing back
         if (known.some((k) => k.hostUuid === h.hostUuid && k.ackedIndex === h.ackedIndex && k.slot === h.slot)) continue;
-        known.push(appendEviction(this.media, { hostUuid: h.hostUuid, slot: h.slot, ackedIndex: h.ackedIndex, reclaimUpTo: next, atMs: Math.floor(this.now()), silentMs: Math.round(h.silentMs) }));
+        known.push(
+          appendEviction(this.media, {
+            hostUuid: h.hostUuid,
+            slot: h.slot,
+            ackedIndex: h.ackedIndex,
+            reclaimUpTo: next,
+            atMs: Math.floor(this.now()),
+            silentMs: Math.round(h.silentMs),
+          }),
+        );
       }
     }
     return r.horizon;
@@ -821,7 +879,10 @@ export class FamfsFs {
     if (this.opts.fenceEpoch === undefined) return;
     const block = readExtBlock(this.media, this.sb.uuid);
     if (!block || block.epoch !== this.opts.fenceEpoch) {
-      throw new FamfsError('EFENCED', `this writer holds fencing epoch ${this.opts.fenceEpoch} but the device is at ${block?.epoch ?? 'none'}: another master took over`);
+      throw new FamfsError(
+        'EFENCED',
+        `this writer holds fencing epoch ${this.opts.fenceEpoch} but the device is at ${block?.epoch ?? 'none'}: another master took over`,
+      );
     }
   }
 
@@ -829,7 +890,10 @@ export class FamfsFs {
   private prepareWrite(): LogHeader {
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'device is open read-only');
     if (!this.isMaster) {
-      throw new FamfsError('ENOTMASTER', `this host (${this.opts.hostUuid ?? 'unknown'}) is not the famfs master (${this.sb.systemUuid}); only the master appends to the log`);
+      throw new FamfsError(
+        'ENOTMASTER',
+        `this host (${this.opts.hostUuid ?? 'unknown'}) is not the famfs master (${this.sb.systemUuid}); only the master appends to the log`,
+      );
     }
     this.checkFence();
     const r = this.catchUp();
@@ -886,7 +950,10 @@ export class FamfsFs {
     // has since gone backwards: never overwrite it.
     this.media.invalidate(at, LE.SIZE);
     if (this.media.read(at, LE.SIZE).some((b) => b !== 0)) {
-      throw new FamfsError('ECORRUPT', `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`);
+      throw new FamfsError(
+        'ECORRUPT',
+        `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`,
+      );
     }
     this.media.write(at, raw);
     this.media.flush(at, LE.SIZE);
@@ -929,7 +996,8 @@ function compareTrees(want: FamfsTree, got: FamfsTree, horizon: number): string 
   for (const [index, w] of want.byIndex) {
     const g = got.byIndex.get(index);
     if (!g) return `entry ${index} ("${w.relpath}") is missing`;
-    if (g.relpath !== w.relpath || g.kind !== w.kind || g.mode !== w.mode || g.uid !== w.uid || g.gid !== w.gid) return `entry ${index} ("${w.relpath}") differs`;
+    if (g.relpath !== w.relpath || g.kind !== w.kind || g.mode !== w.mode || g.uid !== w.uid || g.gid !== w.gid)
+      return `entry ${index} ("${w.relpath}") differs`;
     if (g.kind === 'file' && w.kind === 'file' && (g.size !== w.size || !sameFmap(g.fmap, w.fmap))) return `file ${index} ("${w.relpath}") maps differently`;
   }
   const held = (t: FamfsTree) =>

@@ -102,11 +102,19 @@ export function fsck(media: Media): FsckReport {
   const header = decodeLogHeader(lhRaw);
   const tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
   tree.generation = active.generation;
-  const reader = new LogReader(media, sb.logLen, () => sbCheck.extended, () => active);
+  const reader = new LogReader(
+    media,
+    sb.logLen,
+    () => sbCheck.extended,
+    () => active,
+  );
   const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
   for (const e of entries) tree.apply(e);
   if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
-  if (stop) report.errors.push(`log ${compacted ? 'slot' : 'entry'} ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`);
+  if (stop)
+    report.errors.push(
+      `log ${compacted ? 'slot' : 'entry'} ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`,
+    );
   for (const p of tree.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
   report.log = {
     entriesUsed: header.nextIndex,
@@ -130,7 +138,8 @@ export function fsck(media: Media): FsckReport {
       decodeEntry(raw, header.nextIndex + validPast, sbCheck.extended, compacted ? { min: want, max: want + 1 } : undefined);
       validPast++;
     } catch {
-      if (validPast === 0 && raw.some((b) => b !== 0)) report.warnings.push(`log slot ${header.nextIndex} (past the end) holds an invalid partial entry; it is ignored and will be overwritten`);
+      if (validPast === 0 && raw.some((b) => b !== 0))
+        report.warnings.push(`log slot ${header.nextIndex} (past the end) holds an invalid partial entry; it is ignored and will be overwritten`);
       break;
     }
   }
@@ -177,9 +186,13 @@ export function fsck(media: Media): FsckReport {
         `the counter went backwards${validPast ? `; entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid` : ''}; run famfs repair to commit them`,
     );
   } else if (validPast === 1) {
-    report.warnings.push(`log slot ${header.nextIndex} (past the end) holds a valid entry that no host has acked: an append was interrupted; the next master commits it (or famfs repair)`);
+    report.warnings.push(
+      `log slot ${header.nextIndex} (past the end) holds a valid entry that no host has acked: an append was interrupted; the next master commits it (or famfs repair)`,
+    );
   } else if (validPast > 1) {
-    report.errors.push(`next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`);
+    report.errors.push(
+      `next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`,
+    );
   }
   const alloc = new Allocator(tree, sb.deviceSize, sb.logLen);
   alloc.setLogRegion2(active.altOffset);

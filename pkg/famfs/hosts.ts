@@ -112,7 +112,15 @@ export function writeExtBlock(media: Media, block: ExtBlock): void {
 }
 
 /** Write a fresh block for file system `fsUuid` and clear every host slot and eviction record. */
-export function initExtBlock(media: Media, fsUuid: string, masterUuid: string, nowMs: number, slotCount = DEFAULT_HOST_SLOTS, epoch = 1, hostLiveMs = DEFAULT_HOST_LIVE_MS): ExtBlock {
+export function initExtBlock(
+  media: Media,
+  fsUuid: string,
+  masterUuid: string,
+  nowMs: number,
+  slotCount = DEFAULT_HOST_SLOTS,
+  epoch = 1,
+  hostLiveMs = DEFAULT_HOST_LIVE_MS,
+): ExtBlock {
   if (slotCount < 1 || slotCount > MAX_HOST_SLOTS) throw new FamfsError('EINVAL', `host slot count ${slotCount} must be 1..${MAX_HOST_SLOTS}`);
   checkHostLiveMs(hostLiveMs);
   media.write(HOST_SLOTS_OFFSET, Buffer.alloc(slotCount * HOST_SLOT_SIZE));

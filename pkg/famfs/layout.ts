@@ -409,9 +409,7 @@ export interface Extent {
   len: number;
 }
 
-export type Fmap =
-  | { kind: 'simple'; extents: Extent[] }
-  | { kind: 'interleave'; nstrips: number; chunkSize: number; strips: Extent[] };
+export type Fmap = { kind: 'simple'; extents: Extent[] } | { kind: 'interleave'; nstrips: number; chunkSize: number; strips: Extent[] };
 
 export interface FileEntry {
   type: 'file';
@@ -529,7 +527,10 @@ export function encodeEntry(index: number, body: EntryBody): Buffer {
 
 /** Why an entry slot cannot be used; replay stops at the first one. */
 export class EntryDecodeError extends Error {
-  constructor(readonly index: number, readonly reason: string) {
+  constructor(
+    readonly index: number,
+    readonly reason: string,
+  ) {
     super(`log entry ${index}: ${reason}`);
   }
 }
@@ -570,7 +571,8 @@ export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: b
   } else {
     const hi = raw.readUInt32LE(o + LE.seqnum + 4);
     const s = hi > 0x1fffff ? Number.MAX_SAFE_INTEGER : hi * 0x100000000 + raw.readUInt32LE(o + LE.seqnum);
-    if (s < seq.min || s >= seq.max) throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} outside [${seq.min}, ${seq.max}) for slot ${index} of a compacted log`);
+    if (s < seq.min || s >= seq.max)
+      throw new EntryDecodeError(index, `seqnum ${raw.readBigUInt64LE(o + LE.seqnum)} outside [${seq.min}, ${seq.max}) for slot ${index} of a compacted log`);
     index = s;
   }
   const type = raw.readUInt32LE(o + LE.type);
@@ -638,14 +640,20 @@ export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: b
           },
         };
       case EntryType.CSI_DELETE: {
-        if (!(typeof extended === 'function' ? extended() : extended)) throw new EntryDecodeError(index, 'famfs-csi delete entry in a log whose superblock does not enable the extension');
+        if (!(typeof extended === 'function' ? extended() : extended))
+          throw new EntryDecodeError(index, 'famfs-csi delete entry in a log whose superblock does not enable the extension');
         const rp = readCString(raw, p + DEL.relpath, RELPATH_FIELD);
         const tt = raw.readUInt32LE(p + DEL.targetType);
         if (tt !== EntryType.FILE && tt !== EntryType.MKDIR) throw new EntryDecodeError(index, `delete of unsupported entry type ${tt}`);
         return {
           index,
           seqnum: index,
-          body: { type: 'delete', targetIndex: u64n(raw, p + DEL.targetIndex, 'delete target'), targetType: tt === EntryType.FILE ? 'file' : 'mkdir', relpath: rp.text },
+          body: {
+            type: 'delete',
+            targetIndex: u64n(raw, p + DEL.targetIndex, 'delete target'),
+            targetType: tt === EntryType.FILE ? 'file' : 'mkdir',
+            relpath: rp.text,
+          },
         };
       }
       default:
@@ -760,15 +768,25 @@ export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
   const revision = b.readUInt32LE(EXT.revision);
   if (revision === 1) {
     if (Number(b.readBigUInt64LE(EXT_V1.crc)) !== crc(b, 0, EXT_V1.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
-    return { revision, slotCount: b.readUInt32LE(EXT.slotCount), epoch: u64n(b, EXT_V1.epoch, 'fencing epoch'), masterUuid: ZERO_UUID, fsUuid: ZERO_UUID, epochTimeMs: 0, hostLiveMs: DEFAULT_HOST_LIVE_MS };
+    return {
+      revision,
+      slotCount: b.readUInt32LE(EXT.slotCount),
+      epoch: u64n(b, EXT_V1.epoch, 'fencing epoch'),
+      masterUuid: ZERO_UUID,
+      fsUuid: ZERO_UUID,
+      epochTimeMs: 0,
+      hostLiveMs: DEFAULT_HOST_LIVE_MS,
+    };
   }
   if (b.readUInt32LE(EXT.crc) !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
-  if (revision !== 2 && revision !== EXT_REVISION) throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows 1 to ${EXT_REVISION})`);
+  if (revision !== 2 && revision !== EXT_REVISION)
+    throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows 1 to ${EXT_REVISION})`);
   let hostLiveMs = DEFAULT_HOST_LIVE_MS;
   if (revision >= 3) {
     if (b.length < EXT_AREA_SIZE) throw new FamfsError('EINVAL', `extension block buffer of ${b.length} bytes lacks the liveness line`);
     const live = b.subarray(EXT.SIZE, EXT.SIZE + EXT_LIVE.SIZE);
-    if (Number(live.readBigUInt64LE(EXT_LIVE.crc)) !== crc(live, 0, EXT_LIVE.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block: liveness line CRC mismatch');
+    if (Number(live.readBigUInt64LE(EXT_LIVE.crc)) !== crc(live, 0, EXT_LIVE.crc))
+      throw new FamfsError('ECORRUPT', 'famfs-csi extension block: liveness line CRC mismatch');
     hostLiveMs = u64n(live, EXT_LIVE.hostLiveMs, 'host liveness window');
     if (hostLiveMs < 1) throw new FamfsError('ECORRUPT', `famfs-csi extension block: host liveness window ${hostLiveMs} ms`);
   }

@@ -93,7 +93,8 @@ export function isQuarantine(node: { kind: string; relpath: string; index: numbe
  */
 export function releaseQuarantine(fs: FamfsFs, index: number): void {
   const node = fs.lookup(quarantineName(index));
-  if (!node || !isQuarantine(node)) throw new FamfsError('ENOENT', `log entry ${index} is not quarantined (no file ${quarantineName(index)} made by famfs repair)`);
+  if (!node || !isQuarantine(node))
+    throw new FamfsError('ENOENT', `log entry ${index} is not quarantined (no file ${quarantineName(index)} made by famfs repair)`);
   fs.rm(node.relpath);
 }
 
@@ -118,7 +119,7 @@ function singleByteSyndromes(): Map<number, number> {
   for (let p = 0; p < LE.crc; p++) {
     for (let m = 1; m < 256; m++) {
       let syn = 0;
-      for (let b = 0; b < 8; b++) if (m & (1 << b)) syn ^= bit[p * 8 + b]!;
+      for (let b = 0; b < 8; b++) if (m & (1 << b)) syn ^= bit[p * 8 + b];
       syn >>>= 0;
       syndromes.set(syn, syndromes.has(syn) ? AMBIGUOUS : p * 256 + m);
     }
@@ -142,14 +143,14 @@ export function correctOneByte(raw: Buffer, index: number, extended: boolean): {
   if (diff.length === 1) {
     const fixed = Buffer.from(raw);
     field.copy(fixed, LE.crc);
-    if (isValidAt(fixed, index, extended)) found.push({ fixed, at: LE.crc + diff[0]! });
+    if (isValidAt(fixed, index, extended)) found.push({ fixed, at: LE.crc + diff[0] });
   }
   if (raw.readUInt32LE(LE.crc + 4) === 0) {
     const hit = singleByteSyndromes().get((stored ^ computed) >>> 0);
     if (hit !== undefined && hit !== AMBIGUOUS) {
       const fixed = Buffer.from(raw);
       const p = Math.floor(hit / 256);
-      fixed[p] = fixed[p]! ^ (hit % 256);
+      fixed[p] = fixed[p] ^ (hit % 256);
       if (isValidAt(fixed, index, extended)) found.push({ fixed, at: p });
     }
   }
@@ -161,7 +162,10 @@ function describeRaw(raw: Buffer): string {
   const at = LE.payload + (type === 1 ? 12 : 24);
   const path = raw.subarray(at, at + RELPATH_FIELD);
   const nul = path.indexOf(0);
-  return `type ${type}, path "${path.subarray(0, nul < 0 ? path.length : nul).toString('utf8').replace(/[^\x20-\x7e]/g, '?')}"`;
+  return `type ${type}, path "${path
+    .subarray(0, nul < 0 ? path.length : nul)
+    .toString('utf8')
+    .replace(/[^\x20-\x7e]/g, '?')}"`;
 }
 
 /** Decode a slot whatever its seqnum and CRC say: what the bytes would mean if they were right. */
@@ -201,7 +205,10 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   }
   const sbCheck = validateSuperblock(sbRaw, media.size);
   if (!sbCheck.ok) {
-    throw new FamfsError('ECORRUPT', `superblock is damaged (${sbCheck.problems.join('; ')}); famfs keeps no second copy: restore a saved one or run famfs mkfs`);
+    throw new FamfsError(
+      'ECORRUPT',
+      `superblock is damaged (${sbCheck.problems.join('; ')}); famfs keeps no second copy: restore a saved one or run famfs mkfs`,
+    );
   }
   const sb = decodeSuperblock(sbRaw);
   if (sb.systemUuid !== o.hostUuid) throw new FamfsError('ENOTMASTER', `only the master (${sb.systemUuid}) may repair the log`);
@@ -213,7 +220,10 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     // famfs' own log (index == slot) and would renumber them. A compaction never needs repair:
     // a crash leaves the old generation or the new one. A torn superblock version is fixed above.
     if (report.actions.length > 0) return report;
-    throw new FamfsError('EUNSUPPORTED', `the log is compacted (generation ${generation}); famfs repair handles only famfs' own log (generation 0). Nothing was changed`);
+    throw new FamfsError(
+      'EUNSUPPORTED',
+      `the log is compacted (generation ${generation}); famfs repair handles only famfs' own log (generation 0). Nothing was changed`,
+    );
   }
 
   media.invalidate(LOG_OFFSET, sb.logLen);
@@ -251,7 +261,10 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   // 2. Valid entries past the end are committed (roll forward, never back).
   const claimedEnd = end;
   while (end < cap && isValidAt(slot(end), end, extended)) end++;
-  if (end > claimedEnd) report.actions.push(`committed ${end - claimedEnd} valid entr${end - claimedEnd === 1 ? 'y' : 'ies'} found past next_index ${claimedEnd} (${claimedEnd}..${end - 1})`);
+  if (end > claimedEnd)
+    report.actions.push(
+      `committed ${end - claimedEnd} valid entr${end - claimedEnd === 1 ? 'y' : 'ies'} found past next_index ${claimedEnd} (${claimedEnd}..${end - 1})`,
+    );
 
   // 3. Bad entries inside the log: salvage or replace, keeping every index.
   const decided: (LogEntry | undefined)[] = [];
@@ -295,11 +308,18 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     const proven = correctOneByte(raw, i, extended);
     if (proven) {
       const e = isValidAt(proven.fixed, i, extended)!;
-      take(e, `salvaged log entry ${i} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`, proven.fixed);
+      take(
+        e,
+        `salvaged log entry ${i} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`,
+        proven.fixed,
+      );
       continue;
     }
     if (drop.has(i)) {
-      take(placeholder(i), `replaced unreadable log entry ${i} (${what}) by the empty directory lost+found.${i} as the operator asked (--drop ${i}); later entries keep their place`);
+      take(
+        placeholder(i),
+        `replaced unreadable log entry ${i} (${what}) by the empty directory lost+found.${i} as the operator asked (--drop ${i}); later entries keep their place`,
+      );
       report.dropped.push({ index: i, what });
       continue;
     }
@@ -324,12 +344,17 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       };
       if (score(i, q) !== undefined) {
         const bytes = fmapExtents(guess.body.fmap).reduce((n, x) => n + x.len, 0);
-        take(q, `quarantined log entry ${i} (${what}): the CRC cannot prove its bytes, so its memory stays reserved as ${quarantineName(i)} (mode 000) until an operator releases it (famfs repair --release ${i})`);
+        take(
+          q,
+          `quarantined log entry ${i} (${what}): the CRC cannot prove its bytes, so its memory stays reserved as ${quarantineName(i)} (mode 000) until an operator releases it (famfs repair --release ${i})`,
+        );
         report.quarantined.push({ index: i, relpath: quarantineName(i), bytes, what });
         continue;
       }
     }
-    refused.push(`log entry ${i} (${what}) cannot be proven and names no memory it could own${guess?.body.type === 'file' ? ' (its extents overlap another file or leave the data area)' : ''}`);
+    refused.push(
+      `log entry ${i} (${what}) cannot be proven and names no memory it could own${guess?.body.type === 'file' ? ' (its extents overlap another file or leave the data area)' : ''}`,
+    );
   }
   if (refused.length > 0) {
     const ids = refused.map((r) => Number(/log entry (\d+)/.exec(r)![1]));
@@ -373,7 +398,9 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       if (stale) {
         const now = o.now ?? Date.now();
         const fresh = initExtBlock(media, sb.uuid, o.hostUuid, now, undefined, stale.epoch + 1);
-        report.actions.push(`re-made the famfs-csi extension area left by an earlier file system (${stale.fsUuid}): its host slots are cleared, epoch is now ${fresh.epoch}`);
+        report.actions.push(
+          `re-made the famfs-csi extension area left by an earlier file system (${stale.fsUuid}): its host slots are cleared, epoch is now ${fresh.epoch}`,
+        );
       }
     }
   } catch (e) {
@@ -457,4 +484,3 @@ function decodeLogHeaderSafe(b: Buffer) {
     return undefined;
   }
 }
-

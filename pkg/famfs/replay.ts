@@ -128,7 +128,11 @@ export class LogReader {
     this.media.invalidate(at, LH.SIZE);
     const raw = this.media.read(at, LH.SIZE);
     const problems = validateLogHeader(raw, this.logLen, this.active.generation > 0);
-    if (problems.length) throw new FamfsError('ECORRUPT', `famfs log header${this.active.generation > 0 ? ` (generation ${this.active.generation})` : ''}: ${problems.join('; ')}`);
+    if (problems.length)
+      throw new FamfsError(
+        'ECORRUPT',
+        `famfs log header${this.active.generation > 0 ? ` (generation ${this.active.generation})` : ''}: ${problems.join('; ')}`,
+      );
     return decodeLogHeader(raw);
   }
 
@@ -237,7 +241,10 @@ export class LogReader {
     };
     if (h.nextIndex < tree.slot) {
       settle();
-      throw new FamfsError('ECORRUPT', `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`);
+      throw new FamfsError(
+        'ECORRUPT',
+        `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`,
+      );
     }
     const { entries, stop } = this.entries(tree.slot, h.nextIndex, { min: tree.nextIndex, max: h.nextSeqnum });
     // Sequence lock: a compaction that switched generations while we read may have been
@@ -292,7 +299,7 @@ export class LogReader {
       this.media.invalidate(base, (to - from) * LE.SIZE);
       const raw = this.media.read(base, (to - from) * LE.SIZE);
       for (let i = from; i < to; i++) {
-        const want = this.replayedCrcs[i]!;
+        const want = this.replayedCrcs[i];
         // Same CRC field and bytes that still match it: the entry we replayed.
         const same = (b: Buffer, o: number) => b.readUInt32LE(o + LE.crc) === want && b.readUInt32LE(o + LE.crc + 4) === 0 && crc(b, o, o + LE.crc) === want;
         if (same(raw, (i - from) * LE.SIZE)) {
@@ -315,7 +322,7 @@ export class LogReader {
         } catch {
           nowValid = false;
         }
-        found.push({ index: this.replayedIndexes[i]!, slot: i, replayedCrc: want, nowCrc, nowValid });
+        found.push({ index: this.replayedIndexes[i], slot: i, replayedCrc: want, nowCrc, nowValid });
       }
     };
     const tail = Math.max(0, n - VERIFY_TAIL);

@@ -196,7 +196,8 @@ export class FamfsTree {
       if (e.len <= 0) return 'zero-length extent';
       if (e.offset % ALLOC_UNIT !== 0 || e.len % ALLOC_UNIT !== 0) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} is not 2 MiB aligned`;
       if (e.offset < this.limits.reservedBytes) return `extent at 0x${e.offset.toString(16)} overlaps the superblock/log`;
-      if (e.offset + e.len > this.limits.deviceSize) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${this.limits.deviceSize} bytes)`;
+      if (e.offset + e.len > this.limits.deviceSize)
+        return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${this.limits.deviceSize} bytes)`;
     }
     if (body.fmap.kind === 'interleave') {
       const { chunkSize, strips } = body.fmap;
@@ -237,7 +238,16 @@ export class FamfsTree {
   private applyMkdir(index: number, body: MkdirEntry): TreeChange | undefined {
     const where = this.parentOf(index, body.relpath);
     if (!where) return undefined;
-    const node: DirNode = { kind: 'dir', relpath: body.relpath, name: where.name, index, mode: body.mode & 0o7777, uid: body.uid, gid: body.gid, children: new Map() };
+    const node: DirNode = {
+      kind: 'dir',
+      relpath: body.relpath,
+      name: where.name,
+      index,
+      mode: body.mode & 0o7777,
+      uid: body.uid,
+      gid: body.gid,
+      children: new Map(),
+    };
     where.parent.children.set(where.name, node);
     this.byIndex.set(index, node);
     this.byPath.set(node.relpath, node);

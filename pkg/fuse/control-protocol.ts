@@ -62,7 +62,7 @@ export function parseControlRequest(line: string): ControlRequest {
     case 'flush':
     case 'invalidate':
       if (rest.length !== 1 || rest[0] === '') throw new ControlParseError(`usage: ${op} <relpath>`);
-      return { op, path: rest[0]! };
+      return { op, path: rest[0] };
     case 'direct-io': {
       const on = rest[0];
       if (on !== 'on' && on !== 'off') throw new ControlParseError('usage: direct-io on|off [relpath]');

@@ -26,7 +26,13 @@ function parseParams(message: string): NativeHandoverParams {
     if (typeof n !== 'number' || !Number.isFinite(n)) throw new FuseError('EHANDOVER', `handover message lacks ${k}`);
     return n;
   };
-  return { protoMajor: num('protoMajor'), protoMinor: num('protoMinor'), maxReadahead: num('maxReadahead'), connectionId: num('connectionId'), pid: num('pid') };
+  return {
+    protoMajor: num('protoMajor'),
+    protoMinor: num('protoMinor'),
+    maxReadahead: num('maxReadahead'),
+    connectionId: num('connectionId'),
+    pid: num('pid'),
+  };
 }
 
 /** Asks the server behind `controlSocket` for its connection; returns the received fds. */

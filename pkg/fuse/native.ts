@@ -10,9 +10,7 @@ export interface NativeExtent {
   len: number;
 }
 
-export type NativeFmap =
-  | { kind: 'simple'; extents: NativeExtent[] }
-  | { kind: 'interleave'; chunkSize: number; strips: NativeExtent[] };
+export type NativeFmap = { kind: 'simple'; extents: NativeExtent[] } | { kind: 'interleave'; chunkSize: number; strips: NativeExtent[] };
 
 /** One row of the inode table handed to C++ (parsed once per update, never per request). */
 export interface NativeInode {

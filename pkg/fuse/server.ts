@@ -162,7 +162,7 @@ export class FamfsFuseServer {
       if (server.takesPart()) server.armFence(server.publishAndReplay().t0);
       const table = buildInodeTable(fs.tree, { logOffset: fs.activeLog.offset, logLen: sb.logLen });
       try {
-        if (adopted) session.adopt(adopted.fds[0]!, adopted.params, table, fs.tree.nextIndex);
+        if (adopted) session.adopt(adopted.fds[0], adopted.params, table, fs.tree.nextIndex);
         else session.start(table, fs.tree.nextIndex);
       } catch (e) {
         if (adopted) throw new FuseError('EHANDOVER', `adopting the FUSE connection of ${opts.mountpoint}: ${(e as Error).message}`);
@@ -176,7 +176,16 @@ export class FamfsFuseServer {
       }
       const st = session.status();
       log.info(
-        { device: opts.device, mountpoint: opts.mountpoint, logIndex: fs.tree.nextIndex, files: fs.tree.fileCount, dirs: fs.tree.dirCount, threads: st.threads, directIo: st.directIo, flushMethod: st.flushMethod },
+        {
+          device: opts.device,
+          mountpoint: opts.mountpoint,
+          logIndex: fs.tree.nextIndex,
+          files: fs.tree.fileCount,
+          dirs: fs.tree.dirCount,
+          threads: st.threads,
+          directIo: st.directIo,
+          flushMethod: st.flushMethod,
+        },
         adopted ? 'famfs FUSE connection adopted (no remount)' : 'famfs mounted',
       );
       const pollMs = opts.pollMs ?? 100;
@@ -223,8 +232,15 @@ export class FamfsFuseServer {
       notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), r.nextIndex);
       this.refreshStatfs();
       this.ackCycle();
-      this.opts.logger.info({ index: r.nextIndex, added, removed, notices, ...(r.newGeneration !== undefined ? { generation: r.newGeneration } : {}) }, r.newGeneration !== undefined ? 'compacted log generation replayed' : 'log replayed');
-    } else if (this.ackDue || this.fenceReported || fenceClockMs() - this.lastAckMs >= Math.min(this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS, this.fenceWindow / 4)) {
+      this.opts.logger.info(
+        { index: r.nextIndex, added, removed, notices, ...(r.newGeneration !== undefined ? { generation: r.newGeneration } : {}) },
+        r.newGeneration !== undefined ? 'compacted log generation replayed' : 'log replayed',
+      );
+    } else if (
+      this.ackDue ||
+      this.fenceReported ||
+      fenceClockMs() - this.lastAckMs >= Math.min(this.opts.ackHeartbeatMs ?? DEFAULT_ACK_HEARTBEAT_MS, this.fenceWindow / 4)
+    ) {
       // Idle or stuck at a bad entry, this host still maps files: keep its slot alive so the
       // master goes on holding back memory deleted after our position (design hazard 2), and
       // keep the self-fence armed.
@@ -241,7 +257,11 @@ export class FamfsFuseServer {
   flush(relpath: string): void {
     const ino = this.fileIno(relpath);
     // Fenced, this file's memory may belong to another volume now: writing lines back could land there.
-    if (this.isFenced()) throw new FuseError('EIO', `flush ${relpath}: this host is self-fenced (not acked within its fence window); it answers again once it has replayed the log and acked`);
+    if (this.isFenced())
+      throw new FuseError(
+        'EIO',
+        `flush ${relpath}: this host is self-fenced (not acked within its fence window); it answers again once it has replayed the log and acked`,
+      );
     const r = this.session.flushFile(ino);
     if (!r.ok) this.cacheOpFailed('flush', relpath, r.error, r.fault);
   }

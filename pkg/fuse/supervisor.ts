@@ -90,7 +90,10 @@ function pidAlive(pid: number): boolean {
 /** True when /proc says `pid` runs famfs-fused (a recycled pid must never be signalled). */
 function isFusedProcess(pid: number): boolean {
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((a) => a.endsWith('famfs-fused.js') || a.endsWith('famfs-fused'));
+    return fs
+      .readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .some((a) => a.endsWith('famfs-fused.js') || a.endsWith('famfs-fused'));
   } catch {
     return false;
   }
@@ -158,7 +161,14 @@ export class FuseSupervisor {
     const failureMessage = typeof reply['failureMessage'] === 'string' ? reply['failureMessage'] : null;
     if (reply['serving'] === false) return { state: 'dead', message: `FUSE server for ${this.mountpoint} lost its kernel connection` };
     const rewritten = Array.isArray(reply['rewrittenEntries']) ? (reply['rewrittenEntries'] as { index?: unknown }[]).map((w) => Number(w.index)) : [];
-    return { state: 'serving', failed, failureMessage, logIndex: Number(reply['logIndex'] ?? 0), rewrittenEntries: rewritten, fenced: reply['fenced'] === true };
+    return {
+      state: 'serving',
+      failed,
+      failureMessage,
+      logIndex: Number(reply['logIndex'] ?? 0),
+      rewrittenEntries: rewritten,
+      fenced: reply['fenced'] === true,
+    };
   }
 
   /**
@@ -263,7 +273,10 @@ export class FuseSupervisor {
     }
     const fallback = this.opts.fallback;
     if (fallback === undefined) {
-      throw new FuseSupervisorError('EFLUSH', `flushing ${relpath}: no famfs FUSE server serves ${this.mountpoint} and there is no other mapping of the device`);
+      throw new FuseSupervisorError(
+        'EFLUSH',
+        `flushing ${relpath}: no famfs FUSE server serves ${this.mountpoint} and there is no other mapping of the device`,
+      );
     }
     try {
       fallback.famfs.catchUp();
@@ -356,7 +369,8 @@ export async function startDetached(o: DetachedStart): Promise<number | undefine
   if (o.pidFile !== undefined && child.pid !== undefined) fs.writeFileSync(o.pidFile, `${child.pid}\n`, { mode: 0o600 });
   const deadline = Date.now() + o.timeoutMs;
   while (Date.now() < deadline) {
-    if (exit !== undefined) throw new FuseSupervisorError('ESTART', `famfs-fused exited (${exit}) before serving ${o.mountpoint}; see ${o.logFile}: ${logTail(o.logFile)}`);
+    if (exit !== undefined)
+      throw new FuseSupervisorError('ESTART', `famfs-fused exited (${exit}) before serving ${o.mountpoint}; see ${o.logFile}: ${logTail(o.logFile)}`);
     if (await o.ready(child.pid)) return child.pid;
     await sleep(50);
   }

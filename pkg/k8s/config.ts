@@ -85,7 +85,7 @@ export function kubeConfigIfAny(env: Env = process.env, explicitPath?: string): 
   } else if (env.KUBECONFIG) {
     const files = env.KUBECONFIG.split(path.delimiter).filter((f) => f !== '' && fs.existsSync(f));
     if (files.length === 0) throw new K8sConfigError(`KUBECONFIG=${env.KUBECONFIG}: no such file`);
-    kc.loadFromFile(files[0] as string);
+    kc.loadFromFile(files[0]);
   } else {
     const home = path.join(os.homedir(), '.kube', 'config');
     if (!fs.existsSync(home)) return undefined;

@@ -93,8 +93,15 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
   const memoryErrors =
     kubeConfig && events
       ? new MemoryErrorReporter({
-          kubeConfig, events, driverName: cfg.driverName, pool: cfg.pool, role: controls ? 'controller' : 'node', nodeId: cfg.nodeId,
-          metrics: k8sMetrics, check: pollFailure, log,
+          kubeConfig,
+          events,
+          driverName: cfg.driverName,
+          pool: cfg.pool,
+          role: controls ? 'controller' : 'node',
+          nodeId: cfg.nodeId,
+          metrics: k8sMetrics,
+          check: pollFailure,
+          log,
         })
       : undefined;
   let memoryErrorsLogged = false;
@@ -129,7 +136,10 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
       statusIntervalMs: o.poolStatusIntervalMs,
       log: log.child({ component: 'k8s' }),
     });
-    log.info({ leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined }, 'Kubernetes integration started');
+    log.info(
+      { leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined },
+      'Kubernetes integration started',
+    );
   } else if (kubeConfig === undefined) {
     log.info('no Kubernetes API configured: standalone (no Lease, FamfsPool status or Events)');
   }
@@ -137,13 +147,16 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
   memoryErrors?.start();
   if (memoryErrors === undefined) {
     const t = setInterval(() => {
-      void pollFailure().then((why) => {
-        if (why !== undefined && !memoryErrorsLogged) {
-          memoryErrorsLogged = true;
-          k8sMetrics.memoryErrors.inc({ pool: cfg.pool, source: controls ? 'controller' : 'node' });
-          log.error({ message: why }, 'memory error (no Kubernetes API: no Event raised)');
-        }
-      }, () => undefined);
+      void pollFailure().then(
+        (why) => {
+          if (why !== undefined && !memoryErrorsLogged) {
+            memoryErrorsLogged = true;
+            k8sMetrics.memoryErrors.inc({ pool: cfg.pool, source: controls ? 'controller' : 'node' });
+            log.error({ message: why }, 'memory error (no Kubernetes API: no Event raised)');
+          }
+        },
+        () => undefined,
+      );
     }, 5000);
     t.unref();
   }
@@ -162,7 +175,12 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
               k8sMetrics.logEntriesRewritten.inc({ pool: cfg.pool }, fresh.length);
               const message = `node ${cfg.nodeId}: ${rewrittenMessage(fresh)}`;
               log.error({ event: 'log-entry-rewritten', indexes: fresh, pool: cfg.pool }, message);
-              events?.emit({ apiVersion: `${FAMFSPOOL_GROUP}/${FAMFSPOOL_VERSION}`, kind: FAMFSPOOL_KIND, name: cfg.pool }, 'Warning', EventReason.LogEntryRewritten, message);
+              events?.emit(
+                { apiVersion: `${FAMFSPOOL_GROUP}/${FAMFSPOOL_VERSION}`, kind: FAMFSPOOL_KIND, name: cfg.pool },
+                'Warning',
+                EventReason.LogEntryRewritten,
+                message,
+              );
               events?.emit({ apiVersion: 'v1', kind: 'Node', name: cfg.nodeId, uid: cfg.nodeId }, 'Warning', EventReason.LogEntryRewritten, message);
             })
             .catch(() => undefined);

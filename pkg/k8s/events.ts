@@ -34,7 +34,10 @@ export const EventReason = {
 
 export class EventRecorderError extends Error {
   readonly code = 'EVENT_RECORD_FAILED';
-  constructor(message: string, override readonly cause?: unknown) {
+  constructor(
+    message: string,
+    override readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'EventRecorderError';
   }

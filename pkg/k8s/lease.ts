@@ -119,7 +119,10 @@ export class LeaderElector {
     this.retryPeriodMs = opts.retryPeriodMs ?? DEFAULTS.retryPeriodMs;
     if (!opts.identity) throw new LeaderElectionError('INVALID_CONFIG', 'identity is required');
     if (!(this.renewDeadlineMs < this.leaseDurationMs)) {
-      throw new LeaderElectionError('INVALID_CONFIG', `renewDeadline (${this.renewDeadlineMs} ms) must be shorter than leaseDuration (${this.leaseDurationMs} ms)`);
+      throw new LeaderElectionError(
+        'INVALID_CONFIG',
+        `renewDeadline (${this.renewDeadlineMs} ms) must be shorter than leaseDuration (${this.leaseDurationMs} ms)`,
+      );
     }
     if (!(this.retryPeriodMs < this.renewDeadlineMs)) {
       throw new LeaderElectionError('INVALID_CONFIG', `retryPeriod (${this.retryPeriodMs} ms) must be shorter than renewDeadline (${this.renewDeadlineMs} ms)`);
@@ -138,7 +141,8 @@ export class LeaderElector {
 
   /** Epoch of our leadership; throws NOT_LEADER when holdsLease() is false. */
   currentEpoch(): number {
-    if (!this.leading || !this.holdsLease()) throw new LeaderElectionError('NOT_LEADER', `${this.identity} does not hold lease ${this.opts.namespace}/${this.opts.name}`);
+    if (!this.leading || !this.holdsLease())
+      throw new LeaderElectionError('NOT_LEADER', `${this.identity} does not hold lease ${this.opts.namespace}/${this.opts.name}`);
     return this.leading.epoch;
   }
 

@@ -54,7 +54,9 @@ export class MemoryErrorReporter {
 
   /** Records a report (fire and forget, serialized); duplicates are dropped. */
   report(r: MemoryErrorReport): void {
-    this.chain = this.chain.then(() => this.handle(r)).catch((err: unknown) => this.opts.log?.warn({ err: String(err) }, 'memory error not reported to Kubernetes'));
+    this.chain = this.chain
+      .then(() => this.handle(r))
+      .catch((err: unknown) => this.opts.log?.warn({ err: String(err) }, 'memory error not reported to Kubernetes'));
   }
 
   /** Resolves when every report so far was handled (stop() waits for this before the process exits). */

@@ -58,7 +58,12 @@ export function createMetrics(opts: MetricsOptions = {}): FamfsMetrics {
       labelNames: ['pool', 'node'],
       registers,
     }),
-    masterEpoch: new Gauge({ name: 'famfs_master_epoch', help: 'Fencing epoch of the master role held by this process (0: not master)', labelNames: ['pool'], registers }),
+    masterEpoch: new Gauge({
+      name: 'famfs_master_epoch',
+      help: 'Fencing epoch of the master role held by this process (0: not master)',
+      labelNames: ['pool'],
+      registers,
+    }),
     isLeader: new Gauge({ name: 'famfs_leader', help: '1 when this process holds the master lease', labelNames: ['pool'], registers }),
     memoryErrors: new Counter({
       name: 'famfs_memory_errors_total',

@@ -75,7 +75,12 @@ export class PoolReporter {
     const percent = f.logEntriesTotal > 0 ? (f.logEntriesUsed * 100) / f.logEntriesTotal : 0;
     const nearlyFull = percent >= this.threshold;
     const condition: PoolCondition = nearlyFull
-      ? { type: 'LogNearlyFull', status: 'True', reason: 'LogAboveThreshold', message: `log ${Math.floor(percent)}% full (${f.logEntriesUsed} of ${f.logEntriesTotal} entries)` }
+      ? {
+          type: 'LogNearlyFull',
+          status: 'True',
+          reason: 'LogAboveThreshold',
+          message: `log ${Math.floor(percent)}% full (${f.logEntriesUsed} of ${f.logEntriesTotal} entries)`,
+        }
       : { type: 'LogNearlyFull', status: 'False', reason: 'LogBelowThreshold', message: `log ${Math.floor(percent)}% full` };
     const others = (f.conditions ?? []).filter((c) => c.type !== 'LogNearlyFull');
     await this.opts.client.writePoolStatus({ ...f, conditions: [...others, condition] });
@@ -89,15 +94,22 @@ export class PoolReporter {
     for (const e of evictions) {
       if (e.seq <= this.evictionSeq) continue;
       this.evictionSeq = e.seq;
-      const what = e.reusable.length > 0 ? `memory of ${e.reusable.join(', ')} (${e.reusableBytes} bytes) became reusable without it` : 'it held no deleted memory back';
-      await this.warn(await this.poolRef(), EventReason.HostTimedOut,
-        `host ${e.host} (${e.hostUuid}, slot ${e.slot}) timed out at ${e.at}: the master watched its replay slot unchanged for ${e.silentSeconds} s; ${what}. It serves again only after replaying the log (self-fence)`);
+      const what =
+        e.reusable.length > 0 ? `memory of ${e.reusable.join(', ')} (${e.reusableBytes} bytes) became reusable without it` : 'it held no deleted memory back';
+      await this.warn(
+        await this.poolRef(),
+        EventReason.HostTimedOut,
+        `host ${e.host} (${e.hostUuid}, slot ${e.slot}) timed out at ${e.at}: the master watched its replay slot unchanged for ${e.silentSeconds} s; ${what}. It serves again only after replaying the log (self-fence)`,
+      );
     }
 
     if (nearlyFull && !this.logWarned) {
       this.logWarned = true;
-      await this.warn(await this.poolRef(), EventReason.LogNearlyFull,
-        `famfs metadata log ${Math.floor(percent)}% full (${f.logEntriesUsed} of ${f.logEntriesTotal} entries); new volumes fail when it is full`);
+      await this.warn(
+        await this.poolRef(),
+        EventReason.LogNearlyFull,
+        `famfs metadata log ${Math.floor(percent)}% full (${f.logEntriesUsed} of ${f.logEntriesTotal} entries); new volumes fail when it is full`,
+      );
     } else if (!nearlyFull && percent < this.threshold - REARM_MARGIN_PERCENT) {
       this.logWarned = false;
     }
@@ -123,8 +135,11 @@ export class PoolReporter {
     const behind = r.lagEntries >= (this.opts.replayLagWarnEntries ?? 1000) || !r.healthy;
     if (behind && !this.laggingNodes.has(r.name)) {
       this.laggingNodes.add(r.name);
-      await this.warn(ref, EventReason.ReplayBehind,
-        `node ${r.name} is ${r.lagEntries} log entries behind${r.healthy ? '' : ' and unhealthy'}${r.message ? `: ${r.message}` : ''}`);
+      await this.warn(
+        ref,
+        EventReason.ReplayBehind,
+        `node ${r.name} is ${r.lagEntries} log entries behind${r.healthy ? '' : ' and unhealthy'}${r.message ? `: ${r.message}` : ''}`,
+      );
     } else if (!behind) {
       this.laggingNodes.delete(r.name);
     }

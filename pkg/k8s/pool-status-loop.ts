@@ -25,7 +25,18 @@ export interface FamfsView {
   /** Host slots as the master judges them, on its own clock (never a host's clock). */
   hostLiveness(): { hostUuid: string; ackedIndex: number; name: string; live: boolean; silentMs: number }[];
   /** The master's eviction records with the files each timeout made reusable (FamfsFs.evictionReport). */
-  evictionReport(): { seq: number; hostUuid: string; name: string; slot: number; ackedIndex: number; reclaimUpTo: number; atMs: number; silentMs: number; reusable: { relpath: string }[]; reusableBytes: number }[];
+  evictionReport(): {
+    seq: number;
+    hostUuid: string;
+    name: string;
+    slot: number;
+    ackedIndex: number;
+    reclaimUpTo: number;
+    atMs: number;
+    silentMs: number;
+    reusable: { relpath: string }[];
+    reusableBytes: number;
+  }[];
   lookup(relpath: string): { kind: 'dir'; children: Map<string, unknown> } | { kind: 'file' } | undefined;
 }
 
@@ -89,7 +100,9 @@ export function hostReports(fs: FamfsView): NodeReport[] {
       replayedEntries: h.ackedIndex,
       lagEntries: lag,
       healthy: h.live,
-      ...(h.live ? {} : { message: `timed out: its slot has not changed for ${Math.round(h.silentMs / 1000)} s (master's clock); it no longer holds back deleted memory` }),
+      ...(h.live
+        ? {}
+        : { message: `timed out: its slot has not changed for ${Math.round(h.silentMs / 1000)} s (master's clock); it no longer holds back deleted memory` }),
     };
   });
 }

@@ -10,7 +10,11 @@ import * as path from 'path';
 
 export class StateFileError extends Error {
   override readonly name = 'StateFileError';
-  constructor(readonly code: 'ECORRUPT' | 'EVERSION' | 'EIO', message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: 'ECORRUPT' | 'EVERSION' | 'EIO',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }
@@ -201,7 +205,8 @@ export function validateNodeState(doc: unknown): NodeStateDoc {
     if (!isRecord(v) || typeof v['volumeId'] !== 'string' || v['stagingPath'] !== k) throw new StateFileError('ECORRUPT', `node state: bad staged entry ${k}`);
   }
   for (const [k, v] of Object.entries(published)) {
-    if (!isRecord(v) || typeof v['volumeId'] !== 'string' || v['targetPath'] !== k) throw new StateFileError('ECORRUPT', `node state: bad published entry ${k}`);
+    if (!isRecord(v) || typeof v['volumeId'] !== 'string' || v['targetPath'] !== k)
+      throw new StateFileError('ECORRUPT', `node state: bad published entry ${k}`);
   }
   return doc as unknown as NodeStateDoc;
 }
@@ -282,7 +287,8 @@ export class NodeStateStore {
       const draft = structuredClone(base);
       change(draft);
       const stagedChanged = JSON.stringify(draft.staged) !== JSON.stringify(base.staged);
-      const publishedChanged = JSON.stringify(draft.published) !== JSON.stringify(base.published) || (!fs.existsSync(this.publishedFile) && Object.keys(draft.published).length > 0);
+      const publishedChanged =
+        JSON.stringify(draft.published) !== JSON.stringify(base.published) || (!fs.existsSync(this.publishedFile) && Object.keys(draft.published).length > 0);
       if (publishedChanged) await this.publishedStore.update(() => ({ version: 1, published: draft.published }), { durable: false });
       if (stagedChanged || (publishedChanged && Object.keys((await this.stagedStore.load()).published).length > 0)) {
         await this.stagedStore.update(() => ({ version: 1, staged: draft.staged, published: {} }));

@@ -35,14 +35,14 @@ export function parseMountinfo(text: string): MountEntry[] {
     out.push({
       id: Number(fields[0]),
       parentId: Number(fields[1]),
-      device: fields[2] as string,
-      root: unescapeMountinfo(fields[3] as string),
-      mountPoint: unescapeMountinfo(fields[4] as string),
-      mountOptions: (fields[5] as string).split(','),
+      device: fields[2],
+      root: unescapeMountinfo(fields[3]),
+      mountPoint: unescapeMountinfo(fields[4]),
+      mountOptions: fields[5].split(','),
       propagation: fields.slice(6, sep),
-      fsType: fields[sep + 1] as string,
-      source: unescapeMountinfo(fields[sep + 2] as string),
-      superOptions: (fields[sep + 3] as string).split(','),
+      fsType: fields[sep + 1],
+      source: unescapeMountinfo(fields[sep + 2]),
+      superOptions: fields[sep + 3].split(','),
     });
   }
   return out;

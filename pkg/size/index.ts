@@ -138,7 +138,10 @@ export function parseSize(text: string, dialect: SizeDialect, what: string, o: S
     const rule = [o.powerOfTwo ? 'a power of two' : '', multiple > 1 ? `a multiple of ${spell(multiple)}` : '', min > 0 ? `at least ${spell(min)}` : '']
       .filter(Boolean)
       .join(' and ');
-    const hint = p.bytes < min && p.bytes % multiple === 0 && (!o.powerOfTwo || isPowerOfTwo(p.bytes)) ? '' : probablyMeant(p, dialect, fits, Math.max(multiple, 1), min, o.powerOfTwo === true);
+    const hint =
+      p.bytes < min && p.bytes % multiple === 0 && (!o.powerOfTwo || isPowerOfTwo(p.bytes))
+        ? ''
+        : probablyMeant(p, dialect, fits, Math.max(multiple, 1), min, o.powerOfTwo === true);
     throw new SizeError(`${what} ${quote(text)} is ${p.bytes} bytes; it must be ${rule}${hint}`);
   }
   return p.bytes;

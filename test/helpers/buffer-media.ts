@@ -8,7 +8,10 @@ import { Media } from '../../pkg/famfs/media';
 export class BufferMedia implements Media {
   readonly size: number;
 
-  constructor(readonly buffer: Buffer, size?: number) {
+  constructor(
+    readonly buffer: Buffer,
+    size?: number,
+  ) {
     this.size = size ?? buffer.length;
   }
 

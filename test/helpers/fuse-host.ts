@@ -5,7 +5,6 @@ import { execFileSync, spawn, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { controlRequest } from '../../pkg/fuse/control-client';
-import type { ControlReply } from '../../pkg/fuse/control-protocol';
 
 const FUSED = path.join(__dirname, '..', '..', 'cmd', 'famfs-fused.js');
 
@@ -32,7 +31,23 @@ export class FuseHost {
     fs.mkdirSync(mountpoint, { recursive: true });
     const proc = spawn(
       process.execPath,
-      [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--host-uuid', hostUuid, '--poll-ms', '50', '--ack-heartbeat-ms', '500', '--log-level', 'warn', ...extra],
+      [
+        FUSED,
+        device,
+        mountpoint,
+        '--foreground',
+        '--control-socket',
+        socket,
+        '--host-uuid',
+        hostUuid,
+        '--poll-ms',
+        '50',
+        '--ack-heartbeat-ms',
+        '500',
+        '--log-level',
+        'warn',
+        ...extra,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     const host = new FuseHost(mountpoint, socket, proc);
@@ -40,7 +55,7 @@ export class FuseHost {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`famfs-fused exited ${proc.exitCode}: ${host.out}`);
       try {
-        const st = (await controlRequest(socket, { op: 'status' }, 500)) as ControlReply;
+        const st = await controlRequest(socket, { op: 'status' }, 500);
         if (st.ok) return host;
       } catch {
         /* not up yet */

@@ -107,7 +107,16 @@ export class NodeTestEnv {
     const server = new CsiServer({ endpoint, log: pino({ level: 'silent' }) });
     const store = new ControllerStore(this.master);
     store.takeMasterRole(MASTER_UUID);
-    server.addService('Controller', controllerService({ volumes: new Volumes(store), pool: 'test-pool', topologyKey: 'famfs.csi.cxl.io/pool', nodeExists, condition: () => ({ abnormal: false, message: 'ok' }) }));
+    server.addService(
+      'Controller',
+      controllerService({
+        volumes: new Volumes(store),
+        pool: 'test-pool',
+        topologyKey: 'famfs.csi.cxl.io/pool',
+        nodeExists,
+        condition: () => ({ abnormal: false, message: 'ok' }),
+      }),
+    );
     await server.start();
     return { server, client: new CsiClient(endpoint, 10_000) };
   }

@@ -104,10 +104,15 @@ export class RealCluster {
   }
 
   async waitPodPhase(name: string, phases: string[], timeoutMs: number, ns = 'default'): Promise<string> {
-    return this.waitFor(`pod ${ns}/${name} to be ${phases.join(' or ')}`, timeoutMs, () => {
-      const p = this.podPhase(name, ns);
-      return phases.includes(p) ? p : undefined;
-    }, () => this.describe('pod', name, ns));
+    return this.waitFor(
+      `pod ${ns}/${name} to be ${phases.join(' or ')}`,
+      timeoutMs,
+      () => {
+        const p = this.podPhase(name, ns);
+        return phases.includes(p) ? p : undefined;
+      },
+      () => this.describe('pod', name, ns),
+    );
   }
 
   logs(pod: string, ns = 'default', container?: string): string {

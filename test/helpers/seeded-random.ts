@@ -28,7 +28,7 @@ export function seededRandom(seed: number): SeededRandom {
     int: (n) => Math.floor(next() * n),
     pick: (xs) => {
       if (xs.length === 0) throw new Error('pick from an empty array');
-      return xs[Math.floor(next() * xs.length)] as (typeof xs)[number];
+      return xs[Math.floor(next() * xs.length)];
     },
   };
 }

@@ -130,7 +130,7 @@ export async function fuseStatus(p: NodePlugin): Promise<FuseStatus> {
 export async function fuseCatchup(p: NodePlugin): Promise<Record<string, unknown>> {
   const node = p.driver.node;
   if (node === undefined) throw new Error(`${p.nodeId} runs no Node service`);
-  return (await node.fuse.control({ op: 'catchup' })) as Record<string, unknown>;
+  return await node.fuse.control({ op: 'catchup' });
 }
 
 /** errno name of a synchronous fs call, or 'OK'. */

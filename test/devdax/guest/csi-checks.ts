@@ -42,13 +42,28 @@ async function startPlugin(ctx: GuestContext, mode: 'controller' | 'node', sock:
   fs.mkdirSync(path.dirname(sock), { recursive: true });
   const logFile = path.join(ctx.run, ctx.role, `famfs-csi-${mode}.log`);
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, [
-    path.join(PROJ, 'dist', 'cmd', 'famfs-csi.js'), '--mode', mode, '--device', ctx.dax, '--endpoint', `unix://${sock}`,
-    '--node-id', `guest-${ctx.role.toLowerCase()}`, '--state-dir', `/tmp/famfs-csi-${mode}`, '--pool', 'devdax',
-    // The controller (on the master) formats the device when this check runs alone.
-    // No Kubernetes here: the controller publishes only to the nodes it is told about.
-    ...(mode === 'controller' ? ['--mkfs', '--nodes', 'guest-a,guest-b'] : []),
-  ], { stdio: ['ignore', log, log] });
+  const child = spawn(
+    process.execPath,
+    [
+      path.join(PROJ, 'dist', 'cmd', 'famfs-csi.js'),
+      '--mode',
+      mode,
+      '--device',
+      ctx.dax,
+      '--endpoint',
+      `unix://${sock}`,
+      '--node-id',
+      `guest-${ctx.role.toLowerCase()}`,
+      '--state-dir',
+      `/tmp/famfs-csi-${mode}`,
+      '--pool',
+      'devdax',
+      // The controller (on the master) formats the device when this check runs alone.
+      // No Kubernetes here: the controller publishes only to the nodes it is told about.
+      ...(mode === 'controller' ? ['--mkfs', '--nodes', 'guest-a,guest-b'] : []),
+    ],
+    { stdio: ['ignore', log, log] },
+  );
   started.push(child);
   const deadline = Date.now() + 60_000;
   while (!fs.existsSync(sock)) {
@@ -105,7 +120,12 @@ async function stageAndPublish(client: CsiClient, vol: VolumeInfo, pod: string):
   fs.mkdirSync(path.dirname(target), { recursive: true });
   await client.call('Node', 'NodeStageVolume', { volume_id: vol.volumeId, staging_target_path: staging, volume_capability: CAP, volume_context: vol.context });
   await client.call('Node', 'NodePublishVolume', {
-    volume_id: vol.volumeId, staging_target_path: staging, target_path: target, volume_capability: CAP, volume_context: vol.context, readonly: false,
+    volume_id: vol.volumeId,
+    staging_target_path: staging,
+    target_path: target,
+    volume_capability: CAP,
+    volume_context: vol.context,
+    readonly: false,
   });
   return { staging, target };
 }
@@ -129,7 +149,9 @@ async function guestA(ctx: GuestContext): Promise<void> {
     let v: VolumeInfo;
     try {
       const res = await ctl.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-        name: `pvc-devdax-${ctx.nonce}`, capacity_range: { required_bytes: String(VOLUME_BYTES) }, volume_capabilities: [CAP],
+        name: `pvc-devdax-${ctx.nonce}`,
+        capacity_range: { required_bytes: String(VOLUME_BYTES) },
+        volume_capabilities: [CAP],
       });
       v = { volumeId: res.volume.volume_id, context: res.volume.volume_context ?? {} };
       result(ctx, 'create-volume', 'ok', `${v.volumeId}: ${JSON.stringify(v.context)}`);
@@ -137,7 +159,8 @@ async function guestA(ctx: GuestContext): Promise<void> {
       result(ctx, 'create-volume', 'fail', errText(e));
       return;
     }
-    const attach = (nodeId: string) => ctl.call('Controller', 'ControllerPublishVolume', { volume_id: v.volumeId, node_id: nodeId, volume_capability: CAP, readonly: false });
+    const attach = (nodeId: string) =>
+      ctl.call('Controller', 'ControllerPublishVolume', { volume_id: v.volumeId, node_id: nodeId, volume_capability: CAP, readonly: false });
     const detach = (nodeId: string) => ctl.call('Controller', 'ControllerUnpublishVolume', { volume_id: v.volumeId, node_id: nodeId });
     const bytes = payload(ctx, 'csi-volume', PAYLOAD_BYTES);
     await step(ctx, 'a-writes-through-target', async () => {
@@ -212,14 +235,15 @@ async function guestB(ctx: GuestContext): Promise<void> {
     });
     await step(ctx, 'pod-namespace-read', async () => {
       // A pod: its own mount namespace, the volume bind-mounted where the container expects it.
-      const script = `set -e; mkdir -p /tmp/pod-root/vol; mount --bind "${target}" /tmp/pod-root/vol; ` +
+      const script =
+        `set -e; mkdir -p /tmp/pod-root/vol; mount --bind "${target}" /tmp/pod-root/vol; ` +
         `head -c ${bytes.length} /tmp/pod-root/vol/data | cmp - "${expected}"; ` +
         `grep -c ' /tmp/pod-root/vol ' /proc/self/mounts`;
       const r = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8' });
       assertThat(r.status === 0, `pod-like process failed (${r.status}): ${r.stdout} ${r.stderr}`);
       const leaked = fs.readFileSync('/proc/self/mounts', 'utf8').includes(' /tmp/pod-root/vol ');
       assertThat(!leaked, "the pod's bind mount leaked into the host namespace");
-      return 'a process in its own mount namespace reads exactly A\'s bytes through a bind mount of the target';
+      return "a process in its own mount namespace reads exactly A's bytes through a bind mount of the target";
     });
     await step(ctx, 'b-unpublish-unstage', async () => {
       await unpublishAndUnstage(client, vol, paths as { staging: string; target: string });
@@ -230,7 +254,9 @@ async function guestB(ctx: GuestContext): Promise<void> {
     const file = vol.context['famfs.csi.cxl.io/file'];
     if (file !== undefined) {
       const ls = spawnSync(process.execPath, [path.join(PROJ, 'dist', 'cmd', 'famfs.js'), 'ls', '--json', ctx.dax], { encoding: 'utf8' });
-      const entry = (JSON.parse(ls.stdout) as { entries: { path: string; extents?: { offset: number; len: number }[] }[] }).entries.find((e) => e.path === file);
+      const entry = (JSON.parse(ls.stdout) as { entries: { path: string; extents?: { offset: number; len: number }[] }[] }).entries.find(
+        (e) => e.path === file,
+      );
       const ext = entry?.extents?.[0];
       if (ext !== undefined && ext.len >= bytes.length) {
         try {

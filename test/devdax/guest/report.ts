@@ -153,6 +153,6 @@ export function finish(): void {
 export function runGuestCheck(body: (ctx: GuestContext) => Promise<void>): void {
   const ctx = guestContext();
   body(ctx)
-    .catch((e: unknown) => result(ctx, 'uncaught', 'fail', e instanceof Error ? e.stack ?? e.message : String(e)))
+    .catch((e: unknown) => result(ctx, 'uncaught', 'fail', e instanceof Error ? (e.stack ?? e.message) : String(e)))
     .finally(finish);
 }
