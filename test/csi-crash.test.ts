@@ -32,7 +32,7 @@ import type {
 } from '../pkg/csi/types';
 import { removeEmulatedDevice } from '../testkit/emulated-device';
 import { freshDevice, inspectDevice, MiB, startControllerProcess, stopProcess, type DriverProcess } from '../testkit/csi-load-process';
-import { FuseHost } from './helpers/fuse-host';
+import { FusedHost } from './helpers/fused-host';
 import { canMount } from './helpers/node-env';
 import { seedFromEnv, type SeededRandom } from './helpers/seeded-random';
 
@@ -113,7 +113,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
   let dir: string;
   let device: string;
   let proc: DriverProcess | undefined;
-  let host: FuseHost | undefined;
+  let host: FusedHost | undefined;
 
   before(function () {
     if (!canMount) {
@@ -162,7 +162,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
     let round = 0;
     let killed = false;
 
-    host = await FuseHost.start(device, path.join(dir, 'host'), FUSE_HOST);
+    host = await FusedHost.startHost(device, path.join(dir, 'host'), FUSE_HOST);
     const fuse = host;
     proc = await startController();
     const initialFree = Number((await proc.client.call<GetCapacityResponse>('Controller', 'GetCapacity', {})).available_capacity);

@@ -19,7 +19,7 @@ import type { FileNode } from '../pkg/famfs/tree.js';
 import pino from 'pino';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import { FuseSupervisor } from '../pkg/fuse/supervisor.js';
-import { FuseHost } from './helpers/fuse-host.js';
+import { FusedHost } from './helpers/fused-host';
 
 const MIB = 1024 ** 2;
 const MASTER_UUID = '0f0e0d0c-0b0a-4909-8807-0605040302aa';
@@ -41,7 +41,7 @@ async function waitFor(what: string, cond: () => boolean, ms = 5000): Promise<vo
   assert.fail(`timed out waiting for ${what}`);
 }
 
-async function status(h: FuseHost): Promise<Record<string, unknown>> {
+async function status(h: FusedHost): Promise<Record<string, unknown>> {
   return await controlRequest(h.socket, { op: 'status' });
 }
 
@@ -126,7 +126,7 @@ class Reader {
   let devPath: string;
   let dev: DaxDevice;
   let master: FamfsFs;
-  let host: FuseHost | undefined;
+  let host: FusedHost | undefined;
   const readers: Reader[] = [];
 
   beforeEach(async () => {
@@ -136,7 +136,7 @@ class Reader {
     master = FamfsFs.mkfs(dev, { systemUuid: MASTER_UUID, devicePath: devPath, hostLiveMs: LIVE_MS });
     master.takeOver(MASTER_UUID);
     // Direct I/O: every read reaches the server (no page cache answering for it).
-    host = await FuseHost.start(devPath, dir, HOST_UUID, ['--ack-heartbeat-ms', '100', '--direct-io']);
+    host = await FusedHost.startHost(devPath, dir, HOST_UUID, ['--ack-heartbeat-ms', '100', '--direct-io']);
   });
 
   afterEach(async () => {

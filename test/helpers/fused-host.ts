@@ -18,22 +18,41 @@ export function sleep(ms: number): Promise<void> {
 
 export class FusedHost {
   readonly exited: Promise<number | null>;
-  private output = '';
+  private out = '';
   private constructor(
     readonly name: string,
     readonly mountpoint: string,
     readonly socket: string,
     readonly proc: ChildProcess,
   ) {
-    proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
-    proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+    // The last MiB of output: enough for any assertion on it, bounded for a long churn run.
+    proc.stdout?.on('data', (d: Buffer) => (this.out = (this.out + d.toString()).slice(-(1 << 20))));
+    proc.stderr?.on('data', (d: Buffer) => (this.out = (this.out + d.toString()).slice(-(1 << 20))));
     this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
   }
 
-  /** Starts famfs-fused on DEVICE and waits until its control socket answers. */
+  /** Starts famfs-fused on DEVICE (mount DIR/mnt-NAME) and waits until its control socket answers. */
   static async start(name: string, device: string, dir: string, extra: string[] = []): Promise<FusedHost> {
-    const mountpoint = path.join(dir, `mnt-${name}`);
-    const socket = path.join(dir, `ctl-${name}`, 'sock');
+    return FusedHost.spawn(name, device, path.join(dir, `mnt-${name}`), path.join(dir, `ctl-${name}`, 'sock'), extra);
+  }
+
+  /**
+   * Starts `famfs-fused DEVICE DIR/mnt` as host `hostUuid`, polling every 50 ms and acking every
+   * 500 ms: a live host beside a controller that replays the log and acknowledges its position.
+   */
+  static async startHost(device: string, dir: string, hostUuid: string, extra: string[] = []): Promise<FusedHost> {
+    return FusedHost.spawn('host', device, path.join(dir, 'mnt'), path.join(dir, 'ctl', 'sock'), [
+      '--host-uuid',
+      hostUuid,
+      '--poll-ms',
+      '50',
+      '--ack-heartbeat-ms',
+      '500',
+      ...extra,
+    ]);
+  }
+
+  private static async spawn(name: string, device: string, mountpoint: string, socket: string, extra: string[]): Promise<FusedHost> {
     fs.mkdirSync(mountpoint, { recursive: true });
     const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -41,7 +60,7 @@ export class FusedHost {
     const host = new FusedHost(name, mountpoint, socket, proc);
     const deadline = Date.now() + 20_000;
     while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.output}`);
+      if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.out}`);
       try {
         await host.ctl({ op: 'status' }, 500);
         return host;
@@ -51,7 +70,21 @@ export class FusedHost {
       await sleep(50);
     }
     proc.kill('SIGKILL');
-    throw new Error(`famfs-fused ${name} did not come up: ${host.output}`);
+    throw new Error(`famfs-fused ${name} did not come up: ${host.out}`);
+  }
+
+  get alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** Waits until `rel` is visible through the mount (the host replayed its creation). */
+  async waitFor(rel: string, ms = 15_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (!fs.existsSync(this.p(rel))) {
+      if (Date.now() > deadline) throw new Error(`host never showed ${rel} (${ms} ms)`);
+      if (!this.alive) throw new Error(`famfs-fused exited while waiting for ${rel}: ${this.out}`);
+      await sleep(20);
+    }
   }
 
   p(rel: string): string {
@@ -74,13 +107,21 @@ export class FusedHost {
     const code = await Promise.race([this.exited, sleep(10_000).then(() => 'timeout' as const)]);
     if (code === 'timeout') {
       this.proc.kill('SIGKILL');
-      execFileSync('umount', ['-l', this.mountpoint], { stdio: 'ignore' });
-      throw new Error(`famfs-fused ${this.name} did not stop on SIGTERM`);
+      try {
+        execFileSync('umount', ['-l', this.mountpoint], { stdio: 'ignore' });
+      } catch {
+        /* not mounted */
+      }
+      throw new Error(`famfs-fused ${this.name} did not stop on SIGTERM: ${this.out}`);
     }
     return code;
   }
 
   get log(): string {
-    return this.output;
+    return this.out;
+  }
+
+  get output(): string {
+    return this.out;
   }
 }
