@@ -215,7 +215,7 @@ describe('@slow kubernetes: chart installed into a real kube-apiserver', functio
     for (const want of [
       'persistentvolumeclaim/dataset',
       'job.batch/load-dataset',
-      'persistentvolume/dataset-readonly',
+      'persistentvolumeclaim/dataset-readonly',
       'deployment.apps/readers',
       'persistentvolumeclaim/handoff',
       'pod/producer',
