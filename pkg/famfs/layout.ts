@@ -670,7 +670,7 @@ export function decodeEntryAt(raw: Buffer, o: number, index: number, extended: b
 // byte 200 of it). Holds the writer fencing epoch and one cache line per host for replay acks.
 // ---------------------------------------------------------------------------------------------
 export const EXT_BLOCK_OFFSET = 0x1000;
-export const EXT_MAGIC = 0x4953434d53464146n; // "FAMFSCSI" read as a little-endian u64
+export const EXT_MAGIC = 0x4953434d53464146n; // the bytes "FAFSMCSI" read as a little-endian u64 (a historical spelling; kept: devices carry it)
 /**
  * Revision 2 binds the block to the file system: it records the superblock UUID, and a block whose
  * UUID is not the superblock's (left behind by an earlier file system: famfs' own `mkfs -f` never
