@@ -56,6 +56,10 @@ die() { log "ERROR: $*"; exit 1; }
 if [[ "${1:-}" == --inside ]]; then
   R="$2"
   mount --make-rprivate /
+  # The root becomes a mount point of its own, and later the real root (pivot_root), not a chroot:
+  # tests change mount propagation (needs / to be a mount) and make user namespaces (the kernel
+  # refuses CLONE_NEWUSER to a chrooted process).
+  mount --bind "$R" "$R"
   mount -t proc proc "$R/proc"
   mount --rbind /sys "$R/sys"
   mount --make-rslave "$R/sys"
@@ -81,6 +85,12 @@ if [[ "${1:-}" == --inside ]]; then
   while IFS='=' read -r k v; do
     case "$k" in *CA_CERTS*|*CA_BUNDLE*|SSL_CERT_*|GIT_SSL_CAINFO) CA_ENV+=("$k=$v") ;; esac
   done < <(env)
+  cd "$R"
+  mkdir -p .old-root
+  pivot_root . .old-root
+  umount -l /.old-root
+  rmdir /.old-root
+  R=/
   set +e
   chroot "$R" /usr/bin/env -i HOME=/root PATH="$CHROOT_PATH" LANG=C.UTF-8 TERM=dumb CI=true "${CA_ENV[@]}" \
     /bin/bash -c '
