@@ -319,7 +319,8 @@ function xattr(p: string, name: string): string {
           const p = spawn('sha256sum', [h.p('model.bin')]);
           let out = '';
           p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          p.on('exit', (code) => (code === 0 ? resolve(out.split(' ')[0]) : reject(new Error(`sha256sum exit ${code}`))));
+          // 'close', not 'exit': exit can come before the last stdout chunk is read (an empty hash).
+          p.on('close', (code) => (code === 0 ? resolve(out.split(' ')[0]) : reject(new Error(`sha256sum exit ${code}`))));
         }),
     );
     for (const got of await Promise.all(readers)) assert.equal(got, want);
