@@ -45,15 +45,6 @@ FAMFS_IMAGE="${FAMFS_IMAGE:-$(chart_value image.famfs.repository):$(chart_app_ve
 PAUSE_IMAGE="${PAUSE_IMAGE:-famfs-csi.local/pause:1}"
 BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-famfs-csi.local/busybox:1}"
 
-ensure_packages() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >"$LOGS/cluster-apt.log" 2>&1 ||
-    { apt-get update >>"$LOGS/cluster-apt.log" 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >>"$LOGS/cluster-apt.log" 2>&1; } ||
-    die "apt-get install ${missing[*]} failed: see $LOGS/cluster-apt.log"
-}
 
 # with_lock NAME CMD...: one builder of NAME at a time (engineers and test runs share .cache).
 with_lock() {
@@ -104,7 +95,7 @@ oci_archive() {
 base_rootfs() {
   local dir="$OUT/base-$DEBIAN_SUITE"
   if [ -f "$dir/.complete" ]; then echo "$dir"; return 0; fi
-  ensure_packages debootstrap
+  "$ROOT/scripts/deps.sh" cluster
   rm -rf "$dir"
   say "debootstrap $DEBIAN_SUITE (minbase) from $DEBIAN_MIRROR (cached in ${dir#"$ROOT"/}; log $LOGS/cluster-debootstrap.log)"
   debootstrap --variant=minbase "$DEBIAN_SUITE" "$dir" "$DEBIAN_MIRROR" >"$LOGS/cluster-debootstrap.log" 2>&1 ||
@@ -272,7 +263,7 @@ EOF
 build_busybox() {
   local out="$OUT/busybox.oci.tar"
   [ -f "$out" ] && return 0
-  ensure_packages busybox-static
+  "$ROOT/scripts/deps.sh" cluster
   local work; work=$(mktemp -d "$OUT/.busybox-XXXXXX")
   mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp" "$work/rootfs/etc"
   cp /bin/busybox "$work/rootfs/bin/busybox"

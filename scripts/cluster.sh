@@ -39,16 +39,6 @@ EOF
   exit 2
 }
 
-ensure_packages() {
-  local missing=() p
-  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  say "apt-get install ${missing[*]}"
-  mkdir -p "$ROOT/.cache/logs"
-  { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" ||
-    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; }; } \
-    >"$ROOT/.cache/logs/cluster-apt.log" 2>&1 || die "apt-get install ${missing[*]} failed: see .cache/logs/cluster-apt.log"
-}
 
 kubectl() { "$BIN/kubectl" --kubeconfig "$DIR/control/kubeconfig" "$@"; }
 helm() { KUBECONFIG="$DIR/control/kubeconfig" "$BIN/helm" "$@"; }
@@ -204,7 +194,7 @@ up() {
   [ "$NODES" -ge 1 ] && [ "$NODES" -le 8 ] || die "--nodes must be 1..8"
   [ "$(id -u)" = 0 ] || die "needs root (mount namespaces, cgroups, containerd)"
   local t0=$SECONDS
-  ensure_packages containerd runc containernetworking-plugins debootstrap busybox-static openssl util-linux iproute2 gcc libc6-dev
+  "$ROOT/scripts/deps.sh" cluster
   # FAMFS_CLUSTER_NO_BUILD=1: use what .cache holds (no tool or image build; e.g. while another build runs).
   if [ -z "${FAMFS_CLUSTER_NO_BUILD:-}" ]; then
     "$ROOT/scripts/k8s-tools.sh" etcd kube node helm sidecars >&2 || die "building the Kubernetes tools failed"

@@ -7,6 +7,7 @@
 #   scripts/deps.sh devdax     # the devdax tier (test/devdax/run.sh): qemu, cpio, kmod, a static C build
 #   scripts/deps.sh bench      # npm run bench: fio
 #   scripts/deps.sh lint       # npm run lint / npm run format: clang-format for native/
+#   scripts/deps.sh cluster    # npm run cluster and the real-node tier: containerd, runc, CNI, image building
 #   scripts/deps.sh --list GROUP...   # print the packages, install nothing
 #
 # Needs root only when something is missing (then it runs apt-get install, and apt-get update once if
@@ -25,6 +26,9 @@ pkgs_test=(python3 fuse3 mount util-linux coreutils openssl curl procps diffutil
 pkgs_devdax=(qemu-system-x86 cpio kmod gcc libc6-dev libc-bin)
 pkgs_bench=(fio)
 pkgs_lint=(clang-format)
+# containerd/runc/CNI plugins run the nodes; debootstrap and busybox-static build the images; gcc +
+# libc6-dev build the static pause program; iproute2 and openssl for the node set-up and certificates.
+pkgs_cluster=(containerd runc containernetworking-plugins debootstrap busybox-static openssl util-linux iproute2 gcc libc6-dev)
 
 log() { printf '[deps] %s\n' "$*" >&2; }
 
@@ -36,7 +40,8 @@ list_of() {
     devdax) printf '%s\n' "${pkgs_devdax[@]}" ;;
     bench) printf '%s\n' "${pkgs_bench[@]}" ;;
     lint) printf '%s\n' "${pkgs_lint[@]}" ;;
-    *) log "unknown group $g (build, test, devdax, bench, lint)"; return 2 ;;
+    cluster) printf '%s\n' "${pkgs_cluster[@]}" ;;
+    *) log "unknown group $g (build, test, devdax, bench, lint, cluster)"; return 2 ;;
   esac
 }
 
