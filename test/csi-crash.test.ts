@@ -184,7 +184,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
     /** Finishes a volume whose create was acknowledged: writes or checks its bytes through the host. */
     const settle = async (name: string, id: string, size: number, content: Content | undefined): Promise<void> => {
       const rel = objectFileRelpath(id);
-      await fuse.waitFor(rel);
+      await fuse.catchUpTo(rel);
       if (content === undefined) {
         // A new empty volume: the host writes its pattern (as a pod on that host would).
         const fd = fs.openSync(fuse.p(rel), 'r+');
@@ -234,7 +234,7 @@ describe('CSI controller: kill -9 during a storm of creates, clones, snapshots a
           assert.equal(s.ready_to_use, true, `${where(round)}: snapshot ${op.name} not ready`);
           snaps.set(op.name, { id: s.snapshot_id, size: Number(s.size_bytes), content: op.content });
           const rel = objectFileRelpath(s.snapshot_id);
-          await fuse.waitFor(rel);
+          await fuse.catchUpTo(rel);
           await verify(`snapshot ${op.name} of ${op.sourceName}`, rel, Number(s.size_bytes), op.content);
           stats.snapshots++;
           return;

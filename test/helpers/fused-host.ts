@@ -87,6 +87,17 @@ export class FusedHost {
     }
   }
 
+  /**
+   * Asks the host to replay the log up to its current end, then waits until `rel` shows: what the
+   * node plugin does at NodeStage. Polling alone is not enough when a volume of the same name (so the
+   * same id) was deleted and created again: its earlier incarnation may still show until the host
+   * replays the delete, and vanish right after.
+   */
+  async catchUpTo(rel: string, ms = 15_000): Promise<void> {
+    await this.ctl({ op: 'catchup' });
+    await this.waitFor(rel, ms);
+  }
+
   p(rel: string): string {
     return path.join(this.mountpoint, rel);
   }
