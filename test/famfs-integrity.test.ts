@@ -14,6 +14,7 @@ import {
   FAMFS_VERSION,
   readAnyExtBlock,
   readExtBlock,
+  quarantineName as quarantine,
   releaseQuarantine,
   repair,
   SB,
@@ -347,6 +348,88 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
     const after = FamfsFs.open(media, { readOnly: true });
     assert.equal(after.lookup('csi/wol-1'), undefined, `the volume was renamed: ${r.actions.join(' | ')}`);
     assert.deepEqual(fmapExtents((after.lookup('csi/vol-1') as FileNode).fmap), fmapExtents(vol.fmap));
+  });
+
+  /** A CSI-shaped log: csi/vol-<n>/data files, one per directory, each directory made just before its file. */
+  function csiVolumes(fs: FamfsFs, n: number): FileNode[] {
+    fs.mkdir('csi');
+    return [...Array(n).keys()].map((k) => {
+      fs.mkdir(`csi/vol-${k}abc`);
+      return fs.creat(`csi/vol-${k}abc/data`, 2 * MiB);
+    });
+  }
+  /** Overwrite the name field of entry `index` with `text` (NUL-padded): damage to several bytes of the name. */
+  function rotName(media: BufferMedia, index: number, text: string): void {
+    const field = Buffer.alloc(80);
+    Buffer.from(text).copy(field);
+    media.write(LOG_OFFSET + entryOffset(index) + RELPATH, field);
+  }
+
+  for (const [what, rotten] of [
+    ['two bytes of the directory part (csi/vol-1abc/data → csi/wXl-1abc/data)', 'csi/wXl-1abc/data'],
+    ['the directory and the file name (→ csi/vol-1abX/dXta)', 'csi/vol-1abX/dXta'],
+    ['the whole name, its NUL and the padding after it', 'c\u00ffi/v\u00f1l-1abc/dat\u00e1\u00e1\u00e1\u00e1'],
+  ] as const) {
+    it(`several damaged bytes in the name of a replayed file entry, ${what}: repair restores it byte for byte (the CRC proves the name its empty directory lacks)`, () => {
+      const { media, fs } = fresh();
+      const vols = csiVolumes(fs, 3);
+      const host = FamfsFs.open(media, { hostUuid: HOST, readOnly: true });
+      const victim = vols[1];
+      const original = slot(media, victim.index);
+      rotName(media, victim.index, rotten);
+      assert.equal(fsck(media).clean, false);
+      const r = repair(media, { hostUuid: MASTER });
+      assert.deepEqual(r.quarantined, [], r.actions.join(' | '));
+      assert.deepEqual(r.dropped, []);
+      assert.ok(slot(media, victim.index).equals(original), `entry ${victim.index} was not restored: ${r.actions.join(' | ')}`);
+      assert.ok(
+        r.actions.some((a) => /name/.test(a) && a.includes('csi/vol-1abc/data')),
+        r.actions.join(' | '),
+      );
+      const after = FamfsFs.open(media, { hostUuid: MASTER });
+      assert.deepEqual(fmapExtents((after.lookup('csi/vol-1abc/data') as FileNode).fmap), fmapExtents(victim.fmap));
+      assert.equal(after.lookup(quarantine(victim.index)), undefined);
+      const f = fsck(media);
+      assert.equal(f.clean, true, f.errors.join(' | '));
+      assert.deepEqual(f.quarantined, []);
+      host.catchUp();
+      assert.deepEqual(overlapWithHost(host, after.creat('new', 8 * MiB)), []);
+    });
+  }
+
+  it('several damaged bytes in the name of a deleted file entry: the name its delete entry names is proven by the CRC, the delete applies again', () => {
+    const { media, fs } = fresh();
+    const files = [0, 1, 2].map((k) => fs.creat(`file-${k}`, 2 * MiB));
+    fs.rm('file-1');
+    const original = slot(media, files[1].index);
+    rotName(media, files[1].index, 'fXle-Y');
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(r.quarantined, [], r.actions.join(' | '));
+    assert.ok(slot(media, files[1].index).equals(original), r.actions.join(' | '));
+    const f = fsck(media);
+    assert.equal(f.clean, true, f.errors.join(' | '));
+    const after = FamfsFs.open(media, { readOnly: true });
+    assert.equal(after.lookup('file-1'), undefined);
+    assert.deepEqual(
+      [...after.tree.files()].map((n) => n.relpath),
+      ['file-0', 'file-2'],
+    );
+  });
+
+  it('several damaged name bytes and one more byte elsewhere: no name makes the CRC match, so the entry is quarantined, never renamed', () => {
+    const { media, fs } = fresh();
+    const vols = csiVolumes(fs, 3);
+    rotName(media, vols[1].index, 'csi/wXl-1abc/data');
+    rot(media, vols[1].index, LE.payload + 12, 0x01); // uid
+    const r = repair(media, { hostUuid: MASTER });
+    assert.deepEqual(
+      r.quarantined.map((q) => q.index),
+      [vols[1].index],
+      r.actions.join(' | '),
+    );
+    const after = FamfsFs.open(media, { readOnly: true });
+    assert.equal(after.lookup('csi/vol-1abc/data'), undefined, 'a name the CRC does not prove was given to the file');
+    assert.deepEqual(fmapExtents((after.lookup(quarantine(vols[1].index)) as FileNode).fmap), fmapExtents(vols[1].fmap));
   });
 
   it('damage CRC cannot undo (two bytes): the entry is quarantined with its memory reserved, counted by fsck, until an operator releases it', () => {

@@ -131,6 +131,36 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
       env.master.catchUp();
     });
 
+    it('several rotten bytes in the name of a replayed entry (csi/vol-… → csi/wXl-…), then repair: the CRC proves the name, the volume stages again, the host sees no rewrite', async () => {
+      const pod = await podWithPattern('rot-name-multi');
+      env.master.catchUp();
+      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
+      const original = entryAt(env.device, node.index);
+      const rotted = Buffer.from(original);
+      rotted.write('wX', LE.payload + 24 + 'csi/'.length, 'latin1');
+      putEntry(env.device, node.index, rotted);
+      assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0);
+      const rep = repairCli();
+      assert.deepEqual(rep.dropped, []);
+      assert.ok(entryAt(env.device, node.index).equals(original), `the entry was not restored: ${rep.actions.join(' | ')}`);
+      const m = FamfsFs.open(env.device, { readOnly: true });
+      assert.deepEqual(fmapExtents((m.lookup(objectFileRelpath(pod.id)) as FileNode).fmap), fmapExtents(node.fmap));
+      assert.deepEqual(
+        [...m.tree.files()].filter((f) => f.relpath.startsWith('lost+found')),
+        [],
+        'the volume was quarantined',
+      );
+      restartedMasterCreates('after-rot-name-multi');
+      pod.check();
+      await fuseCatchup(a);
+      assert.deepEqual((await fuseStatus(a)).rewrittenEntries, []);
+      await stage(a, pod.id);
+      const again = env.target('pod-rot-name-multi-2');
+      await publish(a, pod.id, again);
+      assert.ok(fs.existsSync(path.join(again, 'data')));
+      env.master.catchUp();
+    });
+
     it('an entry the host replayed is rewritten by a writer: the FUSE server logs it, reports it, and the volume condition turns abnormal', async () => {
       const pod = await podWithPattern('rewritten');
       env.master.catchUp();

@@ -10,6 +10,9 @@
  *   damaged byte (anywhere, CRC field included) is found from the CRC syndrome and restored. A
  *   file is never re-encoded from bytes nobody can vouch for: a flipped extent offset would move
  *   it onto memory it never owned, and free the memory its pods still map.
+ * - A file entry whose damage lies only in its name field (several bytes) is restored when the
+ *   CRC proves the name: a name its directory lacks (an empty directory made before it, as a CSI
+ *   volume's `csi/<id>` is when its `data` entry rots), or the path a delete of it names.
  * - An entry the CRC cannot restore: if the entries after it need a directory nobody creates, it
  *   is rebuilt as that directory; a directory or delete whose bytes still apply cleanly is
  *   re-encoded (no memory hangs on them; a lost delete only keeps memory reserved); a file whose
@@ -41,6 +44,7 @@ import {
   EntryType,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
+  FM,
   superblockCrc,
   FAMFS_CSI_EXT2_VERSION,
   tornVersionCrcOf,
@@ -292,6 +296,60 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     }
     return trial.problems.length;
   };
+  /**
+   * A file entry whose damage is confined to its name field, restored when the CRC proves the
+   * name. The candidates are the names a file of this log could have had here: the relpath of a
+   * delete that targets this index, and for every directory made before it that holds nothing,
+   * that directory joined with the damaged base name or with the base name of a file in a sibling
+   * directory (a CSI volume is `csi/<id>/data`, alone in its directory). The whole 80-byte field is
+   * rewritten (text, NUL, zero padding, as every writer leaves it); a candidate counts only when
+   * the stored CRC then matches, the entry decodes, and it applies cleanly without sharing memory.
+   * A wrong name matches the CRC with probability 2^-32 per candidate, so exactly one match is the
+   * original; none or several prove nothing.
+   */
+  const restoreName = (i: number, raw: Buffer): { entry: LogEntry; fixed: Buffer; relpath: string; damaged: number } | undefined => {
+    if (raw.readUInt32LE(LE.type) !== EntryType.FILE || raw.readUInt32LE(LE.crc + 4) !== 0) return undefined;
+    const stored = raw.readUInt32LE(LE.crc);
+    const field = LE.payload + FM.relpath;
+    const candidates = new Set<string>();
+    for (let k = i + 1; k < end; k++) {
+      const d = decided[k];
+      if (d?.body.type === 'delete' && d.body.targetIndex === i) candidates.add(d.body.relpath);
+    }
+    const trial = new FamfsTree(limits);
+    for (let k = 0; k < end; k++) trial.apply(k === i ? placeholder(k) : (decided[k] ?? placeholder(k)));
+    const damagedText = raw.subarray(field, field + RELPATH_FIELD);
+    const nul = damagedText.indexOf(0);
+    const damagedBase = damagedText
+      .subarray(0, nul < 0 ? RELPATH_FIELD : nul)
+      .toString('latin1')
+      .split('/')
+      .pop();
+    for (const dir of trial.nodes()) {
+      if (dir.kind !== 'dir' || dir.index >= i || dir.children.size > 0) continue;
+      const bases = new Set<string>(damagedBase ? [damagedBase] : []);
+      const parent = trial.lookup(dir.relpath.split('/').slice(0, -1).join('/'));
+      if (parent?.kind === 'dir')
+        for (const sibling of parent.children.values())
+          if (sibling.kind === 'dir') for (const child of sibling.children.values()) if (child.kind === 'file') bases.add(child.name);
+      for (const base of bases) candidates.add(`${dir.relpath}/${base}`);
+    }
+    const found: { entry: LogEntry; fixed: Buffer; relpath: string; damaged: number }[] = [];
+    for (const relpath of candidates) {
+      const text = Buffer.from(relpath, 'utf8');
+      if (text.length >= RELPATH_FIELD) continue;
+      const fixed = Buffer.from(raw);
+      fixed.fill(0, field, field + RELPATH_FIELD);
+      text.copy(fixed, field);
+      if (crc(fixed, 0, LE.crc) !== stored) continue;
+      const entry = isValidAt(fixed, i, extended);
+      if (!entry || entry.body.type !== 'file' || entry.body.relpath !== relpath || score(i, entry) === undefined) continue;
+      let damaged = 0;
+      for (let p = field; p < field + RELPATH_FIELD; p++) if (fixed[p] !== raw[p]) damaged++;
+      found.push({ entry, fixed, relpath, damaged });
+    }
+    return found.length === 1 ? found[0] : undefined;
+  };
   const plan: { i: number; entry: LogEntry; raw?: Buffer }[] = [];
   const refused: string[] = [];
   const drop = new Set(o.drop ?? []);
@@ -312,6 +370,16 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
         e,
         `salvaged log entry ${i} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`,
         proven.fixed,
+      );
+      continue;
+    }
+    const named = restoreName(i, raw);
+    if (named) {
+      take(
+        named.entry,
+        `salvaged log entry ${i} (${what}): ${named.damaged} damaged byte${named.damaged === 1 ? '' : 's'} of its name restored to "${named.relpath}", ` +
+          `the file its directory lacks (the CRC proves the name and every other byte)`,
+        named.fixed,
       );
       continue;
     }
