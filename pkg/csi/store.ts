@@ -115,7 +115,46 @@ export interface ControllerStoreOptions {
 export class ControllerStore {
   private readonly image: SharedStateImage<ControllerStateDoc>;
   private readonly log: Logger | undefined;
-  private doc: ControllerStateDoc = emptyDoc();
+  private docValue: ControllerStateDoc = emptyDoc();
+  /**
+   * Shares by the volume they show (and each share's origin), built on first use from the records
+   * and kept in step by putVolume/removeVolume: DeleteVolume asks on every call, and a scan of
+   * every record would make a call's cost grow with the number of volumes.
+   */
+  private shareIndex: { byOrigin: Map<string, Set<string>>; originOf: Map<string, string> } | undefined;
+
+  private get doc(): ControllerStateDoc {
+    return this.docValue;
+  }
+
+  private set doc(d: ControllerStateDoc) {
+    this.docValue = d;
+    this.shareIndex = undefined;
+  }
+
+  private shares(): { byOrigin: Map<string, Set<string>>; originOf: Map<string, string> } {
+    if (this.shareIndex !== undefined) return this.shareIndex;
+    const idx = { byOrigin: new Map<string, Set<string>>(), originOf: new Map<string, string>() };
+    for (const v of Object.values(this.doc.volumes)) if (v.shareOf !== undefined) this.indexShare(idx, v.volumeId, v.shareOf);
+    this.shareIndex = idx;
+    return idx;
+  }
+
+  private indexShare(idx: { byOrigin: Map<string, Set<string>>; originOf: Map<string, string> }, id: string, origin: string | undefined): void {
+    const was = idx.originOf.get(id);
+    if (was === origin) return;
+    if (was !== undefined) {
+      const set = idx.byOrigin.get(was);
+      set?.delete(id);
+      if (set?.size === 0) idx.byOrigin.delete(was);
+      idx.originOf.delete(id);
+    }
+    if (origin === undefined) return;
+    idx.originOf.set(id, origin);
+    let set = idx.byOrigin.get(origin);
+    if (set === undefined) idx.byOrigin.set(origin, (set = new Set()));
+    set.add(id);
+  }
   private epoch: number | undefined;
   /** Changes made in memory since the last commit, in order: each becomes one change record. */
   private pending: ImageDelta[] = [];
@@ -286,21 +325,18 @@ export class ControllerStore {
 
   /** Ids of the shares of a volume (records whose shareOf names it). */
   sharesOf(volumeId: string): string[] {
-    return Object.values(this.doc.volumes)
-      .filter((v) => v.shareOf === volumeId)
-      .map((v) => v.volumeId);
+    return [...(this.shares().byOrigin.get(volumeId) ?? [])];
   }
 
   /** Volumes known only by their record (shares have no famfs file of their own). */
   shareIds(): string[] {
-    return Object.values(this.doc.volumes)
-      .filter((v) => v.shareOf !== undefined)
-      .map((v) => v.volumeId);
+    return [...this.shares().originOf.keys()];
   }
 
   /** Sets a volume's record in memory; commit() makes it durable. */
   putVolume(rec: VolumeRecord): void {
     this.doc.volumes[rec.volumeId] = rec;
+    if (this.shareIndex !== undefined) this.indexShare(this.shareIndex, rec.volumeId, rec.shareOf);
     this.pending.push({ path: ['volumes', rec.volumeId], value: rec });
   }
 
@@ -308,6 +344,7 @@ export class ControllerStore {
   removeVolume(volumeId: string): boolean {
     if (this.doc.volumes[volumeId] === undefined) return false;
     delete this.doc.volumes[volumeId];
+    if (this.shareIndex !== undefined) this.indexShare(this.shareIndex, volumeId, undefined);
     this.pending.push({ path: ['volumes', volumeId] });
     return true;
   }
@@ -400,6 +437,7 @@ export class ControllerStore {
         continue;
       }
       delete this.doc.volumes[id];
+      this.shareIndex = undefined;
       dropped++;
     }
     for (const id of Object.keys(this.doc.snapshots)) {

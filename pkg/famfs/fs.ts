@@ -58,6 +58,7 @@ import {
   ZERO_UUID,
   decodeSuperblock,
   bytesToUuid,
+  uuidToBytes,
 } from './layout';
 import { fmapCapacity, fmapExtents } from './fmap';
 import { Media } from './media';
@@ -177,6 +178,8 @@ export interface UsageReport extends SpaceSummary {
 
 const MIN_DEVICE_SIZE = (n: number) => reservedBytes(n) + ALLOC_UNIT;
 const ZERO_CHUNK = Buffer.alloc(4 << 20);
+/** An unused log slot: all zero. */
+const EMPTY_ENTRY = Buffer.alloc(LE.SIZE);
 
 function checkId(v: number, what: string): number {
   if (!Number.isInteger(v) || v < 0 || v > 0xfffffffe) throw new FamfsError('EINVAL', `${what} ${v} must be an integer 0..4294967294`);
@@ -869,11 +872,17 @@ export class FamfsFs {
     this.ensureLogRoom(this.prepareWrite(), entries, true);
   }
 
+  /** The superblock UUID as bytes, for checkFence. */
+  private uuidBytes: { text: string; bytes: Buffer } | undefined;
+
   private checkFence(): void {
     // A device re-made under us (mkfs -f, ours or famfs') is another file system: nothing we know applies.
     this.media.invalidate(SUPERBLOCK_OFFSET + SB.uuid, 16);
-    const uuid = bytesToUuid(this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16));
-    if (uuid !== this.sb.uuid) {
+    const raw = this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16);
+    // Compared as bytes (every append checks): the text form only for the message.
+    if (this.uuidBytes?.text !== this.sb.uuid) this.uuidBytes = { text: this.sb.uuid, bytes: uuidToBytes(this.sb.uuid) };
+    if (!raw.equals(this.uuidBytes.bytes)) {
+      const uuid = bytesToUuid(raw);
       throw new FamfsError('EFENCED', `the device now holds another file system (UUID ${uuid}, this writer opened ${this.sb.uuid}): it was re-made; reopen it`);
     }
     if (this.opts.fenceEpoch === undefined) return;
@@ -949,7 +958,7 @@ export class FamfsFs {
     // repair clears a torn slot). Anything else may be an entry hosts replayed under a counter that
     // has since gone backwards: never overwrite it.
     this.media.invalidate(at, LE.SIZE);
-    if (this.media.read(at, LE.SIZE).some((b) => b !== 0)) {
+    if (!this.media.read(at, LE.SIZE).equals(EMPTY_ENTRY)) {
       throw new FamfsError(
         'ECORRUPT',
         `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`,

@@ -26,13 +26,20 @@ export function readLogGenRecords(media: Media, fsUuid: string): (LogGenRecord |
   const len = LOG_GEN.SIZE * LOG_GEN.COUNT;
   media.invalidate(LOG_GEN_OFFSET, len);
   const raw = media.read(LOG_GEN_OFFSET, len);
+  // Read before and after every catch-up, changed only by a compaction: the same bytes (and file
+  // system) give the same records, so one memcmp replaces two CRCs and UUID conversions.
+  if (lastGen !== undefined && lastGen.fsUuid === fsUuid && raw.equals(lastGen.raw)) return lastGen.records.map((r) => (r ? { ...r } : undefined));
   const out: (LogGenRecord | undefined)[] = [];
   for (let i = 0; i < LOG_GEN.COUNT; i++) {
     const r = decodeLogGenRecord(raw.subarray(i * LOG_GEN.SIZE, (i + 1) * LOG_GEN.SIZE));
     out.push(r && r.fsUuid === fsUuid && r.generation % LOG_GEN.COUNT === i ? r : undefined);
   }
+  lastGen = { raw, fsUuid, records: out.map((r) => (r ? { ...r } : undefined)) };
   return out;
 }
+
+/** What readLogGenRecords last decoded: the bytes, the file system asked about, the records. */
+let lastGen: { raw: Buffer; fsUuid: string; records: (LogGenRecord | undefined)[] } | undefined;
 
 /** The current generation: the highest valid record, or generation 0. */
 export function readActiveLog(media: Media, fsUuid: string): ActiveLog {

@@ -110,7 +110,11 @@ function u64sat(b: Buffer, off: number): number {
   return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }
 function putU64(b: Buffer, off: number, v: number | bigint): void {
-  b.writeBigUInt64LE(BigInt(v), off);
+  // Two 32-bit stores for safe integers (every log entry has several u64s; BigInt costs more).
+  if (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) {
+    b.writeUInt32LE(v % 0x100000000, off);
+    b.writeUInt32LE(Math.floor(v / 0x100000000), off + 4);
+  } else b.writeBigUInt64LE(BigInt(v), off);
 }
 function readCString(b: Buffer, off: number, len: number): { text: string; terminated: boolean } {
   const nul = b.indexOf(0, off);
@@ -118,10 +122,10 @@ function readCString(b: Buffer, off: number, len: number): { text: string; termi
   return { text: b.toString('utf8', off, terminated ? nul : off + len), terminated };
 }
 function putCString(b: Buffer, off: number, len: number, text: string): void {
-  const bytes = Buffer.from(text, 'utf8');
-  if (bytes.length >= len) throw new FamfsError('ENAMETOOLONG', `"${text}" is ${bytes.length} bytes; the field holds ${len - 1}`);
+  const n = Buffer.byteLength(text, 'utf8');
+  if (n >= len) throw new FamfsError('ENAMETOOLONG', `"${text}" is ${n} bytes; the field holds ${len - 1}`);
   b.fill(0, off, off + len);
-  bytes.copy(b, off);
+  b.write(text, off, n, 'utf8');
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ export interface PastEndScan {
 
 /** Entries read per device access during replay (1 MiB of log). */
 const CHUNK_ENTRIES = 1927;
+const ZERO_CHUNK = Buffer.alloc(CHUNK_ENTRIES * LE.SIZE);
 
 export class LogReader {
   private readonly scratch = Buffer.allocUnsafe(CHUNK_ENTRIES * LE.SIZE);
@@ -127,14 +128,21 @@ export class LogReader {
     const at = this.active.offset;
     this.media.invalidate(at, LH.SIZE);
     const raw = this.media.read(at, LH.SIZE);
-    const problems = validateLogHeader(raw, this.logLen, this.active.generation > 0);
+    const compacted = this.active.generation > 0;
+    // A writer reads the header several times per append (catch-up, room check, append): the same
+    // bytes validate and decode the same way, so a memcmp answers the repeats.
+    const last = this.lastHeader;
+    if (last !== undefined && last.compacted === compacted && raw.equals(last.raw)) return { ...last.header };
+    const problems = validateLogHeader(raw, this.logLen, compacted);
     if (problems.length)
-      throw new FamfsError(
-        'ECORRUPT',
-        `famfs log header${this.active.generation > 0 ? ` (generation ${this.active.generation})` : ''}: ${problems.join('; ')}`,
-      );
-    return decodeLogHeader(raw);
+      throw new FamfsError('ECORRUPT', `famfs log header${compacted ? ` (generation ${this.active.generation})` : ''}: ${problems.join('; ')}`);
+    const header = decodeLogHeader(raw);
+    this.lastHeader = { raw, compacted, header: { ...header } };
+    return header;
   }
+
+  /** The header bytes header() last validated, and what they decoded to. */
+  private lastHeader: { raw: Buffer; compacted: boolean; header: LogHeader } | undefined;
 
   /**
    * Read and validate slots [from, to). Returns those that are good up to the first bad one,
@@ -191,6 +199,9 @@ export class LogReader {
       const base = this.active.offset + entryOffset(chunkStart);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
+      // Once past the valid entries, a chunk of zeros (the usual case: the rest of the log) is one
+      // native compare instead of a loop over every byte.
+      if (!scanning && raw.equals(ZERO_CHUNK.subarray(0, n * LE.SIZE))) continue;
       for (let k = 0; k < n; k++) {
         const i = chunkStart + k;
         if (scanning) {
@@ -205,7 +216,7 @@ export class LogReader {
           }
         }
         const o = k * LE.SIZE;
-        for (let b = o; b < o + LE.SIZE; b++) if (raw[b] !== 0) return { valid, nonEmptyAt: i };
+        if (!raw.subarray(o, o + LE.SIZE).equals(ZERO_CHUNK.subarray(0, LE.SIZE))) return { valid, nonEmptyAt: i };
       }
     }
     return { valid };
