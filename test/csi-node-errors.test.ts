@@ -376,12 +376,51 @@ const ROWS: Row[] = [
     code: 'NOT_FOUND',
     message: /not staged or published/,
   },
+  // A relative volume_path is well formed but never a place this plugin staged or published a
+  // volume: the spec's NOT_FOUND ("does not exist on the specified volume_path"), and what
+  // csi-sanity v5.4.0 expects for "some/path", known volume or not. A path that cannot name a file
+  // (NUL, longer than PATH_MAX) or climbs with ".." is INVALID_ARGUMENT, checked before the volume.
   {
     what: 'stats: relative path',
     method: 'NodeGetVolumeStats',
     req: (c) => ({ volume_id: c.id, volume_path: 'some/path' }),
     code: 'NOT_FOUND',
-    message: /not staged or published/,
+    message: /not staged or published at "some\/path"/,
+  },
+  {
+    what: 'stats: relative path, unknown volume',
+    method: 'NodeGetVolumeStats',
+    req: () => ({ volume_id: MISSING_ID, volume_path: 'some/path' }),
+    code: 'NOT_FOUND',
+    message: /does not exist/,
+  },
+  {
+    what: 'stats: NUL in the path (unknown volume: argument before state)',
+    method: 'NodeGetVolumeStats',
+    req: (c) => ({ volume_id: MISSING_ID, volume_path: `${c.target}\0x` }),
+    code: 'INVALID_ARGUMENT',
+    message: /volume_path contains a NUL/,
+  },
+  {
+    what: 'stats: ".." component',
+    method: 'NodeGetVolumeStats',
+    req: (c) => ({ volume_id: c.id, volume_path: `${c.kubelet}/../etc` }),
+    code: 'INVALID_ARGUMENT',
+    message: /volume_path .* must not contain "\.\." components/,
+  },
+  {
+    what: 'stats: relative path with ".." (unknown volume)',
+    method: 'NodeGetVolumeStats',
+    req: () => ({ volume_id: MISSING_ID, volume_path: '../some/path' }),
+    code: 'INVALID_ARGUMENT',
+    message: /volume_path "\.\.\/some\/path" must not contain "\.\." components/,
+  },
+  {
+    what: 'stats: path longer than PATH_MAX (unknown volume)',
+    method: 'NodeGetVolumeStats',
+    req: (c) => ({ volume_id: MISSING_ID, volume_path: `${c.kubelet}/${'x'.repeat(5000)}` }),
+    code: 'INVALID_ARGUMENT',
+    message: /volume_path is \d+ bytes; the limit is 4096/,
   },
   // Not offered
   {

@@ -14,11 +14,15 @@ import { MAX_HOST_PATH_BYTES } from './names';
 
 export const DEFAULT_ALLOWED_PATH_ROOTS: readonly string[] = ['/var/lib/kubelet'];
 
-/** Syntax only: required, absolute, no NUL, no `..` component, at most PATH_MAX bytes. Returns the normalized path. */
-export function checkPathSyntax(p: string, field: string): string {
+/**
+ * Syntax only: required, absolute, no NUL, no `..` component, at most PATH_MAX bytes. Returns the
+ * normalized path. `relative: 'allowed'` lets a relative path through (normalized) for a caller
+ * that answers it otherwise (NodeGetVolumeStats: NOT_FOUND); the other rules still apply.
+ */
+export function checkPathSyntax(p: string, field: string, relative: 'refused' | 'allowed' = 'refused'): string {
   if (p === '') throw invalidArgument(`${field} is required`);
   if (p.includes('\0')) throw invalidArgument(`${field} contains a NUL character`);
-  if (!path.isAbsolute(p)) throw invalidArgument(`${field} ${JSON.stringify(p)} must be an absolute path`);
+  if (!path.isAbsolute(p) && relative === 'refused') throw invalidArgument(`${field} ${JSON.stringify(p)} must be an absolute path`);
   if (p.split('/').includes('..')) throw invalidArgument(`${field} ${JSON.stringify(p)} must not contain ".." components`);
   const bytes = Buffer.byteLength(p, 'utf8');
   if (bytes > MAX_HOST_PATH_BYTES) throw invalidArgument(`${field} is ${bytes} bytes; the limit is ${MAX_HOST_PATH_BYTES}`);

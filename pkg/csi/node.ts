@@ -781,7 +781,12 @@ export class NodeService {
 
   async stats(req: NodeGetVolumeStatsRequest): Promise<NodeGetVolumeStatsResponse> {
     if (req.volume_id === '') throw invalidArgument('volume_id is required');
-    if (req.volume_path === '') throw invalidArgument('volume_path is required');
+    // Argument checks before state: a path that cannot name a file (NUL, longer than PATH_MAX) or
+    // climbs with '..' is INVALID_ARGUMENT, as in the other node calls. A relative path is well
+    // formed but never where this plugin staged or published a volume (it records absolute paths):
+    // the spec's NOT_FOUND, "the volume does not exist on the specified volume_path", which is
+    // also what csi-sanity v5.4.0 expects for "some/path", known volume or not.
+    const p = checkPathSyntax(req.volume_path, 'volume_path', 'allowed');
     const doc = await this.store.load();
     const file = this.volumeFile(req.volume_id);
     const known =
@@ -789,14 +794,8 @@ export class NodeService {
       Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) ||
       Object.values(doc.published).some((p) => p.volumeId === req.volume_id);
     if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
-    let p: string;
-    try {
-      p = checkPathSyntax(req.volume_path, 'volume_path');
-    } catch {
-      throw notFound(`volume ${req.volume_id} is not staged or published at ${JSON.stringify(req.volume_path)}`);
-    }
-    const onPath = doc.published[p]?.volumeId === req.volume_id || doc.staged[p]?.volumeId === req.volume_id;
-    if (!onPath) throw notFound(`volume ${req.volume_id} is not staged or published at ${p}`);
+    const onPath = path.isAbsolute(p) && (doc.published[p]?.volumeId === req.volume_id || doc.staged[p]?.volumeId === req.volume_id);
+    if (!onPath) throw notFound(`volume ${req.volume_id} is not staged or published at ${JSON.stringify(req.volume_path)}`);
     const staticPath = (doc.published[p] ?? doc.staged[p])?.staticPath;
     let size = file?.size ?? 0;
     if (staticPath !== undefined) {
