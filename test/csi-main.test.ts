@@ -120,23 +120,59 @@ describe('famfs-csi binary', function () {
 
   it('refuses a non-numeric number flag as a usage error (not NaN), before touching anything', async () => {
     for (const flag of ['--external-fuse-wait=abc', '--pool-status-interval=1.5', '--health-port=-1']) {
+      // Every other argument is one the binary starts with (an emulated device in /dev/shm that it
+      // would create and format): only the flag can make it refuse.
+      const dev = `/dev/shm/famfs-csi-flag-${process.pid}-${Math.random().toString(36).slice(2, 8)}.img`;
+      const flagSock = path.join(dir, 'flag.sock');
       const bad = spawn(
         process.execPath,
-        [MAIN, flag, '--endpoint', `unix://${dir}/flag.sock`, '--device', path.join(dir, 'never.img'), '--state-dir', path.join(dir, 'state')],
-        {
-          stdio: ['ignore', 'pipe', 'pipe'],
-        },
+        [
+          MAIN,
+          flag,
+          '--mode',
+          'controller',
+          '--endpoint',
+          `unix://${flagSock}`,
+          '--device',
+          dev,
+          '--device-size',
+          '64Mi',
+          '--state-dir',
+          path.join(dir, 'flag-state'),
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
       );
-      let err = '';
-      bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
-      const code = await new Promise((resolve) => bad.once('exit', resolve));
-      assert.equal(code, 1, `${flag}: exit status`);
-      assert.match(
-        err,
-        new RegExp(`option '${flag.split('=')[0]} <[a-z]+>' argument '${flag.split('=')[1]}' is invalid\\. must be a non-negative integer`),
-        flag,
-      );
-      assert.equal(fs.existsSync(path.join(dir, 'never.img')), false, `${flag}: no device created`);
+      try {
+        let err = '';
+        bad.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+        // It exits, or it starts: its socket shows (or it is still up after the startup allowance).
+        const code = await new Promise<number | null | 'running'>((resolve) => {
+          const started = setInterval(() => fs.existsSync(flagSock) && done('running'), 100);
+          const t = setTimeout(() => done('running'), STARTUP_MS);
+          const done = (c: number | null | 'running') => {
+            clearInterval(started);
+            clearTimeout(t);
+            resolve(c);
+          };
+          bad.once('exit', (c) => done(c));
+        });
+        assert.notEqual(code, 'running', `${flag}: the binary started instead of refusing the flag`);
+        assert.equal(code, 1, `${flag}: exit status (${err})`);
+        assert.match(
+          err,
+          new RegExp(`option '${flag.split('=')[0]} <[a-z]+>' argument '${flag.split('=')[1]}' is invalid\\. must be a non-negative integer`),
+          flag,
+        );
+        assert.equal(fs.existsSync(dev), false, `${flag}: a device was created`);
+        assert.equal(fs.existsSync(flagSock), false, `${flag}: a socket was created`);
+      } finally {
+        if (bad.exitCode === null && bad.signalCode === null) {
+          bad.kill('SIGKILL');
+          await new Promise((r) => bad.once('exit', r));
+        }
+        fs.rmSync(dev, { force: true });
+        fs.rmSync(flagSock, { force: true });
+      }
     }
   });
 
