@@ -154,35 +154,33 @@ export class IntervalSweep {
 
   sweep(totalUnits: number): { map: SpaceMap; collisions: number } {
     // Boundary events: +1 at a start, -1 at an end, per kind. At equal positions ends go first.
+    // Each event is one number, position * 8 + (4 for a start) + kind, so a plain numeric sort
+    // (no comparator call per comparison) orders them by position with ends first.
     const n = this.starts.length;
-    const pos = new Float64Array(2 * n);
-    const what = new Int8Array(2 * n); // kind*2 + (0 start | 1 end)
+    const events = new Float64Array(2 * n);
     for (let i = 0; i < n; i++) {
-      pos[2 * i] = this.starts[i];
-      what[2 * i] = this.kinds[i] * 2;
-      pos[2 * i + 1] = this.ends[i];
-      what[2 * i + 1] = this.kinds[i] * 2 + 1;
+      events[2 * i] = this.starts[i] * 8 + 4 + this.kinds[i];
+      events[2 * i + 1] = this.ends[i] * 8 + this.kinds[i];
     }
-    const order = new Uint32Array(2 * n);
-    for (let i = 0; i < 2 * n; i++) order[i] = i;
-    order.sort((a, b) => pos[a] - pos[b] || (what[b] & 1) - (what[a] & 1));
+    events.sort();
     const depth = [0, 0, 0];
     let collisions = 0;
     let prev = 0;
     const runs: number[] = [];
     let freeFrom = 0;
     let anyUsed = false;
-    for (let k = 0; k < order.length; k++) {
-      const i = order[k];
-      const p = Math.min(pos[i], totalUnits);
+    for (let k = 0; k < events.length; k++) {
+      const ev = events[k];
+      const low = ev % 8;
+      const p = Math.min((ev - low) / 8, totalUnits);
       if (p > prev) {
         const files = depth[IntervalSweep.FILE];
         // Units claimed by files more than once, or by a file and metadata.
         if (files > 0) collisions += (files - 1 + (depth[IntervalSweep.METADATA] > 0 ? 1 : 0)) * (p - prev);
       }
       const wasUsed = anyUsed;
-      const kind = what[i] >> 1;
-      depth[kind] += what[i] & 1 ? -1 : 1;
+      const kind = low & 3;
+      depth[kind] += low & 4 ? 1 : -1;
       anyUsed = depth[0] + depth[1] + depth[2] > 0;
       if (!wasUsed && anyUsed) {
         if (p > freeFrom) runs.push(freeFrom, p);

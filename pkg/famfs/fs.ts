@@ -321,7 +321,9 @@ export class FamfsFs {
    */
   catchUp(): CatchUpResult {
     for (let attempt = 0; attempt < 8; attempt++) {
-      const r = this.reader.catchUp(this.tree);
+      // The first replay (the constructor) reports no changes: nobody has seen the tree yet, and a
+      // change object per entry of a full log is garbage a fresh process pays for in GC.
+      const r = this.reader.catchUp(this.tree, this.ready);
       if (!r.generationChanged) {
         this.noteChanges(r.changes);
         return r;

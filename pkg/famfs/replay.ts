@@ -233,8 +233,9 @@ export class LogReader {
   /**
    * Apply every entry the tree has not seen yet. Idempotent; safe to call at any rate. When the
    * log generation is not the tree's, nothing is applied and `generationChanged` is set.
+   * Without `collectChanges` the result's changes stay empty (a first replay nobody watched).
    */
-  catchUp(tree: FamfsTree): CatchUpResult {
+  catchUp(tree: FamfsTree, collectChanges = true): CatchUpResult {
     this.relocate();
     const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[], rewritten: [] as RewrittenEntry[] };
     if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
@@ -266,7 +267,7 @@ export class LogReader {
     const fromSlot = tree.slot;
     for (const e of entries) {
       const c = tree.apply(e);
-      if (c) changes.push(c);
+      if (c && collectChanges) changes.push(c);
     }
     if (this.watchRewrites) this.noteReplayed(tree.generation, fromSlot, entries);
     // A compacted log may end with indexes whose entries were dropped: the tree is at the
