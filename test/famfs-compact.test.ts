@@ -18,6 +18,8 @@ import {
   fsck,
   LOG_GEN,
   LOG_GEN_OFFSET,
+  LOG_GEN_COMMIT,
+  LOG_GEN_COMMIT_OFFSET,
   LOG_OFFSET,
   readActiveLog,
   ackReplay,
@@ -342,24 +344,36 @@ describe('famfs log compaction (pkg/famfs)', () => {
     assert.ok(sawOld > 0 && sawNew > 0, `old ${sawOld}, new ${sawNew}`);
   });
 
-  it('a torn generation record is ignored: the other record stays current', () => {
+  it('a switch torn by a crash (record half written, the committed-generation line not moved): the older generation is current, and the master goes on', () => {
     const { media, fs } = fresh();
     fs.creat('a', 4096);
     churn(fs, 5);
     fs.compact();
     churn(fs, 5, 'e');
     const want = snapshot(fs.tree.nodes());
+    // The crash: the line as it was before the switch (it is written after the record), and
+    // generation 2's record torn.
+    const line = Buffer.from(media.read(LOG_GEN_COMMIT_OFFSET, LOG_GEN_COMMIT.SIZE));
     fs.compact();
     assert.equal(fs.activeLog.generation, 2);
-    // tear generation 2's record: readers fall back to generation 1, which is still whole
-    const at = LOG_GEN_OFFSET + 0 * LOG_GEN.SIZE + LOG_GEN.generation;
-    media.buffer[at] ^= 0xff;
+    media.write(LOG_GEN_COMMIT_OFFSET, line);
+    media.buffer[LOG_GEN_OFFSET + 0 * LOG_GEN.SIZE + LOG_GEN.generation] ^= 0xff;
     const r = FamfsFs.open(media, { readOnly: true });
     assert.equal(r.activeLog.generation, 1);
-    assert.deepEqual(
-      snapshot(r.tree.nodes()).filter((l) => !l.includes(' e')),
-      want.filter((l) => !l.includes(' e')),
+    assert.deepEqual(snapshot(r.tree.nodes()), want, 'generation 1 holds the same files (nothing was written after the switch)');
+    const f = fsck(media);
+    assert.equal(f.clean, true, f.errors.join('; '));
+    assert.ok(
+      f.warnings.some((w) => /record 0 is damaged/.test(w)),
+      f.warnings.join('; '),
     );
+    const m = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    m.creat('b', 2 * MiB);
+    m.compact();
+    assert.equal(m.activeLog.generation, 2);
+    const g = fsck(media);
+    assert.equal(g.clean, true, g.errors.join('; '));
+    assert.equal(g.space!.collisions, 0);
   });
 
   it('a record left by an earlier file system on the device is never believed (mkfs clears them; the fs UUID binds them)', () => {
@@ -447,5 +461,110 @@ describe('famfs log compaction (pkg/famfs)', () => {
     assert.ok(fs.activeLog.generation >= 1);
     assert.ok(fs.usage().logEntriesUsed < CAP * 0.5);
     assert.equal(fsck(media).clean, true);
+  });
+});
+
+describe('famfs log compaction: damaged generation records never roll a reader back to a superseded region', () => {
+  const REGION_BYTES = DEFAULT_LOG_LEN;
+  /** A log compacted `compactions` times, then appended to (files that exist only in the newest generation). */
+  function compacted(compactions: number): { media: BufferMedia; fs: FamfsFs; want: string[] } {
+    const { media, fs } = fresh();
+    fs.mkdir('keep');
+    fs.creat('keep/a', 2 * MiB);
+    for (let k = 0; k < compactions; k++) {
+      churn(fs, 10, `g${k}-`);
+      fs.compact();
+    }
+    fs.creat('keep/after', 2 * MiB);
+    return { media, fs, want: snapshot(fs.tree.nodes()) };
+  }
+  const damage = (media: BufferMedia, slot: number, how: 'flip' | 'zero') => {
+    const at = LOG_GEN_OFFSET + slot * LOG_GEN.SIZE;
+    if (how === 'zero') media.buffer.fill(0, at, at + LOG_GEN.SIZE);
+    else media.buffer[at + LOG_GEN.generation] ^= 0x5a;
+  };
+  const refuses = (fn: () => unknown, what: string) =>
+    assert.throws(fn, (e: unknown) => {
+      assert.ok(e instanceof FamfsError, `${what}: ${String(e)}`);
+      assert.equal(e.code, 'ECORRUPT', `${what}: ${e.message}`);
+      assert.match(e.message, /generation/, what);
+      assert.match(e.message, /famfs repair/, `${what}: says what to do`);
+      return true;
+    });
+
+  /** Every reader refuses; nothing is written; repair rebuilds; then all is as before. */
+  function refusedThenRepaired(media: BufferMedia, fs: FamfsFs, host: FamfsFs, want: string[], generation: number): void {
+    const regions = [Buffer.from(media.read(LOG_OFFSET, REGION_BYTES)), Buffer.from(media.read(fs.activeLog.altOffset, REGION_BYTES))];
+    refuses(() => FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 }), 'a master that opens the device');
+    refuses(() => FamfsFs.open(media, { readOnly: true }), 'a host that opens the device');
+    refuses(() => host.catchUp(), 'a host that follows');
+    assert.deepEqual(snapshot(host.tree.nodes()), want, 'the following host keeps what it has');
+    refuses(() => fs.creat('keep/never', 2 * MiB), 'the running master');
+    assert.ok(media.read(LOG_OFFSET, REGION_BYTES).equals(regions[0]), 'region 0 untouched');
+    assert.ok(media.read(fs.activeLog.altOffset, REGION_BYTES).equals(regions[1]), 'region 1 untouched');
+    const f = fsck(media);
+    assert.equal(f.clean, false);
+    assert.ok(
+      f.errors.some((e) => /^log generation records: .*famfs repair/.test(e)),
+      f.errors.join('; '),
+    );
+    const rep = repair(media, { hostUuid: MASTER });
+    assert.ok(
+      rep.actions.some((a) => new RegExp(`rebuilt log generation record ${generation % 2}: generation ${generation}`).test(a)),
+      rep.actions.join('; '),
+    );
+    assert.equal(readActiveLog(media, fs.superblock.uuid).generation, generation);
+    const g = fsck(media);
+    assert.equal(g.clean, true, g.errors.join('; '));
+    assert.deepEqual(g.warnings, []);
+    const m = FamfsFs.open(media, { hostUuid: MASTER, compactAt: 0 });
+    assert.deepEqual(snapshot(m.tree.nodes()), want);
+    host.catchUp();
+    assert.deepEqual(snapshot(host.tree.nodes()), want);
+    m.creat('keep/new', 8 * MiB);
+    const h = fsck(media);
+    assert.equal(h.clean, true, h.errors.join('; '));
+    assert.equal(h.space!.collisions, 0, 'the new file shares no memory with a live file or a log region');
+  }
+
+  for (const how of ['flip', 'zero'] as const) {
+    it(`both records ${how === 'flip' ? 'damaged' : 'zeroed'} after a compaction: every reader refuses (never generation 0), fsck names it, repair rebuilds them`, () => {
+      const { media, fs, want } = compacted(1);
+      const host = FamfsFs.open(media, { readOnly: true });
+      damage(media, 0, how);
+      damage(media, 1, how);
+      refusedThenRepaired(media, fs, host, want, 1);
+    });
+  }
+
+  it('the newest record damaged and the older one valid: no roll back to the older region, even while the next compaction rewrites it', () => {
+    const { media, fs } = compacted(2);
+    const host = FamfsFs.open(media, { readOnly: true });
+    assert.equal(fs.activeLog.generation, 2);
+    // A compaction to generation 3 dies halfway through its copy into generation 1's region.
+    fs.creat('keep/b', 2 * MiB);
+    fs.rm('keep/b');
+    const want2 = snapshot(fs.tree.nodes());
+    host.catchUp();
+    let n = 0;
+    assert.throws(() =>
+      fs.compact({
+        stepEntries: 1,
+        onProgress: (p) => {
+          if (p.step === 'copy' && ++n === 2) throw new Error('crash');
+        },
+      }),
+    );
+    assert.equal(readActiveLog(media, fs.superblock.uuid).generation, 2);
+    damage(media, 0, 'flip');
+    refusedThenRepaired(media, fs, host, want2, 2);
+  });
+
+  it('a device compacted by an earlier release (no committed-generation line): a damaged newest record makes readers refuse; repair takes the region that reaches furthest', () => {
+    const { media, fs, want } = compacted(2);
+    const host = FamfsFs.open(media, { readOnly: true });
+    media.buffer.fill(0, LOG_GEN_COMMIT_OFFSET, LOG_GEN_COMMIT_OFFSET + LOG_GEN_COMMIT.SIZE);
+    damage(media, 0, 'flip');
+    refusedThenRepaired(media, fs, host, want, 2);
   });
 });

@@ -15,7 +15,7 @@ import * as path from 'path';
 import fc from 'fast-check';
 import { objectDirRelpath, objectFileRelpath, volumeIdForName } from '../pkg/csi/names';
 import { FamfsError } from '../pkg/famfs/errors';
-import { FileFlags, LE, LH, LOG_OFFSET, SB, SUPERBLOCK_OFFSET } from '../pkg/famfs/layout';
+import { FileFlags, LE, LH, LOG_GEN, LOG_GEN_OFFSET, LOG_OFFSET, SB, SUPERBLOCK_OFFSET } from '../pkg/famfs/layout';
 import { canMount, codeOf, MASTER_UUID, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 import {
   appendRaw,
@@ -322,6 +322,57 @@ const count = (what: string, n = 1): void => {
     const out = JSON.parse(r.stdout) as { dropped: { index: number }[] };
     assert.deepEqual(out.dropped, [], `repair dropped entries that live hosts serve: ${out.dropped.map((d) => d.index).join(',')}`);
     assert.ok(entryAt(env.device, node.index).equals(saved), 'repair restored the entry byte for byte (the CRC proves it)');
+    podStillServes();
+  });
+
+  // Last: it compacts the device, so the log no longer lives at LOG_OFFSET for the cases above.
+  it('a compacted log whose generation records are both damaged: the mount keeps what it has, a new node refuses, the master refuses, fsck names it, repair rebuilds them', async () => {
+    const churned = ['gen-1', 'gen-2', 'gen-3'].map((n) => env.createVolume(n, 2 * MiB));
+    for (const id of churned) env.deleteVolume(id);
+    // Compaction drops a delete once every live host has replayed (and acked) it.
+    const done = await waitFor(
+      async () => {
+        await fuseCatchup(a);
+        return env.master.compact().compacted;
+      },
+      30_000,
+      200,
+    );
+    assert.equal(done, true, 'the log compacted');
+    const generation = env.master.activeLog.generation;
+    assert.ok(generation >= 1);
+    const r0 = await fuseCatchup(a);
+    assert.equal(r0['ok'], true, JSON.stringify(r0));
+    podStillServes();
+    for (const slot of [0, 1]) {
+      const at = LOG_GEN_OFFSET + slot * LOG_GEN.SIZE + LOG_GEN.generation;
+      env.device.invalidate(at, 1);
+      writeFlushed(env.device, at, Buffer.from([env.device.read(at, 1)[0] ^ 0x20]));
+      count('log generation record: flipped byte');
+    }
+    const r = await fuseCatchup(a);
+    assert.equal(r['ok'], false, 'catch-up refuses records that do not prove the log in use');
+    assert.match(String(r['error']), /generation/);
+    assert.match(String(r['error']), /famfs repair/);
+    assert.equal((await fuseStatus(a)).serving, true, 'the FUSE server keeps serving');
+    podStillServes();
+    assert.throws(
+      () => env.master.creat('never', 2 * MiB),
+      (e: unknown) => e instanceof FamfsError && e.code === 'ECORRUPT' && /generation/.test(e.message),
+    );
+    await assert.rejects(env.startNode('node-gen'), /generation/, 'a node cannot open a device whose log in use cannot be told');
+    const f = fsckCli(env.devicePath, MASTER_UUID);
+    assert.notEqual(f.status, 0);
+    assert.ok(
+      f.report.errors.some((e) => e.startsWith('log generation records:')),
+      f.report.errors.join(' | '),
+    );
+    const rep = repairCli();
+    assert.ok(
+      rep.actions.some((x) => new RegExp(`rebuilt log generation record ${generation % 2}: generation ${generation}`).test(x)),
+      rep.actions.join(' | '),
+    );
+    await volumeWorksEndToEnd(a, 'after-generation');
     podStillServes();
   });
 });

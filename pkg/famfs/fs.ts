@@ -7,7 +7,7 @@
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { FamfsError } from './errors';
-import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, readActiveLog, writeLogGenRecord } from './generation';
+import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, inspectGenerations, readActiveLog, writeLogGenCommit, writeLogGenRecord } from './generation';
 import {
   ackReplay,
   appendEviction,
@@ -351,13 +351,17 @@ export class FamfsFs {
   /** Where the log is: the generation records decide once the superblock says revision 2. */
   private locateLog(): ActiveLog {
     if (!this.extended) return GENERATION_ZERO;
-    let active = readActiveLog(this.media, this.sb.uuid);
-    if (active.generation > 0 && !this.compacted) {
-      // The master upgraded the superblock (flushed before any record) after we read it.
+    if (!this.compacted) {
+      // Records count only under revision 2. Anything in them may mean the master upgraded the
+      // superblock (flushed before any record) after we read it: look again.
+      const s = inspectGenerations(this.media, this.sb.uuid);
+      if (s.active?.generation === 0 && s.slots.every((x) => x.state !== 'valid')) return GENERATION_ZERO;
       this.rereadSuperblock();
-      if (!this.compacted) return { ...GENERATION_ZERO, altOffset: 0 };
+      if (!this.compacted) return GENERATION_ZERO;
     }
-    if (!this.compacted) active = { ...GENERATION_ZERO, altOffset: 0 };
+    // Throws (ECORRUPT) when the records do not prove which generation is current: a reader
+    // never falls back to a region that may be superseded.
+    const active = readActiveLog(this.media, this.sb.uuid);
     if (active.altOffset !== 0) {
       const a = active.altOffset;
       if (a % ALLOC_UNIT !== 0 || a < reservedBytes(this.sb.logLen) || a + this.sb.logLen > this.sb.deviceSize) {
@@ -577,6 +581,8 @@ export class FamfsFs {
     progress({ step: 'plan', done: kept.length, total: h.nextIndex });
     if (kept.length === h.nextIndex) return nothing(`no delete is known to every live host yet (${pendingKept} pending); nothing to reclaim`, pendingKept);
     // Entries are copied byte for byte (their CRC covers their log index); read only those kept.
+    // From here on the other region is written: the line must already name the current generation.
+    this.ensureCommitLine();
     const image = Buffer.alloc(kept.length * LE.SIZE);
     for (let k = 0; k < kept.length;) {
       let run = 1;
@@ -654,6 +660,8 @@ export class FamfsFs {
       epoch: this.opts.fenceEpoch ?? readExtBlock(this.media, this.sb.uuid)?.epoch ?? 0,
     });
     progress({ step: 'switch', done: next });
+    // The second witness, before anything is written to the new generation's region or the old one.
+    writeLogGenCommit(this.media, { generation: next, fsUuid: this.sb.uuid, altOffset });
 
     this.reader.relocate();
     this.tree.replaceWith(check);
@@ -920,6 +928,20 @@ export class FamfsFs {
    * memory to the new file). Valid entries right past next_index are committed (roll forward:
    * hosts may serve them); anything else past them is a gap no counter explains, so we refuse.
    */
+  /**
+   * The committed-generation line must name the current generation before this master writes
+   * anything to a log region (an append, or a compaction's copy into the other region). A crash
+   * between a switch and its line leaves the line one behind; it is moved here. Then a record
+   * damaged later can never make readers fall back to a region this master wrote past.
+   */
+  private ensureCommitLine(): void {
+    const a = this.reader.activeLog;
+    const s = inspectGenerations(this.media, this.sb.uuid);
+    if (s.commit.state === 'valid' && s.commit.line.generation >= a.generation) return;
+    this.checkFence();
+    writeLogGenCommit(this.media, { generation: a.generation, fsUuid: this.sb.uuid, altOffset: a.generation > 0 ? a.altOffset : 0 });
+  }
+
   private crossCheckLog(): void {
     const h = this.reader.header();
     const scan = this.reader.scanPastEnd(h.nextIndex, h.nextSeqnum);
@@ -930,6 +952,7 @@ export class FamfsFs {
           'entries were lost or the counter is wrong; refusing to append (run famfs fsck, then famfs repair)',
       );
     }
+    if (this.compacted) this.ensureCommitLine();
     if (scan.valid > 0) {
       const end = h.nextIndex + scan.valid;
       const base = this.reader.activeLog.offset;

@@ -3,7 +3,7 @@
  * in the report, and `clean` is true only when nothing is.
  */
 import { Allocator, SpaceSummary } from './allocator';
-import { ActiveLog, GENERATION_ZERO, readActiveLog } from './generation';
+import { ActiveLog, GENERATION_ZERO, inspectGenerations } from './generation';
 import { readAnyExtBlock, readExtBlock, readHostSlots, reclaimHorizon } from './hosts';
 import {
   decodeEntry,
@@ -84,7 +84,13 @@ export function fsck(media: Media): FsckReport {
   };
   let active: ActiveLog = GENERATION_ZERO;
   if (sbCheck.compacted) {
-    active = readActiveLog(media, sb.uuid);
+    const gens = inspectGenerations(media, sb.uuid);
+    report.warnings.push(...gens.notes.map((n) => `log generation records: ${n}`));
+    if (!gens.active) {
+      report.errors.push(`log generation records: ${gens.problem}; run famfs repair on the master (it rebuilds the records from the log regions)`);
+      return report;
+    }
+    active = gens.active;
     const a = active.altOffset;
     if (a !== 0 && (a % ALLOC_UNIT !== 0 || a < reservedBytes(sb.logLen) || a + sb.logLen > sb.deviceSize)) {
       report.errors.push(`log generation record: second log region at 0x${a.toString(16)} is outside the data area`);

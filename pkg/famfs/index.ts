@@ -12,3 +12,4 @@ export * from './fsck';
 export * from './host-uuid';
 export * from './fileio';
 export * from './repair';
+export * from './repair-generation';

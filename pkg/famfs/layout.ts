@@ -968,6 +968,60 @@ export function decodeLogGenRecord(b: Buffer): LogGenRecord | undefined {
     epoch: u64sat(b, LOG_GEN.epoch),
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// famfs-csi committed-generation line (log compaction, line revision 1)
+//
+// The 64-byte line right after the two generation records. It is a second witness of the newest
+// generation ever committed: the master writes it right after each switch (and, before its first
+// write, whenever it finds it behind the current record), and at the first compaction it writes
+// generation 0 before the superblock says revision 2. Without it a reader cannot tell a record
+// torn by a crash during the switch (the older generation is current and whole) from the newest
+// record damaged afterwards (the older generation's region is superseded: the master appended to
+// the newer one since, and may be rewriting the older one for the next compaction). With it:
+// no valid record at or above its generation means the records were damaged, and readers refuse.
+// A reader of an earlier build never reads this line; every byte it does read keeps its meaning.
+// ---------------------------------------------------------------------------------------------
+export const LOG_GEN_COMMIT_OFFSET = LOG_GEN_OFFSET + LOG_GEN.SIZE * LOG_GEN.COUNT;
+export const LOG_GEN_COMMIT_MAGIC = 0x544d4353464d4146n; // the bytes "FAMFSCMT" read as a little-endian u64
+export const LOG_GEN_COMMIT_REVISION = 1;
+export const LOG_GEN_COMMIT = {
+  magic: 0,
+  revision: 8, // u32; 12..15 reserved (0)
+  generation: 16, // the newest generation committed (0: a first compaction was started, none committed yet)
+  fsUuid: 24, // the superblock's ts_uuid, as in the records
+  altOffset: 40, // the second region of that generation (0 while generation is 0)
+  crc: 56, // CRC-32 over [0, 56)
+  SIZE: 64,
+} as const;
+
+export interface LogGenCommit {
+  generation: number;
+  fsUuid: string;
+  altOffset: number;
+}
+
+export function encodeLogGenCommit(c: LogGenCommit): Buffer {
+  const b = Buffer.alloc(LOG_GEN_COMMIT.SIZE);
+  putU64(b, LOG_GEN_COMMIT.magic, LOG_GEN_COMMIT_MAGIC);
+  b.writeUInt32LE(LOG_GEN_COMMIT_REVISION, LOG_GEN_COMMIT.revision);
+  putU64(b, LOG_GEN_COMMIT.generation, c.generation);
+  uuidToBytes(c.fsUuid).copy(b, LOG_GEN_COMMIT.fsUuid);
+  putU64(b, LOG_GEN_COMMIT.altOffset, c.altOffset);
+  putU64(b, LOG_GEN_COMMIT.crc, crc(b, 0, LOG_GEN_COMMIT.crc));
+  return b;
+}
+
+/** undefined unless magic, CRC and revision hold (the caller tells an all-zero line from damage). */
+export function decodeLogGenCommit(b: Buffer): LogGenCommit | undefined {
+  if (b.length < LOG_GEN_COMMIT.SIZE || u64(b, LOG_GEN_COMMIT.magic) !== LOG_GEN_COMMIT_MAGIC) return undefined;
+  if (Number(b.readBigUInt64LE(LOG_GEN_COMMIT.crc)) !== crc(b, 0, LOG_GEN_COMMIT.crc)) return undefined;
+  if (b.readUInt32LE(LOG_GEN_COMMIT.revision) !== LOG_GEN_COMMIT_REVISION) return undefined;
+  const generation = u64sat(b, LOG_GEN_COMMIT.generation);
+  const altOffset = u64sat(b, LOG_GEN_COMMIT.altOffset);
+  if (generation > 0 && altOffset === 0) return undefined;
+  return { generation, fsUuid: bytesToUuid(b.subarray(LOG_GEN_COMMIT.fsUuid, LOG_GEN_COMMIT.fsUuid + 16)), altOffset };
+}
 // Controller state image (famfs-csi): the content of the famfs file csi/.controller-state, written
 // only by the fenced master's controller (pkg/csi/store-image.ts). The file is split in two equal
 // halves, each a header (one cache line) and a UTF-8 JSON body; a commit writes the half that does

@@ -28,7 +28,8 @@
  */
 import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
-import { readActiveLog } from './generation';
+import { inspectGenerations } from './generation';
+import { repairGenerations } from './repair-generation';
 import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
@@ -218,7 +219,8 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   if (sb.systemUuid !== o.hostUuid) throw new FamfsError('ENOTMASTER', `only the master (${sb.systemUuid}) may repair the log`);
   const cap = logCapacity(sb.logLen);
   const extended = sbCheck.extended;
-  const generation = sbCheck.compacted ? readActiveLog(media, sb.uuid).generation : 0;
+  // Records that do not prove the log in use are rebuilt first (or repair refuses, writing nothing).
+  const generation = sbCheck.compacted ? repairGenerations(media, sb, extended, report.actions).generation : 0;
   if (generation > 0) {
     // Entries of a compacted log keep their original log index; the salvage rules below assume
     // famfs' own log (index == slot) and would renumber them. A compaction never needs repair:
@@ -498,7 +500,9 @@ function repairTornUpgrade(media: Media, raw: Buffer, hostUuid: string, report: 
     const o = entryOffset(i);
     if (log.readUInt32LE(o + LE.type) === EntryType.CSI_DELETE && log.readUInt32LE(o + LE.crc) === crc(log, o, o + LE.crc)) extension = true;
   }
-  const compacted = readActiveLog(media, sb.uuid).generation > 0;
+  // Any sign of a compaction (a record, the committed-generation line) keeps the compaction version.
+  const gens = inspectGenerations(media, sb.uuid);
+  const compacted = gens.slots.some((x) => x.state !== 'empty' && x.state !== 'foreign') || gens.commit.state === 'valid' || gens.commit.state === 'damaged';
   const version = compacted ? FAMFS_CSI_EXT2_VERSION : extension ? FAMFS_CSI_EXT_VERSION : FAMFS_VERSION;
   const fixed = Buffer.from(raw);
   fixed.writeBigUInt64LE(version, SB.version);
