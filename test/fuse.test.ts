@@ -4,7 +4,7 @@
  * through pkg/famfs. Needs root and /dev/fuse.
  */
 import { strict as assert } from 'assert';
-import { ChildProcess, execFileSync, spawn } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -16,89 +16,17 @@ import { FamfsFs } from '../pkg/famfs/fs.js';
 import { forEachDeviceRun } from '../pkg/famfs/fmap.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
 import { controlRequest } from '../pkg/fuse/control-client.js';
-import type { ControlReply } from '../pkg/fuse/control-protocol.js';
+import { canMount, FusedHost, sleep } from './helpers/fused-host.js';
 import { fuseMountType, mountState } from './helpers/mount-state.js';
 
 const ROOT = path.join(__dirname, '..', '..');
-const FUSED = path.join(ROOT, 'dist', 'cmd', 'famfs-fused.js');
 const GIB = 1024 ** 3;
 const MIB = 1024 ** 2;
 const MASTER_UUID = '0f0e0d0c-0b0a-4909-8807-060504030201';
 const VECTORS = path.join(ROOT, '..', 'shared', 'vectors', 'famfs-c-small');
 
-const canMount = process.getuid?.() === 0 && fs.existsSync('/dev/fuse');
-
-/** One famfs-fused process ("a host") and its mount. */
-class Host {
-  readonly exited: Promise<number | null>;
-  private output = '';
-  private constructor(
-    readonly name: string,
-    readonly mountpoint: string,
-    readonly socket: string,
-    readonly proc: ChildProcess,
-  ) {
-    proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
-    proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  static async start(name: string, device: string, dir: string, extra: string[] = [], takeOverFrom?: Host): Promise<Host> {
-    const mountpoint = takeOverFrom?.mountpoint ?? path.join(dir, `mnt-${name}`);
-    const socket = takeOverFrom?.socket ?? path.join(dir, `ctl-${name}`, 'sock');
-    fs.mkdirSync(mountpoint, { recursive: true });
-    if (takeOverFrom) extra = [...extra, '--takeover'];
-    const proc = spawn(
-      process.execPath,
-      [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--poll-ms', '50', '--log-level', 'warn', ...extra],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    const host = new Host(name, mountpoint, socket, proc);
-    const deadline = Date.now() + 15_000;
-    while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.output}`);
-      try {
-        const st = await controlRequest(socket, { op: 'status' }, 500);
-        if (st.ok && (!takeOverFrom || st['pid'] === proc.pid)) return host;
-      } catch {
-        /* not up yet */
-      }
-      await sleep(50);
-    }
-    proc.kill('SIGKILL');
-    throw new Error(`famfs-fused ${name} did not come up: ${host.output}`);
-  }
-
-  p(rel: string): string {
-    return path.join(this.mountpoint, rel);
-  }
-
-  async ctl(req: Parameters<typeof controlRequest>[1]): Promise<ControlReply & Record<string, unknown>> {
-    return await controlRequest(this.socket, req);
-  }
-
-  /** SIGTERM and wait; returns the exit status. */
-  async stop(): Promise<number | null> {
-    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGTERM');
-    const code = await Promise.race([this.exited, sleep(10_000).then(() => 'timeout' as const)]);
-    if (code === 'timeout') {
-      this.proc.kill('SIGKILL');
-      execFileSync('umount', ['-l', this.mountpoint], { stdio: 'ignore' });
-      throw new Error(`famfs-fused ${this.name} did not stop on SIGTERM`);
-    }
-    return code;
-  }
-
-  get log(): string {
-    return this.output;
-  }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
+/** Every host here polls the log every 50 ms. */
+const POLL = ['--poll-ms', '50'];
 
 async function waitFor(what: string, cond: () => boolean, ms = 3000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -142,9 +70,9 @@ function xattr(p: string, name: string): string {
   let devPath: string;
   let dev: DaxDevice;
   let master: FamfsFs;
-  let a: Host;
-  let b: Host;
-  let c: Host;
+  let a: FusedHost;
+  let b: FusedHost;
+  let c: FusedHost;
   /** Emulation files made by single tests, removed even when a test fails half-way. */
   const scratch: string[] = [];
 
@@ -161,7 +89,11 @@ function xattr(p: string, name: string): string {
     const model = master.lookup('model.bin') as FileNode;
     forEachDeviceRun(model.fmap, 0, model.size, (devOff, _f, len) => dev.write(devOff, randomBytes(len)));
     forEachDeviceRun(model.fmap, 0, model.size, (devOff, _f, len) => dev.flush(devOff, len));
-    [a, b, c] = await Promise.all([Host.start('a', devPath, dir), Host.start('b', devPath, dir), Host.start('c', devPath, dir, ['--read-only'])]);
+    [a, b, c] = await Promise.all([
+      FusedHost.start('a', devPath, dir, POLL),
+      FusedHost.start('b', devPath, dir, POLL),
+      FusedHost.start('c', devPath, dir, [...POLL, '--read-only']),
+    ]);
   });
 
   after(async () => {
@@ -173,7 +105,7 @@ function xattr(p: string, name: string): string {
 
   it('keeps publishing its replay position while idle, so deleted memory stays held for it', async () => {
     const uuid = '0000beef-0000-4000-8000-00000000abcd';
-    const h = await Host.start('hb', devPath, dir, ['--host-uuid', uuid, '--ack-heartbeat-ms', '200']);
+    const h = await FusedHost.start('hb', devPath, dir, [...POLL, '--host-uuid', uuid, '--ack-heartbeat-ms', '200']);
     try {
       master.creat('hb-victim', 2 * MIB);
       master.rm('hb-victim'); // enables the famfs-csi extension: hosts ack from now on
@@ -303,10 +235,10 @@ function xattr(p: string, name: string): string {
     assert.equal(viaMmap, sha(third));
 
     // unknown paths and directories are refused on the control socket
-    const bad = await b.ctl({ op: 'flush', path: 'no/such' });
+    const bad = await controlRequest(b.socket, { op: 'flush', path: 'no/such' });
     assert.equal(bad.ok, false);
     assert.equal(bad.ok === false && bad.code, 'ENOENT');
-    const isDir = await b.ctl({ op: 'invalidate', path: 'shared' });
+    const isDir = await controlRequest(b.socket, { op: 'invalidate', path: 'shared' });
     assert.equal(isDir.ok === false && isDir.code, 'EISDIR');
   });
 
@@ -398,8 +330,8 @@ function xattr(p: string, name: string): string {
     d.write(near.fmap.kind === 'simple' ? near.fmap.extents[0].offset : 0, Buffer.from('still here'));
     d.close();
     assert.ok(filler.size > 0);
-    const zero = await Host.start('err0', errDev, dir);
-    const copy = await Host.start('err1', errDev, dir, ['--copy-reads']);
+    const zero = await FusedHost.start('err0', errDev, dir, POLL);
+    const copy = await FusedHost.start('err1', errDev, dir, [...POLL, '--copy-reads']);
     try {
       assert.equal(fs.readFileSync(zero.p('near')).subarray(0, 10).toString(), 'still here');
       const farOff = far2.fmap.kind === 'simple' ? far2.fmap.extents[0].offset : 0;
@@ -449,11 +381,11 @@ function xattr(p: string, name: string): string {
   });
 
   it('restarts without unmounting: the new server takes the /dev/fuse connection over (SCM_RIGHTS)', async () => {
-    const old = await Host.start('ho', devPath, dir);
+    const old = await FusedHost.start('ho', devPath, dir, POLL);
     const bindTarget = path.join(dir, 'bind-model');
     fs.writeFileSync(bindTarget, '');
     execFileSync('mount', ['--bind', old.p('model.bin'), bindTarget]);
-    let next: Host | undefined;
+    let next: FusedHost | undefined;
     try {
       const want = sha(fs.readFileSync(old.p('model.bin')));
       const fd = fs.openSync(old.p('model.bin'), 'r');
@@ -477,7 +409,7 @@ print(n, errs)`,
       reader.stdout.on('data', (d: Buffer) => (out += d.toString()));
       const readerDone = new Promise((r) => reader.once('exit', r));
       await sleep(500);
-      next = await Host.start('hn', devPath, dir, [], old);
+      next = await FusedHost.takeOver(old, 'hn', devPath, POLL);
       assert.equal(await Promise.race([old.exited, sleep(5000).then(() => 'still running')]), 0, 'old server exited by itself, status 0');
       assert.equal(fuseMountType(old.mountpoint), 'fuse.famfs', 'still mounted');
       await readerDone;
@@ -524,7 +456,7 @@ print(n, errs)`,
     const log = zlib.gunzipSync(fs.readFileSync(path.join(VECTORS, 'log.bin.gz')));
     fs.writeFileSync(img, Buffer.concat([sb, log]));
     fs.truncateSync(img, manifest.device_size);
-    const h = await Host.start('golden', img, dir);
+    const h = await FusedHost.start('golden', img, dir, POLL);
     try {
       const seen = new Set<string>();
       const walk = (rel: string): void => {

@@ -52,7 +52,15 @@ export class FusedHost {
     ]);
   }
 
-  private static async spawn(name: string, device: string, mountpoint: string, socket: string, extra: string[]): Promise<FusedHost> {
+  /**
+   * Starts a new famfs-fused on `old`'s mountpoint and control socket with --takeover: it takes the
+   * /dev/fuse connection over without unmounting. Returns once the socket answers from the new process.
+   */
+  static async takeOver(old: FusedHost, name: string, device: string, extra: string[] = []): Promise<FusedHost> {
+    return FusedHost.spawn(name, device, old.mountpoint, old.socket, [...extra, '--takeover'], true);
+  }
+
+  private static async spawn(name: string, device: string, mountpoint: string, socket: string, extra: string[], takingOver = false): Promise<FusedHost> {
     fs.mkdirSync(mountpoint, { recursive: true });
     const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -62,8 +70,9 @@ export class FusedHost {
     while (Date.now() < deadline) {
       if (proc.exitCode !== null) throw new Error(`famfs-fused ${name} exited ${proc.exitCode}: ${host.out}`);
       try {
-        await host.ctl({ op: 'status' }, 500);
-        return host;
+        const st = await host.ctl({ op: 'status' }, 500);
+        // Taking over, the socket answers from the old server until the new one owns it.
+        if (!takingOver || st['pid'] === proc.pid) return host;
       } catch {
         /* not up yet */
       }
