@@ -194,11 +194,16 @@ up() {
   [ "$NODES" -ge 1 ] && [ "$NODES" -le 8 ] || die "--nodes must be 1..8"
   [ "$(id -u)" = 0 ] || die "needs root (mount namespaces, cgroups, containerd)"
   local t0=$SECONDS
+  # Seconds per phase, in DIR/times (the real-node tier prints them: a cold .cache shows in tools and images).
+  local tp=$SECONDS times=()
+  phase() { times+=("$1 $((SECONDS - tp))s"); tp=$SECONDS; }
   "$ROOT/scripts/deps.sh" cluster
+  phase packages
   # FAMFS_CLUSTER_NO_BUILD=1: use what .cache holds (no tool or image build; e.g. while another build runs).
   if [ -z "${FAMFS_CLUSTER_NO_BUILD:-}" ]; then
     "$ROOT/scripts/k8s-tools.sh" etcd kube node helm sidecars >&2 || die "building the Kubernetes tools failed"
   fi
+  phase tools
   mkdir -p "$DIR/mnt/kubelet" "$DIR/mnt/state" "$DIR/nodes"
   DIR="$(cd "$DIR" && pwd)"
   if [ -z "${FAMFS_CLUSTER_NO_BUILD:-}" ]; then
@@ -206,6 +211,7 @@ up() {
   else
     "$ROOT/scripts/cluster-images.sh" famfs pause busybox >"$DIR/images.txt" || die "building the images failed"
   fi
+  phase images
   CLUSTER_ID="famfs-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   echo "$CLUSTER_ID" >"$DIR/id"
   PAUSE_IMAGE=$(awk '/pause/ {print $2}' "$DIR/images.txt")
@@ -220,6 +226,7 @@ up() {
     K8S_APISERVER_ARGS="--kubelet-preferred-address-types=Hostname,InternalIP --kubelet-client-certificate=$DIR/control/pki/admin.crt --kubelet-client-key=$DIR/control/pki/admin.key" \
     "$ROOT/scripts/k8s-cluster.sh" start "$DIR/control" >&2
   local api; api=$(sed -n 's/^export FAMFS_K8S_API=https:\/\///p' "$DIR/control/env")
+  phase control-plane
 
   local device="/dev/shm/$CLUSTER_ID.img"
   echo "$device" >"$DIR/device"
@@ -245,6 +252,7 @@ up() {
     sleep 1
   done
 
+  phase nodes
   say "helm install $RELEASE charts/famfs-csi"
   helm install "$RELEASE" "$ROOT/charts/famfs-csi" --namespace "$NAMESPACE" --create-namespace \
     --set hostNetwork=true --set "kubeApiServer=$api" \
@@ -265,11 +273,13 @@ up() {
   kubectl -n "$NAMESPACE" wait pod --all --for=condition=Ready --timeout=120s >&2 ||
     { kubectl -n "$NAMESPACE" get pods -o wide >&2; die "chart pods not Ready"; }
 
+  phase install
+  local joined; joined=$(printf '%s, ' "${times[@]}"); echo "${joined%, }" >"$DIR/times"
   cat >"$DIR/env" <<EOF
 export KUBECONFIG=$DIR/control/kubeconfig
 export FAMFS_DEVICE=$device
 EOF
-  say "up in $((SECONDS - t0)) s"
+  say "up in $((SECONDS - t0)) s: $(cat "$DIR/times")"
   cat <<EOF
 famfs-csi runs on ${#names[@]} node(s): ${names[*]}
   export KUBECONFIG=$DIR/control/kubeconfig

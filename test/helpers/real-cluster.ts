@@ -23,12 +23,16 @@ export class RealCluster {
   readonly kubeconfig: string;
   readonly device: string;
   readonly nodes: string[];
+  /** Seconds per phase of `up` (DIR/times: packages, tools, images, control-plane, nodes, install). */
+  readonly phases: string;
   private stopped = false;
 
   private constructor(
     readonly dir: string,
     readonly upSeconds: number,
     readonly upOutput: string,
+    /** Started earlier by someone else (attach): down() leaves it running. */
+    readonly attached = false,
   ) {
     const env = fs.readFileSync(path.join(dir, 'env'), 'utf8');
     const get = (k: string): string => {
@@ -38,6 +42,8 @@ export class RealCluster {
     };
     this.kubeconfig = get('KUBECONFIG');
     this.device = get('FAMFS_DEVICE');
+    const times = path.join(dir, 'times');
+    this.phases = fs.existsSync(times) ? fs.readFileSync(times, 'utf8').trim() : '(no phase times)';
     this.nodes = this.kubectl(['get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}']).split(' ').filter(Boolean).sort(byAddress);
   }
 
@@ -51,6 +57,15 @@ export class RealCluster {
       throw new Error(`cluster.sh up failed (${String(r.status)}):\n${r.stderr.slice(-6000)}\n${r.stdout}\n(down: ${down.status} ${down.stderr.slice(-1000)})`);
     }
     return new RealCluster(dir, (Date.now() - t0) / 1000, r.stdout);
+  }
+
+  /**
+   * A cluster that `scripts/cluster.sh up --dir DIR` started earlier and keeps running (FAMFS_REAL_CLUSTER_DIR:
+   * iterate on the tier without a new cluster per run). Its down() does nothing: whoever started it stops it.
+   */
+  static attach(dir: string): RealCluster {
+    if (!fs.existsSync(path.join(dir, 'env'))) throw new Error(`${dir} holds no running cluster (scripts/cluster.sh up --dir ${dir})`);
+    return new RealCluster(dir, 0, '', true);
   }
 
   env(): NodeJS.ProcessEnv {
@@ -149,6 +164,11 @@ export class RealCluster {
       .filter((m) => m.startsWith(under));
   }
 
+  /** The famfs CLI of this checkout on node `name`, as that host (its /opt/famfs/system_uuid): `famfs cp` on the master. */
+  famfs(name: string, args: string[]): KubeResult {
+    return this.onNode(name, [process.execPath, path.join(repoRoot(), 'dist', 'cmd', 'famfs.js'), ...args]);
+  }
+
   /** `ctr` against node `name`'s containerd. */
   ctr(name: string, args: string[]): KubeResult {
     const r = spawnSync('ctr', ['--address', path.join(this.nodeDir(name), 'containerd', 'containerd.sock'), '-n', 'k8s.io', ...args], { encoding: 'utf8' });
@@ -156,7 +176,7 @@ export class RealCluster {
   }
 
   down(): { status: number; output: string } {
-    if (this.stopped) return { status: 0, output: '' };
+    if (this.stopped || this.attached) return { status: 0, output: '' };
     this.stopped = true;
     const r = spawnSync(script(), ['down', '--dir', this.dir], { encoding: 'utf8' });
     return { status: r.status ?? -1, output: r.stdout + r.stderr };
