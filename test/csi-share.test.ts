@@ -11,8 +11,10 @@ import * as path from 'path';
 import { CsiClient } from '../pkg/csi/client';
 import { objectDirRelpath, objectFileRelpath } from '../pkg/csi/names';
 import { CsiServer } from '../pkg/csi/server';
+import { ControllerStore } from '../pkg/csi/store';
 import { flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
-import { canMount, codeOf, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
+import { fmapCapacity } from '../pkg/famfs/fmap';
+import { canMount, codeOf, MASTER_UUID, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 const code = codeOf;
 const SHARE_OF = 'famfs.csi.cxl.io/share-of';
@@ -32,6 +34,11 @@ describe('zero-copy read-only sharing through dataSource', function () {
 
   async function startController(): Promise<void> {
     ({ server, client } = await env.startController());
+  }
+  async function stopController(): Promise<void> {
+    client.close();
+    await server?.stop(500);
+    server = undefined;
   }
   async function restartController(): Promise<void> {
     client.close();
@@ -151,6 +158,60 @@ describe('zero-copy read-only sharing through dataSource', function () {
     env.master.catchUp();
     assert.equal(env.master.lookup(objectDirRelpath(src)), undefined);
     assert.equal(await code(del(s2.volume_id)), 'OK', 'idempotent');
+  });
+
+  /** The records in the shared-memory store, as a controller taking over reads them (stop the controller first). */
+  const storeAtTakeover = (): ControllerStore => {
+    const store = new ControllerStore(env.master);
+    store.takeMasterRole(MASTER_UUID);
+    return store;
+  };
+
+  it("a source deleted while shared whose shares' records are gone is freed at the next takeover (no leak)", async () => {
+    const src = await loader('loader-orphan');
+    const share = await create('readers-orphan', 'MULTI_NODE_READER_ONLY', fromVolume(src));
+    await del(src); // hidden, kept for the share
+    const srcFile = fileOf(src);
+    assert.ok(srcFile);
+    const before = env.master.usage();
+    // The share's record is lost (the only thing that would ever free the source): no DeleteVolume will come.
+    await stopController();
+    const store = storeAtTakeover();
+    assert.ok(store.volume(src)?.deletePending, 'the source is hidden, waiting for its share');
+    assert.ok(store.removeVolume(share.volume_id));
+    store.commit();
+    await startController(); // takeover
+    assert.equal(fileOf(src), undefined, "the orphaned source's memory was not freed at takeover");
+    env.master.catchUp();
+    assert.equal(env.master.lookup(objectDirRelpath(src)), undefined, 'its directory is gone too');
+    const after = env.master.usage();
+    assert.equal(
+      after.freeBytes + after.pendingFreeBytes,
+      before.freeBytes + before.pendingFreeBytes + fmapCapacity(srcFile.fmap),
+      'its memory went back to the pool',
+    );
+    for (const id of [src, share.volume_id]) {
+      assert.equal(await code(client.call('Controller', 'ControllerGetVolume', { volume_id: id })), 'NOT_FOUND', id);
+      assert.equal(await code(del(id)), 'OK', `DeleteVolume ${id} stays idempotent`);
+    }
+  });
+
+  it('a share whose source file vanished behind the driver is swept at takeover; the CO gets NOT_FOUND, not a dangling volume', async () => {
+    const src = await loader('loader-vanish');
+    const share = await create('readers-vanish', 'MULTI_NODE_READER_ONLY', fromVolume(src));
+    await stopController();
+    env.deleteVolume(src); // an operator's famfs rm on the master
+    await startController();
+    assert.equal(await code(client.call('Controller', 'ControllerGetVolume', { volume_id: share.volume_id })), 'NOT_FOUND');
+    const list = await client.call<{ entries: { volume: VolumeOut }[] }>('Controller', 'ListVolumes', {});
+    assert.ok(!list.entries.some((e) => [src, share.volume_id].includes(e.volume.volume_id)), 'ListVolumes still lists the share or its source');
+    assert.equal(await code(cpub(share.volume_id, 'node-b', 'MULTI_NODE_READER_ONLY', true)), 'NOT_FOUND', 'nothing to publish');
+    assert.equal(await code(del(share.volume_id)), 'OK');
+    await stopController();
+    const store = storeAtTakeover();
+    assert.equal(store.volume(share.volume_id), undefined, "the share's record is left");
+    assert.equal(store.volume(src), undefined, "the source's record is left");
+    await startController();
   });
 
   it('cloneMode: copy gives a read-only claim its own copy', async () => {

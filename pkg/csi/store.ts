@@ -23,7 +23,7 @@ import type { FamfsFs } from '../famfs/fs';
 import { isQuarantine } from '../famfs/repair';
 import type { FileNode } from '../famfs/tree';
 import { fromFamfsError, unavailable } from './errors';
-import { objectFileRelpath } from './names';
+import { objectDirRelpath, objectFileRelpath } from './names';
 import { DEFAULT_STATE_IMAGE_SIZE, SharedStateImage, type ImageDelta } from './store-image';
 
 export interface PublishRecord {
@@ -311,6 +311,30 @@ export class ControllerStore {
     }
   }
 
+  /**
+   * Removes an object's famfs file and directory (the memory becomes pending-free). `precondition` runs
+   * once the file is known to exist, before anything is appended (it throws to refuse).
+   */
+  removeObjectFiles(id: string, precondition: () => void = () => undefined): void {
+    // A master killed mid-delete may have committed the delete entry without advancing next_index:
+    // catch-up does not show it, but rm() rolls it forward first and then finds nothing to delete.
+    // That delete is done, so ENOENT here means success (deletes are idempotent).
+    const rmIfPresent = (relpath: string): void => {
+      try {
+        this.fs.rm(relpath);
+      } catch (e) {
+        if (!(e instanceof FamfsError && e.code === 'ENOENT')) throw e;
+      }
+    };
+    if (objectFile(this.fs, id) !== undefined) {
+      precondition();
+      this.runFamfs(`delete ${id}`, () => rmIfPresent(objectFileRelpath(id)));
+    }
+    this.runFamfs(`delete the directory of ${id}`, () => {
+      if (this.fs.lookup(objectDirRelpath(id)) !== undefined) rmIfPresent(objectDirRelpath(id));
+    });
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Records
   // ---------------------------------------------------------------------------------------------
@@ -424,8 +448,10 @@ export class ControllerStore {
     this.fs.catchUp();
     let dropped = 0;
     for (const [id, rec] of Object.entries(this.doc.volumes)) {
-      // A share lives as long as the file it shows.
+      // A share lives as long as the file it shows (its source's memory may have been removed behind the
+      // driver's back: the share is then swept, and the CO sees NOT_FOUND for it).
       if (objectFile(this.fs, rec.shareOf ?? id) !== undefined) continue;
+      if (rec.shareOf !== undefined) this.log?.warn({ volume: id, shareOf: rec.shareOf }, "read-only share whose source's file is gone: record dropped");
       // famfs repair quarantined its entry (lost+found.N keeps its memory): keep the record, so the
       // volume is still found by its log index and reported, not silently forgotten.
       const q = rec.shareOf === undefined && rec.fileIndex !== undefined ? this.fs.tree.byIndex.get(rec.fileIndex) : undefined;
@@ -445,6 +471,17 @@ export class ControllerStore {
         delete this.doc.snapshots[id];
         dropped++;
       }
+    }
+    // A volume the CO deleted while it was shared stays (hidden) until its last share is deleted, which
+    // frees it. If no share is left (their records were lost, or a share whose source vanished was dropped
+    // above), nobody will ever delete it again: free its memory now, file first, so a crash before the
+    // checkpoint leaves a record without a file, which the next takeover drops.
+    for (const [id, rec] of Object.entries(this.doc.volumes)) {
+      if (rec.deletePending !== true || rec.shareOf !== undefined || this.sharesOf(id).length > 0) continue;
+      this.removeObjectFiles(id);
+      delete this.doc.volumes[id];
+      dropped++;
+      this.log?.warn({ volume: id, name: rec.name }, 'volume deleted while shared has no share left: its memory is freed at takeover');
     }
     return dropped;
   }

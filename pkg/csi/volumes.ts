@@ -471,24 +471,7 @@ export class Volumes {
 
   /** Removes an object's famfs file and directory (the memory becomes pending-free). */
   private async removeObject(id: string, precondition: () => void): Promise<void> {
-    // A master killed mid-delete may have committed the delete entry without advancing next_index:
-    // catch-up does not show it, but rm() rolls it forward first and then finds nothing to delete.
-    // That delete is done, so ENOENT here means success (DeleteVolume is idempotent).
-    const rmIfPresent = (relpath: string): void => {
-      try {
-        this.fs.rm(relpath);
-      } catch (e) {
-        if (!(e instanceof FamfsError && e.code === 'ENOENT')) throw e;
-      }
-    };
-    const file = this.fileOf(id);
-    if (file !== undefined) {
-      precondition();
-      this.store.runFamfs(`delete ${id}`, () => rmIfPresent(objectFileRelpath(id)));
-    }
-    this.store.runFamfs(`delete the directory of ${id}`, () => {
-      if (this.fs.lookup(objectDirRelpath(id)) !== undefined) rmIfPresent(objectDirRelpath(id));
-    });
+    this.store.removeObjectFiles(id, precondition);
   }
 
   async setPublished(volumeId: string, nodeId: string, rec: PublishRecord | undefined): Promise<void> {
