@@ -634,6 +634,38 @@ export function buildProgram(io: CliIO): Command {
     });
 
   program
+    .command('zero')
+    .description('zero free memory not known to hold zeros and mark it clean (master only; crash-safe; the controller does this in the background)')
+    .option('--progress', 'print one line per step as its memory is marked clean')
+    .option('--step <size>', 'bytes zeroed, flushed and marked clean per step', '64M')
+    .option('--max <size>', 'stop after about this many bytes')
+    .option('--throttle <ms>', 'pause this long after each step, leaving memory bandwidth to running pods', '0')
+    .option('--json', 'machine-readable result')
+    .argument('<device>')
+    .action((device: string, o: { progress?: boolean; step: string; max?: string; throttle: string; json?: boolean }) => {
+      const stepBytes = parseSize(o.step, '--step', { multipleOf: ALLOC_UNIT });
+      const maxBytes = o.max === undefined ? undefined : parseSize(o.max, '--max', { multipleOf: ALLOC_UNIT });
+      const throttle = parseId(o.throttle, '--throttle');
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      withDevice(device, false, (dev) => {
+        const f = openFs(dev, true);
+        const started = process.hrtime.bigint();
+        const r = f.zeroFree({
+          stepBytes,
+          ...(maxBytes !== undefined ? { maxBytes } : {}),
+          onProgress: (p) => {
+            if (o.progress) io.out(`zero: ${p.done}/${p.total}`);
+            if (throttle > 0) Atomics.wait(pause, 0, 0, throttle);
+          },
+        });
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        if (o.json) io.out(JSON.stringify({ ...r, seconds }));
+        else if (!r.cleanMap) io.out('this device has no clean map (extension block below revision 4): a takeover by the controller upgrades it');
+        else io.out(`zeroed ${formatBytes(r.zeroedBytes)} in ${seconds.toFixed(2)} s; ${formatBytes(r.dirtyFreeBytes)} of free memory still dirty`);
+      });
+    });
+
+  program
     .command('verify')
     .description('check a file against the pattern of --seed, or against a local file')
     .option('-S, --seed <n>', 'pattern seed used by famfs creat --seed')

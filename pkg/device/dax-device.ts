@@ -5,6 +5,7 @@
  * (SIGBUS) surfaces as a DeviceError 'EFAULT_DEVICE' and leaves the device `failed`, instead
  * of killing the process and every mount it serves (design-hazards §7).
  */
+import * as fs from 'fs';
 import type { Media } from '../famfs/media.js';
 import { DeviceError, toDeviceError } from './errors.js';
 import { loadNative, type NativeDeviceHandle, type NativeOpenOptions } from './native.js';
@@ -37,8 +38,13 @@ export class DaxDevice implements Media {
   readonly flushMethod: string;
   readonly invalidateMethod: string;
 
-  constructor(handle: NativeDeviceHandle) {
+  /** This open created the emulation file: it read as zeros (see unwritten). */
+  readonly created: boolean;
+  private touched = false;
+
+  constructor(handle: NativeDeviceHandle, created = false) {
     this.nativeHandle = handle;
+    this.created = created;
     this.path = handle.path;
     this.size = handle.size;
     this.kind = handle.kind;
@@ -47,6 +53,15 @@ export class DaxDevice implements Media {
     this.alignment = handle.alignment;
     this.flushMethod = handle.flushMethod;
     this.invalidateMethod = handle.invalidateMethod;
+  }
+
+  /**
+   * Every byte reads zero: this open created the file (ftruncate fills with zeros) and nothing was
+   * written through this handle since. famfs mkfs then marks the data area clean instead of having
+   * it zeroed again (a real devdax is never "created": it holds whatever it held).
+   */
+  get unwritten(): boolean {
+    return this.created && !this.touched;
   }
 
   /** A memory fault happened on this device; every later access throws 'EFAULT_DEVICE'. */
@@ -88,6 +103,7 @@ export class DaxDevice implements Media {
   }
 
   write(offset: number, data: Uint8Array): void {
+    this.touched = true;
     try {
       this.nativeHandle.write(offset, data);
     } catch (e) {
@@ -97,6 +113,7 @@ export class DaxDevice implements Media {
 
   /** Copies `length` bytes inside the device (overlapping ranges allowed). */
   copy(dstOffset: number, srcOffset: number, length: number): void {
+    this.touched = true;
     try {
       this.nativeHandle.copy(dstOffset, srcOffset, length);
     } catch (e) {
@@ -114,6 +131,7 @@ export class DaxDevice implements Media {
 
   /** Zero a range with the zeros already in memory on return (no flush needed). */
   zero(offset: number, length: number): void {
+    this.touched = true;
     try {
       this.nativeHandle.zero(offset, length);
     } catch (e) {
@@ -135,6 +153,7 @@ export class DaxDevice implements Media {
    * uses read/write. The Buffer keeps the mapping alive after close().
    */
   view(offset: number, length: number): Buffer {
+    this.touched = true;
     try {
       return this.nativeHandle.view(offset, length);
     } catch (e) {
@@ -176,8 +195,17 @@ export function openDevice(path: string, options: OpenDeviceOptions = {}): DaxDe
     if (options.window.length !== undefined) nativeOptions.mapLength = options.window.length;
   }
   const addon = loadNative();
+  // A file that does not exist yet (or is empty) is created zero-filled by this open.
+  let created = false;
+  if (options.create !== undefined) {
+    try {
+      created = fs.statSync(path).size === 0;
+    } catch {
+      created = true;
+    }
+  }
   try {
-    return new DaxDevice(new addon.DaxDevice(path, nativeOptions));
+    return new DaxDevice(new addon.DaxDevice(path, nativeOptions), created);
   } catch (e) {
     throw toDeviceError(e, path);
   }

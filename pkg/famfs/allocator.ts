@@ -130,6 +130,35 @@ export class SpaceMap {
   freeRuns(): { start: number; count: number }[] {
     return this.starts.map((s, i) => ({ start: s, count: this.ends[i] - s }));
   }
+
+  /** The runs as [start0, end0, start1, end1, ...]. */
+  flatRuns(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.starts.length; i++) out.push(this.starts[i], this.ends[i]);
+    return out;
+  }
+
+  /** Units free in this map and in `other` (or, with `minus`, free here and not free in `other`). */
+  combine(other: SpaceMap, minus = false): SpaceMap {
+    const runs: number[] = [];
+    const o = other.flatRuns();
+    let j = 0;
+    for (let i = 0; i < this.starts.length; i++) {
+      let s = this.starts[i];
+      const e = this.ends[i];
+      while (j < o.length && o[j + 1] <= s) j += 2;
+      for (let k = j; k < o.length && o[k] < e; k += 2) {
+        const os = Math.max(o[k], s);
+        const oe = Math.min(o[k + 1], e);
+        if (minus) {
+          if (os > s) runs.push(s, os);
+          s = oe;
+        } else runs.push(os, oe);
+      }
+      if (minus && s < e) runs.push(s, e);
+    }
+    return SpaceMap.fromRuns(this.totalUnits, runs);
+  }
 }
 
 /**
@@ -226,6 +255,8 @@ export interface SpaceSummary {
   largestFreeBytes: number;
   /** Released by deletes, not reusable until every host has replayed past the delete. */
   pendingFreeBytes: number;
+  /** Free bytes the clean map says hold only zeros (a new file there needs no zeroing); 0 when not loaded. */
+  cleanFreeBytes: number;
   /** Allocation units claimed by more than one file (fsck's cross-linked count). */
   collisions: number;
 }
@@ -236,6 +267,11 @@ export interface SpaceSummary {
  */
 export class Allocator {
   private map!: SpaceMap;
+  /**
+   * Free units known to hold only zeros (the clean map in shared memory, as this master last read
+   * or wrote it); always a subset of the free map. Empty unless the master loaded it (setClean).
+   */
+  private clean: SpaceMap;
   private pending: { deleteIndex: number; extents: Extent[] }[] = [];
   private collisions = 0;
   private readonly units: number;
@@ -248,6 +284,7 @@ export class Allocator {
     private readonly logLen: number,
   ) {
     this.units = Math.floor(deviceSize / ALLOC_UNIT);
+    this.clean = SpaceMap.fromRuns(this.units, []);
   }
 
   /** The second log region (see generation.ts) is metadata: never allocatable. Call rebuild after. */
@@ -277,6 +314,54 @@ export class Allocator {
     const { map, collisions } = used.sweep(this.units);
     this.map = map;
     this.collisions = collisions;
+    // Clean units stay clean only while free (a rebuild never makes anything clean).
+    this.clean = this.clean.combine(map);
+  }
+
+  /**
+   * Clean units, as the clean map in shared memory says ([start0, end0, ...]): only those that are
+   * free count (a bit left set on used memory is stale; the caller clears it on the media). Returns
+   * the runs that were marked clean but are not free.
+   */
+  setClean(runs: readonly number[]): { start: number; count: number }[] {
+    const all = SpaceMap.fromRuns(this.units, runs);
+    this.clean = all.combine(this.map);
+    return all.combine(this.map, true).freeRuns();
+  }
+
+  /** Forget what is clean (a master that has not read the shared clean map trusts nothing). */
+  forgetClean(): void {
+    this.clean = SpaceMap.fromRuns(this.units, []);
+  }
+
+  /** Units of `fmap` that are clean now ({start, count} in allocation units). */
+  cleanParts(fmap: Fmap): { start: number; count: number }[] {
+    const out: { start: number; count: number }[] = [];
+    const extents = SpaceMap.fromRuns(this.units, unitRuns(fmap));
+    for (const r of extents.combine(this.clean).freeRuns()) out.push(r);
+    return out;
+  }
+
+  /** Units of `fmap` that are not known clean (a create must zero them). */
+  dirtyParts(fmap: Fmap): { start: number; count: number }[] {
+    const extents = SpaceMap.fromRuns(this.units, unitRuns(fmap));
+    return extents.combine(this.clean, true).freeRuns();
+  }
+
+  /** The units of `fmap` are about to be handed to a file: they are no longer clean. */
+  claim(fmap: Fmap): void {
+    for (const e of fmapExtents(fmap)) this.clean.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+  }
+
+  /** Units zeroed (and flushed, and marked in shared memory) while free: clean now. */
+  noteZeroed(start: number, count: number): void {
+    const zeroed = SpaceMap.fromRuns(this.units, [start, start + count]).combine(this.map);
+    for (const r of zeroed.combine(this.clean, true).freeRuns()) this.clean.release(r.start, r.count);
+  }
+
+  /** Free units not known to be clean, lowest first. */
+  dirtyFreeRuns(): { start: number; count: number }[] {
+    return this.map.combine(this.clean, true).freeRuns();
   }
 
   get hasPending(): boolean {
@@ -315,9 +400,20 @@ export class Allocator {
     return true;
   }
 
-  /** A file was added by replay (ours or another writer's). */
-  noteAdded(fmap: Fmap): void {
-    for (const e of fmapExtents(fmap)) this.collisions += this.map.markUsed(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT);
+  /**
+   * A file was added by replay (ours or another writer's). Returns true when it took units this
+   * allocator held clean: a writer that does not keep the clean map wrote it, and the shared map
+   * still says clean for memory a file now owns (the master clears those bits).
+   */
+  noteAdded(fmap: Fmap): boolean {
+    let tookClean = false;
+    for (const e of fmapExtents(fmap)) {
+      const start = e.offset / ALLOC_UNIT;
+      const count = e.len / ALLOC_UNIT;
+      this.collisions += this.map.markUsed(start, count);
+      if (this.clean.markUsed(start, count) < count) tookClean = true;
+    }
+    return tookClean;
   }
 
   /** A file was deleted at `deleteIndex`: its units stay used until reclaim() passes the index. */
@@ -333,6 +429,7 @@ export class Allocator {
       deviceBytes: this.units * ALLOC_UNIT,
       allocatedBytes: this.units * ALLOC_UNIT - free,
       freeBytes: free,
+      cleanFreeBytes: this.clean.freeUnits * ALLOC_UNIT,
       largestFreeBytes: this.map.largestFreeRun * ALLOC_UNIT,
       pendingFreeBytes: pendingUnits.size * ALLOC_UNIT,
       collisions: this.collisions,
@@ -343,26 +440,40 @@ export class Allocator {
     return this.map.freeRuns().map((r) => ({ offset: r.start * ALLOC_UNIT, len: r.count * ALLOC_UNIT }));
   }
 
-  /** Place a file of `size` bytes; the map is not changed until the entry is committed (noteAdded). */
-  place(size: number, interleave?: InterleaveParams, random: () => number = Math.random): Fmap {
+  /**
+   * Place a file of `size` bytes; the map is not changed until the entry is committed (noteAdded).
+   * `preferClean`: first fit among clean units (no zeroing needed), then among all free units.
+   */
+  place(size: number, interleave?: InterleaveParams, random: () => number = Math.random, preferClean = false): Fmap {
     if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer`);
-    if (interleave) {
-      validateInterleave(interleave, this.deviceSize);
-      // famfs' rule: a file smaller than one chunk is not worth striping.
-      if (size >= interleave.chunkSize) return this.placeInterleaved(size, interleave, random);
+    if (interleave) validateInterleave(interleave, this.deviceSize);
+    if (preferClean && this.clean.freeUnits > 0) {
+      const fmap = this.placeIn(this.clean, size, interleave, random);
+      if (fmap !== undefined) return fmap;
+    }
+    const fmap = this.placeIn(this.map, size, interleave, random);
+    if (fmap !== undefined) return fmap;
+    if (interleave && size >= interleave.chunkSize) {
+      const p = interleave;
+      const stripLen = Math.ceil(size / (p.nstrips * p.chunkSize)) * p.chunkSize;
+      throw new FamfsError('ENOSPC', `fewer than ${p.nstrips} of ${p.nbuckets} buckets have ${stripLen} contiguous free bytes; ${p.nstrips} strips needed`);
     }
     const units = Math.ceil(size / ALLOC_UNIT);
-    const at = this.map.firstFit(units);
-    if (at === undefined) {
-      throw new FamfsError(
-        'ENOSPC',
-        `no free extent of ${units * ALLOC_UNIT} bytes (free ${this.map.freeUnits * ALLOC_UNIT} bytes, largest free extent ${this.map.largestFreeRun * ALLOC_UNIT})`,
-      );
-    }
-    return { kind: 'simple', extents: [{ devindex: 0, offset: at * ALLOC_UNIT, len: units * ALLOC_UNIT }] };
+    throw new FamfsError(
+      'ENOSPC',
+      `no free extent of ${units * ALLOC_UNIT} bytes (free ${this.map.freeUnits * ALLOC_UNIT} bytes, largest free extent ${this.map.largestFreeRun * ALLOC_UNIT})`,
+    );
   }
 
-  private placeInterleaved(size: number, p: InterleaveParams, random: () => number): Fmap {
+  private placeIn(map: SpaceMap, size: number, interleave: InterleaveParams | undefined, random: () => number): Fmap | undefined {
+    // famfs' rule: a file smaller than one chunk is not worth striping.
+    if (interleave && size >= interleave.chunkSize) return this.placeInterleaved(map, size, interleave, random);
+    const units = Math.ceil(size / ALLOC_UNIT);
+    const at = map.firstFit(units);
+    return at === undefined ? undefined : { kind: 'simple', extents: [{ devindex: 0, offset: at * ALLOC_UNIT, len: units * ALLOC_UNIT }] };
+  }
+
+  private placeInterleaved(map: SpaceMap, size: number, p: InterleaveParams, random: () => number): Fmap | undefined {
     const stripLen = Math.ceil(size / (p.nstrips * p.chunkSize)) * p.chunkSize;
     const stripUnits = stripLen / ALLOC_UNIT;
     const bucketUnits = Math.floor(this.units / p.nbuckets);
@@ -376,12 +487,23 @@ export class Allocator {
       if (strips.length === p.nstrips) break;
       // Unlike famfs, a strip never runs past its bucket: two strips of one file in one bucket
       // would defeat the point of striping.
-      const at = this.map.firstFit(stripUnits, b * bucketUnits, (b + 1) * bucketUnits);
+      const at = map.firstFit(stripUnits, b * bucketUnits, (b + 1) * bucketUnits);
       if (at !== undefined) strips.push({ devindex: 0, offset: at * ALLOC_UNIT, len: stripLen });
     }
-    if (strips.length < p.nstrips) {
-      throw new FamfsError('ENOSPC', `only ${strips.length} of ${p.nbuckets} buckets have ${stripLen} contiguous free bytes; ${p.nstrips} strips needed`);
-    }
+    if (strips.length < p.nstrips) return undefined;
     return { kind: 'interleave', nstrips: p.nstrips, chunkSize: p.chunkSize, strips };
   }
+}
+
+/** The allocation units of a map as sorted, merged runs [start0, end0, ...]. */
+function unitRuns(fmap: Fmap): number[] {
+  const r = fmapExtents(fmap)
+    .map((e) => [e.offset / ALLOC_UNIT, (e.offset + e.len) / ALLOC_UNIT] as const)
+    .sort((a, b) => a[0] - b[0]);
+  const out: number[] = [];
+  for (const [s, e] of r) {
+    if (out.length > 0 && out[out.length - 1] >= s) out[out.length - 1] = Math.max(out[out.length - 1], e);
+    else out.push(s, e);
+  }
+  return out;
 }

@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
+import { readCleanMap, writeCleanUnits } from './clean-map';
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, inspectGenerations, readActiveLog, writeLogGenCommit, writeLogGenRecord } from './generation';
 import {
@@ -38,6 +39,7 @@ import {
   EvictionRecord,
   Extent,
   ExtBlock,
+  EXT_REVISION_CLEAN_MAP,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_CSI_EXT2_VERSION,
   FAMFS_VERSION,
@@ -76,6 +78,11 @@ export interface MkfsOptions {
   force?: boolean;
   /** The host liveness window written into the extension block (default 60 s; see hosts.ts). */
   hostLiveMs?: number;
+  /**
+   * Every byte of the device reads zero (default: the Media says so, see Media.unwritten): the data
+   * area is marked clean at once. Otherwise it starts dirty and is zeroed once, by zeroFree.
+   */
+  zeroed?: boolean;
   now?: () => number;
 }
 
@@ -154,9 +161,40 @@ export interface CreateFileOptions {
   gid?: number;
   flags?: number;
   interleave?: InterleaveParams;
-  /** Zero the file's memory before it becomes visible (required when memory may be reused). */
+  /**
+   * The file must read zeros when it becomes visible (required when memory may be reused). Clean
+   * units (clean map) are placed first and need no work; any other unit is zeroed here, before the
+   * entry is written, and counted in zeroStats (the create waited for zeroing).
+   */
   zero?: boolean;
   random?: () => number;
+}
+
+/** What zeroing cost, since this FamfsFs was opened. */
+export interface ZeroStats {
+  /** Creates (zero: true) that found no clean room of their shape and zeroed memory themselves. */
+  createsWaited: number;
+  /** Bytes those creates zeroed. */
+  createWaitBytes: number;
+  /** Bytes zeroed by zeroFree (freed memory past the horizon, a fresh device) and marked clean. */
+  freeZeroedBytes: number;
+}
+
+export interface ZeroFreeOptions {
+  /** Stop after zeroing about this many bytes (default: everything dirty and free). */
+  maxBytes?: number;
+  /** Bytes zeroed, flushed and marked clean per step (default 64 MiB, a multiple of 2 MiB). */
+  stepBytes?: number;
+  /** Called after each step, once its units are marked clean. May block (famfs zero --throttle). */
+  onProgress?: (p: { done: number; total: number }) => void;
+}
+
+export interface ZeroFreeResult {
+  zeroedBytes: number;
+  /** Free bytes still dirty afterwards (0 once everything free is clean). */
+  dirtyFreeBytes: number;
+  /** False when the clean map is not in use (extension block below revision 4, or no block). */
+  cleanMap: boolean;
 }
 
 export interface MkdirOptions {
@@ -204,6 +242,15 @@ export class FamfsFs {
   private compactedTo = 0;
   /** False during the first replay: the allocator is built once, after it. */
   private ready = false;
+  /**
+   * The clean map (extension revision 4) as this master uses it: 'unknown' until the first write
+   * (and again after a takeover: a new master trusts only shared memory), 'off' when the block
+   * has no map, 'on' once the allocator holds what the shared map says.
+   */
+  private cleanMap: 'unknown' | 'off' | 'on' = 'unknown';
+  /** Files another writer placed on units the shared map still calls clean: cleared before the next write. */
+  private staleClean: Fmap[] = [];
+  readonly zeroStats: ZeroStats = { createsWaited: 0, createWaitBytes: 0, freeZeroedBytes: 0 };
 
   private constructor(
     readonly media: Media,
@@ -234,6 +281,8 @@ export class FamfsFs {
   static mkfs(media: Media, o: MkfsOptions): FamfsFs {
     const logLen = o.logLen ?? DEFAULT_LOG_LEN;
     const hostLiveMs = checkHostLiveMs(o.hostLiveMs ?? DEFAULT_HOST_LIVE_MS);
+    // Asked before mkfs writes anything itself.
+    const zeroed = o.zeroed ?? media.unwritten === true;
     if (!Number.isInteger(logLen) || logLen < MIN_LOG_LEN || (logLen & (logLen - 1)) !== 0) {
       throw new FamfsError('EINVAL', `log length ${logLen} must be a power of two of at least 8 MiB`);
     }
@@ -274,7 +323,22 @@ export class FamfsFs {
       }),
     );
     media.flush(SUPERBLOCK_OFFSET, SB.SIZE);
-    return FamfsFs.open(media, { hostUuid: o.systemUuid, now: o.now });
+    const f = FamfsFs.open(media, { hostUuid: o.systemUuid, now: o.now });
+    if (zeroed) f.markFreeClean();
+    return f;
+  }
+
+  /** mkfs of a device that reads all zeros: every free unit is clean, without writing it. */
+  private markFreeClean(): void {
+    this.prepareWrite();
+    if (this.cleanMap !== 'on') return;
+    const runs = this.allocator.dirtyFreeRuns();
+    writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, runs, true);
+    for (const r of runs) this.allocator.noteZeroed(r.start, r.count);
+  }
+
+  private get deviceUnits(): number {
+    return Math.floor(this.sb.deviceSize / ALLOC_UNIT);
   }
 
   static open(media: Media, opts: OpenOptions = {}): FamfsFs {
@@ -496,9 +560,18 @@ export class FamfsFs {
     this.checkNewName(relpath);
     const room = this.ensureLogRoom(h, 1, true);
     this.reclaimReplayed();
-    const fmap = this.allocator.place(size, o.interleave, o.random);
-    if (o.zero) {
-      for (const e of fmap.kind === 'simple' ? fmap.extents : fmap.strips) this.zeroRange(e.offset, e.len);
+    const fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true);
+    const dirty = o.zero ? this.allocator.dirtyParts(fmap) : [];
+    // Dirty in shared memory (flushed) before the entry hands the units to the file.
+    this.claimUnits(fmap);
+    if (dirty.length > 0) {
+      let bytes = 0;
+      for (const r of dirty) {
+        this.zeroRange(r.start * ALLOC_UNIT, r.count * ALLOC_UNIT);
+        bytes += r.count * ALLOC_UNIT;
+      }
+      this.zeroStats.createsWaited++;
+      this.zeroStats.createWaitBytes += bytes;
     }
     this.append(room, { type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
     return this.tree.lookup(relpath) as FileNode;
@@ -600,6 +673,7 @@ export class FamfsFs {
       // the record naming it is written. A crash before that leaves it free again.
       if (this.allocator.hasPending) this.allocator.reclaim(horizon);
       const fmap = this.allocator.place(logLen);
+      this.claimUnits(fmap);
       altOffset = fmap.kind === 'simple' ? fmap.extents[0].offset : 0;
       progress({ step: 'region', done: altOffset });
     }
@@ -723,6 +797,10 @@ export class FamfsFs {
     this.opts.hostUuid = hostUuid;
     this.opts.fenceEpoch = epoch;
     this.logChecked = false;
+    // Another master may have zeroed or handed out memory meanwhile: trust only the shared map.
+    this.cleanMap = 'unknown';
+    this.allocator.forgetClean();
+    this.staleClean = [];
     this.catchUp();
     return epoch;
   }
@@ -918,7 +996,83 @@ export class FamfsFs {
     const r = this.catchUp();
     if (r.stop) throw new FamfsError('ECORRUPT', `log entry ${r.stop.index} is bad (${r.stop.reason}); refusing to append after it (run famfs fsck)`);
     if (!this.logChecked) this.crossCheckLog();
+    this.syncCleanMap();
     return this.reader.header();
+  }
+
+  /**
+   * Before this master's first write: load the shared clean map (revision 4 blocks only) and clear
+   * any bit left set on memory that is not free (a writer that does not keep the map placed a file
+   * there). After that: clear the bits of files other writers placed since.
+   */
+  private syncCleanMap(): void {
+    if (this.cleanMap === 'unknown') {
+      const block = readExtBlock(this.media, this.sb.uuid);
+      if (!block || block.revision < EXT_REVISION_CLEAN_MAP) {
+        this.cleanMap = 'off';
+        return;
+      }
+      const map = readCleanMap(this.media, this.sb.uuid, this.deviceUnits);
+      const stale = this.allocator.setClean(map.runs);
+      if (stale.length > 0) writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, stale, false);
+      this.cleanMap = 'on';
+      this.staleClean = [];
+    }
+    if (this.cleanMap === 'on' && this.staleClean.length > 0) {
+      const stale = this.staleClean.flatMap((f) => fmapExtents(f).map((e) => ({ start: e.offset / ALLOC_UNIT, count: e.len / ALLOC_UNIT })));
+      writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, stale, false);
+      this.staleClean = [];
+    }
+  }
+
+  /** Units about to be handed to a file: dirty in shared memory (flushed) first, then in the allocator. */
+  private claimUnits(fmap: Fmap): void {
+    if (this.cleanMap !== 'on') return;
+    const clean = this.allocator.cleanParts(fmap);
+    if (clean.length > 0) writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, clean, false);
+    this.allocator.claim(fmap);
+  }
+
+  /**
+   * Zero free memory that is not known clean, and mark it clean in shared memory (master only).
+   * Free means past the reclaim horizon: no host maps it any more (memory a lagging host may still
+   * read is pending, never free, so it is never zeroed under that host). Each step checks the
+   * fence, zeroes and flushes its units, and only then sets their bits (flushed): a kill at any
+   * point leaves them dirty, to be zeroed again, never clean with data in them.
+   */
+  zeroFree(o: ZeroFreeOptions = {}): ZeroFreeResult {
+    const step = Math.max(ALLOC_UNIT, Math.floor((o.stepBytes ?? 64 * 1024 * 1024) / ALLOC_UNIT) * ALLOC_UNIT);
+    this.prepareWrite();
+    this.reclaimReplayed();
+    const dirtyBytes = () => this.allocator.dirtyFreeRuns().reduce((n, r) => n + r.count * ALLOC_UNIT, 0);
+    if (this.cleanMap !== 'on') return { zeroedBytes: 0, dirtyFreeBytes: dirtyBytes(), cleanMap: false };
+    const runs = this.allocator.dirtyFreeRuns();
+    const total = Math.min(
+      o.maxBytes ?? Infinity,
+      runs.reduce((n, r) => n + r.count * ALLOC_UNIT, 0),
+    );
+    let done = 0;
+    const stepUnits = step / ALLOC_UNIT;
+    for (const r of runs) {
+      for (let u = r.start; u < r.start + r.count && done < total; u += stepUnits) {
+        const count = Math.min(stepUnits, r.start + r.count - u, Math.ceil((total - done) / ALLOC_UNIT));
+        // A master that lost its role must stop at once: the new one may have handed this memory out.
+        this.checkFence();
+        this.zeroRange(u * ALLOC_UNIT, count * ALLOC_UNIT);
+        writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, [{ start: u, count }], true);
+        this.allocator.noteZeroed(u, count);
+        done += count * ALLOC_UNIT;
+        this.zeroStats.freeZeroedBytes += count * ALLOC_UNIT;
+        o.onProgress?.({ done, total });
+      }
+      if (done >= total) break;
+    }
+    return { zeroedBytes: done, dirtyFreeBytes: dirtyBytes(), cleanMap: true };
+  }
+
+  /** Free bytes not known clean (what zeroFree still has to do), without touching the device. */
+  dirtyFreeBytes(): number {
+    return this.allocator.dirtyFreeRuns().reduce((n, r) => n + r.count * ALLOC_UNIT, 0);
   }
 
   /**
@@ -1004,8 +1158,9 @@ export class FamfsFs {
     if (!this.ready) return;
     for (const c of changes) {
       if (c.node.kind !== 'file') continue;
-      if (c.op === 'add') this.allocator.noteAdded(c.node.fmap);
-      else this.allocator.noteReleased(c.deleteIndex, c.node.fmap);
+      if (c.op === 'add') {
+        if (this.allocator.noteAdded(c.node.fmap) && this.cleanMap === 'on') this.staleClean.push(c.node.fmap);
+      } else this.allocator.noteReleased(c.deleteIndex, c.node.fmap);
     }
   }
 }

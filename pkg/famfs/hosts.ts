@@ -46,12 +46,15 @@ import {
   HOST_SLOTS_OFFSET,
   HostSlot,
   HS,
-  SUPERBLOCK_REGION,
+  CLEAN_MAP_OFFSET,
+  EXT_REVISION_CLEAN_MAP,
   bytesToUuid,
 } from './layout';
+import { clearCleanMap } from './clean-map';
 import { Media } from './media';
 
-export const MAX_HOST_SLOTS = Math.floor((SUPERBLOCK_REGION - HOST_SLOTS_OFFSET) / HOST_SLOT_SIZE);
+/** Host slots end where the clean map (revision 4) begins. */
+export const MAX_HOST_SLOTS = Math.floor((CLEAN_MAP_OFFSET - HOST_SLOTS_OFFSET) / HOST_SLOT_SIZE);
 
 /**
  * Clock-rate error allowed between any two hosts' clocks and real time (1% = 10,000 ppm: 20x what
@@ -137,6 +140,9 @@ export function initExtBlock(
   media.flush(HOST_SLOTS_OFFSET, slotCount * HOST_SLOT_SIZE);
   media.write(EVICT_OFFSET, Buffer.alloc(EVICT_RECORDS * EVICT.SIZE));
   media.flush(EVICT_OFFSET, EVICT_RECORDS * EVICT.SIZE);
+  // Nothing is known clean for a new block: lines of an earlier file system would fail their CRC
+  // anyway (it is bound to the UUID), but cleared lines read as "never written", not "damaged".
+  clearCleanMap(media);
   const block: ExtBlock = { revision: EXT_REVISION, slotCount, epoch, masterUuid, fsUuid, epochTimeMs: nowMs, hostLiveMs };
   writeExtBlock(media, block);
   return block;
@@ -154,6 +160,17 @@ export function upgradeExtBlock(media: Media, block: ExtBlock, hostLiveMs?: numb
   if (block.revision < 3) {
     media.write(EVICT_OFFSET, Buffer.alloc(EVICT_RECORDS * EVICT.SIZE));
     media.flush(EVICT_OFFSET, EVICT_RECORDS * EVICT.SIZE);
+  }
+  if (block.revision < EXT_REVISION_CLEAN_MAP) {
+    // The clean map takes the end of the region host slots could once reach.
+    if (block.slotCount > MAX_HOST_SLOTS) {
+      throw new FamfsError(
+        'EUNSUPPORTED',
+        `${block.slotCount} host slots overlap the clean map of revision ${EXT_REVISION_CLEAN_MAP} (at most ${MAX_HOST_SLOTS})`,
+      );
+    }
+    // Nothing was ever marked clean before revision 4: every unit starts dirty.
+    clearCleanMap(media);
   }
   const next: ExtBlock = { ...block, revision: EXT_REVISION, hostLiveMs: live };
   writeExtBlock(media, next);

@@ -13,3 +13,4 @@ export * from './host-uuid';
 export * from './fileio';
 export * from './repair';
 export * from './repair-generation';
+export * from './clean-map';

@@ -686,8 +686,17 @@ export const EXT_MAGIC = 0x4953434d53464146n; // the bytes "FAFSMCSI" read as a 
  * an ack counter (it was a wall-clock time), and adds the master's eviction records (EVICT). A
  * revision-2 reader refuses a revision-3 block (EUNSUPPORTED), so no host of that release misreads it;
  * a revision-2 block is read with the default window and upgraded by the next master (hosts.ts).
+ *
+ * Revision 4 (issue 15: no zeroing on the create path) adds the clean map (CLEAN_MAP_OFFSET): which
+ * free allocation units hold only zeros. A writer that does not know the map would hand out clean
+ * units without clearing their bits, and a later master would give that memory, with its new data,
+ * to another tenant as "clean": so a revision-3 reader refuses a revision-4 block (EUNSUPPORTED), as
+ * it refuses any revision it does not know. This build reads revisions 1 to 4 and trusts the map only
+ * under revision 4.
  */
-export const EXT_REVISION = 3;
+export const EXT_REVISION = 4;
+/** The first block revision with the clean map. */
+export const EXT_REVISION_CLEAN_MAP = 4;
 /** One cache line, so it is never torn between two lines. */
 export const EXT = {
   magic: 0,
@@ -783,7 +792,7 @@ export function decodeExtBlock(b: Buffer): ExtBlock | undefined {
     };
   }
   if (b.readUInt32LE(EXT.crc) !== crc(b, 0, EXT.crc)) throw new FamfsError('ECORRUPT', 'famfs-csi extension block CRC mismatch');
-  if (revision !== 2 && revision !== EXT_REVISION)
+  if (revision < 2 || revision > EXT_REVISION)
     throw new FamfsError('EUNSUPPORTED', `famfs-csi extension block revision ${revision} (this build knows 1 to ${EXT_REVISION})`);
   let hostLiveMs = DEFAULT_HOST_LIVE_MS;
   if (revision >= 3) {
@@ -1070,3 +1079,56 @@ export const CSI_DELTA = {
   HEADER_SIZE: 32,
   ALIGN: 8,
 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// famfs-csi clean map (extension block revision 4): which free allocation units are known to hold
+// only zeros, so a new file can be handed out without zeroing it on the create path.
+//
+// The last MiB of the superblock region (famfs reads only its first 200 bytes). One cache line per
+// CLEAN_LINE.UNITS allocation units: 56 bytes of bits (bit b of byte k: unit line*448 + k*8 + b; 1 =
+// clean) and a CRC-32 over the file system UUID, the line number and the bits, so a line left by an
+// earlier file system, a line of another position and a torn line all fail and count as dirty.
+// Only the master writes it: a unit is marked clean after it was zeroed and flushed, and marked
+// dirty (flushed) before a log entry hands it to a file. Devices larger than the map covers
+// (CLEAN_MAP_LINES * 448 units: 14 TiB) keep the units past it dirty. See docs/format.md.
+// ---------------------------------------------------------------------------------------------
+export const CLEAN_MAP_OFFSET = 0x100000;
+export const CLEAN_LINE = {
+  bits: 0, // 56 bytes of bits
+  crc: 56, // u32 CRC-32 over (fs UUID (16 bytes), line number (u64 LE), bits (56 bytes))
+  reserved: 60, // u32 0
+  SIZE: 64,
+  UNITS: 56 * 8,
+} as const;
+export const CLEAN_MAP_LINES = (SUPERBLOCK_REGION - CLEAN_MAP_OFFSET) / CLEAN_LINE.SIZE;
+
+function cleanLineCrc(fsUuid: Buffer, line: number, bits: Uint8Array): number {
+  const seed = Buffer.alloc(24);
+  fsUuid.copy(seed, 0);
+  putU64(seed, 16, line);
+  return crc32(bits, crc32(seed)) >>> 0;
+}
+
+/** A clean-map line: `bits` (56 bytes, 1 = clean) sealed for file system `fsUuid` at position `line`. */
+export function encodeCleanLine(fsUuid: string, line: number, bits: Uint8Array): Buffer {
+  if (bits.length !== CLEAN_LINE.crc) throw new FamfsError('EINVAL', `clean-map line bits are ${bits.length} bytes, want ${CLEAN_LINE.crc}`);
+  const b = Buffer.alloc(CLEAN_LINE.SIZE);
+  b.set(bits, CLEAN_LINE.bits);
+  b.writeUInt32LE(cleanLineCrc(uuidToBytes(fsUuid), line, bits), CLEAN_LINE.crc);
+  return b;
+}
+
+/**
+ * The bits of a clean-map line, or why none can be trusted: 'unwritten' (all zero: never written
+ * for any file system) or 'damaged' (CRC, position or file system do not match). Either way every
+ * unit of the line counts as dirty.
+ */
+export function decodeCleanLine(fsUuid: string, line: number, raw: Buffer): Buffer | 'unwritten' | 'damaged' {
+  if (raw.length < CLEAN_LINE.SIZE) throw new FamfsError('EINVAL', `clean-map line buffer of ${raw.length} bytes`);
+  const bits = raw.subarray(CLEAN_LINE.bits, CLEAN_LINE.crc);
+  if (raw.readUInt32LE(CLEAN_LINE.reserved) !== 0) return 'damaged';
+  if (raw.readUInt32LE(CLEAN_LINE.crc) !== cleanLineCrc(uuidToBytes(fsUuid), line, bits)) {
+    return raw.subarray(0, CLEAN_LINE.SIZE).every((x) => x === 0) ? 'unwritten' : 'damaged';
+  }
+  return Buffer.from(bits);
+}

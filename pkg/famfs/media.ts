@@ -9,6 +9,11 @@
 export interface Media {
   /** Usable size in bytes. */
   readonly size: number;
+  /**
+   * True when every byte is known to read zero (an emulation file this process just created and
+   * has not written). famfs mkfs marks such a data area clean (clean map) without zeroing it.
+   */
+  readonly unwritten?: boolean;
   /** Copy `length` bytes starting at `offset` out of the memory (a fresh Buffer). */
   read(offset: number, length: number): Buffer;
   /** Like read, into a caller's buffer (replay reuses one scratch buffer instead of allocating megabytes). */
