@@ -5,16 +5,16 @@
 // controller's parts are played by the test: it sets the selected-node annotation and creates
 // VolumeAttachments, exactly as those components would.
 import { strict as assert } from 'assert';
-import { spawn, spawnSync, type ChildProcess } from 'child_process';
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseAllDocuments } from 'yaml';
 import { status } from '@grpc/grpc-js';
 import { CsiClient, type CsiCallError } from '../pkg/csi/client';
 import { TestCluster } from './helpers/test-cluster';
 import { repoRoot, toolPath } from './helpers/toolchain';
 import { startClusterOrSkip } from './helpers/k8s-env';
+import { chartControllerArgs, impersonatingKubeconfig, LocalProcs, registerNode, type LocalProc } from './helpers/k8s-local';
 
 const CHART = path.join(repoRoot(), 'charts', 'famfs-csi');
 const NS = 'famfs-system';
@@ -38,22 +38,15 @@ function spawnSyncNode(args: string[]): string {
   return r.stdout;
 }
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  log: string;
-  /** Killed on purpose (failover test). */
-  expectedExit?: boolean;
-}
-
 describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, delete frees space', function () {
   let cluster: TestCluster | undefined;
   let work = '';
   let device = '';
-  const procs: Proc[] = [];
+  const procs = new LocalProcs();
+  const until = procs.until.bind(procs);
   let pvName = '';
-  let controllerA: Proc | undefined;
-  let controllerB: Proc | undefined;
+  let controllerA: LocalProc | undefined;
+  let controllerB: LocalProc | undefined;
   let sockB = '';
 
   function c(): TestCluster {
@@ -62,18 +55,6 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
   }
   const kubectl = (...args: string[]): string => c().must('kubectl', args);
   const json = <T>(...args: string[]): T => JSON.parse(kubectl(...args, '-o', 'json')) as T;
-
-  function start(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const p: Proc = { name, child, log: '' };
-    const onData = (d: Buffer): void => {
-      p.log = (p.log + d.toString()).slice(-200_000);
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    procs.push(p);
-    return p;
-  }
 
   /** Who holds the controller Lease ('' when nobody). */
   function leaseHolder(): string {
@@ -99,21 +80,6 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     process.stderr.write(`      [e2e] $ ${title}\n${text.replace(/\n$/, '').replace(/^/gm, '        ')}\n`);
   }
 
-  function logs(): string {
-    return procs.map((p) => `--- ${p.name} (exit ${String(p.child.exitCode)}) ---\n${p.log.slice(-3000)}`).join('\n');
-  }
-
-  async function until<T>(what: string, probe: () => T | undefined, timeoutMs: number): Promise<T> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const v = probe();
-      if (v !== undefined) return v;
-      for (const p of procs) if (p.child.exitCode !== null && !p.expectedExit) throw new Error(`${p.name} exited while waiting for ${what}\n${logs()}`);
-      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs()}`);
-      await sleep(250);
-    }
-  }
-
   before(async function () {
     cluster = startClusterOrSkip(
       this,
@@ -127,38 +93,17 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     c().must('helm', ['install', 'famfs-csi', CHART, '--namespace', NS, '--create-namespace', '--set', `pool.name=${POOL}`]);
 
     // Two nodes on the same memory, as the kubelet and node-driver-registrar would register them.
-    for (const node of ['node-a', 'node-b']) {
-      c().must(
-        'kubectl',
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'v1',
-          kind: 'Node',
-          metadata: { name: node, labels: { 'kubernetes.io/hostname': node, [TOPOLOGY_KEY]: POOL } },
-        }),
-      );
-      c().must(
-        'kubectl',
-        ['apply', '-f', '-'],
-        JSON.stringify({
-          apiVersion: 'storage.k8s.io/v1',
-          kind: 'CSINode',
-          metadata: { name: node },
-          spec: { drivers: [{ name: DRIVER, nodeID: node, topologyKeys: [TOPOLOGY_KEY] }] },
-        }),
-      );
-    }
+    for (const node of ['node-a', 'node-b']) registerNode(c(), node, { driver: DRIVER, topologyKey: TOPOLOGY_KEY, pool: POOL });
 
     // The sidecars' and the controllers' identity: the chart's controller service account.
-    const sa = path.join(work, 'sa.kubeconfig');
-    fs.writeFileSync(sa, fs.readFileSync(c().kubeconfig, 'utf8').replace('      client-key:', `      as: ${CONTROLLER_SA}\n      client-key:`));
+    const sa = impersonatingKubeconfig(c(), path.join(work, 'sa.kubeconfig'), CONTROLLER_SA);
 
     // Two famfs controller replicas with leader election (the chart's env, shorter durations), on
     // one emulated device, with the identities node-a and node-b would have. A starts first (and
     // formats the device), so it takes the Lease and the famfs master role.
     const sock = path.join(work, 'csi.sock');
-    const startController = (r: 'a' | 'b', socket: string): Proc =>
-      start(
+    const startController = (r: 'a' | 'b', socket: string): LocalProc =>
+      procs.start(
         `famfs-csi-${r}`,
         process.execPath,
         [
@@ -203,28 +148,21 @@ describe('@slow kubernetes e2e: PVC → CreateVolume → Bound, serial attach, d
     await until("replica b's CSI socket", () => (fs.existsSync(sockB) ? true : undefined), 30_000);
 
     // The sidecars with the chart's own arguments, acting as the chart's controller service account.
-    const rendered = c().must('helm', ['template', 'famfs-csi', CHART, '--namespace', NS, '--show-only', 'templates/controller.yaml']);
-    const dep = parseAllDocuments(rendered)[0]?.toJS() as { spec: { template: { spec: { containers: { name: string; args?: string[] }[] } } } };
-    const argsOf = (name: string): string[] =>
-      (dep.spec.template.spec.containers.find((x) => x.name === name)?.args ?? []).map((a) =>
-        a
-          .replace('$(POD_NAMESPACE)', NS)
-          .replace('/csi/csi.sock', sock)
-          // No Deployment pod owns these local processes; capacity objects get no owner, refreshed often.
-          .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1')
-          .replace(/^--capacity-poll-interval=.*/, '--capacity-poll-interval=2s'),
-      );
+    // Capacity objects refreshed often.
+    const argsOf = chartControllerArgs(c(), {
+      chart: CHART,
+      namespace: NS,
+      sock,
+      adjust: (a) => a.replace(/^--capacity-poll-interval=.*/, '--capacity-poll-interval=2s'),
+    });
     const sidecarEnv = { POD_NAME: 'famfs-csi-controller-local', POD_NAMESPACE: NS, NAMESPACE: NS };
-    start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], sidecarEnv);
-    start('csi-attacher', toolPath('csi-attacher'), [...argsOf('csi-attacher'), `--kubeconfig=${sa}`], sidecarEnv);
+    procs.start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], sidecarEnv);
+    procs.start('csi-attacher', toolPath('csi-attacher'), [...argsOf('csi-attacher'), `--kubeconfig=${sa}`], sidecarEnv);
   });
 
   after(async function () {
     this.timeout(60_000);
-    for (const p of procs) p.child.kill('SIGKILL');
-    await Promise.all(
-      procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : Promise.resolve())),
-    );
+    await procs.killAll();
     cluster?.stop();
     if (device) fs.rmSync(device, { force: true });
     if (work) fs.rmSync(work, { recursive: true, force: true });

@@ -7,16 +7,15 @@
 // test, exactly as that controller writes them. A claim's bytes are snapshotted and restored into a
 // new claim, and the restored file holds the same bytes.
 import { strict as assert } from 'assert';
-import { spawn, type ChildProcess } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { parseAllDocuments } from 'yaml';
 import { objectFileRelpath } from '../pkg/csi/names';
 import { openDevice } from '../pkg/device';
 import { FamfsFs, flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
 import { startClusterOrSkip } from './helpers/k8s-env';
+import { chartControllerArgs, impersonatingKubeconfig, LocalProcs, registerNode } from './helpers/k8s-local';
 import type { TestCluster } from './helpers/test-cluster';
 import { repoRoot, toolPath } from './helpers/toolchain';
 
@@ -27,7 +26,6 @@ const POOL = 'pool0';
 const TOPOLOGY_KEY = 'famfs.csi.cxl.io/pool';
 const CONTROLLER_SA = `system:serviceaccount:${NS}:famfs-csi-controller`;
 const MiB = 1024 ** 2;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The VolumeSnapshot CRDs of the newest external-snapshotter client module in the Go module cache. */
 function snapshotCrds(): string[] {
@@ -44,17 +42,12 @@ function snapshotCrds(): string[] {
   return ['volumesnapshotclasses', 'volumesnapshotcontents', 'volumesnapshots'].map((k) => path.join(dir, `snapshot.storage.k8s.io_${k}.yaml`));
 }
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  log: string;
-}
-
 describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, restored into a new claim', function () {
   let cluster: TestCluster | undefined;
   let work = '';
   let device = '';
-  const procs: Proc[] = [];
+  const procs = new LocalProcs();
+  const until = procs.until.bind(procs);
   const data = crypto.randomBytes(3 * MiB + 123);
 
   const c = (): TestCluster => {
@@ -67,29 +60,6 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
     const r = c().run('kubectl', [...args, '-o', 'json']);
     return r.status === 0 ? (JSON.parse(r.stdout) as T) : undefined;
   };
-
-  function start(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const p: Proc = { name, child, log: '' };
-    const onData = (d: Buffer): void => {
-      p.log = (p.log + d.toString()).slice(-100_000);
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    procs.push(p);
-  }
-  const logs = () => procs.map((p) => `--- ${p.name} (exit ${String(p.child.exitCode)}) ---\n${p.log.slice(-3000)}`).join('\n');
-
-  async function until<T>(what: string, probe: () => T | undefined, timeoutMs: number): Promise<T> {
-    const end = Date.now() + timeoutMs;
-    for (;;) {
-      const v = probe();
-      if (v !== undefined) return v;
-      for (const p of procs) if (p.child.exitCode !== null) throw new Error(`${p.name} exited while waiting for ${what}\n${logs()}`);
-      if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${logs()}`);
-      await sleep(250);
-    }
-  }
 
   /** The famfs file of a volume handle, as a host replaying the log sees it. */
   function volumeFile(handle: string): { file: FileNode; close: () => void; dev: ReturnType<typeof openDevice> } {
@@ -128,18 +98,11 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
 
     const values = ['controller.snapshotter.enabled=true', 'controller.leaderElection.enabled=false', 'controller.replicas=1', `pool.name=${POOL}`];
     c().must('helm', ['install', 'famfs-csi', CHART, '--namespace', NS, '--create-namespace', ...values.flatMap((v) => ['--set', v])]);
-    apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'node-a', labels: { 'kubernetes.io/hostname': 'node-a', [TOPOLOGY_KEY]: POOL } } });
-    apply({
-      apiVersion: 'storage.k8s.io/v1',
-      kind: 'CSINode',
-      metadata: { name: 'node-a' },
-      spec: { drivers: [{ name: DRIVER, nodeID: 'node-a', topologyKeys: [TOPOLOGY_KEY] }] },
-    });
+    registerNode(c(), 'node-a', { driver: DRIVER, topologyKey: TOPOLOGY_KEY, pool: POOL });
 
-    const sa = path.join(work, 'sa.kubeconfig');
-    fs.writeFileSync(sa, fs.readFileSync(c().kubeconfig, 'utf8').replace('      client-key:', `      as: ${CONTROLLER_SA}\n      client-key:`));
+    const sa = impersonatingKubeconfig(c(), path.join(work, 'sa.kubeconfig'), CONTROLLER_SA);
     const sock = path.join(work, 'csi.sock');
-    start(
+    procs.start(
       'famfs-csi',
       process.execPath,
       [
@@ -172,38 +135,15 @@ describe('@slow kubernetes: VolumeSnapshot through the real csi-snapshotter, res
     );
     await until('the CSI socket', () => (fs.existsSync(sock) ? true : undefined), 60_000);
 
-    const rendered = c().must('helm', [
-      'template',
-      'famfs-csi',
-      CHART,
-      '--namespace',
-      NS,
-      '--show-only',
-      'templates/controller.yaml',
-      ...values.flatMap((v) => ['--set', v]),
-    ]);
-    const dep = parseAllDocuments(rendered)[0]?.toJS() as { spec: { template: { spec: { containers: { name: string; args?: string[] }[] } } } };
-    const argsOf = (name: string): string[] => {
-      const ct = dep.spec.template.spec.containers.find((x) => x.name === name);
-      assert.ok(ct, `the chart runs ${name}`);
-      return (ct.args ?? []).map((a) =>
-        a
-          .replace('$(POD_NAMESPACE)', NS)
-          .replace('/csi/csi.sock', sock)
-          .replace(/^--capacity-ownerref-level=.*/, '--capacity-ownerref-level=-1'),
-      );
-    };
+    const argsOf = chartControllerArgs(c(), { chart: CHART, namespace: NS, values, sock });
     const env = { POD_NAME: 'famfs-csi-controller-local', POD_NAMESPACE: NS, NAMESPACE: NS };
-    start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], env);
-    start('csi-snapshotter', toolPath('csi-snapshotter'), [...argsOf('csi-snapshotter'), `--kubeconfig=${sa}`], env);
+    procs.start('csi-provisioner', toolPath('csi-provisioner'), [...argsOf('csi-provisioner'), `--kubeconfig=${sa}`], env);
+    procs.start('csi-snapshotter', toolPath('csi-snapshotter'), [...argsOf('csi-snapshotter'), `--kubeconfig=${sa}`], env);
   });
 
   after(async function () {
     this.timeout(60_000);
-    for (const p of procs) p.child.kill('SIGKILL');
-    await Promise.all(
-      procs.map((p) => (p.child.exitCode === null && p.child.signalCode === null ? new Promise((r) => p.child.once('exit', r)) : Promise.resolve())),
-    );
+    await procs.killAll();
     cluster?.stop();
     if (device) fs.rmSync(device, { force: true });
     if (work) fs.rmSync(work, { recursive: true, force: true });
