@@ -10,6 +10,7 @@
         "native/src/fuse_server.cc",
         "native/src/fuse_addon.cc",
         "native/src/fuse_handover.cc",
+        "native/src/fuse_deposit.cc",
         "native/src/mount.cc",
         "native/src/famfs_crc.cc"
       ],

@@ -54,6 +54,12 @@ async function main(): Promise<void> {
     .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
     .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', countArg, 10_000)
     .option('--external-fuse', "node: a famfs-fused run elsewhere (the chart's container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one", false)
+    .option(
+      '--fuse-orphan-timeout <ms>',
+      "node: how long the FUSE connection of a killed famfs-fused is held for a new server (pods' I/O waits meanwhile); 0: hold nothing",
+      countArg,
+      120_000,
+    )
     .option('--external-fuse-wait <ms>', 'node, with --external-fuse: how long an RPC waits for that server before UNAVAILABLE', countArg, 5000)
     .option(
       '--kubelet-registration-dir <dir>',
@@ -101,6 +107,7 @@ async function main(): Promise<void> {
     kubeconfig?: string;
     externalFuse: boolean;
     externalFuseWait: number;
+    fuseOrphanTimeout: number;
     poolStatusInterval: number;
     kubeletRegistrationDir?: string;
     kubeletRegistrationPath?: string;
@@ -131,6 +138,7 @@ async function main(): Promise<void> {
       ...(healthAddress !== undefined ? { healthAddress } : {}),
       ...(o.allowedPathRoot !== undefined ? { allowedPathRoots: o.allowedPathRoot } : {}),
       ...(o.externalFuse ? { externalFuse: true, externalFuseWaitMs: o.externalFuseWait } : {}),
+      fuseOrphanTimeoutMs: o.fuseOrphanTimeout,
       ...(o.kubeletRegistrationDir !== undefined && o.kubeletRegistrationPath !== undefined
         ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
         : {}),

@@ -77,6 +77,10 @@ async function main(): Promise<void> {
       '--container',
       'run as a restartable container (the chart): take over a server already serving this mount (update), clear a dead mount a killed server left, create the mountpoint',
     )
+    .option(
+      '--fd-deposit <socket>',
+      "keep a copy of the FUSE connection with the node plugin's holder at <socket>, so it outlives a crash of this process; adopt the connection a killed predecessor left there",
+    )
     .option('--host-name <name>', "this host's name in the famfs host table (default $NODE_NAME, else the hostname)")
     .parse();
   const [device, mountpoint] = program.args as [string, string];

@@ -250,7 +250,9 @@ function mmapWritable(file: string): string {
     assert.equal(a.driver.node?.fuse.serverPid(), fusePid, 'same FUSE server after the plugin restart');
     assert.equal(fs.readFileSync(path.join(target, 'data')).subarray(0, 14).toString(), 'before-restart');
 
-    // 2. The FUSE server dies: the binds answer ENOTCONN; Probe and VolumeCondition say so.
+    // 2. The FUSE server dies while nothing else holds its connection (the plugin's fd deposit released,
+    //    as when the plugin died too): the binds answer ENOTCONN; Probe and VolumeCondition say so.
+    a.driver.node?.fuse.close();
     process.kill(fusePid, 'SIGKILL');
     await waitFor(() => errnoOf(() => fs.statSync(path.join(target, 'data'))) === 'ENOTCONN');
     assert.equal(await codeOf(a.client.call('Identity', 'Probe', {})), 'FAILED_PRECONDITION');
@@ -276,6 +278,8 @@ function mmapWritable(file: string): string {
     await publish(a, id, staging, target);
     const pid = a.driver.node?.fuse.serverPid();
     assert.ok(pid !== undefined);
+    // Nothing else holds the connection (fd deposit released): the mounts die with the server.
+    a.driver.node!.fuse.close();
     process.kill(pid, 'SIGKILL');
     await waitFor(() => errnoOf(() => fs.statSync(target)) === 'ENOTCONN');
     await unpublish(a, id, target);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "device.h"
+#include "fuse_deposit.h"
 #include "fuse_handover.h"
 #include "fuse_server.h"
 #include "module_init.h"
@@ -131,6 +132,8 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
                            InstanceMethod<&FuseSessionWrap::Abandon>("abandon"),
                            InstanceMethod<&FuseSessionWrap::Adopt>("adopt"),
                            InstanceMethod<&FuseSessionWrap::FinishAdoption>("finishAdoption"),
+                           InstanceMethod<&FuseSessionWrap::SessionFd>("sessionFd"),
+                           InstanceMethod<&FuseSessionWrap::HandoverParamsJs>("handoverParams"),
                        });
   }
 
@@ -334,9 +337,138 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
     return info.Env().Undefined();
   }
 
+  // The /dev/fuse descriptor the session reads (-1 when not serving): what goes into the fd deposit.
+  Napi::Value SessionFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), server_->session_fd()); }
+
+  Napi::Value HandoverParamsJs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    HandoverParams p = server_->handover_params();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("protoMajor", p.proto_major);
+    o.Set("protoMinor", p.proto_minor);
+    o.Set("maxReadahead", p.max_readahead);
+    o.Set("connectionId", Napi::Number::New(env, static_cast<double>(p.conn_id)));
+    o.Set("pid", Napi::Number::New(env, getpid()));
+    return o;
+  }
+
   std::shared_ptr<famfs_native::DeviceMapping> device_;
   std::unique_ptr<Server> server_;
 };
+
+// new FuseDepositHolder(path, orphanTimeoutMs): .status() .takeExpired() .stop() (fuse_deposit.h).
+class DepositHolderWrap : public Napi::ObjectWrap<DepositHolderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FuseDepositHolder",
+                       {
+                           InstanceMethod<&DepositHolderWrap::Status>("status"),
+                           InstanceMethod<&DepositHolderWrap::TakeExpired>("takeExpired"),
+                           InstanceMethod<&DepositHolderWrap::Drop>("drop"),
+                           InstanceMethod<&DepositHolderWrap::Stop>("stop"),
+                       });
+  }
+
+  explicit DepositHolderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DepositHolderWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) {
+      throw Napi::TypeError::New(env, "FuseDepositHolder(path, orphanTimeoutMs)");
+    }
+    std::string err;
+    holder_ = DepositHolder::Start(info[0].As<Napi::String>().Utf8Value(),
+                                   static_cast<int64_t>(info[1].As<Napi::Number>().DoubleValue()), &err);
+    if (!holder_) throw Napi::Error::New(env, err);
+  }
+
+ private:
+  Napi::Value Status(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env);
+    if (!holder_) return a;
+    uint32_t i = 0;
+    for (const auto& s : holder_->Status()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("key", s.key);
+      o.Set("blob", s.blob);
+      o.Set("orphaned", s.orphaned);
+      o.Set("orphanedMs", Napi::Number::New(env, static_cast<double>(s.orphaned_ms)));
+      o.Set("fds", Napi::Number::New(env, static_cast<double>(s.fds)));
+      a.Set(i++, o);
+    }
+    return a;
+  }
+
+  Napi::Value TakeExpired(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env);
+    if (!holder_) return a;
+    uint32_t i = 0;
+    for (const auto& e : holder_->TakeExpired()) {
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("key", e.key);
+      o.Set("blob", e.blob);
+      a.Set(i++, o);
+    }
+    return a;
+  }
+
+  Napi::Value Drop(const Napi::CallbackInfo& info) {
+    bool had = holder_ && holder_->Drop(info[0].As<Napi::String>().Utf8Value());
+    return Napi::Boolean::New(info.Env(), had);
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    holder_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<DepositHolder> holder_;
+};
+
+Napi::Value DepositConnectJs(const Napi::CallbackInfo& info) {
+  std::string err;
+  int fd = DepositConnect(info[0].As<Napi::String>().Utf8Value(), &err);
+  if (fd < 0) throw Napi::Error::New(info.Env(), err);
+  return Napi::Number::New(info.Env(), fd);
+}
+
+// fuseDepositRequest(fd, op, key, blob, fds, timeoutMs) -> { status, blob, fds }. Blocks up to timeoutMs.
+Napi::Value DepositRequestJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].ToNumber().Int32Value();
+  std::string op = info[1].As<Napi::String>().Utf8Value();
+  std::string key = info[2].As<Napi::String>().Utf8Value();
+  std::string blob = info[3].As<Napi::String>().Utf8Value();
+  std::vector<int> fds;
+  Napi::Array a = info[4].As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) fds.push_back(a.Get(i).ToNumber().Int32Value());
+  int timeout_ms = info[5].ToNumber().Int32Value();
+  if (op.size() != 1) throw Napi::TypeError::New(env, "op is one character");
+  char status = 0;
+  std::string reply;
+  std::vector<int> got;
+  std::string err;
+  if (!DepositRequest(fd, op[0], key, blob, fds, timeout_ms, &status, &reply, &got, &err)) {
+    throw Napi::Error::New(env, err);
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("status", std::string(1, status));
+  r.Set("blob", reply);
+  Napi::Array out = Napi::Array::New(env, got.size());
+  for (uint32_t i = 0; i < got.size(); i++) out.Set(i, Napi::Number::New(env, got[i]));
+  r.Set("fds", out);
+  return r;
+}
+
+Napi::Value DepositHungUpJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), DepositHungUp(info[0].ToNumber().Int32Value()));
+}
+
+Napi::Value CloseFdJs(const Napi::CallbackInfo& info) {
+  int fd = info[0].ToNumber().Int32Value();
+  if (fd >= 0) close(fd);
+  return info.Env().Undefined();
+}
 
 Napi::Value HandoverListenJs(const Napi::CallbackInfo& info) {
   std::string err;
@@ -373,6 +505,11 @@ void InitFuse(Napi::Env env, Napi::Object exports) {
   exports.Set("fuseHandoverListen", Napi::Function::New(env, HandoverListenJs, "fuseHandoverListen"));
   exports.Set("fuseHandoverAccept", Napi::Function::New(env, HandoverAcceptJs, "fuseHandoverAccept"));
   exports.Set("FuseSession", FuseSessionWrap::Define(env));
+  exports.Set("FuseDepositHolder", DepositHolderWrap::Define(env));
+  exports.Set("fuseDepositConnect", Napi::Function::New(env, DepositConnectJs, "fuseDepositConnect"));
+  exports.Set("fuseDepositRequest", Napi::Function::New(env, DepositRequestJs, "fuseDepositRequest"));
+  exports.Set("fuseDepositHungUp", Napi::Function::New(env, DepositHungUpJs, "fuseDepositHungUp"));
+  exports.Set("fuseCloseFd", Napi::Function::New(env, CloseFdJs, "fuseCloseFd"));
 }
 
 }  // namespace

@@ -105,6 +105,8 @@ class Server {
   // After the old server exited: resend what it left unanswered, then drop its extra fds.
   void FinishAdoption(const std::vector<int>& extra_fds);
   HandoverParams handover_params() const;
+  // The /dev/fuse descriptor the session reads, -1 when not serving (deposited with the node plugin).
+  int session_fd() const { return session_ != nullptr && running_.load() ? fuse_session_fd(session_) : -1; }
 
   // Swaps in a new table and tells the kernel about removed/changed entries.
   // Returns how many kernel notifications were sent.

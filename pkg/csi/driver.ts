@@ -55,6 +55,8 @@ export interface DriverConfig {
   externalFuse?: boolean;
   /** Node mode, with externalFuse: how long an RPC waits for that server (ms). */
   externalFuseWaitMs?: number;
+  /** Node mode: how long a killed famfs-fused's FUSE connection is held for a new server (ms; 0: not held). */
+  fuseOrphanTimeoutMs?: number;
   /**
    * Node mode: register with the kubelet ourselves (no node-driver-registrar): serve the Registration
    * service in `registrationDir` (<kubelet dir>/plugins_registry as this process sees it), naming
@@ -174,6 +176,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
           ...(cfg.fusedScript !== undefined ? { fusedScript: cfg.fusedScript } : {}),
           ...(cfg.externalFuse === true ? { externalFuse: true } : {}),
           ...(cfg.externalFuseWaitMs !== undefined ? { externalFuseWaitMs: cfg.externalFuseWaitMs } : {}),
+          ...(cfg.fuseOrphanTimeoutMs !== undefined ? { fuseOrphanTimeoutMs: cfg.fuseOrphanTimeoutMs } : {}),
           ...(cfg.onMemoryError !== undefined
             ? { onMemoryError: (e: { volumeId?: string; message: string }) => cfg.onMemoryError?.({ source: 'node', ...e }) }
             : {}),
@@ -272,6 +275,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     await registration?.stop();
     await server.stop(0);
+    node?.close();
     device.close();
     throw e;
   }
@@ -296,6 +300,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
       await registration?.stop();
       await server.stop();
       await Promise.all(httpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      node?.close();
       device.close();
       log.info('driver stopped');
     },

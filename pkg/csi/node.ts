@@ -85,6 +85,8 @@ export interface NodeOptions {
   externalFuse?: boolean;
   /** With externalFuse: how long an RPC waits for the server before answering UNAVAILABLE (ms). */
   externalFuseWaitMs?: number;
+  /** How long a killed famfs-fused's held FUSE connection waits for a new server (fd deposit); 0: hold nothing. */
+  fuseOrphanTimeoutMs?: number;
   /** Told about a memory error this plugin met on behalf of a volume (an Event on its PV/PVC). */
   onMemoryError?: (e: { volumeId?: string; message: string }) => void;
   stageCatchupMs?: number;
@@ -145,7 +147,13 @@ export class NodeService {
       ...(opts.fusedScript !== undefined ? { fusedScript: opts.fusedScript } : {}),
       ...(opts.externalFuse === true ? { external: { waitMs: opts.externalFuseWaitMs ?? DEFAULT_EXTERNAL_FUSE_WAIT_MS } } : {}),
       fallback: { media: opts.device, famfs: opts.famfs },
+      fdDeposit: opts.fuseOrphanTimeoutMs === 0 ? false : { ...(opts.fuseOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: opts.fuseOrphanTimeoutMs } : {}) },
     });
+  }
+
+  /** The plugin stops: release what it holds (famfs-fused and the mounts keep running). */
+  close(): void {
+    this.fuse.close();
   }
 
   private readonly memoryErrorListeners = new Set<(e: { volumeId?: string; message: string }) => void>();
@@ -822,6 +830,8 @@ export class NodeService {
     if (Object.keys(doc.staged).length === 0) return { ok: true };
     const h = await this.fuse.health();
     if (h.state === 'serving') return h.failed ? { ok: false, message: `famfs FUSE server reports a memory error: ${h.failureMessage ?? ''}` } : { ok: true };
+    // Restarting this plugin would release the held connection of a dead server: it is not our failure.
+    if (h.state === 'dead' && h.held === true) return { ok: true };
     return { ok: false, message: h.state === 'dead' ? h.message : `volumes are staged but no famfs FUSE server serves ${this.fuse.mountpoint}` };
   }
 

@@ -6,9 +6,10 @@ import * as path from 'path';
 import pino from 'pino';
 import { systemUuid } from '../famfs/host-uuid.js';
 import { ControlServer, defaultControlSocket } from './control.js';
+import { FdDepositClient } from './deposit.js';
 import { completeHandover, requestHandover } from './handover.js';
 import { markServing, markSuperseded, planContainerStart, superseded } from './restart.js';
-import { FamfsFuseServer, type FuseServerOptions } from './server.js';
+import { FamfsFuseServer, type AdoptedConnection, type FuseServerOptions } from './server.js';
 
 export interface DaemonOptions {
   controlSocket?: string;
@@ -32,6 +33,11 @@ export interface DaemonOptions {
   container?: boolean;
   /** This host's name in the famfs host table; default $NODE_NAME (the chart sets it), else the hostname. */
   hostName?: string;
+  /**
+   * The node plugin's fd deposit socket (deposit.ts): keep a copy of the FUSE connection there so it
+   * outlives a crash of this process, and adopt the connection a killed predecessor left there.
+   */
+  fdDeposit?: string;
 }
 
 /** This host's famfs identity: the given one, else $FAMFS_SYSTEM_UUID or /opt/famfs/system_uuid (as every famfs tool). */
@@ -69,11 +75,15 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     hostUuid: hostUuid(o.hostUuid),
     // The node's name where there is one: hostnames repeat across hostNetwork pods of one machine.
     hostName: o.hostName ?? (process.env['NODE_NAME'] || os.hostname()),
+    // With a deposit, serve on the one fd the holder keeps (see FuseServerOptions.cloneFd).
+    cloneFd: o.fdDeposit === undefined,
     logger,
     onConnectionLost: () => void shutdown('connection lost', 1),
   };
+  const deposit = o.fdDeposit !== undefined ? new FdDepositClient(path.resolve(o.fdDeposit), path.resolve(mountpoint), device, logger) : undefined;
   let server: FamfsFuseServer;
   let takeover = o.takeover;
+  let orphan: AdoptedConnection | undefined;
   if (o.container === true && !takeover) {
     if (superseded(socketPath)) {
       // This pod's server handed its connection to a newer pod's (DaemonSet update) and the kubelet
@@ -83,22 +93,47 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
       setInterval(() => undefined, 1 << 30);
       return;
     }
-    takeover = (await planContainerStart(path.resolve(mountpoint), socketPath, logger)).kind === 'takeover';
+    const plan = await planContainerStart(path.resolve(mountpoint), socketPath, logger, 3000, deposit && (() => deposit.withdraw()));
+    takeover = plan.kind === 'takeover';
+    if (plan.kind === 'adopt') orphan = plan.conn;
+  } else if (!takeover && deposit !== undefined) {
+    orphan = await deposit.withdraw();
   }
   if (takeover) {
     // Restart/upgrade without unmounting: take the live connection from the running server.
     const conn = await requestHandover(socketPath);
     server = FamfsFuseServer.adopt(serverOptions, conn);
+    // Deposit before the old server exits: the holder must never see the connection orphaned meanwhile.
+    deposit?.keep(server);
     await completeHandover(server, socketPath, conn);
     logger.info({ oldPid: conn.params.pid }, 'took over the FUSE connection');
+  } else if (orphan !== undefined) {
+    // A killed server's connection, kept by the node plugin: serve it, so pods' I/O resumes where it stopped.
+    try {
+      server = FamfsFuseServer.adopt(serverOptions, orphan);
+    } catch (e) {
+      // Never retry the same broken connection forever: drop it; the next start mounts afresh.
+      deposit?.drop();
+      throw e;
+    }
+    deposit?.keep(server);
+    server.finishAdoption();
+    logger.warn(
+      { deadPid: orphan.params.pid, connection: orphan.params.connectionId },
+      "adopted the FUSE connection of a killed famfs-fused from the fd deposit (no remount): pods' pending I/O is resent to this server",
+    );
   } else {
     server = FamfsFuseServer.start(serverOptions);
   }
+  deposit?.keep(server);
+  if (deposit !== undefined) setInterval(() => deposit.keep(server), 500).unref();
   const shutdown = async (why: string, code: number): Promise<void> => {
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ why }, 'shutting down');
     if (o.container === true) markServing(socketPath, false);
+    // A clean stop unmounts: the node plugin must not keep the connection for a successor.
+    deposit?.drop();
     server.stop();
     await control?.close();
     process.exit(code);
@@ -111,6 +146,8 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
       // The new server owns the connection now: leave without unmounting.
       onHandedOver: () => {
         shuttingDown = true;
+        // The new server deposits the connection itself; ours just closes with this process.
+        deposit?.disconnect();
         if (o.container === true) {
           markServing(socketPath, false);
           markSuperseded(socketPath);

@@ -119,6 +119,10 @@ export interface NativeFuseSession {
   /** New side, after the old server exited: resend what it left unanswered, close its fds. */
   finishAdoption(extraFds: number[]): void;
   start(inodes: NativeInode[], logIndex: number): void;
+  /** The /dev/fuse descriptor the session reads (-1 when not serving): what the fd deposit holds. */
+  sessionFd(): number;
+  /** What was negotiated with the kernel (what an adopter needs), with this process's pid. */
+  handoverParams(): NativeHandoverParams;
   /** Returns the number of kernel invalidation notices sent. */
   update(inodes: NativeInode[], logIndex: number): number;
   setStatfs(s: NativeStatfs): void;
@@ -137,6 +141,51 @@ type SessionCtor = new (device: NativeDeviceHandle, mountpoint: string, options:
 interface HandoverFns {
   fuseHandoverListen(path: string): number;
   fuseHandoverAccept(fd: number, timeoutMs: number): { fds: number[]; message: string };
+}
+
+/** One entry of the fd deposit as its holder sees it. */
+export interface NativeDepositEntry {
+  key: string;
+  blob: string;
+  /** The depositing server's connection closed (it died) and nobody has deposited since. */
+  orphaned: boolean;
+  orphanedMs: number;
+  fds: number;
+}
+
+export interface NativeDepositHolder {
+  status(): NativeDepositEntry[];
+  /** Entries given up (orphan timeout) since the last call. */
+  takeExpired(): { key: string; blob: string }[];
+  /** Forgets an entry, closing its descriptors; true if there was one. */
+  drop(key: string): boolean;
+  /** Closes every held descriptor and stops listening. */
+  stop(): void;
+}
+
+export interface DepositFns {
+  FuseDepositHolder: new (path: string, orphanTimeoutMs: number) => NativeDepositHolder;
+  fuseDepositConnect(path: string): number;
+  /** op: 'D' deposit, 'W' withdraw, 'X' drop; status 'K' ok, 'N' none, 'B' busy, 'E' bad request. */
+  fuseDepositRequest(
+    fd: number,
+    op: 'D' | 'W' | 'X',
+    key: string,
+    blob: string,
+    fds: number[],
+    timeoutMs: number,
+  ): { status: string; blob: string; fds: number[] };
+  fuseDepositHungUp(fd: number): boolean;
+  fuseCloseFd(fd: number): void;
+}
+
+/** The addon's fd deposit (fuse_deposit.h). */
+export function depositNative(): DepositFns {
+  const addon = loadNative() as unknown as Partial<DepositFns>;
+  if (typeof addon.FuseDepositHolder !== 'function' || typeof addon.fuseDepositRequest !== 'function') {
+    throw new FuseError('ENATIVE', 'the native addon has no FUSE fd deposit (stale build?); rebuild with: npm run build:native');
+  }
+  return addon as DepositFns;
 }
 
 /** The addon's handover transport (SCM_RIGHTS over a unix socket). */

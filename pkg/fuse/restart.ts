@@ -4,6 +4,8 @@
  *
  *   - a server already answers on the control socket (a DaemonSet update started this container next to
  *     the old one): take its connection over, so pods' bind mounts never see the mount go away;
+ *   - the node plugin holds the connection of a server that was killed (fd deposit, deposit.ts): adopt
+ *     it, so running pods' bind mounts keep working (their pending requests are served by us);
  *   - the mountpoint is a dead FUSE mount (the previous server was killed with -9 and nobody held its
  *     connection): detach it (lazy unmount) and mount afresh, so the node is never wedged on
  *     "Transport endpoint is not connected" and nobody has to run umount by hand;
@@ -16,8 +18,9 @@ import type { Logger } from 'pino';
 import { unmountAll } from '../mount/mount.js';
 import { probePath } from '../mount/mountinfo.js';
 import { controlRequest } from './control-client.js';
+import type { AdoptedConnection } from './server.js';
 
-export type StartPlan = { kind: 'takeover'; pid: number } | { kind: 'mount'; clearedDeadMount: boolean };
+export type StartPlan = { kind: 'takeover'; pid: number } | { kind: 'adopt'; conn: AdoptedConnection } | { kind: 'mount'; clearedDeadMount: boolean };
 
 /** True when a famfs-fused answers `status` on the control socket. */
 async function liveServerPid(controlSocket: string, timeoutMs: number): Promise<number | undefined> {
@@ -31,13 +34,25 @@ async function liveServerPid(controlSocket: string, timeoutMs: number): Promise<
 }
 
 /** Decides how to start (see above) and prepares the mountpoint for a fresh mount. */
-export async function planContainerStart(mountpoint: string, controlSocket: string, log: Logger, timeoutMs = 3000): Promise<StartPlan> {
+export async function planContainerStart(
+  mountpoint: string,
+  controlSocket: string,
+  log: Logger,
+  timeoutMs = 3000,
+  withdrawOrphan?: () => Promise<AdoptedConnection | undefined>,
+): Promise<StartPlan> {
   // (Its pid is the one in its own pid namespace: 1 in a container, like ours. We have not listened
   // yet, so whoever answers is another process.)
   const pid = await liveServerPid(controlSocket, timeoutMs);
   if (pid !== undefined) {
     log.info({ pid, controlSocket }, 'a famfs FUSE server already serves this mount: taking its connection over');
     return { kind: 'takeover', pid };
+  }
+  // Before probing the mount: a held connection with no server would make the probe wait for us.
+  const conn = await withdrawOrphan?.();
+  if (conn !== undefined) {
+    log.warn({ mountpoint, connection: conn.params.connectionId }, 'the previous famfs FUSE server died; its connection was held: adopting it');
+    return { kind: 'adopt', conn };
   }
   const probe = await probePath(mountpoint);
   let clearedDeadMount = false;

@@ -31,6 +31,12 @@ export interface FuseServerOptions {
   /** Reply to reads from the mapping without a user-space copy (default true). */
   zeroCopyReads?: boolean;
   maxThreads?: number;
+  /**
+   * One /dev/fuse descriptor per worker thread (default true). False: every worker reads the session
+   * fd, the only one an fd deposit holds (deposit.ts): requests read by a server that dies then stay
+   * on a file the holder keeps, for the next server to have resent.
+   */
+  cloneFd?: boolean;
   /** Kernel readahead for the mount in KiB (default 4096); 0 leaves the kernel default. */
   readaheadKb?: number;
   attrTimeout?: number;
@@ -150,6 +156,7 @@ export class FamfsFuseServer {
         directIo: opts.directIo === true,
         zeroCopyReads: opts.zeroCopyReads !== false,
         maxThreads: opts.maxThreads ?? 0,
+        cloneFd: opts.cloneFd !== false,
         attrTimeout: opts.attrTimeout ?? 1,
         entryTimeout: opts.entryTimeout ?? 1,
         mountTime: Math.floor(Date.now() / 1000),
@@ -340,6 +347,15 @@ export class FamfsFuseServer {
   finishAdoption(): void {
     if (this.adopted) this.session.finishAdoption(this.adopted.fds.slice(1));
     this.adopted = undefined;
+  }
+
+  /** The session's /dev/fuse descriptor and its negotiated parameters, for the fd deposit; undefined when not serving. */
+  connectionForDeposit(): { fd: number; params: NativeHandoverParams } | undefined {
+    if (this.stopped) return undefined;
+    const fd = this.session.sessionFd();
+    if (fd < 0) return undefined;
+    const params = this.session.handoverParams();
+    return params.connectionId > 0 ? { fd, params } : undefined;
   }
 
   /** Unmounts (severing the connection if something still holds it) and closes the device. */

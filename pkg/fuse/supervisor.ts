@@ -10,6 +10,10 @@
 // it outlives a restart or upgrade of the node plugin: pods' bind mounts pin the FUSE connection,
 // and a dead server turns every one of them into ENOTCONN that no later mount can repair
 // (design-hazards §1). The plugin finds its server again through a pid file and the control socket.
+//
+// The plugin also holds a copy of the server's FUSE connection (fd deposit, deposit.ts), so a
+// killed server does not take the connection with it: pods' I/O waits, a new server adopts the
+// connection (started here at once, or by the chart's famfs-fused container restarting) and resumes it.
 import { spawn } from 'child_process';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -21,6 +25,7 @@ import { unmountAll } from '../mount/mount.js';
 import { findMount, probePath } from '../mount/mountinfo.js';
 import { controlRequest } from './control-client.js';
 import type { ControlReply, ControlRequest } from './control-protocol.js';
+import { DEFAULT_ORPHAN_TIMEOUT_MS, depositSocketFor, FdDepositHolder } from './deposit.js';
 
 /** sun_path holds 108 bytes including the NUL. */
 const MAX_SOCKET_PATH = 107;
@@ -47,12 +52,18 @@ export interface FuseSupervisorOptions {
    * server runs (cache lines are physical: any mapping flushes them).
    */
   fallback?: { media: { flush(offset: number, length: number): void }; famfs: FamfsFs };
+  /**
+   * Hold a copy of the server's FUSE connection (deposit.ts) so it outlives a crash of the server;
+   * false: don't. orphanTimeoutMs: how long a dead server's connection waits for a new server.
+   */
+  fdDeposit?: false | { orphanTimeoutMs?: number };
 }
 
 export type FuseHealth =
   | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number; rewrittenEntries: number[]; fenced: boolean }
   | { state: 'absent' }
-  | { state: 'dead'; message: string };
+  /** held: the server died but this plugin holds its connection; a new server adopts it (pods' I/O waits, no remount). */
+  | { state: 'dead'; message: string; held?: boolean };
 
 /** How a flush reached the memory: the server, nothing to flush (the file is gone), or the fallback mapping. */
 export type FlushRoute = 'fuse' | 'vanished' | 'plugin-mapping';
@@ -106,6 +117,9 @@ export class FuseSupervisor {
   readonly logFile: string;
   readonly pidFile: string;
   private starting: Promise<'alive' | 'started'> | undefined;
+  private readonly holder: FdDepositHolder | undefined;
+  private watch: NodeJS.Timeout | undefined;
+  private lastAutoStart = 0;
 
   constructor(private readonly opts: FuseSupervisorOptions) {
     const name = poolDirName(opts.pool);
@@ -118,6 +132,83 @@ export class FuseSupervisor {
     this.socketPath = socketPath;
     this.logFile = path.join(runDir, 'famfs-fused.log');
     this.pidFile = path.join(runDir, 'pid');
+    if (opts.fdDeposit !== false) {
+      try {
+        fs.mkdirSync(path.dirname(this.depositSocket), { recursive: true, mode: 0o700 });
+        fs.chmodSync(path.dirname(this.depositSocket), 0o700);
+        this.holder = FdDepositHolder.start(this.depositSocket, opts.fdDeposit?.orphanTimeoutMs ?? DEFAULT_ORPHAN_TIMEOUT_MS, opts.log);
+      } catch (e) {
+        opts.log.warn(
+          { socket: this.depositSocket, err: (e as Error).message },
+          "cannot hold the FUSE connection (fd deposit): a crash of famfs-fused will break running pods' volumes",
+        );
+      }
+      this.watch = setInterval(() => this.watchDeposit(), 100);
+      this.watch.unref();
+    }
+  }
+
+  /** The fd deposit socket famfs-fused deposits its connection at (next to its control socket). */
+  get depositSocket(): string {
+    return depositSocketFor(this.socketPath);
+  }
+
+  /** True while this plugin holds the FUSE connection of a live server (deposited, not orphaned). */
+  depositHeld(): boolean {
+    const e = this.holder?.entry(path.resolve(this.mountpoint));
+    return e !== undefined && !e.orphaned;
+  }
+
+  /** The held connection of a server that died, waiting for a new server; undefined otherwise. */
+  private orphan(): { orphanedMs: number } | undefined {
+    const e = this.holder?.entry(path.resolve(this.mountpoint));
+    return e?.orphaned === true ? { orphanedMs: e.orphanedMs } : undefined;
+  }
+
+  /**
+   * `p` (a probe of the mount), or 'orphaned' as soon as the server dies while it runs: a probe of a
+   * held connection waits for the next server, and whoever waits for the probe must not wait with it.
+   */
+  private async unlessOrphaned<T>(p: Promise<T>): Promise<T | 'orphaned'> {
+    if (this.holder === undefined) return p;
+    let timer: NodeJS.Timeout | undefined;
+    const orphaned = new Promise<'orphaned'>((resolve) => {
+      timer = setInterval(() => {
+        if (this.orphan() !== undefined) resolve('orphaned');
+      }, 50);
+    });
+    try {
+      return await Promise.race([p, orphaned]);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
+  /**
+   * The server died and we hold its connection: pods wait. Start a new server at once (it adopts the
+   * connection), unless the server is someone else's (the famfs-fused container restarts by itself).
+   */
+  private watchDeposit(): void {
+    this.holder?.reapExpired();
+    if (this.opts.external !== undefined || this.starting !== undefined || this.orphan() === undefined) return;
+    if (Date.now() - this.lastAutoStart < 1000) return;
+    this.lastAutoStart = Date.now();
+    this.opts.log.warn(
+      { mountpoint: this.mountpoint },
+      "famfs-fused died; this plugin holds its FUSE connection: starting a new server to adopt it (pods' I/O resumes)",
+    );
+    this.ensure().then(
+      (r) => this.opts.log.info({ mountpoint: this.mountpoint, result: r }, 'famfs FUSE server restarted on the held connection'),
+      (e: unknown) =>
+        this.opts.log.error({ mountpoint: this.mountpoint, err: (e as Error).message }, 'restarting famfs-fused on the held connection failed; will retry'),
+    );
+  }
+
+  /** Stops holding connections (a plugin shutting down: servers keep running, nothing is unmounted). */
+  close(): void {
+    if (this.watch) clearInterval(this.watch);
+    this.watch = undefined;
+    this.holder?.stop();
   }
 
   /** famfs path of a volume's directory, file etc. → host path inside the mount. */
@@ -146,7 +237,17 @@ export class FuseSupervisor {
 
   /** What the kernel and the control socket say about the mount, without changing anything. */
   async health(): Promise<FuseHealth> {
-    const probe = await probePath(this.mountpoint);
+    // Never probe a held connection nobody serves: the probe would wait for the next server.
+    const orphan = this.orphan();
+    if (orphan !== undefined) {
+      return {
+        state: 'dead',
+        held: true,
+        message: `famfs-fused for ${this.mountpoint} died ${orphan.orphanedMs} ms ago; this plugin holds its FUSE connection until a new server adopts it (pods' I/O waits meanwhile)`,
+      };
+    }
+    const probe = await this.unlessOrphaned(probePath(this.mountpoint));
+    if (probe === 'orphaned') return this.health();
     if (probe.health === 'disconnected') return { state: 'dead', message: `FUSE mount ${this.mountpoint} is dead (transport endpoint not connected)` };
     const m = await findMount(this.mountpoint);
     if (m === undefined || !m.fsType.startsWith('fuse')) return { state: 'absent' };
@@ -192,13 +293,22 @@ export class FuseSupervisor {
     const h = await this.health();
     if (h.state === 'serving') return 'alive';
     if (this.opts.external !== undefined) return this.waitForExternal(h);
+    if (h.state === 'dead' && h.held === true) {
+      // Keep the mount: the new server adopts the held connection (it withdraws it from our deposit).
+      await this.spawnServer();
+      return 'started';
+    }
     if (h.state === 'dead') {
       log.warn({ mountpoint: this.mountpoint, why: h.message }, 'famfs FUSE mount is dead: detaching it and starting a new server');
       const pid = this.serverPid();
       if (pid !== undefined) {
         // Alive but unreachable or disconnected: it no longer serves anyone; replace it.
-        process.kill(pid, 'SIGKILL');
-        log.warn({ pid }, 'killed an unresponsive famfs-fused');
+        try {
+          process.kill(pid, 'SIGKILL');
+          log.warn({ pid }, 'killed an unresponsive famfs-fused');
+        } catch {
+          /* it died meanwhile */
+        }
       }
       await unmountAll(this.mountpoint, { lazy: true });
     }
@@ -244,6 +354,7 @@ export class FuseSupervisor {
       this.opts.hostUuid,
       '--poll-ms',
       String(this.opts.pollMs ?? 100),
+      ...(this.holder !== undefined ? ['--fd-deposit', this.depositSocket] : []),
     ];
     const pid = await startDetached({
       args,
@@ -319,6 +430,7 @@ export class FuseSupervisor {
     if (this.opts.external !== undefined) return false; // not ours to stop
     const pid = this.serverPid();
     if (pid === undefined) {
+      this.holder?.drop(path.resolve(this.mountpoint));
       await unmountAll(this.mountpoint, { lazy: true }).catch(() => 0);
       return false;
     }
@@ -326,6 +438,8 @@ export class FuseSupervisor {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline && pidAlive(pid)) await sleep(50);
     if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    // Stopped on purpose: never keep its connection for a successor (a clean server already dropped it).
+    this.holder?.drop(path.resolve(this.mountpoint));
     await unmountAll(this.mountpoint, { lazy: true }).catch(() => 0);
     fs.rmSync(this.pidFile, { force: true });
     return true;
