@@ -28,7 +28,7 @@
  */
 import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
-import { inspectGenerations } from './generation';
+import { GENERATION_ZERO, inspectGenerations } from './generation';
 import { repairGenerations } from './repair-generation';
 import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
@@ -57,6 +57,7 @@ import {
   LogEntry,
   logCapacity,
   RELPATH_FIELD,
+  SeqWindow,
   SB,
   SUPERBLOCK_OFFSET,
   validateLogHeader,
@@ -137,7 +138,7 @@ function singleByteSyndromes(): Map<number, number> {
  * single-byte change that makes the CRC match and the entry valid. undefined when there is none
  * or more than one (then nothing is proven).
  */
-export function correctOneByte(raw: Buffer, index: number, extended: boolean): { fixed: Buffer; at: number } | undefined {
+export function correctOneByte(raw: Buffer, index: number, extended: boolean, seq?: SeqWindow): { fixed: Buffer; at: number } | undefined {
   const found: { fixed: Buffer; at: number }[] = [];
   const stored = raw.readUInt32LE(LE.crc);
   const computed = crc(raw, 0, LE.crc);
@@ -148,7 +149,7 @@ export function correctOneByte(raw: Buffer, index: number, extended: boolean): {
   if (diff.length === 1) {
     const fixed = Buffer.from(raw);
     field.copy(fixed, LE.crc);
-    if (isValidAt(fixed, index, extended)) found.push({ fixed, at: LE.crc + diff[0] });
+    if (isValidAt(fixed, index, extended, seq)) found.push({ fixed, at: LE.crc + diff[0] });
   }
   if (raw.readUInt32LE(LE.crc + 4) === 0) {
     const hit = singleByteSyndromes().get((stored ^ computed) >>> 0);
@@ -156,7 +157,7 @@ export function correctOneByte(raw: Buffer, index: number, extended: boolean): {
       const fixed = Buffer.from(raw);
       const p = Math.floor(hit / 256);
       fixed[p] = fixed[p] ^ (hit % 256);
-      if (isValidAt(fixed, index, extended)) found.push({ fixed, at: p });
+      if (isValidAt(fixed, index, extended, seq)) found.push({ fixed, at: p });
     }
   }
   return found.length === 1 ? found[0] : undefined;
@@ -185,9 +186,10 @@ function decodeIgnoringChecks(raw: Buffer, index: number, extended: boolean): Lo
   }
 }
 
-function isValidAt(raw: Buffer, index: number, extended: boolean): LogEntry | undefined {
+/** `seq`: in a compacted log, the log indexes the slot may hold (its seqnum is its log index, not the slot). */
+function isValidAt(raw: Buffer, index: number, extended: boolean, seq?: SeqWindow): LogEntry | undefined {
   try {
-    return decodeEntryAt(raw, 0, index, extended);
+    return decodeEntryAt(raw, 0, index, extended, seq ? { ...seq } : undefined);
   } catch (e) {
     if (e instanceof EntryDecodeError) return undefined;
     throw e;
@@ -220,20 +222,15 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   const cap = logCapacity(sb.logLen);
   const extended = sbCheck.extended;
   // Records that do not prove the log in use are rebuilt first (or repair refuses, writing nothing).
-  const generation = sbCheck.compacted ? repairGenerations(media, sb, extended, report.actions).generation : 0;
-  if (generation > 0) {
-    // Entries of a compacted log keep their original log index; the salvage rules below assume
-    // famfs' own log (index == slot) and would renumber them. A compaction never needs repair:
-    // a crash leaves the old generation or the new one. A torn superblock version is fixed above.
-    if (report.actions.length > 0) return report;
-    throw new FamfsError(
-      'EUNSUPPORTED',
-      `the log is compacted (generation ${generation}); famfs repair handles only famfs' own log (generation 0). Nothing was changed`,
-    );
-  }
+  const active = sbCheck.compacted ? repairGenerations(media, sb, extended, report.actions) : GENERATION_ZERO;
+  // A compacted log (generation >= 1) lives at `base`, and its slot s holds the entry of log index
+  // seq(s) (its original index, kept by compaction: inode numbers, delete targets and host acks
+  // name it). The rules below are the same as for famfs' own log, where seq(s) == s.
+  const compacted = active.generation > 0;
+  const base = active.offset;
 
-  media.invalidate(LOG_OFFSET, sb.logLen);
-  const log = media.read(LOG_OFFSET, sb.logLen);
+  media.invalidate(base, sb.logLen);
+  const log = media.read(base, sb.logLen);
   const slot = (i: number) => log.subarray(entryOffset(i), entryOffset(i) + LE.SIZE);
   const isZero = (i: number) => slot(i).every((b) => b === 0);
 
@@ -246,16 +243,21 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     header.readBigUInt64LE(LH.lastIndex) === BigInt(cap - 1);
   let end: number;
   let rewriteHeader = false;
+  /** The header's next log index, when readable (a compacted log's next_seqnum; never lowered). */
+  let headerNextSeq: number | undefined;
   if (fixedPartOk) {
     const h = decodeLogHeaderSafe(header);
     end = h ? Math.min(h.nextIndex, cap) : 0;
+    if (h && h.nextIndex <= cap && h.nextSeqnum >= h.nextIndex) headerNextSeq = h.nextSeqnum;
     if (!h || h.nextIndex > cap) {
       // Counters unreadable: the log ends after its last non-empty slot.
       end = cap;
       while (end > 0 && isZero(end - 1)) end--;
     }
   } else {
-    const problems = validateLogHeader(Buffer.from(header), sb.logLen);
+    const problems = validateLogHeader(Buffer.from(header), sb.logLen, compacted);
+    const h = decodeLogHeaderSafe(header);
+    if (h && h.nextSeqnum >= h.nextIndex && h.nextSeqnum < Number.MAX_SAFE_INTEGER) headerNextSeq = h.nextSeqnum;
     rewriteHeader = true;
     report.actions.push(`rewrote the log header (${problems.join('; ') || 'damaged'})`);
     end = cap;
@@ -264,9 +266,28 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
 
   // A counter raised past what was ever written points at empty slots: those are not entries.
   while (end > 0 && isZero(end - 1)) end--;
-  // 2. Valid entries past the end are committed (roll forward, never back).
+  // Log indexes of the slots before the end, as far as valid entries tell (compacted: each above
+  // the one before); the first index past them is where an append continues.
+  const seqAt = (i: number): number | undefined => {
+    if (!compacted) return i;
+    const e = isValidAt(slot(i), i, extended, { min: 0, max: Number.MAX_SAFE_INTEGER });
+    return e?.index;
+  };
+  let lastSeq = -1;
+  for (let i = end - 1; i >= 0 && compacted; i--) {
+    const q = seqAt(i);
+    if (q !== undefined) {
+      lastSeq = q;
+      break;
+    }
+  }
+  // 2. Valid entries past the end are committed (roll forward, never back). In a compacted log an
+  // append writes slot next_index with log index next_seqnum: only that continuation counts.
   const claimedEnd = end;
-  while (end < cap && isValidAt(slot(end), end, extended)) end++;
+  const appendSeq = compacted ? Math.max(headerNextSeq ?? 0, lastSeq + 1) : end;
+  const pastWindow = (i: number): SeqWindow | undefined =>
+    compacted ? { min: appendSeq + (i - claimedEnd), max: appendSeq + (i - claimedEnd) + 1 } : undefined;
+  while (end < cap && isValidAt(slot(end), end, extended, pastWindow(end))) end++;
   if (end > claimedEnd)
     report.actions.push(
       `committed ${end - claimedEnd} valid entr${end - claimedEnd === 1 ? 'y' : 'ies'} found past next_index ${claimedEnd} (${claimedEnd}..${end - 1})`,
@@ -274,14 +295,63 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
 
   // 3. Bad entries inside the log: salvage or replace, keeping every index.
   const decided: (LogEntry | undefined)[] = [];
-  const owner = new Map<number, number>(); // allocation unit -> index of the valid entry that maps it
-  for (let i = 0; i < end; i++) {
-    const e = isValidAt(slot(i), i, extended);
-    decided.push(e);
-    if (e) for (const u of unitsOf(e)) owner.set(u, i);
+  const owner = new Map<number, number>(); // allocation unit -> slot of the valid entry that maps it
+  const seqEnd = compacted ? appendSeq + (end - claimedEnd) : end;
+  {
+    let prev = -1;
+    for (let i = 0; i < end; i++) {
+      const e = isValidAt(slot(i), i, extended, compacted ? { min: prev + 1, max: seqEnd } : undefined);
+      decided.push(e);
+      if (e) {
+        prev = e.index;
+        for (const u of unitsOf(e)) owner.set(u, i);
+      }
+    }
+  }
+  // The log index of each slot, and for a bad slot the indexes it may hold: above the slot before
+  // it, and leaving room below the next valid entry for the bad slots in between. A bad slot whose
+  // stored seqnum fits keeps it; otherwise it takes the lowest free index (its inode number is
+  // unknown anyway: whatever hosts served from it is reported as rewritten).
+  const seq: number[] = [];
+  const windowOf: (SeqWindow | undefined)[] = [];
+  {
+    let prev = -1;
+    for (let i = 0; i < end; i++) {
+      const e = decided[i];
+      if (!compacted) {
+        seq.push(i);
+        windowOf.push(undefined);
+        continue;
+      }
+      if (e) {
+        seq.push(e.index);
+        windowOf.push(undefined);
+        prev = e.index;
+        continue;
+      }
+      let next = i + 1;
+      while (next < end && !decided[next]) next++;
+      const nextSeq = next < end ? decided[next]!.index : seqEnd;
+      const max = nextSeq - (next - i - 1); // exclusive
+      if (max <= prev + 1) {
+        throw new FamfsError(
+          'ECORRUPT',
+          `slot ${i} of the compacted log (generation ${active.generation}) lies between log indexes ${prev} and ${nextSeq}, which leave no index for it: the slots are out of order. Nothing was written`,
+        );
+      }
+      const stored = slot(i).readBigUInt64LE(LE.seqnum);
+      const q = stored > BigInt(prev) && stored < BigInt(max) ? Number(stored) : prev + 1;
+      seq.push(q);
+      windowOf.push({ min: prev + 1, max });
+      prev = q;
+    }
   }
   const limits = { deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) };
-  const placeholder = (i: number): LogEntry => ({ index: i, seqnum: i, body: { type: 'mkdir', relpath: `lost+found.${i}`, mode: 0o700, uid: 0, gid: 0 } });
+  const placeholder = (i: number): LogEntry => ({
+    index: seq[i],
+    seqnum: seq[i],
+    body: { type: 'mkdir', relpath: `lost+found.${seq[i]}`, mode: 0o700, uid: 0, gid: 0 },
+  });
   /**
    * Problems a whole replay would report with `candidate` in slot i (undecided later slots as
    * placeholders), or undefined when the candidate itself does not apply cleanly or would share
@@ -290,6 +360,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   const score = (i: number, candidate: LogEntry): number | undefined => {
     if (unitsOf(candidate).some((u) => owner.has(u) && owner.get(u) !== i)) return undefined;
     const trial = new FamfsTree(limits);
+    trial.generation = active.generation;
     for (let k = 0; k < end; k++) {
       const e = k === i ? candidate : (decided[k] ?? placeholder(k));
       const before = trial.problems.length;
@@ -316,9 +387,10 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     const candidates = new Set<string>();
     for (let k = i + 1; k < end; k++) {
       const d = decided[k];
-      if (d?.body.type === 'delete' && d.body.targetIndex === i) candidates.add(d.body.relpath);
+      if (d?.body.type === 'delete' && d.body.targetIndex === seq[i]) candidates.add(d.body.relpath);
     }
     const trial = new FamfsTree(limits);
+    trial.generation = active.generation;
     for (let k = 0; k < end; k++) trial.apply(k === i ? placeholder(k) : (decided[k] ?? placeholder(k)));
     const damagedText = raw.subarray(field, field + RELPATH_FIELD);
     const nul = damagedText.indexOf(0);
@@ -328,7 +400,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       .split('/')
       .pop();
     for (const dir of trial.nodes()) {
-      if (dir.kind !== 'dir' || dir.index >= i || dir.children.size > 0) continue;
+      if (dir.kind !== 'dir' || dir.index >= seq[i] || dir.children.size > 0) continue;
       const bases = new Set<string>(damagedBase ? [damagedBase] : []);
       const parent = trial.lookup(dir.relpath.split('/').slice(0, -1).join('/'));
       if (parent?.kind === 'dir')
@@ -344,7 +416,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       fixed.fill(0, field, field + RELPATH_FIELD);
       text.copy(fixed, field);
       if (crc(fixed, 0, LE.crc) !== stored) continue;
-      const entry = isValidAt(fixed, i, extended);
+      const entry = isValidAt(fixed, i, extended, windowOf[i]);
       if (!entry || entry.body.type !== 'file' || entry.body.relpath !== relpath || score(i, entry) === undefined) continue;
       let damaged = 0;
       for (let p = field; p < field + RELPATH_FIELD; p++) if (fixed[p] !== raw[p]) damaged++;
@@ -359,18 +431,19 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     if (decided[i]) continue;
     const raw = slot(i);
     const what = describeRaw(raw);
+    const x = seq[i]; // the log index the slot holds (== i in famfs' own log)
     const take = (entry: LogEntry, action: string, bytes?: Buffer) => {
       report.actions.push(action);
       plan.push({ i, entry, ...(bytes ? { raw: bytes } : {}) });
       decided[i] = entry;
       for (const u of unitsOf(entry)) owner.set(u, i);
     };
-    const proven = correctOneByte(raw, i, extended);
+    const proven = correctOneByte(raw, i, extended, windowOf[i]);
     if (proven) {
-      const e = isValidAt(proven.fixed, i, extended)!;
+      const e = isValidAt(proven.fixed, i, extended, windowOf[i])!;
       take(
         e,
-        `salvaged log entry ${i} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`,
+        `salvaged log entry ${x} (${describeRaw(proven.fixed)}): one damaged byte at offset ${proven.at} restored (the CRC proves the original bytes)`,
         proven.fixed,
       );
       continue;
@@ -379,51 +452,51 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     if (named) {
       take(
         named.entry,
-        `salvaged log entry ${i} (${what}): ${named.damaged} damaged byte${named.damaged === 1 ? '' : 's'} of its name restored to "${named.relpath}", ` +
+        `salvaged log entry ${x} (${what}): ${named.damaged} damaged byte${named.damaged === 1 ? '' : 's'} of its name restored to "${named.relpath}", ` +
           `the file its directory lacks (the CRC proves the name and every other byte)`,
         named.fixed,
       );
       continue;
     }
-    if (drop.has(i)) {
+    if (drop.has(x)) {
       take(
         placeholder(i),
-        `replaced unreadable log entry ${i} (${what}) by the empty directory lost+found.${i} as the operator asked (--drop ${i}); later entries keep their place`,
+        `replaced unreadable log entry ${x} (${what}) by the empty directory lost+found.${x} as the operator asked (--drop ${x}); later entries keep their place`,
       );
-      report.dropped.push({ index: i, what });
+      report.dropped.push({ index: x, what });
       continue;
     }
     const dir = missingDirectory(decided, i, end);
     if (dir !== undefined) {
-      const entry: LogEntry = { index: i, seqnum: i, body: { type: 'mkdir', relpath: dir, mode: 0o755, uid: 0, gid: 0 } };
+      const entry: LogEntry = { index: x, seqnum: x, body: { type: 'mkdir', relpath: dir, mode: 0o755, uid: 0, gid: 0 } };
       if (score(i, entry) !== undefined) {
-        take(entry, `rebuilt unreadable log entry ${i} (${what}) as directory "${dir}" (mode 0755, root), which later entries need`);
+        take(entry, `rebuilt unreadable log entry ${x} (${what}) as directory "${dir}" (mode 0755, root), which later entries need`);
         continue;
       }
     }
-    const guess = decodeIgnoringChecks(raw, i, extended);
+    const guess = decodeIgnoringChecks(raw, x, extended);
     if (guess && guess.body.type !== 'file' && score(i, guess) !== undefined) {
-      take(guess, `re-encoded unreadable log entry ${i} (${what}): a ${guess.body.type} entry that applies cleanly (it holds no memory)`);
+      take(guess, `re-encoded unreadable log entry ${x} (${what}): a ${guess.body.type} entry that applies cleanly (it holds no memory)`);
       continue;
     }
     if (guess?.body.type === 'file') {
       const q: LogEntry = {
-        index: i,
-        seqnum: i,
-        body: { type: 'file', relpath: quarantineName(i), size: guess.body.size, mode: 0, uid: 0, gid: 0, flags: guess.body.flags, fmap: guess.body.fmap },
+        index: x,
+        seqnum: x,
+        body: { type: 'file', relpath: quarantineName(x), size: guess.body.size, mode: 0, uid: 0, gid: 0, flags: guess.body.flags, fmap: guess.body.fmap },
       };
       if (score(i, q) !== undefined) {
         const bytes = fmapExtents(guess.body.fmap).reduce((n, x) => n + x.len, 0);
         take(
           q,
-          `quarantined log entry ${i} (${what}): the CRC cannot prove its bytes, so its memory stays reserved as ${quarantineName(i)} (mode 000) until an operator releases it (famfs repair --release ${i})`,
+          `quarantined log entry ${x} (${what}): the CRC cannot prove its bytes, so its memory stays reserved as ${quarantineName(x)} (mode 000) until an operator releases it (famfs repair --release ${x})`,
         );
-        report.quarantined.push({ index: i, relpath: quarantineName(i), bytes, what });
+        report.quarantined.push({ index: x, relpath: quarantineName(x), bytes, what });
         continue;
       }
     }
     refused.push(
-      `log entry ${i} (${what}) cannot be proven and names no memory it could own${guess?.body.type === 'file' ? ' (its extents overlap another file or leave the data area)' : ''}`,
+      `log entry ${x} (${what}) cannot be proven and names no memory it could own${guess?.body.type === 'file' ? ' (its extents overlap another file or leave the data area)' : ''}`,
     );
   }
   if (refused.length > 0) {
@@ -436,24 +509,31 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
   }
   // Every decision is made before anything is written: a refused repair writes nothing.
   if (rewriteHeader) {
-    media.write(LOG_OFFSET, encodeLogHeader(sb.logLen).subarray(0, LH.nextSeqnum));
-    media.flush(LOG_OFFSET, LH.SIZE);
+    media.write(base, encodeLogHeader(sb.logLen).subarray(0, LH.nextSeqnum));
+    media.flush(base, LH.SIZE);
   }
   for (const p of plan) {
-    media.write(LOG_OFFSET + entryOffset(p.i), p.raw ?? encodeEntry(p.i, p.entry.body));
-    media.flush(LOG_OFFSET + entryOffset(p.i), LE.SIZE);
+    media.write(base + entryOffset(p.i), p.raw ?? encodeEntry(seq[p.i], p.entry.body));
+    media.flush(base + entryOffset(p.i), LE.SIZE);
   }
 
   // 4. Counters, and garbage right after the end.
-  const current = decodeLogHeaderSafe(media.read(LOG_OFFSET, LH.SIZE));
-  if (!current || current.nextIndex !== end || current.nextSeqnum !== end) {
-    media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(end, end));
-    media.flush(LOG_OFFSET + LH.nextSeqnum, 16);
-    report.actions.push(`set the log counters to ${end} entries (were ${current ? `${current.nextSeqnum}/${current.nextIndex}` : 'unreadable'})`);
+  // A compacted log's next log index is never lowered: hosts replayed up to it and acked it, and
+  // an append below it would be an index they believe they have seen.
+  const nextSeq = compacted ? Math.max(seqEnd, end > 0 ? seq[end - 1] + 1 : 0) : end;
+  const current = decodeLogHeaderSafe(media.read(base, LH.SIZE));
+  if (!current || current.nextIndex !== end || current.nextSeqnum !== nextSeq) {
+    media.write(base + LH.nextSeqnum, encodeLogCounters(nextSeq, end));
+    media.flush(base + LH.nextSeqnum, 16);
+    report.actions.push(
+      compacted
+        ? `set the log counters to ${end} slots, next log index ${nextSeq} (were ${current ? `${current.nextIndex} slots, next log index ${current.nextSeqnum}` : 'unreadable'})`
+        : `set the log counters to ${end} entries (were ${current ? `${current.nextSeqnum}/${current.nextIndex}` : 'unreadable'})`,
+    );
   }
   if (end < cap && !isZero(end)) {
-    media.write(LOG_OFFSET + entryOffset(end), Buffer.alloc(LE.SIZE));
-    media.flush(LOG_OFFSET + entryOffset(end), LE.SIZE);
+    media.write(base + entryOffset(end), Buffer.alloc(LE.SIZE));
+    media.flush(base + entryOffset(end), LE.SIZE);
     report.actions.push(`cleared the invalid slot ${end} right after the end of the log`);
   }
 
