@@ -313,6 +313,7 @@ volumeBindingMode: WaitForFirstConsumer
       assert.match(msg.join(' '), /denied|not permitted|must be superuser|are you root/i, `${pod}: ${k} failed for another reason:\n${out}`);
     }
     if (erofs) assert.match(f.get('write') ?? '', /Read-only file system/, `${pod}: the file itself must be refused by the ro bind (EROFS):\n${out}`);
+    else assert.match(f.get('write') ?? '', /Permission denied/, `${pod}: the file's mode must refuse this user (EACCES):\n${out}`);
     assert.match(f.get('mount') ?? '', /(^|,)ro(,|$)/, `${pod}: the volume is not mounted ro:\n${out}`);
     assert.equal(f.get('after'), sha, `${pod}: the bytes changed:\n${out}`);
   };
