@@ -53,6 +53,12 @@ async function main(): Promise<void> {
     .option('--health-port <port>', 'shorthand for --health-address :<port>', countArg)
     .option('--kubeconfig <file>', 'Kubernetes API to report to (default: in-cluster, $KUBECONFIG, ~/.kube/config; none: standalone)')
     .option('--pool-status-interval <ms>', 'controller: how often the master publishes FamfsPool status', countArg, 10_000)
+    .option(
+      '--zero-interval <ms>',
+      'controller: how often the master zeroes freed memory in the background (and after each delete); 0: never, CreateVolume zeroes what it takes',
+      countArg,
+      200,
+    )
     .option('--external-fuse', "node: a famfs-fused run elsewhere (the chart's container) serves <state-dir>/mnt/<pool>; wait for it, never spawn one", false)
     .option(
       '--fuse-orphan-timeout <ms>',
@@ -109,6 +115,7 @@ async function main(): Promise<void> {
     externalFuseWait: number;
     fuseOrphanTimeout: number;
     poolStatusInterval: number;
+    zeroInterval: number;
     kubeletRegistrationDir?: string;
     kubeletRegistrationPath?: string;
     nodes?: string[];
@@ -143,6 +150,7 @@ async function main(): Promise<void> {
         ? { kubeletRegistration: { registrationDir: o.kubeletRegistrationDir, csiEndpoint: o.kubeletRegistrationPath } }
         : {}),
       ...(o.waitForPredecessor > 0 ? { waitForPredecessorMs: o.waitForPredecessor } : {}),
+      zeroIntervalMs: o.zeroInterval,
       log,
     },
     ...(o.kubeconfig !== undefined ? { kubeconfigPath: o.kubeconfig } : {}),

@@ -22,57 +22,15 @@ import {
   EXT_AREA_SIZE,
   EXT_BLOCK_OFFSET,
   FamfsFs,
-  fmapExtents,
   readCleanMap,
-  type FileNode,
-  type Media,
 } from '../pkg/famfs/index.js';
+import { allZero, assertCleanUnitsAreZero, fileBytes, fillPattern, overlaps } from './helpers/clean-map.js';
 import { famfsCode, freshFamfs, MASTER_UUID } from './helpers/famfs-image.js';
 
 const MiB = 1 << 20;
 const CLI = path.join(__dirname, '..', 'cmd', 'famfs.js');
 const HOST = '99999999-8888-4777-8666-000000000001';
 const OTHER_MASTER = '22222222-3333-4444-8555-666666666666';
-
-/** Every byte of the file, straight from the memory. */
-function fileBytes(media: Media, f: FileNode): Buffer {
-  const parts = fmapExtents(f.fmap).map((e) => {
-    media.invalidate(e.offset, e.len);
-    return media.read(e.offset, e.len);
-  });
-  return Buffer.concat(parts).subarray(0, f.size);
-}
-
-/** A tenant's data: a recognisable non-zero pattern over the whole file. */
-function fillPattern(media: Media, f: FileNode, byte = 0xa5): void {
-  for (const e of fmapExtents(f.fmap)) {
-    media.write(e.offset, Buffer.alloc(e.len, byte));
-    media.flush(e.offset, e.len);
-  }
-}
-
-function allZero(b: Buffer): boolean {
-  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
-}
-
-function overlaps(a: FileNode, b: FileNode): boolean {
-  return fmapExtents(a.fmap).some((x) => fmapExtents(b.fmap).some((y) => x.offset < y.offset + y.len && y.offset < x.offset + x.len));
-}
-
-/** Units the shared map calls clean hold only zeros (the invariant every crash must keep). */
-function assertCleanUnitsAreZero(media: Media, fsUuid: string, units: number): number {
-  const map = readCleanMap(media, fsUuid, units);
-  let clean = 0;
-  for (let i = 0; i < map.runs.length; i += 2) {
-    for (let u = map.runs[i]; u < map.runs[i + 1]; u++) {
-      media.invalidate(u * ALLOC_UNIT, ALLOC_UNIT);
-      assert.ok(allZero(media.read(u * ALLOC_UNIT, ALLOC_UNIT)), `unit ${u} is marked clean but holds data`);
-      clean++;
-    }
-  }
-  return clean;
-}
 
 describe('no zeroing on the create path: clean map (pkg/famfs)', () => {
   it('pattern, delete, create over the same memory: the new file reads zeros, with and without background zeroing', () => {

@@ -19,6 +19,7 @@ import { KubeletRegistration } from './registration';
 import { CsiServer, parseEndpoint, socketIsLive } from './server';
 import { ControllerStore } from './store';
 import { Volumes } from './volumes';
+import { BackgroundZeroer } from './zeroer';
 
 export type DriverMode = 'controller' | 'node' | 'all';
 
@@ -84,6 +85,11 @@ export interface DriverConfig {
   onVolumeCreated?: (v: VolumePlacement) => void;
   /** Metrics registry holder; a new one when absent (cmd passes one it also adds k8s series to). */
   metrics?: DriverMetrics;
+  /**
+   * Controller: how often the master looks for freed memory to zero in the background (ms; default
+   * 200, and after every delete). 0: never (CreateVolume then zeroes what it takes, and waits).
+   */
+  zeroIntervalMs?: number;
   log: Logger;
 }
 
@@ -200,10 +206,17 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
   server.addService('Identity', identityService({ driverName: cfg.driverName, manifest: { mode: cfg.mode, pool: cfg.pool, node: cfg.nodeId }, health }));
   let store: ControllerStore | undefined;
   let volumes: Volumes | undefined;
+  let zeroer: BackgroundZeroer | undefined;
   if (cfg.mode === 'controller' || cfg.mode === 'all') {
     const controllerLog = log.child({ component: 'controller' });
     store = new ControllerStore(famfs, { log: controllerLog });
-    volumes = new Volumes(store, { log: controllerLog });
+    zeroer = new BackgroundZeroer(store, { log: controllerLog, ...(cfg.zeroIntervalMs !== undefined ? { intervalMs: cfg.zeroIntervalMs } : {}) });
+    const z = zeroer;
+    volumes = new Volumes(store, { log: controllerLog, onFreed: () => z.kick() });
+    metrics.watchZeroing(() => {
+      const u = famfs.allocator.summary();
+      return { stats: famfs.zeroStats, cleanFreeBytes: u.cleanFreeBytes, dirtyFreeBytes: famfs.dirtyFreeBytes() };
+    });
     // Without leader election this process is the only controller: it takes the famfs writer role
     // (fencing epoch) now. With a Lease, the elector calls store.takeMasterRole/dropMasterRole.
     if (cfg.deferMasterRole !== true) store.takeMasterRole(systemUuid());
@@ -237,6 +250,9 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     await node.restore();
   }
   await server.start();
+  // After the takeover (if any) and a first look: a fresh device or a restart finds work at once.
+  zeroer?.start();
+  zeroer?.kick();
 
   let registration: KubeletRegistration | undefined;
   const httpServers: http.Server[] = [];
@@ -296,6 +312,7 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
     async stop() {
       if (stopped) return;
       stopped = true;
+      zeroer?.stop();
       // Unregister first: the kubelet stops sending RPCs to a socket that is about to go.
       await registration?.stop();
       await server.stop();

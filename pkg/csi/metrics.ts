@@ -1,7 +1,8 @@
 // Prometheus metrics of the driver and the small HTTP endpoints (/metrics, /healthz) it serves.
 import * as http from 'http';
 import { status } from '@grpc/grpc-js';
-import { Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ZeroStats } from '../famfs/fs';
 import type { HealthCheck } from './identity';
 import type { RpcObservation } from './server';
 
@@ -18,6 +19,39 @@ export class DriverMetrics {
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /**
+   * Zeroing of the controller's famfs (issue 15 item 3), read when scraped: creates that had to zero
+   * memory themselves (no clean room of their shape: the background zeroer had not caught up), the
+   * bytes they zeroed, what the background zeroed, and the free memory clean and dirty now.
+   */
+  watchZeroing(read: () => { stats: ZeroStats; cleanFreeBytes: number; dirtyFreeBytes: number }): void {
+    const counter = (name: string, help: string, value: (s: ZeroStats) => number): void => {
+      new Counter({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          this.inc(value(read().stats));
+        },
+      });
+    };
+    counter('famfs_csi_create_zero_waits_total', 'Creates (CreateVolume, state image) that waited while they zeroed memory themselves', (s) => s.createsWaited);
+    counter('famfs_csi_create_zero_wait_bytes_total', 'Bytes creates zeroed while they waited', (s) => s.createWaitBytes);
+    counter('famfs_csi_free_zeroed_bytes_total', 'Bytes of freed memory zeroed in the background and marked clean', (s) => s.freeZeroedBytes);
+    new Gauge({
+      name: 'famfs_csi_free_bytes',
+      help: 'Free memory of the pool by state: clean (known zero: a create there needs no zeroing) or dirty (to be zeroed)',
+      labelNames: ['state'] as const,
+      registers: [this.registry],
+      collect() {
+        const r = read();
+        this.set({ state: 'clean' }, r.cleanFreeBytes);
+        this.set({ state: 'dirty' }, r.dirtyFreeBytes);
+      },
+    });
   }
 
   observeRpc = (o: RpcObservation): void => {

@@ -77,6 +77,8 @@ export interface VolumesOptions {
   log?: Logger;
   /** Bytes per copy slice between two event-loop yields. */
   copySliceBytes?: number;
+  /** Told after a file was deleted (its memory will be free once hosts replayed it): the background zeroer looks. */
+  onFreed?: () => void;
 }
 
 export class Volumes {
@@ -472,6 +474,7 @@ export class Volumes {
   /** Removes an object's famfs file and directory (the memory becomes pending-free). */
   private async removeObject(id: string, precondition: () => void): Promise<void> {
     this.store.removeObjectFiles(id, precondition);
+    this.opts.onFreed?.();
   }
 
   async setPublished(volumeId: string, nodeId: string, rec: PublishRecord | undefined): Promise<void> {
