@@ -6,6 +6,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from './helpers/toolchain';
+import { depositSocketFor } from '../pkg/fuse/deposit';
 
 interface K8sObject {
   apiVersion: string;
@@ -242,6 +243,10 @@ describe('helm chart charts/famfs-csi', function () {
       // The paths the node plugin looks for its FUSE server at (pkg/fuse/supervisor.ts).
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FUSE_MOUNTPOINT')?.value, '/var/lib/famfs-csi/mnt/pool0');
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_CONTROL_SOCKET')?.value, '/var/lib/famfs-csi/fused/pool0/sock');
+      // The fd deposit: famfs-fused deposits its FUSE connection where the plugin holds it (next to the control socket).
+      assert.ok(fused.args?.includes('--fd-deposit=$(FAMFS_FD_DEPOSIT)'));
+      assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FD_DEPOSIT')?.value, depositSocketFor('/var/lib/famfs-csi/fused/pool0/sock'));
+      assert.ok(drv.args?.includes('--fuse-orphan-timeout=120000'));
       assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/kubelet'));
       // Host identity: famfs names the master by /opt/famfs/system_uuid, so it must be the host's file.
       for (const c of [drv, fused]) assert.equal(mount(c, 'famfs-identity').mountPath, '/opt/famfs');

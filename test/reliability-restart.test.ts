@@ -4,7 +4,7 @@
 // offsets: while a node that may still map a deleted volume has not acknowledged the delete, the
 // master must not hand that memory to a new volume.
 import { strict as assert } from 'assert';
-import { spawn } from 'child_process';
+import { spawn, type ChildProcess } from 'child_process';
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -17,6 +17,7 @@ import { deviceBytes, POD_BLOCK, PodIoLoop, podExpected } from './helpers/pod-io
 import { errnoOf, fuseStatus, sleep, waitFor } from './soak/reliability-lib';
 
 const SNW = mountCap('SINGLE_NODE_WRITER');
+const FUSED = path.join(__dirname, '..', 'cmd', 'famfs-fused.js');
 
 function ranges(fmap: Fmap): [number, number][] {
   return (fmap.kind === 'simple' ? fmap.extents : fmap.strips).map((e) => [e.offset, e.offset + e.len]);
@@ -200,6 +201,81 @@ function overlaps(a: Fmap, b: Fmap): boolean {
       assert.equal(fs.existsSync(drop), false);
     } finally {
       pod.kill();
+    }
+  });
+
+  it("the chart's layout (famfs-fused container, plugin --external-fuse): a killed famfs-fused restarted by its supervisor adopts the held connection; unadopted past the orphan timeout, the pod gets an error instead of hanging, and the next start mounts afresh", async () => {
+    const stateDir = path.join(env.dir, 'state-ext');
+    const startPlugin = (orphanMs: number) =>
+      env.startNode('node-ext', stateDir, { externalFuse: true, externalFuseWaitMs: 30_000, fuseOrphanTimeoutMs: orphanMs });
+    let p = await startPlugin(60_000);
+    const fuse = () => p.driver.node!.fuse;
+    const logFile = path.join(env.dir, 'fused-container.log');
+    // What the kubelet runs (charts/famfs-csi node.yaml), and runs again when it exits.
+    const container = (): ChildProcess => {
+      const out = fs.openSync(logFile, 'a');
+      try {
+        const args = ['--foreground', '--container', '--control-socket', fuse().socketPath, '--fd-deposit', fuse().depositSocket];
+        return spawn(process.execPath, [FUSED, env.devicePath, fuse().mountpoint, ...args], { stdio: ['ignore', out, out] });
+      } finally {
+        fs.closeSync(out);
+      }
+    };
+    const kill9 = async (c: ChildProcess) => {
+      const gone = new Promise((r) => c.once('exit', r));
+      c.kill('SIGKILL');
+      await gone;
+    };
+    let fused = container();
+    const id = env.createVolume('container', 4 * MiB, { mode: 0o666 });
+    const staging = env.staging('node-ext', id);
+    const target = env.target('pod-container');
+    await p.call('NodeStageVolume', { volume_id: id, staging_target_path: staging, volume_capability: SNW });
+    await p.call('NodePublishVolume', { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: SNW });
+    let pod = new PodIoLoop(path.join(target, 'data'), 16);
+    try {
+      await pod.started();
+      assert.ok(await waitFor(() => fuse().depositHeld(), 10_000), 'the plugin holds the connection');
+      // 1. kill -9, the container restarts: it adopts the held connection, the pod goes on.
+      await kill9(fused);
+      fused = container();
+      const mark = pod.rounds;
+      assert.ok(
+        await waitFor(() => pod.rounds >= mark + 32 || pod.error !== undefined, 60_000),
+        `the pod progresses after the restart: ${fs.readFileSync(logFile, 'utf8').slice(-800)}`,
+      );
+      assert.equal(pod.error, undefined);
+      assert.match(fs.readFileSync(logFile, 'utf8'), /adopted the FUSE connection of a killed famfs-fused/);
+      await pod.stop();
+
+      // 2. Nobody restarts the server: after the orphan timeout the plugin lets the connection go.
+      await env.stopPlugin(p);
+      env.plugins.splice(env.plugins.indexOf(p), 1);
+      p = await startPlugin(1500);
+      assert.ok(await waitFor(() => fuse().depositHeld(), 10_000), 'famfs-fused deposited again with the restarted plugin');
+      pod = new PodIoLoop(path.join(target, 'data'), 16);
+      await pod.started();
+      await kill9(fused);
+      const t0 = Date.now();
+      assert.ok(await waitFor(() => pod.error !== undefined, 30_000), 'the pod is not left waiting forever');
+      const waited = Date.now() - t0;
+      assert.match(pod.error ?? '', /ENOTCONN|ECONNABORTED/);
+      assert.ok(waited >= 1000, `the connection was held for the orphan timeout first (${waited} ms)`);
+      console.log(`      orphan timeout 1500 ms: the pod got "${pod.error}" after ${waited} ms`);
+      // The next start finds a dead mount: it detaches it and mounts afresh; the plugin restores the binds.
+      fused = container();
+      await env.stopPlugin(p);
+      env.plugins.splice(env.plugins.indexOf(p), 1);
+      p = await startPlugin(60_000);
+      assert.match(fs.readFileSync(logFile, 'utf8'), /left a dead mount: detached it, mounting afresh/);
+      roundTrip(target);
+    } finally {
+      pod.kill();
+      if (fused.exitCode === null && fused.signalCode === null) {
+        const gone = new Promise((r) => fused.once('exit', r));
+        fused.kill('SIGTERM');
+        await gone;
+      }
     }
   });
 

@@ -47,6 +47,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s/fused/%s/sock" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
 {{- end -}}
 
+{{/* The node plugin's fd deposit socket, next to the control socket (pkg/fuse/deposit.ts depositSocketFor). */}}
+{{- define "famfs-csi.fuseFdDeposit" -}}
+{{- printf "%s/fused/%s/fd-deposit" (trimSuffix "/" .Values.pool.stateDir) .Values.pool.name -}}
+{{- end -}}
+
 {{- define "famfs-csi.controllerServiceAccount" -}}
 {{- if .Values.serviceAccount.create -}}{{ .Values.serviceAccount.controller }}{{- else -}}{{ .Values.serviceAccount.controller | default "default" }}{{- end -}}
 {{- end -}}
