@@ -23,6 +23,7 @@ import {
   validateLogHeader,
 } from './layout';
 import { crcSlots } from './crc-slots';
+import { decodeSlots, nativeDecodeAvailable } from './decode-batch';
 import { ActiveLog, GENERATION_ZERO } from './generation';
 import { Media } from './media';
 import { FamfsTree, TreeChange } from './tree';
@@ -83,6 +84,8 @@ const ZERO_CHUNK = Buffer.alloc(CHUNK_ENTRIES * LE.SIZE);
 
 export class LogReader {
   private readonly scratch = Buffer.allocUnsafe(CHUNK_ENTRIES * LE.SIZE);
+  /** A delete entry was accepted (so the superblock enables them): the native decoder takes deletes too. */
+  private deletesSeen = false;
   /** The log generation being read (see generation.ts); generation 0 is famfs' log. */
   private active: ActiveLog = GENERATION_ZERO;
   /** CRC field and log index of every entry applied to the tree, by slot (kept only when watching rewrites). */
@@ -158,12 +161,24 @@ export class LogReader {
       const base = this.active.offset + entryOffset(chunkStart);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
-      const crcs = crcSlots(raw, n, LE.SIZE, LE.crc);
+      // The valid entries in one native call; a slot it leaves (damage, or an entry it does not
+      // take) goes to decodeEntryAt, which decodes it or says why not (decode-batch.ts).
+      const native = nativeDecodeAvailable();
+      const crcs = native ? undefined : crcSlots(raw, n, LE.SIZE, LE.crc);
       for (let k = 0; k < n; k++) {
+        if (native) {
+          const batch = decodeSlots(k === 0 ? raw : raw.subarray(k * LE.SIZE), n - k, chunkStart + k, this.deletesSeen, window) ?? [];
+          for (const e of batch) {
+            entries.push(e);
+            if (window) window.min = e.index + 1;
+          }
+          k += batch.length;
+          if (k >= n) break;
+        }
         const i = chunkStart + k;
         let e: LogEntry;
         try {
-          e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window, crcs[k]);
+          e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window, crcs?.[k]);
         } catch (first) {
           if (!(first instanceof EntryDecodeError)) throw first;
           // A stale or half-seen line: drop it and look once more before calling the entry bad.
@@ -176,6 +191,9 @@ export class LogReader {
             return { entries, stop: { index: i, reason: second.reason } };
           }
         }
+        // decodeEntryAt returns a delete only when the superblock enables them: from now on the
+        // native decoder may take them too (the extension is never switched off).
+        if (e.body.type === 'delete') this.deletesSeen = true;
         entries.push(e);
         if (window) window.min = e.index + 1;
       }

@@ -1,0 +1,268 @@
+// Batch decode of famfs log entries: the common, valid entries of a buffer of consecutive 544-byte
+// slots in one call, returned as numbers and one string, where decoding them one by one in
+// JavaScript was most of a cold replay (a fresh process runs that code in V8's interpreter).
+//
+//   decodeLogSlots(buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number,
+//                  deletesAllowed: boolean)
+//     -> { n: number, nums: Float64Array(n * 10), extents: Float64Array, paths: string }
+//
+// The layout is pkg/famfs/layout.ts's (the one definition of the structs); the offsets below are
+// passed in by pkg/famfs/decode-batch.ts from it, and test/famfs-decode-batch.test.ts decodes the
+// same bytes, valid and damaged, both ways. This decoder takes an entry only when layout.ts's
+// decodeEntryAt would accept it with exactly these values; at the first slot it is not sure of (bad
+// CRC, a seqnum out of place, an unknown type or extent type, a field out of range, an add_daxdev
+// entry, a delete while deletes are not known to be allowed) it stops, and the caller hands that
+// slot to decodeEntryAt, which says why (or decodes it) in the one place that words it.
+//
+// seqMin < 0: famfs' own log, slot i must hold seqnum i. Otherwise a compacted log: the seqnum must
+// lie in [seqMin, seqMax) and above the previous entry's.
+//
+// nums, per entry: type (0 file, 1 mkdir, 2 delete), index, size | targetIndex, flags |
+// targetType (0 file, 1 mkdir), uid, gid, mode, fmap kind (0 simple, 1 interleave), extent count,
+// chunk size. extents: devindex, offset, len per extent, entries' extents one after the other.
+// paths: the relpath of every entry, each followed by a NUL.
+#include <napi.h>
+#include <zlib.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "module_init.h"
+
+namespace famfs_native {
+namespace {
+
+struct Layout {
+  uint32_t entry_size, crc, seqnum, type, payload;
+  uint32_t fm_size, fm_flags, fm_uid, fm_gid, fm_mode, fm_relpath, fm_fmap;
+  uint32_t fmap_ext_type, fmap_count, fmap_extents, simple_extent_size, ie_nstrips, ie_chunk, ie_strips;
+  uint32_t md_uid, md_gid, md_mode, md_relpath;
+  uint32_t del_target_index, del_target_type, del_relpath;
+  uint32_t relpath_field, max_simple_extents, max_strips;
+  uint32_t type_file, type_mkdir, type_delete, ext_simple, ext_interleave;
+};
+
+Layout g_layout;
+bool g_configured = false;
+
+inline uint32_t U32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// A u64 that must be a safe integer (layout.ts u64n): false when its high word says otherwise.
+inline bool U64n(const uint8_t* p, double* out) {
+  const uint32_t hi = U32(p + 4);
+  if (hi > 0x1fffff) return false;
+  *out = static_cast<double>(hi) * 4294967296.0 + static_cast<double>(U32(p));
+  return true;
+}
+
+// The relpath field: up to its NUL, or the whole field when there is none (terminated says which).
+inline size_t PathLen(const uint8_t* p, size_t field, bool* terminated) {
+  const void* nul = std::memchr(p, 0, field);
+  *terminated = nul != nullptr;
+  return nul ? static_cast<size_t>(static_cast<const uint8_t*>(nul) - p) : field;
+}
+
+Napi::Value Configure(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "configureLogDecode(layout: object)");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto get = [&](const char* k) -> uint32_t {
+    Napi::Value v = o.Get(k);
+    if (!v.IsNumber()) throw Napi::TypeError::New(env, std::string("configureLogDecode: ") + k + " is not a number");
+    return v.As<Napi::Number>().Uint32Value();
+  };
+  Layout l;
+  l.entry_size = get("entrySize");
+  l.crc = get("crc");
+  l.seqnum = get("seqnum");
+  l.type = get("type");
+  l.payload = get("payload");
+  l.fm_size = get("fmSize");
+  l.fm_flags = get("fmFlags");
+  l.fm_uid = get("fmUid");
+  l.fm_gid = get("fmGid");
+  l.fm_mode = get("fmMode");
+  l.fm_relpath = get("fmRelpath");
+  l.fm_fmap = get("fmFmap");
+  l.fmap_ext_type = get("fmapExtType");
+  l.fmap_count = get("fmapCount");
+  l.fmap_extents = get("fmapExtents");
+  l.simple_extent_size = get("simpleExtentSize");
+  l.ie_nstrips = get("ieNstrips");
+  l.ie_chunk = get("ieChunk");
+  l.ie_strips = get("ieStrips");
+  l.md_uid = get("mdUid");
+  l.md_gid = get("mdGid");
+  l.md_mode = get("mdMode");
+  l.md_relpath = get("mdRelpath");
+  l.del_target_index = get("delTargetIndex");
+  l.del_target_type = get("delTargetType");
+  l.del_relpath = get("delRelpath");
+  l.relpath_field = get("relpathField");
+  l.max_simple_extents = get("maxSimpleExtents");
+  l.max_strips = get("maxStrips");
+  l.type_file = get("typeFile");
+  l.type_mkdir = get("typeMkdir");
+  l.type_delete = get("typeDelete");
+  l.ext_simple = get("extSimple");
+  l.ext_interleave = get("extInterleave");
+  // Everything read must lie inside the entry, before its CRC.
+  const uint32_t fmap_end = l.payload + l.fm_fmap + l.fmap_extents + l.ie_strips + l.max_strips * l.simple_extent_size;
+  const uint32_t simple_end = l.payload + l.fm_fmap + l.fmap_extents + l.max_simple_extents * l.simple_extent_size;
+  if (l.crc + 8 > l.entry_size || fmap_end > l.crc || simple_end > l.crc ||
+      l.payload + l.fm_relpath + l.relpath_field > l.crc || l.payload + l.md_relpath + l.relpath_field > l.crc ||
+      l.payload + l.del_relpath + l.relpath_field > l.crc) {
+    throw Napi::RangeError::New(env, "configureLogDecode: fields outside the entry");
+  }
+  g_layout = l;
+  g_configured = true;
+  return env.Undefined();
+}
+
+Napi::Value DecodeLogSlots(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!g_configured) throw Napi::Error::New(env, "decodeLogSlots: configureLogDecode first");
+  if (info.Length() < 6 || !info[0].IsTypedArray() || !info[1].IsNumber() || !info[2].IsNumber() ||
+      !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsBoolean()) {
+    throw Napi::TypeError::New(
+        env,
+        "decodeLogSlots(buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number, "
+        "deletesAllowed: boolean)");
+  }
+  const Layout& L = g_layout;
+  Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+  const int64_t count = info[1].As<Napi::Number>().Int64Value();
+  const double first_slot = info[2].As<Napi::Number>().DoubleValue();
+  double seq_min = info[3].As<Napi::Number>().DoubleValue();
+  const double seq_max = info[4].As<Napi::Number>().DoubleValue();
+  const bool deletes_allowed = info[5].As<Napi::Boolean>().Value();
+  if (count < 0 || static_cast<uint64_t>(count) * L.entry_size > buf.ByteLength()) {
+    throw Napi::RangeError::New(env, "decodeLogSlots: slots exceed the buffer");
+  }
+  const bool compacted = seq_min >= 0;
+  std::vector<double> nums;
+  std::vector<double> ext;
+  std::string paths;
+  nums.reserve(static_cast<size_t>(count) * 10);
+  ext.reserve(static_cast<size_t>(count) * 3);
+  paths.reserve(static_cast<size_t>(count) * 24);
+  int64_t n = 0;
+  for (; n < count; n++) {
+    const uint8_t* e = buf.Data() + n * L.entry_size;
+    const double slot = first_slot + static_cast<double>(n);
+    if (U32(e + L.crc) != static_cast<uint32_t>(crc32(0L, e, L.crc)) || U32(e + L.crc + 4) != 0) break;
+    double index;
+    if (!compacted) {
+      const double lo = static_cast<double>(U32(e + L.seqnum));
+      const double hi = static_cast<double>(U32(e + L.seqnum + 4));
+      if (hi * 4294967296.0 + lo != slot) break;
+      index = slot;
+    } else {
+      if (!U64n(e + L.seqnum, &index) || index < seq_min || index >= seq_max) break;
+    }
+    const uint32_t type = U32(e + L.type);
+    const uint8_t* p = e + L.payload;
+    const size_t nums_at = nums.size();
+    const size_t ext_at = ext.size();
+    bool ok = true;
+    bool terminated = false;
+    size_t plen = 0;
+    const uint8_t* path = nullptr;
+    double row[10] = {0, index, 0, 0, 0, 0, 0, 0, 0, 0};
+    if (type == L.type_file) {
+      path = p + L.fm_relpath;
+      plen = PathLen(path, L.relpath_field, &terminated);
+      const uint8_t* f = p + L.fm_fmap;
+      const uint32_t ext_type = U32(f + L.fmap_ext_type);
+      const uint32_t cnt = U32(f + L.fmap_count);
+      ok = terminated && U64n(p + L.fm_size, &row[2]);
+      row[0] = 0;
+      row[3] = U32(p + L.fm_flags);
+      row[4] = U32(p + L.fm_uid);
+      row[5] = U32(p + L.fm_gid);
+      row[6] = U32(p + L.fm_mode);
+      uint32_t nx = 0;
+      const uint8_t* xs = nullptr;
+      if (ok && ext_type == L.ext_simple) {
+        ok = cnt >= 1 && cnt <= L.max_simple_extents;
+        row[7] = 0;
+        nx = cnt;
+        xs = f + L.fmap_extents;
+      } else if (ok && ext_type == L.ext_interleave) {
+        const uint8_t* ie = f + L.fmap_extents;
+        double nstrips = 0;
+        ok = cnt == 1 && U64n(ie + L.ie_nstrips, &nstrips) && U64n(ie + L.ie_chunk, &row[9]) && nstrips >= 1 &&
+             nstrips <= L.max_strips && row[9] != 0;
+        row[7] = 1;
+        nx = ok ? static_cast<uint32_t>(nstrips) : 0;
+        xs = ie + L.ie_strips;
+      } else {
+        ok = false;
+      }
+      row[8] = nx;
+      for (uint32_t i = 0; ok && i < nx; i++) {
+        double d, o, len;
+        const uint8_t* x = xs + i * L.simple_extent_size;
+        ok = U64n(x, &d) && U64n(x + 8, &o) && U64n(x + 16, &len);
+        if (ok) {
+          ext.push_back(d);
+          ext.push_back(o);
+          ext.push_back(len);
+        }
+      }
+    } else if (type == L.type_mkdir) {
+      path = p + L.md_relpath;
+      plen = PathLen(path, L.relpath_field, &terminated);
+      ok = terminated;
+      row[0] = 1;
+      row[4] = U32(p + L.md_uid);
+      row[5] = U32(p + L.md_gid);
+      row[6] = U32(p + L.md_mode);
+    } else if (type == L.type_delete) {
+      // A delete's relpath need not be terminated (the field's 80 bytes are the name then).
+      path = p + L.del_relpath;
+      plen = PathLen(path, L.relpath_field, &terminated);
+      const uint32_t tt = U32(p + L.del_target_type);
+      ok = deletes_allowed && (tt == L.type_file || tt == L.type_mkdir) && U64n(p + L.del_target_index, &row[2]);
+      row[0] = 2;
+      row[3] = tt == L.type_file ? 0 : 1;
+    } else {
+      ok = false;  // add_daxdev, unknown types: decodeEntryAt's
+    }
+    if (!ok) {
+      ext.resize(ext_at);
+      break;
+    }
+    nums.resize(nums_at + 10);
+    std::memcpy(nums.data() + nums_at, row, sizeof row);
+    paths.append(reinterpret_cast<const char*>(path), plen);
+    paths.push_back('\0');
+    if (compacted) seq_min = index + 1;
+  }
+  Napi::Float64Array out_nums = Napi::Float64Array::New(env, nums.size());
+  if (!nums.empty()) std::memcpy(out_nums.Data(), nums.data(), nums.size() * sizeof(double));
+  Napi::Float64Array out_ext = Napi::Float64Array::New(env, ext.size());
+  if (!ext.empty()) std::memcpy(out_ext.Data(), ext.data(), ext.size() * sizeof(double));
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("n", Napi::Number::New(env, static_cast<double>(n)));
+  r.Set("nums", out_nums);
+  r.Set("extents", out_ext);
+  r.Set("paths", Napi::String::New(env, paths.data(), paths.size()));
+  return r;
+}
+
+void Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("configureLogDecode", Napi::Function::New(env, Configure, "configureLogDecode"));
+  exports.Set("decodeLogSlots", Napi::Function::New(env, DecodeLogSlots, "decodeLogSlots"));
+}
+
+}  // namespace
+
+FAMFS_NATIVE_MODULE_INIT(famfs_decode, Init);
+
+}  // namespace famfs_native
