@@ -4,6 +4,7 @@
  *
  *   node dist/bench/device/copy.js [--seconds 0.3]
  */
+import * as os from 'os';
 import { type DaxDevice } from '../../pkg/device/index.js';
 import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device.js';
 
@@ -66,7 +67,9 @@ export function run(seconds = 0.3): Row[] {
     dev.write(0, Buffer.alloc(DEVICE_SIZE)); // fault every page in before timing
     const rows: Row[] = [];
     for (const len of [64, 4096, MiB, 64 * MiB]) rows.push(...benchSize(dev, len, seconds));
-    console.log(`device copy bench: ${dev.kind} ${DEVICE_SIZE / MiB} MiB, flush=${dev.flushMethod}, node ${process.version}`);
+    console.log(
+      `device copy bench: ${dev.kind} ${DEVICE_SIZE / MiB} MiB, flush=${dev.flushMethod}, node ${process.version}, ${os.cpus().length} CPUs, load average ${os.loadavg()[0]?.toFixed(1)}`,
+    );
     console.log(`${'op'.padEnd(24)}${'size'.padStart(8)}${'GB/s'.padStart(9)}${'per op'.padStart(12)}`);
     for (const r of rows) {
       console.log(`${r.op.padEnd(24)}${r.size.padStart(8)}${r.gbps.toFixed(2).padStart(9)}${r.perOp.padStart(12)}`);
