@@ -495,6 +495,37 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
   });
 });
 
+/**
+ * The same bytes as a BufferMedia, whose reads can run another host's work once, just before the
+ * first read that reaches `from`: what a master does while this host is in the middle of a read.
+ */
+class InterruptedMedia extends BufferMedia {
+  interrupted = false;
+  private pending?: { from: number; run: () => void };
+
+  beforeReadPast(from: number, run: () => void): void {
+    this.pending = { from, run };
+  }
+
+  private maybeInterrupt(offset: number, length: number): void {
+    const p = this.pending;
+    if (p === undefined || offset + length <= p.from) return;
+    this.pending = undefined;
+    p.run();
+    this.interrupted = true;
+  }
+
+  override read(offset: number, length: number): Buffer {
+    this.maybeInterrupt(offset, length);
+    return super.read(offset, length);
+  }
+
+  override readInto(offset: number, target: Uint8Array): void {
+    this.maybeInterrupt(offset, target.length);
+    super.readInto(offset, target);
+  }
+}
+
 describe('famfs integrity: a host notices when an entry it replayed is rewritten', () => {
   /** What a master that trusted a lowered next_index did before issue 10: write over a replayed slot. */
   function rogueRewrite(media: BufferMedia, index: number, relpath: string, offset: number): void {
@@ -551,6 +582,49 @@ describe('famfs integrity: a host notices when an entry it replayed is rewritten
     );
     assert.ok(polls <= Math.ceil(601 / 128) + 1, `${polls} catch-ups`);
   });
+
+  for (const [when, start, at] of [
+    ['reading its log header (generation 0: the new header does not fit it)', 0, 0],
+    ['reading its log header (generation 1: the new header reads as a log that went backwards)', 1, 0],
+    ['checking the entries it replayed', 0, entryOffset(0)],
+  ] as const) {
+    it(`two compactions while a host is ${when}: no rewrite reported, no error, the host follows`, () => {
+      const { media, fs } = fresh();
+      for (let i = 0; i < 18; i++) fs.creat(`a${i}`, MiB);
+      const rmSome = (k: number) => {
+        for (let i = k; i < 18; i += 6) fs.rm(`a${i}`);
+      };
+      rmSome(0);
+      if (start === 1) {
+        fs.compact();
+        rmSome(1);
+      }
+      const view = new InterruptedMedia(media.buffer, media.size);
+      const host = FamfsFs.open(view, { readOnly: true, watchRewrites: true });
+      const region = host.activeLog.offset;
+      assert.equal(host.activeLog.generation, start);
+      // The master compacts twice in the middle of the host's catch-up (the host stalled there):
+      // generation start+1 goes to the other region, start+2 back into the region the host reads.
+      view.beforeReadPast(region + at, () => {
+        fs.compact();
+        rmSome(2);
+        fs.compact();
+        assert.equal(fs.activeLog.generation, start + 2);
+        assert.equal(fs.activeLog.offset, region);
+      });
+      let error: unknown;
+      try {
+        host.catchUp();
+      } catch (e) {
+        error = e;
+      }
+      assert.equal(view.interrupted, true, 'the compactions did not run during the catch-up');
+      assert.deepEqual(host.rewrittenEntries(), [], 'entries a compaction rewrote after its switch were reported as rewritten');
+      assert.equal(error, undefined, `the catch-up failed: ${String(error)}`);
+      assert.equal(host.activeLog.generation, start + 2);
+      assert.deepEqual([...host.tree.files()].map((f) => f.relpath).sort(), [...fs.tree.files()].map((f) => f.relpath).sort());
+    });
+  }
 
   it('a host following compactions (regions rewritten after each switch) reports no rewrite', () => {
     const { media, fs } = fresh();

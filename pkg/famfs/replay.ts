@@ -257,7 +257,17 @@ export class LogReader {
     this.relocate();
     const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[], rewritten: [] as RewrittenEntry[] };
     if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
-    const h = this.header();
+    // A header that does not fit this generation, or one behind what the tree replayed, is damage
+    // only if the generation did not change since we located the log: two compactions since then
+    // (a stalled host) put the next generation's header and entries in the region we read.
+    const moved = (): boolean => this.locate !== undefined && this.relocate().generation !== tree.generation;
+    let h: LogHeader;
+    try {
+      h = this.header();
+    } catch (e) {
+      if (moved()) return { ...unchanged, generationChanged: true };
+      throw e;
+    }
     // Before anything else: a counter that went backwards is exactly when entries get rewritten.
     const check = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : undefined;
     // What the check saw counts only if no compaction switched generations meanwhile (the master
@@ -270,6 +280,7 @@ export class LogReader {
       return check.found;
     };
     if (h.nextIndex < tree.slot) {
+      if (moved()) return { ...unchanged, generationChanged: true };
       settle();
       throw new FamfsError(
         'ECORRUPT',
