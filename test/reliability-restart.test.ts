@@ -4,7 +4,7 @@
 // offsets: while a node that may still map a deleted volume has not acknowledged the delete, the
 // master must not hand that memory to a new volume.
 import { strict as assert } from 'assert';
-import { spawn, type ChildProcess } from 'child_process';
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import { createHash, randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -236,6 +236,15 @@ function overlaps(a: Fmap, b: Fmap): boolean {
     try {
       await pod.started();
       assert.ok(await waitFor(() => fuse().depositHeld(), 10_000), 'the plugin holds the connection');
+      // Root only: whoever may withdraw the fd owns every pod's volume on this node.
+      assert.equal(fs.statSync(fuse().depositSocket).mode & 0o777, 0o600);
+      assert.equal(fs.statSync(path.dirname(fuse().depositSocket)).mode & 0o777, 0o700);
+      const asNobody = spawnSync(
+        process.execPath,
+        ['-e', `require('net').connect(process.argv[1]).on('error', (e) => { process.stdout.write(e.code); process.exit(0); })`, fuse().depositSocket],
+        { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 10_000 },
+      );
+      assert.equal(asNobody.stdout, 'EACCES', `uid 65534 reaching the fd deposit: ${asNobody.stdout}${asNobody.stderr}`);
       // 1. kill -9, the container restarts: it adopts the held connection, the pod goes on.
       await kill9(fused);
       fused = container();
