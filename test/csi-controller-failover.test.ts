@@ -12,7 +12,7 @@ import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResp
 import { openDevice } from '../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { grpcOutcome as failure, startController, stopControllers, type Controller } from './helpers/shared-controller';
-import { FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
+import { CSI_IMAGE, FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
 
 const MiB = 1024 * 1024;
 const HOST_A = '31111111-2222-4333-8444-555555555555';
@@ -110,31 +110,50 @@ describe('CSI controller failover on shared memory (two controllers, one device)
     assert.deepEqual(await failure(create(a, 'pvc-3')), { code: 'OK', message: '' });
   });
 
-  it('a torn or damaged image commit falls back to the previous generation', async () => {
+  it('a torn image commit leaves the previous generation; damage to the newest committed half is refused, never read as an older state', async () => {
     const img = new SharedStateImage(a.famfs, a.device, validateStateDoc);
     const newest = img.load();
     assert.ok(newest);
+    assert.deepEqual(newest.problems, [], 'the older half is retired, not a problem');
     const file = a.famfs.lookup(STATE_IMAGE_RELPATH) as FileNode;
     const base = fmapExtents(file.fmap)[0].offset; // the image file is contiguous
     const halfOff = base + newest.header.half * img.halfSize;
-    // Flip one byte of the newest body: its CRC fails, the other half (one generation older) wins.
-    const at = halfOff + 4096 + 7;
-    const orig = a.device.read(at, 1);
-    a.device.write(at, Buffer.from([orig[0] ^ 0xff]));
-    a.device.flush(at, 1);
-    const fallback = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
-    assert.equal(fallback?.header.generation, newest.header.generation - 1);
-    assert.match(fallback?.problems.join(';') ?? '', /body CRC mismatch/);
-    // A torn header (half-written line) is caught by its own CRC.
-    a.device.write(at, orig);
-    a.device.write(halfOff + 20, Buffer.from([0x5a]));
-    const torn = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
-    assert.equal(torn?.header.generation, newest.header.generation - 1);
-    assert.match(torn?.problems.join(';') ?? '', /header CRC/);
-    // The next leader's commit goes to the damaged half and the image is whole again.
+    const otherOff = base + (1 - newest.header.half) * img.halfSize;
+    const save = (at: number, n: number) => Buffer.from(a.device.read(at, n));
+    const put = (at: number, b: Buffer) => {
+      a.device.write(at, b);
+      a.device.flush(at, b.length);
+    };
+    // A crash in the next checkpoint, after its body and before its header: the other half still
+    // carries its retired header, so the newest committed state stays.
+    const otherHeader = save(otherOff, CSI_IMAGE.HEADER_SIZE);
+    const otherBody = save(otherOff + CSI_IMAGE.BODY_OFFSET, 64);
+    put(otherOff + CSI_IMAGE.BODY_OFFSET, Buffer.alloc(64, 0x7b));
+    assert.equal(new SharedStateImage(a.famfs, a.device, validateStateDoc).load()?.header.generation, newest.header.generation);
+    // A crash while its header is written (a half-written line): caught by the header CRC.
+    const torn = save(halfOff, CSI_IMAGE.HEADER_SIZE);
+    torn.writeBigUInt64LE(BigInt(newest.header.generation + 1), CSI_IMAGE.generation);
+    put(otherOff, torn); // the CRC field is still the newest header's: it fails
+    const afterTorn = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
+    assert.equal(afterTorn?.header.generation, newest.header.generation);
+    assert.match(afterTorn?.problems.join(';') ?? '', /header CRC/);
+    put(otherOff, otherHeader);
+    put(otherOff + CSI_IMAGE.BODY_OFFSET, otherBody);
+    // Damage to the newest committed half: no older state is taken for it (changes acknowledged
+    // since would vanish); the reader says so, and the controller refuses until it is rebuilt.
+    for (const at of [halfOff + CSI_IMAGE.BODY_OFFSET + 7, halfOff + CSI_IMAGE.epoch]) {
+      const orig = save(at, 1);
+      put(at, Buffer.from([orig[0] ^ 0xff]));
+      const r = new SharedStateImage(a.famfs, a.device, validateStateDoc).read();
+      assert.equal(r.loaded, undefined);
+      assert.ok(r.unreadable, 'unreadable');
+      put(at, orig);
+    }
+    // The next leader's checkpoint goes to the other half and retires this one.
     a.state.takeMasterRole(HOST_A);
     const healed = new SharedStateImage(a.famfs, a.device, validateStateDoc).load();
-    assert.equal(healed?.problems.length, 0);
-    assert.equal(healed?.header.generation, newest.header.generation);
+    assert.deepEqual(healed?.problems, []);
+    assert.ok(healed.header.generation > newest.header.generation);
+    assert.equal(healed.header.half, 1 - newest.header.half);
   });
 });

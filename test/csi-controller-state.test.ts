@@ -136,6 +136,82 @@ describe('controller records: change records, growth, unreadable image and rebui
     assert.equal((await outcome(a.client.call('Controller', 'DeleteVolume', { volume_id: v }))).code, 'OK');
   });
 
+  /** What ListVolumes shows: every volume and the nodes it is published to (the serial-writer guard). */
+  const listed = async (c: Controller): Promise<string[]> => {
+    const r = await c.client.call<{ entries: { volume: { volume_id: string }; status?: { published_node_ids?: string[] } }[] }>(
+      'Controller',
+      'ListVolumes',
+      {},
+    );
+    return r.entries.map((e) => `${e.volume.volume_id}:${[...(e.status?.published_node_ids ?? [])].sort().join(',')}`).sort();
+  };
+  /**
+   * After damage to the newest state, a new master either shows everything that was acknowledged
+   * or refuses (UNAVAILABLE, naming the rebuild command), reads included: never a silent loss.
+   */
+  const neverSilentlyLost = async (c: Controller, want: string[], what: string): Promise<void> => {
+    const list = await outcome(listed(c));
+    if (list.code === 'OK') {
+      assert.deepEqual(await listed(c), want, `${what}: ListVolumes lost acknowledged records without an error`);
+      return;
+    }
+    assert.equal(list.code, 'UNAVAILABLE', `${what}: ${list.code} ${list.message}`);
+    assert.match(list.message, /famfs csi-rebuild-state/, what);
+    const refused = await outcome(create(c, `pvc-refused-${what.replace(/\W+/g, '-')}`));
+    assert.equal(refused.code, 'UNAVAILABLE', `${what}: a change while records are missing`);
+    assert.match(refused.message, /famfs csi-rebuild-state/, what);
+  };
+  const flip = (at: number): Buffer => {
+    const orig = Buffer.from(a.device.read(at, 1));
+    a.device.write(at, Buffer.from([orig[0] ^ 0x5a]));
+    a.device.flush(at, 1);
+    return orig;
+  };
+  const putBack = (at: number, orig: Buffer): void => {
+    a.device.write(at, orig);
+    a.device.flush(at, 1);
+  };
+
+  it('the newest half damaged (header or checkpoint body): the next master never goes back a checkpoint silently, losing what was acknowledged since', async () => {
+    a.state.takeMasterRole(HOST_A); // a checkpoint: the newest half now holds every record
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await create(a, `pvc-newest-${i}`)).volume.volume_id);
+    await publish(a, ids[0], 'node-a');
+    a.state.takeMasterRole(HOST_A); // and another: the records above are in the newest checkpoint
+    await publish(a, ids[1], 'node-a');
+    const want = await listed(a);
+    assert.ok(want.includes(`${ids[0]}:node-a`) && want.includes(`${ids[1]}:node-a`));
+    const newest = onDevice().loaded!.header.half;
+    for (const [what, at] of [
+      ['header', headerAt(a, newest) + CSI_IMAGE.generation],
+      ['checkpoint body', headerAt(a, newest) + CSI_IMAGE.BODY_OFFSET + 20],
+    ] as const) {
+      const orig = flip(at);
+      b.state.takeMasterRole(HOST_B);
+      await neverSilentlyLost(b, want, `newest ${what} damaged`);
+      putBack(at, orig);
+      a.state.takeMasterRole(HOST_A);
+      assert.deepEqual(await listed(a), want, `${what}: the records are all back once the damage is undone`);
+    }
+  });
+
+  it('a damaged change record with acknowledged records after it: never read as a torn append that ends the half', async () => {
+    a.state.takeMasterRole(HOST_A);
+    const loaded = onDevice().loaded!;
+    const first = headerAt(a, loaded.header.half) + Math.ceil((CSI_IMAGE.BODY_OFFSET + loaded.header.length) / 8) * 8;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await create(a, `pvc-rec-damage-${i}`)).volume.volume_id);
+    await publish(a, ids[2], 'node-a');
+    const want = await listed(a);
+    const at = first + 32 + 5; // a byte of the first record's payload
+    const orig = flip(at);
+    b.state.takeMasterRole(HOST_B);
+    await neverSilentlyLost(b, want, 'first change record damaged');
+    putBack(at, orig);
+    a.state.takeMasterRole(HOST_A);
+    assert.deepEqual(await listed(a), want);
+  });
+
   let guarded = '';
   it('refuses every change (UNAVAILABLE, says how to rebuild) when both halves are damaged', async () => {
     guarded = (await create(a, 'pvc-guarded')).volume.volume_id;

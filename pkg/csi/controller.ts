@@ -462,6 +462,8 @@ export class ControllerServer implements ControllerHandlers {
 
   async ListVolumes(req: ListVolumesRequest): Promise<ListVolumesResponse> {
     const { page, nextToken } = paginate(this.volumes.volumeIds(), req.starting_token, req.max_entries, isVolumeId);
+    // Argument checks first; then no listing without the records (publish records, shares).
+    this.volumes.store.requireReadable();
     const entries: ListVolumesResponse['entries'] = [];
     const failed = this.opts.deviceFailure?.() !== undefined;
     for (const id of page) {

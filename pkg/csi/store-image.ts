@@ -24,7 +24,16 @@ import { crc32 } from 'zlib';
 import { FamfsError } from '../famfs/errors';
 import { forEachDeviceRun } from '../famfs/fmap';
 import type { FamfsFs } from '../famfs/fs';
-import { ALLOC_UNIT, CSI_DELTA, CSI_DELTA_MAGIC, CSI_IMAGE, CSI_IMAGE_MAGIC, CSI_IMAGE_REVISION, CSI_IMAGE_REVISION_DELTAS } from '../famfs/layout';
+import {
+  ALLOC_UNIT,
+  CSI_DELTA,
+  CSI_DELTA_MAGIC,
+  CSI_IMAGE,
+  CSI_IMAGE_MAGIC,
+  CSI_IMAGE_REVISION,
+  CSI_IMAGE_REVISION_DELTAS,
+  CSI_IMAGE_REVISION_RETIRED,
+} from '../famfs/layout';
 import type { Media } from '../famfs/media';
 import type { FileNode } from '../famfs/tree';
 
@@ -90,11 +99,27 @@ function encodeHeader(h: Omit<ImageHeader, 'half' | 'revision'>): Buffer {
   return b;
 }
 
+/** The header of a half a newer checkpoint superseded (revision 3): never read as a state again. */
+function encodeRetired(h: ImageHeader, supersededBy: number): Buffer {
+  const b = Buffer.alloc(HEADER_SIZE);
+  MAGIC.copy(b, H.magic);
+  b.writeUInt32LE(CSI_IMAGE_REVISION_RETIRED, H.revision);
+  b.writeBigUInt64LE(BigInt(h.generation), H.generation);
+  b.writeBigUInt64LE(BigInt(h.epoch), H.epoch);
+  b.writeBigUInt64LE(BigInt(h.fileIndex), H.fileIndex);
+  b.writeBigUInt64LE(BigInt(supersededBy), H.supersededBy);
+  b.writeUInt32LE(crc32(b.subarray(0, H.headerCrc)) >>> 0, H.headerCrc);
+  return b;
+}
+
+const RETIRED = 'retired';
+
 function decodeHeader(b: Buffer, half: 0 | 1, halfSize: number, file: FileNode, isBase: boolean): ImageHeader | string {
   if (b.every((x) => x === 0)) return 'empty';
   if (!b.subarray(H.magic, H.magic + 8).equals(MAGIC)) return 'bad magic';
   if (b.readUInt32LE(H.headerCrc) !== crc32(b.subarray(0, H.headerCrc)) >>> 0) return 'header CRC mismatch (torn or damaged)';
   const revision = b.readUInt32LE(H.revision);
+  if (revision === CSI_IMAGE_REVISION_RETIRED) return RETIRED;
   if (revision !== CSI_IMAGE_REVISION && revision !== CSI_IMAGE_REVISION_DELTAS) return `unknown revision ${revision} (written by a newer famfs-csi?)`;
   // Revision 1 exists only in the first file; a later file starts at revision 2, and a revision 2
   // half must name its own file: what memory held before the file was made is never taken for it.
@@ -246,11 +271,27 @@ export class SharedStateImage<T> {
     const problems: string[] = [];
     const candidates: { relpath: string; file: FileNode; header: ImageHeader }[] = [];
     let nonEmpty = 0;
+    // The highest generation any header names, valid or not: the next checkpoint goes above it, so
+    // change records an older checkpoint of the same half left behind never match its generation.
+    let seen = 0;
     for (const m of this.family()) {
       const half = SharedStateImage.halfOf(m.file);
       for (const i of [0, 1] as const) {
-        const h = decodeHeader(this.readRange(m.file, i * half, HEADER_SIZE), i, half, m.file, m.n === 0);
+        const raw = this.readRange(m.file, i * half, HEADER_SIZE);
+        if (raw.subarray(H.magic, H.magic + 8).equals(MAGIC)) {
+          for (const at of [H.generation, H.supersededBy]) {
+            const g = raw.readBigUInt64LE(at);
+            if (g < 1n << 40n) seen = Math.max(seen, Number(g));
+          }
+        }
+        const h = decodeHeader(raw, i, half, m.file, m.n === 0);
         if (typeof h === 'string') {
+          if (h === RETIRED) {
+            // Superseded by a newer checkpoint: not a state, but not "nothing" either (when every
+            // other half is damaged, starting empty would lose what that checkpoint held).
+            nonEmpty++;
+            continue;
+          }
           if (h !== 'empty') {
             problems.push(`${m.relpath} half ${i}: ${h}`);
             // Stale memory in a file the image moved to is not damage of the image.
@@ -263,38 +304,53 @@ export class SharedStateImage<T> {
       }
     }
     candidates.sort((a, b) => b.header.epoch - a.header.epoch || b.header.generation - a.header.generation);
+    /** Why a newer state than the one about to be loaded cannot be read (then loading it would lose acknowledged changes). */
+    let newerLost: string | undefined;
     for (const c of candidates) {
       const { header: h, file, relpath } = c;
       const base = h.half * SharedStateImage.halfOf(file);
       const body = this.readRange(file, base + BODY_OFFSET, h.length);
+      // A half whose header is valid was committed (its body is flushed before its header): when
+      // its body fails, it is not a torn checkpoint but damage, and if it is the newest, falling
+      // back to an older half would silently drop every change acknowledged since.
+      const failed = (why: string): void => {
+        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${why}`);
+        newerLost ??= `the newest checkpoint (${relpath} half ${h.half}, generation ${h.generation}) is damaged: ${why}`;
+      };
       if (crc32(body) >>> 0 !== h.bodyCrc) {
-        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): body CRC mismatch (torn commit or damage)`);
+        failed('body CRC mismatch (damage)');
         continue;
       }
       let parsed: unknown;
       try {
         parsed = JSON.parse(body.toString('utf8'));
       } catch (e) {
-        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${(e as Error).message}`);
+        failed((e as Error).message);
         continue;
       }
       const tail =
         h.revision === CSI_IMAGE_REVISION
-          ? { tail: align(BODY_OFFSET + h.length), nextSeq: 0, deltas: 0 }
+          ? { tail: align(BODY_OFFSET + h.length), nextSeq: 0, deltas: 0, lost: undefined }
           : this.replayDeltas(file, base, h, parsed, problems, relpath);
       let doc: T;
       try {
         doc = this.validate(parsed);
       } catch (e) {
-        problems.push(`${relpath} half ${h.half} (generation ${h.generation}): ${(e as Error).message}`);
+        failed((e as Error).message);
         continue;
       }
+      const lost = newerLost ?? tail.lost;
+      if (lost !== undefined) {
+        this.current = undefined;
+        this.highest = Math.max(seen, ...candidates.map((x) => x.header.generation));
+        return { problems, unreadable: `${lost}; reading an older state would silently drop changes that were acknowledged` };
+      }
       this.current = { relpath, file, header: h, tail: tail.tail, nextSeq: tail.nextSeq };
-      this.highest = Math.max(...candidates.map((x) => x.header.generation));
+      this.highest = Math.max(seen, ...candidates.map((x) => x.header.generation));
       return { loaded: { header: h, doc, deltas: tail.deltas, relpath, problems }, problems };
     }
     this.current = undefined;
-    this.highest = Math.max(0, ...candidates.map((x) => x.header.generation));
+    this.highest = Math.max(seen, ...candidates.map((x) => x.header.generation));
     if (nonEmpty > 0) return { problems, unreadable: problems.join('; ') || 'no valid half' };
     return { problems };
   }
@@ -307,34 +363,62 @@ export class SharedStateImage<T> {
     doc: unknown,
     problems: string[],
     relpath: string,
-  ): { tail: number; nextSeq: number; deltas: number } {
+  ): { tail: number; nextSeq: number; deltas: number; lost?: string } {
     const half = SharedStateImage.halfOf(file);
     const at = align(BODY_OFFSET + h.length);
     let seq = 0;
     if (at + D.HEADER_SIZE > half) return { tail: at, nextSeq: 0, deltas: 0 };
     const region = this.readRange(file, base + at, half - at);
-    let o = 0;
-    for (;;) {
-      if (o + D.HEADER_SIZE > region.length) break;
-      if (region.readUInt32LE(o + D.magic) !== CSI_DELTA_MAGIC) break;
+    /** A whole, valid record of this checkpoint at `o` with sequence number `want` (undefined: any). */
+    const validAt = (o: number, want?: number): number | undefined => {
+      if (o + D.HEADER_SIZE > region.length || region.readUInt32LE(o + D.magic) !== CSI_DELTA_MAGIC) return undefined;
       const len = region.readUInt32LE(o + D.length);
-      if (o + D.HEADER_SIZE + len > region.length) break;
-      if (Number(region.readBigUInt64LE(o + D.generation)) !== h.generation || Number(region.readBigUInt64LE(o + D.seq)) !== seq) break;
-      const want = crc32(region.subarray(o + D.HEADER_SIZE, o + D.HEADER_SIZE + len), crc32(region.subarray(o, o + D.crc))) >>> 0;
-      if (region.readUInt32LE(o + D.crc) !== want) {
-        // A torn append: the change it carried was never acknowledged. Anything after it is older.
-        problems.push(`${relpath} half ${h.half}: change record ${seq} failed its CRC (torn append); the ${seq} before it are applied`);
+      if (o + D.HEADER_SIZE + len > region.length || Number(region.readBigUInt64LE(o + D.generation)) !== h.generation) return undefined;
+      const s = Number(region.readBigUInt64LE(o + D.seq));
+      if (want !== undefined && s !== want) return undefined;
+      const crc = crc32(region.subarray(o + D.HEADER_SIZE, o + D.HEADER_SIZE + len), crc32(region.subarray(o, o + D.crc))) >>> 0;
+      return region.readUInt32LE(o + D.crc) === crc ? s : undefined;
+    };
+    let o = 0;
+    let bad: string | undefined;
+    for (;;) {
+      // The end: zeros, or what an older checkpoint of this half left there (another generation).
+      if (o + D.HEADER_SIZE > region.length || region.readUInt32LE(o + D.magic) !== CSI_DELTA_MAGIC) break;
+      if (Number(region.readBigUInt64LE(o + D.generation)) !== h.generation) break;
+      if (validAt(o, seq) === undefined) {
+        bad = `change record ${seq} failed its CRC`;
         break;
       }
+      const len = region.readUInt32LE(o + D.length);
       try {
         applyDelta(doc, parseDelta(region.toString('utf8', o + D.HEADER_SIZE, o + D.HEADER_SIZE + len)));
       } catch (e) {
-        problems.push(`${relpath} half ${h.half}: change record ${seq}: ${(e as Error).message}`);
+        bad = `change record ${seq}: ${(e as Error).message}`;
         break;
       }
       seq++;
       o = align(o + D.HEADER_SIZE + len);
     }
+    // Damage may also hit a record's magic or generation: look past the end in every case.
+    // A torn append (a crash while writing the last record: its change was never acknowledged)
+    // ends the half there, and the next append overwrites it. A valid record of this checkpoint
+    // after it proves the contrary: the bad record was acknowledged (a later change was written
+    // after it), and so were the ones after it. Reading on from there is impossible (the bad
+    // record's change is unknown), and stopping would drop them without a word.
+    for (let p = o + D.ALIGN; p + D.HEADER_SIZE <= region.length; p += D.ALIGN) {
+      const s = validAt(p);
+      if (s !== undefined && s > seq) {
+        bad ??= `change record ${seq} is not a record of this checkpoint`;
+        problems.push(`${relpath} half ${h.half}: ${bad}, and change record ${s} after it is valid`);
+        return {
+          tail: at + o,
+          nextSeq: seq,
+          deltas: seq,
+          lost: `${relpath} half ${h.half} (generation ${h.generation}): ${bad}, but change record ${s} after it is valid: changes acknowledged after record ${seq - 1} cannot be read`,
+        };
+      }
+    }
+    if (bad !== undefined) problems.push(`${relpath} half ${h.half}: ${bad} (torn append); the ${seq} before it are applied`);
     return { tail: at + o, nextSeq: seq, deltas: seq };
   }
 
@@ -399,10 +483,29 @@ export class SharedStateImage<T> {
     checkFence();
     this.writeRange(target, base, encodeHeader(header));
     const written: ImageHeader = { ...header, half, revision: CSI_IMAGE_REVISION_DELTAS };
+    // Retire what this checkpoint supersedes: the previous half, and any other half of this file
+    // and of older image files that still holds something. If the new half is damaged later, no
+    // older state is left to be taken for the newest one (see CSI_IMAGE_REVISION_RETIRED).
+    this.retireAllBut(targetRelpath, half, written.generation, checkFence);
     this.current = { relpath: targetRelpath, file: target, header: written, tail: align(BODY_OFFSET + body.length), nextSeq: 0 };
     this.highest = written.generation;
     this.removeStale(targetRelpath);
     return written;
+  }
+
+  private retireAllBut(keepRelpath: string, keepHalf: 0 | 1, supersededBy: number, checkFence: () => void): void {
+    for (const m of this.family()) {
+      const half = SharedStateImage.halfOf(m.file);
+      for (const i of [0, 1] as const) {
+        if (m.relpath === keepRelpath && i === keepHalf) continue;
+        const raw = this.readRange(m.file, i * half, HEADER_SIZE);
+        const h = decodeHeader(raw, i, half, m.file, m.n === 0);
+        if (h === 'empty' || h === RETIRED || (typeof h === 'string' && h.endsWith('(stale memory)'))) continue;
+        const was: ImageHeader = typeof h === 'string' ? { half: i, revision: 0, generation: 0, epoch: 0, length: 0, bodyCrc: 0, fileIndex: m.file.index } : h;
+        checkFence();
+        this.writeRange(m.file, i * half, encodeRetired(was, supersededBy));
+      }
+    }
   }
 
   /** A new image file big enough for a checkpoint of `bodyBytes` with as much again for records. */

@@ -251,7 +251,9 @@ export class ControllerStore {
     if (this.isMaster) return;
     try {
       this.fs.catchUp();
-      this.doc = this.image.load()?.doc ?? emptyDoc();
+      const read = this.image.read();
+      this.unreadable = read.unreadable;
+      this.doc = read.loaded?.doc ?? emptyDoc();
     } catch {
       this.doc = emptyDoc();
     }
@@ -270,6 +272,17 @@ export class ControllerStore {
       throw unavailable(`controller state image unreadable (${this.unreadable}): changes are refused so that no publish record is lost; ${REBUILD_HINT}`);
     }
     return this.epoch;
+  }
+
+  /**
+   * UNAVAILABLE while the records could not be read: an answer built without them (ListVolumes
+   * without its publish records, a volume without its CO name) would drop acknowledged state
+   * without a word.
+   */
+  requireReadable(): void {
+    if (this.unreadable !== undefined) {
+      throw unavailable(`controller state image unreadable (${this.unreadable}): the controller's records are not shown without it; ${REBUILD_HINT}`);
+    }
   }
 
   /** Why changes are refused (the image could not be read at takeover), or undefined. */

@@ -1048,6 +1048,14 @@ export const CSI_IMAGE_REVISION = 1;
  * 0.2 on; revision 1 halves are still read (and replaced by the next checkpoint).
  */
 export const CSI_IMAGE_REVISION_DELTAS = 2;
+/**
+ * Revision 3 marks a *retired* half: one a newer checkpoint superseded. The writer retires the
+ * previous half right after each checkpoint, so that when the newest half is damaged no valid
+ * older half is left to fall back to silently (that would lose every change acknowledged since):
+ * the reader finds no valid half and the controller refuses until the records are rebuilt.
+ * A reader that knows only revisions 1 and 2 sees an unknown revision: not a valid half either.
+ */
+export const CSI_IMAGE_REVISION_RETIRED = 3;
 export const CSI_IMAGE = {
   magic: 0, // 8 bytes "FCSISTAT"
   revision: 8, // u32
@@ -1056,6 +1064,7 @@ export const CSI_IMAGE = {
   length: 32, // u32, body length in bytes
   bodyCrc: 36, // u32, CRC-32 of the body
   fileIndex: 40, // u64, revision 2: famfs log index of the FILE entry of the file holding this half
+  supersededBy: 48, // u64, revision 3 (retired): generation of the checkpoint that superseded this half
   headerCrc: 60, // u32, CRC-32 of bytes [0, 60)
   HEADER_SIZE: 64,
   /** Offset of the body inside a half. */
