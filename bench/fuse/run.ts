@@ -255,6 +255,15 @@ async function main(): Promise<void> {
           await best(false, () => fio({ file: f(zc), rw: 'read', bs, jobs, direct: false, fileBytes, runtime: rt })),
         );
       }
+      // mmap read of a cold file: what a model loader does first (page faults fill the page cache
+      // through FUSE reads, readahead-sized)
+      add(
+        'mmap read (readahead 4 MiB)',
+        '1M',
+        jobs,
+        'cold',
+        await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs, direct: false, engine: 'mmap', fileBytes, runtime: 0 })),
+      );
       // mmap reads (warm: the page cache holds the file after the runs above)
       add(
         'mmap read',
@@ -276,17 +285,28 @@ async function main(): Promise<void> {
         );
       }
     }
-    // the default kernel readahead (128 KiB) for comparison: what raising it buys
+    // Cold reads by readahead (the kernel default is 128 KiB): the window decides how many pages
+    // each FUSE read fills and how many reads are in flight.
     const raPath = readaheadPath(zc.mountpoint);
     const raWas = fs.readFileSync(raPath, 'utf8').trim();
-    fs.writeFileSync(raPath, '128\n');
-    add(
-      'read cached (readahead 128 KiB)',
-      '1M',
-      1,
-      'cold',
-      await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs: 1, direct: false, fileBytes, runtime: 0 })),
-    );
+    for (const kb of [128, 1024, 16384]) {
+      fs.writeFileSync(raPath, `${kb}\n`);
+      const label = kb >= 1024 ? `${kb / 1024} MiB` : `${kb} KiB`;
+      add(
+        `read cached (readahead ${label})`,
+        '1M',
+        1,
+        'cold',
+        await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs: 1, direct: false, fileBytes, runtime: 0 })),
+      );
+      add(
+        `mmap read (readahead ${label})`,
+        '1M',
+        1,
+        'cold',
+        await best(true, () => fio({ file: f(zc), rw: 'read', bs: '1M', jobs: 1, direct: false, engine: 'mmap', fileBytes, runtime: 0 })),
+      );
+    }
     fs.writeFileSync(raPath, `${raWas}\n`);
 
     measureBaseline();
