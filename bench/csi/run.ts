@@ -312,7 +312,8 @@ async function flatTable(): Promise<void> {
     const c = ctl;
     const pid = c.child.pid ?? 0;
     const s: Server = { name: 'famfs-csi', pid, client: c.client, stop: () => stopProcess(c) };
-    await pairs(s, 50, 'warm', { create: [], del: [], seconds: 0, cpu: 0, rss: [] });
+    // Steady state before the first level: the code warm (JIT), the state image past its first growth.
+    await pairs(s, 1000, 'warm', { create: [], del: [], seconds: 0, cpu: 0, rss: [] });
     let live = 0;
     for (const level of LIVE) {
       const before = allocatedBytes(device);
