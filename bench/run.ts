@@ -12,6 +12,7 @@ const BENCHES: Record<string, string> = {
   node: 'node/run.js',
   fuse: 'fuse/run.js',
   compaction: 'compaction/run.js',
+  zero: 'zero/run.js',
 };
 
 const wanted = process.argv.slice(2);

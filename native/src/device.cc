@@ -361,6 +361,7 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::ReadInto>("readInto"),
                            InstanceMethod<&JsDevice::Write>("write"),
                            InstanceMethod<&JsDevice::Copy>("copy"),
+                           InstanceMethod<&JsDevice::CopyPersistent>("copyPersistent"),
                            InstanceMethod<&JsDevice::Flush>("flush"),
                            InstanceMethod<&JsDevice::Zero>("zero"),
                            InstanceMethod<&JsDevice::Invalidate>("invalidate"),
@@ -501,6 +502,21 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     CheckRange(env, d, src, n, "copy (source)");
     Fault f;
     if (!GuardedMove(d.base() + dst, d.base() + src, n, &f)) ThrowFault(env, d, f, "copy", src, n);
+    return env.Undefined();
+  }
+
+  // Like Copy, with the bytes in memory on return (no flush pass): clones and snapshots.
+  Napi::Value CopyPersistent(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    CheckWritable(env, d);
+    const uint64_t dst = ToUint(env, info[0], "dstOffset");
+    const uint64_t src = ToUint(env, info[1], "srcOffset");
+    const uint64_t n = ToUint(env, info[2], "length");
+    CheckRange(env, d, dst, n, "copy (destination)");
+    CheckRange(env, d, src, n, "copy (source)");
+    Fault f;
+    if (!GuardedCopyPersistent(d.base() + dst, d.base() + src, n, &f)) ThrowFault(env, d, f, "copy", src, n);
     return env.Undefined();
   }
 

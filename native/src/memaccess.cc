@@ -246,6 +246,104 @@ void ZeroPersistent(void* dst, size_t n, const CacheOps& ops) {
 }
 }  // namespace
 
+namespace {
+#if defined(__x86_64__)
+// Non-temporal copy of n bytes (a multiple of 64) to a 64-byte aligned d. Four 4 KiB pages are
+// streamed side by side (what glibc's large memcpy does): one stream per page left the copy at
+// ~65% of memcpy on the bench machine, four streams reach memcpy's speed.
+__attribute__((target("avx2"))) void StreamCopyAvx2(unsigned char* d, const unsigned char* s, size_t n) {
+  constexpr size_t kPage = 4096;
+  size_t i = 0;
+  for (; i + 4 * kPage <= n; i += 4 * kPage) {
+    for (size_t off = 0; off < kPage; off += 128) {
+      for (size_t p = 0; p < 4; p++) {
+        const size_t k = i + p * kPage + off;
+        _mm_prefetch(reinterpret_cast<const char*>(s + k + 512), _MM_HINT_T0);
+        const auto* w = reinterpret_cast<const __m256i*>(s + k);
+        auto* v = reinterpret_cast<__m256i*>(d + k);
+        const __m256i a = _mm256_loadu_si256(w);
+        const __m256i b = _mm256_loadu_si256(w + 1);
+        const __m256i c = _mm256_loadu_si256(w + 2);
+        const __m256i e = _mm256_loadu_si256(w + 3);
+        _mm256_stream_si256(v, a);
+        _mm256_stream_si256(v + 1, b);
+        _mm256_stream_si256(v + 2, c);
+        _mm256_stream_si256(v + 3, e);
+      }
+    }
+  }
+  for (; i < n; i += 64) {
+    const auto* w = reinterpret_cast<const __m256i*>(s + i);
+    auto* v = reinterpret_cast<__m256i*>(d + i);
+    const __m256i a = _mm256_loadu_si256(w);
+    const __m256i b = _mm256_loadu_si256(w + 1);
+    _mm256_stream_si256(v, a);
+    _mm256_stream_si256(v + 1, b);
+  }
+}
+
+void StreamCopySse2(unsigned char* d, const unsigned char* s, size_t n) {
+  for (size_t i = 0; i < n; i += 64) {
+    auto* v = reinterpret_cast<__m128i*>(d + i);
+    const auto* w = reinterpret_cast<const __m128i*>(s + i);
+    const __m128i a = _mm_loadu_si128(w);
+    const __m128i b = _mm_loadu_si128(w + 1);
+    const __m128i c = _mm_loadu_si128(w + 2);
+    const __m128i e = _mm_loadu_si128(w + 3);
+    _mm_stream_si128(v, a);
+    _mm_stream_si128(v + 1, b);
+    _mm_stream_si128(v + 2, c);
+    _mm_stream_si128(v + 3, e);
+  }
+}
+#endif
+
+void CopyPersistent(unsigned char* d, const unsigned char* s, size_t n, const CacheOps& ops) {
+#if defined(__x86_64__)
+  const uintptr_t start = reinterpret_cast<uintptr_t>(d);
+  const uintptr_t body = (start + 63) & ~uintptr_t{63};
+  const uintptr_t end = start + n;
+  const uintptr_t body_end = end & ~uintptr_t{63};
+  if (body < body_end) {
+    const size_t head = body - start;
+    if (head > 0) {
+      std::memcpy(d, s, head);
+      ops.flush(d, head, ops.line);
+    }
+    const unsigned char* from = s + head;
+    static const bool avx2 = __builtin_cpu_supports("avx2");
+    if (avx2)
+      StreamCopyAvx2(reinterpret_cast<unsigned char*>(body), from, body_end - body);
+    else
+      StreamCopySse2(reinterpret_cast<unsigned char*>(body), from, body_end - body);
+    from += body_end - body;
+    if (end > body_end) {
+      std::memcpy(reinterpret_cast<void*>(body_end), from, end - body_end);
+      ops.flush(reinterpret_cast<void*>(body_end), end - body_end, ops.line);
+    }
+    _mm_sfence();
+    return;
+  }
+#endif
+  std::memcpy(d, s, n);
+  ops.flush(d, n, ops.line);
+}
+}  // namespace
+
+bool GuardedCopyPersistent(void* dst, const void* src, size_t n, Fault* fault) {
+  if (n == 0) return true;
+  const CacheOps& ops = Ops();
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  if (d < s + n && s < d + n) {
+    return RunGuarded(fault, [&] {
+      std::memmove(d, s, n);
+      ops.flush(d, n, ops.line);
+    });
+  }
+  return RunGuarded(fault, [&] { CopyPersistent(d, s, n, ops); });
+}
+
 bool GuardedZeroPersistent(void* dst, size_t n, Fault* fault) {
   if (n == 0) return true;
   const CacheOps& ops = Ops();

@@ -38,6 +38,12 @@ bool GuardedFill(void* dst, int value, size_t n, Fault* fault);
 // stores + flush for the ragged edges, then a store fence. No separate flush pass is needed.
 bool GuardedZeroPersistent(void* dst, size_t n, Fault* fault);
 
+// memcpy(dst, src, n) for ranges that do not overlap, with the copy in memory when it returns
+// (non-temporal stores for the aligned body, plain stores + flush for the edges, store fence):
+// a clone needs no separate flush pass, and the stores skip the read-for-ownership of dst.
+// Overlapping ranges fall back to memmove + flush.
+bool GuardedCopyPersistent(void* dst, const void* src, size_t n, Fault* fault);
+
 // Writes back every cache line overlapping [p, p+n) (CLWB, else CLFLUSHOPT, else CLFLUSH),
 // then SFENCE: after it returns true, the stores before it are visible in memory.
 bool GuardedFlush(const void* p, size_t n, Fault* fault);

@@ -10,8 +10,14 @@ import { forEachDeviceRun } from '../famfs/fmap';
 import type { Media } from '../famfs/media';
 import type { FileNode } from '../famfs/tree';
 
-/** A Media that can copy inside the device (DaxDevice); others fall back to read + write. */
-export type CopyMedia = Media & { copy?: (dstOffset: number, srcOffset: number, length: number) => void };
+/**
+ * A Media that can copy inside the device (DaxDevice); others fall back to read + write.
+ * copyPersistent leaves the bytes in memory (non-temporal stores): no flush pass after it.
+ */
+export type CopyMedia = Media & {
+  copy?: (dstOffset: number, srcOffset: number, length: number) => void;
+  copyPersistent?: (dstOffset: number, srcOffset: number, length: number) => void;
+};
 
 export interface CopyOptions {
   log?: Logger;
@@ -28,6 +34,10 @@ const ZERO = Buffer.alloc(4 * 1024 * 1024);
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 function copyRun(media: CopyMedia, dst: number, src: number, len: number): void {
+  if (media.copyPersistent) {
+    media.copyPersistent(dst, src, len);
+    return;
+  }
   if (media.copy) {
     media.copy(dst, src, len);
     return;
@@ -79,7 +89,8 @@ export async function copyFileContents(media: CopyMedia, src: FileNode, dst: Fil
     }
     const zeroFrom = Math.max(pos, length);
     if (zeroFrom < end) forEachDeviceRun(dst.fmap, zeroFrom, end - zeroFrom, (dev, _f, n) => zeroRun(media, dev, n));
-    forEachDeviceRun(dst.fmap, pos, end - pos, (dev, _f, n) => media.flush(dev, n));
+    // Persistent copies and zeroing leave nothing in the caches to write back.
+    if (!(media.copyPersistent && media.zero)) forEachDeviceRun(dst.fmap, pos, end - pos, (dev, _f, n) => media.flush(dev, n));
     report(end);
     if (end < total) await yieldToLoop();
   }

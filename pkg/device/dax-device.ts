@@ -121,6 +121,16 @@ export class DaxDevice implements Media {
     }
   }
 
+  /** Like copy, with the bytes in memory on return: no flush needed (clones, snapshots). */
+  copyPersistent(dstOffset: number, srcOffset: number, length: number): void {
+    this.touched = true;
+    try {
+      this.nativeHandle.copyPersistent(dstOffset, srcOffset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
   flush(offset: number, length: number): void {
     try {
       this.nativeHandle.flush(offset, length);

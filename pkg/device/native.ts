@@ -31,6 +31,8 @@ export interface NativeDeviceHandle {
   write(offset: NativeOffset, data: Uint8Array): number;
   /** memmove within the device (overlap allowed). */
   copy(dstOffset: NativeOffset, srcOffset: NativeOffset, length: NativeOffset): void;
+  /** copy with the bytes in memory on return (non-temporal stores; no flush needed). */
+  copyPersistent(dstOffset: NativeOffset, srcOffset: NativeOffset, length: NativeOffset): void;
   flush(offset: NativeOffset, length: NativeOffset): void;
   zero(offset: NativeOffset, length: NativeOffset): void;
   invalidate(offset: NativeOffset, length: NativeOffset): void;
