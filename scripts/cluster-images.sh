@@ -110,7 +110,6 @@ base_rootfs() {
 build_stage() {
   local src="$1"
   (cd "$ROOT" && npm run build >/dev/null) || die "npm run build failed"
-  [ -f "$ROOT/build/Release/famfs_native.node" ] || (cd "$ROOT" && node native/build.js) >&2 || die "native addon build failed"
   rm -rf "$src"; mkdir -p "$src/build/Release" "$src/dist"
   cp "$ROOT/package.json" "$ROOT/package-lock.json" "$src/"
   cp -a "$ROOT/proto" "$src/proto"
@@ -308,6 +307,10 @@ main() {
       all) main famfs pause busybox sidecars ;;
       famfs)
         (cd "$ROOT" && npm run build >/dev/null) || die "npm run build failed"
+        # Always asked (before the freshness key, which hashes the addon): native/build.js rebuilds only when a
+        # source is newer than the addon, and a stale addon (a pull that changed native/) would put JS and
+        # native code of two versions in one image.
+        (cd "$ROOT" && node native/build.js) >&2 || die "native addon build failed"
         famfs_fresh || { with_lock famfs build_famfs && famfs_inputs_key >"$OUT/famfs-csi.oci.tar.key"; }
         echo "$OUT/famfs-csi.oci.tar $FAMFS_IMAGE" ;;
       pause) with_lock pause build_pause; echo "$OUT/pause.oci.tar $PAUSE_IMAGE" ;;

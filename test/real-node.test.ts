@@ -381,7 +381,7 @@ volumeBindingMode: WaitForFirstConsumer
     transcript('kubectl describe pvc dataset-ro (zero-copy share)', c.describe('pvc', 'dataset-ro', NS));
     transcript('kubectl describe pod refrozen (a writer of a shared source)', c.describe('pod', 'refrozen', NS));
     transcript('ro-b (non-root reader on node B) output', c.logs('ro-b'));
-    c.kubectl(['delete', 'pod', 'ro-a', 'ro-b', 'refrozen', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'ro-a', 'ro-b', 'refrozen', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
   it("isolation: a pod sees only its own volume; another volume's bytes are unreachable from it", async function () {
@@ -427,7 +427,7 @@ volumeBindingMode: WaitForFirstConsumer
     assert.equal(f.get('secret'), '[]', `the other volume's bytes are readable from the pod:\n${out}`);
     // Control: the same search finds the pod's own volume, so an empty result above means unreachable.
     assert.equal(f.get('own'), '[/data/data ]', `control: the search did not find the pod's own bytes:\n${out}`);
-    c.kubectl(['delete', 'pod', 'secret-holder', 'mine-fill', 'isolated', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'secret-holder', 'mine-fill', 'isolated', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
   it('static path volumes: a tree loaded with famfs cp on the master is read by pods on both nodes through a PV naming its path', async function () {
@@ -530,7 +530,7 @@ spec:
     assert.match(fields(r).get('write') ?? '', /^0 /, `node B's non-root pod could not write its RWO volume:\n${r}`);
     assert.equal(fields(r).get('head'), 'overwritten', r);
     transcript('nonroot-r (uid 1001, no fsGroup, node B) output', r);
-    c.kubectl(['delete', 'pod', 'nonroot-r', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'nonroot-r', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
   /** The containerd id of a container of one of the chart's node pods on `node`. */
