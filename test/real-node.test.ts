@@ -470,7 +470,7 @@ spec:
   resources: { requests: { storage: 8Mi } }
 `;
     c.apply(staticPv('static-set', 'models/rn-set', 'ReadOnlyMany'));
-    // A path nobody loaded: the pod's FailedMount event says what to do.
+    // A path nobody loaded: the pod's event (FailedAttachVolume: the controller checks it at attach) says what to do.
     c.apply(staticPv('static-missing', 'models/not-loaded', 'ReadOnlyMany'));
     const probe = `echo "tree $(cd /data && find . | sort | tr '\\n' ' ')"; echo "readme $(cat /data/sub/readme.txt)"; ${readOnlyProbe('/data/w.bin', PATTERN_BYTES)}`;
     c.apply(podYaml('static-a', probe, { node: nodeA, claim: 'static-set', readOnly: true }));
@@ -486,7 +486,7 @@ spec:
     }
     const att = attachments('static-set');
     assert.deepEqual([...att.keys()].sort(), [nodeA, nodeB].sort(), `attachments of static-set: ${JSON.stringify([...att])}`);
-    const ev = await c.waitFor('a FailedMount event for pod static-missing', 120_000, () => {
+    const ev = await c.waitFor('a FailedAttachVolume or FailedMount event for pod static-missing', 120_000, () => {
       const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
       return evs.find((e) => e.involvedObject.name === 'static-missing' && /^Failed(Mount|AttachVolume)$/.test(e.reason) && /not-loaded/.test(e.message));
     });
