@@ -13,7 +13,7 @@
  * Tables: sequential create+delete pairs (p50/p99, pairs/s, server CPU per pair, RssAnon per round)
  * with famfs-csi's ratio to each floor and to csi-driver-host-path's figures quoted in issue 15;
  * 16 pairs in flight; famfs-csi by live-volume count (is a call's cost flat as volumes accumulate?);
- * one large volume's zeroing and clone against memcpy in the same run.
+ * large zeroing and clones are bench/zero's.
  *
  * The live-volume table runs on a second controller with its own sparse emulated device (room for
  * the largest level, a log long enough for its entries and their delete reserve): the volumes are
@@ -24,7 +24,7 @@
  *
  * Run: npm run build && node dist/bench/csi/run.js [--live-only]
  *   BENCH_VOLUMES (1000 sequential pairs per server), BENCH_INFLIGHT (2000 pairs, 16 in flight),
- *   BENCH_LIVE (100,1000,10000,100000 live-volume levels), BENCH_LARGE_MIB (512)
+ *   BENCH_LIVE (100,1000,10000,100000 live-volume levels)
  */
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -46,7 +46,6 @@ const LIVE = (process.env.BENCH_LIVE ?? '100,1000,10000,100000')
   .sort((a, b) => a - b);
 /** Pairs measured at each live-volume level. */
 const FLAT_PAIRS = 300;
-const LARGE = Number(process.env.BENCH_LARGE_MIB ?? 512) * MiB;
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 /** csi-driver-host-path v1.18.0 on this machine, same workload (issue 15). */
 const HOSTPATH = { createP50: 0.81, seqPerS: 529, inflightPerS: 394 };
@@ -140,22 +139,10 @@ async function inflight(s: Server, n: number, prefix: string): Promise<{ seconds
   return { seconds: ms(t0) / 1000, cpu: cpuSeconds(s.pid) - c0 };
 }
 
-function memcpyGBs(bytes: number): number {
-  const a = Buffer.alloc(bytes, 1);
-  const b = Buffer.alloc(bytes, 2);
-  const best: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t = process.hrtime.bigint();
-    a.copy(b);
-    best.push(ms(t));
-  }
-  return bytes / (Math.min(...best) / 1000) / 1e9;
-}
-
 async function main(): Promise<void> {
   const devName = `bench-csi-${process.pid}`;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-csi-'));
-  const device = freshDevice(devName, Math.max(4096 * MiB, 256 * 2 * MiB + 2 * LARGE), 64 * MiB, HOST);
+  const device = freshDevice(devName, 4096 * MiB, 64 * MiB, HOST);
   const servers: Server[] = [];
   let famfs: DriverProcess | undefined;
   try {
@@ -182,44 +169,6 @@ async function main(): Promise<void> {
         par.set(s.name, { seconds: acc.seconds + x.seconds, cpu: acc.cpu + x.cpu });
       }
     }
-
-    const fam = servers[0];
-    // One large volume: zeroing at create, and a clone (memory-to-memory copy). The first create
-    // also faults the emulated device's pages in (a devdax has no first touch): it is measured, then
-    // deleted, and the measured pair runs on the same, now resident, memory.
-    let t = process.hrtime.bigint();
-    const first = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large-first',
-      capacity_range: { required_bytes: String(LARGE) },
-      volume_capabilities: [cap],
-    });
-    const firstS = ms(t) / 1000;
-    const firstClone = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large-first-clone',
-      capacity_range: { required_bytes: String(LARGE) },
-      volume_capabilities: [cap],
-      volume_content_source: { volume: { volume_id: first.volume.volume_id } },
-    });
-    await fam.client.call('Controller', 'DeleteVolume', { volume_id: firstClone.volume.volume_id });
-    await fam.client.call('Controller', 'DeleteVolume', { volume_id: first.volume.volume_id });
-    t = process.hrtime.bigint();
-    const big = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large',
-      capacity_range: { required_bytes: String(LARGE) },
-      volume_capabilities: [cap],
-    });
-    const zeroS = ms(t) / 1000;
-    t = process.hrtime.bigint();
-    const clone = await fam.client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
-      name: 'large-clone',
-      capacity_range: { required_bytes: String(LARGE) },
-      volume_capabilities: [cap],
-      volume_content_source: { volume: { volume_id: big.volume.volume_id } },
-    });
-    const cloneS = ms(t) / 1000;
-    await fam.client.call('Controller', 'DeleteVolume', { volume_id: clone.volume.volume_id });
-    await fam.client.call('Controller', 'DeleteVolume', { volume_id: big.volume.volume_id });
-    const memcpy = memcpyGBs(256 * MiB);
 
     const rowOf = (name: string) => {
       const s = seq.get(name) as Seq;
@@ -261,17 +210,6 @@ async function main(): Promise<void> {
     }
     console.log(
       `| to csi-driver-host-path's figures | ${(me.p50 / HOSTPATH.createP50).toFixed(2)}× | ${(me.seqRate / HOSTPATH.seqPerS).toFixed(2)}× | ${(me.parRate / HOSTPATH.inflightPerS).toFixed(2)}× | | ≥ 2× the rates, create p50 ≤ 0.4 ms |`,
-    );
-    console.log(`\n| large volume (${LARGE / MiB} MiB) | time | rate | vs memcpy (${memcpy.toFixed(1)} GB/s, same run, warm buffers) |`);
-    console.log('|---|---:|---:|---:|');
-    console.log(
-      `| CreateVolume, first touch of the emulated device's pages | ${f2(firstS * 1000)} ms | ${(LARGE / firstS / 1e9).toFixed(2)} GB/s | ${((LARGE / firstS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
-    );
-    console.log(
-      `| CreateVolume (zeroing at create), resident memory | ${f2(zeroS * 1000)} ms | ${(LARGE / zeroS / 1e9).toFixed(2)} GB/s | ${((LARGE / zeroS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
-    );
-    console.log(
-      `| CreateVolume clone (memory-to-memory copy), resident memory | ${f2(cloneS * 1000)} ms | ${(LARGE / cloneS / 1e9).toFixed(2)} GB/s | ${((LARGE / cloneS / 1e9 / memcpy) * 100).toFixed(0)}% |`,
     );
   } finally {
     for (const s of servers) await s.stop();
