@@ -1111,6 +1111,13 @@ export const CLEAN_LINE = {
 } as const;
 export const CLEAN_MAP_LINES = (SUPERBLOCK_REGION - CLEAN_MAP_OFFSET) / CLEAN_LINE.SIZE;
 
+/** The file system UUID's bytes for the clean-map CRCs: every line read or written needs them, and the text-to-bytes conversion (a regex and a hex parse) cost more than the CRC. */
+let cleanUuid: { text: string; bytes: Buffer } | undefined;
+function cleanUuidBytes(text: string): Buffer {
+  if (cleanUuid?.text !== text) cleanUuid = { text, bytes: uuidToBytes(text) };
+  return cleanUuid.bytes;
+}
+
 function cleanLineCrc(fsUuid: Buffer, line: number, bits: Uint8Array): number {
   const seed = Buffer.alloc(24);
   fsUuid.copy(seed, 0);
@@ -1123,7 +1130,7 @@ export function encodeCleanLine(fsUuid: string, line: number, bits: Uint8Array):
   if (bits.length !== CLEAN_LINE.crc) throw new FamfsError('EINVAL', `clean-map line bits are ${bits.length} bytes, want ${CLEAN_LINE.crc}`);
   const b = Buffer.alloc(CLEAN_LINE.SIZE);
   b.set(bits, CLEAN_LINE.bits);
-  b.writeUInt32LE(cleanLineCrc(uuidToBytes(fsUuid), line, bits), CLEAN_LINE.crc);
+  b.writeUInt32LE(cleanLineCrc(cleanUuidBytes(fsUuid), line, bits), CLEAN_LINE.crc);
   return b;
 }
 
@@ -1136,7 +1143,7 @@ export function decodeCleanLine(fsUuid: string, line: number, raw: Buffer): Buff
   if (raw.length < CLEAN_LINE.SIZE) throw new FamfsError('EINVAL', `clean-map line buffer of ${raw.length} bytes`);
   const bits = raw.subarray(CLEAN_LINE.bits, CLEAN_LINE.crc);
   if (raw.readUInt32LE(CLEAN_LINE.reserved) !== 0) return 'damaged';
-  if (raw.readUInt32LE(CLEAN_LINE.crc) !== cleanLineCrc(uuidToBytes(fsUuid), line, bits)) {
+  if (raw.readUInt32LE(CLEAN_LINE.crc) !== cleanLineCrc(cleanUuidBytes(fsUuid), line, bits)) {
     return raw.subarray(0, CLEAN_LINE.SIZE).every((x) => x === 0) ? 'unwritten' : 'damaged';
   }
   return Buffer.from(bits);
