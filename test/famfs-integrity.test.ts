@@ -397,6 +397,27 @@ describe('famfs integrity: repair never moves a file onto memory it did not own'
     });
   }
 
+  it("several damaged bytes in the name of a replayed directory entry (a CSI volume's csi/<id>): repair restores it byte for byte, owner and mode included", () => {
+    const { media, fs } = fresh();
+    fs.mkdir('csi');
+    const dirs = [0, 1, 2].map((k) => {
+      const d = fs.mkdir(`csi/vol-${k}abc`, { mode: 0o710, uid: 7, gid: 9 }).at(-1)!;
+      fs.creat(`csi/vol-${k}abc/data`, 2 * MiB);
+      return d;
+    });
+    const original = slot(media, dirs[1].index);
+    const field = Buffer.alloc(80);
+    Buffer.from('csi/wXl-1abc').copy(field);
+    media.write(LOG_OFFSET + entryOffset(dirs[1].index) + LE.payload + 12, field); // MD.relpath
+    const r = repair(media, { hostUuid: MASTER });
+    assert.ok(slot(media, dirs[1].index).equals(original), `entry ${dirs[1].index} was not restored: ${r.actions.join(' | ')}`);
+    const after = FamfsFs.open(media, { readOnly: true });
+    const d = after.lookup('csi/vol-1abc');
+    assert.deepEqual(d && d.kind === 'dir' ? [d.mode, d.uid, d.gid] : d, [0o710, 7, 9]);
+    assert.equal(after.lookup('csi/vol-1abc/data')?.kind, 'file');
+    assert.equal(fsck(media).clean, true);
+  });
+
   it('several damaged bytes in the name of a deleted file entry: the name its delete entry names is proven by the CRC, the delete applies again', () => {
     const { media, fs } = fresh();
     const files = [0, 1, 2].map((k) => fs.creat(`file-${k}`, 2 * MiB));

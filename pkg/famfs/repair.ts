@@ -10,9 +10,10 @@
  *   damaged byte (anywhere, CRC field included) is found from the CRC syndrome and restored. A
  *   file is never re-encoded from bytes nobody can vouch for: a flipped extent offset would move
  *   it onto memory it never owned, and free the memory its pods still map.
- * - A file entry whose damage lies only in its name field (several bytes) is restored when the
- *   CRC proves the name: a name its directory lacks (an empty directory made before it, as a CSI
- *   volume's `csi/<id>` is when its `data` entry rots), or the path a delete of it names.
+ * - A file or directory entry whose damage lies only in its name field (several bytes) is
+ *   restored when the CRC proves the name: for a file, a name its directory lacks (an empty
+ *   directory made before it, as a CSI volume's `csi/<id>` is when its `data` entry rots); for a
+ *   directory, the one later entries need and nobody creates; for both, the path a delete names.
  * - An entry the CRC cannot restore: if the entries after it need a directory nobody creates, it
  *   is rebuilt as that directory; a directory or delete whose bytes still apply cleanly is
  *   re-encoded (no memory hangs on them; a lost delete only keeps memory reserved); a file whose
@@ -46,6 +47,7 @@ import {
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
   FM,
+  MD,
   superblockCrc,
   FAMFS_CSI_EXT2_VERSION,
   tornVersionCrcOf,
@@ -370,43 +372,53 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
     return trial.problems.length;
   };
   /**
-   * A file entry whose damage is confined to its name field, restored when the CRC proves the
-   * name. The candidates are the names a file of this log could have had here: the relpath of a
-   * delete that targets this index, and for every directory made before it that holds nothing,
-   * that directory joined with the damaged base name or with the base name of a file in a sibling
-   * directory (a CSI volume is `csi/<id>/data`, alone in its directory). The whole 80-byte field is
+   * A file or directory entry whose damage is confined to its name field, restored when the CRC
+   * proves the name. The candidates are the names it could have had here: the relpath of a delete
+   * that targets it; for a directory, the one later entries need and nobody creates; for a file,
+   * for every directory made before it that holds nothing, that directory joined with the damaged
+   * base name or with the base name of a file in a sibling directory (a CSI volume is
+   * `csi/<id>/data`, alone in its directory). The whole 80-byte field is
    * rewritten (text, NUL, zero padding, as every writer leaves it); a candidate counts only when
    * the stored CRC then matches, the entry decodes, and it applies cleanly without sharing memory.
    * A wrong name matches the CRC with probability 2^-32 per candidate, so exactly one match is the
    * original; none or several prove nothing.
    */
   const restoreName = (i: number, raw: Buffer): { entry: LogEntry; fixed: Buffer; relpath: string; damaged: number } | undefined => {
-    if (raw.readUInt32LE(LE.type) !== EntryType.FILE || raw.readUInt32LE(LE.crc + 4) !== 0) return undefined;
+    const type = raw.readUInt32LE(LE.type);
+    if ((type !== EntryType.FILE && type !== EntryType.MKDIR) || raw.readUInt32LE(LE.crc + 4) !== 0) return undefined;
+    const kind = type === EntryType.FILE ? 'file' : 'mkdir';
     const stored = raw.readUInt32LE(LE.crc);
-    const field = LE.payload + FM.relpath;
+    const field = LE.payload + (kind === 'file' ? FM.relpath : MD.relpath);
     const candidates = new Set<string>();
     for (let k = i + 1; k < end; k++) {
       const d = decided[k];
       if (d?.body.type === 'delete' && d.body.targetIndex === seq[i]) candidates.add(d.body.relpath);
     }
-    const trial = new FamfsTree(limits);
-    trial.generation = active.generation;
-    for (let k = 0; k < end; k++) trial.apply(k === i ? placeholder(k) : (decided[k] ?? placeholder(k)));
-    const damagedText = raw.subarray(field, field + RELPATH_FIELD);
-    const nul = damagedText.indexOf(0);
-    const damagedBase = damagedText
-      .subarray(0, nul < 0 ? RELPATH_FIELD : nul)
-      .toString('latin1')
-      .split('/')
-      .pop();
-    for (const dir of trial.nodes()) {
-      if (dir.kind !== 'dir' || dir.index >= seq[i] || dir.children.size > 0) continue;
-      const bases = new Set<string>(damagedBase ? [damagedBase] : []);
-      const parent = trial.lookup(dir.relpath.split('/').slice(0, -1).join('/'));
-      if (parent?.kind === 'dir')
-        for (const sibling of parent.children.values())
-          if (sibling.kind === 'dir') for (const child of sibling.children.values()) if (child.kind === 'file') bases.add(child.name);
-      for (const base of bases) candidates.add(`${dir.relpath}/${base}`);
+    if (kind === 'mkdir') {
+      // A directory: the one later entries need and nobody creates (a CSI volume's csi/<id>).
+      const dir = missingDirectory(decided, i, end);
+      if (dir !== undefined) candidates.add(dir);
+    } else {
+      // A file: the name an empty directory lacks.
+      const trial = new FamfsTree(limits);
+      trial.generation = active.generation;
+      for (let k = 0; k < end; k++) trial.apply(k === i ? placeholder(k) : (decided[k] ?? placeholder(k)));
+      const damagedText = raw.subarray(field, field + RELPATH_FIELD);
+      const nul = damagedText.indexOf(0);
+      const damagedBase = damagedText
+        .subarray(0, nul < 0 ? RELPATH_FIELD : nul)
+        .toString('latin1')
+        .split('/')
+        .pop();
+      for (const dir of trial.nodes()) {
+        if (dir.kind !== 'dir' || dir.index >= seq[i] || dir.children.size > 0) continue;
+        const bases = new Set<string>(damagedBase ? [damagedBase] : []);
+        const parent = trial.lookup(dir.relpath.split('/').slice(0, -1).join('/'));
+        if (parent?.kind === 'dir')
+          for (const sibling of parent.children.values())
+            if (sibling.kind === 'dir') for (const child of sibling.children.values()) if (child.kind === 'file') bases.add(child.name);
+        for (const base of bases) candidates.add(`${dir.relpath}/${base}`);
+      }
     }
     const found: { entry: LogEntry; fixed: Buffer; relpath: string; damaged: number }[] = [];
     for (const relpath of candidates) {
@@ -417,7 +429,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       text.copy(fixed, field);
       if (crc(fixed, 0, LE.crc) !== stored) continue;
       const entry = isValidAt(fixed, i, extended, windowOf[i]);
-      if (!entry || entry.body.type !== 'file' || entry.body.relpath !== relpath || score(i, entry) === undefined) continue;
+      if (!entry || entry.body.type !== kind || entry.body.relpath !== relpath || score(i, entry) === undefined) continue;
       let damaged = 0;
       for (let p = field; p < field + RELPATH_FIELD; p++) if (fixed[p] !== raw[p]) damaged++;
       found.push({ entry, fixed, relpath, damaged });
@@ -453,7 +465,7 @@ export function repair(media: Media, o: RepairOptions): RepairReport {
       take(
         named.entry,
         `salvaged log entry ${x} (${what}): ${named.damaged} damaged byte${named.damaged === 1 ? '' : 's'} of its name restored to "${named.relpath}", ` +
-          `the file its directory lacks (the CRC proves the name and every other byte)`,
+          `the ${named.entry.body.type === 'file' ? 'file its directory lacks' : 'directory later entries need'} (the CRC proves the name and every other byte)`,
         named.fixed,
       );
       continue;
