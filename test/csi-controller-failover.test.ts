@@ -6,6 +6,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { crc32 } from 'zlib';
 import { validateStateDoc } from '../pkg/csi/store';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
 import type { ControllerGetVolumeResponse, CreateVolumeResponse, ListVolumesResponse } from '../pkg/csi/types';
@@ -124,6 +125,18 @@ describe('CSI controller failover on shared memory (two controllers, one device)
       a.device.write(at, b);
       a.device.flush(at, b.length);
     };
+    // The retired header, field by field from docs/format.md (layout revision 3).
+    const retired = save(otherOff, CSI_IMAGE.HEADER_SIZE);
+    assert.equal(retired.toString('latin1', 0, 8), 'FCSISTAT');
+    assert.equal(retired.readUInt32LE(8), 3, 'revision 3: retired');
+    assert.ok(Number(retired.readBigUInt64LE(16)) < newest.header.generation, 'its own (older) generation');
+    assert.ok(Number(retired.readBigUInt64LE(24)) <= newest.header.epoch, 'its epoch');
+    assert.equal(retired.readUInt32LE(32), 0, 'no body');
+    assert.equal(retired.readUInt32LE(36), 0);
+    assert.equal(Number(retired.readBigUInt64LE(40)), file.index, 'the file it belongs to');
+    assert.equal(Number(retired.readBigUInt64LE(48)), newest.header.generation, 'superseded by the newest checkpoint');
+    assert.equal(retired.readUInt32LE(56), 0, 'reserved');
+    assert.equal(retired.readUInt32LE(60), crc32(retired.subarray(0, 60)) >>> 0);
     // A crash in the next checkpoint, after its body and before its header: the other half still
     // carries its retired header, so the newest committed state stays.
     const otherHeader = save(otherOff, CSI_IMAGE.HEADER_SIZE);

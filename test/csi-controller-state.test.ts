@@ -14,7 +14,7 @@ import { validateStateDoc } from '../pkg/csi/store';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
 import { openDevice } from '../pkg/device';
-import { CSI_IMAGE, FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
+import { CSI_ACK, CSI_IMAGE, FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
 import { NodeStateStore } from '../pkg/mount/mount-records';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { grpcOutcome as outcome, startController, stopControllers, type Controller } from './helpers/shared-controller';
@@ -116,9 +116,15 @@ describe('controller records: change records, growth, unreadable image and rebui
   });
 
   it('a torn change record ends the half there: the records before it are read', async () => {
+    // A crash while the record is written: it is torn, and the ack line was not moved past it.
+    const half = onDevice().loaded!.header.half;
+    const ackAt = headerAt(a, half) + CSI_ACK.OFFSET;
+    const ackBefore = Buffer.from(a.device.read(ackAt, CSI_ACK.SIZE));
     const v = (await create(a, 'pvc-torn')).volume.volume_id;
     const loaded = onDevice().loaded!;
     assert.ok(loaded.doc.volumes[v]);
+    const ackAfter = Buffer.from(a.device.read(ackAt, CSI_ACK.SIZE));
+    assert.equal(ackAfter.readBigUInt64LE(CSI_ACK.count), ackBefore.readBigUInt64LE(CSI_ACK.count) + 1n, 'the ack line counts the record');
     // Find the last record (the create of pvc-torn) and tear it: flip its last payload byte.
     const img = new SharedStateImage(a.famfs, a.device, validateStateDoc);
     img.read();
@@ -127,11 +133,16 @@ describe('controller records: change records, growth, unreadable image and rebui
     const orig = a.device.read(at, 1);
     a.device.write(at, Buffer.from([orig[0] ^ 0x55]));
     a.device.flush(at, 1);
+    a.device.write(ackAt, ackBefore);
+    a.device.flush(ackAt, CSI_ACK.SIZE);
     const torn = onDevice();
+    assert.equal(torn.unreadable, undefined);
     assert.equal(torn.loaded?.doc.volumes[v], undefined, 'the torn record is not applied');
     assert.match(torn.problems.join(';'), /failed its CRC/);
     a.device.write(at, orig);
     a.device.flush(at, 1);
+    a.device.write(ackAt, ackAfter);
+    a.device.flush(ackAt, CSI_ACK.SIZE);
     assert.ok(onDevice().loaded?.doc.volumes[v]);
     assert.equal((await outcome(a.client.call('Controller', 'DeleteVolume', { volume_id: v }))).code, 'OK');
   });
@@ -207,6 +218,23 @@ describe('controller records: change records, growth, unreadable image and rebui
     const orig = flip(at);
     b.state.takeMasterRole(HOST_B);
     await neverSilentlyLost(b, want, 'first change record damaged');
+    putBack(at, orig);
+    a.state.takeMasterRole(HOST_A);
+    assert.deepEqual(await listed(a), want);
+  });
+
+  it('damage to the last change record, which the ack line counts as acknowledged: never read as a torn append', async () => {
+    a.state.takeMasterRole(HOST_A);
+    const id = (await create(a, 'pvc-last-record')).volume.volume_id;
+    await publish(a, id, 'node-a'); // the last record
+    const want = await listed(a);
+    const img = new SharedStateImage(a.famfs, a.device, validateStateDoc);
+    img.read();
+    const c = (img as unknown as { current: { tail: number; header: { half: 0 | 1 } } }).current;
+    const at = headerAt(a, c.header.half) + c.tail - 9;
+    const orig = flip(at);
+    b.state.takeMasterRole(HOST_B);
+    await neverSilentlyLost(b, want, 'last change record damaged');
     putBack(at, orig);
     a.state.takeMasterRole(HOST_A);
     assert.deepEqual(await listed(a), want);

@@ -20,6 +20,9 @@ import {
   LOG_GEN_OFFSET,
   LOG_GEN_COMMIT,
   LOG_GEN_COMMIT_OFFSET,
+  LOG_GEN_COMMIT_MAGIC,
+  encodeLogGenCommit,
+  decodeLogGenCommit,
   LOG_OFFSET,
   readActiveLog,
   ackReplay,
@@ -103,6 +106,46 @@ describe('famfs log compaction: on-media format (docs/format.md, extension 3)', 
       undefined,
       'CRC',
     );
+  });
+
+  it('the committed-generation line is the documented 64 bytes at 0x1880, built here field by field from the table', () => {
+    const want = Buffer.alloc(64);
+    want.write('FAMFSCMT', 0, 'latin1');
+    want.writeUInt32LE(1, 8); // line revision
+    want.writeBigUInt64LE(7n, 16); // newest generation committed
+    Buffer.from('00112233445566778899aabbccddeeff', 'hex').copy(want, 24); // fs UUID
+    want.writeBigUInt64LE(0x40000000n, 40); // second region
+    want.writeBigUInt64LE(BigInt(zlib.crc32(want.subarray(0, 56)) >>> 0), 56);
+    const line = { generation: 7, fsUuid: '00112233-4455-6677-8899-aabbccddeeff', altOffset: 0x40000000 };
+    assert.equal(encodeLogGenCommit(line).toString('hex'), want.toString('hex'));
+    assert.deepEqual(decodeLogGenCommit(want), line);
+    assert.equal(LOG_GEN_COMMIT_OFFSET, 0x1880);
+    assert.equal(LOG_GEN_COMMIT_MAGIC, 0x544d4353464d4146n);
+    const bad = (f: (b: Buffer) => void) => {
+      const b = Buffer.from(want);
+      f(b);
+      return decodeLogGenCommit(b);
+    };
+    assert.equal(
+      bad((b) => b.writeUInt32LE(2, 8)),
+      undefined,
+      'unknown revision',
+    );
+    assert.equal(
+      bad((b) => (b[20] ^= 1)),
+      undefined,
+      'CRC',
+    );
+    // The line sits between the records and the host slots: a master's switch writes both.
+    const { media, fs } = fresh();
+    fs.creat('a', 4096);
+    churn(fs, 3);
+    fs.compact();
+    assert.deepEqual(decodeLogGenCommit(media.read(LOG_GEN_COMMIT_OFFSET, 64)), {
+      generation: 1,
+      fsUuid: fs.superblock.uuid,
+      altOffset: fs.activeLog.altOffset,
+    });
   });
 
   it("a compacted log's header keeps famfs' layout: next_seqnum (next log index) may run ahead of next_index (slots)", () => {

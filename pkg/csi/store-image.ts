@@ -13,8 +13,11 @@
 // A checkpoint goes to the half that does NOT hold the newest image: body first, flushed, then its
 // 64-byte header (one cache line), flushed. A crash before the header flush leaves the older half
 // as the newest valid one; a torn header or body fails its CRC. A change record is written after
-// the newest checkpoint's last record and flushed; a torn record fails its CRC and ends the half
-// (the change it carried was never acknowledged). When a record no longer fits, the next
+// the newest checkpoint's last record and flushed, then counted in the half's ack line; a torn
+// record fails its CRC and ends the half (the change it carried was never acknowledged). A bad
+// record the ack line counts, or one followed by a valid later record, was acknowledged: the
+// image is then unreadable (the controller refuses) rather than silently shorter. Each checkpoint
+// retires the halves it supersedes, so a damaged newest half is never replaced by an older one. When a record no longer fits, the next
 // checkpoint is written; when a checkpoint would fill more than half of a half, the image moves to
 // a new, larger file (csi/.controller-state.N), so the number of records has no cap of its own.
 // A reader takes the valid half with the highest (epoch, generation) over all those files. Only
@@ -26,6 +29,8 @@ import { forEachDeviceRun } from '../famfs/fmap';
 import type { FamfsFs } from '../famfs/fs';
 import {
   ALLOC_UNIT,
+  CSI_ACK,
+  CSI_ACK_MAGIC,
   CSI_DELTA,
   CSI_DELTA_MAGIC,
   CSI_IMAGE,
@@ -113,6 +118,23 @@ function encodeRetired(h: ImageHeader, supersededBy: number): Buffer {
 }
 
 const RETIRED = 'retired';
+
+function encodeAck(generation: number, count: number): Buffer {
+  const b = Buffer.alloc(CSI_ACK.SIZE);
+  CSI_ACK_MAGIC.copy(b, CSI_ACK.magic);
+  b.writeBigUInt64LE(BigInt(generation), CSI_ACK.generation);
+  b.writeBigUInt64LE(BigInt(count), CSI_ACK.count);
+  b.writeUInt32LE(crc32(b.subarray(0, CSI_ACK.crc)) >>> 0, CSI_ACK.crc);
+  return b;
+}
+
+/** Records acknowledged after checkpoint `generation`, or undefined when the line is not valid for it. */
+function decodeAck(b: Buffer, generation: number): number | undefined {
+  if (!b.subarray(CSI_ACK.magic, CSI_ACK.magic + 8).equals(CSI_ACK_MAGIC)) return undefined;
+  if (b.readUInt32LE(CSI_ACK.crc) !== crc32(b.subarray(0, CSI_ACK.crc)) >>> 0) return undefined;
+  if (Number(b.readBigUInt64LE(CSI_ACK.generation)) !== generation) return undefined;
+  return Number(b.readBigUInt64LE(CSI_ACK.count));
+}
 
 function decodeHeader(b: Buffer, half: 0 | 1, halfSize: number, file: FileNode, isBase: boolean): ImageHeader | string {
   if (b.every((x) => x === 0)) return 'empty';
@@ -418,6 +440,17 @@ export class SharedStateImage<T> {
         };
       }
     }
+    const acked = decodeAck(this.readRange(file, base + CSI_ACK.OFFSET, CSI_ACK.SIZE), h.generation);
+    if (acked !== undefined && acked > seq) {
+      const why = bad ?? `change record ${seq} is missing`;
+      problems.push(`${relpath} half ${h.half}: ${why}, but the ack line counts ${acked} records`);
+      return {
+        tail: at + o,
+        nextSeq: seq,
+        deltas: seq,
+        lost: `${relpath} half ${h.half} (generation ${h.generation}): ${why}, but ${acked} change records were acknowledged: ${acked - seq} cannot be read`,
+      };
+    }
     if (bad !== undefined) problems.push(`${relpath} half ${h.half}: ${bad} (torn append); the ${seq} before it are applied`);
     return { tail: at + o, nextSeq: seq, deltas: seq };
   }
@@ -445,9 +478,13 @@ export class SharedStateImage<T> {
     payload.copy(rec, D.HEADER_SIZE);
     rec.writeUInt32LE(crc32(payload, crc32(rec.subarray(0, D.crc))) >>> 0, D.crc);
     checkFence();
-    this.writeRange(c.file, c.header.half * SharedStateImage.halfOf(c.file) + c.tail, rec);
+    const base = c.header.half * SharedStateImage.halfOf(c.file);
+    this.writeRange(c.file, base + c.tail, rec);
     c.tail += rec.length;
     c.nextSeq++;
+    // The record is durable: count it (a reader then knows it was acknowledged, see CSI_ACK).
+    checkFence();
+    this.writeRange(c.file, base + CSI_ACK.OFFSET, encodeAck(c.header.generation, c.nextSeq));
     return true;
   }
 
@@ -471,10 +508,13 @@ export class SharedStateImage<T> {
       half = 0;
     }
     const base = half * SharedStateImage.halfOf(target);
+    const generation = Math.max(this.current?.header.generation ?? 0, this.highest) + 1;
     checkFence();
     this.writeRange(target, base + BODY_OFFSET, body);
+    // No record acknowledged after this checkpoint yet (written before the header that makes it count).
+    this.writeRange(target, base + CSI_ACK.OFFSET, encodeAck(generation, 0));
     const header = {
-      generation: Math.max(this.current?.header.generation ?? 0, this.highest) + 1,
+      generation,
       epoch,
       length: body.length,
       bodyCrc: crc32(body) >>> 0,

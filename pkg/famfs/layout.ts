@@ -1072,6 +1072,23 @@ export const CSI_IMAGE = {
 } as const;
 
 /**
+ * The ack line: the second cache line of each half (offset 64, in the gap before the body). The
+ * writer sets it after each change record it flushed (count = records acknowledged) and to 0 with
+ * each checkpoint, before the header. A reader that finds fewer valid records than the line counts
+ * knows an acknowledged record was damaged (without it, damage to the last record looks exactly
+ * like a torn append). Readers that predate it never read these bytes.
+ */
+export const CSI_ACK_MAGIC = Buffer.from('FCSIACKN', 'latin1');
+export const CSI_ACK = {
+  OFFSET: 64, // inside the half
+  magic: 0, // 8 bytes "FCSIACKN"
+  generation: 8, // u64, the half's checkpoint generation
+  count: 16, // u64, change records acknowledged after that checkpoint
+  crc: 60, // u32, CRC-32 of bytes [0, 60)
+  SIZE: 64,
+} as const;
+
+/**
  * Change record (revision 2), appended after the checkpoint body at 8-byte aligned offsets, each
  * a 32-byte header and a UTF-8 JSON payload {"path": [key, ...], "value": ...} (no "value": delete
  * the key). Valid while magic, generation (= the half's), sequence (0, 1, 2, ... in append order)
