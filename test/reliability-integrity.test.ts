@@ -94,55 +94,27 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
       });
     }
 
-    it('a flipped bit in the extent offset of a replayed entry, then repair and a new volume: the file stays on its memory, the pod keeps its bytes', async () => {
-      const pod = await podWithPattern('rot-extent');
+    /**
+     * The FILE entry of a pod's volume, replayed by node-a, damaged by `rot`: fsck must see it, and
+     * famfs repair must bring it back byte for byte (proven by its CRC), dropping nothing.
+     */
+    async function rotAndRepair(name: string, rot: (entry: Buffer) => void): Promise<{ pod: Awaited<ReturnType<typeof podWithPattern>>; node: FileNode }> {
+      const pod = await podWithPattern(name);
       env.master.catchUp();
       const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
       const original = entryAt(env.device, node.index);
       const rotted = Buffer.from(original);
-      rotted[LE.payload + 104 + 16 + 8 + 3] ^= 0x04; // extent offset + 64 MiB: free memory, a plausible place
+      rot(rotted);
       putEntry(env.device, node.index, rotted);
-      assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0);
+      assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0, 'fsck found nothing wrong');
       const rep = repairCli();
       assert.deepEqual(rep.dropped, []);
       assert.ok(entryAt(env.device, node.index).equals(original), `the entry was not restored: ${rep.actions.join(' | ')}`);
-      restartedMasterCreates('after-rot-extent');
-      pod.check();
-      env.master.catchUp();
-    });
+      return { pod, node };
+    }
 
-    it('a flipped name of a replayed entry (csi/… → another name), then repair: the volume is found again by its name and stages', async () => {
-      const pod = await podWithPattern('rot-name');
-      env.master.catchUp();
-      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
-      const original = entryAt(env.device, node.index);
-      const rotted = Buffer.from(original);
-      rotted[LE.payload + 24 + 1] ^= 0x01;
-      putEntry(env.device, node.index, rotted);
-      repairCli();
-      assert.ok(entryAt(env.device, node.index).equals(original));
-      const m = FamfsFs.open(env.device, { readOnly: true });
-      assert.deepEqual(fmapExtents((m.lookup(objectFileRelpath(pod.id)) as FileNode).fmap), fmapExtents(node.fmap));
-      restartedMasterCreates('after-rot-name');
-      pod.check();
-      const again = env.target('pod-rot-name-2');
-      await publish(a, pod.id, again);
-      assert.ok(fs.existsSync(path.join(again, 'data')));
-      env.master.catchUp();
-    });
-
-    it('several rotten bytes in the name of a replayed entry (csi/vol-… → csi/wXl-…), then repair: the CRC proves the name, the volume stages again, the host sees no rewrite', async () => {
-      const pod = await podWithPattern('rot-name-multi');
-      env.master.catchUp();
-      const node = env.master.lookup(objectFileRelpath(pod.id)) as FileNode;
-      const original = entryAt(env.device, node.index);
-      const rotted = Buffer.from(original);
-      rotted.write('wX', LE.payload + 24 + 'csi/'.length, 'latin1');
-      putEntry(env.device, node.index, rotted);
-      assert.notEqual(fsckCli(env.devicePath, MASTER_UUID).status, 0);
-      const rep = repairCli();
-      assert.deepEqual(rep.dropped, []);
-      assert.ok(entryAt(env.device, node.index).equals(original), `the entry was not restored: ${rep.actions.join(' | ')}`);
+    /** After a repaired name: the volume is on its own memory under its own name and publishes again. */
+    async function foundAgain(pod: { id: string }, node: FileNode, target: string): Promise<void> {
       const m = FamfsFs.open(env.device, { readOnly: true });
       assert.deepEqual(fmapExtents((m.lookup(objectFileRelpath(pod.id)) as FileNode).fmap), fmapExtents(node.fmap));
       assert.deepEqual(
@@ -150,14 +122,39 @@ const SNW = mountCap('SINGLE_NODE_WRITER');
         [],
         'the volume was quarantined',
       );
+      await publish(a, pod.id, env.target(target));
+      assert.ok(fs.existsSync(path.join(env.target(target), 'data')));
+    }
+
+    it('a flipped bit in the extent offset of a replayed entry, then repair and a new volume: the file stays on its memory, the pod keeps its bytes', async () => {
+      const { pod } = await rotAndRepair('rot-extent', (e) => {
+        e[LE.payload + 104 + 16 + 8 + 3] ^= 0x04; // extent offset + 64 MiB: free memory, a plausible place
+      });
+      restartedMasterCreates('after-rot-extent');
+      pod.check();
+      env.master.catchUp();
+    });
+
+    it('a flipped name of a replayed entry (csi/… → another name), then repair: the volume is found again by its name and stages', async () => {
+      const { pod, node } = await rotAndRepair('rot-name', (e) => {
+        e[LE.payload + 24 + 1] ^= 0x01;
+      });
+      restartedMasterCreates('after-rot-name');
+      pod.check();
+      await foundAgain(pod, node, 'pod-rot-name-2');
+      env.master.catchUp();
+    });
+
+    it('several rotten bytes in the name of a replayed entry (csi/vol-… → csi/wXl-…), then repair: the CRC proves the name, the volume stages again, the host sees no rewrite', async () => {
+      const { pod, node } = await rotAndRepair('rot-name-multi', (e) => {
+        e.write('wX', LE.payload + 24 + 'csi/'.length, 'latin1');
+      });
       restartedMasterCreates('after-rot-name-multi');
       pod.check();
       await fuseCatchup(a);
       assert.deepEqual((await fuseStatus(a)).rewrittenEntries, []);
       await stage(a, pod.id);
-      const again = env.target('pod-rot-name-multi-2');
-      await publish(a, pod.id, again);
-      assert.ok(fs.existsSync(path.join(again, 'data')));
+      await foundAgain(pod, node, 'pod-rot-name-multi-2');
       env.master.catchUp();
     });
 
