@@ -218,6 +218,26 @@ describe('no zeroing on the create path: devices and crashes (real processes)', 
     assert.ok(allZero(fileBytes(used.dev, g)));
   });
 
+  it('an emulation file gets holes instead of zeros (zeroFree discard): the freed memory reads zero, is clean, and its pages are released', () => {
+    const d = device(128 * MiB);
+    const m = FamfsFs.mkfs(d.dev, { systemUuid: MASTER_UUID, devicePath: d.path });
+    const f = m.creat('f', 64 * MiB, { zero: true });
+    assert.equal(m.zeroStats.createsWaited, 0);
+    fillPattern(d.dev, f);
+    const used = fs.statSync(d.path).blocks * 512;
+    assert.ok(used >= 64 * MiB, `the pattern occupies the file (${used} bytes)`);
+    m.rm('f');
+    const r = m.zeroFree({ discard: true });
+    assert.ok(r.zeroedBytes >= 64 * MiB);
+    assert.equal(r.dirtyFreeBytes, 0);
+    assert.ok(fs.statSync(d.path).blocks * 512 <= used - 64 * MiB, 'the freed pages went back to the system');
+    assert.ok(allZero(fileBytes(d.dev, f)));
+    const g = m.creat('g', 64 * MiB, { zero: true });
+    assert.ok(overlaps(f, g));
+    assert.equal(m.zeroStats.createsWaited, 0);
+    assert.ok(allZero(fileBytes(d.dev, g)));
+  });
+
   it('kill -9 of `famfs zero` mid-zeroing, again and again: every unit the map calls clean reads zero, and the next create reads zeros', async () => {
     const { dev, path: p } = device(384 * MiB);
     FamfsFs.mkfs(dev, { systemUuid: MASTER_UUID, devicePath: p, zeroed: false });

@@ -255,6 +255,14 @@ IoStatus DeviceMapping::CopyWithin(uint64_t dst_off, uint64_t src_off, size_t n,
   return IoStatus::kFault;
 }
 
+bool DeviceMapping::Discard(uint64_t off, size_t n) {
+  if (failed() || read_only_ || kind_ != DeviceKind::kFile || !InRange(off, n) || n == 0) return false;
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  if (off % page != 0 || n % page != 0) return false;
+  return fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(map_offset_ + off),
+                   static_cast<off_t>(n)) == 0;
+}
+
 IoStatus DeviceMapping::FlushRange(uint64_t off, size_t n, Fault* fault) {
   if (failed()) return IoStatus::kFailed;
   if (!InRange(off, n)) return IoStatus::kRange;
@@ -362,6 +370,7 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::Write>("write"),
                            InstanceMethod<&JsDevice::Copy>("copy"),
                            InstanceMethod<&JsDevice::CopyPersistent>("copyPersistent"),
+                           InstanceMethod<&JsDevice::Discard>("discard"),
                            InstanceMethod<&JsDevice::Flush>("flush"),
                            InstanceMethod<&JsDevice::Zero>("zero"),
                            InstanceMethod<&JsDevice::Invalidate>("invalidate"),
@@ -518,6 +527,17 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     Fault f;
     if (!GuardedCopyPersistent(d.base() + dst, d.base() + src, n, &f)) ThrowFault(env, d, f, "copy", src, n);
     return env.Undefined();
+  }
+
+  // Emulation files: punch a hole (reads zero, pages released); false when the device cannot.
+  Napi::Value Discard(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    CheckWritable(env, d);
+    const uint64_t off = ToUint(env, info[0], "offset");
+    const uint64_t n = ToUint(env, info[1], "length");
+    CheckRange(env, d, off, n, "discard");
+    return Napi::Boolean::New(env, d.Discard(off, n));
   }
 
   // One shape for every cache/range operation: (offset, length), bounds-checked, guarded.

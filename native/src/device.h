@@ -84,6 +84,10 @@ class DeviceMapping {
   IoStatus CopyWithin(uint64_t dst_off, uint64_t src_off, size_t n, Fault* fault = nullptr);
   IoStatus FlushRange(uint64_t off, size_t n, Fault* fault = nullptr);
   IoStatus InvalidateRange(uint64_t off, size_t n, Fault* fault = nullptr);
+  // Emulation files only: punch a hole over [off, off+n) (page aligned) so it reads zero without
+  // being written, and its pages go back to the system. False when the device cannot (devdax,
+  // unaligned, a file system without hole punching): the caller zeroes instead.
+  bool Discard(uint64_t off, size_t n);
 
   // Builds the "memory fault at ..." message for a fault taken during `what` (and marks the
   // device failed when the faulting address lies inside this mapping). Returns the message.

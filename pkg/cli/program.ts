@@ -640,9 +640,10 @@ export function buildProgram(io: CliIO): Command {
     .option('--step <size>', 'bytes zeroed, flushed and marked clean per step', '64M')
     .option('--max <size>', 'stop after about this many bytes')
     .option('--throttle <ms>', 'pause this long after each step, leaving memory bandwidth to running pods', '0')
+    .option('--discard', 'emulation files: punch holes (read as zeros, pages released) instead of writing zeros')
     .option('--json', 'machine-readable result')
     .argument('<device>')
-    .action((device: string, o: { progress?: boolean; step: string; max?: string; throttle: string; json?: boolean }) => {
+    .action((device: string, o: { progress?: boolean; step: string; max?: string; throttle: string; discard?: boolean; json?: boolean }) => {
       const stepBytes = parseSize(o.step, '--step', { multipleOf: ALLOC_UNIT });
       const maxBytes = o.max === undefined ? undefined : parseSize(o.max, '--max', { multipleOf: ALLOC_UNIT });
       const throttle = parseId(o.throttle, '--throttle');
@@ -652,6 +653,7 @@ export function buildProgram(io: CliIO): Command {
         const started = process.hrtime.bigint();
         const r = f.zeroFree({
           stepBytes,
+          discard: o.discard === true,
           ...(maxBytes !== undefined ? { maxBytes } : {}),
           onProgress: (p) => {
             if (o.progress) io.out(`zero: ${p.done}/${p.total}`);

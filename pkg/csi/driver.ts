@@ -210,7 +210,12 @@ export async function startDriver(cfg: DriverConfig): Promise<RunningDriver> {
   if (cfg.mode === 'controller' || cfg.mode === 'all') {
     const controllerLog = log.child({ component: 'controller' });
     store = new ControllerStore(famfs, { log: controllerLog });
-    zeroer = new BackgroundZeroer(store, { log: controllerLog, ...(cfg.zeroIntervalMs !== undefined ? { intervalMs: cfg.zeroIntervalMs } : {}) });
+    // An emulation file gets holes punched instead of zeros written: a sparse device stays sparse.
+    zeroer = new BackgroundZeroer(store, {
+      log: controllerLog,
+      discard: device.kind === 'file',
+      ...(cfg.zeroIntervalMs !== undefined ? { intervalMs: cfg.zeroIntervalMs } : {}),
+    });
     const z = zeroer;
     volumes = new Volumes(store, { log: controllerLog, onFreed: () => z.kick() });
     metrics.watchZeroing(() => {

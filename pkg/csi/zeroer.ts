@@ -13,6 +13,8 @@ export interface ZeroerOptions {
   intervalMs?: number;
   /** Bytes zeroed per slice between two turns of the event loop. */
   sliceBytes?: number;
+  /** Punch holes instead of writing zeros where the device can (an emulation file stays sparse). */
+  discard?: boolean;
 }
 
 export const DEFAULT_ZERO_INTERVAL_MS = 200;
@@ -60,7 +62,9 @@ export class BackgroundZeroer {
     try {
       // Nothing to do unless something free is dirty, or deletes wait for the horizon.
       if (!this.stopped && this.store.isMaster && (fs.dirtyFreeBytes() > 0 || fs.allocator.hasPending)) {
-        const r = this.store.runFamfs('zero freed memory', () => fs.zeroFree({ maxBytes: this.opts.sliceBytes ?? DEFAULT_SLICE }));
+        const r = this.store.runFamfs('zero freed memory', () =>
+          fs.zeroFree({ maxBytes: this.opts.sliceBytes ?? DEFAULT_SLICE, discard: this.opts.discard === true }),
+        );
         more = r.cleanMap && r.zeroedBytes > 0 && r.dirtyFreeBytes > 0;
         if (r.zeroedBytes > 0) this.log?.debug({ zeroedBytes: r.zeroedBytes, dirtyFreeBytes: r.dirtyFreeBytes }, 'zeroed freed memory');
       }

@@ -121,6 +121,20 @@ export class DaxDevice implements Media {
     }
   }
 
+  /**
+   * Emulation files only: punch a hole over the range (page aligned), so it reads zero without
+   * being written and its tmpfs pages go back to the system. False when the device cannot (a
+   * devdax has no holes): zero it instead.
+   */
+  discard(offset: number, length: number): boolean {
+    this.touched = true;
+    try {
+      return this.nativeHandle.discard(offset, length);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
   /** Like copy, with the bytes in memory on return: no flush needed (clones, snapshots). */
   copyPersistent(dstOffset: number, srcOffset: number, length: number): void {
     this.touched = true;

@@ -33,6 +33,8 @@ export interface NativeDeviceHandle {
   copy(dstOffset: NativeOffset, srcOffset: NativeOffset, length: NativeOffset): void;
   /** copy with the bytes in memory on return (non-temporal stores; no flush needed). */
   copyPersistent(dstOffset: NativeOffset, srcOffset: NativeOffset, length: NativeOffset): void;
+  /** Emulation files: punch a hole (reads zero, pages released); false when the device cannot. */
+  discard(offset: NativeOffset, length: NativeOffset): boolean;
   flush(offset: NativeOffset, length: NativeOffset): void;
   zero(offset: NativeOffset, length: NativeOffset): void;
   invalidate(offset: NativeOffset, length: NativeOffset): void;

@@ -185,6 +185,11 @@ export interface ZeroFreeOptions {
   maxBytes?: number;
   /** Bytes zeroed, flushed and marked clean per step (default 64 MiB, a multiple of 2 MiB). */
   stepBytes?: number;
+  /**
+   * Release the pages instead of writing zeros where the medium can (Media.discard: an emulation
+   * file gets a hole, which reads zero, so a sparse device stays sparse). A devdax is zeroed.
+   */
+  discard?: boolean;
   /** Called after each step, once its units are marked clean. May block (famfs zero --throttle). */
   onProgress?: (p: { done: number; total: number }) => void;
 }
@@ -1058,7 +1063,7 @@ export class FamfsFs {
         const count = Math.min(stepUnits, r.start + r.count - u, Math.ceil((total - done) / ALLOC_UNIT));
         // A master that lost its role must stop at once: the new one may have handed this memory out.
         this.checkFence();
-        this.zeroRange(u * ALLOC_UNIT, count * ALLOC_UNIT);
+        if (!(o.discard === true && this.media.discard?.(u * ALLOC_UNIT, count * ALLOC_UNIT) === true)) this.zeroRange(u * ALLOC_UNIT, count * ALLOC_UNIT);
         writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, [{ start: u, count }], true);
         this.allocator.noteZeroed(u, count);
         done += count * ALLOC_UNIT;

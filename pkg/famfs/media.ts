@@ -22,6 +22,11 @@ export interface Media {
   write(offset: number, data: Uint8Array): void;
   /** Zero a range so the zeros are in memory on return (as write + flush would, but cheaper). */
   zero?(offset: number, length: number): void;
+  /**
+   * Make a range read zero without writing it, releasing its pages (an emulation file: a punched
+   * hole). False when the medium cannot (devdax): the caller zeroes it instead.
+   */
+  discard?(offset: number, length: number): boolean;
   /** Write back CPU cache lines covering [offset, offset+length) and fence (persistence / visibility to other hosts). */
   flush(offset: number, length: number): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
