@@ -4,7 +4,7 @@
 //
 //   decodeLogSlots(buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number,
 //                  deletesAllowed: boolean)
-//     -> { n: number, nums: Float64Array(n * 10), extents: Float64Array, paths: string }
+//     -> { n: number, words: Uint32Array(n * 13), extents: Uint32Array, paths: string }
 //
 // The layout is pkg/famfs/layout.ts's (the one definition of the structs); the offsets below are
 // passed in by pkg/famfs/decode-batch.ts from it, and test/famfs-decode-batch.test.ts decodes the
@@ -17,10 +17,13 @@
 // seqMin < 0: famfs' own log, slot i must hold seqnum i. Otherwise a compacted log: the seqnum must
 // lie in [seqMin, seqMax) and above the previous entry's.
 //
-// nums, per entry: type (0 file, 1 mkdir, 2 delete), index, size | targetIndex, flags |
-// targetType (0 file, 1 mkdir), uid, gid, mode, fmap kind (0 simple, 1 interleave), extent count,
-// chunk size. extents: devindex, offset, len per extent, entries' extents one after the other.
-// paths: the relpath of every entry, each followed by a NUL.
+// words (u32), per entry: type (0 file, 1 mkdir, 2 delete), index lo, hi, size | targetIndex lo,
+// hi, flags | targetType (0 file, 1 mkdir), uid, gid, mode, fmap kind (0 simple, 1 interleave),
+// extent count, chunk size lo, hi. extents: devindex, offset, len per extent as lo, hi words,
+// entries' extents one after the other. Every u64 is a safe integer (hi <= 0x1fffff): the caller
+// makes it hi * 2^32 + lo as layout.ts does, so small values stay small integers in V8 (from a
+// Float64Array every field was a boxed double, and the tree's maps hashed those: replay's tree
+// building took twice as long). paths: the relpath of every entry, each followed by a NUL.
 #include <napi.h>
 #include <zlib.h>
 
@@ -44,6 +47,7 @@ struct Layout {
 };
 
 Layout g_layout;
+constexpr size_t kRow = 13;  // words per entry
 bool g_configured = false;
 
 inline uint32_t U32(const uint8_t* p) {
@@ -53,12 +57,14 @@ inline uint32_t U32(const uint8_t* p) {
 }
 
 // A u64 that must be a safe integer (layout.ts u64n): false when its high word says otherwise.
-inline bool U64n(const uint8_t* p, double* out) {
-  const uint32_t hi = U32(p + 4);
-  if (hi > 0x1fffff) return false;
-  *out = static_cast<double>(hi) * 4294967296.0 + static_cast<double>(U32(p));
-  return true;
+// Stores its two words at out[0] (lo) and out[1] (hi).
+inline bool U64n(const uint8_t* p, uint32_t* out) {
+  out[0] = U32(p);
+  out[1] = U32(p + 4);
+  return out[1] <= 0x1fffff;
 }
+
+inline double Value(const uint32_t* w) { return static_cast<double>(w[1]) * 4294967296.0 + static_cast<double>(w[0]); }
 
 // The relpath field: up to its NUL, or the whole field when there is none (terminated says which).
 inline size_t PathLen(const uint8_t* p, size_t field, bool* terminated) {
@@ -145,92 +151,81 @@ Napi::Value DecodeLogSlots(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "decodeLogSlots: slots exceed the buffer");
   }
   const bool compacted = seq_min >= 0;
-  std::vector<double> nums;
-  std::vector<double> ext;
+  std::vector<uint32_t> words;
+  std::vector<uint32_t> ext;
   std::string paths;
-  nums.reserve(static_cast<size_t>(count) * 10);
-  ext.reserve(static_cast<size_t>(count) * 3);
+  words.reserve(static_cast<size_t>(count) * kRow);
+  ext.reserve(static_cast<size_t>(count) * 6);
   paths.reserve(static_cast<size_t>(count) * 24);
   int64_t n = 0;
   for (; n < count; n++) {
     const uint8_t* e = buf.Data() + n * L.entry_size;
     const double slot = first_slot + static_cast<double>(n);
     if (U32(e + L.crc) != static_cast<uint32_t>(crc32(0L, e, L.crc)) || U32(e + L.crc + 4) != 0) break;
-    double index;
-    if (!compacted) {
-      const double lo = static_cast<double>(U32(e + L.seqnum));
-      const double hi = static_cast<double>(U32(e + L.seqnum + 4));
-      if (hi * 4294967296.0 + lo != slot) break;
-      index = slot;
-    } else {
-      if (!U64n(e + L.seqnum, &index) || index < seq_min || index >= seq_max) break;
-    }
+    uint32_t row[kRow] = {0};
+    const bool seq_ok = U64n(e + L.seqnum, &row[1]);
+    const double index = Value(&row[1]);
+    if (!seq_ok || (compacted ? index < seq_min || index >= seq_max : index != slot)) break;
     const uint32_t type = U32(e + L.type);
     const uint8_t* p = e + L.payload;
-    const size_t nums_at = nums.size();
     const size_t ext_at = ext.size();
     bool ok = true;
     bool terminated = false;
     size_t plen = 0;
     const uint8_t* path = nullptr;
-    double row[10] = {0, index, 0, 0, 0, 0, 0, 0, 0, 0};
     if (type == L.type_file) {
       path = p + L.fm_relpath;
       plen = PathLen(path, L.relpath_field, &terminated);
       const uint8_t* f = p + L.fm_fmap;
       const uint32_t ext_type = U32(f + L.fmap_ext_type);
       const uint32_t cnt = U32(f + L.fmap_count);
-      ok = terminated && U64n(p + L.fm_size, &row[2]);
+      ok = terminated && U64n(p + L.fm_size, &row[3]);
       row[0] = 0;
-      row[3] = U32(p + L.fm_flags);
-      row[4] = U32(p + L.fm_uid);
-      row[5] = U32(p + L.fm_gid);
-      row[6] = U32(p + L.fm_mode);
+      row[5] = U32(p + L.fm_flags);
+      row[6] = U32(p + L.fm_uid);
+      row[7] = U32(p + L.fm_gid);
+      row[8] = U32(p + L.fm_mode);
       uint32_t nx = 0;
       const uint8_t* xs = nullptr;
       if (ok && ext_type == L.ext_simple) {
         ok = cnt >= 1 && cnt <= L.max_simple_extents;
-        row[7] = 0;
+        row[9] = 0;
         nx = cnt;
         xs = f + L.fmap_extents;
       } else if (ok && ext_type == L.ext_interleave) {
         const uint8_t* ie = f + L.fmap_extents;
-        double nstrips = 0;
-        ok = cnt == 1 && U64n(ie + L.ie_nstrips, &nstrips) && U64n(ie + L.ie_chunk, &row[9]) && nstrips >= 1 &&
-             nstrips <= L.max_strips && row[9] != 0;
-        row[7] = 1;
-        nx = ok ? static_cast<uint32_t>(nstrips) : 0;
+        uint32_t nstrips[2];
+        ok = cnt == 1 && U64n(ie + L.ie_nstrips, nstrips) && U64n(ie + L.ie_chunk, &row[11]) && nstrips[1] == 0 &&
+             nstrips[0] >= 1 && nstrips[0] <= L.max_strips && (row[11] != 0 || row[12] != 0);
+        row[9] = 1;
+        nx = ok ? nstrips[0] : 0;
         xs = ie + L.ie_strips;
       } else {
         ok = false;
       }
-      row[8] = nx;
+      row[10] = nx;
       for (uint32_t i = 0; ok && i < nx; i++) {
-        double d, o, len;
+        uint32_t w[6];
         const uint8_t* x = xs + i * L.simple_extent_size;
-        ok = U64n(x, &d) && U64n(x + 8, &o) && U64n(x + 16, &len);
-        if (ok) {
-          ext.push_back(d);
-          ext.push_back(o);
-          ext.push_back(len);
-        }
+        ok = U64n(x, &w[0]) && U64n(x + 8, &w[2]) && U64n(x + 16, &w[4]);
+        if (ok) ext.insert(ext.end(), w, w + 6);
       }
     } else if (type == L.type_mkdir) {
       path = p + L.md_relpath;
       plen = PathLen(path, L.relpath_field, &terminated);
       ok = terminated;
       row[0] = 1;
-      row[4] = U32(p + L.md_uid);
-      row[5] = U32(p + L.md_gid);
-      row[6] = U32(p + L.md_mode);
+      row[6] = U32(p + L.md_uid);
+      row[7] = U32(p + L.md_gid);
+      row[8] = U32(p + L.md_mode);
     } else if (type == L.type_delete) {
       // A delete's relpath need not be terminated (the field's 80 bytes are the name then).
       path = p + L.del_relpath;
       plen = PathLen(path, L.relpath_field, &terminated);
       const uint32_t tt = U32(p + L.del_target_type);
-      ok = deletes_allowed && (tt == L.type_file || tt == L.type_mkdir) && U64n(p + L.del_target_index, &row[2]);
+      ok = deletes_allowed && (tt == L.type_file || tt == L.type_mkdir) && U64n(p + L.del_target_index, &row[3]);
       row[0] = 2;
-      row[3] = tt == L.type_file ? 0 : 1;
+      row[5] = tt == L.type_file ? 0 : 1;
     } else {
       ok = false;  // add_daxdev, unknown types: decodeEntryAt's
     }
@@ -238,19 +233,18 @@ Napi::Value DecodeLogSlots(const Napi::CallbackInfo& info) {
       ext.resize(ext_at);
       break;
     }
-    nums.resize(nums_at + 10);
-    std::memcpy(nums.data() + nums_at, row, sizeof row);
+    words.insert(words.end(), row, row + kRow);
     paths.append(reinterpret_cast<const char*>(path), plen);
     paths.push_back('\0');
     if (compacted) seq_min = index + 1;
   }
-  Napi::Float64Array out_nums = Napi::Float64Array::New(env, nums.size());
-  if (!nums.empty()) std::memcpy(out_nums.Data(), nums.data(), nums.size() * sizeof(double));
-  Napi::Float64Array out_ext = Napi::Float64Array::New(env, ext.size());
-  if (!ext.empty()) std::memcpy(out_ext.Data(), ext.data(), ext.size() * sizeof(double));
+  Napi::Uint32Array out_words = Napi::Uint32Array::New(env, words.size());
+  if (!words.empty()) std::memcpy(out_words.Data(), words.data(), words.size() * sizeof(uint32_t));
+  Napi::Uint32Array out_ext = Napi::Uint32Array::New(env, ext.size());
+  if (!ext.empty()) std::memcpy(out_ext.Data(), ext.data(), ext.size() * sizeof(uint32_t));
   Napi::Object r = Napi::Object::New(env);
   r.Set("n", Napi::Number::New(env, static_cast<double>(n)));
-  r.Set("nums", out_nums);
+  r.Set("words", out_words);
   r.Set("extents", out_ext);
   r.Set("paths", Napi::String::New(env, paths.data(), paths.size()));
   return r;

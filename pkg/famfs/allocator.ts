@@ -302,7 +302,12 @@ export class Allocator {
     const used = new IntervalSweep();
     used.add(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT), IntervalSweep.METADATA);
     if (this.region2 > 0) used.add(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT), IntervalSweep.METADATA);
-    for (const f of this.tree.files()) for (const e of fmapExtents(f.fmap)) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.FILE);
+    // The live nodes directly (no generator: one resume per file was most of a cold rebuild).
+    for (const n of this.tree.byIndex.values()) {
+      if (n.kind !== 'file') continue;
+      const xs = fmapExtents(n.fmap);
+      for (let i = 0; i < xs.length; i++) used.add(xs[i].offset / ALLOC_UNIT, xs[i].len / ALLOC_UNIT, IntervalSweep.FILE);
+    }
     for (const o of this.tree.orphaned) {
       for (const e of o.extents)
         if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);

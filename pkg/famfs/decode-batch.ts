@@ -29,8 +29,8 @@ import {
 
 interface NativeDecodeResult {
   n: number;
-  nums: Float64Array;
-  extents: Float64Array;
+  words: Uint32Array;
+  extents: Uint32Array;
   paths: string;
 }
 
@@ -39,8 +39,14 @@ interface NativeDecode {
   decodeLogSlots(buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number, deletesAllowed: boolean): NativeDecodeResult;
 }
 
-/** Numbers per entry in the addon's `nums` (see famfs_decode.cc). */
-const ROW = 10;
+/** u32 words per entry in the addon's `words` (see famfs_decode.cc). */
+const ROW = 13;
+
+/** The u64 whose words are w[at] (low) and w[at + 1] (high), as layout.ts reads one: small values stay small integers. */
+function u64(w: Uint32Array, at: number): number {
+  const hi = w[at + 1];
+  return hi === 0 ? w[at] : hi * 0x100000000 + w[at];
+}
 
 let impl: NativeDecode | null | undefined;
 
@@ -109,29 +115,29 @@ export function decodeSlots(raw: Uint8Array, count: number, firstSlot: number, d
   impl ??= resolve();
   if (impl === null) return undefined;
   const r = impl.decodeLogSlots(raw, count, firstSlot, window ? window.min : -1, window ? window.max : 0, deletesAllowed);
-  const { n, nums, extents } = r;
+  const { n, words: w, extents } = r;
   const out: LogEntry[] = new Array<LogEntry>(n);
   if (n === 0) return [];
   const paths = r.paths.split('\0');
   let x = 0;
   for (let k = 0; k < n; k++) {
     const o = k * ROW;
-    const index = nums[o + 1];
+    const index = u64(w, o + 1);
     let body: EntryBody;
-    switch (nums[o]) {
+    switch (w[o]) {
       case 0: {
-        const cnt = nums[o + 8];
+        const cnt = w[o + 10];
         const list: Extent[] = [];
-        for (let i = 0; i < cnt; i++, x += 3) list.push({ devindex: extents[x], offset: extents[x + 1], len: extents[x + 2] });
-        const fmap: Fmap = nums[o + 7] === 0 ? { kind: 'simple', extents: list } : { kind: 'interleave', nstrips: cnt, chunkSize: nums[o + 9], strips: list };
-        body = { type: 'file', size: nums[o + 2], flags: nums[o + 3], uid: nums[o + 4], gid: nums[o + 5], mode: nums[o + 6], relpath: paths[k], fmap };
+        for (let i = 0; i < cnt; i++, x += 6) list.push({ devindex: u64(extents, x), offset: u64(extents, x + 2), len: u64(extents, x + 4) });
+        const fmap: Fmap = w[o + 9] === 0 ? { kind: 'simple', extents: list } : { kind: 'interleave', nstrips: cnt, chunkSize: u64(w, o + 11), strips: list };
+        body = { type: 'file', size: u64(w, o + 3), flags: w[o + 5], uid: w[o + 6], gid: w[o + 7], mode: w[o + 8], relpath: paths[k], fmap };
         break;
       }
       case 1:
-        body = { type: 'mkdir', uid: nums[o + 4], gid: nums[o + 5], mode: nums[o + 6], relpath: paths[k] };
+        body = { type: 'mkdir', uid: w[o + 6], gid: w[o + 7], mode: w[o + 8], relpath: paths[k] };
         break;
       default:
-        body = { type: 'delete', targetIndex: nums[o + 2], targetType: nums[o + 3] === 0 ? 'file' : 'mkdir', relpath: paths[k] };
+        body = { type: 'delete', targetIndex: u64(w, o + 3), targetType: w[o + 5] === 0 ? 'file' : 'mkdir', relpath: paths[k] };
     }
     out[k] = { index, seqnum: index, body };
   }
