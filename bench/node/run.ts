@@ -116,18 +116,12 @@ async function main(): Promise<void> {
       baseUnpub.push(msSince(t));
     }
 
-    // Many volumes staged and published on this node (two bind mounts each), 16 in flight: only
-    // the state they leave is measured, and one at a time this took most of the bench's minutes.
-    let nextMany = 0;
-    const n = node;
-    const fill = async (): Promise<void> => {
-      for (let i = nextMany++; i < MANY; i = nextMany++) {
-        const w = await createAndStage(ctl, n, dir, `many-${i}`);
-        vols.push(w);
-        await publish(n, w);
-      }
-    };
-    await Promise.all(Array.from({ length: 16 }, fill));
+    // Many volumes staged and published on this node (two bind mounts each).
+    for (let i = 0; i < MANY; i++) {
+      const w = await createAndStage(ctl, node, dir, `many-${i}`);
+      vols.push(w);
+      await publish(node, w);
+    }
     const rssMany = rssAnon(node.child.pid ?? 0);
     const pubMany: number[] = [];
     const unpubMany: number[] = [];
