@@ -72,6 +72,23 @@ describe('no zeroing on the create path: clean map (pkg/famfs)', () => {
     assert.equal(m.zeroStats.createWaitBytes, 4 * MiB + 2 * MiB);
   });
 
+  it('copies (zero: false) take dirty memory first and leave the clean memory to creates that must read zeros', () => {
+    const { media, fs: m } = freshFamfs();
+    m.zeroFree();
+    const a = m.creat('a', 8 * MiB, { zero: true });
+    m.creat('b', 8 * MiB, { zero: true });
+    fillPattern(media, a);
+    m.rm('a');
+    m.reclaimReplayed();
+    // a's memory is free and dirty, everything after b is clean.
+    const copy = m.creat('copy', 8 * MiB);
+    assert.ok(overlaps(a, copy), 'the copy target takes the dirty memory');
+    const fresh = m.creat('fresh', 8 * MiB, { zero: true });
+    assert.ok(!overlaps(a, fresh));
+    assert.equal(m.zeroStats.createsWaited, 0);
+    assert.ok(allZero(fileBytes(media, fresh)));
+  });
+
   it('memory a host may still map is never zeroed: the deleted bytes stay until the host acks past the delete', () => {
     const { media, fs: m } = freshFamfs();
     m.zeroFree();

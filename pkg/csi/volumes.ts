@@ -365,8 +365,10 @@ export class Volumes {
       mode: p.mode,
       uid: p.uid,
       gid: p.gid,
-      // Memory may have held another tenant's data: zero it before it becomes visible. A copy
-      // overwrites every byte itself (source bytes, then a zeroed tail) before it is reported.
+      // Memory may have held another tenant's data: the file must read zeros before it becomes
+      // visible. Clean memory (zeroed in the background when it was freed) is taken first; only
+      // without it does the create zero here. A copy overwrites every byte itself (source bytes,
+      // then a zeroed tail) before it is reported, and takes dirty memory first.
       zero: req.source === undefined,
       ...(p.interleave ? { interleave: p.interleave } : {}),
     });

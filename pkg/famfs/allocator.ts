@@ -447,13 +447,15 @@ export class Allocator {
 
   /**
    * Place a file of `size` bytes; the map is not changed until the entry is committed (noteAdded).
-   * `preferClean`: first fit among clean units (no zeroing needed), then among all free units.
+   * `prefer`: 'clean' places first among clean units (a file that must read zeros needs no
+   * zeroing there), 'dirty' among the others (a copy overwrites every byte: it leaves the clean
+   * memory to creates); either way, then among all free units.
    */
-  place(size: number, interleave?: InterleaveParams, random: () => number = Math.random, preferClean = false): Fmap {
+  place(size: number, interleave?: InterleaveParams, random: () => number = Math.random, prefer?: 'clean' | 'dirty'): Fmap {
     if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer`);
     if (interleave) validateInterleave(interleave, this.deviceSize);
-    if (preferClean && this.clean.freeUnits > 0) {
-      const fmap = this.placeIn(this.clean, size, interleave, random);
+    if (prefer !== undefined && this.clean.freeUnits > 0) {
+      const fmap = this.placeIn(prefer === 'clean' ? this.clean : this.map.combine(this.clean, true), size, interleave, random);
       if (fmap !== undefined) return fmap;
     }
     const fmap = this.placeIn(this.map, size, interleave, random);

@@ -565,7 +565,7 @@ export class FamfsFs {
     this.checkNewName(relpath);
     const room = this.ensureLogRoom(h, 1, true);
     this.reclaimReplayed();
-    const fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true);
+    const fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true ? 'clean' : 'dirty');
     const dirty = o.zero ? this.allocator.dirtyParts(fmap) : [];
     // Dirty in shared memory (flushed) before the entry hands the units to the file.
     this.claimUnits(fmap);
