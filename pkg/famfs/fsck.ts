@@ -149,8 +149,9 @@ export function fsck(media: Media): FsckReport {
       break;
     }
   }
-  for (const f of tree.files()) {
-    if (isQuarantine(f)) report.quarantined.push({ index: f.index, relpath: f.relpath, bytes: fmapCapacity(f.fmap) });
+  // Quarantine files live in the root (lost+found.<index>, made there by repair): no walk over every file.
+  for (const f of tree.root.children.values()) {
+    if (f.kind === 'file' && isQuarantine(f)) report.quarantined.push({ index: f.index, relpath: f.relpath, bytes: fmapCapacity(f.fmap) });
   }
   if (report.quarantined.length > 0) {
     const bytes = report.quarantined.reduce((n, q) => n + q.bytes, 0);
