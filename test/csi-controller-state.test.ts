@@ -14,7 +14,7 @@ import { validateStateDoc } from '../pkg/csi/store';
 import { SharedStateImage, STATE_IMAGE_RELPATH } from '../pkg/csi/store-image';
 import type { CreateVolumeResponse } from '../pkg/csi/types';
 import { openDevice } from '../pkg/device';
-import { CSI_ACK, CSI_IMAGE, FamfsFs, fmapExtents, type FileNode } from '../pkg/famfs';
+import { CSI_ACK, CSI_IMAGE, FamfsFs, fmapExtents, type FileNode, type Media } from '../pkg/famfs';
 import { NodeStateStore } from '../pkg/mount/mount-records';
 import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { grpcOutcome as outcome, startController, stopControllers, type Controller } from './helpers/shared-controller';
@@ -238,6 +238,37 @@ describe('controller records: change records, growth, unreadable image and rebui
     putBack(at, orig);
     a.state.takeMasterRole(HOST_A);
     assert.deepEqual(await listed(a), want);
+  });
+
+  it('a reader racing the writer (a record appended between its reads) never mistakes the newest record for a lost one', async () => {
+    a.state.takeMasterRole(HOST_A);
+    await create(a, 'pvc-race-0');
+    const epoch = a.state.fencingEpoch!;
+    const writer = new SharedStateImage(a.famfs, a.device, validateStateDoc);
+    assert.ok(writer.read().loaded);
+    // A follower's mapping where the master appends one more record (and moves the ack line)
+    // right after the follower read the change-record region: what a follower on another host sees.
+    let raced = 0;
+    const racing: Media = {
+      size: a.device.size,
+      read: (offset: number, length: number) => {
+        const got = a.device.read(offset, length);
+        if (length > 1 << 20 && raced++ === 0) {
+          assert.equal(
+            writer.append({ path: ['volumes', 'race-probe'] }, epoch, () => a.famfs.checkFenceEpoch(epoch)),
+            true,
+          );
+        }
+        return got;
+      },
+      write: (offset: number, data: Uint8Array) => a.device.write(offset, data),
+      flush: (offset: number, length: number) => a.device.flush(offset, length),
+      invalidate: (offset: number, length: number) => a.device.invalidate(offset, length),
+    };
+    const follower = new SharedStateImage(a.famfs, racing, validateStateDoc).read();
+    assert.equal(raced > 0, true, 'the append happened between the reads');
+    assert.equal(follower.unreadable, undefined, follower.problems.join('; '));
+    a.state.takeMasterRole(HOST_A);
   });
 
   let guarded = '';

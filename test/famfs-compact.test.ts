@@ -604,6 +604,26 @@ describe('famfs log compaction: damaged generation records never roll a reader b
     refusedThenRepaired(media, fs, host, want2, 2);
   });
 
+  it('no committed-generation line and no valid record: repair finds the second region from the damaged bytes, and believes it only as a whole log', () => {
+    const { media, fs, want } = compacted(1);
+    const host = FamfsFs.open(media, { readOnly: true });
+    media.buffer.fill(0, LOG_GEN_COMMIT_OFFSET, LOG_GEN_COMMIT_OFFSET + LOG_GEN_COMMIT.SIZE);
+    const saved = Buffer.from(media.read(LOG_GEN_OFFSET, 2 * LOG_GEN.SIZE));
+    // The record's region offset damaged too: nothing says where generation 1 lives. Repair
+    // refuses and writes nothing (famfs' log alone proves nothing about being current).
+    media.buffer[LOG_GEN_OFFSET + LOG_GEN.SIZE + LOG_GEN.altOffset + 1] ^= 0x01;
+    refuses(() => FamfsFs.open(media, { readOnly: true }), 'a host that opens the device');
+    const before = Buffer.from(media.read(0, 12 * MiB));
+    assert.equal(
+      code(() => repair(media, { hostUuid: MASTER })),
+      'ECORRUPT',
+    );
+    assert.ok(media.read(0, 12 * MiB).equals(before), 'nothing written');
+    media.write(LOG_GEN_OFFSET, saved);
+    damage(media, 1, 'flip');
+    refusedThenRepaired(media, fs, host, want, 1);
+  });
+
   it('a device compacted by an earlier release (no committed-generation line): a damaged newest record makes readers refuse; repair takes the region that reaches furthest', () => {
     const { media, fs, want } = compacted(2);
     const host = FamfsFs.open(media, { readOnly: true });

@@ -390,6 +390,10 @@ export class SharedStateImage<T> {
     const at = align(BODY_OFFSET + h.length);
     let seq = 0;
     if (at + D.HEADER_SIZE > half) return { tail: at, nextSeq: 0, deltas: 0 };
+    // The ack line before the records: the writer moves it only after a record is flushed, so
+    // what it counts is there when the records are read next (a writer appending meanwhile only
+    // adds records; read the other way round, a follower would miss the newest and cry damage).
+    const acked = decodeAck(this.readRange(file, base + CSI_ACK.OFFSET, CSI_ACK.SIZE), h.generation);
     const region = this.readRange(file, base + at, half - at);
     /** A whole, valid record of this checkpoint at `o` with sequence number `want` (undefined: any). */
     const validAt = (o: number, want?: number): number | undefined => {
@@ -440,7 +444,6 @@ export class SharedStateImage<T> {
         };
       }
     }
-    const acked = decodeAck(this.readRange(file, base + CSI_ACK.OFFSET, CSI_ACK.SIZE), h.generation);
     if (acked !== undefined && acked > seq) {
       const why = bad ?? `change record ${seq} is missing`;
       problems.push(`${relpath} half ${h.half}: ${why}, but the ack line counts ${acked} records`);

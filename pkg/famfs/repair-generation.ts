@@ -17,7 +17,7 @@
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecord, GENERATION_ZERO, inspectGenerations, writeLogGenCommit, writeLogGenRecord } from './generation';
 import { readExtBlock } from './hosts';
-import { ALLOC_UNIT, decodeLogHeader, LH, LOG_OFFSET, LogHeader, Superblock, validateLogHeader } from './layout';
+import { ALLOC_UNIT, decodeLogHeader, LH, LOG_GEN, LOG_GEN_OFFSET, LOG_OFFSET, LogHeader, Superblock, validateLogHeader } from './layout';
 import { Media } from './media';
 import { LogReader } from './replay';
 import { FamfsTree, reservedBytes } from './tree';
@@ -127,12 +127,28 @@ export function repairGenerations(media: Media, sb: Superblock, extended: boolea
     }
     chosen = target;
   } else {
+    // Without a valid record or a line, only the damaged records' bytes say where a second
+    // region was: believed only if a whole log is found there, and then both regions must read
+    // cleanly to be compared (famfs' log alone proves nothing about being current).
+    if (best === undefined) {
+      for (let i = 0; i < LOG_GEN.COUNT && alt === 0; i++) {
+        const at = LOG_GEN_OFFSET + i * LOG_GEN.SIZE + LOG_GEN.altOffset;
+        media.invalidate(at, 8);
+        const hint = media.read(at, 8).readBigUInt64LE(0);
+        const h = hint < 1n << 52n ? Number(hint) : 0;
+        if (h !== 0 && h % ALLOC_UNIT === 0 && h >= reservedBytes(sb.logLen) && h + sb.logLen <= sb.deviceSize) alt = h;
+      }
+      if (alt === 0) refuse('no valid record, no committed-generation line and no damaged record says where the second log region is');
+    }
     const gens = best === undefined ? [0, 1] : [best, best + 1];
     const views = gens.flatMap((g) => {
       const at = regionOf(g);
       return at === undefined ? [] : [viewRegion(media, sb, extended, g, at)];
     });
     const clean = views.filter((v) => v.header && !v.flaw);
+    if (best === undefined && clean.length < 2) {
+      refuse(views.map((v) => `generation ${v.generation}'s region (0x${v.offset.toString(16)}): ${v.flaw ?? 'clean'}`).join('; '));
+    }
     if (clean.length === 0)
       refuse(views.map((v) => `generation ${v.generation}'s region (0x${v.offset.toString(16)}): ${v.flaw}`).join('; ') || 'no region to read');
     clean.sort((x, y) => y.header!.nextSeqnum - x.header!.nextSeqnum);
