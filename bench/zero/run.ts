@@ -12,7 +12,13 @@
  *
  *   node dist/bench/zero/run.js [--gib 1] [--rounds 3]
  */
+import * as fs from 'fs';
 import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+import { CsiClient } from '../../pkg/csi/client.js';
+import { DEFAULT_DRIVER_NAME, startDriver } from '../../pkg/csi/driver.js';
+import type { CreateVolumeResponse } from '../../pkg/csi/types.js';
 import type { DaxDevice } from '../../pkg/device/index.js';
 import { copyFileContents } from '../../pkg/csi/snapshot-copy.js';
 import { FamfsFs } from '../../pkg/famfs/index.js';
@@ -62,6 +68,98 @@ function createLatency(f: FamfsFs, size: number, n: number, between: () => void)
     between();
   }
   return { p50: pct(xs, 50), p99: pct(xs, 99), waited: f.zeroStats.createsWaited - waitedBefore };
+}
+
+const CAP = { mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+
+/**
+ * CreateVolume over gRPC (an in-process controller on a unix socket), each followed by an untimed
+ * DeleteVolume. zeroIntervalMs 0: no background zeroing, every create zeroes what it takes (the
+ * old path); otherwise the controller zeroes freed memory and the bench waits (untimed) until it
+ * is done before the next create.
+ */
+async function csiCreateLatency(devicePath: string, zeroIntervalMs: number, bytes: number, n: number): Promise<{ p50: number; p99: number; waited: number }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-zero-'));
+  process.env.FAMFS_SYSTEM_UUID = MASTER;
+  const d = await startDriver({
+    mode: 'controller',
+    endpoint: `unix://${path.join(dir, 'csi.sock')}`,
+    devicePath,
+    deviceSize: 0,
+    mkfs: false,
+    nodeId: 'bench',
+    driverName: DEFAULT_DRIVER_NAME,
+    stateDir: path.join(dir, 'state'),
+    pool: 'default',
+    zeroIntervalMs,
+    log: pino({ level: 'silent' }),
+  });
+  const client = new CsiClient(d.config.endpoint, 60_000);
+  try {
+    const xs: number[] = [];
+    const waited0 = d.fs.zeroStats.createsWaited;
+    for (let i = 0; i < n; i++) {
+      if (zeroIntervalMs > 0) while (d.fs.dirtyFreeBytes() > 0 || d.fs.allocator.hasPending) await new Promise((r) => setTimeout(r, 5));
+      const t = process.hrtime.bigint();
+      const r = await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', {
+        name: `bench-${i}`,
+        capacity_range: { required_bytes: String(bytes) },
+        volume_capabilities: [CAP],
+      });
+      xs.push(Number(process.hrtime.bigint() - t) / 1e9);
+      await client.call('Controller', 'DeleteVolume', { volume_id: r.volume.volume_id });
+    }
+    return { p50: pct(xs, 50), p99: pct(xs, 99), waited: d.fs.zeroStats.createsWaited - waited0 };
+  } finally {
+    client.close();
+    await d.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function csiTable(): Promise<void> {
+  const name = `bench-zero-csi-${process.pid}`;
+  const size = 1280 * MiB;
+  const dev = createEmulatedDevice(name, size, { fresh: true });
+  const devicePath = dev.path;
+  try {
+    dev.zero(0, dev.size); // every page present, as on a devdax
+    FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath, zeroed: false });
+  } finally {
+    dev.close();
+  }
+  try {
+    console.log('\nCreateVolume over gRPC (in-process controller, unix socket; each followed by an untimed DeleteVolume)');
+    console.log(
+      `${'size'.padEnd(8)}${'zero on create (--zero-interval 0)'.padStart(36)}${'background zeroing (default)'.padStart(34)}${'speedup'.padStart(10)}`,
+    );
+    console.log(
+      `${''.padEnd(8)}${'p50'.padStart(12)}${'p99'.padStart(12)}${'waited'.padStart(12)}${'p50'.padStart(12)}${'p99'.padStart(12)}${'waited'.padStart(10)}`,
+    );
+    const sizes = [
+      ['2 MiB', 2 * MiB, 200],
+      ['64 MiB', 64 * MiB, 40],
+      ['1 GiB', GiB, 5],
+    ] as const;
+    // Every size without background zeroing first: the device stays dirty (and every page
+    // present); then with it (the controller punches holes in this emulation file: creates do
+    // not touch memory either way).
+    const dirtyRuns = [];
+    for (const [, bytes, n] of sizes) dirtyRuns.push(await csiCreateLatency(devicePath, 0, bytes, n));
+    const cleanRuns = [];
+    for (const [, bytes, n] of sizes) cleanRuns.push(await csiCreateLatency(devicePath, 200, bytes, n));
+    for (let i = 0; i < sizes.length; i++) {
+      const label = sizes[i][0];
+      const dirty = dirtyRuns[i];
+      const clean = cleanRuns[i];
+      console.log(
+        `${label.padEnd(8)}${ms(dirty.p50).padStart(12)}${ms(dirty.p99).padStart(12)}${String(dirty.waited).padStart(12)}` +
+          `${ms(clean.p50).padStart(12)}${ms(clean.p99).padStart(12)}${String(clean.waited).padStart(10)}${(dirty.p50 / clean.p50).toFixed(1).padStart(9)}×`,
+      );
+    }
+  } finally {
+    removeEmulatedDevice(name);
+  }
 }
 
 async function main(): Promise<void> {
@@ -166,11 +264,12 @@ async function main(): Promise<void> {
     row('zero: native non-temporal stores + fence', nativeZero);
     row('zero freed memory: FamfsFs.zeroFree (fence, zero, mark clean)', zeroFreed);
     row('clone: copyFileContents (invalidate source, non-temporal copy)', clone);
-    row('clone before: copyFileContents (invalidate source, memmove, flush)', cloneFlush);
+    row('clone before: copyFileContents (invalidate, memmove, flush)', cloneFlush);
   } finally {
     dev.close();
     removeEmulatedDevice(name);
   }
+  await csiTable();
 }
 
 main().catch((e: unknown) => {
