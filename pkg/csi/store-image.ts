@@ -118,6 +118,11 @@ function encodeRetired(h: ImageHeader, supersededBy: number): Buffer {
 }
 
 const RETIRED = 'retired';
+const DELTA_MAGIC_BYTES = (() => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(CSI_DELTA_MAGIC, 0);
+  return b;
+})();
 
 function encodeAck(generation: number, count: number): Buffer {
   const b = Buffer.alloc(CSI_ACK.SIZE);
@@ -431,7 +436,10 @@ export class SharedStateImage<T> {
     // after it proves the contrary: the bad record was acknowledged (a later change was written
     // after it), and so were the ones after it. Reading on from there is impossible (the bad
     // record's change is unknown), and stopping would drop them without a word.
-    for (let p = o + D.ALIGN; p + D.HEADER_SIZE <= region.length; p += D.ALIGN) {
+    // memchr-speed: jump from one occurrence of the record magic to the next (most of a half is
+    // zeros or an older checkpoint's bytes; a follower reads the image before every answer).
+    for (let p = region.indexOf(DELTA_MAGIC_BYTES, o + D.ALIGN); p >= 0 && p + D.HEADER_SIZE <= region.length; p = region.indexOf(DELTA_MAGIC_BYTES, p + 1)) {
+      if (p % D.ALIGN !== 0) continue;
       const s = validAt(p);
       if (s !== undefined && s > seq) {
         bad ??= `change record ${seq} is not a record of this checkpoint`;
