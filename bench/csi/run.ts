@@ -157,9 +157,10 @@ async function main(): Promise<void> {
     if (go.status === 0) servers.push(await startFloor('Go floor', [go.stdout.trim().split('\n').pop() as string], path.join(dir, 'floor-go.sock')));
     else goNote = `Go floor not built: ${go.stderr.trim().split('\n').slice(-2).join(' ')}`;
 
-    // Warm-up (JIT, connections), then the rounds, interleaved.
+    // Warm-up (JIT, connections; famfs-csi has far more code to compile than a floor: with 50 pairs
+    // its first round measured the compiler), then the rounds, interleaved.
     const seq = new Map(servers.map((s) => [s.name, { create: [], del: [], seconds: 0, cpu: 0, rss: [] }]));
-    for (const s of servers) await pairs(s, 50, 'warm', { create: [], del: [], seconds: 0, cpu: 0, rss: [] });
+    for (const s of servers) await pairs(s, 500, 'warm', { create: [], del: [], seconds: 0, cpu: 0, rss: [] });
     for (let r = 0; r < ROUNDS; r++) for (const s of servers) await pairs(s, Math.ceil(N / ROUNDS), `seq-${r}`, seq.get(s.name) as Seq);
     const par = new Map<string, { seconds: number; cpu: number }>();
     for (let r = 0; r < 2; r++) {
