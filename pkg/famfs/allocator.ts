@@ -131,6 +131,17 @@ export class SpaceMap {
     return this.starts.map((s, i) => ({ start: s, count: this.ends[i] - s }));
   }
 
+  /** The free parts of [start, start+count), in order (O(log runs + parts)). */
+  freeWithin(start: number, count: number): { start: number; count: number }[] {
+    const end = start + count;
+    const out: { start: number; count: number }[] = [];
+    for (let i = this.firstRunEndingAfter(start); i < this.starts.length && this.starts[i] < end; i++) {
+      const s = Math.max(this.starts[i], start);
+      out.push({ start: s, count: Math.min(this.ends[i], end) - s });
+    }
+    return out;
+  }
+
   /** The runs as [start0, end0, start1, end1, ...]. */
   flatRuns(): number[] {
     const out: number[] = [];
@@ -339,18 +350,27 @@ export class Allocator {
     this.clean = SpaceMap.fromRuns(this.units, []);
   }
 
-  /** Units of `fmap` that are clean now ({start, count} in allocation units). */
+  /** Units of `fmap` that are clean now ({start, count} in allocation units; a lookup per extent, not a scan). */
   cleanParts(fmap: Fmap): { start: number; count: number }[] {
     const out: { start: number; count: number }[] = [];
-    const extents = SpaceMap.fromRuns(this.units, unitRuns(fmap));
-    for (const r of extents.combine(this.clean).freeRuns()) out.push(r);
+    const r = unitRuns(fmap);
+    for (let i = 0; i < r.length; i += 2) out.push(...this.clean.freeWithin(r[i], r[i + 1] - r[i]));
     return out;
   }
 
   /** Units of `fmap` that are not known clean (a create must zero them). */
   dirtyParts(fmap: Fmap): { start: number; count: number }[] {
-    const extents = SpaceMap.fromRuns(this.units, unitRuns(fmap));
-    return extents.combine(this.clean, true).freeRuns();
+    const out: { start: number; count: number }[] = [];
+    const r = unitRuns(fmap);
+    for (let i = 0; i < r.length; i += 2) {
+      let at = r[i];
+      for (const c of this.clean.freeWithin(r[i], r[i + 1] - r[i])) {
+        if (c.start > at) out.push({ start: at, count: c.start - at });
+        at = c.start + c.count;
+      }
+      if (at < r[i + 1]) out.push({ start: at, count: r[i + 1] - at });
+    }
+    return out;
   }
 
   /** The units of `fmap` are about to be handed to a file: they are no longer clean. */
