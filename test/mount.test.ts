@@ -1,7 +1,7 @@
 // pkg/mount against the real kernel: tmpfs, bind mounts, a read-only bind that refuses writes, a dead
 // FUSE mount (ENOTCONN) that must still unmount, and the atomic JSON state store. Needs root.
 import { strict as assert } from 'assert';
-import { execFileSync, spawnSync } from 'child_process';
+import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -166,6 +166,40 @@ describe('mountinfo parsing', () => {
     } finally {
       spawnSync('umount', ['-l', target]);
       spawnSync('umount', ['-l', src]);
+    }
+  });
+
+  it('a read-only bind is read-only in every namespace it propagates to (the kubelet sees what the plugin made)', async () => {
+    // A shared mount, and a process in its own mount namespace whose copy of it is a peer: binds made
+    // here under it appear there too, as the node plugin's binds under the Bidirectional kubelet dir
+    // appear in the kubelet's (and the containers') view. Setting ro after the bind changed only this
+    // namespace's copy: the peer's stayed writable (a static file volume was writable from its pods).
+    const shared = path.join(base, 'shared');
+    fs.mkdirSync(shared);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'famfs-csi-test', shared]);
+    execFileSync('mount', ['--make-shared', shared]);
+    const holder = spawn('unshare', ['--mount', '--propagation', 'unchanged', '--', 'sleep', '120'], { stdio: 'ignore' });
+    try {
+      const ours = fs.readlinkSync('/proc/self/ns/mnt');
+      for (let i = 0; i < 100 && fs.readlinkSync(`/proc/${holder.pid}/ns/mnt`) === ours; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.notEqual(fs.readlinkSync(`/proc/${holder.pid}/ns/mnt`), ours, 'the holder has no mount namespace of its own');
+      for (const [src, kind] of [
+        [path.join(tmpfs, 'vol'), 'dir'],
+        [path.join(tmpfs, 'vol', 'data'), 'file'],
+      ] as const) {
+        const target = path.join(shared, kind);
+        await ensureTarget(target, kind);
+        await bindMount(src, target, { readOnly: true, flags: ['nosuid'] });
+        assert.ok((await findMount(target))?.mountOptions.includes('ro'), `${kind}: not ro here`);
+        const theirs = parseMountinfo(fs.readFileSync(`/proc/${holder.pid}/mountinfo`, 'utf8')).find((m) => m.mountPoint === target);
+        assert.ok(theirs, `${kind}: the bind did not propagate to the peer namespace`);
+        for (const want of ['ro', 'nosuid'])
+          assert.ok(theirs.mountOptions.includes(want), `${kind}: ${want} missing in the peer namespace: ${theirs.mountOptions.join(',')}`);
+        assert.equal(await unmount(target), true);
+      }
+    } finally {
+      holder.kill('SIGKILL');
+      spawnSync('umount', ['-R', '-l', shared]);
     }
   });
 

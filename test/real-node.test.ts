@@ -330,6 +330,28 @@ volumeBindingMode: WaitForFirstConsumer
         .map((v) => [v.spec.nodeName, v.status?.attached === true]),
     );
 
+  /**
+   * The node's own view (the kubelet's mount namespace) of the famfs binds whose root is under `root`:
+   * staging and publish binds. A read-only volume must be read-only there, not only in the plugin's
+   * namespace (a bind's attributes do not follow it when mount propagation copies it).
+   */
+  const famfsBinds = (node: string, root: string): { mountPoint: string; ro: boolean }[] =>
+    c
+      .onNode(node, ['cat', '/proc/self/mountinfo'])
+      .stdout.split('\n')
+      .map((l) => l.split(' '))
+      .filter((f) => f[f.indexOf('-') + 1] === 'fuse.famfs' && (f[3] === root || (f[3] ?? '').startsWith(`${root}/`)) && (f[4] ?? '').startsWith(c.dir))
+      .map((f) => ({ mountPoint: f[4] ?? '', ro: (f[5] ?? '').split(',').includes('ro') }));
+
+  const assertReadOnlyBinds = (root: string, nodes: string[]): void => {
+    for (const n of nodes) {
+      const binds = famfsBinds(n, root);
+      assert.ok(binds.length >= 2, `node ${n}: expected staging and publish binds of ${root}, found ${JSON.stringify(binds)}`);
+      const rw = binds.filter((b) => !b.ro);
+      assert.deepEqual(rw, [], `node ${n}: binds of the read-only volume ${root} are writable in the node's mount namespace`);
+    }
+  };
+
   const pvOf = (claim: string): string => c.kubectl(['-n', NS, 'get', 'pvc', claim, '-o', 'jsonpath={.spec.volumeName}']);
 
   /** Waits until both pods print READY (they then sleep: they hold their volumes at the same time). */
@@ -370,6 +392,8 @@ volumeBindingMode: WaitForFirstConsumer
     const att = attachments(pv);
     assert.deepEqual([...att.keys()].sort(), [nodeA, nodeB].sort(), `attachments of ${pv}: ${JSON.stringify([...att])}`);
     assert.ok([...att.values()].every(Boolean), `attachments of ${pv}: ${JSON.stringify([...att])}`);
+    const sourceVol = c.json<{ spec: { csi: { volumeHandle: string } } }>(['get', 'pv', pvOf('dataset')]).spec.csi.volumeHandle;
+    assertReadOnlyBinds(`/csi/${sourceVol}`, [nodeA, nodeB]);
     // The source is frozen while shared: a writer of the loader's claim is refused at attach, with the reason.
     c.apply(podYaml('refrozen', 'sleep 3600', { node: nodeA, claim: 'dataset' }));
     const ev = await c.waitFor('a FailedAttachVolume event for pod refrozen', 120_000, () => {
@@ -472,10 +496,18 @@ spec:
     c.apply(staticPv('static-set', 'models/rn-set', 'ReadOnlyMany'));
     // A path nobody loaded: the pod's event (FailedAttachVolume: the controller checks it at attach) says what to do.
     c.apply(staticPv('static-missing', 'models/not-loaded', 'ReadOnlyMany'));
+    // A file volume: the pod sees that one file in its mount directory.
+    c.apply(staticPv('static-file', 'models/rn-set/w.bin', 'ReadOnlyMany'));
     const probe = `echo "tree $(cd /data && find . | sort | tr '\\n' ' ')"; echo "readme $(cat /data/sub/readme.txt)"; ${readOnlyProbe('/data/w.bin', PATTERN_BYTES)}`;
     c.apply(podYaml('static-a', probe, { node: nodeA, claim: 'static-set', readOnly: true }));
     c.apply(podYaml('static-b', probe, { node: nodeB, claim: 'static-set', readOnly: true, user: 1000 }));
     c.apply(podYaml('static-missing', 'sleep 3600', { node: nodeB, claim: 'static-missing', readOnly: true }));
+    c.apply(
+      podYaml('static-file', `echo "ls $(ls -A /data)"; ${readOnlyProbe('/data/w.bin', PATTERN_BYTES)}`, { node: nodeA, claim: 'static-file', readOnly: true }),
+    );
+    const file = fields((await waitReady(['static-file'])).get('static-file') ?? '');
+    assert.equal(file.get('ls'), 'w.bin', `a static file volume shows more or other than the file:\n${c.logs('static-file')}`);
+    assertReadOnly('static-file', c.logs('static-file'), PATTERN_SHA);
     const outs = await waitReady(['static-a', 'static-b']);
     for (const [p, out] of outs) {
       const f = fields(out);
@@ -484,6 +516,7 @@ spec:
       // famfs cp makes 0644 root files: the non-root reader is refused by the mode (EACCES) before the ro mount.
       assertReadOnly(p, out, PATTERN_SHA, p === 'static-a');
     }
+    assertReadOnlyBinds('/models/rn-set', [nodeA, nodeB]);
     const att = attachments('static-set');
     assert.deepEqual([...att.keys()].sort(), [nodeA, nodeB].sort(), `attachments of static-set: ${JSON.stringify([...att])}`);
     const ev = await c.waitFor('a FailedAttachVolume or FailedMount event for pod static-missing', 120_000, () => {
@@ -496,10 +529,12 @@ spec:
     transcript('static-b (non-root reader of a static directory on node B) output', c.logs('static-b'));
     // Done: pods, claims and PVs go (Retain: the driver never frees a path it did not allocate), then the
     // loader removes its files on the master, so the pool gets its memory back.
-    c.kubectl(['delete', 'pod', 'static-a', 'static-b', 'static-missing', '--wait=true']);
-    c.kubectl(['-n', NS, 'delete', 'pvc', 'static-set', 'static-missing', '--wait=true']);
-    c.kubectl(['delete', 'pv', 'static-set', 'static-missing', '--wait=true']);
-    await c.waitFor('no VolumeAttachment of static-set', 120_000, () => (attachments('static-set').size === 0 ? true : undefined));
+    c.kubectl(['delete', 'pod', 'static-a', 'static-b', 'static-missing', 'static-file', '--wait=true']);
+    c.kubectl(['-n', NS, 'delete', 'pvc', 'static-set', 'static-missing', 'static-file', '--wait=true']);
+    c.kubectl(['delete', 'pv', 'static-set', 'static-missing', 'static-file', '--wait=true']);
+    for (const pv of ['static-set', 'static-file']) {
+      await c.waitFor(`no VolumeAttachment of ${pv}`, 120_000, () => (attachments(pv).size === 0 ? true : undefined));
+    }
     const ls = c.famfs(nodeA, ['ls', c.device]);
     assert.match(ls.stdout, /models\/rn-set\/w\.bin/, `DeleteVolume or unpublish freed a static path:\n${ls.stdout}${ls.stderr}`);
     for (const p of ['models/rn-set/sub/readme.txt', 'models/rn-set/sub', 'models/rn-set/w.bin', 'models/rn-set', 'models']) {

@@ -5,10 +5,13 @@
 // go to a FUSE server, and the FUSE server may be this very process (all-in-one mode).
 //
 //   bindMount(source, target, readOnly, flags[]) -> Promise<void>
-//       mount(source, target, MS_BIND); then, when readOnly or flags ask for it, sets those
-//       per-mount attributes on the new bind only (mount_setattr; a remount that keeps the flags
-//       the bind inherited where mount_setattr is missing). A failed attribute change undoes
-//       the bind, so a volume asked for read-only is never left writable.
+//       mount(source, target, MS_BIND) when no attribute is asked for. With readOnly or flags, the
+//       bind is made detached (open_tree), given those per-mount attributes (mount_setattr) and only
+//       then attached (move_mount): every copy mount propagation makes of it (a Bidirectional
+//       kubelet dir: the kubelet's and the host's view) is born with them. Setting them after the
+//       bind changed this namespace's copy only, and the kubelet's stayed writable. Where those
+//       calls are missing: bind, then a remount that keeps the flags the bind inherited. A failed
+//       attribute change undoes the bind, so a volume asked for read-only is never left writable.
 //   unmount(target, lazy) -> Promise<boolean>
 //       umount2(target, lazy ? MNT_DETACH : 0); false when nothing is mounted at target.
 // Failures reject with an Error whose `code` is the errno name (EBUSY, EPERM, ...).
@@ -29,6 +32,12 @@
 #ifndef SYS_mount_setattr
 #define SYS_mount_setattr 442
 #endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
 
 namespace famfs_native {
 namespace {
@@ -43,6 +52,8 @@ constexpr uint64_t kAttrRelatime = 0x00000000;
 constexpr uint64_t kAttrNoatime = 0x00000010;
 constexpr uint64_t kAttrStrictatime = 0x00000020;
 constexpr uint64_t kAttrNodiratime = 0x00000080;
+constexpr unsigned kOpenTreeClone = 1;          // OPEN_TREE_CLONE
+constexpr unsigned kMoveMountFEmptyPath = 0x4;  // MOVE_MOUNT_F_EMPTY_PATH
 
 struct MountAttr {
   uint64_t attr_set;
@@ -136,8 +147,29 @@ class BindWorker : public MountWorker {
         flags_(flags) {}
 
   void Execute() override {
-    if (mount(source_.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) != 0) return Fail("mount(MS_BIND)", errno);
     uint64_t set = flags_.set | (readOnly_ ? kAttrRdonly : 0);
+    if (set != 0 || flags_.clr != 0) {
+      // Attributes before attaching: propagated copies are clones of the mount as it is attached.
+      int fd = static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, source_.c_str(), kOpenTreeClone | O_CLOEXEC));
+      if (fd >= 0) {
+        MountAttr attr{set, flags_.clr, 0, 0};
+        int err = 0;
+        const char* step = nullptr;
+        if (syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, &attr, sizeof attr) != 0) {
+          err = errno;
+          step = "mount_setattr on the detached bind";
+        } else if (syscall(SYS_move_mount, fd, "", AT_FDCWD, target_.c_str(), kMoveMountFEmptyPath) != 0) {
+          err = errno;
+          step = "move_mount";
+        }
+        close(fd);  // a detached bind that was never attached goes with its last fd
+        if (step == nullptr) return;
+        if (err != ENOSYS) return Fail(step, err);
+      } else if (errno != ENOSYS) {
+        return Fail("open_tree(OPEN_TREE_CLONE)", errno);
+      }
+    }
+    if (mount(source_.c_str(), target_.c_str(), nullptr, MS_BIND, nullptr) != 0) return Fail("mount(MS_BIND)", errno);
     if (set == 0 && flags_.clr == 0) return;
     MountAttr attr{set, flags_.clr, 0, 0};
     // AT_FDCWD with the path: the bind just made is the topmost mount there.
