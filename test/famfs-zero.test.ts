@@ -18,11 +18,17 @@ import {
   crc,
   decodeExtBlock,
   encodeCleanLine,
+  encodeEntry,
+  encodeLogCounters,
+  entryOffset,
   EXT,
   EXT_AREA_SIZE,
   EXT_BLOCK_OFFSET,
   FamfsFs,
+  LH,
+  LOG_OFFSET,
   readCleanMap,
+  type FileNode,
 } from '../pkg/famfs/index.js';
 import { allZero, assertCleanUnitsAreZero, fileBytes, fillPattern, overlaps } from './helpers/clean-map.js';
 import { famfsCode, freshFamfs, MASTER_UUID } from './helpers/famfs-image.js';
@@ -174,6 +180,28 @@ describe('no zeroing on the create path: clean map (pkg/famfs)', () => {
     const g = third.creat('g', third.usage().freeBytes, { zero: true });
     assert.ok(overlaps(f, g));
     assert.ok(allZero(fileBytes(media, g)), "a stale clean bit handed out a previous tenant's bytes");
+  });
+
+  it('a file another writer placed on clean memory (famfs itself: no map) has its bits cleared before the next write, so its memory is zeroed once freed', () => {
+    const { media, fs: m } = freshFamfs();
+    m.zeroFree();
+    const free = m.allocator.freeRuns()[0];
+    // famfs' own creat, as bytes: an entry and the counters, no clean map.
+    const h = m.header();
+    const at = LOG_OFFSET + entryOffset(h.nextIndex);
+    const fmap = { kind: 'simple' as const, extents: [{ devindex: 0, offset: free.offset, len: 8 * MiB }] };
+    media.write(at, encodeEntry(h.nextIndex, { type: 'file', relpath: 'by-famfs', size: 8 * MiB, flags: 2, uid: 0, gid: 0, mode: 0o644, fmap }));
+    media.write(LOG_OFFSET + LH.nextSeqnum, encodeLogCounters(h.nextSeqnum + 1, h.nextIndex + 1));
+    m.catchUp();
+    const byFamfs = m.lookup('by-famfs') as FileNode;
+    fillPattern(media, byFamfs);
+    m.rm('by-famfs'); // the master's next write clears the stale bits first
+    // A new master trusts only the shared map: the memory must be dirty there.
+    const next = FamfsFs.open(media, { hostUuid: MASTER_UUID });
+    next.takeOver(MASTER_UUID);
+    const g = next.creat('g', next.usage().freeBytes, { zero: true });
+    assert.ok(overlaps(byFamfs, g));
+    assert.ok(allZero(fileBytes(media, g)), 'a file famfs placed on clean memory leaked its bytes after its delete');
   });
 
   it('revision 4: a revision-3 block is used without a map until a takeover upgrades it (map cleared); unknown revisions are refused', () => {
