@@ -168,6 +168,11 @@ describe('controller records: change records, growth, unreadable image and rebui
     }
     assert.equal(list.code, 'UNAVAILABLE', `${what}: ${list.code} ${list.message}`);
     assert.match(list.message, /famfs csi-rebuild-state/, what);
+    // Nor one volume's publish records, nor the snapshots' records.
+    const published = want.find((w) => !w.endsWith(':'))!.split(':')[0];
+    const one = await outcome(c.client.call('Controller', 'ControllerGetVolume', { volume_id: published }));
+    assert.equal(one.code, 'UNAVAILABLE', `${what}: ControllerGetVolume ${one.code} ${one.message}`);
+    assert.equal((await outcome(c.client.call('Controller', 'ListSnapshots', {}))).code, 'UNAVAILABLE', `${what}: ListSnapshots`);
     const refused = await outcome(create(c, `pvc-refused-${what.replace(/\W+/g, '-')}`));
     assert.equal(refused.code, 'UNAVAILABLE', `${what}: a change while records are missing`);
     assert.match(refused.message, /famfs csi-rebuild-state/, what);

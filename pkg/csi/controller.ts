@@ -492,6 +492,7 @@ export class ControllerServer implements ControllerHandlers {
 
   async ControllerGetVolume(req: ControllerGetVolumeRequest): Promise<ControllerGetVolumeResponse> {
     requireFields(req, 'volume_id');
+    this.volumes.store.requireReadable();
     if (this.opts.deviceFailure?.() !== undefined) {
       // Do not read the memory again: answer from the last view, the condition says why.
       const cached = this.volumes.describeCached(req.volume_id);
@@ -522,11 +523,13 @@ export class ControllerServer implements ControllerHandlers {
     const wanted = req.source_volume_id === '' ? infos : infos.filter((s) => s.sourceVolumeId === req.source_volume_id);
     const byId = new Map(wanted.map((s) => [s.snapshotId, s]));
     const { page, nextToken } = paginate([...byId.keys()], req.starting_token, req.max_entries, isSnapshotId);
+    this.volumes.store.requireReadable();
     return { entries: page.map((id) => ({ snapshot: snapshotOut(byId.get(id) as SnapshotInfo) })), next_token: nextToken };
   }
 
   GetSnapshot(req: GetSnapshotRequest): GetSnapshotResponse {
     requireFields(req, 'snapshot_id');
+    this.volumes.store.requireReadable();
     const s = this.volumes.describeSnapshot(req.snapshot_id);
     if (s === undefined) throw notFound(`snapshot ${req.snapshot_id} does not exist`);
     return { snapshot: snapshotOut(s) };
