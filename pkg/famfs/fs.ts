@@ -677,7 +677,8 @@ export class FamfsFs {
       // The second region comes from free memory (no host maps it); it is reserved for good once
       // the record naming it is written. A crash before that leaves it free again.
       if (this.allocator.hasPending) this.allocator.reclaim(horizon);
-      const fmap = this.allocator.place(logLen);
+      // Dirty memory first: the log region overwrites what it uses, clean memory is kept for creates.
+      const fmap = this.allocator.place(logLen, undefined, undefined, 'dirty');
       this.claimUnits(fmap);
       altOffset = fmap.kind === 'simple' ? fmap.extents[0].offset : 0;
       progress({ step: 'region', done: altOffset });
