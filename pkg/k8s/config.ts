@@ -4,8 +4,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { KubeConfig } from '@kubernetes/client-node';
-import { parseDuration } from './lease';
+import { parseDuration } from './lease-config';
 
 export class K8sConfigError extends Error {
   readonly code = 'K8S_CONFIG_INVALID';
@@ -60,37 +59,27 @@ export function leaderElectionFromEnv(env: Env, defaults: { pool: string }): Lea
   };
 }
 
-/** In a pod: the service account; elsewhere: $KUBECONFIG or ~/.kube/config (what kubectl would use). */
-export function loadKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new K8sConfigError('no Kubernetes API configured (not in a pod, no KUBECONFIG)');
-  return kc;
-}
-
 /** Where the service account token lives in a pod. */
 const IN_CLUSTER_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 
+/** Where this process's Kubernetes API configuration comes from (kubeconfig.ts loads it). */
+export type KubeConfigSource = { kind: 'file'; file: string } | { kind: 'in-cluster' };
+
 /**
- * The Kubernetes API this process should talk to, or undefined when there is none: in a pod (service
- * account), $KUBECONFIG, or ~/.kube/config, in that order. Unlike KubeConfig.loadFromDefault it does
- * not invent a localhost:8080 cluster, so a driver started by hand (npm start) stays standalone.
+ * The Kubernetes API configuration this process should use, or undefined when there is none: an
+ * explicit file, in a pod (service account), $KUBECONFIG, or ~/.kube/config, in that order. Decided
+ * from the environment and the file system only, so that a driver without an API never loads
+ * @kubernetes/client-node (~55 MiB of RssAnon). Unlike KubeConfig.loadFromDefault it does not invent
+ * a localhost:8080 cluster, so a driver started by hand (npm start) stays standalone.
  */
-export function kubeConfigIfAny(env: Env = process.env, explicitPath?: string): KubeConfig | undefined {
-  const kc = new KubeConfig();
-  if (explicitPath !== undefined) {
-    kc.loadFromFile(explicitPath);
-  } else if (env.KUBERNETES_SERVICE_HOST && fs.existsSync(IN_CLUSTER_TOKEN)) {
-    kc.loadFromCluster();
-  } else if (env.KUBECONFIG) {
+export function kubeConfigSource(env: Env = process.env, explicitPath?: string): KubeConfigSource | undefined {
+  if (explicitPath !== undefined) return { kind: 'file', file: explicitPath };
+  if (env.KUBERNETES_SERVICE_HOST && fs.existsSync(IN_CLUSTER_TOKEN)) return { kind: 'in-cluster' };
+  if (env.KUBECONFIG) {
     const files = env.KUBECONFIG.split(path.delimiter).filter((f) => f !== '' && fs.existsSync(f));
     if (files.length === 0) throw new K8sConfigError(`KUBECONFIG=${env.KUBECONFIG}: no such file`);
-    kc.loadFromFile(files[0]);
-  } else {
-    const home = path.join(os.homedir(), '.kube', 'config');
-    if (!fs.existsSync(home)) return undefined;
-    kc.loadFromFile(home);
+    return { kind: 'file', file: files[0] };
   }
-  if (!kc.getCurrentCluster()) throw new K8sConfigError('the Kubernetes configuration names no current cluster');
-  return kc;
+  const home = path.join(os.homedir(), '.kube', 'config');
+  return fs.existsSync(home) ? { kind: 'file', file: home } : undefined;
 }

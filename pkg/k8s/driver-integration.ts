@@ -7,7 +7,8 @@
 //   const k8s = startControllerIntegration({ store: driver.store, ... });  ...  await k8s.stop();
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { leaderElectionFromEnv, loadKubeConfig, type LeaderElectionSettings } from './config';
+import { leaderElectionFromEnv, type LeaderElectionSettings } from './config';
+import { loadKubeConfig } from './kubeconfig';
 import { EventRecorder } from './events';
 import { MasterElection, type MasterRole } from './leadership';
 import type { FamfsMetrics } from './metrics';

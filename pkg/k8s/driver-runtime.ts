@@ -9,14 +9,14 @@ import { startDriver, type DriverConfig, type RunningDriver } from '../csi/drive
 import { DriverMetrics } from '../csi/metrics';
 import { systemUuid } from '../famfs/host-uuid';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { kubeConfigIfAny } from './config';
-import { csiNodeLookup } from './csinode';
-import { controllerLeaderElectionSettings, startControllerIntegration, type ControllerIntegration } from './driver-integration';
-import { EventReason, EventRecorder, pvcRef } from './events';
+import { kubeConfigSource, leaderElectionFromEnv } from './config';
+import type { ControllerIntegration } from './driver-integration';
+import type { EventRecorder } from './events';
 import { rewrittenMessage } from '../csi/node';
-import { FAMFSPOOL_GROUP, FAMFSPOOL_KIND, FAMFSPOOL_VERSION } from './famfspool';
-import { MemoryErrorReporter } from './memory-errors';
 import { createMetrics } from './metrics';
+
+/** The Kubernetes part, loaded when an API is configured. */
+type K8s = typeof import('./driver-k8s.js');
 
 /** What the process decides; the Kubernetes hooks of DriverConfig are filled in here. */
 export type DriverProcessConfig = Omit<DriverConfig, 'deferMasterRole' | 'metrics' | 'onMemoryError' | 'onVolumeCreated' | 'nodes'>;
@@ -49,11 +49,11 @@ export interface DriverProcess {
  * "Volume placed at offset X" on the claim, when the provisioner told us which claim it is
  * (csi-provisioner --extra-create-metadata adds csi.storage.k8s.io/pvc/name and .../pvc/namespace).
  */
-function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
+function volumePlaced(k8s: K8s, events: EventRecorder, v: VolumePlacement): void {
   const name = v.parameters['csi.storage.k8s.io/pvc/name'];
   const namespace = v.parameters['csi.storage.k8s.io/pvc/namespace'];
   if (!name || !namespace) return;
-  events.emit(pvcRef(namespace, name), 'Normal', EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
+  events.emit(k8s.pvcRef(namespace, name), 'Normal', k8s.EventReason.VolumePlaced, `famfs volume ${v.volumeId}: ${v.sizeBytes} bytes at ${v.placement}`);
 }
 
 /**
@@ -61,39 +61,42 @@ function volumePlaced(events: EventRecorder, v: VolumePlacement): void {
  * an explicit list; else, with an API, the nodes whose CSINode object lists this driver with that
  * node id; else none (all-in-one mode knows its own node anyway).
  */
-function nodesOf(list: string[] | undefined, kubeConfig: KubeConfig | undefined, driverName: string): Pick<DriverConfig, 'nodes'> {
+function nodesOf(list: string[] | undefined, kube: { k8s: K8s; kubeConfig: KubeConfig } | undefined, driverName: string): Pick<DriverConfig, 'nodes'> {
   if (list !== undefined) {
     const known = new Set(list);
     return { nodes: { exists: (id) => known.has(id), source: `the nodes given with --nodes: ${list.join(', ') || 'none'}` } };
   }
-  if (kubeConfig !== undefined) {
-    return { nodes: { exists: csiNodeLookup(kubeConfig, driverName), source: `no CSINode object lists driver ${driverName} with that node id` } };
+  if (kube !== undefined) {
+    return { nodes: { exists: kube.k8s.csiNodeLookup(kube.kubeConfig, driverName), source: `no CSINode object lists driver ${driverName} with that node id` } };
   }
   return {};
 }
 
 export async function startDriverProcess(o: DriverProcessOptions): Promise<DriverProcess> {
   const { driver: cfg, log } = o;
-  const kubeConfig = kubeConfigIfAny(process.env, o.kubeconfigPath);
+  const source = kubeConfigSource(process.env, o.kubeconfigPath);
+  // Loaded only with an API to talk to (see driver-k8s.ts).
+  const k8s: K8s | undefined = source === undefined ? undefined : await import('./driver-k8s.js');
+  const kube = k8s !== undefined && source !== undefined ? { k8s, kubeConfig: k8s.loadKubeConfigFrom(source) } : undefined;
   const controls = cfg.mode === 'controller' || cfg.mode === 'all';
-  const election = controls ? controllerLeaderElectionSettings(cfg.pool) : undefined;
-  if (election?.enabled && kubeConfig === undefined) {
+  const election = controls ? leaderElectionFromEnv(process.env, { pool: cfg.pool }) : undefined;
+  if (election?.enabled && kube === undefined) {
     throw new Error('FAMFS_LEADER_ELECTION=true but no Kubernetes API is configured (not in a pod, no KUBECONFIG, no --kubeconfig)');
   }
   const driverMetrics = new DriverMetrics();
   // The famfs series join the driver's registry: one /metrics endpoint, no duplicate names.
   const k8sMetrics = createMetrics({ registry: driverMetrics.registry });
   const component = cfg.mode === 'node' ? 'famfs-csi-node' : 'famfs-csi-controller';
-  const events = kubeConfig ? new EventRecorder({ kubeConfig, component, instance: election?.identity || cfg.nodeId, log }) : undefined;
+  const events = kube ? new kube.k8s.EventRecorder({ kubeConfig: kube.kubeConfig, component, instance: election?.identity || cfg.nodeId, log }) : undefined;
   // Assigned once the driver runs; the closures below are made before that.
   // eslint-disable-next-line prefer-const
   let running: RunningDriver | undefined;
   // The device mapping of this process, and on a node the FUSE server's view (it meets poison first).
   const pollFailure = async (): Promise<string | undefined> => running?.deviceFailure() ?? (await running?.node?.memoryFailure());
   const memoryErrors =
-    kubeConfig && events
-      ? new MemoryErrorReporter({
-          kubeConfig,
+    kube && events
+      ? new kube.k8s.MemoryErrorReporter({
+          kubeConfig: kube.kubeConfig,
           events,
           driverName: cfg.driverName,
           pool: cfg.pool,
@@ -108,7 +111,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
 
   const driver = await startDriver({
     ...cfg,
-    ...nodesOf(o.knownNodes, kubeConfig, cfg.driverName),
+    ...nodesOf(o.knownNodes, kube, cfg.driverName),
     deferMasterRole: election?.enabled === true,
     metrics: driverMetrics,
     onMemoryError: (e) => {
@@ -119,18 +122,18 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
         log.error({ ...e }, 'memory error (no Kubernetes API: no Event raised)');
       }
     },
-    ...(events !== undefined ? { onVolumeCreated: (v: VolumePlacement) => volumePlaced(events, v) } : {}),
+    ...(kube !== undefined && events !== undefined ? { onVolumeCreated: (v: VolumePlacement) => volumePlaced(kube.k8s, events, v) } : {}),
   });
 
   let integration: ControllerIntegration | undefined;
-  if (kubeConfig !== undefined && driver.store !== undefined && election !== undefined) {
-    integration = startControllerIntegration({
+  if (kube !== undefined && driver.store !== undefined && election !== undefined) {
+    integration = kube.k8s.startControllerIntegration({
       store: driver.store,
       pool: cfg.pool,
       device: cfg.devicePath,
       nodeId: cfg.nodeId,
       hostUuid: systemUuid(),
-      kubeConfig,
+      kubeConfig: kube.kubeConfig,
       leaderElection: election,
       metrics: k8sMetrics,
       statusIntervalMs: o.poolStatusIntervalMs,
@@ -140,7 +143,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
       { leaderElection: election.enabled, lease: election.enabled ? `${election.namespace}/${election.leaseName}` : undefined },
       'Kubernetes integration started',
     );
-  } else if (kubeConfig === undefined) {
+  } else if (kube === undefined) {
     log.info('no Kubernetes API configured: standalone (no Lease, FamfsPool status or Events)');
   }
   running = driver;
@@ -175,13 +178,16 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
               k8sMetrics.logEntriesRewritten.inc({ pool: cfg.pool }, fresh.length);
               const message = `node ${cfg.nodeId}: ${rewrittenMessage(fresh)}`;
               log.error({ event: 'log-entry-rewritten', indexes: fresh, pool: cfg.pool }, message);
-              events?.emit(
-                { apiVersion: `${FAMFSPOOL_GROUP}/${FAMFSPOOL_VERSION}`, kind: FAMFSPOOL_KIND, name: cfg.pool },
-                'Warning',
-                EventReason.LogEntryRewritten,
-                message,
-              );
-              events?.emit({ apiVersion: 'v1', kind: 'Node', name: cfg.nodeId, uid: cfg.nodeId }, 'Warning', EventReason.LogEntryRewritten, message);
+              if (kube !== undefined && events !== undefined) {
+                const { EventReason, FAMFSPOOL_GROUP, FAMFSPOOL_KIND, FAMFSPOOL_VERSION } = kube.k8s;
+                events.emit(
+                  { apiVersion: `${FAMFSPOOL_GROUP}/${FAMFSPOOL_VERSION}`, kind: FAMFSPOOL_KIND, name: cfg.pool },
+                  'Warning',
+                  EventReason.LogEntryRewritten,
+                  message,
+                );
+                events.emit({ apiVersion: 'v1', kind: 'Node', name: cfg.nodeId, uid: cfg.nodeId }, 'Warning', EventReason.LogEntryRewritten, message);
+              }
             })
             .catch(() => undefined);
         }, o.rewriteCheckIntervalMs ?? 5000)
@@ -190,7 +196,7 @@ export async function startDriverProcess(o: DriverProcessOptions): Promise<Drive
 
   return {
     driver,
-    kubernetes: kubeConfig !== undefined,
+    kubernetes: kube !== undefined,
     async stop() {
       if (rewriteTimer) clearInterval(rewriteTimer);
       await Promise.all([integration?.stop(), memoryErrors?.stop()]).catch((e: unknown) =>

@@ -17,16 +17,10 @@
 // than renewDeadline.
 import { ApiException, CoordinationV1Api, KubeConfig, V1MicroTime, type V1Lease } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { LeaderElectionError } from './lease-config';
 
-export class LeaderElectionError extends Error {
-  constructor(
-    readonly code: 'INVALID_CONFIG' | 'NOT_LEADER' | 'STOPPED',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'LeaderElectionError';
-  }
-}
+// Defined apart so that reading the settings (config.ts) does not load @kubernetes/client-node.
+export { LeaderElectionError, parseDuration } from './lease-config';
 
 export interface LeadershipInfo {
   /** leaseTransitions when we took the lease: strictly greater than any earlier leader's epoch. */
@@ -78,21 +72,6 @@ function timeText(v: unknown): string {
 
 function isApiStatus(err: unknown, code: number): boolean {
   return err instanceof ApiException && err.code === code;
-}
-
-/** Parses Go-style durations ("15s", "1m30s", "500ms") into milliseconds. */
-export function parseDuration(text: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/g;
-  let total = 0;
-  let consumed = 0;
-  for (let m = re.exec(text); m; m = re.exec(text)) {
-    const n = Number(m[1]);
-    const unit = m[2];
-    total += unit === 'h' ? n * 3_600_000 : unit === 'm' ? n * 60_000 : unit === 's' ? n * 1000 : n;
-    consumed += m[0].length;
-  }
-  if (consumed !== text.length || text.length === 0) throw new LeaderElectionError('INVALID_CONFIG', `not a duration: ${JSON.stringify(text)}`);
-  return total;
 }
 
 export class LeaderElector {
