@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { objectFileRelpath } from '../pkg/csi/names';
 import type { NodeGetCapabilitiesResponse, NodeGetInfoResponse, NodeGetVolumeStatsResponse } from '../pkg/csi/types';
+import { NODE_PUBLISHED_FILE } from '../pkg/mount/mount-records';
 import { findMount } from '../pkg/mount/mountinfo';
 import { blockCap, canMount, codeOf, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
@@ -290,6 +291,28 @@ function mmapWritable(file: string): string {
     await stage(a, id, staging);
     assert.equal(fs.statSync(path.join(staging, 'data')).size, 2 * MiB);
     await unstage(a, id, staging);
+  });
+
+  it('publish records lost in a machine crash: unpublish still finds the bind at the target (asked of the path), unmounts and removes it', async () => {
+    const id = env.createVolume('lostrec', 2 * MiB);
+    const staging = env.staging('node-a', id);
+    const target = env.target('pod-lostrec');
+    const blockTarget = env.target('pod-lostrec', 'dev');
+    await stage(a, id, staging);
+    await publish(a, id, staging, target);
+    await publish(a, id, staging, blockTarget, blockCap('SINGLE_NODE_MULTI_WRITER'));
+    // Torn write of the publish records: the restarted plugin drops them and works from the paths.
+    fs.writeFileSync(path.join(a.stateDir, NODE_PUBLISHED_FILE), '{"version":1,"publ');
+    a = await env.restartPlugin(a);
+    for (const t of [target, blockTarget]) {
+      assert.ok(await findMount(t), `${t} is still bound after the restart`);
+      await unpublish(a, id, t);
+      assert.equal(await findMount(t), undefined, `${t} unmounted without a record`);
+      assert.equal(fs.existsSync(t), false);
+      await unpublish(a, id, t); // idempotent: nothing mounted, the volume exists
+    }
+    await unstage(a, id, staging);
+    assert.equal(await findMount(staging), undefined);
   });
 
   it('tears down, on restart, what belongs to a volume deleted while the plugin was away', async () => {

@@ -22,7 +22,7 @@ import type { FileNode, TreeNode } from '../famfs/tree';
 import { filesUnder, resolveStaticPath, sharedVolumePath, staticPathOf, type StaticPath } from './static-path';
 import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
-import { findMount, probeConnection, probePath } from '../mount/mountinfo';
+import { isMountPoint, probeConnection, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/mount-records';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
@@ -575,8 +575,8 @@ export class NodeService {
       if (rec !== undefined && rec.volumeId !== req.volume_id) {
         throw failedPrecondition(`staging_target_path ${staging} holds volume ${rec.volumeId}, not ${req.volume_id}`);
       }
-      // The mount table only when there is no record (see unpublish).
-      const mounted = rec !== undefined || (await findMount(staging)) !== undefined;
+      // Without a record: whether something is still mounted there (see unpublish).
+      const mounted = rec !== undefined || (await isMountPoint(staging));
       if (rec === undefined && !mounted) {
         if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined)
           throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
@@ -718,9 +718,10 @@ export class NodeService {
       if (rec !== undefined && rec.volumeId !== req.volume_id) {
         throw notFound(`volume ${req.volume_id} is not published at ${target} (it holds volume ${rec.volumeId})`);
       }
-      // The mount table is read only when there is no record: with thousands of mounts on a node,
-      // reading and parsing it costs tens of milliseconds.
-      const mounted = rec !== undefined || (await findMount(target)) !== undefined;
+      // Without a record (lost in a crash, or never ours): whether something is still mounted there,
+      // asked of the path (no mount table read: with thousands of mounts on a node, reading and
+      // parsing it costs tens of milliseconds).
+      const mounted = rec !== undefined || (await isMountPoint(target));
       if (rec === undefined && !mounted) {
         if (!isVolumeId(req.volume_id) || this.volumeFile(req.volume_id) === undefined) {
           throw notFound(`volume ${req.volume_id} does not exist and is not published at ${target}`);

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { forEachDeviceRun } from '../famfs/fmap.js';
 import type { FamfsFs } from '../famfs/fs.js';
 import { unmountAll } from '../mount/mount.js';
-import { findMount, probePath } from '../mount/mountinfo.js';
+import { findMount, isFuseMount, probePath } from '../mount/mountinfo.js';
 import { controlRequest } from './control-client.js';
 import type { ControlReply, ControlRequest } from './control-protocol.js';
 import { DEFAULT_ORPHAN_TIMEOUT_MS, depositSocketFor, FdDepositHolder } from './deposit.js';
@@ -249,8 +249,13 @@ export class FuseSupervisor {
     const probe = await this.unlessOrphaned(probePath(this.mountpoint));
     if (probe === 'orphaned') return this.health();
     if (probe.health === 'disconnected') return { state: 'dead', message: `FUSE mount ${this.mountpoint} is dead (transport endpoint not connected)` };
-    const m = await findMount(this.mountpoint);
-    if (m === undefined || !m.fsType.startsWith('fuse')) return { state: 'absent' };
+    // Whether a FUSE filesystem is mounted there: asked of the path (statfs's magic) when it answers,
+    // rather than of the mount table, which costs tens of milliseconds to read with thousands of
+    // binds on a node (NodeStage comes through here). A path that answers an error (a fenced
+    // server's EIO, say) is looked up in the table.
+    const fuse = probe.health === 'ok' ? await isFuseMount(this.mountpoint).catch(() => undefined) : undefined;
+    const mounted = fuse ?? (await findMount(this.mountpoint))?.fsType.startsWith('fuse') === true;
+    if (!mounted) return { state: 'absent' };
     let reply: ControlReply;
     try {
       reply = await this.control({ op: 'status' }, 3000);

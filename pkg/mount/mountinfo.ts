@@ -92,8 +92,45 @@ export async function mountsAt(p: string, table?: MountEntry[]): Promise<MountEn
   return (table ?? (await readMountinfo())).filter((e) => e.mountPoint === target);
 }
 
+/**
+ * Whether something is mounted at `p`, asked of the path itself rather than the mount table (whose
+ * read and parse cost tens of milliseconds with thousands of mounts on a node): a mount whose FUSE
+ * server died answers ENOTCONN, a live one shows a device number other than its parent directory's.
+ * A bind of a directory of the parent's own filesystem would show the same device and is not seen;
+ * the mounts this driver makes at staging and target paths are binds from the famfs FUSE mount (a
+ * device of its own), and a stale one from an earlier FUSE connection shows that connection's device.
+ */
 export async function isMountPoint(p: string): Promise<boolean> {
-  return (await findMount(p)) !== undefined;
+  const target = await canonicalMountPath(p);
+  if (target === '/') return true;
+  let st: fs.Stats;
+  try {
+    // lstat: a symlink at p is not a mount point (mounting on it mounts on what it names).
+    st = fs.lstatSync(target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN') return true;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false;
+    throw e;
+  }
+  // Synchronous, as in canonicalMountPath: the parent is a local directory.
+  return st.dev !== fs.statSync(path.dirname(target)).dev;
+}
+
+/** statfs f_type of every FUSE filesystem (linux/magic.h FUSE_SUPER_MAGIC). */
+const FUSE_SUPER_MAGIC = 0x65735546;
+
+/**
+ * Whether a FUSE filesystem is mounted at `p` (its root or anywhere inside it): statfs reports the
+ * filesystem a path is on. False when the path is missing; a dead connection (ENOTCONN) rejects.
+ */
+export async function isFuseMount(p: string): Promise<boolean> {
+  try {
+    return (await fs.promises.statfs(p)).type === FUSE_SUPER_MAGIC;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw e;
+  }
 }
 
 export type PathHealth = 'ok' | 'missing' | 'disconnected' | 'error';
