@@ -72,10 +72,10 @@ export class JsonStateStore<T> {
    * Applies `change` to a copy of the document and persists the result before returning it. Calls
    * are queued, so concurrent updates never lose each other's changes.
    */
-  update(change: (draft: T) => void | T, opts: UpdateOptions = {}): Promise<T> {
+  update(change: (draft: T) => void | T, opts: UpdateOptions = {}, copy = true): Promise<T> {
     const next = this.queue.then(async () => {
       const base = await this.load();
-      const draft = structuredClone(base);
+      const draft = copy ? structuredClone(base) : base;
       const result = change(draft);
       const value = result === undefined ? draft : result;
       await writeFileAtomic(this.file, JSON.stringify(value, null, 2) + '\n', 0o600, { durable: opts.durable !== false });
@@ -85,6 +85,14 @@ export class JsonStateStore<T> {
     // Keep the chain alive after a failed update; the failure still reaches this caller.
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /**
+   * Persists `value` as the whole document (queued like update), without copying the current one
+   * first: for a caller that builds the new document itself. `value` is kept, not copied.
+   */
+  replace(value: T, opts: UpdateOptions = {}): Promise<T> {
+    return this.update(() => value, opts, false);
   }
 }
 
@@ -284,20 +292,31 @@ export class NodeStateStore {
   update(change: (draft: NodeStateDoc) => void): Promise<NodeStateDoc> {
     const next = this.queue.then(async () => {
       const base = await this.load();
-      const draft = structuredClone(base);
+      // A shallow copy: a change adds, replaces or deletes whole records and never edits one in
+      // place (new records are frozen below, so such an edit throws), so comparing the records by
+      // identity tells which part changed. Copying and serialising every record to compare them cost
+      // ~17 ms per publish with 1,000 volumes published (bench/node).
+      const draft: NodeStateDoc = { version: 1, staged: { ...base.staged }, published: { ...base.published } };
       change(draft);
-      const stagedChanged = JSON.stringify(draft.staged) !== JSON.stringify(base.staged);
-      const publishedChanged =
-        JSON.stringify(draft.published) !== JSON.stringify(base.published) || (!fs.existsSync(this.publishedFile) && Object.keys(draft.published).length > 0);
-      if (publishedChanged) await this.publishedStore.update(() => ({ version: 1, published: draft.published }), { durable: false });
+      for (const part of [draft.staged, draft.published] as Record<string, object>[]) for (const r of Object.values(part)) Object.freeze(r);
+      const stagedChanged = !sameRecords(draft.staged, base.staged);
+      const publishedChanged = !sameRecords(draft.published, base.published) || (!fs.existsSync(this.publishedFile) && Object.keys(draft.published).length > 0);
+      if (publishedChanged) await this.publishedStore.replace({ version: 1, published: draft.published }, { durable: false });
       if (stagedChanged || (publishedChanged && Object.keys((await this.stagedStore.load()).published).length > 0)) {
-        await this.stagedStore.update(() => ({ version: 1, staged: draft.staged, published: {} }));
+        await this.stagedStore.replace({ version: 1, staged: draft.staged, published: {} });
       }
       return this.load();
     });
     this.queue = next.catch(() => undefined);
     return next;
   }
+}
+
+/** The same records (by identity) under the same keys. */
+function sameRecords(a: Record<string, unknown>, b: Record<string, unknown>): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((k) => Object.hasOwn(b, k) && a[k] === b[k]);
 }
 
 export function nodeStateStore(stateDir: string): NodeStateStore {
