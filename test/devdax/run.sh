@@ -9,7 +9,7 @@
 # result says "fail". Exits 2, loudly, when qemu cannot run here: the tier never passes silently.
 #
 # Environment: DEVDAX_ACCEL=kvm|tcg (default tcg; see below), DEVDAX_NO_BUILD=1 (skip tsc),
-# DEVDAX_TIMEOUT (seconds per guest, default 300), DEVDAX_SHARE=off (negative control), DEVDAX_KERNEL_PKG (pin the Debian kernel).
+# DEVDAX_TIMEOUT (seconds per guest, default 600), DEVDAX_SHARE=off (negative control), DEVDAX_KERNEL_PKG (pin the Debian kernel).
 set -euo pipefail
 PROJ="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CACHE="$PROJ/.cache/devdax"
@@ -25,7 +25,7 @@ while (($#)); do
   esac
 done
 # Per guest. A quiet 2-core machine needs ~100 s for the whole run; a loaded one much more.
-TIMEOUT="${DEVDAX_TIMEOUT:-300}"
+TIMEOUT="${DEVDAX_TIMEOUT:-600}"
 # DEVDAX_SHARE=off is the negative control: qemu maps the backing file privately, so nothing one
 # guest writes reaches the other, and the tier must fail.
 SHARE="${DEVDAX_SHARE:-on}"

@@ -64,7 +64,7 @@ for f in "$PROJ"/test/devdax/checks/[0-9]*.sh; do
   barrier "begin-$CHECK" || { result barrier fail "begin: $(await "begin-$CHECK" 1 2>&1)"; failed=1; break; }
   t0=$(uptime_ms)
   # A check that hangs fails on its own instead of eating the guest's whole time limit.
-  ( cd "$WORK" && timeout "${CHECK_TIMEOUT:-150}" sh "$f" ) >"$RUN/$ROLE/$CHECK.log" 2>&1
+  ( cd "$WORK" && timeout "${CHECK_TIMEOUT:-300}" sh "$f" ) >"$RUN/$ROLE/$CHECK.log" 2>&1
   rc=$?
   grep '^DEVDAX-RESULT ' "$RUN/$ROLE/$CHECK.log" | tee_results
   if [ "$rc" -eq 0 ]; then st=ok; else st=fail; failed=1; fi
