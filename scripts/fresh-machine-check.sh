@@ -64,7 +64,8 @@ if [[ "${1:-}" == --inside ]]; then
   mount --rbind /sys "$R/sys"
   mount --make-rslave "$R/sys"
   mount -t tmpfs -o mode=0755,size=16m dev "$R/dev"
-  for n in null zero full random urandom tty fuse kvm; do
+  # kmsg: every booted machine has it, and the kubelet refuses to start without it (its OOM watcher).
+  for n in null zero full random urandom tty fuse kvm kmsg; do
     [[ -e "/dev/$n" ]] || continue
     touch "$R/dev/$n"
     mount --bind "/dev/$n" "$R/dev/$n"
@@ -204,11 +205,20 @@ mkdir -p "$R/work"
 git clone -q --no-hardlinks "$REPO" "$R/work/famfs-csi"
 git -C "$R/work/famfs-csi" checkout -q "$REF"
 cp -a "$SHARED" "$R/work/shared"
+# A booted Debian machine has a machine id (systemd writes it at first boot; debootstrap does not).
+[[ -s "$R/etc/machine-id" ]] || tr -d - < /proc/sys/kernel/random/uuid > "$R/etc/machine-id"
 if ((SEED_TOOLS)); then
   [[ -d "$ROOT/.cache/tools/bin" ]] || die "--seed-go-tools: no $ROOT/.cache/tools/bin to copy"
   mkdir -p "$R/work/famfs-csi/.cache/tools"
   cp -a "$ROOT/.cache/tools/bin" "$R/work/famfs-csi/.cache/tools/"
   [[ -d "$ROOT/.cache/tools/stamps" ]] && cp -a "$ROOT/.cache/tools/stamps" "$R/work/famfs-csi/.cache/tools/"
+  # The snapshot test reads the VolumeSnapshot CRDs from the snapshotter's module source, which a
+  # cold build downloads next to the binary: seed it with the binaries.
+  snap_src="$ROOT/.cache/go/mod/github.com/kubernetes-csi/external-snapshotter"
+  if [[ -d "$snap_src" ]]; then
+    mkdir -p "$R/work/famfs-csi/.cache/go/mod/github.com/kubernetes-csi"
+    cp -a "$snap_src" "$R/work/famfs-csi/.cache/go/mod/github.com/kubernetes-csi/"
+  fi
   log "Go tools seeded from $ROOT/.cache/tools: this run is not a fresh machine for them"
 fi
 chmod -R a-w "$R/work/shared"
