@@ -1,5 +1,6 @@
 // The FUSE fd deposit (see fuse_deposit.h).
 #include "fuse_deposit.h"
+#include "fuse_handover.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -23,19 +24,6 @@ int64_t NowMs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
-std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
-
-bool Address(const std::string& path, struct sockaddr_un* sa, std::string* err) {
-  std::memset(sa, 0, sizeof *sa);
-  sa->sun_family = AF_UNIX;
-  if (path.size() >= sizeof sa->sun_path) {
-    *err = "socket path too long: " + path;
-    return false;
-  }
-  std::memcpy(sa->sun_path, path.c_str(), path.size());
-  return true;
 }
 
 // Sends one record with optional descriptors.
@@ -115,10 +103,10 @@ bool PeerGone(int s) {
 std::unique_ptr<DepositHolder> DepositHolder::Start(const std::string& path, int64_t orphan_timeout_ms,
                                                     std::string* err) {
   struct sockaddr_un sa;
-  if (!Address(path, &sa, err)) return nullptr;
+  if (!UnixAddress(path, &sa, err)) return nullptr;
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
-    *err = Errno("socket");
+    *err = ErrnoMessage("socket");
     return nullptr;
   }
   // A socket file left by a holder that died (or still runs: the newest node plugin takes the name;
@@ -135,7 +123,7 @@ std::unique_ptr<DepositHolder> DepositHolder::Start(const std::string& path, int
   chmod(path.c_str(), 0600);
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) != 0) {
-    *err = Errno("pipe");
+    *err = ErrnoMessage("pipe");
     close(fd);
     unlink(path.c_str());
     return nullptr;
@@ -364,14 +352,14 @@ void DepositHolder::Loop() {
 
 int DepositConnect(const std::string& path, std::string* err) {
   struct sockaddr_un sa;
-  if (!Address(path, &sa, err)) return -1;
+  if (!UnixAddress(path, &sa, err)) return -1;
   int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (s < 0) {
-    *err = Errno("socket");
+    *err = ErrnoMessage("socket");
     return -1;
   }
   if (connect(s, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
-    *err = Errno("connect");
+    *err = ErrnoMessage("connect");
     close(s);
     return -1;
   }
@@ -391,7 +379,7 @@ bool DepositRequest(int fd, char op, const std::string& key, const std::string& 
   rec += key;
   rec += blob;
   if (!SendRecord(fd, rec, fds)) {
-    *err = Errno("sendmsg");
+    *err = ErrnoMessage("sendmsg");
     return false;
   }
   struct pollfd p = {fd, POLLIN, 0};
@@ -400,7 +388,7 @@ bool DepositRequest(int fd, char op, const std::string& key, const std::string& 
     r = poll(&p, 1, timeout_ms);
   } while (r < 0 && errno == EINTR);
   if (r <= 0) {
-    *err = r == 0 ? "the fd deposit did not answer in time" : Errno("poll");
+    *err = r == 0 ? "the fd deposit did not answer in time" : ErrnoMessage("poll");
     return false;
   }
   std::string got;

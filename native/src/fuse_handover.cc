@@ -21,7 +21,9 @@ constexpr size_t kMaxJson = 16 * 1024;
 // enum fuse_notify_code: FUSE_NOTIFY_RESEND (protocol 7.40); the installed kernel headers are older.
 constexpr int32_t kNotifyResend = 7;
 
-bool Address(const std::string& path, struct sockaddr_un* sa, std::string* err) {
+}  // namespace
+
+bool UnixAddress(const std::string& path, struct sockaddr_un* sa, std::string* err) {
   std::memset(sa, 0, sizeof *sa);
   sa->sun_family = AF_UNIX;
   if (path.size() >= sizeof sa->sun_path) {
@@ -32,9 +34,7 @@ bool Address(const std::string& path, struct sockaddr_un* sa, std::string* err) 
   return true;
 }
 
-std::string Errno(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
-
-}  // namespace
+std::string ErrnoMessage(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
 std::vector<int> FuseDeviceFds() {
   std::vector<int> out;
@@ -56,10 +56,10 @@ std::vector<int> FuseDeviceFds() {
 
 int HandoverListen(const std::string& path, std::string* err) {
   struct sockaddr_un sa;
-  if (!Address(path, &sa, err)) return -1;
+  if (!UnixAddress(path, &sa, err)) return -1;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
-    *err = Errno("socket");
+    *err = ErrnoMessage("socket");
     return -1;
   }
   unlink(path.c_str());
@@ -67,7 +67,7 @@ int HandoverListen(const std::string& path, std::string* err) {
   int rc = bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa);
   umask(old);
   if (rc != 0 || listen(fd, 1) != 0) {
-    *err = Errno("bind/listen");
+    *err = ErrnoMessage("bind/listen");
     close(fd);
     return -1;
   }
@@ -80,14 +80,14 @@ bool HandoverSend(const std::string& path, const std::vector<int>& fds, const st
     return false;
   }
   struct sockaddr_un sa;
-  if (!Address(path, &sa, err)) return false;
+  if (!UnixAddress(path, &sa, err)) return false;
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) {
-    *err = Errno("socket");
+    *err = ErrnoMessage("socket");
     return false;
   }
   if (connect(s, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) != 0) {
-    *err = Errno("connect");
+    *err = ErrnoMessage("connect");
     close(s);
     return false;
   }
@@ -108,7 +108,7 @@ bool HandoverSend(const std::string& path, const std::vector<int>& fds, const st
   std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   ssize_t n = sendmsg(s, &msg, MSG_NOSIGNAL);
   bool ok = n == static_cast<ssize_t>(sizeof len + json.size());
-  if (!ok) *err = n < 0 ? Errno("sendmsg") : "short sendmsg";
+  if (!ok) *err = n < 0 ? ErrnoMessage("sendmsg") : "short sendmsg";
   close(s);
   return ok;
 }
@@ -117,12 +117,12 @@ bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::s
   struct pollfd p = {listen_fd, POLLIN, 0};
   int pr = poll(&p, 1, timeout_ms);
   if (pr <= 0) {
-    *err = pr == 0 ? "no handover arrived in time" : Errno("poll");
+    *err = pr == 0 ? "no handover arrived in time" : ErrnoMessage("poll");
     return false;
   }
   int s = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
   if (s < 0) {
-    *err = Errno("accept");
+    *err = ErrnoMessage("accept");
     return false;
   }
   std::vector<char> buf(sizeof(uint32_t) + kMaxJson);
@@ -136,7 +136,7 @@ bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::s
   msg.msg_controllen = control.size();
   ssize_t n = recvmsg(s, &msg, MSG_CMSG_CLOEXEC | MSG_WAITALL);
   if (n < static_cast<ssize_t>(sizeof(uint32_t))) {
-    *err = n < 0 ? Errno("recvmsg") : "short handover message";
+    *err = n < 0 ? ErrnoMessage("recvmsg") : "short handover message";
     close(s);
     return false;
   }

@@ -8,7 +8,16 @@
 #include <string>
 #include <vector>
 
+struct sockaddr_un;
+
 namespace famfs_fuse {
+
+// Fills *sa with the unix socket address `path`; false and *err when the path is too long. Shared
+// by the handover and the fd deposit (fuse_deposit.cc), which both pass /dev/fuse fds over sockets.
+bool UnixAddress(const std::string& path, struct sockaddr_un* sa, std::string* err);
+
+// "what: strerror(errno)".
+std::string ErrnoMessage(const char* what);
 
 // Every descriptor of this process that is open on /dev/fuse.
 std::vector<int> FuseDeviceFds();
