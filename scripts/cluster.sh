@@ -132,6 +132,12 @@ resolvConf: /etc/resolv.conf
 failSwapOn: false
 serializeImagePulls: false
 syncFrequency: 10s
+# A pod's volume is mounted only after the kubelet has reported it in node.status.volumesInUse, and the
+# attach/detach controller detaches only after the kubelet reported it unused: both wait for the next node
+# status update (default every 10 s, the largest part of every pod start and serial hand-off here). The
+# status is still patched only when it changed (nodeStatusReportFrequency otherwise).
+nodeStatusUpdateFrequency: 1s
+nodeStatusReportFrequency: 1m
 fileCheckFrequency: 10s
 maxPods: 40
 imageGCHighThresholdPercent: 100
