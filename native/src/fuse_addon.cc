@@ -4,6 +4,7 @@
 //   .start(inodes, logIndex)       mounts and starts the C++ worker threads
 //   .update(inodes, logIndex)      swaps the inode table, returns kernel notifications sent
 //   .setStatfs({...}) .setDirectIo(on) .setFileDirectIo(ino, on)
+//   .setGuard(readOnlyInos, writableInos)  files this host serves read-only (EROFS), see GuardSets
 //   .flushFile(ino) .invalidateFile(ino)  -> { ok, error?, fault? }
 //   .status() .stop()
 //
@@ -122,6 +123,7 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
                            InstanceMethod<&FuseSessionWrap::SetStatfs>("setStatfs"),
                            InstanceMethod<&FuseSessionWrap::SetDirectIo>("setDirectIo"),
                            InstanceMethod<&FuseSessionWrap::SetFileDirectIo>("setFileDirectIo"),
+                           InstanceMethod<&FuseSessionWrap::SetGuard>("setGuard"),
                            InstanceMethod<&FuseSessionWrap::FlushFile>("flushFile"),
                            InstanceMethod<&FuseSessionWrap::InvalidateFile>("invalidateFile"),
                            InstanceMethod<&FuseSessionWrap::Status>("status"),
@@ -218,6 +220,23 @@ class FuseSessionWrap : public Napi::ObjectWrap<FuseSessionWrap> {
   Napi::Value SetFileDirectIo(const Napi::CallbackInfo& info) {
     server_->SetFileDirectIo(static_cast<uint64_t>(info[0].ToNumber().DoubleValue()), info[1].ToBoolean().Value());
     return info.Env().Undefined();
+  }
+
+  Napi::Value SetGuard(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2 || !info[0].IsArray() || !info[1].IsArray()) {
+      Napi::TypeError::New(env, "setGuard(readOnlyInos: number[], writableInos: number[])")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto g = std::make_shared<GuardSets>();
+    auto fill = [](const Napi::Array& a, std::unordered_set<uint64_t>* out) {
+      for (uint32_t i = 0; i < a.Length(); i++) out->insert(static_cast<uint64_t>(a.Get(i).ToNumber().DoubleValue()));
+    };
+    fill(info[0].As<Napi::Array>(), &g->read_only);
+    fill(info[1].As<Napi::Array>(), &g->writable);
+    server_->SetGuard(std::move(g));
+    return env.Undefined();
   }
 
   Napi::Value CacheOp(const Napi::CallbackInfo& info, bool flush) {

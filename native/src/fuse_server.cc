@@ -79,38 +79,38 @@ void LlListxattr(fuse_req_t r, fuse_ino_t i, size_t s) {
 }
 // Every namespace or metadata mutation is refused: famfs metadata lives only in the log,
 // which the master appends to through the famfs API, never through a mount.
-void LlMknod(fuse_req_t r, fuse_ino_t, const char*, mode_t, dev_t) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlMknod(fuse_req_t r, fuse_ino_t p, const char*, mode_t, dev_t) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlMkdir(fuse_req_t r, fuse_ino_t, const char*, mode_t) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlMkdir(fuse_req_t r, fuse_ino_t p, const char*, mode_t) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlUnlink(fuse_req_t r, fuse_ino_t, const char*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlUnlink(fuse_req_t r, fuse_ino_t p, const char*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlRmdir(fuse_req_t r, fuse_ino_t, const char*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlRmdir(fuse_req_t r, fuse_ino_t p, const char*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlSymlink(fuse_req_t r, const char*, fuse_ino_t, const char*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlSymlink(fuse_req_t r, const char*, fuse_ino_t p, const char*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlRename(fuse_req_t r, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlRename(fuse_req_t r, fuse_ino_t p, const char*, fuse_ino_t np, const char*, unsigned) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p, np);
 }
-void LlLink(fuse_req_t r, fuse_ino_t, fuse_ino_t, const char*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlLink(fuse_req_t r, fuse_ino_t i, fuse_ino_t np, const char*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, i, np);
 }
-void LlCreate(fuse_req_t r, fuse_ino_t, const char*, mode_t, struct fuse_file_info*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlCreate(fuse_req_t r, fuse_ino_t p, const char*, mode_t, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlSetxattr(fuse_req_t r, fuse_ino_t, const char*, const char*, size_t, int) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlSetxattr(fuse_req_t r, fuse_ino_t p, const char*, const char*, size_t, int) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlRemovexattr(fuse_req_t r, fuse_ino_t, const char*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlRemovexattr(fuse_req_t r, fuse_ino_t p, const char*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
-void LlFallocate(fuse_req_t r, fuse_ino_t, int, off_t, off_t, struct fuse_file_info*) {
-  if (Server* srv = Live(r)) srv->Refuse(r);
+void LlFallocate(fuse_req_t r, fuse_ino_t p, int, off_t, off_t, struct fuse_file_info*) {
+  if (Server* srv = Live(r)) srv->RefuseAt(r, p);
 }
 
 struct fuse_lowlevel_ops MakeOps() {
@@ -554,6 +554,45 @@ void Server::Refuse(fuse_req_t req) {
   fuse_reply_err(req, kRefused);
 }
 
+bool Server::ReadOnlyHere(const Table& t, uint64_t ino) const {
+  if (opts_.read_only || !dev_.writable) return true;
+  GuardPtr g = std::atomic_load(&guard_);
+  if (!g || g->read_only.empty()) return false;
+  // Up the tree: a guarded directory covers every file under it, unless a writable entry on
+  // the way (the file itself or a directory between) says this host publishes it read-write.
+  bool guarded = false;
+  uint64_t cur = ino;
+  for (int depth = 0; depth < 4096; depth++) {
+    if (g->writable.count(cur) != 0) return false;
+    if (g->read_only.count(cur) != 0) guarded = true;
+    if (cur == kRootIno) break;
+    const Inode* n = t.Find(cur);
+    if (n == nullptr) break;
+    cur = n->parent;
+  }
+  return guarded;
+}
+
+void Server::RefuseAt(fuse_req_t req, uint64_t ino) {
+  TablePtr t = table();
+  if (t && ReadOnlyHere(*t, ino)) {
+    counters_.refused++;
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Refuse(req);
+}
+
+void Server::RefuseAt(fuse_req_t req, uint64_t ino, uint64_t other) {
+  TablePtr t = table();
+  if (t && (ReadOnlyHere(*t, ino) || ReadOnlyHere(*t, other))) {
+    counters_.refused++;
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Refuse(req);
+}
+
 void Server::OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   counters_.lookups++;
   TablePtr t = table();
@@ -585,6 +624,12 @@ void Server::OnSetattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to
     fuse_reply_err(req, ENOENT);
     return;
   }
+  // Served read-only here: no change at all, not even a same-size truncate (O_TRUNC, truncate(2)).
+  if (to_set != 0 && ReadOnlyHere(*t, ino)) {
+    counters_.refused++;
+    fuse_reply_err(req, EROFS);
+    return;
+  }
   bool sets_size = (to_set & FUSE_SET_ATTR_SIZE) != 0;
   if (sets_size && (n->kind != Kind::kFile || static_cast<uint64_t>(attr->st_size) != n->size)) {
     Refuse(req);  // famfs files are pre-allocated: no truncate, no growth
@@ -613,8 +658,11 @@ void Server::OnOpen(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info* fi) {
     fuse_reply_err(req, EISDIR);
     return;
   }
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-    if (opts_.read_only || !dev_.writable) {
+  // O_TRUNC without write access still changes the file (the kernel sends the truncate as a
+  // setattr after this open, which refuses it too): refused here already.
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC) != 0) {
+    if (ReadOnlyHere(*t, ino)) {
+      counters_.refused++;
       fuse_reply_err(req, EROFS);
       return;
     }
@@ -723,7 +771,10 @@ void Server::OnWrite(fuse_req_t req, fuse_ino_t ino, const char* data, size_t si
   TablePtr t = table();
   const Inode* n = OpenFile(req, t, ino);
   if (n == nullptr) return;
-  if (opts_.read_only || !dev_.writable) {
+  // Also here, not only at open: a descriptor opened while the file was published read-write
+  // (before the guard was set) writes nothing once this host serves the file read-only.
+  if (ReadOnlyHere(*t, ino)) {
+    counters_.refused++;
     fuse_reply_err(req, EROFS);
     return;
   }

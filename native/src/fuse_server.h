@@ -69,6 +69,18 @@ struct HandoverParams {
   uint64_t conn_id = 0;
 };
 
+// Files this host serves read-only (issue 12): the node plugin publishes them here only through
+// read-only binds, but a pod with CAP_SYS_ADMIN can `mount -o remount,bind,rw` its copy of such a
+// bind, and the kernel then lets its writes through to us. So the server itself refuses every
+// change to them with EROFS, whatever the caller's mount flags say. Inode numbers: a file, or a
+// directory (everything under it); `writable` wins over `read_only` anywhere above a file (a
+// read-write publish of a file inside a directory shared read-only).
+struct GuardSets {
+  std::unordered_set<uint64_t> read_only;
+  std::unordered_set<uint64_t> writable;
+};
+using GuardPtr = std::shared_ptr<const GuardSets>;
+
 struct Counters {
   std::atomic<uint64_t> reads{0}, read_bytes{0}, writes{0}, write_bytes{0};
   std::atomic<uint64_t> lookups{0}, refused{0}, faults{0}, stale{0}, fenced{0};
@@ -114,6 +126,11 @@ class Server {
   TablePtr table() const { return std::atomic_load(&table_); }
 
   void SetStatfs(const StatfsTotals& t);
+  // Replaces the read-only guard (an empty or null set guards nothing: the default).
+  void SetGuard(GuardPtr g) { std::atomic_store(&guard_, std::move(g)); }
+  // True when a change to `ino` must answer EROFS: the mount-wide read-only option, a read-only
+  // mapping, or the guard covering it (the file or a directory above it, and no writable entry).
+  bool ReadOnlyHere(const Table& t, uint64_t ino) const;
   void SetDirectIo(bool on) { direct_io_.store(on); }
   bool direct_io() const { return direct_io_.load(); }
   void SetFileDirectIo(uint64_t ino, bool on);
@@ -149,6 +166,10 @@ class Server {
   void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
   void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   void Refuse(fuse_req_t req);
+  // A namespace or metadata mutation at `ino` (the file, or the directory a name is changed in):
+  // EROFS where this host serves it read-only, else the usual refusal (EPERM).
+  void RefuseAt(fuse_req_t req, uint64_t ino);
+  void RefuseAt(fuse_req_t req, uint64_t ino, uint64_t other);
 
  private:
   const Inode* OpenFile(fuse_req_t req, const TablePtr& t, fuse_ino_t ino);
@@ -175,6 +196,7 @@ class Server {
   std::atomic<bool> loop_done_{false};
   std::atomic<bool> direct_io_{false};
   std::atomic<int64_t> fence_deadline_ns_{INT64_MAX};
+  GuardPtr guard_;  // atomic_load/atomic_store only: read by every worker on mutating requests
   unsigned max_threads_ = 0;
   uint64_t conn_id_ = 0;
   mutable std::mutex mu_;  // guards statfs_, direct_files_, faults_

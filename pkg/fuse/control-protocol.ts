@@ -5,12 +5,20 @@
  * (`flush a/b`, `direct-io on`, `direct-io off a/b`). Replies are {"ok":true,...} or
  * {"ok":false,"code":"ENOENT","error":"..."}.
  */
+import { parseGuard, type ReadOnlyGuard } from './guard.js';
+import { FuseError } from './errors.js';
+
 export type ControlRequest =
   | { op: 'catchup' }
   | { op: 'status' }
   | { op: 'flush'; path: string }
   | { op: 'invalidate'; path: string }
   | { op: 'direct-io'; on: boolean; path?: string }
+  /**
+   * Replace the read-only guard (guard.ts): files under `readOnly` answer EROFS to every change, unless
+   * under a `writable` path. The whole set each time (idempotent; the node plugin's records decide).
+   */
+  | ({ op: 'guard' } & ReadOnlyGuard)
   /** Send this server's /dev/fuse fds to the new server listening at `to` (restart/upgrade). */
   | { op: 'handover'; to: string }
   /** The new server serves now: exit without unmounting. */
@@ -47,6 +55,13 @@ export function parseControlRequest(line: string): ControlRequest {
         return { op: 'handover', to: o['to'] };
       case 'handover-done':
         return { op: 'handover-done' };
+      case 'guard':
+        try {
+          return { op: 'guard', ...parseGuard(o, 'guard') };
+        } catch (e) {
+          if (e instanceof FuseError) throw new ControlParseError(e.message);
+          throw e;
+        }
       case 'direct-io':
         if (typeof o['on'] !== 'boolean') throw new ControlParseError('direct-io needs "on": true|false');
         return path === undefined ? { op: 'direct-io', on: o['on'] } : { op: 'direct-io', on: o['on'], path };
@@ -69,6 +84,6 @@ export function parseControlRequest(line: string): ControlRequest {
       return rest[1] !== undefined ? { op, on: on === 'on', path: rest[1] } : { op, on: on === 'on' };
     }
     default:
-      throw new ControlParseError(`unknown command ${JSON.stringify(op)} (catchup, status, flush, invalidate, direct-io)`);
+      throw new ControlParseError(`unknown command ${JSON.stringify(op)} (catchup, status, flush, invalidate, direct-io; guard as JSON)`);
   }
 }

@@ -140,6 +140,9 @@ function handle(line: string, target: FamfsFuseServer, logger: Logger, state: Ha
         target.abandon();
         logger.info('handover confirmed: exiting without unmounting');
         return { ok: true, handedOver: true };
+      case 'guard':
+        target.setGuard({ readOnly: req.readOnly, writable: req.writable });
+        return { ok: true, readOnly: req.readOnly.length, writable: req.writable.length };
       case 'direct-io':
         target.setDirectIo(req.on, req.path);
         logger.info({ on: req.on, path: req.path }, 'direct I/O changed');

@@ -7,6 +7,7 @@ import pino from 'pino';
 import { systemUuid } from '../famfs/host-uuid.js';
 import { ControlServer, defaultControlSocket } from './control.js';
 import { FdDepositClient } from './deposit.js';
+import { guardFileFor } from './guard.js';
 import { completeHandover, requestHandover } from './handover.js';
 import { markServing, markSuperseded, planContainerStart, superseded } from './restart.js';
 import { FamfsFuseServer, type AdoptedConnection, type FuseServerOptions } from './server.js';
@@ -72,6 +73,8 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     maxThreads: o.maxThreads,
     zeroCopyReads: !o.copyReads,
     controlSocket: socketPath,
+    // Next to the control socket: the same directory every restart, takeover and adoption uses.
+    guardFile: guardFileFor(socketPath),
     hostUuid: hostUuid(o.hostUuid),
     // The node's name where there is one: hostnames repeat across hostNetwork pods of one machine.
     hostName: o.hostName ?? (process.env['NODE_NAME'] || os.hostname()),

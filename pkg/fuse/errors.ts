@@ -11,6 +11,7 @@ export type FuseErrorCode =
   | 'EIO' // a memory error while flushing/invalidating; the device is now failed
   | 'ESTOPPED' // the server is not running
   | 'EHANDOVER' // handing the connection to a new server failed
+  | 'EAGAIN' // handing the connection over right now: ask the new server (retry)
   | 'ECONTROL'; // control-socket transport error (client side)
 
 export class FuseError extends Error {

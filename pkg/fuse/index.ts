@@ -8,3 +8,4 @@ export { ROOT_INO, META_DIR_INO, SUPERBLOCK_INO, LOG_INO, FIRST_LOG_INO, buildIn
 export { requestHandover, completeHandover } from './handover.js';
 export { FuseSupervisor, FuseSupervisorError, startDetached, type FuseSupervisorOptions, type FuseHealth, type FlushRoute } from './supervisor.js';
 export { serveForeground, controlSocketFor, type DaemonOptions } from './daemon.js';
+export { EMPTY_GUARD, GUARD_ALL, guardFileFor, loadGuard, parseGuard, sameGuard, saveGuard, type ReadOnlyGuard } from './guard.js';

@@ -130,6 +130,8 @@ export interface NativeFuseSession {
   setFenceDeadline(ms: number | null): void;
   setDirectIo(on: boolean): void;
   setFileDirectIo(ino: number, on: boolean): void;
+  /** Files (or directories: all under them) this host serves read-only: changes answer EROFS; `writable` wins. */
+  setGuard(readOnlyInos: number[], writableInos: number[]): void;
   flushFile(ino: number): NativeCacheOpResult;
   invalidateFile(ino: number): NativeCacheOpResult;
   status(): NativeSessionStatus;

@@ -12,7 +12,8 @@ import { FamfsFs } from '../famfs/fs.js';
 import { fenceWindowMs } from '../famfs/hosts.js';
 import type { CatchUpResult } from '../famfs/replay.js';
 import { FuseError } from './errors.js';
-import { buildInodeTable, resolvePath } from './inode-table.js';
+import { EMPTY_GUARD, loadGuard, saveGuard, type ReadOnlyGuard } from './guard.js';
+import { buildInodeTable, resolvePath, ROOT_INO } from './inode-table.js';
 import { fenceClockMs, fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeHandoverParams, type NativeSessionStatus } from './native.js';
 import { setReadahead } from './readahead.js';
 
@@ -41,6 +42,11 @@ export interface FuseServerOptions {
   readaheadKb?: number;
   attrTimeout?: number;
   entryTimeout?: number;
+  /**
+   * Where the read-only guard (guard.ts) is kept across restarts: read before the first request is
+   * served, written by every `guard` control op. Undefined: nothing guarded, nothing kept.
+   */
+  guardFile?: string;
   /** The control socket path, advertised in the root's user.famfs.* xattrs. */
   controlSocket?: string;
   /** This host's identity for publishing its replay position (design-hazards §2). */
@@ -81,6 +87,8 @@ export interface ServerStatus {
   serving: boolean;
   directIo: boolean;
   directIoFiles: string[];
+  /** The read-only guard: famfs paths whose files answer EROFS to every change (guard.ts). */
+  guard: ReadOnlyGuard & { file: string | null };
   replayStop: { index: number; reason: string } | null;
   /**
    * Log entries this host replayed that were rewritten since (a master appended over them): the
@@ -116,6 +124,11 @@ export class FamfsFuseServer {
   private lostReported = false;
   private adopted: AdoptedConnection | undefined;
   private readonly rewritesReported = new Set<string>();
+  private guard: ReadOnlyGuard = EMPTY_GUARD;
+  /** Inode numbers the guard resolved to in the table the session serves now. */
+  private guardInos: { readOnly: number[]; writable: number[] } = { readOnly: [], writable: [] };
+  /** Between handoverTo and its confirmation or cancel: guard changes go to the new server. */
+  private handingOver = false;
 
   private constructor(
     private readonly opts: FuseServerOptions,
@@ -164,10 +177,19 @@ export class FamfsFuseServer {
       });
       const server = new FamfsFuseServer(opts, device, fs, session);
       server.adopted = adopted;
+      // The guard before the first request (guard.ts says why it is kept in a file): a restarted or
+      // adopting server never serves a file read-write that this host serves read-only.
+      if (opts.guardFile !== undefined) {
+        const { guard, problem } = loadGuard(opts.guardFile);
+        if (problem !== undefined)
+          log.error({ file: opts.guardFile, err: problem }, 'read-only guard unreadable: every file is read-only until the node plugin sends the guard again');
+        server.guard = guard;
+      }
       // Publish our position and arm the self-fence before the first request is served, so a
       // server that starts (or adopts a connection) never answers from an unproven table.
       if (server.takesPart()) server.armFence(server.publishAndReplay().t0);
       const table = buildInodeTable(fs.tree, { logOffset: fs.activeLog.offset, logLen: sb.logLen });
+      server.applyGuard();
       try {
         if (adopted) session.adopt(adopted.fds[0], adopted.params, table, fs.tree.nextIndex);
         else session.start(table, fs.tree.nextIndex);
@@ -236,7 +258,7 @@ export class FamfsFuseServer {
     // open handles stay valid, and only what really changed is added or removed.
     if (r.nextIndex !== before || r.changes.length > 0 || r.newGeneration !== undefined) {
       const sb = this.fs.superblock;
-      notices = this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), r.nextIndex);
+      notices = this.swapTable(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), r.nextIndex);
       this.refreshStatfs();
       this.ackCycle();
       this.opts.logger.info(
@@ -293,6 +315,20 @@ export class FamfsFuseServer {
     else this.directFiles.delete(relpath);
   }
 
+  /**
+   * Replaces the read-only guard: kept in the guard file first (a restart must find it), then
+   * applied. Refused with EAGAIN while handing the connection over: the new server read the file
+   * when it adopted the connection, so a change now would be lost to it; the caller asks again.
+   */
+  setGuard(g: ReadOnlyGuard): void {
+    this.assertRunning();
+    if (this.handingOver) throw new FuseError('EAGAIN', 'this server is handing its FUSE connection over to a new one; send the guard again in a moment');
+    if (this.opts.guardFile !== undefined) saveGuard(this.opts.guardFile, g);
+    this.guard = g;
+    this.applyGuard();
+    this.opts.logger.info({ readOnly: g.readOnly.length, writable: g.writable.length }, 'read-only guard set');
+  }
+
   status(): ServerStatus {
     const native = this.session.status();
     return {
@@ -307,6 +343,7 @@ export class FamfsFuseServer {
       serving: native.serving,
       directIo: native.directIo,
       directIoFiles: [...this.directFiles],
+      guard: { ...this.guard, file: this.opts.guardFile ?? null },
       replayStop: this.replayStop,
       rewrittenEntries: this.fs.rewrittenEntries().map((w) => ({ index: w.index, nowValid: w.nowValid, servedPath: this.servedPath(w.index) })),
       fenced: native.fenced,
@@ -322,12 +359,14 @@ export class FamfsFuseServer {
     } catch (e) {
       throw new FuseError('EHANDOVER', `handover to ${path}: ${(e as Error).message}`);
     }
+    this.handingOver = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
   }
 
   /** Old side: the new server never confirmed; serve again. */
   cancelHandover(): void {
+    this.handingOver = false;
     this.session.cancelHandover();
     const pollMs = this.opts.pollMs ?? 100;
     if (!this.stopped && pollMs > 0 && this.timer === undefined) {
@@ -423,6 +462,44 @@ export class FamfsFuseServer {
     }
   }
 
+  /** The guard's paths as inode numbers of the current tree (a path not replayed yet resolves later). */
+  private resolveGuard(): { readOnly: number[]; writable: number[] } {
+    const inos = (paths: string[]): number[] => {
+      const out: number[] = [];
+      for (const p of paths) {
+        const r = p === '' ? { ino: ROOT_INO } : resolvePath(this.fs.tree, p);
+        if (r !== undefined) out.push(r.ino);
+      }
+      return out;
+    };
+    return { readOnly: inos(this.guard.readOnly), writable: inos(this.guard.writable) };
+  }
+
+  private applyGuard(): void {
+    this.guardInos = this.resolveGuard();
+    this.session.setGuard(this.guardInos.readOnly, this.guardInos.writable);
+  }
+
+  /**
+   * Swaps the session's table with the guard following it: a guarded path created, or deleted and
+   * made again, has a new inode number. While the old table may still serve a request, the guard
+   * holds the read-only inodes of both trees and only the writable ones both agree on.
+   */
+  private swapTable(table: ReturnType<typeof buildInodeTable>, nextIndex: number): number {
+    if (this.guard.readOnly.length === 0) return this.session.update(table, nextIndex);
+    const before = this.guardInos;
+    const after = this.resolveGuard();
+    const keep = new Set(after.writable);
+    this.session.setGuard(
+      [...new Set([...before.readOnly, ...after.readOnly])],
+      before.writable.filter((i) => keep.has(i)),
+    );
+    const notices = this.session.update(table, nextIndex);
+    this.guardInos = after;
+    this.session.setGuard(after.readOnly, after.writable);
+    return notices;
+  }
+
   private refreshStatfs(): void {
     const u = this.fs.usage();
     this.session.setStatfs({
@@ -501,7 +578,7 @@ export class FamfsFuseServer {
     const { t0, moved } = this.publishAndReplay();
     if (moved) {
       const sb = this.fs.superblock;
-      this.session.update(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), this.fs.tree.nextIndex);
+      this.swapTable(buildInodeTable(this.fs.tree, { logOffset: this.fs.activeLog.offset, logLen: sb.logLen }), this.fs.tree.nextIndex);
       this.refreshStatfs();
     }
     this.armFence(t0);

@@ -60,8 +60,25 @@ export class FusedHost {
     return FusedHost.spawn(name, device, old.mountpoint, old.socket, [...extra, '--takeover'], true);
   }
 
-  private static async spawn(name: string, device: string, mountpoint: string, socket: string, extra: string[], takingOver = false): Promise<FusedHost> {
-    fs.mkdirSync(mountpoint, { recursive: true });
+  /**
+   * Starts a new famfs-fused on `old`'s mountpoint and control socket once `old` is gone (killed):
+   * with --fd-deposit it adopts the connection the holder kept. Returns once the new socket answers.
+   */
+  static async restart(old: FusedHost, name: string, device: string, extra: string[] = []): Promise<FusedHost> {
+    return FusedHost.spawn(name, device, old.mountpoint, old.socket, extra, false, false);
+  }
+
+  private static async spawn(
+    name: string,
+    device: string,
+    mountpoint: string,
+    socket: string,
+    extra: string[],
+    takingOver = false,
+    makeMountpoint = true,
+  ): Promise<FusedHost> {
+    // (Not on a mount whose server was killed: a stat there waits for, or fails without, a server.)
+    if (makeMountpoint) fs.mkdirSync(mountpoint, { recursive: true });
     const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
