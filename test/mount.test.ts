@@ -320,7 +320,7 @@ describe('JSON state store', () => {
     assert.equal((JSON.parse(fs.readFileSync(store.file, 'utf8')) as { v: number }).v, 3);
   });
 
-  it('keeps publish records in their own file, replaced without fsync; an unreadable one is dropped, staging records never', async () => {
+  it('keeps publish records in their own journal, appended without fsync; staging records stay in the durable file', async () => {
     const stateDir = path.join(dir, 'split');
     const a = nodeStateStore(stateDir);
     await a.update((d) => {
@@ -333,6 +333,7 @@ describe('JSON state store', () => {
         stagedAt: 'now',
       };
     });
+    const journalSize = fs.statSync(a.journalFile).size;
     await a.update((d) => {
       d.published['/pods/p1'] = {
         volumeId: 'vol-1',
@@ -345,42 +346,14 @@ describe('JSON state store', () => {
         publishedAt: 'now',
       };
     });
+    a.close();
     assert.deepEqual((JSON.parse(fs.readFileSync(a.file, 'utf8')) as { published: unknown }).published, {}, 'publish records stay out of the durable file');
-    assert.equal(
-      (JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')) as { published: Record<string, { volumeId: string }> }).published['/pods/p1']?.volumeId,
-      'vol-1',
-    );
-    // A torn publish file (only a machine crash can make one: it is replaced by rename) is dropped.
-    fs.writeFileSync(a.publishedFile, '{"version":1,"publ');
+    assert.ok(fs.statSync(a.journalFile).size > journalSize, 'the publish appended to the journal');
     const b = nodeStateStore(stateDir);
     const doc = await b.load();
-    assert.deepEqual(doc.published, {});
+    b.close();
+    assert.equal(doc.published['/pods/p1']?.volumeId, 'vol-1');
     assert.equal(doc.staged['/stage/v1']?.volumeId, 'vol-1');
-    assert.match(b.publishedDropped ?? '', /not valid JSON/);
-    assert.deepEqual(JSON.parse(fs.readFileSync(a.publishedFile, 'utf8')), { version: 1, published: {} });
-  });
-
-  it('reads publish records an older plugin kept in node-state.json', async () => {
-    const stateDir = path.join(dir, 'old');
-    const rec = {
-      volumeId: 'vol-2',
-      targetPath: '/pods/p2',
-      source: '/stage/v2',
-      kind: 'mount',
-      readOnly: true,
-      accessMode: 'SINGLE_NODE_WRITER',
-      flags: [],
-      publishedAt: 'now',
-    };
-    await writeFileAtomic(path.join(stateDir, 'node-state.json'), JSON.stringify({ version: 1, staged: {}, published: { '/pods/p2': rec } }));
-    const s = nodeStateStore(stateDir);
-    assert.equal((await s.load()).published['/pods/p2']?.volumeId, 'vol-2');
-    await s.update((d) => {
-      d.published['/pods/p3'] = { ...rec, targetPath: '/pods/p3', kind: 'mount' };
-    });
-    const again = await nodeStateStore(stateDir).load();
-    assert.deepEqual(Object.keys(again.published).sort(), ['/pods/p2', '/pods/p3']);
-    assert.deepEqual((JSON.parse(fs.readFileSync(s.file, 'utf8')) as { published: unknown }).published, {}, 'moved out of the durable file');
   });
 
   it('reports a corrupt or foreign state file instead of starting empty', async () => {

@@ -16,7 +16,7 @@ import { SharedStateImage } from '../pkg/csi/store-image';
 import { validateStateDoc } from '../pkg/csi/store';
 import { openDevice, type DaxDevice } from '../pkg/device';
 import { FamfsFs } from '../pkg/famfs/fs';
-import { NODE_PUBLISHED_FILE, NODE_STATE_FILE } from '../pkg/mount/mount-records';
+import { NODE_PUBLISHED_FILE, NODE_PUBLISHED_JOURNAL, NODE_STATE_FILE } from '../pkg/mount/mount-records';
 import { readMountinfo } from '../pkg/mount/mountinfo';
 import { canMount, codeOf, messageOf } from './helpers/node-env';
 import { CSI_MAIN, rawHeader, waitFor } from './soak/reliability-lib';
@@ -151,6 +151,7 @@ const DELIBERATE = new Set([
       imageGeneration: image?.header.generation ?? 0,
       nodeState: stateFile(NODE_STATE_FILE),
       nodePublished: stateFile(NODE_PUBLISHED_FILE),
+      nodePublishedJournal: stateFile(NODE_PUBLISHED_JOURNAL),
       kubeletTree: tree.sort(),
       kubeletMounts: mounts,
     };

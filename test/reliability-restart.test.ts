@@ -15,6 +15,8 @@ import { systemUuid } from '../pkg/famfs/host-uuid';
 import { canMount, codeOf, MASTER_UUID, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 import { deviceBytes, POD_BLOCK, PodIoLoop, podExpected } from './helpers/pod-io';
 import { errnoOf, fuseStatus, sleep, waitFor } from './soak/reliability-lib';
+import { NODE_PUBLISHED_FILE, NODE_PUBLISHED_JOURNAL, PUBLISHED_TOMBSTONE, readNodeRecords } from '../pkg/mount/mount-records';
+import { startControllerProcess, stopProcess, type DriverProcess } from '../testkit/csi-load-process';
 
 const SNW = mountCap('SINGLE_NODE_WRITER');
 const FUSED = path.join(__dirname, '..', 'cmd', 'famfs-fused.js');
@@ -379,5 +381,128 @@ function overlaps(a: Fmap, b: Fmap): boolean {
       `      stale-node reuse check: ${placements} placements kept off deleted memory while the node was stale; after its ack ${reusedBy} reuses x's memory`,
     );
     assert.equal(env.master.usage().collisions ?? 0, 0);
+  });
+});
+
+// The node plugin as a process of its own (as in the chart), so that it can be killed (SIGKILL) in the
+// middle of a call, and its state dir rewritten between runs as an older release left it.
+(canMount ? describe : describe.skip)('reliability: the node plugin process killed or upgraded with its publish records', function () {
+  this.timeout(900_000);
+  const NODE_UUID = '7e57a0de-0000-4000-8000-0000000000e1';
+  let env: NodeTestEnv;
+  let dir: string;
+  let node: DriverProcess | undefined;
+  const vols: string[] = [];
+  const stagingOf = (id: string): string => env.staging('node-1', id);
+  const call = <T = unknown>(method: string, req: object): Promise<T> => (node as DriverProcess).client.call<T>('Node', method, req, 60_000);
+  const publish = (id: string, target: string): Promise<unknown> =>
+    call('NodePublishVolume', { volume_id: id, staging_target_path: stagingOf(id), target_path: target, volume_capability: SNW });
+  const start = async (): Promise<void> => {
+    node = await startControllerProcess({
+      device: env.devicePath,
+      dir,
+      hostUuid: NODE_UUID,
+      mode: 'node',
+      logLevel: 'info',
+      extraArgs: ['--allowed-path-root', env.kubelet],
+    });
+  };
+  const stateDir = (): string => path.join(dir, 'state');
+  /** Whatever is bound at `p`, asked of the kernel (device number differs from the parent's). */
+  const bound = (p: string): boolean => {
+    try {
+      return fs.statSync(p).dev !== fs.statSync(path.dirname(p)).dev;
+    } catch {
+      return false;
+    }
+  };
+
+  before(async () => {
+    env = new NodeTestEnv('journal', 256 * MiB);
+    dir = path.join(env.dir, 'node-proc');
+    fs.mkdirSync(dir);
+    await start();
+    for (let i = 0; i < 4; i++) {
+      const id = env.createVolume(`jr-${i}`, 2 * MiB, { mode: 0o666 });
+      vols.push(id);
+      await call('NodeStageVolume', { volume_id: id, staging_target_path: stagingOf(id), volume_capability: SNW });
+    }
+  });
+  after(async () => {
+    if (node !== undefined) await stopProcess(node, 'SIGKILL');
+    await env?.close();
+  });
+
+  /** Every target answers NodeGetVolumeStats (healthy), NodeUnpublish unmounts and removes it. */
+  async function statsAndUnpublish(targets: { id: string; target: string }[]): Promise<void> {
+    for (const t of targets) {
+      const st = await call<{ volume_condition?: { abnormal: boolean; message: string } }>('NodeGetVolumeStats', { volume_id: t.id, volume_path: t.target });
+      assert.equal(st.volume_condition?.abnormal, false, `${t.target}: ${st.volume_condition?.message}`);
+    }
+    for (const t of targets) {
+      await call('NodeUnpublishVolume', { volume_id: t.id, target_path: t.target });
+      assert.equal(bound(t.target), false, `${t.target} unmounted`);
+      assert.equal(fs.existsSync(t.target), false, `${t.target} removed`);
+    }
+  }
+
+  it("upgrade with pods running: a plugin of this release takes over 0.1.0's node-published.json, keeps the live mounts, and unpublishes each", async () => {
+    const targets = Array.from({ length: 20 }, (_, i) => ({ id: vols[i % vols.length], target: env.target(`pod-up-${i}`) }));
+    for (const t of targets) await publish(t.id, t.target);
+    const records = readNodeRecords(stateDir()).published;
+    assert.equal(Object.keys(records).length, targets.length);
+    await stopProcess(node as DriverProcess);
+    // The state dir as 0.1.0 left it: its document, written as it wrote it, and no journal.
+    fs.rmSync(path.join(stateDir(), NODE_PUBLISHED_JOURNAL));
+    fs.writeFileSync(path.join(stateDir(), NODE_PUBLISHED_FILE), JSON.stringify({ version: 1, published: records }, null, 2) + '\n');
+    await start();
+    assert.match((node as DriverProcess).output(), /publish records migrated to the record journal/);
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(stateDir(), NODE_PUBLISHED_FILE), 'utf8')), PUBLISHED_TOMBSTONE);
+    for (const t of targets) {
+      assert.ok(bound(t.target), `${t.target} stayed bound across the upgrade`);
+      const data = randomBytes(4096);
+      fs.writeFileSync(path.join(t.target, 'data'), data, { flag: 'r+' });
+      assert.ok(fs.readFileSync(path.join(t.target, 'data')).subarray(0, 4096).equals(data));
+      await publish(t.id, t.target); // idempotent: the migrated record matches
+    }
+    await statsAndUnpublish(targets);
+    assert.deepEqual(readNodeRecords(stateDir()).published, {});
+  });
+
+  it('killed (SIGKILL) with 1,000 publish records and publishes in flight: the restarted plugin reports every volume healthy and unpublishes each', async () => {
+    const targets = Array.from({ length: 1000 }, (_, i) => ({ id: vols[i % vols.length], target: env.target(`pod-k${i}`) }));
+    for (const t of targets) await publish(t.id, t.target);
+    assert.equal(Object.keys(readNodeRecords(stateDir()).published).length, 1000);
+    // A storm of publishes (one per volume at a time), killed after some were answered.
+    const storm = Array.from({ length: 200 }, (_, i) => ({ id: vols[i % vols.length], target: env.target(`pod-storm-${i}`) }));
+    const answered = new Set<string>();
+    const lanes = vols.map(async (id) => {
+      for (const t of storm.filter((s) => s.id === id)) {
+        try {
+          await publish(t.id, t.target);
+          answered.add(t.target);
+        } catch {
+          return; // the plugin died under it
+        }
+      }
+    });
+    const killAt = 20 + Math.floor(Math.random() * 40);
+    await waitFor(() => answered.size >= killAt, 120_000);
+    (node as DriverProcess).child.kill('SIGKILL');
+    await Promise.all(lanes);
+    await stopProcess(node as DriverProcess);
+    await start();
+    const after = readNodeRecords(stateDir()).published;
+    for (const t of targets) assert.ok(after[t.target] !== undefined, `${t.target}: record kept`);
+    for (const t of answered) assert.ok(after[t] !== undefined, `${t}: answered publish, record kept`);
+    await statsAndUnpublish([...targets, ...storm.filter((s) => answered.has(s.target))]);
+    // The ones in flight when it died: recorded or not, unpublish takes them down.
+    for (const t of storm.filter((s) => !answered.has(s.target))) {
+      await call('NodeUnpublishVolume', { volume_id: t.id, target_path: t.target });
+      assert.equal(bound(t.target), false);
+    }
+    assert.deepEqual(readNodeRecords(stateDir()).published, {});
+    for (const id of vols) await call('NodeUnstageVolume', { volume_id: id, staging_target_path: stagingOf(id) });
+    console.log(`      killed after ${answered.size} of ${storm.length} storm publishes were answered`);
   });
 });

@@ -36,7 +36,7 @@ import {
 } from '../famfs';
 import { rebuildControllerState } from '../csi/store-rebuild';
 import { controlRequest } from '../fuse/control-client';
-import { NODE_STATE_FILE, NodeStateStore } from '../mount/mount-records';
+import { NODE_STATE_FILE, readNodeRecords } from '../mount/mount-records';
 import { defaultControlSocket } from '../fuse/control';
 import { planCopy } from './copy';
 import { checkMount, dryRun, dryRunText } from './logplay';
@@ -743,25 +743,24 @@ export function buildProgram(io: CliIO): Command {
         return { nodeId: spec.slice(0, eq), dir: spec.slice(eq + 1) };
       });
       // Read every node's records before writing anything: an unreadable one stops the rebuild.
-      const records = nodes.map((n) => {
+      const loaded = nodes.map((n) => {
         if (!fs.existsSync(path.join(n.dir, NODE_STATE_FILE)))
           throw new UsageError(`--node-state ${n.nodeId}=${n.dir}: no ${NODE_STATE_FILE} there (give the node plugin's --state-dir)`);
-        return { nodeId: n.nodeId, load: new NodeStateStore(n.dir).load() };
+        // Read only: the directory may be a live plugin's (no migration or repair here).
+        return { nodeId: n.nodeId, staged: Object.values(readNodeRecords(n.dir).staged) };
       });
-      return Promise.all(records.map(async (r) => ({ nodeId: r.nodeId, staged: Object.values((await r.load).staged) }))).then((loaded) =>
-        withDevice(device, false, (dev) => {
-          const report = rebuildControllerState(openFs(dev, true), systemUuid(), loaded);
-          if (o.json) io.out(JSON.stringify(report, null, 2));
-          else {
-            io.out(
-              `controller records rebuilt (was: ${report.replaced}): ${report.volumes} volumes in famfs, ${report.records} with publish records, fencing epoch ${report.epoch}, image generation ${report.generation}`,
-            );
-            for (const p of report.published) io.out(`  ${p.volumeId} published to ${p.nodeId} (${p.accessMode}${p.readonly ? ', read-only' : ''})`);
-            for (const u of report.unknown) io.out(`  ignored: node ${u.nodeId} stages ${u.volumeId}, which famfs does not have`);
-            io.out('restart the controller: it was fenced out by this rebuild and reads the new records on start');
-          }
-        }),
-      );
+      return withDevice(device, false, (dev) => {
+        const report = rebuildControllerState(openFs(dev, true), systemUuid(), loaded);
+        if (o.json) io.out(JSON.stringify(report, null, 2));
+        else {
+          io.out(
+            `controller records rebuilt (was: ${report.replaced}): ${report.volumes} volumes in famfs, ${report.records} with publish records, fencing epoch ${report.epoch}, image generation ${report.generation}`,
+          );
+          for (const p of report.published) io.out(`  ${p.volumeId} published to ${p.nodeId} (${p.accessMode}${p.readonly ? ', read-only' : ''})`);
+          for (const u of report.unknown) io.out(`  ignored: node ${u.nodeId} stages ${u.volumeId}, which famfs does not have`);
+          io.out('restart the controller: it was fenced out by this rebuild and reads the new records on start');
+        }
+      });
     });
 
   program

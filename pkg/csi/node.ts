@@ -154,6 +154,7 @@ export class NodeService {
   /** The plugin stops: release what it holds (famfs-fused and the mounts keep running). */
   close(): void {
     this.fuse.close();
+    this.store.close();
   }
 
   private readonly memoryErrorListeners = new Set<(e: { volumeId?: string; message: string }) => void>();
@@ -850,12 +851,7 @@ export class NodeService {
       this.log.error({ err: (e as Error).message, file: this.store.file }, 'node state unreadable: nothing restored');
       return report;
     }
-    if (this.store.publishedDropped !== undefined) {
-      this.log.error(
-        { err: this.store.publishedDropped, file: this.store.publishedFile },
-        'publish records unreadable (machine crash?): dropped; publish and unpublish work from the mount table',
-      );
-    }
+    this.logPublishedReport();
     const staged = Object.values(doc.staged);
     const published = Object.values(doc.published);
     if (staged.length === 0 && published.length === 0) return report;
@@ -923,6 +919,31 @@ export class NodeService {
     }
     this.log.info(report, 'node state restored after start');
     return report;
+  }
+
+  /** What loading the publish records found, in the log (restore() calls it once per start). */
+  private logPublishedReport(): void {
+    const r = this.store.publishedReport;
+    if (r.migratedFrom !== undefined) this.log.info({ from: r.migratedFrom, file: this.store.journalFile }, 'publish records migrated to the record journal');
+    if (r.dropped !== undefined) {
+      this.log.error(
+        { err: r.dropped, file: this.store.publishedFile },
+        'publish records unreadable (machine crash, or written by an older plugin after a downgrade): dropped; publish and unpublish work from the paths',
+      );
+    }
+    const j = r.journal;
+    if (j === undefined) return;
+    if (j.tornTail !== undefined) {
+      // Only a machine crash (the records are not fsync'ed) or a failing disk tears a frame: what it
+      // held was never acknowledged, or described a bind mount the crash removed.
+      this.log.warn({ file: this.store.journalFile, ...j.tornTail, frames: j.frames }, 'publish record journal: torn tail dropped');
+    }
+    if (j.damage.length > 0) {
+      this.log.error(
+        { file: this.store.journalFile, damage: j.damage, uncertain: j.uncertain, damagedCopy: j.damagedCopy, frames: j.frames },
+        'publish record journal damaged in the middle (not a crash of this plugin: check the disk): records written before the damage dropped as uncertain; publish and unpublish work from the paths',
+      );
+    }
   }
 
   handlers(): NodeHandlers {

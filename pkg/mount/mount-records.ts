@@ -8,16 +8,10 @@
 import * as fs from 'fs';
 import * as path from 'path';
 
-export class StateFileError extends Error {
-  override readonly name = 'StateFileError';
-  constructor(
-    readonly code: 'ECORRUPT' | 'EVERSION' | 'EIO',
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+import { parseJournal, RecordJournal, type JournalReport } from './record-journal';
+import { StateFileError } from './state-file-error';
+
+export { StateFileError };
 
 export interface StoreOptions<T> {
   /** Value when the file does not exist yet. */
@@ -220,8 +214,25 @@ export function validateNodeState(doc: unknown): NodeStateDoc {
 }
 
 export const NODE_STATE_FILE = 'node-state.json';
-/** Publish records, kept apart from the staging records so they can be written without fsync. */
+/**
+ * Where famfs-csi 0.1.0 kept the publish records (one JSON document, replaced whole on every call).
+ * Now only a tombstone (PUBLISHED_TOMBSTONE) once they moved to NODE_PUBLISHED_JOURNAL.
+ */
 export const NODE_PUBLISHED_FILE = 'node-published.json';
+/** The publish records: a record journal (pkg/mount/record-journal.ts). */
+export const NODE_PUBLISHED_JOURNAL = 'node-published.journal';
+
+/**
+ * What node-published.json holds once the records moved to the journal. Its version is one that
+ * famfs-csi 0.1.0 refuses: a downgraded plugin drops it (logging "publish records unreadable") and
+ * replaces it with a version 1 document of its own, which tells the next upgrade that an older plugin
+ * ran meanwhile and its document, not the journal, holds the current records (docs/volumes.md).
+ */
+export const PUBLISHED_TOMBSTONE = {
+  version: 2,
+  movedTo: NODE_PUBLISHED_JOURNAL,
+  note: 'famfs-csi after 0.1.0 keeps the publish records in node-published.journal; this file only tells an older plugin (which starts without publish records) apart',
+} as const;
 
 interface PublishedDoc {
   version: 1;
@@ -233,82 +244,164 @@ function validatePublished(doc: unknown): PublishedDoc {
   return { version: 1, published: full.published };
 }
 
+function validatePublishedRecord(key: string, v: unknown): PublishedVolume {
+  if (!isRecord(v) || typeof v['volumeId'] !== 'string' || v['targetPath'] !== key) throw new StateFileError('ECORRUPT', `bad publish record ${key}`);
+  if (v['kind'] !== 'mount' && v['kind'] !== 'block') throw new StateFileError('ECORRUPT', `publish record ${key}: bad kind ${JSON.stringify(v['kind'])}`);
+  return Object.freeze(v) as unknown as PublishedVolume;
+}
+
+/** node-published.json as found: 0.1.0's records, the tombstone, absent, or unreadable (and why). */
+type LegacyPublished =
+  { kind: 'absent' } | { kind: 'tombstone' } | { kind: 'records'; published: Record<string, PublishedVolume> } | { kind: 'unreadable'; why: string };
+
+function readLegacyPublished(file: string): LegacyPublished {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'absent' };
+    throw new StateFileError('EIO', `cannot read ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (e) {
+    return { kind: 'unreadable', why: `${file} is not valid JSON: ${(e as Error).message}` };
+  }
+  if (isRecord(doc) && doc['version'] === PUBLISHED_TOMBSTONE.version && doc['movedTo'] === NODE_PUBLISHED_JOURNAL) return { kind: 'tombstone' };
+  try {
+    return { kind: 'records', published: validatePublished(doc).published };
+  } catch (e) {
+    return { kind: 'unreadable', why: `${file}: ${(e as Error).message}` };
+  }
+}
+
+/** Where the publish records come from at load, decided from the files alone (no I/O but reads). */
+type PublishedSource =
+  /** The journal holds them (node-published.json is the tombstone or absent). */
+  | { from: 'journal' }
+  /** They must be (re)written into a new journal: 0.1.0's document, 0.0.x's node-state.json, nothing, or dropped. */
+  | { from: 'migrate'; records: Record<string, PublishedVolume>; what: string; dropped?: string };
+
+function publishedSource(legacy: LegacyPublished, journalExists: boolean, staged: NodeStateDoc): PublishedSource {
+  // A version 1 document is newer than the journal whenever both exist: this plugin replaces it with
+  // the tombstone right after writing the journal from it, so it is either that document again (a
+  // crash in between: the same records) or one an older plugin wrote after a downgrade.
+  if (legacy.kind === 'records') return { from: 'migrate', records: legacy.published, what: `${NODE_PUBLISHED_FILE} (version 1)` };
+  // Torn by a machine crash (which also removed the bind mounts it described), or written by an older
+  // plugin (so the journal may be stale): dropped. Publish and unpublish work without a record.
+  if (legacy.kind === 'unreadable') return { from: 'migrate', records: {}, what: 'nothing (unreadable)', dropped: legacy.why };
+  if (journalExists) return { from: 'journal' };
+  // A new node, or a plugin before 0.1.0 (its records inside node-state.json).
+  return { from: 'migrate', records: staged.published, what: Object.keys(staged.published).length > 0 ? `${NODE_STATE_FILE}` : 'nothing (new node)' };
+}
+
+/** What loading the publish records found: for the plugin's log (NodeService.restore). */
+export interface PublishedLoadReport {
+  /** Where the records came from when they were written into a new journal. */
+  migratedFrom?: string;
+  /** Why the records were dropped (an unreadable node-published.json). */
+  dropped?: string;
+  /** The journal's own report (torn tail, damage, records dropped as uncertain). */
+  journal?: JournalReport;
+}
+
 /**
- * The node plugin's records in two files: staging records (node-state.json, every write durable:
+ * The node plugin's records in two places: staging records (node-state.json, every write durable:
  * unstage must know which files to flush on the memory, whatever happened to this machine) and
- * publish records (node-published.json, replaced atomically but not fsync'ed: a publish record
- * describes a bind mount, which a machine crash removes anyway, so the record only has to survive
- * a crash of the plugin process, and NodePublish/NodeUnpublish need not wait for the disk).
- * node-state.json keeps the version 1 shape with an empty `published`; one written by an older
- * plugin (its records inside) is read as long as node-published.json does not exist.
+ * publish records (node-published.journal, one appended frame per NodePublish/NodeUnpublish, not
+ * fsync'ed: a publish record describes a bind mount, which a machine crash removes anyway, so the
+ * record only has to survive a crash of the plugin process, and the calls need not wait for the disk).
+ * node-state.json keeps the version 1 shape with an empty `published`. Records of older plugins
+ * (node-published.json of 0.1.0, node-state.json's `published` before it) are migrated at load.
  */
 export class NodeStateStore {
   readonly file: string;
+  /** 0.1.0's publish-records document (a tombstone once migrated). */
   readonly publishedFile: string;
+  readonly journalFile: string;
   private readonly stagedStore: JsonStateStore<NodeStateDoc>;
-  private readonly publishedStore: JsonStateStore<PublishedDoc>;
+  private readonly journal: RecordJournal<PublishedVolume>;
   private queue: Promise<unknown> = Promise.resolve();
+  private doc: NodeStateDoc | undefined;
 
-  constructor(stateDir: string) {
+  constructor(stateDir: string, opts: { compactMinBytes?: number } = {}) {
     this.file = path.join(stateDir, NODE_STATE_FILE);
     this.publishedFile = path.join(stateDir, NODE_PUBLISHED_FILE);
+    this.journalFile = path.join(stateDir, NODE_PUBLISHED_JOURNAL);
     this.stagedStore = new JsonStateStore<NodeStateDoc>(this.file, { initial: () => ({ version: 1, staged: {}, published: {} }), validate: validateNodeState });
-    this.publishedStore = new JsonStateStore<PublishedDoc>(this.publishedFile, {
-      // No file yet: the records an older plugin kept in node-state.json (none for a new node).
-      initial: () => ({ version: 1, published: {} }),
-      validate: validatePublished,
+    this.journal = new RecordJournal<PublishedVolume>(this.journalFile, {
+      validate: validatePublishedRecord,
+      durable: false,
+      ...(opts.compactMinBytes !== undefined ? { compactMinBytes: opts.compactMinBytes } : {}),
     });
   }
 
-  /**
-   * Why the publish records were dropped at load (node-published.json unreadable), or undefined.
-   * The file is only ever replaced by a rename, so a plugin crash cannot tear it: only a machine
-   * crash (which also removed every bind mount it described) or a damaged disk can. Unpublish and
-   * publish work without a record (they look at the mount table), so the records are dropped.
-   */
-  publishedDropped: string | undefined;
+  /** What the first load found about the publish records (migration, drops, journal damage). */
+  publishedReport: PublishedLoadReport = {};
+
+  /** Why the publish records were dropped at load, or undefined (see PublishedLoadReport.dropped). */
+  get publishedDropped(): string | undefined {
+    return this.publishedReport.dropped;
+  }
 
   async load(): Promise<NodeStateDoc> {
+    if (this.doc !== undefined) return this.doc;
+    const next = this.queue.then(() => this.loadOnce());
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async loadOnce(): Promise<NodeStateDoc> {
+    if (this.doc !== undefined) return this.doc;
     const s = await this.stagedStore.load();
-    let published: Record<string, PublishedVolume>;
-    if (Object.keys(s.published).length > 0 && !fs.existsSync(this.publishedFile)) published = s.published;
+    const legacy = readLegacyPublished(this.publishedFile);
+    const src = publishedSource(legacy, this.journal.exists(), s);
+    const report: PublishedLoadReport = {};
+    if (src.from === 'journal') report.journal = this.journal.open();
     else {
-      try {
-        published = (await this.publishedStore.load()).published;
-      } catch (e) {
-        if (!(e instanceof StateFileError) || e.code === 'EIO') throw e;
-        this.publishedDropped = e.message;
-        await writeFileAtomic(this.publishedFile, JSON.stringify({ version: 1, published: {} }) + '\n', 0o600, { durable: false });
-        published = (await this.publishedStore.load()).published;
-      }
+      // Durable, unlike the appends: written once, and the order of the three steps below is what
+      // makes a crash between them harmless (the next load makes the same decision or a later one).
+      this.journal.reset(new Map(Object.entries(src.records).map(([k, v]) => [k, validatePublishedRecord(k, v)])), true);
+      if (src.what !== 'nothing (new node)') report.migratedFrom = src.what;
+      if (src.dropped !== undefined) report.dropped = src.dropped;
     }
-    return { version: 1, staged: s.staged, published };
+    if (Object.keys(s.published).length > 0) await this.stagedStore.replace({ version: 1, staged: s.staged, published: {} });
+    if (legacy.kind !== 'tombstone') await writeFileAtomic(this.publishedFile, JSON.stringify(PUBLISHED_TOMBSTONE, null, 2) + '\n', 0o600);
+    this.publishedReport = report;
+    this.doc = { version: 1, staged: (await this.stagedStore.load()).staged, published: Object.fromEntries(this.journal.records) };
+    return this.doc;
   }
 
   /**
    * Applies `change` to a copy of the records and persists the parts it changed: staging records
-   * durably, publish records without fsync. Calls are queued, so none loses another's change.
+   * durably (the whole document), publish records as one appended journal frame. Calls are queued,
+   * so none loses another's change.
    */
   update(change: (draft: NodeStateDoc) => void): Promise<NodeStateDoc> {
     const next = this.queue.then(async () => {
-      const base = await this.load();
+      const base = await this.loadOnce();
       // A shallow copy: a change adds, replaces or deletes whole records and never edits one in
-      // place (new records are frozen below, so such an edit throws), so comparing the records by
-      // identity tells which part changed. Copying and serialising every record to compare them cost
-      // ~17 ms per publish with 1,000 volumes published (bench/node).
+      // place (records are frozen, so such an edit throws), so comparing the records by identity
+      // tells what changed.
       const draft: NodeStateDoc = { version: 1, staged: { ...base.staged }, published: { ...base.published } };
       change(draft);
       for (const part of [draft.staged, draft.published] as Record<string, object>[]) for (const r of Object.values(part)) Object.freeze(r);
-      const stagedChanged = !sameRecords(draft.staged, base.staged);
-      const publishedChanged = !sameRecords(draft.published, base.published) || (!fs.existsSync(this.publishedFile) && Object.keys(draft.published).length > 0);
-      if (publishedChanged) await this.publishedStore.replace({ version: 1, published: draft.published }, { durable: false });
-      if (stagedChanged || (publishedChanged && Object.keys((await this.stagedStore.load()).published).length > 0)) {
-        await this.stagedStore.replace({ version: 1, staged: draft.staged, published: {} });
-      }
-      return this.load();
+      const put = new Map<string, PublishedVolume>();
+      for (const [k, r] of Object.entries(draft.published)) if (base.published[k] !== r) put.set(k, r);
+      const del = Object.keys(base.published).filter((k) => !Object.hasOwn(draft.published, k));
+      if (put.size > 0 || del.length > 0) await this.journal.change(put, del);
+      if (!sameRecords(draft.staged, base.staged)) await this.stagedStore.replace({ version: 1, staged: draft.staged, published: {} });
+      this.doc = draft;
+      return draft;
     });
     this.queue = next.catch(() => undefined);
     return next;
+  }
+
+  /** Closes the journal's file (a later call reopens nothing: make a new store). */
+  close(): void {
+    this.journal.close();
   }
 }
 
@@ -321,4 +414,24 @@ function sameRecords(a: Record<string, unknown>, b: Record<string, unknown>): bo
 
 export function nodeStateStore(stateDir: string): NodeStateStore {
   return new NodeStateStore(stateDir);
+}
+
+/**
+ * A node plugin's records as its next load would see them, read without writing anything (no
+ * migration, no repair): for `famfs csi-rebuild-state`, which may be pointed at a live --state-dir.
+ */
+export function readNodeRecords(stateDir: string): NodeStateDoc {
+  const file = path.join(stateDir, NODE_STATE_FILE);
+  let s: NodeStateDoc = { version: 1, staged: {}, published: {} };
+  try {
+    s = validateNodeState(JSON.parse(fs.readFileSync(file, 'utf8')));
+  } catch (e) {
+    if (e instanceof StateFileError) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new StateFileError(e instanceof SyntaxError ? 'ECORRUPT' : 'EIO', `${file}: ${(e as Error).message}`, { cause: e });
+  }
+  const journalFile = path.join(stateDir, NODE_PUBLISHED_JOURNAL);
+  const src = publishedSource(readLegacyPublished(path.join(stateDir, NODE_PUBLISHED_FILE)), fs.existsSync(journalFile), s);
+  const published = src.from === 'journal' ? Object.fromEntries(parseJournal(fs.readFileSync(journalFile), validatePublishedRecord).records) : src.records;
+  return { version: 1, staged: s.staged, published };
 }
