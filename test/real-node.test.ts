@@ -7,8 +7,10 @@
 import { strict as assert } from 'assert';
 import { createHash } from 'crypto';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot } from './helpers/toolchain';
+import { ConcurrentIts, type ScenarioOutcome } from './helpers/concurrent-its';
 import { NAMESPACE, RealCluster, RELEASE } from './helpers/real-cluster';
 
 const BUSYBOX = 'famfs-csi.local/busybox:1';
@@ -90,6 +92,18 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
   const transcripts: string[] = [];
   const t0 = Date.now();
   let casesStart = 0;
+  const loadAtStart = os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
+
+  const scenarioTimes: ScenarioOutcome[] = [];
+  const together = new ConcurrentIts('independent cases', (o) => {
+    scenarioTimes.push(o);
+    process.stderr.write(
+      `      [real-node] ${o.error === undefined ? 'done' : 'FAILED'} after ${o.seconds.toFixed(0)} s of the concurrent group: ${o.title}\n`,
+    );
+  });
 
   const transcript = (title: string, text: string): void => {
     transcripts.push(`---- ${title}\n${text.trimEnd()}\n`);
@@ -112,10 +126,22 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     casesStart = Date.now();
   });
 
-  after(function () {
+  after(async function () {
     this.timeout(5 * 60_000);
     if (c === undefined) return;
+    // No scenario of the concurrent group may still run when the cluster goes (each has its own timeouts).
+    await together.settled();
     const casesEnd = Date.now();
+    // What the coordinator quotes: the tier's seconds per phase and the machine load they were measured at.
+    const load = `load ${loadAtStart} at the start, ${os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ')} at the end (1/5/15 min; ${os.cpus().length} CPUs)`;
+    const group = scenarioTimes.length
+      ? `; the concurrent group took ${Math.max(...scenarioTimes.map((o) => o.seconds)).toFixed(0)} s (${scenarioTimes
+          .map((o) => `${o.seconds.toFixed(0)} s ${o.title.replace(/:.*/, '')}`)
+          .join(', ')})`
+      : '';
     const log = path.join(repoRoot(), '.cache', 'logs', 'real-node-transcripts.txt');
     fs.mkdirSync(path.dirname(log), { recursive: true });
     fs.writeFileSync(log, transcripts.join('\n'));
@@ -123,7 +149,9 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
       `\n      [real-node] transcripts (also in ${path.relative(repoRoot(), log)}):\n${transcripts.join('\n').replace(/^/gm, '      | ')}\n`,
     );
     if (c.attached) {
-      process.stderr.write(`      [real-node] cases took ${((casesEnd - casesStart) / 1000).toFixed(0)} s; the cluster in ${c.dir} keeps running\n`);
+      process.stderr.write(
+        `      [real-node] cases took ${((casesEnd - casesStart) / 1000).toFixed(0)} s${group}; ${load}; the cluster in ${c.dir} keeps running\n`,
+      );
       return;
     }
     const dir = c.dir;
@@ -134,7 +162,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     // means building kubelet, kube-scheduler, kube-controller-manager and the images (the phases below).
     process.stderr.write(
       `      [real-node] tier took ${((Date.now() - t0) / 1000).toFixed(0)} s: cluster up ${c.upSeconds.toFixed(0)} s (${c.phases}), ` +
-        `cases ${((casesEnd - casesStart) / 1000).toFixed(0)} s, down ${((Date.now() - casesEnd) / 1000).toFixed(0)} s\n`,
+        `cases ${((casesEnd - casesStart) / 1000).toFixed(0)} s${group}, down ${((Date.now() - casesEnd) / 1000).toFixed(0)} s; ${load}\n`,
     );
     assert.equal(d.status, 0, `cluster.sh down failed:\n${d.output}`);
     // down leaves nothing behind: no directory, no device file, no cgroup, no process.
@@ -212,8 +240,33 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     assert.ok(initialFree > 0);
   });
 
-  it('serial sharing: a pod on node A writes a pattern; a pod on node B reads exactly those bytes', async function () {
-    this.timeout(5 * 60_000);
+  // famfs CLI writes on the master (famfs cp, famfs rm) append to the log next to the controller, which has no
+  // lock against another writer process on its host: they run while no other case creates or deletes volumes.
+  let staticLoaded = false;
+  let staticDone = false;
+  it('static path volumes: famfs mkdir -p and famfs cp -r load a tree on the master next to the running controller', function () {
+    this.timeout(2 * 60_000);
+    // Load it the famfs way, on node A (the famfs master: the superblock names its host UUID), next to the
+    // running controller, as docs/volumes.md says: famfs mkdir -p, famfs cp -r.
+    const src = path.join(c.dir, 'rn-set');
+    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(path.join(src, 'w.bin'), PATTERN);
+    fs.writeFileSync(path.join(src, 'sub', 'readme.txt'), 'loaded once\n');
+    for (const args of [
+      ['mkdir', '-p', c.device, 'models'],
+      ['cp', '-r', src, c.device, 'models'],
+    ]) {
+      const r = c.famfs(nodeA, args);
+      assert.equal(r.status, 0, `famfs ${args.join(' ')}: ${r.stderr}${r.stdout}`);
+    }
+    fs.rmSync(src, { recursive: true });
+    staticLoaded = true;
+  });
+
+  // The cases below share nothing (own claims, pods, classes, names) and break nothing node-wide: they run at
+  // the same time (test/helpers/concurrent-its.ts), each still its own test with its own failure. A new case
+  // of that kind is one more together.it(...); a case that kills, upgrades or relabels goes after the group.
+  together.it('serial sharing: a pod on node A writes a pattern; a pod on node B reads exactly those bytes', async () => {
     c.apply(pvcYaml('serial', 'famfs-serial', 'ReadWriteOnce'));
     c.apply(
       podYaml('writer', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null && head -c ${PATTERN_BYTES} /data/data | sha256sum`, {
@@ -224,7 +277,10 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     await c.waitPodPhase('writer', ['Succeeded', 'Failed'], 180_000);
     assert.equal(c.podPhase('writer'), 'Succeeded', c.logs('writer'));
     assert.match(c.logs('writer'), new RegExp(PATTERN_SHA));
-    const va1 = c.json<{ items: { spec: { nodeName: string } }[] }>(['get', 'volumeattachments']).items.map((v) => v.spec.nodeName);
+    // The hand-off goes through VolumeAttachments: the attach/detach controller attached this claim's volume
+    // to node A for the writer (its event on the pod; the VolumeAttachment itself is gone soon after the pod ends).
+    const serialPv = pvOf('serial');
+    await attachedFor('writer', serialPv);
     transcript('kubectl get pods -o wide (writer done on node A)', c.kubectl(['get', 'pods', '-o', 'wide']));
     c.kubectl(['delete', 'pod', 'writer', '--wait=true']);
     // Hand-off: A unstages (flush), the attacher detaches A and attaches B, B stages (invalidate).
@@ -234,14 +290,13 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     assert.equal(c.podPhase('reader'), 'Succeeded', out);
     assert.match(out, new RegExp(`^${PATTERN_SHA}`), `node B read other bytes:\n${out}`);
     assert.ok(out.includes('00000\n00001\n'), out);
-    assert.ok(va1.includes(nodeA), `no VolumeAttachment to ${nodeA} while the writer ran: ${va1.join(',')}`);
+    await attachedFor('reader', serialPv);
     transcript('kubectl describe pvc serial', c.describe('pvc', 'serial', NS));
     transcript('kubectl describe pod reader (node B)', c.describe('pod', 'reader', NS));
     c.kubectl(['delete', 'pod', 'reader', '--wait=true']);
   });
 
-  it('a mount the plugin refuses shows a FailedMount event that says what to do', async function () {
-    this.timeout(3 * 60_000);
+  together.it('a mount the plugin refuses shows a FailedMount event that says what to do', async () => {
     // A class whose files only their owner (uid 0) may use: a pod with fsGroup 4242 cannot, and famfs cannot
     // chown per pod; the plugin refuses and names the StorageClass parameters that fix it.
     c.apply(`apiVersion: storage.k8s.io/v1
@@ -352,6 +407,22 @@ volumeBindingMode: WaitForFirstConsumer
     }
   };
 
+  /**
+   * Waits for the attach/detach controller's SuccessfulAttachVolume event of `pod` naming `pv`: the
+   * VolumeAttachment of that volume to the pod's node was attached for it.
+   */
+  const attachedFor = async (pod: string, pv: string): Promise<void> => {
+    await c.waitFor(
+      `a SuccessfulAttachVolume event of pod ${pod} for ${pv}`,
+      60_000,
+      () => {
+        const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
+        return evs.some((e) => e.involvedObject.name === pod && e.reason === 'SuccessfulAttachVolume' && e.message.includes(`"${pv}"`)) ? true : undefined;
+      },
+      () => c.describe('pod', pod, NS),
+    );
+  };
+
   const pvOf = (claim: string): string => c.kubectl(['-n', NS, 'get', 'pvc', claim, '-o', 'jsonpath={.spec.volumeName}']);
 
   /** Waits until both pods print READY (they then sleep: they hold their volumes at the same time). */
@@ -373,8 +444,7 @@ volumeBindingMode: WaitForFirstConsumer
     return outs;
   };
 
-  it('read-only sharing: a data set loaded once on node A is read by pods on both nodes at once; their writes and remounts fail', async function () {
-    this.timeout(6 * 60_000);
+  together.it('read-only sharing: a data set loaded once on node A is read by pods on both nodes at once; their writes and remounts fail', async () => {
     // The flow docs/volumes.md recommends: a loader fills a serial claim, a ReadOnlyMany claim with it as
     // dataSource shares its memory (no copy), and readers on every node mount the share.
     c.apply(pvcYaml('dataset', 'famfs-serial', 'ReadWriteOnce'));
@@ -408,8 +478,7 @@ volumeBindingMode: WaitForFirstConsumer
     c.kubectl(['delete', 'pod', 'ro-a', 'ro-b', 'refrozen', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
-  it("isolation: a pod sees only its own volume; another volume's bytes are unreachable from it", async function () {
-    this.timeout(5 * 60_000);
+  together.it("isolation: a pod sees only its own volume; another volume's bytes are unreachable from it", async () => {
     // Two volumes on node A: "secret" holds a marker the isolated pod must never see, "mine" its own marker.
     c.apply(pvcYaml('secret', 'famfs-serial', 'ReadWriteOnce'));
     c.apply(pvcYaml('mine', 'famfs-serial', 'ReadWriteOnce'));
@@ -454,22 +523,8 @@ volumeBindingMode: WaitForFirstConsumer
     c.kubectl(['delete', 'pod', 'secret-holder', 'mine-fill', 'isolated', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
-  it('static path volumes: a tree loaded with famfs cp on the master is read by pods on both nodes through a PV naming its path', async function () {
-    this.timeout(6 * 60_000);
-    // Load it the famfs way, on node A (the famfs master: the superblock names its host UUID), next to the
-    // running controller, as docs/volumes.md says: famfs mkdir -p, famfs cp -r.
-    const src = path.join(c.dir, 'rn-set');
-    fs.mkdirSync(path.join(src, 'sub'), { recursive: true });
-    fs.writeFileSync(path.join(src, 'w.bin'), PATTERN);
-    fs.writeFileSync(path.join(src, 'sub', 'readme.txt'), 'loaded once\n');
-    for (const args of [
-      ['mkdir', '-p', c.device, 'models'],
-      ['cp', '-r', src, c.device, 'models'],
-    ]) {
-      const r = c.famfs(nodeA, args);
-      assert.equal(r.status, 0, `famfs ${args.join(' ')}: ${r.stderr}${r.stdout}`);
-    }
-    fs.rmSync(src, { recursive: true });
+  together.it('static path volumes: a tree loaded with famfs cp on the master is read by pods on both nodes through a PV naming its path', async () => {
+    assert.ok(staticLoaded, 'the tree was not loaded (the static path volumes load test failed or did not run)');
     const staticPv = (name: string, p: string, mode: string): string => `apiVersion: v1
 kind: PersistentVolume
 metadata: { name: ${name}, labels: { famfs-test: real-node } }
@@ -535,16 +590,10 @@ spec:
     for (const pv of ['static-set', 'static-file']) {
       await c.waitFor(`no VolumeAttachment of ${pv}`, 120_000, () => (attachments(pv).size === 0 ? true : undefined));
     }
-    const ls = c.famfs(nodeA, ['ls', c.device]);
-    assert.match(ls.stdout, /models\/rn-set\/w\.bin/, `DeleteVolume or unpublish freed a static path:\n${ls.stdout}${ls.stderr}`);
-    for (const p of ['models/rn-set/sub/readme.txt', 'models/rn-set/sub', 'models/rn-set/w.bin', 'models/rn-set', 'models']) {
-      const r = c.famfs(nodeA, ['rm', c.device, p]);
-      assert.equal(r.status, 0, `famfs rm ${p}: ${r.stderr}${r.stdout}`);
-    }
+    staticDone = true;
   });
 
-  it('non-root pods (restricted profile) write and read their ReadWriteOnce volume with the default class, with and without fsGroup', async function () {
-    this.timeout(5 * 60_000);
+  together.it('non-root pods (restricted profile) write and read their ReadWriteOnce volume with the default class, with and without fsGroup', async () => {
     c.apply(pvcYaml('nonroot', 'famfs-serial', 'ReadWriteOnce'));
     const w = await runPod(
       'nonroot-w',
@@ -566,6 +615,17 @@ spec:
     assert.equal(fields(r).get('head'), 'overwritten', r);
     transcript('nonroot-r (uid 1001, no fsGroup, node B) output', r);
     c.kubectl(['delete', 'pod', 'nonroot-r', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
+  });
+
+  it('static path volumes: deleting the PVs leaves the loaded files; famfs rm on the master removes them', function () {
+    this.timeout(2 * 60_000);
+    assert.ok(staticDone, 'the static path volumes case did not get to delete its PVs');
+    const ls = c.famfs(nodeA, ['ls', c.device]);
+    assert.match(ls.stdout, /models\/rn-set\/w\.bin/, `DeleteVolume or unpublish freed a static path:\n${ls.stdout}${ls.stderr}`);
+    for (const p of ['models/rn-set/sub/readme.txt', 'models/rn-set/sub', 'models/rn-set/w.bin', 'models/rn-set', 'models']) {
+      const r = c.famfs(nodeA, ['rm', c.device, p]);
+      assert.equal(r.status, 0, `famfs rm ${p}: ${r.stderr}${r.stdout}`);
+    }
   });
 
   /** The containerd id of a container of one of the chart's node pods on `node`. */
