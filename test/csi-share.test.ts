@@ -5,6 +5,7 @@
 // share refused while a writer is attached, memory freed only with the last of them, a copy on
 // request, and no empty read-only volume.
 import { strict as assert } from 'assert';
+import { spawnSync } from 'child_process';
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -17,6 +18,54 @@ import { fmapCapacity } from '../pkg/famfs/fmap';
 import { canMount, codeOf, MASTER_UUID, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 const code = codeOf;
+
+/**
+ * A privileged pod (root with CAP_SYS_ADMIN, its own mount namespace) that remounts its read-only
+ * bind `target` rw and tries to change `target`/data: operation -> "OK" or the errno name.
+ */
+function privilegedPod(target: string, mmapAfterClose = ''): Record<string, string> {
+  const py = String.raw`
+import errno, json, mmap, os, sys
+f = os.path.join(sys.argv[1], 'data'); out = {}
+def attempt(name, fn):
+    try:
+        fn(); out[name] = 'OK'
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e.errno))
+def write():
+    fd = os.open(f, os.O_WRONLY)
+    try: os.pwrite(fd, b'PWNED', 0)
+    finally: os.close(fd)
+def mmap_write():
+    fd = os.open(f, os.O_RDWR)
+    m = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    os.close(fd)  # no flush on close: the dirty page stays in the page cache after the process exits
+    m[0:7] = (sys.argv[2] or 'PWNED!!').encode()
+attempt('write', write)
+attempt('O_RDWR', lambda: os.close(os.open(f, os.O_RDWR)))
+attempt('mmap(PROT_WRITE, MAP_SHARED)', mmap_write)
+attempt('truncate', lambda: os.truncate(f, 0))
+print(json.dumps(out))`;
+  const r = spawnSync(
+    'unshare',
+    [
+      '-m',
+      '--propagation',
+      'private',
+      'sh',
+      '-c',
+      'mount -o remount,bind,rw "$1" || exit 97; exec python3 -c "$2" "$1" "$3"',
+      'sh',
+      target,
+      py,
+      mmapAfterClose,
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.equal(r.status, 0, `remount,bind,rw succeeds for CAP_SYS_ADMIN and the attempts run: ${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout.trim()) as Record<string, string>;
+}
+const REFUSED = { write: 'EROFS', O_RDWR: 'EROFS', 'mmap(PROT_WRITE, MAP_SHARED)': 'EROFS', truncate: 'EROFS' };
 const SHARE_OF = 'famfs.csi.cxl.io/share-of';
 
 interface VolumeOut {
@@ -261,6 +310,102 @@ describe('zero-copy read-only sharing through dataSource', function () {
         (await env.mountsUnderDir()).filter((m) => m.startsWith(env.kubelet)),
         [],
       );
+    });
+
+    /** The guard famfs-fused holds now (its status). */
+    const guardNow = async (): Promise<{ readOnly: string[]; writable: string[] }> => {
+      const st = await a.driver.node!.fuse.control({ op: 'status' });
+      assert.ok(st.ok, JSON.stringify(st));
+      const g = st['guard'] as { readOnly: string[]; writable: string[] };
+      return { readOnly: g.readOnly, writable: g.writable };
+    };
+
+    it('a privileged reader that remounts its share rw cannot write it (EROFS), across a node plugin restart and a kill -9 of famfs-fused', async () => {
+      const src = await loader('loader-priv');
+      const share = await create('readers-priv', 'MULTI_NODE_READER_ONLY', fromVolume(src));
+      const staging = env.staging('node-a', share.volume_id);
+      const cap = mountCap('MULTI_NODE_READER_ONLY');
+      const ctx = share.volume_context;
+      await a.call('NodeStageVolume', { volume_id: share.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: ctx });
+      const t = env.target('pod-privileged');
+      await a.call('NodePublishVolume', {
+        volume_id: share.volume_id,
+        staging_target_path: staging,
+        target_path: t,
+        volume_capability: cap,
+        readonly: true,
+        volume_context: ctx,
+      });
+      const srcFile = fileOf(src)!;
+      const unchanged = (what: string): void =>
+        assert.ok(readFileData(env.device, srcFile, 0, data.length).equals(data), `${what}: the loader's bytes in the memory are unchanged`);
+      assert.deepEqual(privilegedPod(t), REFUSED);
+      unchanged('guarded');
+      assert.deepEqual((await guardNow()).readOnly, [objectDirRelpath(src)], 'the share guards its source directory');
+
+      a = await env.restartPlugin(a);
+      assert.deepEqual(privilegedPod(t), REFUSED, 'after a node plugin restart');
+      const pid = a.driver.node!.fuse.serverPid()!;
+      assert.ok(pid > 0);
+      for (let i = 0; i < 100 && !a.driver.node!.fuse.depositHeld(); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(a.driver.node!.fuse.depositHeld(), 'the plugin holds the FUSE connection');
+      process.kill(pid, 'SIGKILL');
+      // The plugin starts a new famfs-fused that adopts the held connection (no remount).
+      let next: number | undefined;
+      for (let i = 0; i < 200; i++) {
+        next = a.driver.node!.fuse.serverPid();
+        if (next !== undefined && next !== pid && (await a.driver.node!.fuse.health()).state === 'serving') break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(next !== undefined && next !== pid, 'a new famfs-fused serves');
+      assert.deepEqual(privilegedPod(t), REFUSED, 'after kill -9 of famfs-fused and adoption');
+      unchanged('after both restarts');
+      assert.ok(fs.readFileSync(path.join(t, 'data')).subarray(0, data.length).equals(data), 'the reader still reads them');
+
+      await a.call('NodeUnpublishVolume', { volume_id: share.volume_id, target_path: t });
+      await a.call('NodeUnstageVolume', { volume_id: share.volume_id, staging_target_path: staging });
+      assert.deepEqual(await guardNow(), { readOnly: [], writable: [] }, 'nothing guarded once the share is gone from the node');
+    });
+
+    it('a read-write publish on the node lifts the guard; when it goes, its mmap writes are in the memory and the guard is set again', async () => {
+      const id = (await create('rwo-guard', 'SINGLE_NODE_WRITER')).volume_id;
+      const cap = mountCap('SINGLE_NODE_WRITER');
+      const staging = env.staging('node-a', id);
+      await a.call('NodeStageVolume', { volume_id: id, staging_target_path: staging, volume_capability: cap });
+      const reader = env.target('pod-rwo-reader');
+      const writer = env.target('pod-rwo-writer');
+      const pub = (target: string, readonly: boolean) =>
+        a.call('NodePublishVolume', { volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap, readonly });
+      await pub(reader, true);
+      assert.deepEqual(privilegedPod(reader), REFUSED, 'only read-only targets: guarded');
+      const before = readFileData(env.device, fileOf(id)!, 0, 16);
+      await pub(writer, false);
+      assert.deepEqual((await guardNow()).readOnly, [], 'a read-write target lifts it');
+      // The writer dirties a page through a shared mapping and exits without msync or close flushing it.
+      const w = spawnSync(
+        'python3',
+        [
+          '-c',
+          `import mmap,os,sys
+fd=os.open(sys.argv[1],os.O_RDWR); m=mmap.mmap(fd,4096,mmap.MAP_SHARED,mmap.PROT_READ|mmap.PROT_WRITE); os.close(fd); m[0:7]=b'MMAPPED'`,
+          path.join(writer, 'data'),
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.equal(w.status, 0, w.stderr);
+      await a.call('NodeUnpublishVolume', { volume_id: id, target_path: writer });
+      assert.deepEqual((await guardNow()).readOnly, [objectDirRelpath(id)], 'the last read-write target gone: guarded again');
+      assert.equal(
+        readFileData(env.device, fileOf(id)!, 0, 7).toString(),
+        'MMAPPED',
+        "the writer's mmap write reached the memory (written back while the file was writable)",
+      );
+      assert.notDeepEqual(before.subarray(0, 7), Buffer.from('MMAPPED'));
+      assert.deepEqual(privilegedPod(reader), REFUSED, 'the reader cannot write again');
+      assert.equal(readFileData(env.device, fileOf(id)!, 0, 7).toString(), 'MMAPPED', 'nothing the reader tried changed the memory');
+      await a.call('NodeUnpublishVolume', { volume_id: id, target_path: reader });
+      await a.call('NodeUnstageVolume', { volume_id: id, staging_target_path: staging });
+      await del(id);
     });
   });
 });

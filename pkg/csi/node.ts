@@ -26,6 +26,7 @@ import { isMountPoint, probeConnection, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/mount-records';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
+import { NO_GUARD_CHANGE, NodeGuardSync, type GuardRecord } from './node-guard';
 import { aborted, alreadyExists, CsiError, failedPrecondition, internal, invalidArgument, notFound, unavailable } from './errors';
 import { checkPathSyntax, PathPolicy } from './node-paths';
 import { isVolumeId, objectDirRelpath, objectFileRelpath, VOLUME_FILE_NAME } from './names';
@@ -133,6 +134,8 @@ export class NodeService {
   private readonly paths: PathPolicy;
   private readonly busy = new Set<string>();
   private readonly log: Logger;
+  /** famfs-fused's read-only guard (node-guard.ts): set before read-only binds, lifted before read-write ones. */
+  private readonly roGuard: NodeGuardSync;
 
   constructor(private readonly opts: NodeOptions) {
     this.log = opts.log;
@@ -149,10 +152,25 @@ export class NodeService {
       fallback: { media: opts.device, famfs: opts.famfs },
       fdDeposit: opts.fuseOrphanTimeoutMs === 0 ? false : { ...(opts.fuseOrphanTimeoutMs !== undefined ? { orphanTimeoutMs: opts.fuseOrphanTimeoutMs } : {}) },
     });
+    this.roGuard = new NodeGuardSync({
+      send: (g) => this.fuse.control({ op: 'guard', ...g }),
+      records: async () => {
+        const d = await this.store.load();
+        const at = (r: { volumeId: string; staticPath?: string }): string => r.staticPath ?? objectDirRelpath(r.volumeId);
+        return [
+          ...Object.values(d.staged)
+            .filter((r) => r.readOnly)
+            .map((r): [string, GuardRecord] => [r.stagingPath, { path: at(r), readOnly: true }]),
+          ...Object.values(d.published).map((r): [string, GuardRecord] => [r.targetPath, { path: at(r), readOnly: r.readOnly }]),
+        ];
+      },
+      log: opts.log.child({ component: 'ro-guard' }),
+    });
   }
 
   /** The plugin stops: release what it holds (famfs-fused and the mounts keep running). */
   close(): void {
+    this.roGuard.close();
     this.fuse.close();
     this.store.close();
   }
@@ -262,7 +280,11 @@ export class NodeService {
     if (this.opts.device.failed) throw unavailable(`device ${this.opts.devicePath} failed: ${this.opts.device.failureMessage ?? 'memory error'}`);
     try {
       const r = await this.fuse.ensure();
-      if (r === 'started') this.log.info({ mountpoint: this.fuse.mountpoint }, 'famfs FUSE mount (re)established');
+      if (r === 'started') {
+        this.log.info({ mountpoint: this.fuse.mountpoint }, 'famfs FUSE mount (re)established');
+        // It read the guard we last sent from its file; make sure it matches the records.
+        await this.roGuard.syncOrRetry(true);
+      }
     } catch (e) {
       throw unavailable(`cannot serve famfs on ${this.fuse.mountpoint}: ${(e as Error).message}`, e);
     }
@@ -379,7 +401,8 @@ export class NodeService {
         throw e instanceof FuseSupervisorError ? unavailable(e.message, e) : e;
       }
     }
-    if (node.kind === 'dir') await this.bindStaging(req.volume_id, staging, readOnly, flags, sp.relpath);
+    const guard = readOnly ? await this.roGuard.begin(staging, sp.relpath, true) : NO_GUARD_CHANGE;
+    if (node.kind === 'dir') await this.bindStaging(req.volume_id, staging, readOnly, flags, sp.relpath).catch(guard.fail);
     else {
       await unmountAll(staging);
       await fs.promises.mkdir(staging, { recursive: true, mode: 0o750 });
@@ -452,7 +475,8 @@ export class NodeService {
       await unmountAll(boundAt);
       await ensureTarget(boundAt, 'file');
     }
-    await bindMount(source, boundAt, { readOnly, flags });
+    const guard = await this.roGuard.begin(target, relpath, readOnly);
+    await bindMount(source, boundAt, { readOnly, flags }).catch(guard.fail);
     const rec: PublishedVolume = {
       volumeId: req.volume_id,
       targetPath: target,
@@ -549,7 +573,8 @@ export class NodeService {
         this.log.warn({ volume: req.volume_id, staging }, 'staged volume lost its mount: staging it again');
       }
       await this.takeOver(req.volume_id, deadline);
-      await this.bindStaging(req.volume_id, staging, readOnly, flags);
+      const guard = readOnly ? await this.roGuard.begin(staging, objectDirRelpath(req.volume_id), true) : NO_GUARD_CHANGE;
+      await this.bindStaging(req.volume_id, staging, readOnly, flags).catch(guard.fail);
       await this.recordStaged(
         req.volume_id,
         staging,
@@ -613,6 +638,7 @@ export class NodeService {
       await this.store.update((d) => {
         delete d.staged[staging];
       });
+      await this.roGuard.drop(staging);
       this.log.info({ volume: req.volume_id, staging, flushed }, 'volume unstaged');
       return {};
     });
@@ -688,7 +714,8 @@ export class NodeService {
         await this.takeOver(req.volume_id, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
         await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? []);
       }
-      await bindMount(this.publishSource(profile, staging), target, { readOnly, flags });
+      const guard = await this.roGuard.begin(target, objectDirRelpath(req.volume_id), readOnly);
+      await bindMount(this.publishSource(profile, staging), target, { readOnly, flags }).catch(guard.fail);
       const rec: PublishedVolume = {
         volumeId: req.volume_id,
         targetPath: target,
@@ -741,6 +768,8 @@ export class NodeService {
       await this.store.update((d) => {
         delete d.published[target];
       });
+      // After the target is gone: the last read-only one lifts the guard, the last read-write one sets it again.
+      await this.roGuard.drop(target);
       this.log.info({ volume: req.volume_id, target, unmounted: n }, 'volume unpublished');
       return {};
     });
@@ -862,6 +891,8 @@ export class NodeService {
       fuseOk = false;
       this.log.error({ err: (e as Error).message }, 'restore: famfs FUSE server cannot run; recorded mounts stay as they are');
     }
+    // Before any bind is made again: the server's guard as the records say (its file may be stale).
+    await this.roGuard.syncOrRetry(true);
     const goneVolumes = new Set<string>();
     for (const s of staged) {
       const what = `staged ${s.volumeId} at ${s.stagingPath}`;
