@@ -13,7 +13,8 @@
         "native/src/fuse_deposit.cc",
         "native/src/mount.cc",
         "native/src/famfs_crc.cc",
-        "native/src/famfs_decode.cc"
+        "native/src/famfs_decode.cc",
+        "native/src/famfs_tree.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

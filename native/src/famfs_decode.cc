@@ -27,24 +27,16 @@
 #include <napi.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "famfs_decode.h"
 #include "module_init.h"
 
 namespace famfs_native {
 namespace {
-
-struct Layout {
-  uint32_t entry_size, crc, seqnum, type, payload;
-  uint32_t fm_size, fm_flags, fm_uid, fm_gid, fm_mode, fm_relpath, fm_fmap;
-  uint32_t fmap_ext_type, fmap_count, fmap_extents, simple_extent_size, ie_nstrips, ie_chunk, ie_strips;
-  uint32_t md_uid, md_gid, md_mode, md_relpath;
-  uint32_t del_target_index, del_target_type, del_relpath;
-  uint32_t relpath_field, max_simple_extents, max_strips;
-  uint32_t type_file, type_mkdir, type_delete, ext_simple, ext_interleave;
-};
 
 Layout g_layout;
 constexpr size_t kRow = 13;  // words per entry
@@ -120,6 +112,9 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
   // Everything read must lie inside the entry, before its CRC.
   const uint32_t fmap_end = l.payload + l.fm_fmap + l.fmap_extents + l.ie_strips + l.max_strips * l.simple_extent_size;
   const uint32_t simple_end = l.payload + l.fm_fmap + l.fmap_extents + l.max_simple_extents * l.simple_extent_size;
+  if (l.max_simple_extents > kDecodedMaxExtents || l.max_strips > kDecodedMaxExtents) {
+    throw Napi::RangeError::New(env, "configureLogDecode: more extents than the native decoder holds");
+  }
   if (l.crc + 8 > l.entry_size || fmap_end > l.crc || simple_end > l.crc ||
       l.payload + l.fm_relpath + l.relpath_field > l.crc || l.payload + l.md_relpath + l.relpath_field > l.crc ||
       l.payload + l.del_relpath + l.relpath_field > l.crc) {
@@ -129,6 +124,94 @@ Napi::Value Configure(const Napi::CallbackInfo& info) {
   g_configured = true;
   return env.Undefined();
 }
+
+}  // namespace
+
+const Layout* DecodeLayout() { return g_configured ? &g_layout : nullptr; }
+
+bool DecodeOne(const Layout& L, const uint8_t* e, double slot, double seq_min, double seq_max, bool deletes_allowed,
+               Decoded* d) {
+  if (U32(e + L.crc) != static_cast<uint32_t>(crc32(0L, e, L.crc)) || U32(e + L.crc + 4) != 0) return false;
+  uint32_t seq[2];
+  const bool seq_ok = U64n(e + L.seqnum, seq);
+  const double index = Value(seq);
+  if (!seq_ok || (seq_min >= 0 ? index < seq_min || index >= seq_max : index != slot)) return false;
+  const uint32_t type = U32(e + L.type);
+  const uint8_t* p = e + L.payload;
+  bool terminated = false;
+  d->index = index;
+  d->size = d->chunk = d->target_index = 0;
+  d->flags = d->uid = d->gid = d->mode = d->fmap_kind = d->target_type = d->nx = 0;
+  d->w_size[0] = d->w_size[1] = d->w_chunk[0] = d->w_chunk[1] = 0;
+  if (type == L.type_file) {
+    d->kind = 0;
+    d->path = p + L.fm_relpath;
+    d->path_len = PathLen(d->path, L.relpath_field, &terminated);
+    if (!terminated || !U64n(p + L.fm_size, d->w_size)) return false;
+    d->size = Value(d->w_size);
+    d->flags = U32(p + L.fm_flags);
+    d->uid = U32(p + L.fm_uid);
+    d->gid = U32(p + L.fm_gid);
+    d->mode = U32(p + L.fm_mode);
+    const uint8_t* f = p + L.fm_fmap;
+    const uint32_t ext_type = U32(f + L.fmap_ext_type);
+    const uint32_t cnt = U32(f + L.fmap_count);
+    const uint8_t* xs = nullptr;
+    if (ext_type == L.ext_simple) {
+      if (cnt < 1 || cnt > L.max_simple_extents) return false;
+      d->fmap_kind = 0;
+      d->nx = cnt;
+      xs = f + L.fmap_extents;
+    } else if (ext_type == L.ext_interleave) {
+      const uint8_t* ie = f + L.fmap_extents;
+      uint32_t nstrips[2];
+      if (cnt != 1 || !U64n(ie + L.ie_nstrips, nstrips) || !U64n(ie + L.ie_chunk, d->w_chunk) || nstrips[1] != 0 ||
+          nstrips[0] < 1 || nstrips[0] > L.max_strips || (d->w_chunk[0] == 0 && d->w_chunk[1] == 0)) {
+        return false;
+      }
+      d->fmap_kind = 1;
+      d->chunk = Value(d->w_chunk);
+      d->nx = nstrips[0];
+      xs = ie + L.ie_strips;
+    } else {
+      return false;
+    }
+    for (uint32_t i = 0; i < d->nx; i++) {
+      uint32_t* w = d->w_ext + i * 6;
+      const uint8_t* x = xs + i * L.simple_extent_size;
+      if (!U64n(x, &w[0]) || !U64n(x + 8, &w[2]) || !U64n(x + 16, &w[4])) return false;
+      d->ext[i * 3] = Value(&w[0]);
+      d->ext[i * 3 + 1] = Value(&w[2]);
+      d->ext[i * 3 + 2] = Value(&w[4]);
+    }
+    return true;
+  }
+  if (type == L.type_mkdir) {
+    d->kind = 1;
+    d->path = p + L.md_relpath;
+    d->path_len = PathLen(d->path, L.relpath_field, &terminated);
+    d->uid = U32(p + L.md_uid);
+    d->gid = U32(p + L.md_gid);
+    d->mode = U32(p + L.md_mode);
+    return terminated;
+  }
+  if (type == L.type_delete) {
+    // A delete's relpath need not be terminated (the field's 80 bytes are the name then).
+    d->kind = 2;
+    d->path = p + L.del_relpath;
+    d->path_len = PathLen(d->path, L.relpath_field, &terminated);
+    const uint32_t tt = U32(p + L.del_target_type);
+    if (!deletes_allowed || (tt != L.type_file && tt != L.type_mkdir) || !U64n(p + L.del_target_index, d->w_size)) {
+      return false;
+    }
+    d->target_type = tt == L.type_file ? 0 : 1;
+    d->target_index = Value(d->w_size);
+    return true;
+  }
+  return false;  // add_daxdev, unknown types: decodeEntryAt's
+}
+
+namespace {
 
 Napi::Value DecodeLogSlots(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -158,85 +241,29 @@ Napi::Value DecodeLogSlots(const Napi::CallbackInfo& info) {
   ext.reserve(static_cast<size_t>(count) * 6);
   paths.reserve(static_cast<size_t>(count) * 24);
   int64_t n = 0;
+  Decoded d;
   for (; n < count; n++) {
     const uint8_t* e = buf.Data() + n * L.entry_size;
-    const double slot = first_slot + static_cast<double>(n);
-    if (U32(e + L.crc) != static_cast<uint32_t>(crc32(0L, e, L.crc)) || U32(e + L.crc + 4) != 0) break;
+    if (!DecodeOne(L, e, first_slot + static_cast<double>(n), seq_min, seq_max, deletes_allowed, &d)) break;
     uint32_t row[kRow] = {0};
-    const bool seq_ok = U64n(e + L.seqnum, &row[1]);
-    const double index = Value(&row[1]);
-    if (!seq_ok || (compacted ? index < seq_min || index >= seq_max : index != slot)) break;
-    const uint32_t type = U32(e + L.type);
-    const uint8_t* p = e + L.payload;
-    const size_t ext_at = ext.size();
-    bool ok = true;
-    bool terminated = false;
-    size_t plen = 0;
-    const uint8_t* path = nullptr;
-    if (type == L.type_file) {
-      path = p + L.fm_relpath;
-      plen = PathLen(path, L.relpath_field, &terminated);
-      const uint8_t* f = p + L.fm_fmap;
-      const uint32_t ext_type = U32(f + L.fmap_ext_type);
-      const uint32_t cnt = U32(f + L.fmap_count);
-      ok = terminated && U64n(p + L.fm_size, &row[3]);
-      row[0] = 0;
-      row[5] = U32(p + L.fm_flags);
-      row[6] = U32(p + L.fm_uid);
-      row[7] = U32(p + L.fm_gid);
-      row[8] = U32(p + L.fm_mode);
-      uint32_t nx = 0;
-      const uint8_t* xs = nullptr;
-      if (ok && ext_type == L.ext_simple) {
-        ok = cnt >= 1 && cnt <= L.max_simple_extents;
-        row[9] = 0;
-        nx = cnt;
-        xs = f + L.fmap_extents;
-      } else if (ok && ext_type == L.ext_interleave) {
-        const uint8_t* ie = f + L.fmap_extents;
-        uint32_t nstrips[2];
-        ok = cnt == 1 && U64n(ie + L.ie_nstrips, nstrips) && U64n(ie + L.ie_chunk, &row[11]) && nstrips[1] == 0 &&
-             nstrips[0] >= 1 && nstrips[0] <= L.max_strips && (row[11] != 0 || row[12] != 0);
-        row[9] = 1;
-        nx = ok ? nstrips[0] : 0;
-        xs = ie + L.ie_strips;
-      } else {
-        ok = false;
-      }
-      row[10] = nx;
-      for (uint32_t i = 0; ok && i < nx; i++) {
-        uint32_t w[6];
-        const uint8_t* x = xs + i * L.simple_extent_size;
-        ok = U64n(x, &w[0]) && U64n(x + 8, &w[2]) && U64n(x + 16, &w[4]);
-        if (ok) ext.insert(ext.end(), w, w + 6);
-      }
-    } else if (type == L.type_mkdir) {
-      path = p + L.md_relpath;
-      plen = PathLen(path, L.relpath_field, &terminated);
-      ok = terminated;
-      row[0] = 1;
-      row[6] = U32(p + L.md_uid);
-      row[7] = U32(p + L.md_gid);
-      row[8] = U32(p + L.md_mode);
-    } else if (type == L.type_delete) {
-      // A delete's relpath need not be terminated (the field's 80 bytes are the name then).
-      path = p + L.del_relpath;
-      plen = PathLen(path, L.relpath_field, &terminated);
-      const uint32_t tt = U32(p + L.del_target_type);
-      ok = deletes_allowed && (tt == L.type_file || tt == L.type_mkdir) && U64n(p + L.del_target_index, &row[3]);
-      row[0] = 2;
-      row[5] = tt == L.type_file ? 0 : 1;
-    } else {
-      ok = false;  // add_daxdev, unknown types: decodeEntryAt's
-    }
-    if (!ok) {
-      ext.resize(ext_at);
-      break;
-    }
+    row[0] = d.kind;
+    row[1] = static_cast<uint32_t>(std::fmod(d.index, 4294967296.0));
+    row[2] = static_cast<uint32_t>(d.index / 4294967296.0);
+    row[3] = d.w_size[0];
+    row[4] = d.w_size[1];
+    row[5] = d.kind == 2 ? d.target_type : d.flags;
+    row[6] = d.uid;
+    row[7] = d.gid;
+    row[8] = d.mode;
+    row[9] = d.fmap_kind;
+    row[10] = d.nx;
+    row[11] = d.w_chunk[0];
+    row[12] = d.w_chunk[1];
     words.insert(words.end(), row, row + kRow);
-    paths.append(reinterpret_cast<const char*>(path), plen);
+    if (d.kind == 0) ext.insert(ext.end(), d.w_ext, d.w_ext + d.nx * 6);
+    paths.append(reinterpret_cast<const char*>(d.path), d.path_len);
     paths.push_back('\0');
-    if (compacted) seq_min = index + 1;
+    if (compacted) seq_min = d.index + 1;
   }
   Napi::Uint32Array out_words = Napi::Uint32Array::New(env, words.size());
   if (!words.empty()) std::memcpy(out_words.Data(), words.data(), words.size() * sizeof(uint32_t));

@@ -98,6 +98,12 @@ function resolve(): NativeDecode | null {
   return d;
 }
 
+/** The addon, configured with layout.ts's offsets; null in a build without it (native-tree.ts builds on this). */
+export function configuredLogDecoder<T>(): T | null {
+  impl ??= resolve();
+  return impl as T | null;
+}
+
 /** True when the native batch decoder is in this build. */
 export function nativeDecodeAvailable(): boolean {
   impl ??= resolve();

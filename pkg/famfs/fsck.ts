@@ -14,6 +14,7 @@ import {
   ALLOC_UNIT,
   LE,
   LH,
+  LogHeader,
   logCapacity,
   SB,
   SUPERBLOCK_OFFSET,
@@ -22,9 +23,10 @@ import {
 } from './layout';
 import { fmapCapacity } from './fmap';
 import { Media } from './media';
-import { isQuarantine } from './repair';
-import { LogReader } from './replay';
-import { FamfsTree, reservedBytes } from './tree';
+import { NativeLogTree, nativeTreeAvailable } from './native-tree';
+import { isQuarantine, QUARANTINE_PREFIX } from './repair';
+import { LogReader, ReplayStop } from './replay';
+import { FamfsTree, reservedBytes, TreeLimits, TreeProblem } from './tree';
 
 export interface FsckReport {
   clean: boolean;
@@ -58,12 +60,93 @@ export interface FsckReport {
   warnings: string[];
 }
 
+export interface FsckOptions {
+  /**
+   * false: check the log with the JavaScript tree and allocator (what a build without the native
+   * addon does) instead of the native log tree. Both report the same.
+   */
+  native?: boolean;
+}
+
+/** What fsck needs from a replay of the log: counts, problems, quarantined files, and the space map. */
+interface CheckedLog {
+  stop?: ReplayStop;
+  /** Slots applied. */
+  slot: number;
+  nextIndex: number;
+  files: number;
+  dirs: number;
+  problems: TreeProblem[];
+  quarantined: FsckReport['quarantined'];
+  space(horizon: number): SpaceSummary;
+}
+
+/** Replay into a FamfsTree and rebuild an Allocator from it (replay's own code). */
+function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
+  const tree = new FamfsTree(limits);
+  tree.generation = active.generation;
+  const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
+  for (const e of entries) tree.apply(e);
+  if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
+  // Quarantine files live in the root (lost+found.<index>, made there by repair): no walk over every file.
+  const quarantined: FsckReport['quarantined'] = [];
+  for (const f of tree.root.children.values()) {
+    if (f.kind === 'file' && isQuarantine(f)) quarantined.push({ index: f.index, relpath: f.relpath, bytes: fmapCapacity(f.fmap) });
+  }
+  return {
+    ...(stop ? { stop } : {}),
+    slot: tree.slot,
+    nextIndex: tree.nextIndex,
+    files: tree.fileCount,
+    dirs: tree.dirCount,
+    problems: tree.problems,
+    quarantined,
+    space: (horizon) => {
+      const alloc = new Allocator(tree, limits.deviceSize, logLen);
+      alloc.setLogRegion2(active.altOffset);
+      alloc.rebuild(horizon);
+      return alloc.summary();
+    },
+  };
+}
+
+/** The same through the native log tree: no JavaScript object per entry (see native-tree.ts). */
+function checkLogNative(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
+  const tree = new NativeLogTree(limits, active.generation);
+  const stop = reader.walk(0, header.nextIndex, { min: 0, max: header.nextSeqnum }, tree.sink());
+  if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
+  const units = Math.floor(limits.deviceSize / ALLOC_UNIT);
+  return {
+    ...(stop ? { stop } : {}),
+    slot: tree.slot,
+    nextIndex: tree.nextIndex,
+    files: tree.fileCount,
+    dirs: tree.dirCount,
+    problems: tree.problems(),
+    quarantined: tree.rootFiles(QUARANTINE_PREFIX).filter((f) => isQuarantine({ kind: 'file', relpath: f.relpath, index: f.index })),
+    space: (horizon) => {
+      const sp = tree.space(horizon, limits.deviceSize, logLen, active.altOffset);
+      const free = sp.freeUnits * ALLOC_UNIT;
+      // Allocator.summary; the clean map is not loaded by fsck (cleanFreeBytes 0 both ways).
+      return {
+        deviceBytes: units * ALLOC_UNIT,
+        allocatedBytes: units * ALLOC_UNIT - free,
+        freeBytes: free,
+        cleanFreeBytes: 0,
+        largestFreeBytes: sp.largestFreeRun * ALLOC_UNIT,
+        pendingFreeBytes: sp.pendingUnits * ALLOC_UNIT,
+        collisions: sp.collisions,
+      };
+    },
+  };
+}
+
 /**
  * A one-shot check cannot judge host liveness (that takes a master watching slots for hostLiveMs on
  * its own clock), so every host with a slot counts as live: "pending free" is what some host may
  * still hold back.
  */
-export function fsck(media: Media): FsckReport {
+export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
   const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], quarantined: [], errors: [], warnings: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
@@ -106,26 +189,25 @@ export function fsck(media: Media): FsckReport {
     return report;
   }
   const header = decodeLogHeader(lhRaw);
-  const tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
-  tree.generation = active.generation;
+  const limits = { deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) };
   const reader = new LogReader(
     media,
     sb.logLen,
     () => sbCheck.extended,
     () => active,
   );
-  const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
-  for (const e of entries) tree.apply(e);
-  if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
+  const check = (opts.native ?? true) && nativeTreeAvailable() ? checkLogNative : checkLogTree;
+  const log = check(reader, limits, sb.logLen, active, header);
+  const stop = log.stop;
   if (stop)
     report.errors.push(
       `log ${compacted ? 'slot' : 'entry'} ${stop.index}: ${stop.reason}; replay stops there, ${header.nextIndex - stop.index} entries not applied`,
     );
-  for (const p of tree.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
+  for (const p of log.problems) report.errors.push(`log entry ${p.index}: ${p.message}`);
   report.log = {
     entriesUsed: header.nextIndex,
     entriesTotal: logCapacity(sb.logLen),
-    replayedEntries: tree.slot,
+    replayedEntries: log.slot,
     generation: active.generation,
     offset: active.offset,
     nextIndex: header.nextSeqnum,
@@ -149,10 +231,7 @@ export function fsck(media: Media): FsckReport {
       break;
     }
   }
-  // Quarantine files live in the root (lost+found.<index>, made there by repair): no walk over every file.
-  for (const f of tree.root.children.values()) {
-    if (f.kind === 'file' && isQuarantine(f)) report.quarantined.push({ index: f.index, relpath: f.relpath, bytes: fmapCapacity(f.fmap) });
-  }
+  report.quarantined = log.quarantined;
   if (report.quarantined.length > 0) {
     const bytes = report.quarantined.reduce((n, q) => n + q.bytes, 0);
     report.warnings.push(
@@ -160,10 +239,10 @@ export function fsck(media: Media): FsckReport {
         `repair could not prove their bytes, so their memory stays reserved; once no pod uses it: famfs repair --release N`,
     );
   }
-  report.files = tree.fileCount;
-  report.directories = tree.dirCount;
+  report.files = log.files;
+  report.directories = log.dirs;
 
-  let horizon = tree.nextIndex;
+  let horizon = log.nextIndex;
   try {
     const block = readExtBlock(media, sb.uuid);
     const any = block ? block : readAnyExtBlock(media);
@@ -178,7 +257,7 @@ export function fsck(media: Media): FsckReport {
       for (const h of report.hosts.filter((x) => x.damaged)) {
         report.warnings.push(`host slot ${h.slot} is damaged: it holds back reuse of deleted memory until its host re-acks or famfs repair clears it`);
       }
-      horizon = reclaimHorizon(report.hosts, tree.nextIndex);
+      horizon = reclaimHorizon(report.hosts, log.nextIndex);
     }
   } catch (e) {
     report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);
@@ -201,10 +280,7 @@ export function fsck(media: Media): FsckReport {
       `next_index ${header.nextIndex} is behind the log: entries ${header.nextIndex}..${header.nextIndex + validPast - 1} are valid (the counter went backwards); run famfs repair to commit them`,
     );
   }
-  const alloc = new Allocator(tree, sb.deviceSize, sb.logLen);
-  alloc.setLogRegion2(active.altOffset);
-  alloc.rebuild(horizon);
-  report.space = alloc.summary();
+  report.space = log.space(horizon);
   if (report.space.collisions > 0) report.errors.push(`${report.space.collisions} allocation units are claimed by more than one file (cross-linked files)`);
   report.clean = report.errors.length === 0;
   return report;

@@ -86,8 +86,11 @@ export interface RepairOptions {
 }
 
 /** Name of the quarantine file repair makes of log entry `index`. */
+/** Every quarantine file's name starts with this (fsck looks for them among the root's files). */
+export const QUARANTINE_PREFIX = 'lost+found.';
+
 export function quarantineName(index: number): string {
-  return `lost+found.${index}`;
+  return `${QUARANTINE_PREFIX}${index}`;
 }
 
 /** A quarantine file: what repair made of an unprovable file entry (its name is its own log index). */

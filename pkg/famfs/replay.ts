@@ -78,6 +78,16 @@ export interface PastEndScan {
   nonEmptyAt?: number;
 }
 
+/**
+ * Where LogReader.walk puts the slots it validated, in log order. `batch` (when given) takes as
+ * many valid slots from the start of `raw` as it can, moves `window.min` past the last one it
+ * took, and returns how many it took; `one` takes each entry decodeEntryAt decoded.
+ */
+export interface SlotSink {
+  batch?: (raw: Buffer, count: number, firstSlot: number, deletesAllowed: boolean, window: SeqWindow | undefined) => number;
+  one: (e: LogEntry) => void;
+}
+
 /** Entries read per device access during replay (1 MiB of log). */
 const CHUNK_ENTRIES = 1927;
 const ZERO_CHUNK = Buffer.alloc(CHUNK_ENTRIES * LE.SIZE);
@@ -154,6 +164,28 @@ export class LogReader {
    */
   entries(from: number, to: number, seq?: SeqWindow): { entries: LogEntry[]; stop?: ReplayStop } {
     const entries: LogEntry[] = [];
+    const sink: SlotSink = {
+      one: (e) => entries.push(e),
+      batch: nativeDecodeAvailable()
+        ? (raw, count, firstSlot, deletesAllowed, window) => {
+            const batch = decodeSlots(raw, count, firstSlot, deletesAllowed, window) ?? [];
+            for (const e of batch) {
+              entries.push(e);
+              if (window) window.min = e.index + 1;
+            }
+            return batch.length;
+          }
+        : undefined,
+    };
+    const stop = this.walk(from, to, seq, sink);
+    return stop ? { entries, stop } : { entries };
+  }
+
+  /**
+   * entries() into a sink instead of an array (fsck's native log tree takes the slots without a
+   * JavaScript object per entry). Returns where replay stops, if it does.
+   */
+  walk(from: number, to: number, seq: SeqWindow | undefined, sink: SlotSink): ReplayStop | undefined {
     const compacted = this.active.generation > 0;
     const window = compacted ? { min: seq?.min ?? 0, max: seq?.max ?? Number.MAX_SAFE_INTEGER } : undefined;
     for (let chunkStart = from; chunkStart < to; chunkStart += CHUNK_ENTRIES) {
@@ -163,16 +195,11 @@ export class LogReader {
       const raw = this.readChunk(base, n * LE.SIZE);
       // The valid entries in one native call; a slot it leaves (damage, or an entry it does not
       // take) goes to decodeEntryAt, which decodes it or says why not (decode-batch.ts).
-      const native = nativeDecodeAvailable();
-      const crcs = native ? undefined : crcSlots(raw, n, LE.SIZE, LE.crc);
+      const batch = sink.batch;
+      const crcs = batch ? undefined : crcSlots(raw, n, LE.SIZE, LE.crc);
       for (let k = 0; k < n; k++) {
-        if (native) {
-          const batch = decodeSlots(k === 0 ? raw : raw.subarray(k * LE.SIZE), n - k, chunkStart + k, this.deletesSeen, window) ?? [];
-          for (const e of batch) {
-            entries.push(e);
-            if (window) window.min = e.index + 1;
-          }
-          k += batch.length;
+        if (batch) {
+          k += batch(k === 0 ? raw : raw.subarray(k * LE.SIZE), n - k, chunkStart + k, this.deletesSeen, window);
           if (k >= n) break;
         }
         const i = chunkStart + k;
@@ -188,17 +215,17 @@ export class LogReader {
             e = decodeEntry(this.media.read(at, LE.SIZE), i, this.extended, window);
           } catch (second) {
             if (!(second instanceof EntryDecodeError)) throw second;
-            return { entries, stop: { index: i, reason: second.reason } };
+            return { index: i, reason: second.reason };
           }
         }
         // decodeEntryAt returns a delete only when the superblock enables them: from now on the
         // native decoder may take them too (the extension is never switched off).
         if (e.body.type === 'delete') this.deletesSeen = true;
-        entries.push(e);
+        sink.one(e);
         if (window) window.min = e.index + 1;
       }
     }
-    return { entries };
+    return undefined;
   }
 
   /**

@@ -63,6 +63,48 @@ export function reservedBytes(logLen: number): number {
   return LOG_OFFSET + logLen;
 }
 
+/**
+ * What replay says about an entry it skips: the one wording, used by this tree and by the native
+ * log tree (native-tree.ts), which reports the same problems as codes and operands.
+ */
+export const problemText = {
+  noParent(relpath: string): string {
+    const cut = relpath.lastIndexOf('/');
+    return `"${relpath}": parent directory "${cut < 0 ? '' : relpath.slice(0, cut)}" does not exist`;
+  },
+  parentIsFile(relpath: string): string {
+    const cut = relpath.lastIndexOf('/');
+    return `"${relpath}": parent "${cut < 0 ? '' : relpath.slice(0, cut)}" is a file`;
+  },
+  badPath: (relpath: string): string => `"${relpath}": not a valid famfs path`,
+  exists: (relpath: string, holder: number): string => `"${relpath}" already exists (entry ${holder})`,
+  fmap: (relpath: string, why: string): string => `"${relpath}": ${why}`,
+  deleteMissing: (targetIndex: number, relpath: string): string => `delete of entry ${targetIndex} ("${relpath}"), which is not a live file or directory`,
+  deleteMismatch: (relpath: string, targetType: string, targetIndex: number, targetRelpath: string, targetKind: string): string =>
+    `delete names "${relpath}" (${targetType}) but entry ${targetIndex} is "${targetRelpath}" (${targetKind})`,
+  deleteNonEmpty: (relpath: string): string => `delete of non-empty directory "${relpath}"`,
+};
+
+/** Why an fmap cannot be trusted, or undefined when every byte of the file maps inside the device data area. */
+export function fmapProblem(fmap: Fmap, size: number, limits: TreeLimits): string | undefined {
+  const extents = fmapExtents(fmap);
+  for (const e of extents) {
+    if (e.devindex !== 0) return `extent on device ${e.devindex} (only device 0 exists)`;
+    if (e.len <= 0) return 'zero-length extent';
+    if (e.offset % ALLOC_UNIT !== 0 || e.len % ALLOC_UNIT !== 0) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} is not 2 MiB aligned`;
+    if (e.offset < limits.reservedBytes) return `extent at 0x${e.offset.toString(16)} overlaps the superblock/log`;
+    if (e.offset + e.len > limits.deviceSize)
+      return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${limits.deviceSize} bytes)`;
+  }
+  if (fmap.kind === 'interleave') {
+    const { chunkSize, strips } = fmap;
+    if (chunkSize % ALLOC_UNIT !== 0 || (chunkSize & (chunkSize - 1)) !== 0) return `interleave chunk ${chunkSize} is not a power-of-two multiple of 2 MiB`;
+    if (strips.some((s) => s.len !== strips[0].len || s.len % chunkSize !== 0)) return 'interleave strips differ in length or are not whole chunks';
+  }
+  if (fmapCapacity(fmap) < size) return `file size ${size} exceeds its ${fmapCapacity(fmap)} mapped bytes`;
+  return undefined;
+}
+
 export class FamfsTree {
   readonly root: DirNode = { kind: 'dir', relpath: '', name: '', index: -1, mode: 0o755, uid: 0, gid: 0, children: new Map() };
   /** Live nodes by the log index that created them. */
@@ -179,38 +221,18 @@ export class FamfsTree {
     const parentPath = cut < 0 ? '' : relpath.slice(0, cut);
     const name = cut < 0 ? relpath : relpath.slice(cut + 1);
     const parent = this.lookup(parentPath);
-    if (!parent) return this.problem(index, `"${relpath}": parent directory "${parentPath}" does not exist`);
-    if (parent.kind !== 'dir') return this.problem(index, `"${relpath}": parent "${parentPath}" is a file`);
+    if (!parent) return this.problem(index, problemText.noParent(relpath));
+    if (parent.kind !== 'dir') return this.problem(index, problemText.parentIsFile(relpath));
     if (name === '' || name === '.' || name === '..' || relpath.startsWith('/') || relpath === '.meta' || relpath.startsWith('.meta/')) {
-      return this.problem(index, `"${relpath}": not a valid famfs path`);
+      return this.problem(index, problemText.badPath(relpath));
     }
-    if (parent.children.has(name)) return this.problem(index, `"${relpath}" already exists (entry ${parent.children.get(name)!.index})`);
+    if (parent.children.has(name)) return this.problem(index, problemText.exists(relpath, parent.children.get(name)!.index));
     return { parent, name };
   }
 
-  /** Why an fmap cannot be trusted, or undefined when every byte of the file maps inside the device data area. */
-  private fmapProblem(body: FileEntry): string | undefined {
-    const extents = fmapExtents(body.fmap);
-    for (const e of extents) {
-      if (e.devindex !== 0) return `extent on device ${e.devindex} (only device 0 exists)`;
-      if (e.len <= 0) return 'zero-length extent';
-      if (e.offset % ALLOC_UNIT !== 0 || e.len % ALLOC_UNIT !== 0) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} is not 2 MiB aligned`;
-      if (e.offset < this.limits.reservedBytes) return `extent at 0x${e.offset.toString(16)} overlaps the superblock/log`;
-      if (e.offset + e.len > this.limits.deviceSize)
-        return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${this.limits.deviceSize} bytes)`;
-    }
-    if (body.fmap.kind === 'interleave') {
-      const { chunkSize, strips } = body.fmap;
-      if (chunkSize % ALLOC_UNIT !== 0 || (chunkSize & (chunkSize - 1)) !== 0) return `interleave chunk ${chunkSize} is not a power-of-two multiple of 2 MiB`;
-      if (strips.some((s) => s.len !== strips[0].len || s.len % chunkSize !== 0)) return 'interleave strips differ in length or are not whole chunks';
-    }
-    if (fmapCapacity(body.fmap) < body.size) return `file size ${body.size} exceeds its ${fmapCapacity(body.fmap)} mapped bytes`;
-    return undefined;
-  }
-
   private applyFile(index: number, body: FileEntry): TreeChange | undefined {
-    const bad = this.fmapProblem(body);
-    if (bad) return this.problem(index, `"${body.relpath}": ${bad}`);
+    const bad = fmapProblem(body.fmap, body.size, this.limits);
+    if (bad) return this.problem(index, problemText.fmap(body.relpath, bad));
     const where = this.parentOf(index, body.relpath);
     if (!where) {
       this.orphaned.push({ index, extents: fmapExtents(body.fmap) });
@@ -257,11 +279,11 @@ export class FamfsTree {
 
   private applyDelete(index: number, body: DeleteEntry): TreeChange | undefined {
     const target = this.byIndex.get(body.targetIndex);
-    if (!target) return this.problem(index, `delete of entry ${body.targetIndex} ("${body.relpath}"), which is not a live file or directory`);
+    if (!target) return this.problem(index, problemText.deleteMissing(body.targetIndex, body.relpath));
     if (target.relpath !== body.relpath || (target.kind === 'file') !== (body.targetType === 'file')) {
-      return this.problem(index, `delete names "${body.relpath}" (${body.targetType}) but entry ${body.targetIndex} is "${target.relpath}" (${target.kind})`);
+      return this.problem(index, problemText.deleteMismatch(body.relpath, body.targetType, body.targetIndex, target.relpath, target.kind));
     }
-    if (target.kind === 'dir' && target.children.size > 0) return this.problem(index, `delete of non-empty directory "${target.relpath}"`);
+    if (target.kind === 'dir' && target.children.size > 0) return this.problem(index, problemText.deleteNonEmpty(target.relpath));
     const cut = target.relpath.lastIndexOf('/');
     const parent = this.lookup(cut < 0 ? '' : target.relpath.slice(0, cut)) as DirNode;
     parent.children.delete(target.name);
