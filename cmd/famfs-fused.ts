@@ -11,6 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import { controlSocketFor, serveForeground, type DaemonOptions } from '../pkg/fuse/daemon.js';
+import { DEFAULT_READAHEAD_KB } from '../pkg/fuse/readahead.js';
 import { startDetached } from '../pkg/fuse/supervisor.js';
 
 interface CliOptions extends Omit<DaemonOptions, 'directIo' | 'readOnly' | 'copyReads' | 'takeover'> {
@@ -64,7 +65,7 @@ async function main(): Promise<void> {
     .option('--direct-io', 'direct I/O for every open (coherent across hosts; no shared mmap)')
     .option('--read-only', 'map the device read-only and mount ro')
     .option('--poll-ms <n>', 'how often to check the log for new entries (0: only on catchup)', intArg, 100)
-    .option('--readahead-kb <n>', 'kernel readahead for the mount (0: kernel default)', intArg, 4096)
+    .option('--readahead-kb <n>', 'kernel readahead for the mount (0: kernel default)', intArg, DEFAULT_READAHEAD_KB)
     .option('--max-threads <n>', 'FUSE worker threads (0: 2 x CPUs, at least 4)', intArg, 0)
     .option('--copy-reads', 'copy read data through a guarded buffer instead of replying from the mapping')
     .option('--ack-heartbeat-ms <n>', 'republish the replay position at least this often, even when idle', intArg, 10_000)

@@ -7,6 +7,7 @@ import * as path from 'path';
 import { parseAllDocuments } from 'yaml';
 import { ensureK8sTools, k8sTestsSkipped, repoRoot, runTool } from './helpers/toolchain';
 import { depositSocketFor } from '../pkg/fuse/deposit';
+import { DEFAULT_READAHEAD_KB } from '../pkg/fuse/readahead';
 
 interface K8sObject {
   apiVersion: string;
@@ -245,6 +246,8 @@ describe('helm chart charts/famfs-csi', function () {
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_CONTROL_SOCKET')?.value, '/var/lib/famfs-csi/fused/pool0/sock');
       // The fd deposit: famfs-fused deposits its FUSE connection where the plugin holds it (next to the control socket).
       assert.ok(fused.args?.includes('--fd-deposit=$(FAMFS_FD_DEPOSIT)'));
+      // The chart's readahead is the server's own default (the measured best, docs/fuse.md).
+      assert.ok(fused.args?.includes(`--readahead-kb=${DEFAULT_READAHEAD_KB}`), `${fused.args?.join(' ')}`);
       assert.equal(fused.env?.find((e) => e.name === 'FAMFS_FD_DEPOSIT')?.value, depositSocketFor('/var/lib/famfs-csi/fused/pool0/sock'));
       assert.ok(drv.args?.includes('--fuse-orphan-timeout=120000'));
       assert.ok(drv.args?.includes('--allowed-path-root=/var/lib/kubelet'));

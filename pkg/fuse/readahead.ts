@@ -1,9 +1,20 @@
 /**
- * Kernel readahead for a FUSE mount. The kernel caps FUSE readahead at the backing-dev value
- * (128 KiB by default), which keeps cold buffered reads far below what the mapping can give;
- * raising it to a few MiB was measured to help several times over (issue 3, item 8).
+ * Kernel readahead for a FUSE mount (/sys/class/bdi/<dev>/read_ahead_kb). It decides how much
+ * each cold buffered read or mmap fault asks of the server ahead of the reader: 128 KiB makes
+ * 256 KiB requests one or two at a time; 512 KiB and up make max_read-sized (1 MiB) requests,
+ * more of them in flight the bigger the window. bench/fuse measures cold reads by window.
  */
 import * as fs from 'fs';
+
+/**
+ * The readahead famfs-fused sets on its mount unless told otherwise. 128 KiB had the best median
+ * and the smallest spread for cold buffered and cold mmap reads of a 1 GiB file in bench/fuse's
+ * interleaved rounds (0.55x memcpy each, against 0.22x at 4 MiB: docs/fuse.md). Bigger windows
+ * put more 1 MiB requests in flight than 2 CPUs serve while the reader copies; the CPU per GB is
+ * about the same, the wall time is not. Set explicitly, not left to the kernel, so a host whose
+ * default differs still gets the measured value.
+ */
+export const DEFAULT_READAHEAD_KB = 128;
 
 /** /sys/class/bdi/<major>:<minor>/read_ahead_kb of the filesystem mounted at `mountpoint`. */
 export function readaheadPath(mountpoint: string): string {

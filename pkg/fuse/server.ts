@@ -15,7 +15,7 @@ import { FuseError } from './errors.js';
 import { EMPTY_GUARD, loadGuard, saveGuard, type ReadOnlyGuard } from './guard.js';
 import { buildInodeTable, resolvePath, ROOT_INO } from './inode-table.js';
 import { fenceClockMs, fuseSessionClass, type NativeFault, type NativeFuseSession, type NativeHandoverParams, type NativeSessionStatus } from './native.js';
-import { setReadahead } from './readahead.js';
+import { DEFAULT_READAHEAD_KB, setReadahead } from './readahead.js';
 
 export interface FuseServerOptions {
   /** /dev/daxX.Y or an emulation file. */
@@ -38,7 +38,7 @@ export interface FuseServerOptions {
    * on a file the holder keeps, for the next server to have resent.
    */
   cloneFd?: boolean;
-  /** Kernel readahead for the mount in KiB (default 4096); 0 leaves the kernel default. */
+  /** Kernel readahead for the mount in KiB (default DEFAULT_READAHEAD_KB); 0 leaves the kernel default. */
   readaheadKb?: number;
   attrTimeout?: number;
   entryTimeout?: number;
@@ -198,7 +198,7 @@ export class FamfsFuseServer {
         throw new FuseError('EMOUNT', `mounting famfs on ${opts.mountpoint}: ${(e as Error).message}`);
       }
       server.refreshStatfs();
-      const ra = opts.readaheadKb ?? 4096;
+      const ra = opts.readaheadKb ?? DEFAULT_READAHEAD_KB;
       if (ra > 0 && !adopted) {
         const now = setReadahead(opts.mountpoint, ra);
         if (now === undefined) log.warn({ mountpoint: opts.mountpoint }, 'could not raise readahead');
