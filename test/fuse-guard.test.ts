@@ -180,6 +180,7 @@ function sha(b: Uint8Array): string {
     master.creat('share/frozen', 4 * MIB, { mode: 0o666 });
     master.creat('share/other', 2 * MIB, { mode: 0o666 });
     master.creat('free', 2 * MIB, { mode: 0o666 });
+    master.creat('modeless', 2 * MIB, { mode: 0o444 });
     original = randomBytes(4 * MIB);
     restoreOriginal();
     // The node plugin's part: hold a copy of the server's FUSE connection (fd deposit).
@@ -297,6 +298,32 @@ except OSError as e:
     fs.closeSync(fs.openSync(host.p('free'), 'r+'));
     assert.deepEqual(JSON.parse(fs.readFileSync(file, 'utf8')), { readOnly: ['share'], writable: [] }, 'the file holds what was sent');
     assertUnchanged('fail closed');
+  });
+
+  it("a file whose mode has no write bits: the kernel's check (EACCES for non-root, root may write, as on any file system); guarded, EROFS for root too", async () => {
+    fs.chmodSync(dir, 0o711); // nobody may reach the mount (the file's mode is what refuses it)
+    const asNobody = (flags = 'r+'): string =>
+      spawnSync(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          process.execPath,
+          '-e',
+          "try { require('fs').openSync(process.argv[1], process.argv[2]); console.log('OK') } catch (e) { console.log(e.code) }",
+          host.p('modeless'),
+          flags,
+        ],
+        { encoding: 'utf8' },
+      ).stdout.trim();
+    assert.equal(asNobody('r'), 'OK', 'nobody reaches and reads it');
+    assert.equal(asNobody(), 'EACCES');
+    fs.closeSync(fs.openSync(host.p('modeless'), 'r+'));
+    await guard(host, ['share', 'modeless']);
+    assert.throws(() => fs.openSync(host.p('modeless'), 'r+'), /EROFS/);
+    assert.equal(asNobody(), 'EACCES', 'the kernel refuses first');
+    await guard(host, ['share']);
   });
 
   it('rejects a malformed guard request with EINVAL and keeps the guard it had', async () => {

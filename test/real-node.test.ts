@@ -478,6 +478,53 @@ volumeBindingMode: WaitForFirstConsumer
     c.kubectl(['delete', 'pod', 'ro-a', 'ro-b', 'refrozen', '--wait=false']); // nothing later needs them gone (cleanup waits for every pod)
   });
 
+  together.it(
+    'a privileged reader of a read-only share (CAP_SYS_ADMIN): remount,bind,rw succeeds, but writes, O_RDWR and truncate fail with EROFS and other readers see the same bytes',
+    async () => {
+      // Self-contained: its own claims and pods. A privileged container may remount its read-only bind rw
+      // (the kernel lets it); the node's famfs-fused must still refuse every change to the shared file.
+      c.apply(pvcYaml('priv-src', 'famfs-serial', 'ReadWriteOnce'));
+      await runPod('priv-loader', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null`, { node: nodeA, claim: 'priv-src' });
+      c.kubectl(['delete', 'pod', 'priv-loader', '--wait=true']);
+      c.apply(pvcYaml('priv-ro', 'famfs-readonly', 'ReadOnlyMany', '8Mi', 'priv-src'));
+      const f = '/data/data';
+      const probe = [
+        `echo "sum $(head -c ${PATTERN_BYTES} ${f} | sha256sum | cut -d' ' -f1)"`,
+        `mount -o remount,bind,rw /data 2>/tmp/e; echo "rebind $? $(head -n1 /tmp/e)"`,
+        `echo "mount $(grep " /data " /proc/self/mountinfo | cut -d' ' -f6)"`,
+        `dd if=/dev/zero of=${f} bs=1 count=1 conv=notrunc 2>/tmp/e; echo "write $? $(head -n1 /tmp/e)"`,
+        `(exec 3<>${f}) 2>/tmp/e; echo "rdwr $? $(head -n1 /tmp/e)"`,
+        `truncate -s 0 ${f} 2>/tmp/e; echo "truncate $? $(head -n1 /tmp/e)"`,
+        `echo "after $(head -c ${PATTERN_BYTES} ${f} | sha256sum | cut -d' ' -f1)"`,
+        'echo READY; sleep 3600',
+      ].join('; ');
+      const privileged = podYaml('priv-reader', probe, { node: nodeB, claim: 'priv-ro', readOnly: true }).replace(
+        '      command:',
+        '      securityContext: { privileged: true }\n      command:',
+      );
+      assert.match(privileged, /privileged: true/);
+      c.apply(privileged);
+      const out = (await waitReady(['priv-reader'])).get('priv-reader') ?? '';
+      const got = fields(out);
+      assert.equal(got.get('sum'), PATTERN_SHA, `priv-reader read other bytes:\n${out}`);
+      assert.match(got.get('rebind') ?? '', /^0 /, `a privileged container can remount its bind rw (what this case is about):\n${out}`);
+      assert.match(got.get('mount') ?? '', /(^|,)rw(,|$)/, `its bind is rw now:\n${out}`);
+      for (const k of ['write', 'rdwr', 'truncate']) {
+        assert.match(got.get(k) ?? '', /^[1-9]\d* .*Read-only file system/, `priv-reader: ${k} through the rw-remounted bind must fail with EROFS:\n${out}`);
+      }
+      assert.equal(got.get('after'), PATTERN_SHA, `the shared bytes changed:\n${out}`);
+      // Another reader, on the other node, reads the loader's bytes.
+      const other = await runPod('priv-other', `echo "sum $(head -c ${PATTERN_BYTES} ${f} | sha256sum | cut -d' ' -f1)"`, {
+        node: nodeA,
+        claim: 'priv-ro',
+        readOnly: true,
+      });
+      assert.equal(fields(other).get('sum'), PATTERN_SHA, `another reader sees other bytes:\n${other}`);
+      transcript('priv-reader (privileged reader of a share on node B) output', out);
+      c.kubectl(['delete', 'pod', 'priv-reader', 'priv-other', '--wait=false']);
+    },
+  );
+
   together.it("isolation: a pod sees only its own volume; another volume's bytes are unreachable from it", async () => {
     // Two volumes on node A: "secret" holds a marker the isolated pod must never see, "mine" its own marker.
     c.apply(pvcYaml('secret', 'famfs-serial', 'ReadWriteOnce'));
