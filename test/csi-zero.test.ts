@@ -159,8 +159,15 @@ describe('CreateVolume without zeroing: background zeroing in the controller (re
     assert.equal(ids.length, 1, 'tenant-b survived the restart');
     for (let round = 0; round < 3; round++) {
       const before = ids.map((id) => fileOf(dev, id));
+      // Zeroed bytes, not the dirty gauge alone: a delete's memory counts as free (dirty) only once
+      // the zeroer (a few ms after the delete) found it past the reclaim horizon.
+      const zeroed0 = await metric(d, 'famfs_csi_free_zeroed_bytes_total');
       for (const id of ids.splice(0)) await client.call('Controller', 'DeleteVolume', { volume_id: id });
-      await waitFor('the deleted memory to be zeroed', async () => (await metric(d, 'famfs_csi_free_bytes{state="dirty"}')) === 0);
+      await waitFor(
+        'the deleted memory to be zeroed',
+        async () =>
+          (await metric(d, 'famfs_csi_free_zeroed_bytes_total')) >= zeroed0 + 64 * MiB && (await metric(d, 'famfs_csi_free_bytes{state="dirty"}')) === 0,
+      );
       const id = await create(client, `round-${round}`, 64 * MiB);
       const f = fileOf(dev, id);
       assert.ok(

@@ -19,9 +19,17 @@ export interface ZeroerOptions {
 
 export const DEFAULT_ZERO_INTERVAL_MS = 200;
 const DEFAULT_SLICE = 64 * 1024 * 1024;
+/**
+ * How long a kick (a delete) waits before the slice runs, so the deletes of a burst are zeroed
+ * by one slice: each slice reads the host slots (the horizon) and the log header, which cost
+ * more than the few microseconds of punching or zeroing one volume. Creates take clean memory
+ * meanwhile; a create that finds none zeroes on its own path and says so in the metric.
+ */
+const KICK_DELAY_MS = 20;
 
 export class BackgroundZeroer {
   private timer: NodeJS.Timeout | undefined;
+  private kicked: NodeJS.Timeout | undefined;
   private running = false;
   private stopped = false;
   private readonly log: Logger | undefined;
@@ -46,14 +54,20 @@ export class BackgroundZeroer {
   stop(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.kicked !== undefined) clearTimeout(this.kicked);
     this.timer = undefined;
+    this.kicked = undefined;
   }
 
-  /** Look now (after a delete): zero slice after slice until nothing free is dirty. */
+  /** Look soon (after a delete; deletes within KICK_DELAY_MS share one look): zero slice after slice until nothing free is dirty. */
   kick(): void {
     if (!this.enabled || this.running || this.stopped) return;
     this.running = true;
-    setImmediate(() => this.slice());
+    this.kicked = setTimeout(() => {
+      this.kicked = undefined;
+      this.slice();
+    }, KICK_DELAY_MS);
+    this.kicked.unref();
   }
 
   private slice(): void {

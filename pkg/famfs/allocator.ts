@@ -393,6 +393,11 @@ export class Allocator {
     return this.pending.length > 0;
   }
 
+  /** Deletes whose memory waits for the reclaim horizon. */
+  get pendingCount(): number {
+    return this.pending.length;
+  }
+
   /** Free what the horizon now allows; returns true if anything became allocatable. */
   reclaim(horizon: number): boolean {
     if (!this.pending.some((p) => p.deleteIndex < horizon)) return false;
@@ -474,7 +479,7 @@ export class Allocator {
   place(size: number, interleave?: InterleaveParams, random: () => number = Math.random, prefer?: 'clean' | 'dirty'): Fmap {
     if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer`);
     if (interleave) validateInterleave(interleave, this.deviceSize);
-    if (prefer !== undefined && this.clean.freeUnits > 0) {
+    if (prefer !== undefined && this.clean.runCount > 0) {
       const fmap = this.placeIn(prefer === 'clean' ? this.clean : this.map.combine(this.clean, true), size, interleave, random);
       if (fmap !== undefined) return fmap;
     }
@@ -490,6 +495,18 @@ export class Allocator {
       'ENOSPC',
       `no free extent of ${units * ALLOC_UNIT} bytes (free ${this.map.freeUnits * ALLOC_UNIT} bytes, largest free extent ${this.map.largestFreeRun * ALLOC_UNIT})`,
     );
+  }
+
+  /**
+   * Place a file of `size` bytes among the clean units only, or undefined when they hold no room
+   * of that shape. What place(..., 'clean') returns whenever it returns from the clean units: a
+   * reclaim before it would change nothing (reclaimed memory is free but never clean), so a
+   * create that fits in clean memory need not read the host slots for the horizon first.
+   */
+  placeClean(size: number, interleave?: InterleaveParams, random: () => number = Math.random): Fmap | undefined {
+    if (!Number.isSafeInteger(size) || size <= 0) throw new FamfsError('EINVAL', `file size ${size} must be a positive integer`);
+    if (interleave) validateInterleave(interleave, this.deviceSize);
+    return this.clean.runCount === 0 ? undefined : this.placeIn(this.clean, size, interleave, random);
   }
 
   private placeIn(map: SpaceMap, size: number, interleave: InterleaveParams | undefined, random: () => number): Fmap | undefined {

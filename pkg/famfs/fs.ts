@@ -46,6 +46,9 @@ import {
   FileFlags,
   LE,
   LH,
+  LOG_GEN_COMMIT_OFFSET,
+  LOG_GEN_COMMIT,
+  LOG_GEN_OFFSET,
   LOG_OFFSET,
   LogEntry,
   LogHeader,
@@ -168,6 +171,12 @@ export interface CreateFileOptions {
    */
   zero?: boolean;
   random?: () => number;
+  /**
+   * Make the missing parent directories too (with this mode, uid and gid), like mkdir -p, in the
+   * same write: everything is checked (names, room for the file, log entries for all of them)
+   * before the first entry is appended, so a refused create leaves no directory behind.
+   */
+  parents?: MkdirOptions;
 }
 
 /** What zeroing cost, since this FamfsFs was opened. */
@@ -221,6 +230,11 @@ export interface UsageReport extends SpaceSummary {
 
 const MIN_DEVICE_SIZE = (n: number) => reservedBytes(n) + ALLOC_UNIT;
 const ZERO_CHUNK = Buffer.alloc(4 << 20);
+/**
+ * Deletes waiting for the horizon above which a create reclaims before it places, even when clean
+ * memory would do: the pending list stays short where nothing else reclaims (no background zeroer).
+ */
+const RECLAIM_EAGER_PENDING = 256;
 /** An unused log slot: all zero. */
 const EMPTY_ENTRY = Buffer.alloc(LE.SIZE);
 
@@ -417,14 +431,51 @@ export class FamfsFs {
     throw new FamfsError('EAGAIN', 'the famfs log generation kept changing while it was replayed (compactions back to back); try again');
   }
 
+  /**
+   * The generation records' bytes locateLog last decided on (with the flags and file system the
+   * decision depended on) and its answer. Asked before and after every catch-up, so several
+   * times per append: while the bytes stay the same, one read into a scratch buffer and a memcmp
+   * answer, with no decoding and no allocation.
+   */
+  private locMemo: { raw: Buffer; scratch: Buffer; uuid: string; compacted: boolean; active: ActiveLog } | undefined;
+
   /** Where the log is: the generation records decide once the superblock says revision 2. */
   private locateLog(): ActiveLog {
     if (!this.extended) return GENERATION_ZERO;
+    const len = LOG_GEN_COMMIT_OFFSET + LOG_GEN_COMMIT.SIZE - LOG_GEN_OFFSET;
+    const readInto = this.media.readInto?.bind(this.media);
+    if (readInto === undefined) return this.decideLog();
+    const memo = this.locMemo;
+    const scratch = memo?.scratch ?? Buffer.alloc(len);
+    this.media.invalidate(LOG_GEN_OFFSET, len);
+    readInto(LOG_GEN_OFFSET, scratch);
+    if (memo !== undefined && memo.uuid === this.sb.uuid && memo.compacted === this.compacted && scratch.equals(memo.raw)) return { ...memo.active };
+    const before = Buffer.from(scratch);
+    this.locMemo = undefined;
+    const active = this.decideLog();
+    // Remembered only when the answer follows from these bytes alone (decideLog says so) and the
+    // records did not move while they were decided on; a throw remembers nothing.
+    if (this.decidedByRecords) {
+      this.media.invalidate(LOG_GEN_OFFSET, len);
+      readInto(LOG_GEN_OFFSET, scratch);
+      if (scratch.equals(before)) this.locMemo = { raw: before, scratch, uuid: this.sb.uuid, compacted: this.compacted, active: { ...active } };
+    }
+    return active;
+  }
+
+  /** Whether decideLog's last answer followed from the generation records alone (not from a superblock read). */
+  private decidedByRecords = false;
+
+  private decideLog(): ActiveLog {
+    this.decidedByRecords = false;
     if (!this.compacted) {
       // Records count only under revision 2. Anything in them may mean the master upgraded the
       // superblock (flushed before any record) after we read it: look again.
       const s = inspectGenerations(this.media, this.sb.uuid);
-      if (s.active?.generation === 0 && s.slots.every((x) => x.state !== 'valid')) return GENERATION_ZERO;
+      if (s.active?.generation === 0 && s.slots.every((x) => x.state !== 'valid')) {
+        this.decidedByRecords = true;
+        return GENERATION_ZERO;
+      }
       this.rereadSuperblock();
       if (!this.compacted) return GENERATION_ZERO;
     }
@@ -437,6 +488,7 @@ export class FamfsFs {
         throw new FamfsError('ECORRUPT', `log generation record names a second log region at 0x${a.toString(16)}, outside the data area (run famfs fsck)`);
       }
     }
+    this.decidedByRecords = true;
     return active;
   }
 
@@ -504,8 +556,11 @@ export class FamfsFs {
    * commits to anything else.
    */
   planCreate(relpath: string, size: number, interleave?: InterleaveParams): void {
-    this.reclaimReplayed();
-    this.allocator.place(size, interleave);
+    // Clean units are free units: room there is room (no horizon read needed to know it).
+    if (this.allocator.placeClean(size, interleave) === undefined || this.allocator.pendingCount >= RECLAIM_EAGER_PENDING) {
+      this.reclaimReplayed();
+      this.allocator.place(size, interleave);
+    }
     const parts = relpath.split('/');
     let needed = 1;
     for (let i = 1; i < parts.length; i++) if (this.tree.lookup(parts.slice(0, i).join('/')) === undefined) needed++;
@@ -562,10 +617,25 @@ export class FamfsFs {
     const uid = checkId(o.uid ?? 0, 'uid');
     const gid = checkId(o.gid ?? 0, 'gid');
     const h = this.prepareWrite();
-    this.checkNewName(relpath);
-    const room = this.ensureLogRoom(h, 1, true);
-    this.reclaimReplayed();
-    const fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true ? 'clean' : 'dirty');
+    const missing = o.parents !== undefined ? this.missingParents(relpath) : [];
+    if (missing.length === 0) this.checkNewName(relpath);
+    const dirMode = missing.length > 0 ? checkMode(o.parents?.mode ?? 0o755) : 0;
+    const dirUid = missing.length > 0 ? checkId(o.parents?.uid ?? 0, 'uid') : 0;
+    const dirGid = missing.length > 0 ? checkId(o.parents?.gid ?? 0, 'gid') : 0;
+    let room = this.ensureLogRoom(h, 1 + missing.length, true);
+    // A file that must read zeros goes to clean memory first; when it fits there, reclaiming first
+    // would not change where it goes (reclaimed memory is dirty), so the host slots (the horizon)
+    // are read only when it does not fit, or when many deletes wait (the zeroer reclaims too).
+    let fmap = o.zero === true && this.allocator.pendingCount < RECLAIM_EAGER_PENDING ? this.allocator.placeClean(size, o.interleave, o.random) : undefined;
+    if (fmap === undefined) {
+      this.reclaimReplayed();
+      fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true ? 'clean' : 'dirty');
+    }
+    // Room, names and log entries are all known good: now the parents, then the file.
+    for (const p of missing) {
+      const e = this.append(room, { type: 'mkdir', relpath: p, mode: dirMode, uid: dirUid, gid: dirGid });
+      room = { ...room, nextIndex: room.nextIndex + 1, nextSeqnum: e.index + 1 };
+    }
     const dirty = o.zero ? this.allocator.dirtyParts(fmap) : [];
     // Dirty in shared memory (flushed) before the entry hands the units to the file.
     this.claimUnits(fmap);
@@ -595,6 +665,46 @@ export class FamfsFs {
     const room = this.ensureLogRoom(h, 1, false);
     this.enableExtensions();
     this.append(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
+  }
+
+  /**
+   * Delete those of `relpaths` that exist, in order, in one write (a file, then its directory):
+   * like rm() for each, with one catch-up for all. Returns how many were deleted. What is
+   * missing is skipped (a delete rolled forward by this write's catch-up is done already).
+   */
+  rmPresent(relpaths: readonly string[]): number {
+    for (const r of relpaths) checkRelpath(r);
+    let room = this.prepareWrite();
+    let n = 0;
+    for (const relpath of relpaths) {
+      const node = this.tree.lookup(relpath);
+      if (!node) continue;
+      if (node.kind === 'dir' && node.children.size > 0) throw new FamfsError('ENOTEMPTY', `directory "${relpath}" is not empty`);
+      room = this.ensureLogRoom(room, 1, false);
+      this.enableExtensions();
+      const e = this.append(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
+      room = { ...room, nextIndex: room.nextIndex + 1, nextSeqnum: e.index + 1 };
+      n++;
+    }
+    return n;
+  }
+
+  /** The ancestors of `relpath` that do not exist, outermost first; ENOTDIR when one is a file. */
+  private missingParents(relpath: string): string[] {
+    const parts = relpath.split('/');
+    const missing: string[] = [];
+    let p = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      p = i === 0 ? parts[0] : `${p}/${parts[i]}`;
+      if (missing.length > 0) {
+        missing.push(p);
+        continue;
+      }
+      const n = this.tree.lookup(p);
+      if (!n) missing.push(p);
+      else if (n.kind !== 'dir') throw new FamfsError('ENOTDIR', `"${p}" is a file`);
+    }
+    return missing;
   }
 
   /**
@@ -966,13 +1076,16 @@ export class FamfsFs {
     this.ensureLogRoom(this.prepareWrite(), entries, true);
   }
 
+  private readonly uuidScratch = Buffer.alloc(16);
   /** The superblock UUID as bytes, for checkFence. */
   private uuidBytes: { text: string; bytes: Buffer } | undefined;
 
   private checkFence(): void {
     // A device re-made under us (mkfs -f, ours or famfs') is another file system: nothing we know applies.
     this.media.invalidate(SUPERBLOCK_OFFSET + SB.uuid, 16);
-    const raw = this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16);
+    const raw = this.uuidScratch;
+    if (this.media.readInto) this.media.readInto(SUPERBLOCK_OFFSET + SB.uuid, raw);
+    else this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16).copy(raw);
     // Compared as bytes (every append checks): the text form only for the message.
     if (this.uuidBytes?.text !== this.sb.uuid) this.uuidBytes = { text: this.sb.uuid, bytes: uuidToBytes(this.sb.uuid) };
     if (!raw.equals(this.uuidBytes.bytes)) {
@@ -1001,9 +1114,12 @@ export class FamfsFs {
     this.checkFence();
     const r = this.catchUp();
     if (r.stop) throw new FamfsError('ECORRUPT', `log entry ${r.stop.index} is bad (${r.stop.reason}); refusing to append after it (run famfs fsck)`);
-    if (!this.logChecked) this.crossCheckLog();
+    const checked = this.logChecked;
+    if (!checked) this.crossCheckLog();
     this.syncCleanMap();
-    return this.reader.header();
+    // The header the catch-up just read, unless the cross-check moved the counters or a new
+    // generation was replayed (then read it again).
+    return checked && r.header !== undefined && r.newGeneration === undefined ? r.header : this.reader.header();
   }
 
   /**

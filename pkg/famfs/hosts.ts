@@ -93,10 +93,16 @@ export function checkHostLiveMs(ms: number): number {
 /** The block as it is on the device, whichever file system it belongs to (see readExtBlock). */
 export function readAnyExtBlock(media: Media): ExtBlock | undefined {
   media.invalidate(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
-  const raw = media.read(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
   // The block changes only when a master takes over, but writers read it before every append
   // (the fence check): the same bytes decode to the same block, so one memcmp replaces two CRCs
   // and two UUID conversions. Keyed by the bytes alone (decodeExtBlock depends on nothing else).
+  // Read into a scratch buffer: a repeat allocates nothing.
+  let raw: Buffer;
+  if (media.readInto) {
+    media.readInto(EXT_BLOCK_OFFSET, extScratch);
+    if (lastExt !== undefined && extScratch.equals(lastExt.raw)) return { ...lastExt.block };
+    raw = Buffer.from(extScratch);
+  } else raw = media.read(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
   if (lastExt !== undefined && raw.equals(lastExt.raw)) return { ...lastExt.block };
   const block = decodeExtBlock(raw);
   lastExt = block === undefined ? undefined : { raw, block: { ...block } };
@@ -105,6 +111,7 @@ export function readAnyExtBlock(media: Media): ExtBlock | undefined {
 
 /** The bytes readAnyExtBlock last decoded into a block, and that block. */
 let lastExt: { raw: Buffer; block: ExtBlock } | undefined;
+const extScratch = Buffer.alloc(EXT_AREA_SIZE);
 
 /**
  * The extension block of the file system whose superblock UUID is `fsUuid`. undefined when it was

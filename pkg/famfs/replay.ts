@@ -63,6 +63,8 @@ export interface CatchUpResult {
   newGeneration?: number;
   /** Replayed entries found rewritten by this call (see LogReader.watchRewrites). */
   rewritten: RewrittenEntry[];
+  /** The log header this catch-up read (set when it read one of the tree's generation). */
+  header?: LogHeader;
 }
 
 /** Replayed entries re-read on every catch-up: the newest ones, where a lowered counter lets a master write. */
@@ -140,11 +142,17 @@ export class LogReader {
   header(): LogHeader {
     const at = this.active.offset;
     this.media.invalidate(at, LH.SIZE);
-    const raw = this.media.read(at, LH.SIZE);
     const compacted = this.active.generation > 0;
     // A writer reads the header several times per append (catch-up, room check, append): the same
-    // bytes validate and decode the same way, so a memcmp answers the repeats.
+    // bytes validate and decode the same way, so a memcmp answers the repeats (read into a
+    // scratch buffer: no allocation either).
     const last = this.lastHeader;
+    let raw: Buffer;
+    if (this.media.readInto) {
+      this.media.readInto(at, this.headerScratch);
+      if (last !== undefined && last.compacted === compacted && this.headerScratch.equals(last.raw)) return { ...last.header };
+      raw = Buffer.from(this.headerScratch);
+    } else raw = this.media.read(at, LH.SIZE);
     if (last !== undefined && last.compacted === compacted && raw.equals(last.raw)) return { ...last.header };
     const problems = validateLogHeader(raw, this.logLen, compacted);
     if (problems.length)
@@ -154,6 +162,7 @@ export class LogReader {
     return header;
   }
 
+  private readonly headerScratch = Buffer.alloc(LH.SIZE);
   /** The header bytes header() last validated, and what they decoded to. */
   private lastHeader: { raw: Buffer; compacted: boolean; header: LogHeader } | undefined;
 
@@ -295,6 +304,10 @@ export class LogReader {
       if (moved()) return { ...unchanged, generationChanged: true };
       throw e;
     }
+    // Nothing appended since the tree's last entry (a writer asks several times per append): no
+    // entry is read, so there is nothing for the sequence lock below to guard, and the tree's
+    // index does not move. Hosts that watch for rewrites always take the long way.
+    if (!this.watchRewrites && h.nextIndex === tree.slot && h.nextSeqnum === tree.nextIndex) return { ...unchanged, header: h };
     // Before anything else: a counter that went backwards is exactly when entries get rewritten.
     const check = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : undefined;
     // What the check saw counts only if no compaction switched generations meanwhile (the master
@@ -329,7 +342,7 @@ export class LogReader {
     // A compacted log may end with indexes whose entries were dropped: the tree is at the
     // header's next index all the same (that is what a host acknowledges).
     if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
-    return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop, rewritten };
+    return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop, rewritten, header: h };
   }
 
   /** Record the CRC fields of the entries just applied from slot `from` (read once more: they are in cache). */
