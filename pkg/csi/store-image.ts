@@ -124,11 +124,18 @@ const DELTA_MAGIC_BYTES = (() => {
   return b;
 })();
 
-function encodeAck(generation: number, count: number): Buffer {
-  const b = Buffer.alloc(CSI_ACK.SIZE);
+/** A u64 field from a safe integer (two 32-bit stores: no BigInt on the per-record path). */
+function writeU64(b: Buffer, at: number, v: number): void {
+  b.writeUInt32LE(v % 0x100000000, at);
+  b.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
+}
+
+/** The ack line for `count` records after checkpoint `generation` (into `into` when given, which must be zero past the fields). */
+function encodeAck(generation: number, count: number, into?: Buffer): Buffer {
+  const b = into ?? Buffer.alloc(CSI_ACK.SIZE);
   CSI_ACK_MAGIC.copy(b, CSI_ACK.magic);
-  b.writeBigUInt64LE(BigInt(generation), CSI_ACK.generation);
-  b.writeBigUInt64LE(BigInt(count), CSI_ACK.count);
+  writeU64(b, CSI_ACK.generation, generation);
+  writeU64(b, CSI_ACK.count, count);
   b.writeUInt32LE(crc32(b.subarray(0, CSI_ACK.crc)) >>> 0, CSI_ACK.crc);
   return b;
 }
@@ -282,6 +289,13 @@ export class SharedStateImage<T> {
   }
 
   private writeRange(file: FileNode, offset: number, data: Buffer): void {
+    // The usual image file is one extent: no run walk for a record.
+    const m = file.fmap;
+    if (m.kind === 'simple' && m.extents.length === 1 && offset >= 0 && offset + data.length <= m.extents[0].len) {
+      this.media.write(m.extents[0].offset + offset, data);
+      this.media.flush(m.extents[0].offset + offset, data.length);
+      return;
+    }
     forEachDeviceRun(file.fmap, offset, data.length, (dev, fileOff, len) => {
       this.media.write(dev, data.subarray(fileOff - offset, fileOff - offset + len));
       this.media.flush(dev, len);
@@ -478,16 +492,19 @@ export class SharedStateImage<T> {
   append(delta: ImageDelta, epoch: number, checkFence: () => void): boolean {
     const c = this.current;
     if (c === undefined || c.header.epoch !== epoch || c.header.revision !== CSI_IMAGE_REVISION_DELTAS) return false;
-    const payload = Buffer.from(JSON.stringify(delta.value === undefined ? { path: delta.path } : { path: delta.path, value: delta.value }), 'utf8');
-    const size = D.HEADER_SIZE + payload.length;
-    if (c.tail + align(size) > SharedStateImage.halfOf(c.file)) return false;
-    const rec = Buffer.alloc(align(size));
+    // The JSON goes straight into the record (no intermediate payload buffer): one of these per
+    // acknowledged change.
+    const json = JSON.stringify(delta.value === undefined ? { path: delta.path } : { path: delta.path, value: delta.value });
+    const len = Buffer.byteLength(json, 'utf8');
+    const size = align(D.HEADER_SIZE + len);
+    if (c.tail + size > SharedStateImage.halfOf(c.file)) return false;
+    const rec = Buffer.alloc(size);
     rec.writeUInt32LE(CSI_DELTA_MAGIC, D.magic);
-    rec.writeUInt32LE(payload.length, D.length);
-    rec.writeBigUInt64LE(BigInt(c.header.generation), D.generation);
-    rec.writeBigUInt64LE(BigInt(c.nextSeq), D.seq);
-    payload.copy(rec, D.HEADER_SIZE);
-    rec.writeUInt32LE(crc32(payload, crc32(rec.subarray(0, D.crc))) >>> 0, D.crc);
+    rec.writeUInt32LE(len, D.length);
+    writeU64(rec, D.generation, c.header.generation);
+    writeU64(rec, D.seq, c.nextSeq);
+    rec.write(json, D.HEADER_SIZE, len, 'utf8');
+    rec.writeUInt32LE(crc32(rec.subarray(D.HEADER_SIZE, D.HEADER_SIZE + len), crc32(rec.subarray(0, D.crc))) >>> 0, D.crc);
     checkFence();
     const base = c.header.half * SharedStateImage.halfOf(c.file);
     this.writeRange(c.file, base + c.tail, rec);
@@ -495,9 +512,12 @@ export class SharedStateImage<T> {
     c.nextSeq++;
     // The record is durable: count it (a reader then knows it was acknowledged, see CSI_ACK).
     checkFence();
-    this.writeRange(c.file, base + CSI_ACK.OFFSET, encodeAck(c.header.generation, c.nextSeq));
+    this.writeRange(c.file, base + CSI_ACK.OFFSET, encodeAck(c.header.generation, c.nextSeq, this.ackScratch));
     return true;
   }
+
+  /** The ack line is rebuilt in place for every record (it is written, and copied, at once). */
+  private readonly ackScratch = Buffer.alloc(CSI_ACK.SIZE);
 
   /**
    * Commits `doc` as a checkpoint of the next generation (to the other half, or to a new larger

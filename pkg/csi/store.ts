@@ -332,20 +332,12 @@ export class ControllerStore {
     // A master killed mid-delete may have committed the delete entry without advancing next_index:
     // catch-up does not show it, but rm() rolls it forward first and then finds nothing to delete.
     // That delete is done, so ENOENT here means success (deletes are idempotent).
-    const rmIfPresent = (relpath: string): void => {
-      try {
-        this.fs.rm(relpath);
-      } catch (e) {
-        if (!(e instanceof FamfsError && e.code === 'ENOENT')) throw e;
-      }
-    };
-    if (objectFile(this.fs, id) !== undefined) {
-      precondition();
-      this.runFamfs(`delete ${id}`, () => rmIfPresent(objectFileRelpath(id)));
-    }
-    this.runFamfs(`delete the directory of ${id}`, () => {
-      if (this.fs.lookup(objectDirRelpath(id)) !== undefined) rmIfPresent(objectDirRelpath(id));
-    });
+    // rmPresent skips what is gone, the file's delete included. File and directory go in one write.
+    const dir = objectDirRelpath(id);
+    const hasFile = objectFile(this.fs, id) !== undefined;
+    if (hasFile) precondition();
+    if (!hasFile && this.fs.lookup(dir) === undefined) return;
+    this.runFamfs(`delete ${id}`, () => this.fs.rmPresent(hasFile ? [objectFileRelpath(id), dir] : [dir]));
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -355,13 +355,11 @@ export class Volumes {
   }
 
   private createVolumeFile(volumeId: string, size: number, req: CreateRequest): FileNode {
-    const dir = objectDirRelpath(volumeId);
-    // Refuse before the first append what the file's append would refuse, so a refused
-    // CreateVolume leaves no directory entry behind.
-    this.fs.planCreate(objectFileRelpath(volumeId), size, req.params.interleave);
-    if (this.fs.lookup(dir) === undefined) this.fs.mkdir(dir, { parents: true, mode: 0o755 });
     const p = req.params;
+    // The directory comes in the same write (parents): creat refuses before its first append
+    // whatever it would refuse, so a refused CreateVolume leaves no directory entry behind.
     return this.fs.creat(objectFileRelpath(volumeId), size, {
+      parents: { mode: 0o755 },
       mode: p.mode,
       uid: p.uid,
       gid: p.gid,
