@@ -2,7 +2,8 @@
 //   - a pod's target shows its own volume and nothing else (no sibling volumes, no .meta, no way up);
 //   - a read-only publish refuses write(2), O_RDWR, mmap(PROT_WRITE); remount,rw is refused in a
 //     pod-like user+mount namespace (the mount is locked read-only there); root with CAP_SYS_ADMIN
-//     in the host's user namespace CAN remount its own copy rw — out of scope, see the note below;
+//     in the host's user namespace CAN remount its own copy rw, and its write still fails (EROFS:
+//     famfs-fused's read-only guard);
 //   - the CSI socket and the FUSE control socket are root-only, and uid 65534 cannot connect;
 //   - staging/target paths cannot escape the kubelet directories (symlinks, "..");
 //   - the chart: privileged only where mounting or the devdax device need it, the rest drop every
@@ -116,12 +117,12 @@ except OSError as e:
     assert.match(pod.out, /rc=(?!0)\d+/, `remount,rw inside a user namespace must fail: ${pod.out}`);
     assert.match(pod.out, /wrc=(?!0)\d+/, `and the write after it too: ${pod.out}`);
 
-    // Root with CAP_SYS_ADMIN in the host user namespace can flip its own copy of the mount to rw
-    // (and could mount anything anyway). Such pods are out of scope; record what happens.
-    const root = inNamespace(`mount -o remount,rw,bind '${target}' 2>&1; echo rc=$?`, false);
-    console.log(
-      `      remount,rw as host-namespace root in unshare -m: ${/rc=0/.test(root.out) ? 'succeeds (CAP_SYS_ADMIN pods are out of scope)' : 'refused'}`,
-    );
+    // Root with CAP_SYS_ADMIN in the host user namespace can flip its own copy of the mount to rw, but
+    // famfs-fused's read-only guard still refuses the write: this node serves the file only read-only.
+    const root = inNamespace(`mount -o remount,rw,bind '${target}' 2>&1; echo rc=$?; echo probe >> '${file}' 2>&1; echo wrc=$?`, false);
+    assert.match(root.out, /rc=0/, `remount,rw as host-namespace root succeeds (what the guard is for): ${root.out}`);
+    assert.match(root.out, /wrc=(?!0)\d+/, `and the write after it fails: ${root.out}`);
+    assert.match(root.out, /Read-only file system/, `with EROFS: ${root.out}`);
     assert.ok((await findMount(target))?.mountOptions.includes('ro'), "the host's (kubelet's) mount stays ro whatever a namespace did to its copy");
     await a.call('NodeUnpublishVolume', { volume_id: mine, target_path: target });
   });
