@@ -314,9 +314,9 @@ describe('zero-copy read-only sharing through dataSource', function () {
 
     /** The guard famfs-fused holds now (its status). */
     const guardNow = async (): Promise<{ readOnly: string[]; writable: string[] }> => {
-      const st = await a.driver.node!.fuse.control({ op: 'status' });
+      const st = await a.driver.node!.fuse.control({ op: 'guard-show' });
       assert.ok(st.ok, JSON.stringify(st));
-      const g = st['guard'] as { readOnly: string[]; writable: string[] };
+      const g = st as unknown as { readOnly: string[]; writable: string[] };
       return { readOnly: g.readOnly, writable: g.writable };
     };
 

@@ -227,8 +227,9 @@ print('{"write": "OK"}')`,
     const fd = fs.openSync(host.p('free'), 'r+');
     fs.writeSync(fd, 'still writable', 0);
     fs.closeSync(fd);
-    const st = await host.ctl({ op: 'status' });
-    assert.deepEqual(st['guard'], { readOnly: ['share'], writable: [], file: guardFileFor(host.socket) });
+    const { ok, ...shown } = await host.ctl({ op: 'guard-show' });
+    assert.deepEqual({ ok, ...shown }, { ok: true, readOnly: ['share'], writable: [], file: guardFileFor(host.socket) });
+    assert.deepEqual((await host.ctl({ op: 'status' }))['guard'], { readOnly: 1, writable: 0, file: guardFileFor(host.socket) }, 'status only counts');
   });
 
   it('a read-write publish of the file lifts the guard for it; setting the guard back refuses again', async () => {
@@ -271,8 +272,7 @@ except OSError as e:
     host = await FusedHost.restart(old, 'g2', devPath, [...POLL, '--fd-deposit', depositSocketFor(old.socket)]);
     assert.equal(await Promise.race([podExit, sleep(30_000).then(() => 'timeout')]), 0, `the pod's attempts completed: ${out}${err}`);
     assert.deepEqual(JSON.parse(out.trim()), ALL_REFUSED);
-    const st = await host.ctl({ op: 'status' });
-    assert.deepEqual((st['guard'] as { readOnly: string[] }).readOnly, ['share'], 'the new server read the guard before serving');
+    assert.deepEqual((await host.ctl({ op: 'guard-show' }))['readOnly'], ['share'], 'the new server read the guard before serving');
     assertUnchanged('after kill -9 and adoption');
   });
 
@@ -334,6 +334,6 @@ except OSError as e:
     ]) {
       await assert.rejects(host.ctl(bad as never), /EINVAL/, JSON.stringify(bad));
     }
-    assert.deepEqual(((await host.ctl({ op: 'status' }))['guard'] as { readOnly: string[] }).readOnly, ['share']);
+    assert.deepEqual((await host.ctl({ op: 'guard-show' }))['readOnly'], ['share']);
   });
 });

@@ -19,6 +19,8 @@ export type ControlRequest =
    * under a `writable` path. The whole set each time (idempotent; the node plugin's records decide).
    */
   | ({ op: 'guard' } & ReadOnlyGuard)
+  /** The read-only guard as the server holds it: {readOnly, writable, file} (status only counts them). */
+  | { op: 'guard-show' }
   /** Send this server's /dev/fuse fds to the new server listening at `to` (restart/upgrade). */
   | { op: 'handover'; to: string }
   /** The new server serves now: exit without unmounting. */
@@ -55,6 +57,8 @@ export function parseControlRequest(line: string): ControlRequest {
         return { op: 'handover', to: o['to'] };
       case 'handover-done':
         return { op: 'handover-done' };
+      case 'guard-show':
+        return { op: 'guard-show' };
       case 'guard':
         try {
           return { op: 'guard', ...parseGuard(o, 'guard') };
@@ -74,6 +78,8 @@ export function parseControlRequest(line: string): ControlRequest {
     case 'catchup':
     case 'status':
       return { op };
+    case 'guard-show':
+      return { op: 'guard-show' };
     case 'flush':
     case 'invalidate':
       if (rest.length !== 1 || rest[0] === '') throw new ControlParseError(`usage: ${op} <relpath>`);
@@ -84,6 +90,6 @@ export function parseControlRequest(line: string): ControlRequest {
       return rest[1] !== undefined ? { op, on: on === 'on', path: rest[1] } : { op, on: on === 'on' };
     }
     default:
-      throw new ControlParseError(`unknown command ${JSON.stringify(op)} (catchup, status, flush, invalidate, direct-io; guard as JSON)`);
+      throw new ControlParseError(`unknown command ${JSON.stringify(op)} (catchup, status, flush, invalidate, direct-io, guard-show; guard as JSON)`);
   }
 }

@@ -143,6 +143,8 @@ function handle(line: string, target: FamfsFuseServer, logger: Logger, state: Ha
       case 'guard':
         target.setGuard({ readOnly: req.readOnly, writable: req.writable });
         return { ok: true, readOnly: req.readOnly.length, writable: req.writable.length };
+      case 'guard-show':
+        return { ok: true, ...target.guardNow() };
       case 'direct-io':
         target.setDirectIo(req.on, req.path);
         logger.info({ on: req.on, path: req.path }, 'direct I/O changed');

@@ -87,8 +87,8 @@ export interface ServerStatus {
   serving: boolean;
   directIo: boolean;
   directIoFiles: string[];
-  /** The read-only guard: famfs paths whose files answer EROFS to every change (guard.ts). */
-  guard: ReadOnlyGuard & { file: string | null };
+  /** How many paths the read-only guard holds (guard.ts; the paths: guardNow, `guard-show`): status stays small. */
+  guard: { readOnly: number; writable: number; file: string | null };
   replayStop: { index: number; reason: string } | null;
   /**
    * Log entries this host replayed that were rewritten since (a master appended over them): the
@@ -329,6 +329,11 @@ export class FamfsFuseServer {
     this.opts.logger.info({ readOnly: g.readOnly.length, writable: g.writable.length }, 'read-only guard set');
   }
 
+  /** The read-only guard as held now, and where it is kept. */
+  guardNow(): ReadOnlyGuard & { file: string | null } {
+    return { ...this.guard, file: this.opts.guardFile ?? null };
+  }
+
   status(): ServerStatus {
     const native = this.session.status();
     return {
@@ -343,7 +348,7 @@ export class FamfsFuseServer {
       serving: native.serving,
       directIo: native.directIo,
       directIoFiles: [...this.directFiles],
-      guard: { ...this.guard, file: this.opts.guardFile ?? null },
+      guard: { readOnly: this.guard.readOnly.length, writable: this.guard.writable.length, file: this.opts.guardFile ?? null },
       replayStop: this.replayStop,
       rewrittenEntries: this.fs.rewrittenEntries().map((w) => ({ index: w.index, nowValid: w.nowValid, servedPath: this.servedPath(w.index) })),
       fenced: native.fenced,
