@@ -16,7 +16,8 @@
 #
 # Pods get no network of their own (no address outside 127.0.0.0/8 is ever used): the CNI configuration
 # has only the loopback plugin, which makes the node Ready, and every pod runs with hostNetwork.
-# Images are built here (scripts/cluster-images.sh) and imported into each node's containerd.
+# Images are built here (scripts/cluster-images.sh), imported once into a staging containerd, and each
+# node's containerd root starts as a hard-linked copy of its root.
 # `down` kills every process of the cluster, removes its cgroups, the device file and DIR.
 set -euo pipefail
 
@@ -164,6 +165,7 @@ start_node() {
   local name="$1" idx="$2" labels="$3"
   write_node_files "$name" "$idx"
   make_cgroups "$idx"
+  seed_node_root "$name"
   DIR="$DIR" NODE="$name" NODE_LABELS="$labels" setsid unshare --mount --propagation slave -- "$0" __node "$DIR" "$name" \
     >"$DIR/nodes/$name/node.log" 2>&1 </dev/null &
   echo $! >"$DIR/nodes/$name/holder.pid"
@@ -172,16 +174,57 @@ start_node() {
   [ -S "$DIR/nodes/$name/containerd/containerd.sock" ] || { cat "$DIR/nodes/$name/node.log" "$DIR/nodes/$name/containerd.log" >&2 || true; die "containerd of $name did not start"; }
 }
 
-import_images() {
-  local name="$1" sock="$DIR/nodes/$1/containerd/containerd.sock" archive image
+# stage_images: every image of DIR/images.txt imported ONCE, into a staging containerd whose root is on the
+# nodes' tmpfs (DIR/nodes/staging); each node's containerd root then starts as a hard-linked copy of it
+# (seed_node_root). Importing into every node's containerd did the same hashing and unpacking (~1 GiB) once
+# per node: the largest part of `up`.
+stage_images() {
+  local s="$DIR/nodes/staging" archive image i
+  mkdir -p "$s"
+  cat >"$s/containerd.toml" <<EOF
+version = 2
+root = "$s/root"
+state = "$s/state"
+# Importing and unpacking needs the content store, the metadata and the overlay snapshotter only.
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "$s/containerd.sock"
+[ttrpc]
+  address = "$s/containerd.sock.ttrpc"
+[plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "$s/opt"
+EOF
+  containerd --config "$s/containerd.toml" >"$s/containerd.log" 2>&1 </dev/null &
+  echo $! >"$s/containerd.pid"
+  for i in $(seq 1 200); do [ -S "$s/containerd.sock" ] && break; sleep 0.05; done
+  [ -S "$s/containerd.sock" ] || { cat "$s/containerd.log" >&2; die "the staging containerd did not start"; }
   while read -r archive image; do
-    ctr --address "$sock" -n k8s.io images import "$archive" >"$DIR/nodes/$name/import.log" 2>&1 ||
-      { cat "$DIR/nodes/$name/import.log" >&2; die "ctr images import $archive into $name failed"; }
+    ctr --address "$s/containerd.sock" -n k8s.io images import "$archive" >"$s/import.log" 2>&1 ||
+      { cat "$s/import.log" >&2; die "ctr images import $archive failed"; }
     case "$image" in "$FAMFS_IMAGE")
       # A second tag of the same image: what `helm upgrade` to a new image tag switches to.
-      ctr --address "$sock" -n k8s.io images tag --force "$FAMFS_IMAGE" "$FAMFS_IMAGE_NEXT" >/dev/null ;;
+      ctr --address "$s/containerd.sock" -n k8s.io images tag --force "$FAMFS_IMAGE" "$FAMFS_IMAGE_NEXT" >/dev/null ;;
     esac
   done <"$DIR/images.txt"
+  # Stopped before its root is copied: its databases closed and complete.
+  local pid; pid=$(cat "$s/containerd.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do alive "$pid" || break; sleep 0.05; done
+  if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$s/containerd.pid"
+}
+
+# seed_node_root NAME: the node's containerd root, a copy of the staging root: content blobs and unpacked
+# layers hard-linked (never written: containers write to upper directories of their own), every database
+# and other file a real copy (each containerd writes its own).
+seed_node_root() {
+  local r="$DIR/nodes/$1/containerd/root" f
+  [ ! -e "$r" ] || die "$r exists already"
+  cp -al "$DIR/nodes/staging/root" "$r"
+  while IFS= read -r -d '' f; do
+    cp -p "$f" "$f.copy" && mv -f "$f.copy" "$f"
+  done < <(find "$r" -type f ! -path '*/io.containerd.content.v1.content/blobs/*' ! -path '*/io.containerd.snapshotter.v1.overlayfs/snapshots/*' -print0)
 }
 
 # --- up -----------------------------------------------------------------------------------------------
@@ -212,30 +255,40 @@ up() {
   phase tools
   mkdir -p "$DIR/mnt/kubelet" "$DIR/mnt/state" "$DIR/nodes"
   DIR="$(cd "$DIR" && pwd)"
-  # The nodes' containerd roots (every image unpacked once per node: ~1 GiB each) and kubelet dirs live
-  # in memory: on a disk file system, importing them took tens of seconds and deleting them at `down`
-  # over a minute (discard on delete). The size is a cap, not a reservation.
+  # The nodes' containerd roots (every image unpacked once, ~1 GiB, hard-linked into each node's root) and
+  # kubelet dirs live in memory: on a disk file system, importing them took tens of seconds and deleting
+  # them at `down` over a minute (discard on delete). The size is a cap, not a reservation.
   mount -t tmpfs -o "mode=0755,size=$((NODES * 1536 + 512))m" famfs-cluster-nodes "$DIR/nodes"
-  if [ -z "${FAMFS_CLUSTER_NO_BUILD:-}" ]; then
-    "$ROOT/scripts/cluster-images.sh" all >"$DIR/images.txt" || die "building the images failed"
-  else
-    "$ROOT/scripts/cluster-images.sh" famfs pause busybox >"$DIR/images.txt" || die "building the images failed"
-  fi
-  phase images
   CLUSTER_ID="famfs-$(head -c 4 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   echo "$CLUSTER_ID" >"$DIR/id"
-  PAUSE_IMAGE=$(awk '/pause/ {print $2}' "$DIR/images.txt")
-  FAMFS_IMAGE=$(awk 'NR==1 {print $2}' "$DIR/images.txt")
-  FAMFS_IMAGE_NEXT="${FAMFS_IMAGE%:*}:next"
   local subnet; subnet=$(pick_subnet)
   echo "$subnet" >"$DIR/subnet"
 
-  say "control plane"
+  # The control plane needs nothing of the images or the nodes: it starts while they are built and staged.
+  say "control plane (starting in the background; log $DIR/control-plane.log)"
   K8S_CONTROLLER_MANAGER=1 K8S_SCHEDULER=1 K8S_BIN="$BIN" \
     K8S_CM_CONTROLLERS='*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller' \
     K8S_APISERVER_ARGS="--kubelet-preferred-address-types=Hostname,InternalIP --kubelet-client-certificate=$DIR/control/pki/admin.crt --kubelet-client-key=$DIR/control/pki/admin.key" \
-    "$ROOT/scripts/k8s-cluster.sh" start "$DIR/control" >&2
+    "$ROOT/scripts/k8s-cluster.sh" start "$DIR/control" >"$DIR/control-plane.log" 2>&1 </dev/null &
+  local control=$!
+  # A failure before the control plane is up waits for its start to end, so `down` finds what it started.
+  fail() { wait "$control" 2>/dev/null || true; die "$@"; }
+  if [ -z "${FAMFS_CLUSTER_NO_BUILD:-}" ]; then
+    "$ROOT/scripts/cluster-images.sh" all >"$DIR/images.txt" || fail "building the images failed"
+  else
+    "$ROOT/scripts/cluster-images.sh" famfs pause busybox >"$DIR/images.txt" || fail "building the images failed"
+  fi
+  phase images
+  PAUSE_IMAGE=$(awk '/pause/ {print $2}' "$DIR/images.txt")
+  FAMFS_IMAGE=$(awk 'NR==1 {print $2}' "$DIR/images.txt")
+  FAMFS_IMAGE_NEXT="${FAMFS_IMAGE%:*}:next"
+  ( stage_images ) || fail "importing the images failed"
+  phase import
+
+  wait "$control" || { cat "$DIR/control-plane.log" >&2; die "the control plane did not start"; }
+  cat "$DIR/control-plane.log" >&2
   local api; api=$(sed -n 's/^export FAMFS_K8S_API=https:\/\///p' "$DIR/control/env")
+  # Only what was left to wait for: it started with the images.
   phase control-plane
 
   local device="/dev/shm/$CLUSTER_ID.img"
@@ -251,15 +304,12 @@ up() {
   done
   # One famfs on the shared device, formatted by the first node's identity (the controller runs there).
   FAMFS_SYSTEM_UUID="$(cat "$DIR/nodes/${names[0]}/opt-famfs/system_uuid")" node "$ROOT/dist/cmd/famfs.js" mkfs --size 2G "$device" >&2
-  local imports=()
-  for n in "${names[@]}"; do import_images "$n" & imports+=($!); done
-  for pid in "${imports[@]}"; do wait "$pid" || die "importing the images failed"; done
   say "waiting for ${#names[@]} node(s) to be Ready"
   local deadline=$((SECONDS + 180))
   until [ "$(kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True)" = "$NODES" ]; do
     [ $SECONDS -lt $deadline ] || { kubectl get nodes -o wide >&2 || true; tail -n 30 "$DIR/nodes/${names[0]}/kubelet.log" >&2; die "nodes not Ready after 180 s"; }
     for n in "${names[@]}"; do kill -0 "$(cat "$DIR/nodes/$n/holder.pid")" 2>/dev/null || { tail -n 30 "$DIR/nodes/$n/kubelet.log" "$DIR/nodes/$n/node.log" >&2; die "node $n died"; }; done
-    sleep 1
+    sleep 0.2
   done
 
   phase nodes
@@ -278,7 +328,7 @@ up() {
   deadline=$((SECONDS + 120))
   until [ "$(kubectl get csinode -o jsonpath='{range .items[*]}{.spec.drivers[*].name}{"\n"}{end}' 2>/dev/null | grep -c famfs.csi.cxl.io)" = "$NODES" ]; do
     [ $SECONDS -lt $deadline ] || { kubectl -n "$NAMESPACE" get pods -o wide >&2; kubectl get csinode -o yaml >&2; die "the node plugins did not register with every kubelet"; }
-    sleep 1
+    sleep 0.2
   done
   kubectl -n "$NAMESPACE" wait pod --all --for=condition=Ready --timeout=120s >&2 ||
     { kubectl -n "$NAMESPACE" get pods -o wide >&2; die "chart pods not Ready"; }

@@ -92,10 +92,12 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
   const transcripts: string[] = [];
   const t0 = Date.now();
   let casesStart = 0;
-  const loadAtStart = os
-    .loadavg()
-    .map((l) => l.toFixed(1))
-    .join(' ');
+  const loadNow = (): string =>
+    os
+      .loadavg()
+      .map((l) => l.toFixed(1))
+      .join(' ');
+  const loadAtStart = loadNow();
 
   const scenarioTimes: ScenarioOutcome[] = [];
   const together = new ConcurrentIts('independent cases', (o) => {
@@ -133,10 +135,9 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     await together.settled();
     const casesEnd = Date.now();
     // What the coordinator quotes: the tier's seconds per phase and the machine load they were measured at.
-    const load = `load ${loadAtStart} at the start, ${os
-      .loadavg()
-      .map((l) => l.toFixed(1))
-      .join(' ')} at the end (1/5/15 min; ${os.cpus().length} CPUs)`;
+    const load =
+      `load ${loadAtStart} at the start, ${loadNow()} at the end (1/5/15 min; ${os.cpus().length} CPUs); ` +
+      `${c.calls.count} kubectl/helm runs took ${c.calls.seconds.toFixed(0)} s of the cases`;
     const group = scenarioTimes.length
       ? `; the concurrent group took ${Math.max(...scenarioTimes.map((o) => o.seconds)).toFixed(0)} s (${scenarioTimes
           .map((o) => `${o.seconds.toFixed(0)} s ${o.title.replace(/:.*/, '')}`)

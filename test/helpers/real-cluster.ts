@@ -69,11 +69,18 @@ export class RealCluster {
   }
 
   env(): NodeJS.ProcessEnv {
-    return { ...process.env, KUBECONFIG: this.kubeconfig };
+    // kubectl's discovery cache in the cluster's directory: one per API server port would otherwise pile up in ~/.kube/cache.
+    return { ...process.env, KUBECONFIG: this.kubeconfig, KUBECACHEDIR: path.join(this.dir, 'kube-cache') };
   }
 
+  /** kubectl/helm runs so far and their wall seconds (the tier's own polling is part of its time: the log shows it). */
+  readonly calls = { count: 0, seconds: 0 };
+
   run(tool: 'kubectl' | 'helm', args: readonly string[], input?: string): KubeResult {
+    const t = Date.now();
     const r: SpawnSyncReturns<string> = spawnSync(toolPath(tool), args, { env: this.env(), encoding: 'utf8', input, maxBuffer: 64 << 20 });
+    this.calls.count++;
+    this.calls.seconds += (Date.now() - t) / 1000;
     if (r.error) throw r.error;
     return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
   }
