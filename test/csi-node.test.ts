@@ -1,7 +1,7 @@
 // Node service with real FUSE servers, real bind mounts and real unix sockets: the test process is
 // the famfs master, node plugins run in node mode with their own state dirs and FUSE mounts.
 import { strict as assert } from 'assert';
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -318,6 +318,39 @@ function mmapWritable(file: string): string {
     }
     await unstage(a, id, staging);
     assert.equal(await findMount(staging), undefined);
+  });
+
+  it('unpublishes while the FUSE server is stopped (SIGSTOP): nothing on the unpublish path waits for it', async () => {
+    const id = env.createVolume('stopped', 2 * MiB);
+    const staging = env.staging('node-a', id);
+    const target = env.target('pod-stopped');
+    const blockTarget = env.target('pod-stopped', 'dev');
+    await stage(a, id, staging);
+    await publish(a, id, staging, target);
+    await publish(a, id, staging, blockTarget, blockCap('SINGLE_NODE_MULTI_WRITER'));
+    const pid = a.driver.node?.fuse.serverPid();
+    assert.ok(pid !== undefined);
+    // Past the attribute cache (an lstat of the bind would now wait for the stopped server).
+    await new Promise((r) => setTimeout(r, 1500));
+    // The plugin runs in this process: a synchronous call that waited for the server would block
+    // this test too, so a watchdog process wakes the server up in any case (the call then fails its
+    // deadline instead of hanging the run).
+    const watchdog = spawn('sh', ['-c', `sleep 30; kill -CONT ${pid}`], { detached: true, stdio: 'ignore' });
+    watchdog.unref();
+    process.kill(pid, 'SIGSTOP');
+    try {
+      for (const t of [target, blockTarget]) {
+        // A deadline, not a timing target: a check that waits for the server never answers until SIGCONT.
+        await a.client.call('Node', 'NodeUnpublishVolume', { volume_id: id, target_path: t }, 20_000);
+        assert.equal(fs.existsSync(t), false, `${t} removed`);
+      }
+    } finally {
+      process.kill(pid, 'SIGCONT');
+      watchdog.kill();
+    }
+    assert.equal(await findMount(target), undefined);
+    assert.equal(await findMount(blockTarget), undefined);
+    await unstage(a, id, staging);
   });
 
   it('tears down, on restart, what belongs to a volume deleted while the plugin was away', async () => {

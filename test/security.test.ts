@@ -150,6 +150,7 @@ except OSError as e:
     const before = (await readMountinfo()).length;
     const tries = [
       path.join(link, 'mount'),
+      link, // the last component itself a symlink out
       `${env.kubelet}/pods/../../outside/mount`,
       `${env.kubelet}/pods/x/../../../etc`,
       env.kubelet,

@@ -14,6 +14,11 @@
 //       attribute change undoes the bind, so a volume asked for read-only is never left writable.
 //   unmount(target, lazy) -> Promise<boolean>
 //       umount2(target, lazy ? MNT_DETACH : 0); false when nothing is mounted at target.
+//   unmountAll(target, lazy, max) -> Promise<number>
+//       umount2 until nothing is left at target (at most max times): how many were unmounted. One
+//       thread-pool round trip where a loop of unmount() calls costs one per mount plus the last
+//       (an unpublish: the bind and the check that nothing else is stacked there). A failure after
+//       some succeeded rejects with `unmounted` set to their number.
 // Failures reject with an Error whose `code` is the errno name (EBUSY, EPERM, ...).
 #include <napi.h>
 #include <fcntl.h>
@@ -222,6 +227,37 @@ class UnmountWorker : public MountWorker {
   bool unmounted_ = false;
 };
 
+class UnmountAllWorker : public MountWorker {
+ public:
+  UnmountAllWorker(Napi::Env env, std::string target, bool lazy, uint32_t max)
+      : MountWorker(env, "unmount of " + target), target_(std::move(target)), lazy_(lazy), max_(max) {}
+
+  void Execute() override {
+    while (count_ < max_) {
+      if (umount2(target_.c_str(), lazy_ ? MNT_DETACH : 0) != 0) {
+        const int err = errno;
+        if (err == EINVAL || err == ENOENT) return;  // nothing (more) mounted there
+        return Fail(lazy_ ? "umount2(MNT_DETACH)" : "umount2", err);
+      }
+      count_++;
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), count_)); }
+  void OnError(const Napi::Error& e) override {
+    Napi::Error out = Napi::Error::New(Env(), e.Message());
+    out.Set("code", Napi::String::New(Env(), ErrnoName(err_)));
+    out.Set("errno", Napi::Number::New(Env(), err_));
+    out.Set("unmounted", Napi::Number::New(Env(), count_));
+    deferred_.Reject(out.Value());
+  }
+
+ private:
+  std::string target_;
+  bool lazy_;
+  uint32_t max_;
+  uint32_t count_ = 0;
+};
+
 Napi::Value BindMount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() || !info[3].IsArray()) {
@@ -252,10 +288,22 @@ Napi::Value Unmount(const Napi::CallbackInfo& info) {
   return p;
 }
 
+Napi::Value UnmountAll(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsBoolean() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "unmountAll(target: string, lazy: boolean, max: number)");
+  auto* w = new UnmountAllWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::Boolean>(),
+                                 info[2].As<Napi::Number>().Uint32Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Object m = Napi::Object::New(env);
   m.Set("bindMount", Napi::Function::New(env, BindMount, "bindMount"));
   m.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
+  m.Set("unmountAll", Napi::Function::New(env, UnmountAll, "unmountAll"));
   exports.Set("mount", m);
 }
 

@@ -35,10 +35,40 @@ function isUnder(p: string, root: string): boolean {
 }
 
 /**
+ * realpath of `p` (its deepest existing ancestor's, with the missing tail appended), for the
+ * common case without a thread-pool round trip: the parent is resolved synchronously (the parents
+ * of staging and target paths are the kubelet's local directories, as canonicalMountPath assumes
+ * for the same paths) and the last component is asked with readlink(2) whether it is a symlink.
+ * readlink never reaches a FUSE server behind a mount point there (the path walk does not
+ * revalidate a mount's root, and a directory has no link to read), so a live, hung or dead FUSE
+ * bind at `p` answers EINVAL at once. A symlink, or a parent that does not resolve, takes the
+ * general path.
+ */
+function resolveFast(p: string): string | undefined {
+  if (p === '/') return p;
+  let parent: string;
+  try {
+    parent = fs.realpathSync.native(path.dirname(p));
+  } catch {
+    return undefined;
+  }
+  try {
+    fs.readlinkSync(p);
+    return undefined; // a symlink: resolved the general way
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EINVAL' && code !== 'ENOENT') return undefined;
+  }
+  return path.join(parent, path.basename(p));
+}
+
+/**
  * realpath of the deepest existing ancestor of `p`, with the missing tail appended. A path whose
  * own last component is a dead FUSE mount (ENOTCONN) resolves through its parent.
  */
 async function resolveExisting(p: string): Promise<string> {
+  const fast = resolveFast(p);
+  if (fast !== undefined) return fast;
   const tail: string[] = [];
   let cur = p;
   for (;;) {

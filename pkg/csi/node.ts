@@ -248,13 +248,15 @@ export class NodeService {
     // the FUSE connection's device number is a bind of it, and the inode says which famfs node it
     // shows. A bind pins the connection it was made on: one from before a server restart shows
     // the old connection's device number and can never serve again.
-    const [at, want] = await Promise.all([
+    // Attributes may be cached from before the server died: statfs always reaches it. Asked at the
+    // same time as the two stats (one round trip of the thread pool instead of two in a row).
+    const [at, want, conn] = await Promise.all([
       fs.promises.stat(p).catch(() => undefined),
       fs.promises.stat(this.fuse.hostPath(expectRoot.replace(/^\/+/, ''))).catch(() => undefined),
+      probeConnection(p),
     ]);
     if (at === undefined || want === undefined || at.dev !== want.dev || at.ino !== want.ino) return false;
-    // Attributes may be cached from before the server died: statfs always reaches it.
-    return (await probeConnection(p)).health === 'ok';
+    return conn.health === 'ok';
   }
 
   /** Catches this node's FUSE server up with the log until the volume's file shows in the mount. */
@@ -491,9 +493,7 @@ export class NodeService {
       staticPath: relpath,
       ...(boundAt !== target ? { boundAt } : {}),
     };
-    await this.store.update((d) => {
-      d.published[target] = rec;
-    });
+    await this.store.putPublished(rec);
     this.log.info({ volume: req.volume_id, path: relpath, target: boundAt, readOnly, kind: profile.kind }, 'static volume published');
     return {};
   }
@@ -608,7 +608,7 @@ export class NodeService {
           throw notFound(`volume ${req.volume_id} does not exist and is not staged at ${staging}`);
         return {};
       }
-      const users = Object.values(doc.published).filter((p) => p.volumeId === req.volume_id && p.stagingPath === staging);
+      const users = this.store.publishedOf(req.volume_id).filter((p) => p.stagingPath === staging);
       if (users.length > 0) {
         throw failedPrecondition(`volume ${req.volume_id} is still published at ${users.map((u) => u.targetPath).join(', ')}; unpublish it first`);
       }
@@ -693,8 +693,7 @@ export class NodeService {
         if (await this.bindAlive(target, this.expectedRoot(req.volume_id, profile.kind))) return {};
         this.log.warn({ volume: req.volume_id, target }, 'published volume lost its mount: binding it again');
       } else {
-        for (const other of Object.values(doc.published)) {
-          if (other.volumeId !== req.volume_id) continue;
+        for (const other of this.store.publishedOf(req.volume_id)) {
           const otherRule = ACCESS_MODE_RULES[other.accessMode as keyof typeof ACCESS_MODE_RULES];
           if (!profile.multiTargetOnNode || otherRule?.multiTargetOnNode === false) {
             throw failedPrecondition(
@@ -707,7 +706,8 @@ export class NodeService {
       // Checked while the target is prepared: each waits on a different thread.
       const [stagingAlive] = await Promise.all([
         this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')),
-        ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir').then(() => unmountAll(target)),
+        // A target made just now has nothing mounted on it: no umount2 round trip for it.
+        ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir').then((made) => (made === 'created' ? 0 : unmountAll(target))),
       ]);
       if (!stagingAlive) {
         this.log.warn({ volume: req.volume_id, staging }, 'staging mount is dead or missing: re-staging before publishing');
@@ -728,9 +728,7 @@ export class NodeService {
         ...(mountGroup !== undefined ? { mountGroup } : {}),
         publishedAt: new Date().toISOString(),
       };
-      await this.store.update((d) => {
-        d.published[target] = rec;
-      });
+      await this.store.putPublished(rec);
       this.log.info({ volume: req.volume_id, target, readOnly, kind: profile.kind }, 'volume published');
       return {};
     });
@@ -765,9 +763,7 @@ export class NodeService {
       }
       const n = await unmountAll(target);
       await removeTarget(target);
-      await this.store.update((d) => {
-        delete d.published[target];
-      });
+      await this.store.deletePublished(target);
       // After the target is gone: the last read-only one lifts the guard, the last read-write one sets it again.
       await this.roGuard.drop(target);
       this.log.info({ volume: req.volume_id, target, unmounted: n }, 'volume unpublished');
@@ -828,10 +824,7 @@ export class NodeService {
     const p = checkPathSyntax(req.volume_path, 'volume_path', 'allowed');
     const doc = await this.store.load();
     const file = this.volumeFile(req.volume_id);
-    const known =
-      file !== undefined ||
-      Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) ||
-      Object.values(doc.published).some((p) => p.volumeId === req.volume_id);
+    const known = file !== undefined || Object.values(doc.staged).some((s) => s.volumeId === req.volume_id) || this.store.publishedOf(req.volume_id).length > 0;
     if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
     const onPath = path.isAbsolute(p) && (doc.published[p]?.volumeId === req.volume_id || doc.staged[p]?.volumeId === req.volume_id);
     if (!onPath) throw notFound(`volume ${req.volume_id} is not staged or published at ${JSON.stringify(req.volume_path)}`);
@@ -926,9 +919,7 @@ export class NodeService {
           }
           await unmountAll(p.targetPath, { lazy: true });
           await removeTarget(p.targetPath).catch(() => undefined);
-          await this.store.update((d) => {
-            delete d.published[p.targetPath];
-          });
+          await this.store.deletePublished(p.targetPath);
           report.removed.push(what);
         } else if (await this.bindAlive(p.boundAt ?? p.targetPath, this.recordRoot(p, p.kind))) {
           report.kept.push(what);

@@ -324,6 +324,8 @@ export class NodeStateStore {
   private readonly journal: RecordJournal<PublishedVolume>;
   private queue: Promise<unknown> = Promise.resolve();
   private doc: NodeStateDoc | undefined;
+  /** volume id -> target paths it is published at (this.doc.published, indexed). */
+  private byVolume = new Map<string, Set<string>>();
 
   constructor(stateDir: string, opts: { compactMinBytes?: number } = {}) {
     this.file = path.join(stateDir, NODE_STATE_FILE);
@@ -345,11 +347,13 @@ export class NodeStateStore {
     return this.publishedReport.dropped;
   }
 
+  /**
+   * The records (read once, then kept: this process is their only writer). The document returned is
+   * the store's own: putPublished/deletePublished change it in place, update() replaces it.
+   */
   async load(): Promise<NodeStateDoc> {
     if (this.doc !== undefined) return this.doc;
-    const next = this.queue.then(() => this.loadOnce());
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.enqueue(() => this.loadOnce());
   }
 
   private async loadOnce(): Promise<NodeStateDoc> {
@@ -369,8 +373,68 @@ export class NodeStateStore {
     if (Object.keys(s.published).length > 0) await this.stagedStore.replace({ version: 1, staged: s.staged, published: {} });
     if (legacy.kind !== 'tombstone') await writeFileAtomic(this.publishedFile, JSON.stringify(PUBLISHED_TOMBSTONE, null, 2) + '\n', 0o600);
     this.publishedReport = report;
-    this.doc = { version: 1, staged: (await this.stagedStore.load()).staged, published: Object.fromEntries(this.journal.records) };
-    return this.doc;
+    return this.setDoc({ version: 1, staged: (await this.stagedStore.load()).staged, published: Object.fromEntries(this.journal.records) });
+  }
+
+  private setDoc(doc: NodeStateDoc): NodeStateDoc {
+    this.doc = doc;
+    this.byVolume.clear();
+    for (const r of Object.values(doc.published)) this.index(r);
+    return doc;
+  }
+
+  private index(r: PublishedVolume): void {
+    let set = this.byVolume.get(r.volumeId);
+    if (set === undefined) this.byVolume.set(r.volumeId, (set = new Set()));
+    set.add(r.targetPath);
+  }
+
+  private unindex(r: PublishedVolume): void {
+    const set = this.byVolume.get(r.volumeId);
+    set?.delete(r.targetPath);
+    if (set?.size === 0) this.byVolume.delete(r.volumeId);
+  }
+
+  /** The publish records of one volume (after load; a lookup, not a scan of every record). */
+  publishedOf(volumeId: string): PublishedVolume[] {
+    const doc = this.doc;
+    if (doc === undefined) return [];
+    return [...(this.byVolume.get(volumeId) ?? [])].flatMap((t) => doc.published[t] ?? []);
+  }
+
+  private enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Records one publish (replacing any record of its target): one journal frame. The loaded document
+   * is changed in place (no copy of the other records: with 1,000 published, copying and comparing
+   * them was most of a NodePublish's CPU time).
+   */
+  putPublished(rec: PublishedVolume): Promise<void> {
+    return this.enqueue(async () => {
+      const doc = await this.loadOnce();
+      Object.freeze(rec);
+      await this.journal.change(new Map([[rec.targetPath, rec]]), []);
+      const old = doc.published[rec.targetPath];
+      if (old !== undefined) this.unindex(old);
+      doc.published[rec.targetPath] = rec;
+      this.index(rec);
+    });
+  }
+
+  /** Forgets the publish at `target` (nothing written when there is no record). */
+  deletePublished(target: string): Promise<void> {
+    return this.enqueue(async () => {
+      const doc = await this.loadOnce();
+      const old = doc.published[target];
+      if (old === undefined) return;
+      await this.journal.change(new Map(), [target]);
+      this.unindex(old);
+      delete doc.published[target];
+    });
   }
 
   /**
@@ -379,7 +443,7 @@ export class NodeStateStore {
    * so none loses another's change.
    */
   update(change: (draft: NodeStateDoc) => void): Promise<NodeStateDoc> {
-    const next = this.queue.then(async () => {
+    return this.enqueue(async () => {
       const base = await this.loadOnce();
       // A shallow copy: a change adds, replaces or deletes whole records and never edits one in
       // place (records are frozen, so such an edit throws), so comparing the records by identity
@@ -392,11 +456,9 @@ export class NodeStateStore {
       const del = Object.keys(base.published).filter((k) => !Object.hasOwn(draft.published, k));
       if (put.size > 0 || del.length > 0) await this.journal.change(put, del);
       if (!sameRecords(draft.staged, base.staged)) await this.stagedStore.replace({ version: 1, staged: draft.staged, published: {} });
-      this.doc = draft;
+      this.setDoc(draft);
       return draft;
     });
-    this.queue = next.catch(() => undefined);
-    return next;
   }
 
   /** Closes the journal's file (a later call reopens nothing: make a new store). */

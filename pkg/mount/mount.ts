@@ -70,23 +70,34 @@ export async function unmount(target: string, opts: UnmountOptions = {}): Promis
 
 /** Unmounts every mount stacked at `target` (repeated publishes after crashes can stack binds). */
 export async function unmountAll(target: string, opts: UnmountOptions = {}): Promise<number> {
-  // The common case (nothing mounted) costs one umount2 that answers EINVAL, no mount table read.
-  if (!(await unmount(target, opts))) return 0;
-  let n = 1;
-  // Until umount2 says nothing is left (no mount table read: it costs tens of milliseconds with
-  // thousands of mounts). Bounded, so a mount that keeps reappearing cannot loop forever.
+  // umount2 until it says nothing is left, in one thread-pool round trip (no mount table read: it
+  // costs tens of milliseconds with thousands of mounts). The common cases cost one umount2 that
+  // answers EINVAL (nothing mounted), or two (an unpublish). Bounded, so a mount that keeps
+  // reappearing cannot loop forever.
+  const canonical = await canonicalMountPath(target);
+  let n: number;
+  try {
+    return await mountNative().unmountAll(canonical, opts.lazy === true, MAX_STACKED);
+  } catch (e) {
+    // A mount that refused (a dead FUSE mount answers a normal unmount with an error): the rest one
+    // at a time, with unmount()'s lazy fallback and its error.
+    n = (e as { unmounted?: number }).unmounted ?? 0;
+  }
   while (n < MAX_STACKED && (await unmount(target, opts))) n++;
   return n;
 }
 
-/** Creates a publish target: a directory (mount access) or an empty file (block access). Idempotent. */
-export async function ensureTarget(target: string, kind: 'dir' | 'file'): Promise<void> {
+/**
+ * Creates a publish target: a directory (mount access) or an empty file (block access). Idempotent.
+ * Resolves 'created' when this call made it (so nothing can be mounted on it yet), else 'existed'.
+ */
+export async function ensureTarget(target: string, kind: 'dir' | 'file'): Promise<'created' | 'existed'> {
   // Synchronous: the target's parent is a local directory (kubelet's), and creating an entry there
   // never waits for a FUSE server. Only an existing target is looked at (it may be a mount).
   if (kind === 'dir') {
     try {
       fs.mkdirSync(target, { mode: 0o750 });
-      return;
+      return 'created';
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
@@ -95,13 +106,14 @@ export async function ensureTarget(target: string, kind: 'dir' | 'file'): Promis
   } else {
     try {
       fs.closeSync(fs.openSync(target, fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_RDONLY, 0o640));
-      return;
+      return 'created';
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const st = await fs.promises.stat(target);
     if (!st.isFile()) throw new MountError('EMOUNT', `${target} exists and is not a regular file`);
   }
+  return 'existed';
 }
 
 /**

@@ -8,6 +8,11 @@ export interface NativeMountFns {
   bindMount(source: string, target: string, readOnly: boolean, flags: string[]): Promise<void>;
   /** Resolves false when nothing is mounted at target (EINVAL/ENOENT). */
   unmount(target: string, lazy: boolean): Promise<boolean>;
+  /**
+   * Unmounts until nothing is left at target (at most `max`), in one thread-pool round trip;
+   * resolves how many. A failure rejects with `unmounted` (how many went before it) besides `code`.
+   */
+  unmountAll(target: string, lazy: boolean, max: number): Promise<number>;
 }
 
 let cached: NativeMountFns | undefined;
@@ -15,7 +20,7 @@ let cached: NativeMountFns | undefined;
 export function mountNative(): NativeMountFns {
   if (cached !== undefined) return cached;
   const m = (loadNative() as unknown as { mount?: Partial<NativeMountFns> }).mount;
-  if (m === undefined || typeof m.bindMount !== 'function' || typeof m.unmount !== 'function') {
+  if (m === undefined || typeof m.bindMount !== 'function' || typeof m.unmount !== 'function' || typeof m.unmountAll !== 'function') {
     throw new MountError('EMOUNT', 'the native addon has no mount part (stale build?); rebuild with: npm run build:native');
   }
   cached = m as NativeMountFns;
