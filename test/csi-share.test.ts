@@ -367,6 +367,48 @@ describe('zero-copy read-only sharing through dataSource', function () {
       assert.deepEqual(await guardNow(), { readOnly: [], writable: [] }, 'nothing guarded once the share is gone from the node');
     });
 
+    it("a famfs-fused restarted with an unreadable guard file refuses every change until the node plugin's next health check sends the guard again", async () => {
+      const id = (await create('rwo-failclosed', 'SINGLE_NODE_WRITER')).volume_id;
+      const cap = mountCap('SINGLE_NODE_WRITER');
+      const staging = env.staging('node-a', id);
+      await a.call('NodeStageVolume', { volume_id: id, staging_target_path: staging, volume_capability: cap });
+      const t = env.target('pod-failclosed');
+      await a.call('NodePublishVolume', { volume_id: id, staging_target_path: staging, target_path: t, volume_capability: cap });
+      const write = (): string | undefined => {
+        try {
+          const fd = fs.openSync(path.join(t, 'data'), 'r+');
+          fs.writeSync(fd, 'ok', 0);
+          fs.closeSync(fd);
+          return undefined;
+        } catch (e) {
+          return (e as NodeJS.ErrnoException).code;
+        }
+      };
+      assert.equal(write(), undefined, 'a read-write publish writes');
+      const fuse = a.driver.node!.fuse;
+      for (let i = 0; i < 100 && !fuse.depositHeld(); i++) await new Promise((r) => setTimeout(r, 100));
+      const pid = fuse.serverPid()!;
+      fs.writeFileSync(path.join(path.dirname(fuse.socketPath), 'ro-guard.json'), '{torn');
+      process.kill(pid, 'SIGKILL');
+      let serving = false;
+      for (let i = 0; i < 200 && !serving; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        serving = fuse.serverPid() !== undefined && fuse.serverPid() !== pid && (await fuse.health()).state === 'serving';
+      }
+      assert.ok(serving, 'a new famfs-fused adopted the connection');
+      assert.equal(write(), 'EROFS', 'fail closed: the new server could not read its guard');
+      assert.deepEqual(await a.driver.node!.health(), { ok: true });
+      let after: string | undefined = 'EROFS';
+      for (let i = 0; i < 50 && after !== undefined; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = write();
+      }
+      assert.equal(after, undefined, 'the plugin saw the guard differ from what it sent and sent it again');
+      await a.call('NodeUnpublishVolume', { volume_id: id, target_path: t });
+      await a.call('NodeUnstageVolume', { volume_id: id, staging_target_path: staging });
+      await del(id);
+    });
+
     it('a read-write publish on the node lifts the guard; when it goes, its mmap writes are in the memory and the guard is set again', async () => {
       const id = (await create('rwo-guard', 'SINGLE_NODE_WRITER')).volume_id;
       const cap = mountCap('SINGLE_NODE_WRITER');

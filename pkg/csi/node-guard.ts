@@ -184,6 +184,21 @@ export class NodeGuardSync {
     }
   }
 
+  /**
+   * What famfs-fused's status says it holds (counts): when that is not what was last sent (a server
+   * that started with an unreadable or stale guard file while this plugin ran), send the set again.
+   */
+  verify(held: { readOnly: number; writable: number } | undefined): void {
+    const sent = this.sent;
+    if (held === undefined || sent === undefined) return;
+    if (held.readOnly === sent.readOnly.length && held.writable === sent.writable.length) return;
+    this.o.log.warn(
+      { held, sent: { readOnly: sent.readOnly.length, writable: sent.writable.length } },
+      'famfs-fused holds another read-only guard than was sent (restarted?): sending it again',
+    );
+    void this.syncOrRetry(true);
+  }
+
   close(): void {
     if (this.retry) clearInterval(this.retry);
     this.retry = undefined;

@@ -785,6 +785,7 @@ export class NodeService {
       problems.push(`the famfs FUSE mount behind ${volumePath} is dead (transport endpoint not connected); unpublish and publish again`);
     else if (probe.health !== 'ok') problems.push(`${volumePath}: ${probe.error?.code ?? probe.health}`);
     const h = await this.fuse.health();
+    if (h.state === 'serving') this.roGuard.verify(h.guard);
     if (h.state === 'dead') problems.push(h.message);
     else if (h.state === 'absent') problems.push(`no famfs FUSE server serves ${this.fuse.mountpoint}`);
     else if (h.failed) problems.push(`famfs FUSE server reports a memory error: ${h.failureMessage ?? 'device failed'}`);
@@ -853,6 +854,7 @@ export class NodeService {
     const doc = await this.store.load();
     if (Object.keys(doc.staged).length === 0) return { ok: true };
     const h = await this.fuse.health();
+    if (h.state === 'serving') this.roGuard.verify(h.guard);
     if (h.state === 'serving') return h.failed ? { ok: false, message: `famfs FUSE server reports a memory error: ${h.failureMessage ?? ''}` } : { ok: true };
     // Restarting this plugin would release the held connection of a dead server: it is not our failure.
     if (h.state === 'dead' && h.held === true) return { ok: true };

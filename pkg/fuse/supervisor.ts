@@ -60,7 +60,16 @@ export interface FuseSupervisorOptions {
 }
 
 export type FuseHealth =
-  | { state: 'serving'; failed: boolean; failureMessage: string | null; logIndex: number; rewrittenEntries: number[]; fenced: boolean }
+  | {
+      state: 'serving';
+      failed: boolean;
+      failureMessage: string | null;
+      logIndex: number;
+      rewrittenEntries: number[];
+      fenced: boolean;
+      /** How many paths its read-only guard holds (undefined: a server without one). */
+      guard?: { readOnly: number; writable: number };
+    }
   | { state: 'absent' }
   /** held: the server died but this plugin holds its connection; a new server adopts it (pods' I/O waits, no remount). */
   | { state: 'dead'; message: string; held?: boolean };
@@ -108,6 +117,12 @@ function isFusedProcess(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+function guardCounts(g: unknown): { guard?: { readOnly: number; writable: number } } {
+  if (typeof g !== 'object' || g === null) return {};
+  const o = g as Record<string, unknown>;
+  return typeof o['readOnly'] === 'number' && typeof o['writable'] === 'number' ? { guard: { readOnly: o['readOnly'], writable: o['writable'] } } : {};
 }
 
 /** Supervises one famfs-fused process serving one mountpoint (see the file comment). */
@@ -274,6 +289,7 @@ export class FuseSupervisor {
       logIndex: Number(reply['logIndex'] ?? 0),
       rewrittenEntries: rewritten,
       fenced: reply['fenced'] === true,
+      ...guardCounts(reply['guard']),
     };
   }
 
