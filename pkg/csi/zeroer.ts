@@ -25,7 +25,7 @@ const DEFAULT_SLICE = 64 * 1024 * 1024;
  * more than the few microseconds of punching or zeroing one volume. Creates take clean memory
  * meanwhile; a create that finds none zeroes on its own path and says so in the metric.
  */
-const KICK_DELAY_MS = 20;
+const KICK_DELAY_MS = 50;
 
 export class BackgroundZeroer {
   private timer: NodeJS.Timeout | undefined;

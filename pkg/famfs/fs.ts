@@ -18,6 +18,7 @@ import {
   initExtBlock,
   readAnyExtBlock,
   readEvictions,
+  peekExtBlock,
   readExtBlock,
   readHostSlots,
   upgradeExtBlock,
@@ -573,7 +574,7 @@ export class FamfsFs {
    * all). For writers of data outside the log that must stop once another master took over.
    */
   checkFenceEpoch(epoch: number | undefined): void {
-    const block = this.extBlock();
+    const block = peekExtBlock(this.media, this.sb.uuid) ?? this.extBlock();
     if (epoch === undefined || block.epoch !== epoch) {
       throw new FamfsError('EFENCED', `this writer holds fencing epoch ${epoch ?? 'none'} but the device is at ${block.epoch}: another master took over`);
     }
@@ -1077,6 +1078,8 @@ export class FamfsFs {
   }
 
   private readonly uuidScratch = Buffer.alloc(16);
+  /** The slot an append is about to write, read to check it is empty. */
+  private readonly slotScratch = Buffer.alloc(LE.SIZE);
   /** The superblock UUID as bytes, for checkFence. */
   private uuidBytes: { text: string; bytes: Buffer } | undefined;
 
@@ -1093,7 +1096,7 @@ export class FamfsFs {
       throw new FamfsError('EFENCED', `the device now holds another file system (UUID ${uuid}, this writer opened ${this.sb.uuid}): it was re-made; reopen it`);
     }
     if (this.opts.fenceEpoch === undefined) return;
-    const block = readExtBlock(this.media, this.sb.uuid);
+    const block = peekExtBlock(this.media, this.sb.uuid);
     if (!block || block.epoch !== this.opts.fenceEpoch) {
       throw new FamfsError(
         'EFENCED',
@@ -1259,7 +1262,8 @@ export class FamfsFs {
     // repair clears a torn slot). Anything else may be an entry hosts replayed under a counter that
     // has since gone backwards: never overwrite it.
     this.media.invalidate(at, LE.SIZE);
-    if (!this.media.read(at, LE.SIZE).equals(EMPTY_ENTRY)) {
+    const slotBytes = this.media.readInto ? (this.media.readInto(at, this.slotScratch), this.slotScratch) : this.media.read(at, LE.SIZE);
+    if (!slotBytes.equals(EMPTY_ENTRY)) {
       throw new FamfsError(
         'ECORRUPT',
         `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`,
@@ -1268,8 +1272,10 @@ export class FamfsFs {
     this.media.write(at, raw);
     this.media.flush(at, LE.SIZE);
     this.checkFence();
-    this.media.write(base + LH.nextSeqnum, encodeLogCounters(index + 1, slot + 1));
+    const counters = encodeLogCounters(index + 1, slot + 1);
+    this.media.write(base + LH.nextSeqnum, counters);
     this.media.flush(base + LH.nextSeqnum, 16);
+    this.reader.notePublished(counters);
     const entry: LogEntry = { index, seqnum: index, body };
     const change = this.tree.apply(entry);
     this.noteChanges(change ? [change] : []);

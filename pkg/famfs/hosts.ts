@@ -92,6 +92,21 @@ export function checkHostLiveMs(ms: number): number {
 
 /** The block as it is on the device, whichever file system it belongs to (see readExtBlock). */
 export function readAnyExtBlock(media: Media): ExtBlock | undefined {
+  const b = sharedExtBlock(media);
+  return b === undefined ? undefined : { ...b };
+}
+
+/**
+ * The extension block of file system `fsUuid` as it is on the device now, read-only: the object
+ * is shared with the next reads (no copy), for the fence check before every store.
+ */
+export function peekExtBlock(media: Media, fsUuid: string): Readonly<ExtBlock> | undefined {
+  const b = sharedExtBlock(media);
+  return b && b.fsUuid === fsUuid ? b : undefined;
+}
+
+/** Reads the block fresh; the object returned is the cached one (callers copy before changing it). */
+function sharedExtBlock(media: Media): ExtBlock | undefined {
   media.invalidate(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
   // The block changes only when a master takes over, but writers read it before every append
   // (the fence check): the same bytes decode to the same block, so one memcmp replaces two CRCs
@@ -100,12 +115,12 @@ export function readAnyExtBlock(media: Media): ExtBlock | undefined {
   let raw: Buffer;
   if (media.readInto) {
     media.readInto(EXT_BLOCK_OFFSET, extScratch);
-    if (lastExt !== undefined && extScratch.equals(lastExt.raw)) return { ...lastExt.block };
+    if (lastExt !== undefined && extScratch.equals(lastExt.raw)) return lastExt.block;
     raw = Buffer.from(extScratch);
   } else raw = media.read(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
-  if (lastExt !== undefined && raw.equals(lastExt.raw)) return { ...lastExt.block };
+  if (lastExt !== undefined && raw.equals(lastExt.raw)) return lastExt.block;
   const block = decodeExtBlock(raw);
-  lastExt = block === undefined ? undefined : { raw, block: { ...block } };
+  lastExt = block === undefined ? undefined : { raw, block };
   return block;
 }
 

@@ -163,6 +163,25 @@ export class LogReader {
   }
 
   private readonly headerScratch = Buffer.alloc(LH.SIZE);
+
+  /**
+   * This process just published `counters` (next_seqnum, next_index: LH.nextSeqnum..+16) over the
+   * header it last read: that header with them is what the next read finds, unless someone
+   * changed it since (then the bytes differ and it is validated as usual). Spares the writer a
+   * full validation after each of its own appends.
+   */
+  notePublished(counters: Buffer): void {
+    const last = this.lastHeader;
+    if (last === undefined || counters.length !== 16) return;
+    const raw = Buffer.from(last.raw);
+    counters.copy(raw, LH.nextSeqnum);
+    const header = {
+      ...last.header,
+      nextSeqnum: counters.readUInt32LE(4) * 0x100000000 + counters.readUInt32LE(0),
+      nextIndex: counters.readUInt32LE(12) * 0x100000000 + counters.readUInt32LE(8),
+    };
+    this.lastHeader = { raw, compacted: last.compacted, header };
+  }
   /** The header bytes header() last validated, and what they decoded to. */
   private lastHeader: { raw: Buffer; compacted: boolean; header: LogHeader } | undefined;
 
@@ -290,6 +309,8 @@ export class LogReader {
    * Without `collectChanges` the result's changes stay empty (a first replay nobody watched).
    */
   catchUp(tree: FamfsTree, collectChanges = true): CatchUpResult {
+    const quick = this.watchRewrites ? undefined : this.nothingNew(tree);
+    if (quick !== undefined) return quick;
     this.relocate();
     const unchanged = { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [] as TreeChange[], rewritten: [] as RewrittenEntry[] };
     if (this.active.generation !== tree.generation) return { ...unchanged, generationChanged: true };
@@ -304,10 +325,6 @@ export class LogReader {
       if (moved()) return { ...unchanged, generationChanged: true };
       throw e;
     }
-    // Nothing appended since the tree's last entry (a writer asks several times per append): no
-    // entry is read, so there is nothing for the sequence lock below to guard, and the tree's
-    // index does not move. Hosts that watch for rewrites always take the long way.
-    if (!this.watchRewrites && h.nextIndex === tree.slot && h.nextSeqnum === tree.nextIndex) return { ...unchanged, header: h };
     // Before anything else: a counter that went backwards is exactly when entries get rewritten.
     const check = this.watchRewrites && this.recordedGeneration === tree.generation ? this.verifyReplayed(tree.slot) : undefined;
     // What the check saw counts only if no compaction switched generations meanwhile (the master
@@ -343,6 +360,25 @@ export class LogReader {
     // header's next index all the same (that is what a host acknowledges).
     if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
     return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes, stop, rewritten, header: h };
+  }
+
+  /**
+   * The catch-up of a log nothing was appended to since the tree's last entry (a writer asks
+   * several times per append), or undefined for the long way (anything else, errors included).
+   * No entry is read, so there is nothing for the sequence lock to guard, and the tree's index
+   * does not move; hosts that watch for rewrites never come here.
+   */
+  private nothingNew(tree: FamfsTree): CatchUpResult | undefined {
+    this.relocate();
+    if (this.active.generation !== tree.generation) return undefined;
+    let h: LogHeader;
+    try {
+      h = this.header();
+    } catch {
+      return undefined; // the long way reads it again and says why
+    }
+    if (h.nextIndex !== tree.slot || h.nextSeqnum !== tree.nextIndex) return undefined;
+    return { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [], rewritten: [], header: h };
   }
 
   /** Record the CRC fields of the entries just applied from slot `from` (read once more: they are in cache). */
