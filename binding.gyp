@@ -14,7 +14,8 @@
         "native/src/mount.cc",
         "native/src/famfs_crc.cc",
         "native/src/famfs_decode.cc",
-        "native/src/famfs_tree.cc"
+        "native/src/famfs_tree.cc",
+        "native/src/crc32_fold.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

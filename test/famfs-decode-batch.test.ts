@@ -5,6 +5,7 @@
 // at the same slot with the same reason as decoding it entry by entry.
 import { strict as assert } from 'assert';
 import { crc32 } from 'zlib';
+import { crcSlots } from '../pkg/famfs/crc-slots';
 import { decodeSlots, nativeDecodeAvailable } from '../pkg/famfs/decode-batch';
 import {
   decodeEntryAt,
@@ -151,6 +152,26 @@ function tsDecode(b: Buffer, o: number, slot: number, extended: boolean, window?
 describe('famfs native batch decode vs layout.ts decodeEntryAt', () => {
   before(function () {
     assert.ok(nativeDecodeAvailable(), 'this build has the native batch decoder (npm run build:native)');
+  });
+
+  it("the addon's CRC-32 (folded with carry-less multiplies) equals zlib's for every length 0..2100 at every alignment", () => {
+    const r = seededRandom(0xc3c);
+    const buf = Buffer.alloc(4300);
+    for (let i = 0; i < buf.length; i++) buf[i] = r.int(256);
+    let compared = 0;
+    for (let length = 0; length <= 2100; length++) {
+      for (const skew of [0, 1, 7, 8, 13]) {
+        // Two slots per call: the second starts at an odd offset whenever the stride is odd.
+        const stride = length + skew;
+        const got = crcSlots(buf.subarray(skew), 2, Math.max(1, stride), length);
+        for (let k = 0; k < 2; k++) {
+          const at = skew + k * Math.max(1, stride);
+          assert.equal(got[k], crc32(buf.subarray(at, at + length)) >>> 0, `length ${length}, offset ${at}`);
+          compared++;
+        }
+      }
+    }
+    assert.equal(compared, 2101 * 5 * 2);
   });
 
   it('takes exactly the entries decodeEntryAt accepts, with the same values, one slot at a time (valid and damaged)', () => {

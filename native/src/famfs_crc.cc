@@ -5,11 +5,10 @@
 //   crc32Slots(buf: Uint8Array, count: number, stride: number, length: number) -> Uint32Array
 //       out[i] = crc32(buf[i*stride .. i*stride+length))
 //
-// crc32 is zlib's (the polynomial famfs uses), taken from the Node binary, which exports zlib's
-// symbols to addons (its bundled zlib has the PCLMUL-folded crc32).
+// crc32 is zlib's (the polynomial famfs uses), folded with carry-less multiplies (crc32_fold.h).
 #include <napi.h>
-#include <zlib.h>
 
+#include "crc32_fold.h"
 #include "module_init.h"
 
 namespace famfs_native {
@@ -32,7 +31,7 @@ Napi::Value Crc32Slots(const Napi::CallbackInfo& info) {
   Napi::Uint32Array out = Napi::Uint32Array::New(env, static_cast<size_t>(count));
   const uint8_t* base = buf.Data();
   for (int64_t i = 0; i < count; i++) {
-    out[static_cast<size_t>(i)] = static_cast<uint32_t>(crc32(0L, base + i * stride, static_cast<uInt>(length)));
+    out[static_cast<size_t>(i)] = Crc32(0, base + i * stride, static_cast<size_t>(length));
   }
   return out;
 }

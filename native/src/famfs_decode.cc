@@ -25,13 +25,13 @@
 // Float64Array every field was a boxed double, and the tree's maps hashed those: replay's tree
 // building took twice as long). paths: the relpath of every entry, each followed by a NUL.
 #include <napi.h>
-#include <zlib.h>
 
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "crc32_fold.h"
 #include "famfs_decode.h"
 #include "module_init.h"
 
@@ -131,7 +131,7 @@ const Layout* DecodeLayout() { return g_configured ? &g_layout : nullptr; }
 
 bool DecodeOne(const Layout& L, const uint8_t* e, double slot, double seq_min, double seq_max, bool deletes_allowed,
                Decoded* d) {
-  if (U32(e + L.crc) != static_cast<uint32_t>(crc32(0L, e, L.crc)) || U32(e + L.crc + 4) != 0) return false;
+  if (U32(e + L.crc) != Crc32(0, e, L.crc) || U32(e + L.crc + 4) != 0) return false;
   uint32_t seq[2];
   const bool seq_ok = U64n(e + L.seqnum, seq);
   const double index = Value(seq);

@@ -33,7 +33,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <unordered_map>
+#include <string_view>
 #include <vector>
 
 #include "famfs_decode.h"
@@ -66,9 +66,18 @@ struct Node {
   uint32_t mode, uid, gid, flags;
   double size, chunk;
   uint32_t ext_at, ext_n;
-  std::string relpath;
-  uint32_t name_at;  // the name is relpath[name_at..]
+  uint32_t path_at, path_len;  // the relpath, in Tree::arena
+  uint32_t name_at;            // the name is the relpath from here
   uint32_t children;
+};
+
+// Open addressing over node ids (no allocation per entry: a full log is 15,420 inserts). Keys are
+// the nodes' relpaths, or their names (by_name: the root's children), read from the arena.
+struct NameIndex {
+  static constexpr int32_t kEmpty = -1, kGone = -2;
+  bool by_name = false;
+  std::vector<int32_t> slots;
+  size_t live = 0, taken = 0;  // taken counts tombstones too
 };
 
 struct ProblemRec {
@@ -95,16 +104,104 @@ struct Tree {
   double next_index = 0;
   double slot = 0;
   double files = 0, dirs = 0;
-  std::vector<Node> nodes;                             // nodes[0] is the root
-  std::vector<Ext> exts;                               // extents of file nodes
-  std::unordered_map<std::string, int32_t> by_path;    // live nodes by relpath
-  std::unordered_map<std::string, int32_t> root_kids;  // live children of the root by name
-  std::vector<double> idx;                             // log index of nodes[k + 1], ascending
+  std::vector<Node> nodes;  // nodes[0] is the root
+  std::vector<Ext> exts;    // extents of file nodes
+  std::string arena;        // every node's relpath
+  NameIndex by_path;        // live nodes by relpath
+  // The last parent ParentOf found (consecutive entries mostly share one); -1 after any removal.
+  int32_t last_parent = -1;
+  NameIndex root_kids;  // live children of the root by name
+
+  std::vector<double> idx;  // log index of nodes[k + 1], ascending
   std::vector<ProblemRec> problems;
   std::vector<Held> orphaned;
   std::vector<Held> released;
   std::string scratch;
 };
+
+std::string_view Path(const Tree& t, const Node& n) { return std::string_view(t.arena).substr(n.path_at, n.path_len); }
+
+std::string_view Key(const Tree& t, const NameIndex& ix, int32_t id) {
+  const Node& n = t.nodes[id];
+  const std::string_view p = Path(t, n);
+  return ix.by_name ? p.substr(n.name_at) : p;
+}
+
+inline uint64_t Hash(std::string_view k) {
+  uint64_t h = 0x9E3779B97F4A7C15ULL ^ k.size();
+  size_t i = 0;
+  for (; i + 8 <= k.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, k.data() + i, 8);
+    h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
+    h ^= h >> 29;
+  }
+  uint64_t w = 0;
+  std::memcpy(&w, k.data() + i, k.size() - i);
+  h = (h ^ w) * 0x94D049BB133111EBULL;
+  return h ^ (h >> 31);
+}
+
+int32_t Find(const Tree& t, const NameIndex& ix, std::string_view k) {
+  if (ix.slots.empty()) return -1;
+  const size_t mask = ix.slots.size() - 1;
+  for (size_t i = Hash(k) & mask;; i = (i + 1) & mask) {
+    const int32_t id = ix.slots[i];
+    if (id == NameIndex::kEmpty) return -1;
+    if (id >= 0 && Key(t, ix, id) == k) return id;
+  }
+}
+
+void Place(const Tree& t, NameIndex* ix, int32_t id) {
+  const size_t mask = ix->slots.size() - 1;
+  size_t i = Hash(Key(t, *ix, id)) & mask;
+  while (ix->slots[i] >= 0) i = (i + 1) & mask;
+  if (ix->slots[i] == NameIndex::kEmpty) ix->taken++;
+  ix->slots[i] = id;
+  ix->live++;
+}
+
+// Room for `more` keys beyond the live ones, at most half full (tombstones dropped).
+void Reserve(const Tree& t, NameIndex* ix, size_t more) {
+  const size_t want = (ix->live + more) * 2;
+  if (ix->slots.size() >= want && (ix->taken + more) * 4 < ix->slots.size() * 3) return;
+  size_t cap = 64;
+  while (cap < want) cap *= 2;
+  std::vector<int32_t> old;
+  old.swap(ix->slots);
+  ix->slots.assign(cap, NameIndex::kEmpty);
+  ix->live = ix->taken = 0;
+  for (int32_t o : old)
+    if (o >= 0) Place(t, ix, o);
+}
+
+void Insert(const Tree& t, NameIndex* ix, int32_t id) {
+  if ((ix->taken + 1) * 4 >= ix->slots.size() * 3) Reserve(t, ix, 1);
+  Place(t, ix, id);
+}
+
+void Erase(const Tree& t, NameIndex* ix, std::string_view k) {
+  if (ix->slots.empty()) return;
+  const size_t mask = ix->slots.size() - 1;
+  for (size_t i = Hash(k) & mask;; i = (i + 1) & mask) {
+    const int32_t id = ix->slots[i];
+    if (id == NameIndex::kEmpty) return;
+    if (id >= 0 && Key(t, *ix, id) == k) {
+      ix->slots[i] = NameIndex::kGone;
+      ix->live--;
+      return;
+    }
+  }
+}
+
+// x % m === 0 as JavaScript computes it (fmod), without a libm call for the integers it sees.
+inline bool Divides(double x, double m) {
+  if (m >= 1 && x >= 0 && x < 9007199254740992.0 && m < 9007199254740992.0 && x == std::floor(x) &&
+      m == std::floor(m)) {
+    return static_cast<uint64_t>(x) % static_cast<uint64_t>(m) == 0;
+  }
+  return std::fmod(x, m) == 0;
+}
 
 // Appends the string decodeEntryAt would make of these bytes, as UTF-8.
 void AppendDecodedUtf8(const uint8_t* p, size_t n, std::string* out) {
@@ -168,14 +265,14 @@ bool FmapBad(const Tree& t, uint8_t fmap_kind, double chunk, const Ext* x, uint3
     const Ext& e = x[i];
     if (e.dev != 0) return true;
     if (e.len <= 0) return true;
-    if (std::fmod(e.off, t.alloc_unit) != 0 || std::fmod(e.len, t.alloc_unit) != 0) return true;
+    if (!Divides(e.off, t.alloc_unit) || !Divides(e.len, t.alloc_unit)) return true;
     if (e.off < t.reserved) return true;
     if (e.off + e.len > t.device_size) return true;
   }
   if (fmap_kind == 1) {
-    if (std::fmod(chunk, t.alloc_unit) != 0 || (Low32(chunk) & Low32(chunk - 1)) != 0) return true;
+    if (!Divides(chunk, t.alloc_unit) || (Low32(chunk) & Low32(chunk - 1)) != 0) return true;
     for (uint32_t i = 0; i < n; i++) {
-      if (x[i].len != x[0].len || std::fmod(x[i].len, chunk) != 0) return true;
+      if (x[i].len != x[0].len || !Divides(x[i].len, chunk)) return true;
     }
   }
   double cap = 0;
@@ -183,7 +280,7 @@ bool FmapBad(const Tree& t, uint8_t fmap_kind, double chunk, const Ext* x, uint3
   return cap < size;
 }
 
-ProblemRec& AddProblem(Tree* t, double index, int32_t code, const std::string& relpath) {
+ProblemRec& AddProblem(Tree* t, double index, int32_t code, std::string_view relpath) {
   t->problems.emplace_back();
   ProblemRec& p = t->problems.back();
   p.index = index;
@@ -198,18 +295,20 @@ ProblemRec& AddProblem(Tree* t, double index, int32_t code, const std::string& r
 }
 
 // tree.ts parentOf: the parent's node id, or -1 after recording why not.
-int32_t ParentOf(Tree* t, double index, const std::string& relpath, size_t* name_at) {
+int32_t ParentOf(Tree* t, double index, std::string_view relpath, size_t* name_at) {
   const size_t cut = relpath.rfind('/');
-  const std::string parent_path = cut == std::string::npos ? std::string() : relpath.substr(0, cut);
-  *name_at = cut == std::string::npos ? 0 : cut + 1;
-  const char* name = relpath.c_str() + *name_at;
+  const std::string_view parent_path = cut == std::string_view::npos ? std::string_view() : relpath.substr(0, cut);
+  *name_at = cut == std::string_view::npos ? 0 : cut + 1;
+  const char* name = relpath.data() + *name_at;
   const size_t name_len = relpath.size() - *name_at;
   int32_t parent = -1;
   if (parent_path.empty() || parent_path == ".") {
     parent = 0;
+  } else if (t->last_parent > 0 && Path(*t, t->nodes[t->last_parent]) == parent_path) {
+    parent = t->last_parent;
   } else {
-    auto it = t->by_path.find(parent_path);
-    if (it != t->by_path.end()) parent = it->second;
+    parent = Find(*t, t->by_path, parent_path);
+    t->last_parent = parent;
   }
   if (parent < 0) {
     AddProblem(t, index, kNoParent, relpath);
@@ -221,19 +320,13 @@ int32_t ParentOf(Tree* t, double index, const std::string& relpath, size_t* name
   }
   const bool dots =
       name_len == 0 || (name_len == 1 && name[0] == '.') || (name_len == 2 && name[0] == '.' && name[1] == '.');
-  if (dots || relpath[0] == '/' || relpath == ".meta" || relpath.compare(0, 6, ".meta/") == 0) {
+  if (dots || relpath[0] == '/' || relpath == ".meta" || relpath.substr(0, 6) == ".meta/") {
     AddProblem(t, index, kBadPath, relpath);
     return -1;
   }
-  int32_t existing = -1;
-  if (parent == 0) {
-    auto it = t->root_kids.find(std::string(name, name_len));
-    if (it != t->root_kids.end()) existing = it->second;
-  } else {
-    // Below the root a child's relpath is its parent's relpath, '/', its name: this one's.
-    auto it = t->by_path.find(relpath);
-    if (it != t->by_path.end()) existing = it->second;
-  }
+  // Below the root a child's relpath is its parent's relpath, '/', its name: this one's.
+  const int32_t existing =
+      parent == 0 ? Find(*t, t->root_kids, std::string_view(name, name_len)) : Find(*t, t->by_path, relpath);
   if (existing >= 0) {
     AddProblem(t, index, kExists, relpath).a = t->nodes[existing].index;
     return -1;
@@ -241,12 +334,24 @@ int32_t ParentOf(Tree* t, double index, const std::string& relpath, size_t* name
   return parent;
 }
 
-void Link(Tree* t, int32_t id) {
-  Node& n = t->nodes[id];
-  t->by_path[n.relpath] = id;
-  if (n.parent == 0) t->root_kids[n.relpath.substr(n.name_at)] = id;
-  t->nodes[n.parent].children++;
-  t->idx.push_back(n.index);
+// Adds a node with this relpath (its other fields set by the caller) and indexes it.
+Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_view relpath, size_t name_at) {
+  Node n{};
+  n.index = index;
+  n.parent = parent;
+  n.kind = kind;
+  n.live = true;
+  n.path_at = static_cast<uint32_t>(t->arena.size());
+  n.path_len = static_cast<uint32_t>(relpath.size());
+  n.name_at = static_cast<uint32_t>(name_at);
+  t->arena.append(relpath);
+  t->nodes.push_back(n);
+  const int32_t id = static_cast<int32_t>(t->nodes.size() - 1);
+  Insert(*t, &t->by_path, id);
+  if (parent == 0) Insert(*t, &t->root_kids, id);
+  t->nodes[parent].children++;
+  t->idx.push_back(index);
+  return t->nodes[id];
 }
 
 int32_t FindLive(const Tree& t, double index) {
@@ -256,8 +361,8 @@ int32_t FindLive(const Tree& t, double index) {
   return t.nodes[id].live ? id : -1;
 }
 
-void ApplyFile(Tree* t, double index, const std::string& relpath, double size, uint32_t flags, uint32_t uid,
-               uint32_t gid, uint32_t mode, uint8_t fmap_kind, double chunk, const Ext* x, uint32_t n) {
+void ApplyFile(Tree* t, double index, std::string_view relpath, double size, uint32_t flags, uint32_t uid, uint32_t gid,
+               uint32_t mode, uint8_t fmap_kind, double chunk, const Ext* x, uint32_t n) {
   if (FmapBad(*t, fmap_kind, chunk, x, n, size)) {
     ProblemRec& p = AddProblem(t, index, kFmap, relpath);
     p.size = size;
@@ -272,11 +377,9 @@ void ApplyFile(Tree* t, double index, const std::string& relpath, double size, u
     t->orphaned.push_back(Held{index, std::vector<Ext>(x, x + n)});
     return;
   }
-  Node node;
-  node.index = index;
-  node.parent = parent;
-  node.kind = 0;
-  node.live = true;
+  const uint32_t ext_at = static_cast<uint32_t>(t->exts.size());
+  t->exts.insert(t->exts.end(), x, x + n);
+  Node& node = AddNode(t, index, parent, 0, relpath, name_at);
   node.fmap_kind = fmap_kind;
   node.mode = mode & 07777;
   node.uid = uid;
@@ -284,63 +387,46 @@ void ApplyFile(Tree* t, double index, const std::string& relpath, double size, u
   node.flags = flags;
   node.size = size;
   node.chunk = chunk;
-  node.ext_at = static_cast<uint32_t>(t->exts.size());
+  node.ext_at = ext_at;
   node.ext_n = n;
-  node.relpath = relpath;
-  node.name_at = static_cast<uint32_t>(name_at);
-  node.children = 0;
-  t->exts.insert(t->exts.end(), x, x + n);
-  t->nodes.push_back(std::move(node));
-  Link(t, static_cast<int32_t>(t->nodes.size() - 1));
   t->files++;
 }
 
-void ApplyMkdir(Tree* t, double index, const std::string& relpath, uint32_t uid, uint32_t gid, uint32_t mode) {
+void ApplyMkdir(Tree* t, double index, std::string_view relpath, uint32_t uid, uint32_t gid, uint32_t mode) {
   size_t name_at = 0;
   const int32_t parent = ParentOf(t, index, relpath, &name_at);
   if (parent < 0) return;
-  Node node;
-  node.index = index;
-  node.parent = parent;
-  node.kind = 1;
-  node.live = true;
-  node.fmap_kind = 0;
+  Node& node = AddNode(t, index, parent, 1, relpath, name_at);
   node.mode = mode & 07777;
   node.uid = uid;
   node.gid = gid;
-  node.flags = 0;
-  node.size = node.chunk = 0;
-  node.ext_at = node.ext_n = 0;
-  node.relpath = relpath;
-  node.name_at = static_cast<uint32_t>(name_at);
-  node.children = 0;
-  t->nodes.push_back(std::move(node));
-  Link(t, static_cast<int32_t>(t->nodes.size() - 1));
   t->dirs++;
 }
 
-void ApplyDelete(Tree* t, double index, const std::string& relpath, double target_index, uint32_t target_type) {
+void ApplyDelete(Tree* t, double index, std::string_view relpath, double target_index, uint32_t target_type) {
   const int32_t id = FindLive(*t, target_index);
   if (id < 0) {
     AddProblem(t, index, kDelMissing, relpath).a = target_index;
     return;
   }
   Node& n = t->nodes[id];
-  if (n.relpath != relpath || (n.kind == 0) != (target_type == 0)) {
+  const std::string_view target = Path(*t, n);
+  if (target != relpath || (n.kind == 0) != (target_type == 0)) {
     ProblemRec& p = AddProblem(t, index, kDelMismatch, relpath);
     p.a = target_index;
     p.target_type = target_type;
-    p.s = n.relpath;
+    p.s = std::string(target);
     p.s_kind = n.kind;
     return;
   }
   if (n.kind == 1 && n.children > 0) {
-    AddProblem(t, index, kDelNonEmpty, relpath).s = n.relpath;
+    AddProblem(t, index, kDelNonEmpty, relpath).s = std::string(target);
     return;
   }
   n.live = false;
-  t->by_path.erase(n.relpath);
-  if (n.parent == 0) t->root_kids.erase(n.relpath.substr(n.name_at));
+  t->last_parent = -1;
+  Erase(*t, &t->by_path, target);
+  if (n.parent == 0) Erase(*t, &t->root_kids, target.substr(n.name_at));
   t->nodes[n.parent].children--;
   if (n.kind == 0) {
     t->files--;
@@ -378,19 +464,14 @@ Napi::Value New(const Napi::CallbackInfo& info) {
   t->reserved = info[1].As<Napi::Number>().DoubleValue();
   t->alloc_unit = info[2].As<Napi::Number>().DoubleValue();
   t->generation = info[3].As<Napi::Number>().DoubleValue();
-  Node root;
+  Node root{};
   root.index = -1;
   root.parent = -1;
   root.kind = 1;
   root.live = true;
-  root.fmap_kind = 0;
   root.mode = 0755;
-  root.uid = root.gid = root.flags = 0;
-  root.size = root.chunk = 0;
-  root.ext_at = root.ext_n = 0;
-  root.name_at = 0;
-  root.children = 0;
-  t->nodes.push_back(std::move(root));
+  t->nodes.push_back(root);
+  t->root_kids.by_name = true;
   return Napi::External<Tree>::New(env, t, [](Napi::Env, Tree* p) { delete p; });
 }
 
@@ -413,6 +494,13 @@ Napi::Value ApplySlots(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "logTreeApplySlots: slots exceed the buffer");
   }
   const bool compacted = seq_min >= 0;
+  // Room for every slot up front: a full log is one allocation per array, not a doubling series.
+  const size_t more = static_cast<size_t>(count);
+  t->nodes.reserve(t->nodes.size() + more);
+  t->idx.reserve(t->idx.size() + more);
+  t->exts.reserve(t->exts.size() + more);
+  t->arena.reserve(t->arena.size() + more * 16);
+  Reserve(*t, &t->by_path, more);
   Decoded d;
   Ext x[kDecodedMaxExtents];
   int64_t n = 0;
@@ -447,7 +535,8 @@ Napi::Value ApplyEntry(const Napi::CallbackInfo& info) {
   }
   const uint32_t kind = info[1].As<Napi::Number>().Uint32Value();
   const double index = info[2].As<Napi::Number>().DoubleValue();
-  const std::string relpath = info[3].As<Napi::String>().Utf8Value();
+  const std::string relpath_s = info[3].As<Napi::String>().Utf8Value();
+  const std::string_view relpath = relpath_s;
   Napi::Float64Array f = info[4].As<Napi::Float64Array>();
   const size_t len = f.ElementLength();
   auto at = [&](size_t i) -> double {
@@ -530,12 +619,13 @@ Napi::Value RootFiles(const Napi::CallbackInfo& info) {
   for (size_t id = 1; id < t->nodes.size(); id++) {
     const Node& n = t->nodes[id];
     if (!n.live || n.parent != 0 || n.kind != 0) continue;
-    if (n.relpath.compare(n.name_at, prefix.size(), prefix) != 0) continue;
+    const std::string_view relpath = Path(*t, n);
+    if (relpath.substr(n.name_at, prefix.size()) != prefix) continue;
     double bytes = 0;
     for (uint32_t i = 0; i < n.ext_n; i++) bytes += t->exts[n.ext_at + i].len;
     Napi::Object o = Napi::Object::New(env);
     o.Set("index", n.index);
-    o.Set("relpath", n.relpath);
+    o.Set("relpath", Napi::String::New(env, relpath.data(), relpath.size()));
     o.Set("bytes", bytes);
     out.Set(k++, o);
   }
@@ -580,7 +670,7 @@ Napi::Value Space(const Napi::CallbackInfo& info) {
   }
   for (const Held& o : t->orphaned) {
     for (const Ext& e : o.ext) {
-      if (std::fmod(e.off, au) == 0 && std::fmod(e.len, au) == 0) add(e.off / au, e.len / au, kOther);
+      if (Divides(e.off, au) && Divides(e.len, au)) add(e.off / au, e.len / au, kOther);
     }
   }
   for (const Held& r : t->released) {
@@ -590,13 +680,17 @@ Napi::Value Space(const Napi::CallbackInfo& info) {
       pending.emplace_back(e.off / au, (e.off + e.len) / au);
     }
   }
-  std::sort(events.begin(), events.end());
+  // Files laid out one after the other (what a fill leaves) give events already in order.
+  if (!std::is_sorted(events.begin(), events.end())) std::sort(events.begin(), events.end());
   int64_t depth[3] = {0, 0, 0};
   double collisions = 0, prev = 0, free_from = 0;
   bool any_used = false;
   std::vector<double> runs;
   for (double ev : events) {
-    const double low = std::fmod(ev, 8);
+    // ev % 8 (events are integers below 2^53 but for orphaned extents far out: fmod then).
+    const double low = ev >= 0 && ev < 9007199254740992.0 && ev == std::floor(ev)
+                           ? static_cast<double>(static_cast<uint64_t>(ev) & 7)
+                           : std::fmod(ev, 8);
     const double p = std::min((ev - low) / 8, total);
     if (p > prev) {
       const int64_t files = depth[kFile];
