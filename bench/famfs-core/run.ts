@@ -10,10 +10,11 @@
  */
 import { spawnSync } from 'child_process';
 import * as os from 'os';
+import * as path from 'path';
 import { performance } from 'perf_hooks';
-import { openDevice } from '../../pkg/device';
 import { createEmulatedDevice, removeEmulatedDevice } from '../../testkit/emulated-device';
-import { FamfsFs, fsck, LOG_OFFSET, DEFAULT_LOG_LEN, HOST_SLOT_SIZE, HOST_SLOTS_OFFSET, readHostSlots, type Media } from '../../pkg/famfs';
+import type { ColdOp, ColdSample } from './cold';
+import { FamfsFs, LOG_OFFSET, DEFAULT_LOG_LEN, HOST_SLOT_SIZE, HOST_SLOTS_OFFSET, readHostSlots, type Media } from '../../pkg/famfs';
 
 const MASTER = '11111111-2222-4333-8444-555555555555';
 // One mkdir + 15,419 creates: a full default (8 MiB) log of 15,420 entries.
@@ -45,15 +46,23 @@ function main(): void {
     const first = lat.slice(0, 1000);
     const last = lat.slice(-1000);
 
-    // Replay and fsck run in fresh processes (as a mount or a fsck would), once with V8's
-    // default young generation and once with a larger one (a flag for long-lived servers).
-    const measured = (flags: string[]) => {
-      const r = spawnSync(process.execPath, [...flags, __filename, '--measure', dev.path, String(N)], { encoding: 'utf8' });
-      if (r.status !== 0) throw new Error(`replay child failed: ${r.stderr}`);
-      return JSON.parse(r.stdout) as { replay: number; fsck: number; firstReplay: number; firstFsck: number; replayCpu: number; fsckCpu: number };
-    };
-    const plain = measured([]);
-    const tuned = measured(['--max-semi-space-size=64']);
+    // Replay and fsck each run once in a fresh process per sample (what a mount or a `famfs fsck`
+    // pays: node's own startup excluded, module load timed apart), interleaved A B C A B C, with
+    // fsck through replay's JavaScript tree (the path of a build without the addon, and what fsck
+    // ran before the native log tree) as the same-run baseline.
+    const ops: ColdOp[] = ['replay', 'fsck', 'fsck-js'];
+    const cold: Record<ColdOp, ColdSample[]> = { replay: [], fsck: [], 'fsck-js': [] };
+    const loads: number[] = [];
+    for (let k = 0; k < SAMPLES; k++) {
+      for (const op of ops) {
+        loads.push(os.loadavg()[0]);
+        const r = spawnSync(process.execPath, [path.join(__dirname, 'cold.js'), op, dev.path, String(N)], { encoding: 'utf8' });
+        if (r.status !== 0) throw new Error(`${op} child failed: ${r.stderr}`);
+        cold[op].push(JSON.parse(r.stdout) as ColdSample);
+      }
+    }
+    const med = (op: ColdOp, f: (x: ColdSample) => number) => pct(cold[op].map(f), 50);
+    const ms = (v: number) => `${v.toFixed(2)} ms`;
     // Baseline: famfs' flush protocol = flush the whole log after every append.
     const whole: number[] = [];
     for (let i = 0; i < 200; i++) {
@@ -71,22 +80,26 @@ function main(): void {
         us(pct(whole, 50)),
         `baseline, same mapping; ours is ${(pct(whole, 50) / pct(last, 50)).toFixed(0)}x cheaper`,
       ],
-      [`full replay (${N + 1} entries + tree), first in a fresh process`, `${plain.firstReplay.toFixed(2)} ms`, 'cold: JIT and heap not warmed up'],
       [
-        `full replay (${N + 1} entries + tree), median of 7`,
-        `${plain.replay.toFixed(2)} ms`,
-        `target ≤ 20 ms; famfs C 110 ms (no tree, ${(110 / plain.replay).toFixed(1)}x) / 520 ms (shadow tree)`,
+        `full replay (${N + 1} entries + tree), fresh process, CPU`,
+        ms(med('replay', (x) => x.cpu)),
+        `target ≤ 20 ms; median of ${SAMPLES} processes; famfs C 110 ms (no tree) / 520 ms (shadow tree)`,
       ],
+      ['full replay, fresh process, wall', ms(med('replay', (x) => x.wall)), 'inflated by the machine load (below)'],
+      ['fsck (full log), fresh process, CPU', ms(med('fsck', (x) => x.cpu)), `target ≤ 7 ms (famfs C on this machine, issue 15); native log tree`],
+      ['fsck (full log), fresh process, wall', ms(med('fsck', (x) => x.wall)), ''],
       [
-        'full replay, CPU time (median)',
-        `${plain.replayCpu.toFixed(2)} ms`,
-        'all threads of the process (GC helpers included); what the load average cannot inflate',
+        'baseline: fsck through the JavaScript tree, CPU',
+        ms(med('fsck-js', (x) => x.cpu)),
+        `same run, interleaved; native is ${(med('fsck-js', (x) => x.cpu) / med('fsck', (x) => x.cpu)).toFixed(1)}x cheaper`,
       ],
-      ['full replay, --max-semi-space-size=64', `${tuned.replay.toFixed(2)} ms`, 'same, larger V8 young generation'],
-      ['fsck (full log), first in a fresh process', `${plain.firstFsck.toFixed(2)} ms`, ''],
-      ['fsck (full log), median of 7', `${plain.fsck.toFixed(2)} ms`, 'target ≤ 7 ms (famfs C on this machine)'],
-      ['fsck, CPU time (median)', `${plain.fsckCpu.toFixed(2)} ms`, ''],
-      ['fsck, --max-semi-space-size=64', `${tuned.fsck.toFixed(2)} ms`, ''],
+      ['baseline: fsck through the JavaScript tree, wall', ms(med('fsck-js', (x) => x.wall)), ''],
+      ['module load (pkg/famfs + addon), CPU', ms(med('fsck', (x) => x.loadCpu)), 'paid once per process, not in the rows above'],
+      [
+        'machine load average during the cold samples',
+        `${pct(loads, 50).toFixed(1)}`,
+        `min ${Math.min(...loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)}`,
+      ],
       [
         'horizon(), 1,024 slots, 8 hosts, no slot changed',
         us(hz.quiet),
@@ -158,43 +171,6 @@ function horizonCost(dev: Media, fs: FamfsFs): { quiet: number; oneChanged: numb
   return { quiet, oneChanged, fullQuiet, decodeAll, readOnly };
 }
 
-/** Child mode: open the filled device read-only, time replay and fsck (median of 7), print JSON. */
-function measure(path: string, files: number): void {
-  const dev = openDevice(path, { readOnly: true });
-  const replays: number[] = [];
-  const fscks: number[] = [];
-  const replayCpu: number[] = [];
-  const fsckCpu: number[] = [];
-  const cpu = (): number => {
-    const u = process.cpuUsage();
-    return (u.user + u.system) / 1000;
-  };
-  for (let i = 0; i < 7; i++) {
-    let s = performance.now();
-    let c = cpu();
-    const r = FamfsFs.open(dev, { readOnly: true });
-    replays.push(performance.now() - s);
-    replayCpu.push(cpu() - c);
-    if (r.tree.fileCount !== files) throw new Error(`replay saw ${r.tree.fileCount} files, want ${files}`);
-    s = performance.now();
-    c = cpu();
-    const rep = fsck(dev);
-    fscks.push(performance.now() - s);
-    fsckCpu.push(cpu() - c);
-    if (!rep.clean) throw new Error(`fsck not clean: ${rep.errors.join('; ')}`);
-  }
-  dev.close();
-  process.stdout.write(
-    JSON.stringify({
-      replay: pct(replays, 50),
-      fsck: pct(fscks, 50),
-      firstReplay: replays[0],
-      firstFsck: fscks[0],
-      replayCpu: pct(replayCpu, 50),
-      fsckCpu: pct(fsckCpu, 50),
-    }),
-  );
-}
+const SAMPLES = Number(process.env.BENCH_COLD_SAMPLES ?? 7);
 
-if (process.argv[2] === '--measure') measure(process.argv[3], Number(process.argv[4]));
-else main();
+main();
