@@ -21,12 +21,12 @@ const code = codeOf;
 
 /**
  * A privileged pod (root with CAP_SYS_ADMIN, its own mount namespace) that remounts its read-only
- * bind `target` rw and tries to change `target`/data: operation -> "OK" or the errno name.
+ * bind `target` rw and tries to change `target`/`file`: operation -> "OK" or the errno name.
  */
-function privilegedPod(target: string, mmapAfterClose = ''): Record<string, string> {
+function privilegedPod(target: string, file = 'data'): Record<string, string> {
   const py = String.raw`
 import errno, json, mmap, os, sys
-f = os.path.join(sys.argv[1], 'data'); out = {}
+f = os.path.join(sys.argv[1], sys.argv[2]); out = {}
 def attempt(name, fn):
     try:
         fn(); out[name] = 'OK'
@@ -40,7 +40,7 @@ def mmap_write():
     fd = os.open(f, os.O_RDWR)
     m = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
     os.close(fd)  # no flush on close: the dirty page stays in the page cache after the process exits
-    m[0:7] = (sys.argv[2] or 'PWNED!!').encode()
+    m[0:7] = b'PWNED!!'
 attempt('write', write)
 attempt('O_RDWR', lambda: os.close(os.open(f, os.O_RDWR)))
 attempt('mmap(PROT_WRITE, MAP_SHARED)', mmap_write)
@@ -48,18 +48,7 @@ attempt('truncate', lambda: os.truncate(f, 0))
 print(json.dumps(out))`;
   const r = spawnSync(
     'unshare',
-    [
-      '-m',
-      '--propagation',
-      'private',
-      'sh',
-      '-c',
-      'mount -o remount,bind,rw "$1" || exit 97; exec python3 -c "$2" "$1" "$3"',
-      'sh',
-      target,
-      py,
-      mmapAfterClose,
-    ],
+    ['-m', '--propagation', 'private', 'sh', '-c', 'mount -o remount,bind,rw "$1" || exit 97; exec python3 -c "$2" "$1" "$3"', 'sh', target, py, file],
     { encoding: 'utf8', timeout: 30_000 },
   );
   assert.equal(r.status, 0, `remount,bind,rw succeeds for CAP_SYS_ADMIN and the attempts run: ${r.stdout}${r.stderr}`);
@@ -407,6 +396,49 @@ describe('zero-copy read-only sharing through dataSource', function () {
       await a.call('NodeUnpublishVolume', { volume_id: id, target_path: t });
       await a.call('NodeUnstageVolume', { volume_id: id, staging_target_path: staging });
       await del(id);
+    });
+
+    it('a static directory published read-only is guarded; a read-write static volume of one file in it lifts the guard for that file only', async () => {
+      env.master.mkdir('guarded-models', { mode: 0o755 });
+      env.master.creat('guarded-models/w.bin', 2 * MiB, { mode: 0o666, zero: true });
+      env.master.creat('guarded-models/cfg', 2 * MiB, { mode: 0o666, zero: true });
+      const stage = (id: string, mode: string, p: string) =>
+        a.call('NodeStageVolume', {
+          volume_id: id,
+          staging_target_path: env.staging('node-a', id),
+          volume_capability: mountCap(mode),
+          volume_context: { path: p },
+        });
+      const pub = (id: string, mode: string, p: string, t: string, readonly: boolean) =>
+        a.call('NodePublishVolume', {
+          volume_id: id,
+          staging_target_path: env.staging('node-a', id),
+          target_path: t,
+          volume_capability: mountCap(mode),
+          readonly,
+          volume_context: { path: p },
+        });
+      const tr = env.target('pod-static-ro');
+      await stage('pv-guarded-dir', 'MULTI_NODE_READER_ONLY', 'guarded-models');
+      await pub('pv-guarded-dir', 'MULTI_NODE_READER_ONLY', 'guarded-models', tr, true);
+      assert.deepEqual(privilegedPod(tr, 'w.bin'), REFUSED);
+      assert.deepEqual(privilegedPod(tr, 'cfg'), REFUSED);
+      const tw = env.target('pod-static-rw');
+      await stage('pv-guarded-file', 'SINGLE_NODE_WRITER', 'guarded-models/w.bin');
+      await pub('pv-guarded-file', 'SINGLE_NODE_WRITER', 'guarded-models/w.bin', tw, false);
+      assert.deepEqual(await guardNow(), { readOnly: ['guarded-models'], writable: ['guarded-models/w.bin'] });
+      const fd = fs.openSync(path.join(tw, 'w.bin'), 'r+');
+      fs.writeSync(fd, 'writer', 0);
+      fs.closeSync(fd);
+      assert.deepEqual(privilegedPod(tr, 'cfg'), REFUSED, 'the rest of the directory stays guarded');
+      assert.equal(privilegedPod(tr, 'w.bin')['write'], 'OK', 'the file published read-write on this node is writable here');
+      await a.call('NodeUnpublishVolume', { volume_id: 'pv-guarded-file', target_path: tw });
+      await a.call('NodeUnstageVolume', { volume_id: 'pv-guarded-file', staging_target_path: env.staging('node-a', 'pv-guarded-file') });
+      assert.deepEqual(await guardNow(), { readOnly: ['guarded-models'], writable: [] });
+      assert.deepEqual(privilegedPod(tr, 'w.bin'), REFUSED, 'guarded again once the writer is gone');
+      await a.call('NodeUnpublishVolume', { volume_id: 'pv-guarded-dir', target_path: tr });
+      await a.call('NodeUnstageVolume', { volume_id: 'pv-guarded-dir', staging_target_path: env.staging('node-a', 'pv-guarded-dir') });
+      assert.deepEqual(await guardNow(), { readOnly: [], writable: [] });
     });
 
     it('a read-write publish on the node lifts the guard; when it goes, its mmap writes are in the memory and the guard is set again', async () => {
