@@ -13,6 +13,8 @@ import { FamfsFs, fsck, type FsckReport } from '../pkg/famfs';
 export const MiB = 1024 * 1024;
 const ROOT = path.resolve(__dirname, '..', '..');
 export const DRIVER_JS = path.join(ROOT, 'dist', 'cmd', 'famfs-csi.js');
+/** The V8 flag the image's famfs-csi launcher passes (Dockerfile). */
+export const DRIVER_NODE_FLAGS = '--max-semi-space-size=4';
 
 /** Makes a fresh emulated device with a famfs of the given log length; returns its path. */
 export function freshDevice(name: string, size: number, logLen: number, hostUuid: string): string {
@@ -48,10 +50,13 @@ export async function startControllerProcess(o: {
   const endpoint = `unix://${sock}`;
   // FAMFS_CPU_PROFILE_DIR=<dir>: the process writes a V8 CPU profile there when it exits (benches).
   const profDir = process.env['FAMFS_CPU_PROFILE_DIR'];
-  const nodeArgs =
-    profDir !== undefined && profDir !== ''
+  const nodeArgs = [
+    // As the image's famfs-csi launcher runs it (Dockerfile): a 4 MiB young-generation semi-space.
+    DRIVER_NODE_FLAGS,
+    ...(profDir !== undefined && profDir !== ''
       ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${mode}-${process.pid}-${Date.now()}.cpuprofile`]
-      : [];
+      : []),
+  ];
   const child = spawn(
     process.execPath,
     [

@@ -45,7 +45,7 @@ const LIVE = (process.env.BENCH_LIVE ?? '100,1000,10000,100000')
   .map(Number)
   .sort((a, b) => a - b);
 /** Pairs measured at each live-volume level. */
-const FLAT_PAIRS = 300;
+const FLAT_PAIRS = 1000;
 const ROOT = path.resolve(__dirname, '..', '..', '..');
 /** csi-driver-host-path v1.18.0 on this machine, same workload (issue 15). */
 const HOSTPATH = { createP50: 0.81, seqPerS: 529, inflightPerS: 394 };
