@@ -20,7 +20,10 @@ import { forEachDeviceRun } from '../pkg/famfs/fmap.js';
 import { FamfsFs } from '../pkg/famfs/fs.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
 import { depositSocketFor, FdDepositHolder } from '../pkg/fuse/deposit.js';
+import { controlRequest } from '../pkg/fuse/control-client.js';
 import { guardFileFor } from '../pkg/fuse/guard.js';
+import { requestHandover } from '../pkg/fuse/handover.js';
+import { depositNative } from '../pkg/fuse/native.js';
 import { canMount, FusedHost, sleep } from './helpers/fused-host.js';
 
 const MIB = 1024 ** 2;
@@ -283,6 +286,29 @@ except OSError as e:
     assert.equal(await Promise.race([old.exited, sleep(10_000).then(() => 'still running')]), 0, 'the old server handed over and exited');
     assert.deepEqual(privilegedPod(target), ALL_REFUSED);
     assertUnchanged('after the handover');
+  });
+
+  it('while it hands its connection over, the old server refuses guard changes with EAGAIN (the new server read the file already)', async () => {
+    await guard(host, ['share']);
+    const file = guardFileFor(host.socket);
+    const before = fs.readFileSync(file, 'utf8');
+    // The new server's first step, by hand: the old one stops answering and sends its fds.
+    const conn = await requestHandover(host.socket);
+    try {
+      const r = await controlRequest(host.socket, { op: 'guard', readOnly: [], writable: [] });
+      assert.equal(r.ok, false);
+      assert.equal(r.ok === false ? r.code : '', 'EAGAIN', JSON.stringify(r));
+      assert.equal(fs.readFileSync(file, 'utf8'), before, 'the guard file is unchanged');
+    } finally {
+      for (const fd of conn.fds) depositNative().fuseCloseFd(fd); // never confirmed: the old server serves again
+    }
+    let r = await controlRequest(host.socket, { op: 'guard', readOnly: ['share'], writable: [] });
+    for (let i = 0; i < 150 && !r.ok; i++) {
+      await sleep(100);
+      r = await controlRequest(host.socket, { op: 'guard', readOnly: ['share'], writable: [] });
+    }
+    assert.equal(r.ok, true, `the old server takes guard changes again once the handover was given up: ${JSON.stringify(r)}`);
+    assert.deepEqual(privilegedPod(target), ALL_REFUSED);
   });
 
   it('an unreadable guard file guards everything (fail closed) until a guard is sent', async () => {
