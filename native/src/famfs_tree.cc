@@ -494,12 +494,16 @@ Napi::Value ApplySlots(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "logTreeApplySlots: slots exceed the buffer");
   }
   const bool compacted = seq_min >= 0;
-  // Room for every slot up front: a full log is one allocation per array, not a doubling series.
   const size_t more = static_cast<size_t>(count);
-  t->nodes.reserve(t->nodes.size() + more);
-  t->idx.reserve(t->idx.size() + more);
-  t->exts.reserve(t->exts.size() + more);
-  t->arena.reserve(t->arena.size() + more * 16);
+  // Room for every slot up front, growing geometrically (a log arrives in 1 MiB chunks: an exact
+  // reserve per chunk would copy the arrays once per chunk).
+  auto grow = [](auto& v, size_t need) {
+    if (v.capacity() < need) v.reserve(std::max(need, v.capacity() * 2));
+  };
+  grow(t->nodes, t->nodes.size() + more);
+  grow(t->idx, t->idx.size() + more);
+  grow(t->exts, t->exts.size() + more);
+  grow(t->arena, t->arena.size() + more * 16);
   Reserve(*t, &t->by_path, more);
   Decoded d;
   Ext x[kDecodedMaxExtents];
