@@ -63,29 +63,48 @@ with_lock() {
 oci_archive() {
   local rootfs="$1" name="$2" config="$3" out="$4"
   local work; work=$(mktemp -d "$OUT/.oci-XXXXXX")
+  layer_tar "$rootfs" "$work/layer.tar"
+  oci_layers "$name" "$config" "$out" "$work/layer.tar"
+  rm -rf "$work"
+}
+
+# layer_tar DIR TAR: DIR as a deterministic layer (same files, same digest: re-imports are no-ops for
+# containerd). Overlay's own attributes of an upper directory are not part of a layer.
+layer_tar() {
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --xattrs --xattrs-exclude='trusted.overlay.*' -C "$1" -cf "$2" .
+}
+
+# oci_layers NAME CONFIG_JSON OUT LAYER_TAR...: an OCI image archive whose layers are the given tars, bottom
+# first. A layer's digest is read from LAYER_TAR.sha256 when that file exists (a cached layer is hashed once).
+oci_layers() {
+  local name="$1" config="$2" out="$3"; shift 3
+  local work; work=$(mktemp -d "$OUT/.oci-XXXXXX")
   mkdir -p "$work/blobs/sha256"
-  # Deterministic layer: same files, same digest, so re-imports are no-ops for containerd.
-  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --xattrs -C "$rootfs" -cf "$work/layer.tar" .
   node -e '
     const fs = require("fs"), crypto = require("crypto"), path = require("path");
-    const [work, name, configJson] = process.argv.slice(1);
+    const [work, name, configJson, ...layers] = process.argv.slice(1);
     const blob = (buf) => { const d = crypto.createHash("sha256").update(buf).digest("hex");
       fs.writeFileSync(path.join(work, "blobs/sha256", d), buf); return { digest: "sha256:" + d, size: buf.length }; };
-    const layerDigest = (() => { const h = crypto.createHash("sha256"); const fd = fs.openSync(path.join(work, "layer.tar"), "r");
-      const b = Buffer.alloc(1 << 20); let n; while ((n = fs.readSync(fd, b, 0, b.length, null)) > 0) h.update(b.subarray(0, n)); fs.closeSync(fd); return h.digest("hex"); })();
-    const layerSize = fs.statSync(path.join(work, "layer.tar")).size;
-    fs.renameSync(path.join(work, "layer.tar"), path.join(work, "blobs/sha256", layerDigest));
+    const fileDigest = (f) => { const h = crypto.createHash("sha256"); const fd = fs.openSync(f, "r");
+      const b = Buffer.alloc(1 << 20); let n; while ((n = fs.readSync(fd, b, 0, b.length, null)) > 0) h.update(b.subarray(0, n)); fs.closeSync(fd); return h.digest("hex"); };
+    const descs = layers.map((f) => {
+      const cached = f + ".sha256";
+      const d = fs.existsSync(cached) ? fs.readFileSync(cached, "utf8").trim() : fileDigest(f);
+      // A hard link: the cached base layer is not copied for every image (same file system).
+      const dst = path.join(work, "blobs/sha256", d);
+      if (!fs.existsSync(dst)) { try { fs.linkSync(f, dst); } catch { fs.copyFileSync(f, dst); } }
+      return { mediaType: "application/vnd.oci.image.layer.v1.tar", digest: "sha256:" + d, size: fs.statSync(f).size };
+    });
     const config = Buffer.from(JSON.stringify({ architecture: "amd64", os: "linux", config: JSON.parse(configJson),
-      rootfs: { type: "layers", diff_ids: ["sha256:" + layerDigest] }, history: [{ created_by: "scripts/cluster-images.sh" }] }));
+      rootfs: { type: "layers", diff_ids: descs.map((l) => l.digest) }, history: descs.map(() => ({ created_by: "scripts/cluster-images.sh" })) }));
     const c = blob(config);
     const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...c },
-      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar", digest: "sha256:" + layerDigest, size: layerSize }] }));
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", ...c }, layers: descs }));
     const m = blob(manifest);
     fs.writeFileSync(path.join(work, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", ...m,
       annotations: { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": name.replace(/^.*:/, "") } }] }));
     fs.writeFileSync(path.join(work, "oci-layout"), JSON.stringify({ imageLayoutVersion: "1.0.0" }));
-  ' "$work" "$name" "$config"
+  ' "$work" "$name" "$config" "$@"
   tar -C "$work" -cf "$out.tmp" oci-layout index.json blobs
   mv "$out.tmp" "$out"
   rm -rf "$work"
@@ -167,8 +186,45 @@ run_in_root() {
     exec chroot "$r" /bin/sh -c "cd \"$2\" && $1"' run-in-root "$rootfs" "$cmd" "$workdir"
 }
 
+# run_in_overlay LOWER UPPER CMD WORKDIR: a Dockerfile RUN after the first COPY, in a chroot of an overlay
+# of UPPER (the image's top layer so far) on LOWER (the cached layers below it), mounted in a private
+# mount namespace: what the RUN changes lands in UPPER, the top layer.
+run_in_overlay() {
+  local lower="$1" upper="$2" cmd="$3" workdir="$4" w rc=0
+  w=$(mktemp -d "$OUT/.overlay-XXXXXX")
+  mkdir -p "$w/work" "$w/merged"
+  unshare --mount --propagation private -- /bin/sh -c '
+    set -e
+    lower="$1" upper="$2" w="$3"; shift 3
+    r="$w/merged"
+    mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$w/work" "$r"
+    mount -t proc proc "$r/proc"
+    mount --rbind /dev "$r/dev"
+    mount --rbind /sys "$r/sys"
+    exec chroot "$r" /bin/sh -c "cd \"$2\" && $1"' run-in-overlay "$lower" "$upper" "$w" "$cmd" "$workdir" || rc=$?
+  rm -rf "$w"
+  return $rc
+}
+
+# base_layer DIR: DIR's layer tar, made once (DIR.layer.tar, its digest in DIR.layer.tar.sha256): the
+# cached layers below the first COPY are the same for every build of the image.
+base_layer() {
+  local dir="$1" t="$1.layer.tar"
+  if [ ! -f "$t" ] || [ ! -f "$t.sha256" ]; then
+    rm -f "$t" "$t.sha256" "$t.tmp"
+    # Neither the build's marker nor the resolv.conf a RUN needed for the mirror is part of the image.
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --xattrs --exclude=./.complete --exclude=./etc/resolv.conf \
+      -C "$dir" -cf "$t.tmp" .
+    sha256sum "$t.tmp" | cut -d' ' -f1 >"$t.sha256"
+    mv "$t.tmp" "$t"
+  fi
+  echo "$t"
+}
+
 build_famfs() {
-  local stage="$OUT/famfs-build-stage" rootfs="$OUT/famfs-rootfs" out="$OUT/famfs-csi.oci.tar"
+  # Two layers, as a container engine would make them: everything up to the first COPY (cached, its tar
+  # and digest made once), and what the COPY and later steps add (rootfs: the top layer's directory).
+  local stage="$OUT/famfs-build-stage" rootfs="$OUT/famfs-app-layer" out="$OUT/famfs-csi.oci.tar"
   local log="$LOGS/cluster-image-famfs.log"
   local base; base=$(runtime_base)
   say "famfs-csi image from the Dockerfile's runtime stage (log ${log#"$ROOT"/})"
@@ -195,15 +251,14 @@ build_famfs() {
           touch "$OUT/famfs-layer-$key/.complete"
           cached="$OUT/famfs-layer-$key"
         else
-          run_in_root "$rootfs" "$args" "$workdir" >>"$log" 2>&1 || { tail -n 20 "$log" >&2; die "RUN failed: $args"; }
+          run_in_overlay "$cached" "$rootfs" "$args" "$workdir" >>"$log" 2>&1 || { tail -n 20 "$log" >&2; die "RUN failed: $args"; }
         fi ;;
       WORKDIR)
         workdir="$args"
         [ $copied -eq 1 ] && mkdir -p "$rootfs$workdir" ;;
       COPY)
         if [ $copied -eq 0 ]; then
-          cp -a "$cached" "$rootfs"; rm -f "$rootfs/.complete"; copied=1
-          mkdir -p "$rootfs$workdir"
+          mkdir -p "$rootfs$workdir"; copied=1
         fi
         # COPY --from=build /src/<path> <dest>: dest relative to WORKDIR.
         set -- $args
@@ -224,14 +279,19 @@ build_famfs() {
     esac
   done < <(dockerfile_runtime_steps)
   [ $copied -eq 1 ] || die "Dockerfile runtime stage copied nothing from the build stage"
-  rm -f "$rootfs/etc/resolv.conf"
+  # An overlay whiteout (a RUN after COPY removed a file of the layers below) would need an OCI whiteout.
+  [ -z "$(find "$rootfs" -type c -print -quit)" ] || die "a RUN after the first COPY removed files of the layers below: not supported by scripts/cluster-images.sh"
   local config
   config=$(node -e '
     const env = JSON.parse(process.argv[1]);
     env.unshift("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     console.log(JSON.stringify({ Env: env, Entrypoint: JSON.parse(process.argv[2]), WorkingDir: process.argv[3] }));' "$env_json" "$entrypoint" "$workdir")
-  oci_archive "$rootfs" "$FAMFS_IMAGE" "$config" "$out"
-  rm -rf "$rootfs" "$stage"
+  local lower; lower=$(base_layer "$cached")
+  layer_tar "$rootfs" "$OUT/famfs-app-layer.tar"
+  oci_layers "$FAMFS_IMAGE" "$config" "$out" "$lower" "$OUT/famfs-app-layer.tar"
+  # The bottom layer's digest names the cached layers a node's containerd may hold already (scripts/cluster.sh).
+  cp "$lower.sha256" "$out.base"
+  rm -rf "$rootfs" "$stage" "$OUT/famfs-app-layer.tar"
   say "famfs-csi image: $(du -h "$out" | cut -f1) $FAMFS_IMAGE"
 }
 
@@ -287,10 +347,10 @@ build_sidecar() {
   echo "$out $name"
 }
 
-# famfs_inputs_key: a hash of everything the famfs-csi image is made of (content, not mtimes: npm run
-# build rewrites dist/ every time).
+# famfs_inputs_key: a hash of everything the famfs-csi image is made of, and of how (content, not mtimes:
+# npm run build rewrites dist/ every time).
 famfs_inputs_key() {
-  (cd "$ROOT" && find Dockerfile package.json package-lock.json dist/cmd dist/pkg proto build/Release/famfs_native.node \
+  (cd "$ROOT" && find Dockerfile scripts/cluster-images.sh package.json package-lock.json dist/cmd dist/pkg proto build/Release/famfs_native.node \
     -type f ! -name '*.map' -print0 | sort -z | xargs -0 sha256sum; readlink -f "$(command -v node)") | sha256sum | cut -c1-32
 }
 

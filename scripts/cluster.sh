@@ -177,10 +177,24 @@ start_node() {
 # stage_images: every image of DIR/images.txt imported ONCE, into a staging containerd whose root is on the
 # nodes' tmpfs (DIR/nodes/staging); each node's containerd root then starts as a hard-linked copy of it
 # (seed_node_root). Importing into every node's containerd did the same hashing and unpacking (~1 GiB) once
-# per node: the largest part of `up`.
+# per node: the largest part of `up`. The staging root itself starts from a copy kept in .cache/cluster-staging
+# (keyed by the images; the famfs-csi image by its bottom layer, the same for every build of the code): an
+# import then only writes and unpacks what is new, the famfs-csi image's top layer.
 stage_images() {
-  local s="$DIR/nodes/staging" archive image i
-  mkdir -p "$s"
+  local s="$DIR/nodes/staging" archive image i key tpl lockfd
+  mkdir -p "$s" "$ROOT/.cache/cluster-staging" "$ROOT/.cache/locks"
+  key=$(while read -r archive image; do
+      if [ "$image" = "$FAMFS_IMAGE" ] && [ -f "$archive.base" ]; then echo "$image base $(cat "$archive.base")"
+      else echo "$image $(stat -c '%s %Y' "$archive")"; fi
+    done <"$DIR/images.txt" | sha256sum | cut -c1-16)
+  tpl="$ROOT/.cache/cluster-staging/$key"
+  exec {lockfd}>"$ROOT/.cache/locks/cluster-staging.lock"
+  flock -s "$lockfd"
+  if [ -f "$tpl/.complete" ]; then
+    cp -a "$tpl/root" "$s/root"
+    touch "$tpl"
+  fi
+  flock -u "$lockfd"
   cat >"$s/containerd.toml" <<EOF
 version = 2
 root = "$s/root"
@@ -199,6 +213,7 @@ EOF
   echo $! >"$s/containerd.pid"
   for i in $(seq 1 200); do [ -S "$s/containerd.sock" ] && break; sleep 0.05; done
   [ -S "$s/containerd.sock" ] || { cat "$s/containerd.log" >&2; die "the staging containerd did not start"; }
+  # Every image, also those the copy holds: content already there is neither written nor unpacked again.
   while read -r archive image; do
     ctr --address "$s/containerd.sock" -n k8s.io images import "$archive" >"$s/import.log" 2>&1 ||
       { cat "$s/import.log" >&2; die "ctr images import $archive failed"; }
@@ -213,6 +228,19 @@ EOF
   for i in $(seq 1 100); do alive "$pid" || break; sleep 0.05; done
   if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$s/containerd.pid"
+  if [ ! -f "$tpl/.complete" ]; then
+    flock "$lockfd"
+    if [ ! -f "$tpl/.complete" ]; then
+      rm -rf "$tpl"
+      mkdir -p "$tpl"
+      cp -a "$s/root" "$tpl/root"
+      touch "$tpl/.complete" "$tpl"
+      # The two copies used last stay (~1 GiB each); older ones go.
+      ls -1dt "$ROOT/.cache/cluster-staging"/*/ 2>/dev/null | tail -n +3 | while read -r old; do rm -rf "$old"; done
+    fi
+    flock -u "$lockfd"
+  fi
+  exec {lockfd}>&-
 }
 
 # seed_node_root NAME: the node's containerd root, a copy of the staging root: content blobs and unpacked

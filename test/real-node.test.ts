@@ -137,7 +137,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     // What the coordinator quotes: the tier's seconds per phase and the machine load they were measured at.
     const load =
       `load ${loadAtStart} at the start, ${loadNow()} at the end (1/5/15 min; ${os.cpus().length} CPUs); ` +
-      `${c.calls.count} kubectl/helm runs took ${c.calls.seconds.toFixed(0)} s of the cases`;
+      `${c.calls.count} kubectl/helm runs took ${c.calls.seconds.toFixed(0)} s of the cases, ${c.calls.apiReads} API reads from the test process`;
     const group = scenarioTimes.length
       ? `; the concurrent group took ${Math.max(...scenarioTimes.map((o) => o.seconds)).toFixed(0)} s (${scenarioTimes
           .map((o) => `${o.seconds.toFixed(0)} s ${o.title.replace(/:.*/, '')}`)
@@ -150,6 +150,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
       `\n      [real-node] transcripts (also in ${path.relative(repoRoot(), log)}):\n${transcripts.join('\n').replace(/^/gm, '      | ')}\n`,
     );
     if (c.attached) {
+      c.close();
       process.stderr.write(
         `      [real-node] cases took ${((casesEnd - casesStart) / 1000).toFixed(0)} s${group}; ${load}; the cluster in ${c.dir} keeps running\n`,
       );
@@ -310,8 +311,8 @@ volumeBindingMode: WaitForFirstConsumer
 `);
     c.apply(pvcYaml('grouped', 'famfs-private', 'ReadWriteOnce'));
     c.apply(podYaml('fsgroup', 'sleep 3600', { node: nodeA, claim: 'grouped', fsGroup: 4242 }));
-    const ev = await c.waitFor('a FailedMount event for pod fsgroup', 120_000, () => {
-      const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
+    const ev = await c.waitFor('a FailedMount event for pod fsgroup', 120_000, async () => {
+      const evs = await c.eventsAsync(NS);
       return evs.find((e) => e.involvedObject.name === 'fsgroup' && e.reason === 'FailedMount');
     });
     assert.match(ev.message, /fsGroup 4242/);
@@ -416,8 +417,8 @@ volumeBindingMode: WaitForFirstConsumer
     await c.waitFor(
       `a SuccessfulAttachVolume event of pod ${pod} for ${pv}`,
       60_000,
-      () => {
-        const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
+      async () => {
+        const evs = await c.eventsAsync(NS);
         return evs.some((e) => e.involvedObject.name === pod && e.reason === 'SuccessfulAttachVolume' && e.message.includes(`"${pv}"`)) ? true : undefined;
       },
       () => c.describe('pod', pod, NS),
@@ -436,7 +437,10 @@ volumeBindingMode: WaitForFirstConsumer
         await c.waitFor(
           `${p} to print READY`,
           60_000,
-          () => (/^READY$/m.test(c.logs(p)) ? c.logs(p) : undefined),
+          async () => {
+            const log = await c.logsAsync(p);
+            return /^READY$/m.test(log) ? log : undefined;
+          },
           () => c.logs(p),
         ),
       );
@@ -467,8 +471,8 @@ volumeBindingMode: WaitForFirstConsumer
     assertReadOnlyBinds(`/csi/${sourceVol}`, [nodeA, nodeB]);
     // The source is frozen while shared: a writer of the loader's claim is refused at attach, with the reason.
     c.apply(podYaml('refrozen', 'sleep 3600', { node: nodeA, claim: 'dataset' }));
-    const ev = await c.waitFor('a FailedAttachVolume event for pod refrozen', 120_000, () => {
-      const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
+    const ev = await c.waitFor('a FailedAttachVolume event for pod refrozen', 120_000, async () => {
+      const evs = await c.eventsAsync(NS);
       return evs.find((e) => e.involvedObject.name === 'refrozen' && e.reason === 'FailedAttachVolume' && /frozen/.test(e.message));
     });
     assert.match(ev.message, /read-only share/);
@@ -622,8 +626,8 @@ spec:
     assertReadOnlyBinds('/models/rn-set', [nodeA, nodeB]);
     const att = attachments('static-set');
     assert.deepEqual([...att.keys()].sort(), [nodeA, nodeB].sort(), `attachments of static-set: ${JSON.stringify([...att])}`);
-    const ev = await c.waitFor('a FailedAttachVolume or FailedMount event for pod static-missing', 120_000, () => {
-      const evs = c.json<{ items: { reason: string; message: string; involvedObject: { name: string } }[] }>(['-n', NS, 'get', 'events']).items;
+    const ev = await c.waitFor('a FailedAttachVolume or FailedMount event for pod static-missing', 120_000, async () => {
+      const evs = await c.eventsAsync(NS);
       return evs.find((e) => e.involvedObject.name === 'static-missing' && /^Failed(Mount|AttachVolume)$/.test(e.reason) && /not-loaded/.test(e.message));
     });
     assert.match(ev.message, /does not exist/);
@@ -720,6 +724,7 @@ spec:
   /** A pod that reads its volume in a loop and prints one line per round: "ok <sha prefix>" or "err <message>". */
   const readerLoop = `while true; do if ls /data >/dev/null 2>/tmp/e && head -c ${PATTERN_BYTES} /data/data >/tmp/x 2>>/tmp/e; then echo "ok $(sha256sum </tmp/x | cut -c1-16)"; else echo "err $(cat /tmp/e)"; fi; sleep 0.3; done`;
   const loopLines = (pod: string): string[] => c.logs(pod).split('\n').filter(Boolean);
+  const loopLinesAsync = async (pod: string): Promise<string[]> => (await c.logsAsync(pod)).split('\n').filter(Boolean);
 
   it('fault: kill -9 of the node plugin container while a pod reads: the pod keeps reading', async function () {
     this.timeout(4 * 60_000);
@@ -730,7 +735,7 @@ spec:
     c.kubectl(['delete', 'pod', 'steady-load', '--wait=true']);
     c.apply(podYaml('steady', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
     await c.waitPodPhase('steady', ['Running'], 120_000);
-    await c.waitFor("the reader's first rounds", 30_000, () => (loopLines('steady').length >= 3 ? true : undefined));
+    await c.waitFor("the reader's first rounds", 30_000, async () => ((await loopLinesAsync('steady')).length >= 3 ? true : undefined));
     const restarts = killContainer(nodeA, 'famfs-csi');
     const mark = loopLines('steady').length;
     await waitRestarted(nodeA, 'famfs-csi', restarts);
@@ -766,7 +771,9 @@ spec:
     const t0 = Date.now();
     const restarts = killContainer(nodeA, 'famfs-fused');
     await waitRestarted(nodeA, 'famfs-fused', restarts);
-    await c.waitFor('the reader to go on after the FUSE server restart', 60_000, () => (loopLines('steady').length >= mark + 3 ? true : undefined));
+    await c.waitFor('the reader to go on after the FUSE server restart', 60_000, async () =>
+      (await loopLinesAsync('steady')).length >= mark + 3 ? true : undefined,
+    );
     const resumedMs = Date.now() - t0;
     // Every round, across the kill and the restart, read the pattern: no "Transport endpoint is not connected".
     assert.deepEqual(
@@ -787,7 +794,7 @@ spec:
     await c.waitFor(
       'the new reader to read the bytes',
       60_000,
-      () => (loopLines('steady2').includes(want) ? true : undefined),
+      async () => ((await loopLinesAsync('steady2')).includes(want) ? true : undefined),
       () => loopLines('steady2').slice(-5).join('\n') + c.describe('pod', 'steady2', NS),
     );
   });

@@ -2,8 +2,10 @@
 // start it in a fresh directory, run kubectl against it, look into a node's mount namespace, stop it.
 import { spawnSync, type SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
+import * as https from 'https';
 import * as os from 'os';
 import * as path from 'path';
+import { parse as parseYaml } from 'yaml';
 import { repoRoot, toolPath } from './toolchain';
 
 export const NAMESPACE = 'famfs-system';
@@ -21,6 +23,8 @@ function script(): string {
 
 export class RealCluster {
   readonly kubeconfig: string;
+  /** The API server's URL (https://127.0.0.1:PORT). */
+  readonly server: string;
   readonly device: string;
   readonly nodes: string[];
   /** Seconds per phase of `up` (DIR/times: packages, tools, images, control-plane, nodes, install). */
@@ -41,6 +45,9 @@ export class RealCluster {
       return m[1];
     };
     this.kubeconfig = get('KUBECONFIG');
+    const server = /^\s*server:\s*(\S+)\s*$/m.exec(fs.readFileSync(this.kubeconfig, 'utf8'));
+    if (!server?.[1]) throw new Error(`${this.kubeconfig} names no server`);
+    this.server = server[1];
     this.device = get('FAMFS_DEVICE');
     const times = path.join(dir, 'times');
     this.phases = fs.existsSync(times) ? fs.readFileSync(times, 'utf8').trim() : '(no phase times)';
@@ -74,7 +81,7 @@ export class RealCluster {
   }
 
   /** kubectl/helm runs so far and their wall seconds (the tier's own polling is part of its time: the log shows it). */
-  readonly calls = { count: 0, seconds: 0 };
+  readonly calls = { count: 0, seconds: 0, apiReads: 0 };
 
   run(tool: 'kubectl' | 'helm', args: readonly string[], input?: string): KubeResult {
     const t = Date.now();
@@ -100,13 +107,16 @@ export class RealCluster {
     return JSON.parse(this.kubectl([...args, '-o', 'json'])) as T;
   }
 
-  /** Polls `check` (which returns a value when done) every 500 ms; throws `what` with the last state. */
-  async waitFor<T>(what: string, timeoutMs: number, check: () => T | undefined, state?: () => string): Promise<T> {
+  /**
+   * Polls `check` (which returns a value when done; it may be async) every 500 ms; throws `what` with the
+   * last state.
+   */
+  async waitFor<T>(what: string, timeoutMs: number, check: () => T | undefined | Promise<T | undefined>, state?: () => string): Promise<T> {
     const end = Date.now() + timeoutMs;
     let last: unknown;
     for (;;) {
       try {
-        const v = check();
+        const v = await check();
         if (v !== undefined) return v;
       } catch (e) {
         last = e;
@@ -125,16 +135,81 @@ export class RealCluster {
     return r.status === 0 ? r.stdout : '';
   }
 
+  /** podPhase through the API from this process (what polls use: no kubectl run, the event loop stays free). */
+  async podPhaseAsync(name: string, ns = 'default'): Promise<string> {
+    const r = await this.api(`/api/v1/namespaces/${ns}/pods/${name}`);
+    if (r.status === 404) return '';
+    return (JSON.parse(apiOk(r, `pod ${ns}/${name}`)) as { status?: { phase?: string } }).status?.phase ?? '';
+  }
+
   async waitPodPhase(name: string, phases: string[], timeoutMs: number, ns = 'default'): Promise<string> {
     return this.waitFor(
       `pod ${ns}/${name} to be ${phases.join(' or ')}`,
       timeoutMs,
-      () => {
-        const p = this.podPhase(name, ns);
+      async () => {
+        const p = await this.podPhaseAsync(name, ns);
         return phases.includes(p) ? p : undefined;
       },
       () => this.describe('pod', name, ns),
     );
+  }
+
+  /** A container's log through the API (as `kubectl logs`; throws while the container has not started). */
+  async logsAsync(pod: string, ns = 'default', container?: string): Promise<string> {
+    const r = await this.api(`/api/v1/namespaces/${ns}/pods/${pod}/log${container ? `?container=${encodeURIComponent(container)}` : ''}`);
+    return apiOk(r, `the log of ${ns}/${pod}${container ? `/${container}` : ''}`);
+  }
+
+  /** The events of a namespace through the API. */
+  async eventsAsync(ns = 'default'): Promise<KubeEvent[]> {
+    const r = await this.api(`/api/v1/namespaces/${ns}/events`);
+    return (JSON.parse(apiOk(r, `the events of ${ns}`)) as { items: KubeEvent[] }).items;
+  }
+
+  /**
+   * GET of an API path with the kubeconfig's admin credentials, from this process over one kept-alive
+   * connection. A kubectl run costs ~0.1 s of CPU and blocks the test's event loop while it runs: the
+   * concurrent cases poll through this instead.
+   */
+  async api(apiPath: string): Promise<{ status: number; body: string }> {
+    const agent = (this.agent ??= this.makeAgent());
+    this.calls.apiReads++;
+    const url = new URL(apiPath, this.server);
+    return new Promise((resolve, reject) => {
+      const req = https.get(url, { agent, headers: { Accept: 'application/json' }, timeout: 30_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      });
+      req.on('timeout', () => req.destroy(new Error(`GET ${apiPath}: no answer in 30 s`)));
+      req.on('error', reject);
+    });
+  }
+
+  private agent: https.Agent | undefined;
+
+  private makeAgent(): https.Agent {
+    const kc = parseYaml(fs.readFileSync(this.kubeconfig, 'utf8')) as {
+      clusters: { cluster: { 'certificate-authority': string } }[];
+      users: { user: { 'client-certificate': string; 'client-key': string } }[];
+    };
+    const cluster = kc.clusters[0]?.cluster;
+    const user = kc.users[0]?.user;
+    if (!cluster || !user) throw new Error(`${this.kubeconfig}: no cluster or user`);
+    return new https.Agent({
+      keepAlive: true,
+      maxSockets: 8,
+      ca: fs.readFileSync(cluster['certificate-authority']),
+      cert: fs.readFileSync(user['client-certificate']),
+      key: fs.readFileSync(user['client-key']),
+    });
+  }
+
+  /** Closes the API connections (kept alive, they would keep the test process running). */
+  close(): void {
+    this.agent?.destroy();
+    this.agent = undefined;
   }
 
   logs(pod: string, ns = 'default', container?: string): string {
@@ -183,11 +258,24 @@ export class RealCluster {
   }
 
   down(): { status: number; output: string } {
+    this.close();
     if (this.stopped || this.attached) return { status: 0, output: '' };
     this.stopped = true;
     const r = spawnSync(script(), ['down', '--dir', this.dir], { encoding: 'utf8' });
     return { status: r.status ?? -1, output: r.stdout + r.stderr };
   }
+}
+
+export interface KubeEvent {
+  reason: string;
+  message: string;
+  involvedObject: { name: string; kind?: string };
+}
+
+/** The body of a 2xx answer; otherwise throws with the status and what the server said. */
+function apiOk(r: { status: number; body: string }, what: string): string {
+  if (r.status < 200 || r.status > 299) throw new Error(`${what}: HTTP ${r.status}: ${r.body.slice(0, 300)}`);
+  return r.body;
 }
 
 function byAddress(a: string, b: string): number {
