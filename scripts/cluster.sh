@@ -41,7 +41,8 @@ EOF
 }
 
 
-kubectl() { "$BIN/kubectl" --kubeconfig "$DIR/control/kubeconfig" "$@"; }
+# kubectl's discovery cache in DIR (gone with it): one per API server port would pile up in ~/.kube/cache.
+kubectl() { KUBECACHEDIR="$DIR/kube-cache" "$BIN/kubectl" --kubeconfig "$DIR/control/kubeconfig" "$@"; }
 helm() { KUBECONFIG="$DIR/control/kubeconfig" "$BIN/helm" "$@"; }
 
 # --- node ---------------------------------------------------------------------------------------------

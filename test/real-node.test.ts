@@ -284,7 +284,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     const serialPv = pvOf('serial');
     await attachedFor('writer', serialPv);
     transcript('kubectl get pods -o wide (writer done on node A)', c.kubectl(['get', 'pods', '-o', 'wide']));
-    c.kubectl(['delete', 'pod', 'writer', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'writer', '--wait=true', '--timeout=180s']);
     // Hand-off: A unstages (flush), the attacher detaches A and attaches B, B stages (invalidate).
     c.apply(podYaml('reader', `head -c ${PATTERN_BYTES} /data/data | sha256sum; head -c 12 /data/data`, { node: nodeB, claim: 'serial' }));
     await c.waitPodPhase('reader', ['Succeeded', 'Failed'], 180_000);
@@ -295,7 +295,7 @@ suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes th
     await attachedFor('reader', serialPv);
     transcript('kubectl describe pvc serial', c.describe('pvc', 'serial', NS));
     transcript('kubectl describe pod reader (node B)', c.describe('pod', 'reader', NS));
-    c.kubectl(['delete', 'pod', 'reader', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'reader', '--wait=true', '--timeout=180s']);
   });
 
   together.it('a mount the plugin refuses shows a FailedMount event that says what to do', async () => {
@@ -318,7 +318,7 @@ volumeBindingMode: WaitForFirstConsumer
     assert.match(ev.message, /fsGroup 4242/);
     assert.match(ev.message, /gid/); // names the StorageClass parameters to set
     transcript('kubectl describe pod fsgroup (FailedMount)', c.describe('pod', 'fsgroup', NS));
-    c.kubectl(['delete', 'pod', 'fsgroup', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'fsgroup', '--wait=true', '--timeout=180s']);
     c.kubectl(['delete', 'pvc', 'grouped', '--wait=false']);
   });
 
@@ -454,7 +454,7 @@ volumeBindingMode: WaitForFirstConsumer
     // dataSource shares its memory (no copy), and readers on every node mount the share.
     c.apply(pvcYaml('dataset', 'famfs-serial', 'ReadWriteOnce'));
     await runPod('loader', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null`, { node: nodeA, claim: 'dataset' });
-    c.kubectl(['delete', 'pod', 'loader', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'loader', '--wait=true', '--timeout=180s']);
     c.apply(pvcYaml('dataset-ro', 'famfs-readonly', 'ReadOnlyMany', '8Mi', 'dataset'));
     // Root reader on A; a non-root one (restricted profile, no fsGroup) on B: both read the share.
     c.apply(podYaml('ro-a', readOnlyProbe('/data/data', PATTERN_BYTES), { node: nodeA, claim: 'dataset-ro', readOnly: true }));
@@ -490,7 +490,7 @@ volumeBindingMode: WaitForFirstConsumer
       // (the kernel lets it); the node's famfs-fused must still refuse every change to the shared file.
       c.apply(pvcYaml('priv-src', 'famfs-serial', 'ReadWriteOnce'));
       await runPod('priv-loader', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null`, { node: nodeA, claim: 'priv-src' });
-      c.kubectl(['delete', 'pod', 'priv-loader', '--wait=true']);
+      c.kubectl(['delete', 'pod', 'priv-loader', '--wait=true', '--timeout=180s']);
       c.apply(pvcYaml('priv-ro', 'famfs-readonly', 'ReadOnlyMany', '8Mi', 'priv-src'));
       const f = '/data/data';
       const probe = [
@@ -636,9 +636,9 @@ spec:
     transcript('static-b (non-root reader of a static directory on node B) output', c.logs('static-b'));
     // Done: pods, claims and PVs go (Retain: the driver never frees a path it did not allocate), then the
     // loader removes its files on the master, so the pool gets its memory back.
-    c.kubectl(['delete', 'pod', 'static-a', 'static-b', 'static-missing', 'static-file', '--wait=true']);
-    c.kubectl(['-n', NS, 'delete', 'pvc', 'static-set', 'static-missing', 'static-file', '--wait=true']);
-    c.kubectl(['delete', 'pv', 'static-set', 'static-missing', 'static-file', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'static-a', 'static-b', 'static-missing', 'static-file', '--wait=true', '--timeout=180s']);
+    c.kubectl(['-n', NS, 'delete', 'pvc', 'static-set', 'static-missing', 'static-file', '--wait=true', '--timeout=180s']);
+    c.kubectl(['delete', 'pv', 'static-set', 'static-missing', 'static-file', '--wait=true', '--timeout=180s']);
     for (const pv of ['static-set', 'static-file']) {
       await c.waitFor(`no VolumeAttachment of ${pv}`, 120_000, () => (attachments(pv).size === 0 ? true : undefined));
     }
@@ -654,7 +654,7 @@ spec:
     );
     assert.match(w, /^uid=1000 gid=1000 groups=.*\b2000\b/m, w);
     assert.equal(fields(w).get('sum'), PATTERN_SHA, `the non-root writer (fsGroup 2000) could not write its volume:\n${w}`);
-    c.kubectl(['delete', 'pod', 'nonroot-w', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'nonroot-w', '--wait=true', '--timeout=180s']);
     // Another non-root user without fsGroup, on the other node: reads the bytes, and writes too (RWO).
     const r = await runPod(
       'nonroot-r',
@@ -732,7 +732,7 @@ spec:
     c.apply(podYaml('steady-load', `seq -w 0 65535 | dd of=/data/data conv=notrunc,fsync 2>/dev/null`, { node: nodeA, claim: 'steady' }));
     await c.waitPodPhase('steady-load', ['Succeeded', 'Failed'], 180_000);
     assert.equal(c.podPhase('steady-load'), 'Succeeded', c.logs('steady-load'));
-    c.kubectl(['delete', 'pod', 'steady-load', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'steady-load', '--wait=true', '--timeout=180s']);
     c.apply(podYaml('steady', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
     await c.waitPodPhase('steady', ['Running'], 120_000);
     await c.waitFor("the reader's first rounds", 30_000, async () => ((await loopLinesAsync('steady')).length >= 3 ? true : undefined));
@@ -788,7 +788,7 @@ spec:
       `${loopLines('steady').slice(-3).join('\n')}\n(3 more rounds ${resumedMs} ms after the kill, container restart included)`,
     );
     // The node is not wedged: the same volume serves a new pod on that node, nobody ran umount.
-    c.kubectl(['delete', 'pod', 'steady', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'steady', '--wait=true', '--timeout=180s']);
     c.apply(podYaml('steady2', readerLoop, { node: nodeA, claim: 'steady', restart: 'Always' }));
     await c.waitPodPhase('steady2', ['Running'], 120_000);
     await c.waitFor(
@@ -846,7 +846,7 @@ spec:
         .join('\n')}\n${fusedLogs()}`,
     );
     transcript('kubectl get pods -A -o wide (after helm upgrade)', c.kubectl(['get', 'pods', '-A', '-o', 'wide']));
-    c.kubectl(['delete', 'pod', 'steady2', '--wait=true']);
+    c.kubectl(['delete', 'pod', 'steady2', '--wait=true', '--timeout=180s']);
   });
 
   it('a node without the memory label gets no node plugin (no crash loop), and registers again when labelled', async function () {
@@ -868,15 +868,17 @@ spec:
 
   it('cleanup: deleting pods and PVCs returns every byte to the pool, leaves no mount and no VolumeAttachment', async function () {
     this.timeout(4 * 60_000);
-    c.kubectl(['delete', 'pod', '-l', 'famfs-test=real-node', '--wait=true']);
-    c.kubectl(['delete', 'pvc', '-l', 'famfs-test=real-node', '--wait=true']);
+    // Every delete that waits has a timeout: a pod that cannot go (a wedged mount) fails the case instead of
+    // hanging the tier (a synchronous kubectl run is beyond mocha's timeout).
+    c.kubectl(['delete', 'pod', '-l', 'famfs-test=real-node', '--wait=true', '--timeout=180s']);
+    c.kubectl(['delete', 'pvc', '-l', 'famfs-test=real-node', '--wait=true', '--timeout=180s']);
     await c.waitFor(
       'no PersistentVolumes',
       120_000,
       () => (c.json<{ items: unknown[] }>(['get', 'pv']).items.length === 0 ? true : undefined),
       () => c.kubectl(['get', 'pv']),
     );
-    c.kubectl(['delete', 'storageclass', '-l', 'famfs-test=real-node', '--wait=true']);
+    c.kubectl(['delete', 'storageclass', '-l', 'famfs-test=real-node', '--wait=true', '--timeout=180s']);
     await c.waitFor('no VolumeAttachments', 120_000, () => (c.json<{ items: unknown[] }>(['get', 'volumeattachments']).items.length === 0 ? true : undefined));
     await c.waitFor(
       `FamfsPool freeBytes back to ${initialFree}`,
