@@ -15,6 +15,7 @@ import { CsiServer } from '../pkg/csi/server';
 import { ControllerStore } from '../pkg/csi/store';
 import { flushFile, readFileData, writeFileData, type FileNode } from '../pkg/famfs';
 import { fmapCapacity } from '../pkg/famfs/fmap';
+import { PY_WRITE_ATTEMPTS } from './helpers/write-attempts';
 import { canMount, codeOf, MASTER_UUID, messageOf, MiB, mountCap, NodeTestEnv, type NodePlugin } from './helpers/node-env';
 
 const code = codeOf;
@@ -24,18 +25,8 @@ const code = codeOf;
  * bind `target` rw and tries to change `target`/`file`: operation -> "OK" or the errno name.
  */
 function privilegedPod(target: string, file = 'data'): Record<string, string> {
-  const py = String.raw`
-import errno, json, mmap, os, sys
-f = os.path.join(sys.argv[1], sys.argv[2]); out = {}
-def attempt(name, fn):
-    try:
-        fn(); out[name] = 'OK'
-    except OSError as e:
-        out[name] = errno.errorcode.get(e.errno, str(e.errno))
-def write():
-    fd = os.open(f, os.O_WRONLY)
-    try: os.pwrite(fd, b'PWNED', 0)
-    finally: os.close(fd)
+  const py = `${PY_WRITE_ATTEMPTS}f = os.path.join(sys.argv[1], sys.argv[2])
+${String.raw`
 def mmap_write():
     fd = os.open(f, os.O_RDWR)
     m = mmap.mmap(fd, 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
@@ -45,7 +36,7 @@ attempt('write', write)
 attempt('O_RDWR', lambda: os.close(os.open(f, os.O_RDWR)))
 attempt('mmap(PROT_WRITE, MAP_SHARED)', mmap_write)
 attempt('truncate', lambda: os.truncate(f, 0))
-print(json.dumps(out))`;
+print(json.dumps(out))`}`;
   const r = spawnSync(
     'unshare',
     ['-m', '--propagation', 'private', 'sh', '-c', 'mount -o remount,bind,rw "$1" || exit 97; exec python3 -c "$2" "$1" "$3"', 'sh', target, py, file],

@@ -25,6 +25,7 @@ import { guardFileFor } from '../pkg/fuse/guard.js';
 import { requestHandover } from '../pkg/fuse/handover.js';
 import { depositNative } from '../pkg/fuse/native.js';
 import { canMount, FusedHost, sleep } from './helpers/fused-host.js';
+import { PY_WRITE_ATTEMPTS } from './helpers/write-attempts.js';
 
 const MIB = 1024 ** 2;
 const MASTER_UUID = '0f0e0d0c-0b0a-4909-8807-0605040302ee';
@@ -34,20 +35,9 @@ const POLL = ['--poll-ms', '50'];
  * Tries every way to change a file through `target` (a bind of a directory) and prints one JSON
  * object: operation -> "OK" or the errno name. Runs inside the namespace that remounted it rw.
  */
-const ATTEMPTS = String.raw`
-import errno, json, mmap, os, sys
+const ATTEMPTS = `${PY_WRITE_ATTEMPTS}${String.raw`
 d = sys.argv[1]
 f = os.path.join(d, 'frozen')
-out = {}
-def attempt(name, fn):
-    try:
-        fn(); out[name] = 'OK'
-    except OSError as e:
-        out[name] = errno.errorcode.get(e.errno, str(e.errno))
-def write():
-    fd = os.open(f, os.O_WRONLY)
-    try: os.pwrite(fd, b'PWNED', 0)
-    finally: os.close(fd)
 def rdwr():
     os.close(os.open(f, os.O_RDWR))
 def mmap_shared_write():
@@ -76,7 +66,7 @@ attempt('rename', lambda: os.rename(f, os.path.join(d, 'moved')))
 out['mmap of an O_RDONLY fd'] = 'OK'
 attempt('mmap of an O_RDONLY fd', mmap_rdonly_fd)
 print(json.dumps(out))
-`;
+`}`;
 
 /** Every attempt refused with EROFS; mapping an O_RDONLY descriptor writable is the kernel's EACCES. */
 const ALL_REFUSED: Record<string, string> = {
