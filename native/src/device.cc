@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -263,6 +264,20 @@ bool DeviceMapping::Discard(uint64_t off, size_t n) {
                    static_cast<off_t>(n)) == 0;
 }
 
+int DeviceMapping::TryLockWriter() {
+  for (;;) {
+    if (flock(fd_, LOCK_EX | LOCK_NB) == 0) return 1;
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return 0;
+    return -errno;
+  }
+}
+
+void DeviceMapping::UnlockWriter() {
+  while (flock(fd_, LOCK_UN) != 0 && errno == EINTR) {
+  }
+}
+
 IoStatus DeviceMapping::FlushRange(uint64_t off, size_t n, Fault* fault) {
   if (failed()) return IoStatus::kFailed;
   if (!InRange(off, n)) return IoStatus::kRange;
@@ -377,6 +392,8 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::View>("view"),
                            InstanceMethod<&JsDevice::Close>("close"),
                            InstanceMethod<&JsDevice::MarkFailedJs>("markFailed"),
+                           InstanceMethod<&JsDevice::TryLockWriter>("tryLockWriter"),
+                           InstanceMethod<&JsDevice::UnlockWriter>("unlockWriter"),
                            InstanceAccessor<&JsDevice::Size>("size"),
                            InstanceAccessor<&JsDevice::DeviceSize>("deviceSize"),
                            InstanceAccessor<&JsDevice::MapOffset>("mapOffset"),
@@ -589,6 +606,26 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
   // session (ShareDevice) holds it either. Idempotent.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     dev_.reset();
+    return info.Env().Undefined();
+  }
+
+  // The host-wide writer lock (DeviceMapping::TryLockWriter): true when taken, false when another
+  // process holds it; throws with the errno name as code on any other failure.
+  Napi::Value TryLockWriter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    const int r = d.TryLockWriter();
+    if (r < 0) {
+      ThrowCode(env, Napi::Error::New(env, "cannot lock " + d.path() + " (flock): " + ErrnoText(-r)),
+                ErrnoName(-r).c_str());
+    }
+    return Napi::Boolean::New(env, r == 1);
+  }
+
+  // Works on a failed device too (it runs in the finally of the write that failed); a closed
+  // object has nothing left to release through.
+  Napi::Value UnlockWriter(const Napi::CallbackInfo& info) {
+    if (dev_) dev_->UnlockWriter();
     return info.Env().Undefined();
   }
 

@@ -88,6 +88,13 @@ class DeviceMapping {
   // being written, and its pages go back to the system. False when the device cannot (devdax,
   // unaligned, a file system without hole punching): the caller zeroes instead.
   bool Discard(uint64_t off, size_t n);
+  // The host-wide famfs writer lock: flock(2) LOCK_EX on this mapping's file descriptor, never
+  // blocking. Every process that opened the same inode (the emulation file, or /dev/daxX.Y seen
+  // through a hostPath /dev) competes for it; the kernel drops it when the holder exits, killed
+  // or not. Returns 1 when taken (or already held through this descriptor), 0 when another open
+  // of the inode holds it, or -errno.
+  int TryLockWriter();
+  void UnlockWriter();
 
   // Builds the "memory fault at ..." message for a fault taken during `what` (and marks the
   // device failed when the faulting address lies inside this mapping). Returns the message.

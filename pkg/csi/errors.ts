@@ -72,6 +72,8 @@ export const FAMFS_TO_GRPC: Readonly<Record<FamfsErrorCode, status>> = {
   EROFS: status.FAILED_PRECONDITION,
   EIO: status.INTERNAL,
   EAGAIN: status.UNAVAILABLE,
+  // The famfs CLI or a second controller on this host is writing the log: retry shortly.
+  ELOCKED: status.UNAVAILABLE,
   EUNSUPPORTED: status.FAILED_PRECONDITION,
 };
 

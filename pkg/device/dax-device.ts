@@ -22,7 +22,21 @@ export interface OpenDeviceOptions {
   readOnly?: boolean;
   /** Map only [offset, offset+length) of the device (multiples of its alignment); offsets become window-relative. */
   window?: { offset: number; length?: number };
+  /** How long lockWriter waits for another process's writer lock (ms; default DEFAULT_WRITER_LOCK_WAIT_MS). */
+  writerLockWaitMs?: number;
 }
+
+/**
+ * How long a write waits for the host-wide writer lock. The famfs writes run synchronously, so a
+ * waiting controller serves no request meanwhile: the bound keeps that short. Another writer holds
+ * the lock for one operation (an append: microseconds; a compaction or a zeroing step: well under
+ * a second), so the wait normally ends long before it.
+ */
+export const DEFAULT_WRITER_LOCK_WAIT_MS = 3000;
+/** Sleep between two tries, growing from the first to the last (ms). */
+const LOCK_SLEEP_FIRST_MS = 1;
+const LOCK_SLEEP_MAX_MS = 20;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 export class DaxDevice implements Media {
   /** The addon's handle, for native consumers (the FUSE server starts a session on it). */
@@ -37,6 +51,9 @@ export class DaxDevice implements Media {
   readonly alignment: number;
   readonly flushMethod: string;
   readonly invalidateMethod: string;
+
+  /** How long lockWriter waits (ms); see DEFAULT_WRITER_LOCK_WAIT_MS. */
+  writerLockWaitMs = DEFAULT_WRITER_LOCK_WAIT_MS;
 
   /** This open created the emulation file: it read as zeros (see unwritten). */
   readonly created: boolean;
@@ -185,6 +202,37 @@ export class DaxDevice implements Media {
     }
   }
 
+  /**
+   * The host-wide famfs writer lock (Media.lockWriter): flock(2) on the device's inode, tried
+   * without blocking and retried with short sleeps for up to writerLockWaitMs. Only processes that
+   * open the same inode exclude each other: a containerised writer must see the host's device node
+   * (the chart mounts the host's /dev). Released by unlockWriter, or by the kernel when the process
+   * exits however it exits.
+   */
+  lockWriter(): boolean {
+    const deadline = Date.now() + this.writerLockWaitMs;
+    let sleep = LOCK_SLEEP_FIRST_MS;
+    for (;;) {
+      try {
+        if (this.nativeHandle.tryLockWriter()) return true;
+      } catch (e) {
+        throw toDeviceError(e, this.path);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      Atomics.wait(sleeper, 0, 0, Math.min(sleep, left));
+      sleep = Math.min(sleep * 2, LOCK_SLEEP_MAX_MS);
+    }
+  }
+
+  unlockWriter(): void {
+    try {
+      this.nativeHandle.unlockWriter();
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
   /** Marks the device failed by hand (e.g. a FUSE thread or health check found it bad). */
   markFailed(reason: string): void {
     try {
@@ -218,6 +266,10 @@ export function openDevice(path: string, options: OpenDeviceOptions = {}): DaxDe
     nativeOptions.mapOffset = options.window.offset;
     if (options.window.length !== undefined) nativeOptions.mapLength = options.window.length;
   }
+  const wait = options.writerLockWaitMs;
+  if (wait !== undefined && (!Number.isSafeInteger(wait) || wait < 0)) {
+    throw new DeviceError('EINVAL', `writerLockWaitMs must be a non-negative integer, got ${wait}`, { path });
+  }
   const addon = loadNative();
   // A file that does not exist yet (or is empty) is created zero-filled by this open.
   let created = false;
@@ -228,9 +280,12 @@ export function openDevice(path: string, options: OpenDeviceOptions = {}): DaxDe
       created = true;
     }
   }
+  let dev: DaxDevice;
   try {
-    return new DaxDevice(new addon.DaxDevice(path, nativeOptions), created);
+    dev = new DaxDevice(new addon.DaxDevice(path, nativeOptions), created);
   } catch (e) {
     throw toDeviceError(e, path);
   }
+  if (options.writerLockWaitMs !== undefined) dev.writerLockWaitMs = options.writerLockWaitMs;
+  return dev;
 }

@@ -42,6 +42,9 @@ export interface NativeDeviceHandle {
   view(offset: NativeOffset, length: NativeOffset): Buffer;
   close(): void;
   markFailed(reason: string): void;
+  /** flock(2) LOCK_EX|LOCK_NB on the device's descriptor: true when taken, false when another open of the inode holds it. */
+  tryLockWriter(): boolean;
+  unlockWriter(): void;
   readonly size: number;
   readonly deviceSize: number;
   readonly mapOffset: number;

@@ -20,6 +20,7 @@ export type FamfsErrorCode =
   | 'EROFS' // opened read-only
   | 'EIO' // the memory faulted
   | 'EAGAIN' // the log generation kept changing while being read: try again
+  | 'ELOCKED' // another process on this host holds the famfs writer lock: try again
   | 'EUNSUPPORTED'; // a feature or version this build does not know
 
 export class FamfsError extends Error {

@@ -350,6 +350,10 @@ export class FamfsFs {
 
   /** mkfs of a device that reads all zeros: every free unit is clean, without writing it. */
   private markFreeClean(): void {
+    this.exclusive(() => this.markFreeCleanLocked());
+  }
+
+  private markFreeCleanLocked(): void {
     this.prepareWrite();
     if (this.cleanMap !== 'on') return;
     const runs = this.allocator.dirtyFreeRuns();
@@ -589,6 +593,10 @@ export class FamfsFs {
     const mode = checkMode(o.mode ?? 0o755);
     const uid = checkId(o.uid ?? 0, 'uid');
     const gid = checkId(o.gid ?? 0, 'gid');
+    return this.exclusive(() => this.mkdirLocked(relpath, o, mode, uid, gid));
+  }
+
+  private mkdirLocked(relpath: string, o: MkdirOptions, mode: number, uid: number, gid: number): DirNode[] {
     const h = this.prepareWrite();
     const parts = relpath.split('/');
     const missing: string[] = [];
@@ -617,6 +625,10 @@ export class FamfsFs {
     const mode = checkMode(o.mode ?? 0o644);
     const uid = checkId(o.uid ?? 0, 'uid');
     const gid = checkId(o.gid ?? 0, 'gid');
+    return this.exclusive(() => this.creatLocked(relpath, size, o, mode, uid, gid));
+  }
+
+  private creatLocked(relpath: string, size: number, o: CreateFileOptions, mode: number, uid: number, gid: number): FileNode {
     const h = this.prepareWrite();
     const missing = o.parents !== undefined ? this.missingParents(relpath) : [];
     if (missing.length === 0) this.checkNewName(relpath);
@@ -659,6 +671,10 @@ export class FamfsFs {
    */
   rm(relpath: string): void {
     checkRelpath(relpath);
+    this.exclusive(() => this.rmLocked(relpath));
+  }
+
+  private rmLocked(relpath: string): void {
     const h = this.prepareWrite();
     const node = this.tree.lookup(relpath);
     if (!node) throw new FamfsError('ENOENT', `"${relpath}" does not exist`);
@@ -675,6 +691,10 @@ export class FamfsFs {
    */
   rmPresent(relpaths: readonly string[]): number {
     for (const r of relpaths) checkRelpath(r);
+    return this.exclusive(() => this.rmPresentLocked(relpaths));
+  }
+
+  private rmPresentLocked(relpaths: readonly string[]): number {
     let room = this.prepareWrite();
     let n = 0;
     for (const relpath of relpaths) {
@@ -731,6 +751,10 @@ export class FamfsFs {
    * A log that never had a delete is left alone (it stays readable by famfs).
    */
   compact(o: CompactOptions = {}): CompactResult {
+    return this.exclusive(() => this.compactLocked(o));
+  }
+
+  private compactLocked(o: CompactOptions): CompactResult {
     const started = process.hrtime.bigint();
     const ms = () => Number(process.hrtime.bigint() - started) / 1e6;
     const h = this.prepareWrite();
@@ -1074,7 +1098,41 @@ export class FamfsFs {
    * that makes room; the CSI controller asks before the first of a volume's entries.
    */
   ensureCreateRoom(entries: number): void {
-    this.ensureLogRoom(this.prepareWrite(), entries, true);
+    this.exclusive(() => this.ensureLogRoom(this.prepareWrite(), entries, true));
+  }
+
+  /** Nesting depth of exclusive() in this object: inner write calls (parents, a compaction inside a create) hold the lock already. */
+  private lockDepth = 0;
+
+  /**
+   * Run one write operation under the host-wide writer lock (Media.lockWriter), from its catch-up
+   * to its last published header. Without it two processes of this master host that both caught up
+   * to next_index N would both write slot N: one entry lost, perhaps after hosts replayed it.
+   * Every write re-catches up inside the lock (prepareWrite), so what another process appended is
+   * known before anything is allocated, zeroed or marked clean.
+   */
+  private exclusive<T>(fn: () => T): T {
+    if (this.lockDepth > 0 || this.media.lockWriter === undefined) {
+      this.lockDepth++;
+      try {
+        return fn();
+      } finally {
+        this.lockDepth--;
+      }
+    }
+    if (!this.media.lockWriter()) {
+      throw new FamfsError(
+        'ELOCKED',
+        'another famfs writer on this host holds the log lock (the famfs CLI or a second controller); nothing was written, retry when it is done',
+      );
+    }
+    this.lockDepth++;
+    try {
+      return fn();
+    } finally {
+      this.lockDepth--;
+      this.media.unlockWriter?.();
+    }
   }
 
   private readonly uuidScratch = Buffer.alloc(16);
@@ -1167,30 +1225,50 @@ export class FamfsFs {
    */
   zeroFree(o: ZeroFreeOptions = {}): ZeroFreeResult {
     const step = Math.max(ALLOC_UNIT, Math.floor((o.stepBytes ?? 64 * 1024 * 1024) / ALLOC_UNIT) * ALLOC_UNIT);
-    this.prepareWrite();
-    this.reclaimReplayed();
-    const dirtyBytes = () => this.allocator.dirtyFreeRuns().reduce((n, r) => n + r.count * ALLOC_UNIT, 0);
-    if (this.cleanMap !== 'on') return { zeroedBytes: 0, dirtyFreeBytes: dirtyBytes(), cleanMap: false };
-    const runs = this.allocator.dirtyFreeRuns();
-    const total = Math.min(
-      o.maxBytes ?? Infinity,
-      runs.reduce((n, r) => n + r.count * ALLOC_UNIT, 0),
-    );
-    let done = 0;
     const stepUnits = step / ALLOC_UNIT;
-    for (const r of runs) {
-      for (let u = r.start; u < r.start + r.count && done < total; u += stepUnits) {
-        const count = Math.min(stepUnits, r.start + r.count - u, Math.ceil((total - done) / ALLOC_UNIT));
+    const dirtyBytes = () => this.allocator.dirtyFreeRuns().reduce((n, r) => n + r.count * ALLOC_UNIT, 0);
+    // The amount is fixed at the start; the units of each step are chosen afresh under the writer
+    // lock after a catch-up, so memory another process of this host allocated since is never
+    // zeroed or marked clean.
+    const first = this.exclusive(() => {
+      this.prepareWrite();
+      this.reclaimReplayed();
+      return this.cleanMap === 'on' ? dirtyBytes() : -1;
+    });
+    if (first < 0) return { zeroedBytes: 0, dirtyFreeBytes: dirtyBytes(), cleanMap: false };
+    const total = Math.min(o.maxBytes ?? Infinity, first);
+    let done = 0;
+    // The dirty free runs, recomputed only when a catch-up applied entries (or moved the log).
+    let runs: { start: number; count: number }[] = [];
+    let seen = -1;
+    let seenGen = -1;
+    while (done < total) {
+      const did = this.exclusive(() => {
+        this.prepareWrite();
+        if (this.cleanMap !== 'on') return 0;
+        if (this.tree.slot !== seen || this.reader.activeLog.generation !== seenGen) {
+          runs = this.allocator.dirtyFreeRuns();
+          seen = this.tree.slot;
+          seenGen = this.reader.activeLog.generation;
+        }
+        while (runs.length > 0 && runs[0].count === 0) runs.shift();
+        const r = runs[0];
+        if (r === undefined) return 0;
+        const u = r.start;
+        const count = Math.min(stepUnits, r.count, Math.ceil((total - done) / ALLOC_UNIT));
         // A master that lost its role must stop at once: the new one may have handed this memory out.
         this.checkFence();
         if (!(o.discard === true && this.media.discard?.(u * ALLOC_UNIT, count * ALLOC_UNIT) === true)) this.zeroRange(u * ALLOC_UNIT, count * ALLOC_UNIT);
         writeCleanUnits(this.media, this.sb.uuid, this.deviceUnits, [{ start: u, count }], true);
         this.allocator.noteZeroed(u, count);
-        done += count * ALLOC_UNIT;
-        this.zeroStats.freeZeroedBytes += count * ALLOC_UNIT;
-        o.onProgress?.({ done, total });
-      }
-      if (done >= total) break;
+        r.start += count;
+        r.count -= count;
+        return count * ALLOC_UNIT;
+      });
+      if (did === 0) break;
+      done += did;
+      this.zeroStats.freeZeroedBytes += did;
+      o.onProgress?.({ done, total });
     }
     return { zeroedBytes: done, dirtyFreeBytes: dirtyBytes(), cleanMap: true };
   }

@@ -29,6 +29,16 @@ export interface Media {
   discard?(offset: number, length: number): boolean;
   /** Write back CPU cache lines covering [offset, offset+length) and fence (persistence / visibility to other hosts). */
   flush(offset: number, length: number): void;
+  /**
+   * Take the host-wide famfs writer lock, waiting up to the implementation's bound: true when
+   * taken, false when another process on this host kept it that long. Two processes of one master
+   * host (the famfs CLI next to a controller, two controllers during a rollout) would otherwise
+   * both append at the same next_index. Absent: the medium cannot be shared between processes
+   * (a test buffer), so nothing needs excluding.
+   */
+  lockWriter?(): boolean;
+  /** Release what lockWriter took. */
+  unlockWriter?(): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
   invalidate(offset: number, length: number): void;
 }

@@ -1,0 +1,371 @@
+/**
+ * One famfs writer at a time on the master host. The famfs CLI next to a running controller, or two
+ * controller processes during a rollout, are separate processes of one master: without a lock
+ * between them, two that both caught up to next_index N both write slot N (one entry lost, maybe
+ * after hosts replayed it; files lost or two files on the same memory). Every FamfsFs write holds
+ * the device's flock(2) writer lock from its catch-up to its header publish.
+ */
+import { strict as assert } from 'assert';
+import { spawn, spawnSync, type ChildProcess } from 'child_process';
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import pino from 'pino';
+
+import * as grpc from '@grpc/grpc-js';
+
+import { openDevice } from '../pkg/device/index.js';
+import { ALLOC_UNIT, FamfsError, FamfsFs, fmapExtents, fsck, readCleanMap, type Extent } from '../pkg/famfs/index.js';
+import { CsiClient } from '../pkg/csi/client.js';
+import { DEFAULT_DRIVER_NAME, startDriver } from '../pkg/csi/driver.js';
+import { toCsiError } from '../pkg/csi/errors.js';
+import type { CreateVolumeResponse } from '../pkg/csi/types.js';
+
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const MASTER = '11111111-2222-4333-8444-5555aaaa0001';
+const WRITER = path.join(__dirname, 'helpers', 'log-writer.js');
+const CLI = path.join(__dirname, '..', 'cmd', 'famfs.js');
+
+interface Line {
+  op: 'create' | 'delete' | 'error' | 'done';
+  relpath?: string;
+  index?: number;
+  extents?: [number, number][];
+  code?: string;
+  message?: string;
+  locked?: number;
+}
+
+function devicePath(): string {
+  return `/dev/shm/famfs-writelock-${process.pid}-${randomBytes(4).toString('hex')}.img`;
+}
+
+function mkfs(p: string, size: number): void {
+  const dev = openDevice(p, { create: { size } });
+  try {
+    FamfsFs.mkfs(dev, { systemUuid: MASTER, devicePath: p });
+  } finally {
+    dev.close();
+  }
+}
+
+/** Runs a child to its end; resolves with its JSON lines. */
+function runWriter(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; lines: Line[]; err: string }> } {
+  const child = spawn(process.execPath, [WRITER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const done = new Promise<{ code: number | null; lines: Line[]; err: string }>((resolve) =>
+    child.on('close', (code) =>
+      resolve({
+        code,
+        err,
+        lines: out
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as Line),
+      }),
+    ),
+  );
+  return { child, done };
+}
+
+/** Starts `log-writer hold` and resolves once it holds the lock. */
+async function holdLock(p: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [WRITER, 'hold', p], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('locked')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`lock holder exited ${code} before taking the lock (${out.trim()})`)));
+  });
+  return child;
+}
+
+async function kill9(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await gone;
+}
+
+function overlap(a: Pick<Extent, 'offset' | 'len'>, b: Pick<Extent, 'offset' | 'len'>): boolean {
+  return a.offset < b.offset + b.len && b.offset < a.offset + a.len;
+}
+
+describe('famfs writer lock: one writer process at a time on the master host', function () {
+  this.timeout(300_000);
+  const made: string[] = [];
+  const children: ChildProcess[] = [];
+  afterEach(async () => {
+    for (const c of children.splice(0)) await kill9(c);
+    for (const p of made.splice(0)) fs.rmSync(p, { force: true });
+  });
+
+  it('writer processes appending at once (creates with parents, deletes, zeroing, compaction): every acknowledged write is in the log exactly once', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 16 * GiB);
+    const WRITERS = 4;
+    const COUNT = 300;
+    const runs = Array.from({ length: WRITERS }, (_, w) => runWriter(['create', p, MASTER, `w${w}`, String(COUNT)]));
+    children.push(...runs.map((r) => r.child));
+    // This process is a writer too (like the controller next to the CLI): creates, deletes,
+    // background-zeroer steps, compactions, while the children append.
+    const dev = openDevice(p);
+    const mine: Line[] = [];
+    const errors: string[] = [];
+    let alive = WRITERS;
+    for (const r of runs) void r.done.then(() => alive--);
+    try {
+      const m = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 0 });
+      for (let i = 0; alive > 0; i++) {
+        const relpath = `parent/d${i % 3}/f${i}`;
+        try {
+          const n = m.creat(relpath, 2 * MiB, { parents: {} });
+          mine.push({ op: 'create', relpath, index: n.index, extents: fmapExtents(n.fmap).map((e) => [e.offset, e.len]) });
+          if (i % 2 === 1) {
+            m.rm(relpath);
+            mine.push({ op: 'delete', relpath, index: n.index });
+          }
+          if (i % 5 === 0) m.zeroFree({ discard: true, stepBytes: 4 * MiB, maxBytes: 64 * MiB });
+          if (i % 40 === 39) m.compact();
+        } catch (e) {
+          if (!(e instanceof FamfsError && e.code === 'ELOCKED')) errors.push(`parent ${relpath}: ${(e as Error).message}`);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    } finally {
+      dev.close();
+    }
+    const results = await Promise.all(runs.map((r) => r.done));
+
+    const all: Line[] = [...mine];
+    results.forEach((r, w) => {
+      assert.equal(r.code, 0, `writer ${w} exited ${r.code}: ${r.err}`);
+      for (const l of r.lines) {
+        if (l.op === 'error') errors.push(`writer ${w} ${l.relpath}: ${l.code} ${l.message}`);
+        else if (l.op !== 'done') all.push(l);
+      }
+      assert.ok(
+        r.lines.some((l) => l.op === 'done'),
+        `writer ${w} did not finish`,
+      );
+    });
+    assert.deepEqual(errors.slice(0, 8), [], `${errors.length} writes failed (a failure here is two processes appending at one slot)`);
+    const creates = all.filter((l) => l.op === 'create');
+    assert.ok(creates.length >= WRITERS * COUNT, `${creates.length} creates acknowledged`);
+    // No log index was handed out twice: each slot was written by one writer.
+    const byIndex = new Map<number, string>();
+    for (const c of creates) {
+      const other = byIndex.get(c.index as number);
+      assert.equal(other, undefined, `log index ${c.index} acknowledged for both ${other} and ${c.relpath}: one entry overwrote the other`);
+      byIndex.set(c.index as number, c.relpath as string);
+    }
+
+    // A fresh replay holds exactly what was acknowledged, at the acknowledged index and memory.
+    const check = openDevice(p, { readOnly: true });
+    try {
+      const r = FamfsFs.open(check, { readOnly: true });
+      const deleted = new Set(all.filter((l) => l.op === 'delete').map((l) => l.relpath));
+      const live: Extent[] = [];
+      for (const c of creates) {
+        const n = r.lookup(c.relpath as string);
+        if (deleted.has(c.relpath)) {
+          assert.equal(n, undefined, `${c.relpath} was deleted but is in the log`);
+          continue;
+        }
+        assert.ok(n !== undefined && n.kind === 'file', `acknowledged ${c.relpath} (index ${c.index}) is not in the log`);
+        assert.equal(n.index, c.index, `${c.relpath}: log index`);
+        const ext = fmapExtents(n.fmap);
+        assert.deepEqual(
+          ext.map((e) => [e.offset, e.len]),
+          c.extents,
+          `${c.relpath}: memory`,
+        );
+        live.push(...ext);
+      }
+      live.sort((a, b) => a.offset - b.offset);
+      for (let i = 1; i < live.length; i++) assert.ok(!overlap(live[i - 1], live[i]), `two live files share memory at 0x${live[i].offset.toString(16)}`);
+      // No zeroing step marked memory clean that a file holds.
+      const clean = readCleanMap(check, r.superblock.uuid, Math.floor(r.superblock.deviceSize / ALLOC_UNIT)).runs;
+      for (let i = 0; i < clean.length; i += 2) {
+        const [start, end] = [clean[i] * ALLOC_UNIT, clean[i + 1] * ALLOC_UNIT];
+        for (const l of live) assert.ok(!(start < l.offset + l.len && l.offset < end), `clean-map run at unit ${clean[i]} covers a live file's memory`);
+      }
+      const report = fsck(check);
+      assert.deepEqual(report.errors, [], 'fsck');
+      assert.equal(report.clean, true, 'fsck clean');
+    } finally {
+      check.close();
+    }
+  });
+
+  it('another process holds the lock: a write waits its bound, fails ELOCKED (gRPC UNAVAILABLE) and writes nothing; kill -9 of the holder releases it', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const holder = await holdLock(p);
+    children.push(holder);
+    const dev = openDevice(p, { writerLockWaitMs: 300 });
+    try {
+      const m = FamfsFs.open(dev, { hostUuid: MASTER });
+      const before = m.header();
+      const started = Date.now();
+      let err: unknown;
+      try {
+        m.creat('a/b', 2 * MiB, { parents: {} });
+      } catch (e) {
+        err = e;
+      }
+      assert.ok(err instanceof FamfsError, `creat under a held lock: ${String(err)}`);
+      assert.equal(err.code, 'ELOCKED');
+      assert.match(err.message, /another famfs writer on this host holds the log lock .*retry/);
+      assert.ok(Date.now() - started >= 300, 'waited its bound before failing');
+      for (const op of [() => m.mkdir('x'), () => m.compact(), () => m.zeroFree(), () => m.ensureCreateRoom(1)]) {
+        assert.throws(op, (e: unknown) => e instanceof FamfsError && e.code === 'ELOCKED');
+      }
+      const csi = toCsiError(err, 'create volume pvc-1');
+      assert.equal(csi.code, grpc.status.UNAVAILABLE);
+      assert.match(csi.message, /holds the log lock/);
+      // Nothing was written: same header, nothing in the tree, fsck clean.
+      assert.deepEqual(m.header(), before);
+      assert.equal(m.lookup('a'), undefined);
+      assert.equal(fsck(dev).clean, true);
+
+      await kill9(holder);
+      const n = m.creat('a/b', 2 * MiB, { parents: {} });
+      assert.equal(n.relpath, 'a/b');
+      assert.equal(m.header().nextIndex, before.nextIndex + 2);
+    } finally {
+      dev.close();
+    }
+  });
+
+  it('nested writes of one process run under the one lock (compactions inside creates), and leave it free', () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 4 * GiB);
+    const dev = openDevice(p, { writerLockWaitMs: 0 });
+    try {
+      // compactAt 1e-9: once 1/16 of the log is garbage, a create compacts inside itself.
+      const m = FamfsFs.open(dev, { hostUuid: MASTER, compactAt: 1e-9 });
+      for (let i = 0; m.activeLog.generation < 2; i++) {
+        assert.ok(i < 5000, 'no compaction ran inside a create');
+        m.creat(`n/f${i}`, 2 * MiB, { parents: {} });
+        m.rm(`n/f${i}`);
+      }
+      // The lock is free again afterwards: another open of the inode takes it at once.
+      const other = openDevice(p, { writerLockWaitMs: 0 });
+      try {
+        assert.equal(other.lockWriter(), true);
+        assert.throws(
+          () => m.mkdir('late'),
+          (e: unknown) => e instanceof FamfsError && e.code === 'ELOCKED',
+        );
+        other.unlockWriter();
+        m.mkdir('late');
+      } finally {
+        other.close();
+      }
+      assert.equal(fsck(dev).clean, true);
+    } finally {
+      dev.close();
+    }
+  });
+
+  it('famfs CLI while another process holds the lock: exit 1, the message says who and what to do, nothing written', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const env = { ...process.env, FAMFS_SYSTEM_UUID: MASTER };
+    const made1 = spawnSync(process.execPath, [CLI, 'creat', '-s', '2M', p, 'old'], { env, encoding: 'utf8' });
+    assert.equal(made1.status, 0, made1.stderr);
+    const holder = await holdLock(p);
+    children.push(holder);
+    for (const args of [
+      ['mkdir', '-p', p, 'models/a'],
+      ['creat', '-s', '2M', p, 'f'],
+      ['rm', p, 'old'],
+      ['compact', p],
+      ['zero', p],
+    ]) {
+      const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
+      assert.equal(r.status, 1, `famfs ${args.join(' ')}: exit ${r.status} (${r.stderr}${r.stdout})`);
+      assert.match(
+        r.stderr,
+        /another famfs writer on this host holds the log lock \(the famfs CLI or a second controller\).*retry/,
+        `famfs ${args[0]}: ${r.stderr}${r.stdout}`,
+      );
+    }
+    const dev = openDevice(p, { readOnly: true });
+    try {
+      const f = FamfsFs.open(dev, { readOnly: true });
+      assert.equal(f.header().nextIndex, 1, 'nothing was appended');
+      assert.equal(f.lookup('old')?.kind, 'file');
+    } finally {
+      dev.close();
+    }
+    await kill9(holder);
+    const ok = spawnSync(process.execPath, [CLI, 'mkdir', '-p', p, 'models/a'], { env, encoding: 'utf8' });
+    assert.equal(ok.status, 0, ok.stderr);
+  });
+
+  it('the CSI controller while the famfs CLI holds the lock: CreateVolume answers UNAVAILABLE over gRPC, writes nothing, succeeds once it is free', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-writelock-'));
+    const saved = process.env.FAMFS_SYSTEM_UUID;
+    process.env.FAMFS_SYSTEM_UUID = MASTER;
+    const d = await startDriver({
+      mode: 'controller',
+      endpoint: `unix://${path.join(dir, 'csi.sock')}`,
+      devicePath: p,
+      deviceSize: 0,
+      mkfs: false,
+      nodeId: 'ctrl',
+      driverName: DEFAULT_DRIVER_NAME,
+      stateDir: path.join(dir, 'state'),
+      pool: 'default',
+      zeroIntervalMs: 0,
+      log: pino({ level: 'silent' }),
+    });
+    const client = new CsiClient(d.config.endpoint, 60_000);
+    const request = {
+      name: 'pvc-locked',
+      capacity_range: { required_bytes: String(4 * MiB) },
+      volume_capabilities: [{ mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } }],
+    };
+    try {
+      const look = openDevice(p, { readOnly: true });
+      const before = FamfsFs.open(look, { readOnly: true }).header().nextIndex;
+      const holder = await holdLock(p);
+      children.push(holder);
+      await assert.rejects(client.call<CreateVolumeResponse>('Controller', 'CreateVolume', request), (e: grpc.ServiceError) => {
+        assert.equal(e.code, grpc.status.UNAVAILABLE, e.message);
+        assert.match(e.details, /another famfs writer on this host holds the log lock .*retry/);
+        return true;
+      });
+      assert.equal(FamfsFs.open(look, { readOnly: true }).header().nextIndex, before, 'nothing was appended');
+      await kill9(holder);
+      const r = await client.call<CreateVolumeResponse>('Controller', 'CreateVolume', request);
+      const after = FamfsFs.open(look, { readOnly: true });
+      assert.ok(after.header().nextIndex > before);
+      assert.equal(fsck(look).clean, true);
+      look.close();
+      assert.ok(r.volume.volume_id !== '');
+    } finally {
+      client.close();
+      await d.stop();
+      if (saved === undefined) delete process.env.FAMFS_SYSTEM_UUID;
+      else process.env.FAMFS_SYSTEM_UUID = saved;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
