@@ -263,6 +263,12 @@ describe('famfs writer lock: one writer process at a time on the master host', f
       // The lock is free again afterwards: another open of the inode takes it at once.
       const other = openDevice(p, { writerLockWaitMs: 0 });
       try {
+        // Nested on one object: only the outermost unlock releases it.
+        assert.equal(dev.lockWriter(), true);
+        assert.equal(dev.lockWriter(), true);
+        dev.unlockWriter();
+        assert.equal(other.lockWriter(), false, 'an inner unlock released the lock');
+        dev.unlockWriter();
         assert.equal(other.lockWriter(), true);
         assert.throws(
           () => m.mkdir('late'),
@@ -294,6 +300,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
       ['rm', p, 'old'],
       ['compact', p],
       ['zero', p],
+      ['repair', p],
     ]) {
       const r = spawnSync(process.execPath, [CLI, ...args], { env, encoding: 'utf8' });
       assert.equal(r.status, 1, `famfs ${args.join(' ')}: exit ${r.status} (${r.stderr}${r.stdout})`);

@@ -54,6 +54,8 @@ export class DaxDevice implements Media {
 
   /** How long lockWriter waits (ms); see DEFAULT_WRITER_LOCK_WAIT_MS. */
   writerLockWaitMs = DEFAULT_WRITER_LOCK_WAIT_MS;
+  /** lockWriter calls not yet matched by unlockWriter (the lock is held while > 0). */
+  private writerLocks = 0;
 
   /** This open created the emulation file: it read as zeros (see unwritten). */
   readonly created: boolean;
@@ -210,11 +212,19 @@ export class DaxDevice implements Media {
    * exits however it exits.
    */
   lockWriter(): boolean {
+    // Nested writes (a compaction inside a create) hold it already through this descriptor.
+    if (this.writerLocks > 0) {
+      this.writerLocks++;
+      return true;
+    }
     const deadline = Date.now() + this.writerLockWaitMs;
     let sleep = LOCK_SLEEP_FIRST_MS;
     for (;;) {
       try {
-        if (this.nativeHandle.tryLockWriter()) return true;
+        if (this.nativeHandle.tryLockWriter()) {
+          this.writerLocks = 1;
+          return true;
+        }
       } catch (e) {
         throw toDeviceError(e, this.path);
       }
@@ -226,6 +236,7 @@ export class DaxDevice implements Media {
   }
 
   unlockWriter(): void {
+    if (this.writerLocks === 0 || --this.writerLocks > 0) return;
     try {
       this.nativeHandle.unlockWriter();
     } catch (e) {

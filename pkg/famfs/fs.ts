@@ -7,6 +7,7 @@
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { readCleanMap, writeCleanUnits } from './clean-map';
+import { withWriterLock } from './writer-lock';
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, inspectGenerations, readActiveLog, writeLogGenCommit, writeLogGenRecord } from './generation';
 import {
@@ -1101,38 +1102,16 @@ export class FamfsFs {
     this.exclusive(() => this.ensureLogRoom(this.prepareWrite(), entries, true));
   }
 
-  /** Nesting depth of exclusive() in this object: inner write calls (parents, a compaction inside a create) hold the lock already. */
-  private lockDepth = 0;
-
   /**
-   * Run one write operation under the host-wide writer lock (Media.lockWriter), from its catch-up
-   * to its last published header. Without it two processes of this master host that both caught up
-   * to next_index N would both write slot N: one entry lost, perhaps after hosts replayed it.
-   * Every write re-catches up inside the lock (prepareWrite), so what another process appended is
-   * known before anything is allocated, zeroed or marked clean.
+   * Run one write operation under the host-wide writer lock, from its catch-up to its last
+   * published header. Without it two processes of this master host that both caught up to
+   * next_index N would both write slot N: one entry lost, perhaps after hosts replayed it. Every
+   * write re-catches up inside the lock (prepareWrite), so what another process appended is known
+   * before anything is allocated, zeroed or marked clean. Nested writes (parents, a compaction
+   * inside a create) nest on the medium's lock.
    */
   private exclusive<T>(fn: () => T): T {
-    if (this.lockDepth > 0 || this.media.lockWriter === undefined) {
-      this.lockDepth++;
-      try {
-        return fn();
-      } finally {
-        this.lockDepth--;
-      }
-    }
-    if (!this.media.lockWriter()) {
-      throw new FamfsError(
-        'ELOCKED',
-        'another famfs writer on this host holds the log lock (the famfs CLI or a second controller); nothing was written, retry when it is done',
-      );
-    }
-    this.lockDepth++;
-    try {
-      return fn();
-    } finally {
-      this.lockDepth--;
-      this.media.unlockWriter?.();
-    }
+    return withWriterLock(this.media, fn);
   }
 
   private readonly uuidScratch = Buffer.alloc(16);

@@ -34,10 +34,11 @@ export interface Media {
    * taken, false when another process on this host kept it that long. Two processes of one master
    * host (the famfs CLI next to a controller, two controllers during a rollout) would otherwise
    * both append at the same next_index. Absent: the medium cannot be shared between processes
-   * (a test buffer), so nothing needs excluding.
+   * (a test buffer), so nothing needs excluding. Re-entrant on one object: nested calls count, and
+   * the lock is released by the unlockWriter matching the outermost call.
    */
   lockWriter?(): boolean;
-  /** Release what lockWriter took. */
+  /** Release what the matching lockWriter took. */
   unlockWriter?(): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
   invalidate(offset: number, length: number): void;

@@ -31,6 +31,7 @@ import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
 import { GENERATION_ZERO, inspectGenerations } from './generation';
 import { repairGenerations } from './repair-generation';
+import { withWriterLock } from './writer-lock';
 import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
@@ -208,7 +209,12 @@ function unitsOf(e: LogEntry): number[] {
   return units;
 }
 
+/** Repair rewrites the log and its header: no other writer of this host may append meanwhile. */
 export function repair(media: Media, o: RepairOptions): RepairReport {
+  return withWriterLock(media, () => repairLocked(media, o));
+}
+
+function repairLocked(media: Media, o: RepairOptions): RepairReport {
   const report: RepairReport = { actions: [], dropped: [], quarantined: [] };
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   let sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);

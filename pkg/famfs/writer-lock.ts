@@ -1,0 +1,23 @@
+import { FamfsError } from './errors';
+import type { Media } from './media';
+
+/**
+ * Run `fn` holding the medium's host-wide writer lock (Media.lockWriter), or throw ELOCKED having
+ * run nothing. Every writer of the log on the master host goes through here: the FamfsFs write
+ * methods and famfs repair. A medium without the lock (a test buffer) cannot be shared between
+ * processes: `fn` just runs.
+ */
+export function withWriterLock<T>(media: Media, fn: () => T): T {
+  if (media.lockWriter === undefined) return fn();
+  if (!media.lockWriter()) {
+    throw new FamfsError(
+      'ELOCKED',
+      'another famfs writer on this host holds the log lock (the famfs CLI or a second controller); nothing was written, retry when it is done',
+    );
+  }
+  try {
+    return fn();
+  } finally {
+    media.unlockWriter?.();
+  }
+}
