@@ -3,6 +3,15 @@
 //   --mode controller   Identity + Controller (runs on the famfs master host)
 //   --mode node         Identity + Node (a DaemonSet on every host attached to the memory)
 //   --mode all          everything in one process (npm start; csi-sanity; single-host setups)
+
+// Before the imports below load anything: as a container's PID 1 (the chart) a signal with no handler
+// is ignored, so a pod deleted while this process starts (loading, waiting for a predecessor's socket,
+// replaying the log) would sit out its whole grace period. Until main() installs the clean shutdown,
+// a signal exits at once: nothing is served yet.
+const exitEarly = (): never => process.exit(0);
+process.on('SIGTERM', exitEarly);
+process.on('SIGINT', exitEarly);
+
 import * as os from 'os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
@@ -182,6 +191,8 @@ async function main(): Promise<void> {
       },
     );
   };
+  process.off('SIGTERM', exitEarly);
+  process.off('SIGINT', exitEarly);
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
 }

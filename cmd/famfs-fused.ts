@@ -6,13 +6,15 @@
  * --foreground it starts a detached copy of itself and returns once the mount answers on its
  * control socket. SIGTERM/SIGINT unmount cleanly.
  */
-import { Command, InvalidArgumentError } from 'commander';
-import * as fs from 'fs';
-import * as path from 'path';
-import { controlRequest } from '../pkg/fuse/control-client.js';
-import { controlSocketFor, serveForeground, type DaemonOptions } from '../pkg/fuse/daemon.js';
-import { DEFAULT_READAHEAD_KB } from '../pkg/fuse/readahead.js';
-import { startDetached } from '../pkg/fuse/supervisor.js';
+import type { DaemonOptions } from '../pkg/fuse/daemon.js';
+
+// First of all, before any module loads (the import above is type-only): as a container's PID 1 (the chart) a signal with no handler
+// is IGNORED, so a pod deleted while this process is still loading its modules (e.g. the kubelet
+// restarting the container of a server that just handed over) would sit out the whole grace period.
+// Nothing is held yet here: exit at once. serveForeground takes over signal handling when it starts.
+const EARLY_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+const exitEarly = (): never => process.exit(0);
+for (const s of EARLY_SIGNALS) process.on(s, exitEarly);
 
 interface CliOptions extends Omit<DaemonOptions, 'directIo' | 'readOnly' | 'copyReads' | 'takeover'> {
   directIo?: boolean;
@@ -23,14 +25,15 @@ interface CliOptions extends Omit<DaemonOptions, 'directIo' | 'readOnly' | 'copy
   logFile?: string;
 }
 
-function intArg(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a non-negative integer');
-  return n;
-}
-
 /** Starts a detached foreground copy and waits until its control socket reports it serving. */
 async function runDetached(mountpoint: string, o: CliOptions, argv: string[]): Promise<void> {
+  const [fs, path, { controlRequest }, { controlSocketFor }, { startDetached }] = await Promise.all([
+    import('fs'),
+    import('path'),
+    import('../pkg/fuse/control-client.js'),
+    import('../pkg/fuse/daemon.js'),
+    import('../pkg/fuse/supervisor.js'),
+  ]);
   const socketPath = controlSocketFor(mountpoint, o.controlSocket);
   const logFile = o.logFile ?? path.join(path.dirname(socketPath), 'famfs-fused.log');
   fs.mkdirSync(path.dirname(logFile), { recursive: true, mode: 0o700 });
@@ -56,6 +59,13 @@ async function runDetached(mountpoint: string, o: CliOptions, argv: string[]): P
 }
 
 async function main(): Promise<void> {
+  // (Loaded here, after the signal handlers above: see the top of this file.)
+  const [{ Command, InvalidArgumentError }, { DEFAULT_READAHEAD_KB }] = await Promise.all([import('commander'), import('../pkg/fuse/readahead.js')]);
+  const intArg = (v: string): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a non-negative integer');
+    return n;
+  };
   const program = new Command()
     .name('famfs-fused')
     .description('Serve a famfs device (devdax or emulation file) as a FUSE file tree')
@@ -87,6 +97,9 @@ async function main(): Promise<void> {
   const [device, mountpoint] = program.args as [string, string];
   const o = program.opts<CliOptions>();
   if (o.foreground === true) {
+    const { serveForeground } = await import('../pkg/fuse/daemon.js');
+    // serveForeground installs its own handlers synchronously, in this same tick: no gap.
+    for (const s of EARLY_SIGNALS) process.off(s, exitEarly);
     await serveForeground(device, mountpoint, {
       ...o,
       directIo: o.directIo === true,

@@ -59,6 +59,21 @@ export function controlSocketFor(mountpoint: string, given?: string): string {
 /** Serves `device` on `mountpoint` until a signal or a lost connection ends the process. */
 export async function serveForeground(device: string, mountpoint: string, o: DaemonOptions): Promise<void> {
   const logger = pino({ name: 'famfs-fused', level: o.logLevel });
+  // Signals during start-up (a pod deleted while this container starts): as a container's PID 1 a
+  // signal with no handler is ignored, and the pod would sit out its whole grace period. Until we hold
+  // a connection (a withdrawn deposit, a handed-over or fresh mount) nothing is lost by exiting at
+  // once; after that, shut down cleanly as soon as the server is up (see the end of the set-up below).
+  let holding = false;
+  let pendingSignal: NodeJS.Signals | undefined;
+  const onStartupSignal = (sig: NodeJS.Signals): void => {
+    if (!holding) {
+      logger.info({ signal: sig }, 'signal before serving anything: exiting');
+      process.exit(0);
+    }
+    pendingSignal ??= sig;
+  };
+  const SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+  for (const s of SIGNALS) process.on(s, onStartupSignal);
   const socketPath = controlSocketFor(mountpoint, o.controlSocket);
   let shuttingDown = false;
   let control: ControlServer | undefined;
@@ -91,17 +106,25 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     if (superseded(socketPath)) {
       // This pod's server handed its connection to a newer pod's (DaemonSet update) and the kubelet
       // restarted this container: taking the connection back would undo the update. Idle until the pod goes.
+      // (The start-up signal handlers above stay: a signal exits at once.)
       logger.info({ socket: socketPath }, "this pod's FUSE server was superseded by a newer one: idle until terminated");
-      process.on('SIGTERM', () => process.exit(0));
       setInterval(() => undefined, 1 << 30);
       return;
     }
-    const plan = await planContainerStart(path.resolve(mountpoint), socketPath, logger, 3000, deposit && (() => deposit.withdraw()));
+    const withdraw =
+      deposit &&
+      ((): Promise<AdoptedConnection | undefined> => {
+        holding = true;
+        return deposit.withdraw();
+      });
+    const plan = await planContainerStart(path.resolve(mountpoint), socketPath, logger, 3000, withdraw);
     takeover = plan.kind === 'takeover';
     if (plan.kind === 'adopt') orphan = plan.conn;
   } else if (!takeover && deposit !== undefined) {
+    holding = true;
     orphan = await deposit.withdraw();
   }
+  holding = true;
   if (takeover) {
     // Restart/upgrade without unmounting: take the live connection from the running server.
     const conn = await requestHandover(socketPath);
@@ -141,9 +164,14 @@ export async function serveForeground(device: string, mountpoint: string, o: Dae
     await control?.close();
     process.exit(code);
   };
-  process.on('SIGTERM', () => void shutdown('SIGTERM', 0));
-  process.on('SIGINT', () => void shutdown('SIGINT', 0));
-  process.on('SIGHUP', () => void shutdown('SIGHUP', 0));
+  for (const s of SIGNALS) {
+    process.off(s, onStartupSignal);
+    process.on(s, () => void shutdown(s, 0));
+  }
+  if (pendingSignal !== undefined) {
+    await shutdown(pendingSignal, 0);
+    return;
+  }
   try {
     control = await ControlServer.listen(socketPath, server, logger, {
       // The new server owns the connection now: leave without unmounting.
