@@ -503,15 +503,23 @@ Napi::Value HandoverAcceptJs(const Napi::CallbackInfo& info) {
   int timeout_ms = info[1].ToNumber().Int32Value();
   std::vector<int> fds;
   std::string json, err;
-  bool ok = HandoverAccept(listen_fd, timeout_ms, &fds, &json, &err);
+  int conn = -1;
+  bool ok = HandoverAccept(listen_fd, timeout_ms, &fds, &json, &err, &conn);
   close(listen_fd);
   if (!ok) throw Napi::Error::New(env, err);
   Napi::Object r = Napi::Object::New(env);
+  // The old server's end stays open until its process is gone: see fuseHandoverPeerGone.
+  r.Set("peer", Napi::Number::New(env, conn));
   Napi::Array a = Napi::Array::New(env, fds.size());
   for (uint32_t i = 0; i < fds.size(); i++) a.Set(i, Napi::Number::New(env, fds[i]));
   r.Set("fds", a);
   r.Set("message", json);
   return r;
+}
+
+// True once the old server's process is gone (its end of the handover connection closed).
+Napi::Value HandoverPeerGoneJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), HandoverPeerGone(info[0].ToNumber().Int32Value()));
 }
 
 // The self-fence clock in ms (CLOCK_BOOTTIME), the clock setFenceDeadline's deadline is on.
@@ -523,6 +531,7 @@ void InitFuse(Napi::Env env, Napi::Object exports) {
   exports.Set("fenceClockMs", Napi::Function::New(env, FenceClockMsJs, "fenceClockMs"));
   exports.Set("fuseHandoverListen", Napi::Function::New(env, HandoverListenJs, "fuseHandoverListen"));
   exports.Set("fuseHandoverAccept", Napi::Function::New(env, HandoverAcceptJs, "fuseHandoverAccept"));
+  exports.Set("fuseHandoverPeerGone", Napi::Function::New(env, HandoverPeerGoneJs, "fuseHandoverPeerGone"));
   exports.Set("FuseSession", FuseSessionWrap::Define(env));
   exports.Set("FuseDepositHolder", DepositHolderWrap::Define(env));
   exports.Set("fuseDepositConnect", Napi::Function::New(env, DepositConnectJs, "fuseDepositConnect"));

@@ -74,7 +74,8 @@ int HandoverListen(const std::string& path, std::string* err) {
   return fd;
 }
 
-bool HandoverSend(const std::string& path, const std::vector<int>& fds, const std::string& json, std::string* err) {
+bool HandoverSend(const std::string& path, const std::vector<int>& fds, const std::string& json, std::string* err,
+                  int* keep_open) {
   if (fds.empty() || fds.size() > kMaxFds || json.size() > kMaxJson) {
     *err = "bad handover message";
     return false;
@@ -109,11 +110,16 @@ bool HandoverSend(const std::string& path, const std::vector<int>& fds, const st
   ssize_t n = sendmsg(s, &msg, MSG_NOSIGNAL);
   bool ok = n == static_cast<ssize_t>(sizeof len + json.size());
   if (!ok) *err = n < 0 ? ErrnoMessage("sendmsg") : "short sendmsg";
-  close(s);
+  if (ok && keep_open != nullptr) {
+    *keep_open = s;
+  } else {
+    close(s);
+  }
   return ok;
 }
 
-bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::string* json, std::string* err) {
+bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::string* json, std::string* err,
+                    int* conn) {
   struct pollfd p = {listen_fd, POLLIN, 0};
   int pr = poll(&p, 1, timeout_ms);
   if (pr <= 0) {
@@ -127,7 +133,9 @@ bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::s
   }
   std::vector<char> buf(sizeof(uint32_t) + kMaxJson);
   std::vector<char> control(CMSG_SPACE(sizeof(int) * kMaxFds));
-  struct iovec iov = {buf.data(), buf.size()};
+  // The length first (the descriptors ride on it), then exactly that much JSON: the sender may keep the
+  // connection open (see HandoverSend), so never wait for more than it sent.
+  struct iovec iov = {buf.data(), sizeof(uint32_t)};
   struct msghdr msg;
   std::memset(&msg, 0, sizeof msg);
   msg.msg_iov = &iov;
@@ -149,22 +157,35 @@ bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::s
   }
   uint32_t len = 0;
   std::memcpy(&len, buf.data(), sizeof len);
-  // MSG_WAITALL on a stream socket may still return early if the sender closed: read the rest.
   size_t have = static_cast<size_t>(n) - sizeof len;
   while (have < len && len <= kMaxJson) {
     ssize_t more = read(s, buf.data() + sizeof len + have, len - have);
     if (more <= 0) break;
     have += static_cast<size_t>(more);
   }
-  close(s);
   if (len > kMaxJson || have < len || fds->empty()) {
+    close(s);
     *err = "incomplete handover message";
     for (int fd : *fds) close(fd);
     fds->clear();
     return false;
   }
+  if (conn != nullptr) {
+    *conn = s;
+  } else {
+    close(s);
+  }
   json->assign(buf.data() + sizeof len, len);
   return true;
+}
+
+bool HandoverPeerGone(int conn) {
+  struct pollfd p = {conn, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) return true;
+  // The sender writes nothing after its message: readable means end of stream.
+  char c;
+  return recv(conn, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
 }
 
 int NotifyResend(int fuse_fd) {

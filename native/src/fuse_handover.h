@@ -25,11 +25,20 @@ std::vector<int> FuseDeviceFds();
 // Listening unix socket at `path` (replaced if present, mode 0600); -1 and *err on failure.
 int HandoverListen(const std::string& path, std::string* err);
 
-// Connects to `path` and sends `json` with `fds` attached.
-bool HandoverSend(const std::string& path, const std::vector<int>& fds, const std::string& json, std::string* err);
+// Connects to `path` and sends `json` with `fds` attached. With `keep_open`, the connection stays open
+// and *keep_open receives it: the old server keeps it until its process is gone (every thread, so
+// every reader of /dev/fuse), and the new server sees that as the end of the stream (HandoverPeerGone).
+bool HandoverSend(const std::string& path, const std::vector<int>& fds, const std::string& json, std::string* err,
+                  int* keep_open = nullptr);
 
-// Accepts one connection on `listen_fd` (waiting up to timeout_ms) and receives its message.
-bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::string* json, std::string* err);
+// Accepts one connection on `listen_fd` (waiting up to timeout_ms) and receives its message. With
+// `conn`, the accepted connection stays open and *conn receives it (see HandoverPeerGone).
+bool HandoverAccept(int listen_fd, int timeout_ms, std::vector<int>* fds, std::string* json, std::string* err,
+                    int* conn = nullptr);
+
+// True once the sender's end of a handover connection is closed: the old server's process is gone,
+// none of its threads can read a request off the connection any more. Never blocks.
+bool HandoverPeerGone(int conn);
 
 // Asks the kernel to put every request read but not yet answered on any fd of this connection
 // back on the input queue. 0 or -errno (-EINVAL: kernel older than 6.9).

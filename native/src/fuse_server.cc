@@ -293,10 +293,14 @@ bool Server::HandoverTo(const std::string& path, std::string* err) {
   }
   HandoverParams p = handover_params();
   char json[256];
+  // heldUntilExit: we keep the connection open until this process is gone (see handover_conn_).
   snprintf(json, sizeof json,
-           "{\"protoMajor\":%u,\"protoMinor\":%u,\"maxReadahead\":%u,\"connectionId\":%llu,\"pid\":%d}", p.proto_major,
-           p.proto_minor, p.max_readahead, static_cast<unsigned long long>(p.conn_id), getpid());
-  if (!HandoverSend(path, fds, json, err)) {
+           "{\"protoMajor\":%u,\"protoMinor\":%u,\"maxReadahead\":%u,\"connectionId\":%llu,\"pid\":%d,"
+           "\"heldUntilExit\":true}",
+           p.proto_major, p.proto_minor, p.max_readahead, static_cast<unsigned long long>(p.conn_id), getpid());
+  if (handover_conn_ >= 0) close(handover_conn_);
+  handover_conn_ = -1;
+  if (!HandoverSend(path, fds, json, err, &handover_conn_)) {
     CancelHandover();
     return false;
   }
@@ -304,6 +308,8 @@ bool Server::HandoverTo(const std::string& path, std::string* err) {
 }
 
 void Server::CancelHandover() {
+  if (handover_conn_ >= 0) close(handover_conn_);
+  handover_conn_ = -1;
   if (!handing_over_.exchange(false)) return;
   // Requests dropped meanwhile sit in our queues: have the kernel deliver them again.
   if (session_ != nullptr) NotifyResend(fuse_session_fd(session_));

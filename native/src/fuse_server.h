@@ -205,6 +205,9 @@ class Server {
   std::vector<FaultRecord> faults_;
   std::atomic<bool> local_failed_{false};
   std::atomic<bool> handing_over_{false};
+  // Old side of a handover: our end of the connection the fds went over, open until this process is
+  // gone (never closed after Abandon): the new server resends what we read only once it ends.
+  int handover_conn_ = -1;
   bool adopted_ = false;  // session fd came from a handover: we unmount ourselves on Stop
   HandoverParams params_;
   Counters counters_;

@@ -9,7 +9,14 @@
  *   new: wait for old to exit, resend again, close old's extra fds, take the control socket
  *
  * Requests the old server read but did not answer are resent by the kernel (Linux 6.9+), so
- * callers see a pause, not an error.
+ * callers see a pause, not an error. Until its process is completely gone, the old server's FUSE
+ * threads keep reading requests off the shared connection (and leave them unanswered): the last
+ * resend must come after that. The old server keeps its end of the handover socket open until then
+ * (heldUntilExit), so its end of stream is the signal, also across pid namespaces (containers),
+ * where the old pid means nothing here and its control socket closes before its threads end.
+ * Resending earlier left such requests in a queue nobody reads (readers hung in
+ * request_wait_answer, /sys/fs/fuse/connections/<n>/waiting > 0) or, when the old server's clone fds
+ * were closed, failed them with ECONNABORTED.
  */
 import * as fs from 'fs';
 import * as net from 'net';
@@ -45,7 +52,13 @@ export async function requestHandover(controlSocket: string, timeoutMs = 10_000)
     if (!r.ok) throw new FuseError('EHANDOVER', `the running server refused the handover: ${r.error}`);
     // The old server sent the fds before replying: they are waiting in the socket.
     const got = native.fuseHandoverAccept(lfd, timeoutMs);
-    return { fds: got.fds, params: parseParams(got.message) };
+    try {
+      const heldUntilExit = (JSON.parse(got.message) as Record<string, unknown>)['heldUntilExit'] === true;
+      return { fds: got.fds, params: parseParams(got.message), peer: { fd: got.peer, heldUntilExit } };
+    } catch (e) {
+      for (const fd of [...got.fds, got.peer]) native.fuseCloseFd(fd);
+      throw e;
+    }
   } finally {
     fs.rmSync(listenPath, { force: true });
   }
@@ -81,11 +94,20 @@ function controlSocketAnswers(path: string): Promise<boolean> {
 export async function completeHandover(server: FamfsFuseServer, controlSocket: string, conn: AdoptedConnection, timeoutMs = 10_000): Promise<void> {
   const r = await controlRequest(controlSocket, { op: 'handover-done' }, timeoutMs);
   if (!r.ok) throw new FuseError('EHANDOVER', `the old server did not accept the confirmation: ${r.error}`);
+  const native = handoverNative();
   const pidVisible = conn.params.pid !== process.pid;
-  const gone = async (): Promise<boolean> => !(pidVisible && alive(conn.params.pid)) && !(await controlSocketAnswers(controlSocket));
-  const deadline = Date.now() + timeoutMs;
-  while (!(await gone()) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
-  if (!(await gone())) throw new FuseError('EHANDOVER', `old server (pid ${conn.params.pid}) did not exit`);
-  if (!pidVisible) await new Promise((res) => setTimeout(res, 200)); // its last threads end with its process, just after the socket
+  const peer = conn.peer;
+  const gone = async (): Promise<boolean> =>
+    (peer === undefined || native.fuseHandoverPeerGone(peer.fd)) && !(pidVisible && alive(conn.params.pid)) && !(await controlSocketAnswers(controlSocket));
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await gone()) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
+    if (!(await gone())) throw new FuseError('EHANDOVER', `old server (pid ${conn.params.pid}) did not exit`);
+    // An old server of an earlier release closed the handover socket at once: its pid may mean nothing
+    // here either (another container), so give its last threads a moment to end with its process.
+    if (!pidVisible && peer?.heldUntilExit !== true) await new Promise((res) => setTimeout(res, 200));
+  } finally {
+    if (peer !== undefined) native.fuseCloseFd(peer.fd);
+  }
   server.finishAdoption();
 }

@@ -142,7 +142,11 @@ type SessionCtor = new (device: NativeDeviceHandle, mountpoint: string, options:
 
 interface HandoverFns {
   fuseHandoverListen(path: string): number;
-  fuseHandoverAccept(fd: number, timeoutMs: number): { fds: number[]; message: string };
+  /** `peer`: the connection the old server sent on, open until its process is gone. */
+  fuseHandoverAccept(fd: number, timeoutMs: number): { fds: number[]; message: string; peer: number };
+  /** True once the old server's end of `peer` is closed (its process, every thread of it, is gone). Never blocks. */
+  fuseHandoverPeerGone(peer: number): boolean;
+  fuseCloseFd(fd: number): void;
 }
 
 /** One entry of the fd deposit as its holder sees it. */
@@ -193,7 +197,7 @@ export function depositNative(): DepositFns {
 /** The addon's handover transport (SCM_RIGHTS over a unix socket). */
 export function handoverNative(): HandoverFns {
   const addon = loadNative() as unknown as Partial<HandoverFns>;
-  if (typeof addon.fuseHandoverListen !== 'function' || typeof addon.fuseHandoverAccept !== 'function') {
+  if (typeof addon.fuseHandoverListen !== 'function' || typeof addon.fuseHandoverAccept !== 'function' || typeof addon.fuseHandoverPeerGone !== 'function') {
     throw new FuseError('ENATIVE', 'the native addon has no FUSE handover (stale build?); rebuild with: npm run build:native');
   }
   return addon as HandoverFns;

@@ -62,6 +62,11 @@ export interface AdoptedConnection {
   /** fds[0] is the session fd; the rest are the old server's clones, closed after it exits. */
   fds: number[];
   params: NativeHandoverParams;
+  /**
+   * Planned handover only: the connection the old server sent the fds on, and whether it keeps that
+   * open until its process is gone (servers of this release do; older ones close it at once).
+   */
+  peer?: { fd: number; heldUntilExit: boolean };
 }
 
 export interface CatchupResult {
