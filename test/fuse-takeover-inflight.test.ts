@@ -21,7 +21,7 @@ import { FamfsFs } from '../pkg/famfs/fs.js';
 import type { FileNode } from '../pkg/famfs/tree.js';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import { FdDepositHolder } from '../pkg/fuse/deposit.js';
-import { canMount, sleep } from './helpers/fused-host.js';
+import { canMount, FusedHost, sleep } from './helpers/fused-host.js';
 
 const FUSED = path.join(__dirname, '..', 'cmd', 'famfs-fused.js');
 const GIB = 1024 ** 3;
@@ -231,4 +231,52 @@ print(n,bad,failed,round(worst,3))`;
     await until('the connection to drain', () => Number(fs.readFileSync(path.join(conn, 'waiting'), 'utf8')) === 0, 5000);
     assert.equal((await controlRequest(sock, { op: 'status' })).ok, true, 'the last server answers');
   }
+
+  it('a new server of an earlier release (reads the handover message to end of stream) still receives it at once', async () => {
+    // Releases before this one read the handover message with one recvmsg(MSG_WAITALL) of 16 KiB and
+    // then closed: the old server now keeps its end open until it exits, so that read must still end
+    // with the message (a unix stream read stops after the message that carries the fds), or a
+    // rollback's new server would wait until the old one gives up (10 s) and resumes.
+    const old = await FusedHost.start('compat', devPath, dir, ['--poll-ms', '50']);
+    const to = path.join(dir, 'compat.handover');
+    const receiver = spawn(
+      'python3',
+      [
+        '-c',
+        `import socket,sys,array
+l=socket.socket(socket.AF_UNIX); l.bind(sys.argv[1]); l.listen(1); print('listening', flush=True)
+c,_=l.accept()
+msg,anc,flags,addr=c.recvmsg(4+16384, socket.CMSG_SPACE(64*4), socket.MSG_WAITALL)
+fds=array.array('i')
+for level,kind,data in anc: fds.frombytes(data[:len(data)-len(data)%fds.itemsize])
+print('got', len(msg), len(fds), flush=True)
+sys.stdin.read()`,
+        to,
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    receiver.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const receiverExited = new Promise((r) => receiver.once('exit', r));
+    try {
+      await until('the receiver to listen', () => out.includes('listening'));
+      assert.equal((await controlRequest(old.socket, { op: 'handover', to })).ok, true);
+      await until('the receiver to get the message', () => out.includes('got '));
+      const [, bytes, fds] = /got (\d+) (\d+)/.exec(out)!.map(Number) as [number, number, number];
+      assert.ok(bytes > 4 && fds >= 1, `message and fds received (${out})`);
+      // Still in the handover (not cancelled after waiting for the reader): the confirmation is accepted.
+      const done = await controlRequest(old.socket, { op: 'handover-done' });
+      assert.equal(done.ok, true, `handover-done: ${JSON.stringify(done)}`);
+      assert.equal(await Promise.race([old.exited, sleep(20_000).then(() => 'still running')]), 0);
+    } finally {
+      receiver.kill('SIGKILL'); // its fds were the last on the connection: the kernel aborts it
+      await receiverExited;
+      await old.stop().catch(() => undefined);
+      try {
+        execFileSync('umount', ['-l', old.mountpoint], { stdio: 'ignore' });
+      } catch {
+        /* not mounted */
+      }
+    }
+  });
 });
