@@ -25,6 +25,22 @@ async function childPid(parent: number): Promise<number> {
   throw new Error(`unshare (pid ${parent}) started no child`);
 }
 
+/** Starts `node script args…` as PID 1 of a new pid namespace, stdout and stderr to `logPath`. */
+function spawnAsPid1(script: string, args: string[], logPath: string, env: NodeJS.ProcessEnv = process.env): ChildProcess {
+  const out = fs.openSync(logPath, 'w');
+  try {
+    return spawn('unshare', ['--pid', '--fork', '--kill-child', process.execPath, script, ...args], { stdio: ['ignore', out, out], env });
+  } finally {
+    fs.closeSync(out);
+  }
+}
+
+/** Polls `logPath` (10 ms steps, up to 30 s) until it contains `text`, then asserts it does. */
+async function waitForLog(logPath: string, text: string): Promise<void> {
+  for (let i = 0; i < 3000 && !fs.readFileSync(logPath, 'utf8').includes(text); i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(fs.readFileSync(logPath, 'utf8').includes(text), `log never said "${text}":\n${fs.readFileSync(logPath, 'utf8')}`);
+}
+
 /** No Kubernetes API: the driver runs standalone (no kubeconfig, not in a pod). */
 function standaloneEnv(home: string): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: home };
@@ -39,6 +55,8 @@ describe('entry points: signals while starting (PID 1 in its own pid namespace, 
   let fake: net.Server | undefined;
   const held: net.Socket[] = [];
   let proc: ChildProcess | undefined;
+  /** famfs-fused --container on a device that does not exist, talking on control socket `sock`. */
+  const fusedArgs = (sock: string): string[] => [path.join(dir, 'no-device'), path.join(dir, 'mnt'), '--foreground', '--container', '--control-socket', sock];
 
   before(function () {
     if (process.getuid?.() !== 0) this.skip(); // a new pid namespace needs root
@@ -69,25 +87,7 @@ describe('entry points: signals while starting (PID 1 in its own pid namespace, 
       });
     });
     await new Promise<void>((r) => fake!.listen(sock, r));
-    const out = fs.openSync(path.join(dir, 'out.log'), 'w');
-    proc = spawn(
-      'unshare',
-      [
-        '--pid',
-        '--fork',
-        '--kill-child',
-        process.execPath,
-        FUSED,
-        path.join(dir, 'no-device'),
-        path.join(dir, 'mnt'),
-        '--foreground',
-        '--container',
-        '--control-socket',
-        sock,
-      ],
-      { stdio: ['ignore', out, out] },
-    );
-    fs.closeSync(out);
+    proc = spawnAsPid1(FUSED, fusedArgs(sock), path.join(dir, 'out.log'));
     const exited = exitOf(proc);
     const pid1 = await childPid(proc.pid!);
     await connected;
@@ -104,30 +104,11 @@ describe('entry points: signals while starting (PID 1 in its own pid namespace, 
     const sock = path.join(dir, 'sock');
     const podUid = `pod-${process.pid}-${Date.now()}`;
     fs.writeFileSync(`${sock}.superseded-${podUid}`, 'test\n');
-    const out = fs.openSync(path.join(dir, 'out.log'), 'w');
-    proc = spawn(
-      'unshare',
-      [
-        '--pid',
-        '--fork',
-        '--kill-child',
-        process.execPath,
-        FUSED,
-        path.join(dir, 'no-device'),
-        path.join(dir, 'mnt'),
-        '--foreground',
-        '--container',
-        '--control-socket',
-        sock,
-      ],
-      { stdio: ['ignore', out, out], env: { ...process.env, POD_UID: podUid } },
-    );
-    fs.closeSync(out);
+    const logPath = path.join(dir, 'out.log');
+    proc = spawnAsPid1(FUSED, fusedArgs(sock), logPath, { ...process.env, POD_UID: podUid });
     const exited = exitOf(proc);
     const pid1 = await childPid(proc.pid!);
-    const logPath = path.join(dir, 'out.log');
-    for (let i = 0; i < 3000 && !fs.readFileSync(logPath, 'utf8').includes('superseded by a newer one'); i++) await new Promise((r) => setTimeout(r, 10));
-    assert.match(fs.readFileSync(logPath, 'utf8'), /superseded by a newer one/);
+    await waitForLog(logPath, 'superseded by a newer one');
     process.kill(pid1, 'SIGTERM');
     assert.deepEqual(await exited, { code: 0, signal: null }, fs.readFileSync(logPath, 'utf8'));
   });
@@ -139,15 +120,9 @@ describe('entry points: signals while starting (PID 1 in its own pid namespace, 
     fake = net.createServer((c) => held.push(c));
     await new Promise<void>((r) => fake!.listen(sock, r));
     const logPath = path.join(dir, 'out.log');
-    const out = fs.openSync(logPath, 'w');
-    proc = spawn(
-      'unshare',
+    proc = spawnAsPid1(
+      CSI,
       [
-        '--pid',
-        '--fork',
-        '--kill-child',
-        process.execPath,
-        CSI,
         '--mode',
         'node',
         '--endpoint',
@@ -159,13 +134,12 @@ describe('entry points: signals while starting (PID 1 in its own pid namespace, 
         '--state-dir',
         path.join(dir, 'state'),
       ],
-      { stdio: ['ignore', out, out], env: standaloneEnv(dir) },
+      logPath,
+      standaloneEnv(dir),
     );
-    fs.closeSync(out);
     const exited = exitOf(proc);
     const pid1 = await childPid(proc.pid!);
-    for (let i = 0; i < 3000 && !fs.readFileSync(logPath, 'utf8').includes('waiting for it to exit'); i++) await new Promise((r) => setTimeout(r, 10));
-    assert.match(fs.readFileSync(logPath, 'utf8'), /waiting for it to exit/);
+    await waitForLog(logPath, 'waiting for it to exit');
     process.kill(pid1, 'SIGTERM');
     const r = await Promise.race([exited, new Promise((res) => setTimeout(() => res('still running 20 s after SIGTERM'), 20_000))]);
     assert.deepEqual(r, { code: 0, signal: null }, fs.readFileSync(logPath, 'utf8'));
