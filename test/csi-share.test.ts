@@ -262,26 +262,28 @@ describe('zero-copy read-only sharing through dataSource', function () {
       a = await env.startNode('node-a');
     });
 
-    it("the pod sees the loader's bytes at data, read-only", async () => {
-      const src = await loader('loader-5');
-      const share = await create('readers-5', 'MULTI_NODE_READER_ONLY', fromVolume(src));
+    /** Stages a read-only share on node-a and publishes it read-only at the target of `pod`. */
+    async function publishShare(share: VolumeOut, pod: string): Promise<{ staging: string; t: string }> {
       const staging = env.staging('node-a', share.volume_id);
       const cap = mountCap('MULTI_NODE_READER_ONLY');
-      await a.call('NodeStageVolume', {
-        volume_id: share.volume_id,
-        staging_target_path: staging,
-        volume_capability: cap,
-        volume_context: share.volume_context,
-      });
-      const t = env.target('pod-share');
+      const ctx = share.volume_context;
+      await a.call('NodeStageVolume', { volume_id: share.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: ctx });
+      const t = env.target(pod);
       await a.call('NodePublishVolume', {
         volume_id: share.volume_id,
         staging_target_path: staging,
         target_path: t,
         volume_capability: cap,
         readonly: true,
-        volume_context: share.volume_context,
+        volume_context: ctx,
       });
+      return { staging, t };
+    }
+
+    it("the pod sees the loader's bytes at data, read-only", async () => {
+      const src = await loader('loader-5');
+      const share = await create('readers-5', 'MULTI_NODE_READER_ONLY', fromVolume(src));
+      const { staging, t } = await publishShare(share, 'pod-share');
       assert.ok(fs.readFileSync(path.join(t, 'data')).subarray(0, data.length).equals(data));
       assert.throws(() => fs.writeFileSync(path.join(t, 'data'), 'x'), /EROFS/);
       await a.call('NodeUnpublishVolume', { volume_id: share.volume_id, target_path: t });
@@ -303,19 +305,7 @@ describe('zero-copy read-only sharing through dataSource', function () {
     it('a privileged reader that remounts its share rw cannot write it (EROFS), across a node plugin restart and a kill -9 of famfs-fused', async () => {
       const src = await loader('loader-priv');
       const share = await create('readers-priv', 'MULTI_NODE_READER_ONLY', fromVolume(src));
-      const staging = env.staging('node-a', share.volume_id);
-      const cap = mountCap('MULTI_NODE_READER_ONLY');
-      const ctx = share.volume_context;
-      await a.call('NodeStageVolume', { volume_id: share.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: ctx });
-      const t = env.target('pod-privileged');
-      await a.call('NodePublishVolume', {
-        volume_id: share.volume_id,
-        staging_target_path: staging,
-        target_path: t,
-        volume_capability: cap,
-        readonly: true,
-        volume_context: ctx,
-      });
+      const { staging, t } = await publishShare(share, 'pod-privileged');
       const srcFile = fileOf(src)!;
       const unchanged = (what: string): void =>
         assert.ok(readFileData(env.device, srcFile, 0, data.length).equals(data), `${what}: the loader's bytes in the memory are unchanged`);
