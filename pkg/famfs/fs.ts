@@ -599,24 +599,19 @@ export class FamfsFs {
 
   private mkdirLocked(relpath: string, o: MkdirOptions, mode: number, uid: number, gid: number): DirNode[] {
     const h = this.prepareWrite();
-    const parts = relpath.split('/');
-    const missing: string[] = [];
-    for (let i = 1; i <= parts.length; i++) {
-      const p = parts.slice(0, i).join('/');
-      const n = this.tree.lookup(p);
-      if (!n) missing.push(p);
-      else if (n.kind !== 'dir') throw new FamfsError('ENOTDIR', `"${p}" is a file`);
-      else if (i === parts.length) throw new FamfsError('EEXIST', `directory "${relpath}" already exists`);
+    const missing = this.missingParents(relpath);
+    if (missing.length === 0) {
+      const n = this.tree.lookup(relpath);
+      if (n?.kind === 'dir') throw new FamfsError('EEXIST', `directory "${relpath}" already exists`);
+      if (n) throw new FamfsError('ENOTDIR', `"${relpath}" is a file`);
     }
-    if (missing.length > 1 && !o.parents) throw new FamfsError('ENOENT', `parent directory "${parts.slice(0, -1).join('/')}" does not exist (use -p)`);
-    const made: DirNode[] = [];
+    missing.push(relpath);
+    if (missing.length > 1 && !o.parents) {
+      throw new FamfsError('ENOENT', `parent directory "${relpath.split('/').slice(0, -1).join('/')}" does not exist (use -p)`);
+    }
     let next = this.ensureLogRoom(h, missing.length, true);
-    for (const p of missing) {
-      const e = this.append(next, { type: 'mkdir', relpath: p, mode, uid, gid });
-      made.push(this.tree.lookup(p) as DirNode);
-      next = { ...next, nextIndex: next.nextIndex + 1, nextSeqnum: e.index + 1 };
-    }
-    return made;
+    for (const p of missing) next = this.appendNext(next, { type: 'mkdir', relpath: p, mode, uid, gid });
+    return missing.map((p) => this.tree.lookup(p) as DirNode);
   }
 
   creat(relpath: string, size: number, o: CreateFileOptions = {}): FileNode {
@@ -646,10 +641,7 @@ export class FamfsFs {
       fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true ? 'clean' : 'dirty');
     }
     // Room, names and log entries are all known good: now the parents, then the file.
-    for (const p of missing) {
-      const e = this.append(room, { type: 'mkdir', relpath: p, mode: dirMode, uid: dirUid, gid: dirGid });
-      room = { ...room, nextIndex: room.nextIndex + 1, nextSeqnum: e.index + 1 };
-    }
+    for (const p of missing) room = this.appendNext(room, { type: 'mkdir', relpath: p, mode: dirMode, uid: dirUid, gid: dirGid });
     const dirty = o.zero ? this.allocator.dirtyParts(fmap) : [];
     // Dirty in shared memory (flushed) before the entry hands the units to the file.
     this.claimUnits(fmap);
@@ -704,8 +696,7 @@ export class FamfsFs {
       if (node.kind === 'dir' && node.children.size > 0) throw new FamfsError('ENOTEMPTY', `directory "${relpath}" is not empty`);
       room = this.ensureLogRoom(room, 1, false);
       this.enableExtensions();
-      const e = this.append(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
-      room = { ...room, nextIndex: room.nextIndex + 1, nextSeqnum: e.index + 1 };
+      room = this.appendNext(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
       n++;
     }
     return n;
@@ -1306,6 +1297,12 @@ export class FamfsFs {
    * between leaves an entry past next_index that replay never reads. Cost is independent of how
    * full the log is.
    */
+  /** append, then the header as it stands after that entry: what the next append of the same write starts from. */
+  private appendNext(h: LogHeader, body: EntryBody): LogHeader {
+    const e = this.append(h, body);
+    return { ...h, nextIndex: h.nextIndex + 1, nextSeqnum: e.index + 1 };
+  }
+
   private append(h: LogHeader, body: EntryBody): LogEntry {
     const slot = h.nextIndex;
     const index = h.nextSeqnum;
