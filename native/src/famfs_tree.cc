@@ -3,7 +3,7 @@
 // fsck uses it for a whole log: a cold fsck of 15,420 entries spent most of its time building and
 // then walking 15,420 JavaScript nodes it only counted.
 //
-//   logTreeNew(deviceSize, reservedBytes, allocUnit, generation) -> tree (an external)
+//   logTreeNew(deviceSize, reservedBytes, allocUnit, generation[, expectedEntries]) -> tree (an external)
 //   logTreeApplySlots(tree, buf, count, firstSlot, seqMin, seqMax, deletesAllowed) -> slots applied
 //       decodes and applies slots up to the first one DecodeOne leaves to decodeEntryAt
 //   logTreeApplyEntry(tree, kind, index, relpath, fields: Float64Array)
@@ -69,17 +69,23 @@ struct Node {
   uint32_t path_at, path_len;  // the relpath, in Tree::arena
   uint32_t name_at;            // the name is the relpath from here
   uint32_t children;
+  uint64_t path_hash, name_hash;  // Hash of the relpath, and of the name (root children only)
 };
 
 // Open addressing over node ids (no allocation per entry: a full log is 15,420 inserts). Keys are
-// the nodes' relpaths, or their names (by_name: the root's children), read from the arena.
+// the nodes' relpaths, or their names (by_name: the root's children), read from the arena; each
+// slot keeps 32 bits of its key's hash, so a probe compares strings only on a likely match and a
+// rehash hashes nothing again.
 struct NameIndex {
   static constexpr int32_t kEmpty = -1, kGone = -2;
+  struct Slot {
+    int32_t id;
+    uint32_t h;
+  };
   bool by_name = false;
-  std::vector<int32_t> slots;
+  std::vector<Slot> slots;
   size_t live = 0, taken = 0;  // taken counts tombstones too
 };
-
 struct ProblemRec {
   double index;
   int32_t code;
@@ -142,52 +148,64 @@ inline uint64_t Hash(std::string_view k) {
   return h ^ (h >> 31);
 }
 
-int32_t Find(const Tree& t, const NameIndex& ix, std::string_view k) {
+int32_t FindHashed(const Tree& t, const NameIndex& ix, std::string_view k, uint64_t h) {
   if (ix.slots.empty()) return -1;
   const size_t mask = ix.slots.size() - 1;
-  for (size_t i = Hash(k) & mask;; i = (i + 1) & mask) {
-    const int32_t id = ix.slots[i];
-    if (id == NameIndex::kEmpty) return -1;
-    if (id >= 0 && Key(t, ix, id) == k) return id;
+  const uint32_t h32 = static_cast<uint32_t>(h >> 32);
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    const NameIndex::Slot& s = ix.slots[i];
+    if (s.id == NameIndex::kEmpty) return -1;
+    if (s.id >= 0 && s.h == h32 && Key(t, ix, s.id) == k) return s.id;
   }
 }
 
-void Place(const Tree& t, NameIndex* ix, int32_t id) {
+int32_t Find(const Tree& t, const NameIndex& ix, std::string_view k) { return FindHashed(t, ix, k, Hash(k)); }
+
+// Places id with its key's hash h (only the slot's 32 bits and the low bits for the bucket are used).
+void PlaceHashed(NameIndex* ix, int32_t id, uint64_t h) {
   const size_t mask = ix->slots.size() - 1;
-  size_t i = Hash(Key(t, *ix, id)) & mask;
-  while (ix->slots[i] >= 0) i = (i + 1) & mask;
-  if (ix->slots[i] == NameIndex::kEmpty) ix->taken++;
-  ix->slots[i] = id;
+  size_t i = h & mask;
+  while (ix->slots[i].id >= 0) i = (i + 1) & mask;
+  if (ix->slots[i].id == NameIndex::kEmpty) ix->taken++;
+  ix->slots[i] = NameIndex::Slot{id, static_cast<uint32_t>(h >> 32)};
   ix->live++;
 }
 
-// Room for `more` keys beyond the live ones, at most half full (tombstones dropped).
+// Room for `more` keys beyond the live ones, at most half full (tombstones dropped); a moved key's
+// bucket comes from the full hash its Node keeps.
+void Reserve(const Tree& t, NameIndex* ix, size_t more);
+
+void Insert(const Tree& t, NameIndex* ix, int32_t id, uint64_t h) {
+  if ((ix->taken + 1) * 4 >= ix->slots.size() * 3) Reserve(t, ix, 1);
+  PlaceHashed(ix, id, h);
+}
+
 void Reserve(const Tree& t, NameIndex* ix, size_t more) {
   const size_t want = (ix->live + more) * 2;
   if (ix->slots.size() >= want && (ix->taken + more) * 4 < ix->slots.size() * 3) return;
   size_t cap = 64;
   while (cap < want) cap *= 2;
-  std::vector<int32_t> old;
+  std::vector<NameIndex::Slot> old;
   old.swap(ix->slots);
-  ix->slots.assign(cap, NameIndex::kEmpty);
+  ix->slots.assign(cap, NameIndex::Slot{NameIndex::kEmpty, 0});
   ix->live = ix->taken = 0;
-  for (int32_t o : old)
-    if (o >= 0) Place(t, ix, o);
-}
-
-void Insert(const Tree& t, NameIndex* ix, int32_t id) {
-  if ((ix->taken + 1) * 4 >= ix->slots.size() * 3) Reserve(t, ix, 1);
-  Place(t, ix, id);
+  for (const NameIndex::Slot& o : old) {
+    if (o.id < 0) continue;
+    const Node& n = t.nodes[o.id];
+    PlaceHashed(ix, o.id, ix->by_name ? n.name_hash : n.path_hash);
+  }
 }
 
 void Erase(const Tree& t, NameIndex* ix, std::string_view k) {
   if (ix->slots.empty()) return;
+  const uint64_t h = Hash(k);
+  const uint32_t h32 = static_cast<uint32_t>(h >> 32);
   const size_t mask = ix->slots.size() - 1;
-  for (size_t i = Hash(k) & mask;; i = (i + 1) & mask) {
-    const int32_t id = ix->slots[i];
-    if (id == NameIndex::kEmpty) return;
-    if (id >= 0 && Key(t, *ix, id) == k) {
-      ix->slots[i] = NameIndex::kGone;
+  for (size_t i = h & mask;; i = (i + 1) & mask) {
+    NameIndex::Slot& s = ix->slots[i];
+    if (s.id == NameIndex::kEmpty) return;
+    if (s.id >= 0 && s.h == h32 && Key(t, *ix, s.id) == k) {
+      s.id = NameIndex::kGone;
       ix->live--;
       return;
     }
@@ -294,8 +312,10 @@ ProblemRec& AddProblem(Tree* t, double index, int32_t code, std::string_view rel
   return p;
 }
 
-// tree.ts parentOf: the parent's node id, or -1 after recording why not.
-int32_t ParentOf(Tree* t, double index, std::string_view relpath, size_t* name_at) {
+// tree.ts parentOf: the parent's node id, or -1 after recording why not. Sets the hashes AddNode
+// indexes the new node by.
+int32_t ParentOf(Tree* t, double index, std::string_view relpath, size_t* name_at, uint64_t* path_hash,
+                 uint64_t* name_hash) {
   const size_t cut = relpath.rfind('/');
   const std::string_view parent_path = cut == std::string_view::npos ? std::string_view() : relpath.substr(0, cut);
   *name_at = cut == std::string_view::npos ? 0 : cut + 1;
@@ -325,8 +345,15 @@ int32_t ParentOf(Tree* t, double index, std::string_view relpath, size_t* name_a
     return -1;
   }
   // Below the root a child's relpath is its parent's relpath, '/', its name: this one's.
-  const int32_t existing =
-      parent == 0 ? Find(*t, t->root_kids, std::string_view(name, name_len)) : Find(*t, t->by_path, relpath);
+  *path_hash = Hash(relpath);
+  *name_hash = 0;
+  int32_t existing;
+  if (parent == 0) {
+    *name_hash = Hash(std::string_view(name, name_len));
+    existing = FindHashed(*t, t->root_kids, std::string_view(name, name_len), *name_hash);
+  } else {
+    existing = FindHashed(*t, t->by_path, relpath, *path_hash);
+  }
   if (existing >= 0) {
     AddProblem(t, index, kExists, relpath).a = t->nodes[existing].index;
     return -1;
@@ -335,7 +362,8 @@ int32_t ParentOf(Tree* t, double index, std::string_view relpath, size_t* name_a
 }
 
 // Adds a node with this relpath (its other fields set by the caller) and indexes it.
-Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_view relpath, size_t name_at) {
+Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_view relpath, size_t name_at,
+              uint64_t path_hash, uint64_t name_hash) {
   Node n{};
   n.index = index;
   n.parent = parent;
@@ -344,11 +372,13 @@ Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_v
   n.path_at = static_cast<uint32_t>(t->arena.size());
   n.path_len = static_cast<uint32_t>(relpath.size());
   n.name_at = static_cast<uint32_t>(name_at);
+  n.path_hash = path_hash;
+  n.name_hash = name_hash;
   t->arena.append(relpath);
   t->nodes.push_back(n);
   const int32_t id = static_cast<int32_t>(t->nodes.size() - 1);
-  Insert(*t, &t->by_path, id);
-  if (parent == 0) Insert(*t, &t->root_kids, id);
+  Insert(*t, &t->by_path, id, path_hash);
+  if (parent == 0) Insert(*t, &t->root_kids, id, name_hash);
   t->nodes[parent].children++;
   t->idx.push_back(index);
   return t->nodes[id];
@@ -372,14 +402,15 @@ void ApplyFile(Tree* t, double index, std::string_view relpath, double size, uin
     return;
   }
   size_t name_at = 0;
-  const int32_t parent = ParentOf(t, index, relpath, &name_at);
+  uint64_t ph = 0, nh = 0;
+  const int32_t parent = ParentOf(t, index, relpath, &name_at, &ph, &nh);
   if (parent < 0) {
     t->orphaned.push_back(Held{index, std::vector<Ext>(x, x + n)});
     return;
   }
   const uint32_t ext_at = static_cast<uint32_t>(t->exts.size());
   t->exts.insert(t->exts.end(), x, x + n);
-  Node& node = AddNode(t, index, parent, 0, relpath, name_at);
+  Node& node = AddNode(t, index, parent, 0, relpath, name_at, ph, nh);
   node.fmap_kind = fmap_kind;
   node.mode = mode & 07777;
   node.uid = uid;
@@ -394,9 +425,10 @@ void ApplyFile(Tree* t, double index, std::string_view relpath, double size, uin
 
 void ApplyMkdir(Tree* t, double index, std::string_view relpath, uint32_t uid, uint32_t gid, uint32_t mode) {
   size_t name_at = 0;
-  const int32_t parent = ParentOf(t, index, relpath, &name_at);
+  uint64_t ph = 0, nh = 0;
+  const int32_t parent = ParentOf(t, index, relpath, &name_at, &ph, &nh);
   if (parent < 0) return;
-  Node& node = AddNode(t, index, parent, 1, relpath, name_at);
+  Node& node = AddNode(t, index, parent, 1, relpath, name_at, ph, nh);
   node.mode = mode & 07777;
   node.uid = uid;
   node.gid = gid;
@@ -472,6 +504,19 @@ Napi::Value New(const Napi::CallbackInfo& info) {
   root.mode = 0755;
   t->nodes.push_back(root);
   t->root_kids.by_name = true;
+  // The caller's estimate of the entries to come (a replay knows the log header's count): every
+  // array sized once, instead of regrown and the path index rehashed once per 1 MiB chunk.
+  if (info.Length() > 4 && info[4].IsNumber()) {
+    const double want = info[4].As<Napi::Number>().DoubleValue();
+    if (want > 0 && want <= (1 << 24)) {
+      const size_t n = static_cast<size_t>(want);
+      t->nodes.reserve(n + 1);
+      t->idx.reserve(n);
+      t->exts.reserve(n);
+      t->arena.reserve(n * 16);
+      Reserve(*t, &t->by_path, n);
+    }
+  }
   return Napi::External<Tree>::New(env, t, [](Napi::Env, Tree* p) { delete p; });
 }
 

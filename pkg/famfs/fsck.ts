@@ -112,7 +112,7 @@ function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, act
 
 /** The same through the native log tree: no JavaScript object per entry (see native-tree.ts). */
 function checkLogNative(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
-  const tree = new NativeLogTree(limits, active.generation);
+  const tree = new NativeLogTree(limits, active.generation, header.nextIndex);
   const stop = reader.walk(0, header.nextIndex, { min: 0, max: header.nextSeqnum }, tree.sink());
   if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
   const units = Math.floor(limits.deviceSize / ALLOC_UNIT);

@@ -27,7 +27,7 @@ interface NativeProblem {
 }
 
 interface NativeTreeAddon {
-  logTreeNew(deviceSize: number, reservedBytes: number, allocUnit: number, generation: number): Handle;
+  logTreeNew(deviceSize: number, reservedBytes: number, allocUnit: number, generation: number, expectedEntries?: number): Handle;
   logTreeApplySlots(t: Handle, buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number, deletesAllowed: boolean): number;
   logTreeApplyEntry(t: Handle, kind: number, index: number, relpath: string, fields: Float64Array): void;
   logTreeCounts(t: Handle): Float64Array;
@@ -69,15 +69,19 @@ export class NativeLogTree {
   private readonly a: NativeTreeAddon;
   private readonly t: Handle;
 
-  /** Throws when the build has no native tree (check nativeTreeAvailable first). */
+  /**
+   * Throws when the build has no native tree (check nativeTreeAvailable first). `expectedEntries`:
+   * how many entries are about to be applied (sizes the tree once).
+   */
   constructor(
     readonly limits: TreeLimits,
     generation: number,
+    expectedEntries = 0,
   ) {
     addon ??= resolve();
     if (addon === null) throw new Error('the native log tree is not in this build');
     this.a = addon;
-    this.t = addon.logTreeNew(limits.deviceSize, limits.reservedBytes, ALLOC_UNIT, generation);
+    this.t = addon.logTreeNew(limits.deviceSize, limits.reservedBytes, ALLOC_UNIT, generation, expectedEntries);
   }
 
   /** A LogReader.walk sink that applies every slot it validates to this tree. */
