@@ -2,6 +2,7 @@
 // StorageClass parameters and the famfs → gRPC error mapping.
 import { strict as assert } from 'assert';
 import { status } from '@grpc/grpc-js';
+import { createHash } from 'crypto';
 import fc from 'fast-check';
 import { checkCapability, publishIsReadOnly, requireCapabilities, type CapabilityPolicy } from '../pkg/csi/capabilities';
 import { CsiError, FAMFS_TO_GRPC, toCsiError } from '../pkg/csi/errors';
@@ -49,6 +50,25 @@ describe('names: CSI names → famfs paths', () => {
             checkRelpath(rel); // the famfs core accepts it
             checkRelpath(objectDirRelpath(id));
           }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('gives the ids earlier releases gave (a volume created before an upgrade keeps its id)', () => {
+    // Ids as 0.1.0 computed them (two Hash updates: "famfs-csi/<kind>\0", then the name as UTF-8).
+    const old = (kind: string, name: string): string => createHash('sha256').update(`famfs-csi/${kind}\0`).update(name, 'utf8').digest('hex').slice(0, 40);
+    assert.equal(volumeIdForName('pvc-0b3e9f7c-1d2a-4c5e-8f90-123456789abc'), 'vol-9063cd6e611334d313ca1cef2c7cb5f2842a5226');
+    assert.equal(snapshotIdForName('pvc-0b3e9f7c-1d2a-4c5e-8f90-123456789abc'), 'snap-af5684712d9ed7ef32fc5bc8e525cc712de9a1ce');
+    assert.equal(volumeIdForName('pvc-ö-日本'), 'vol-a5486d08aa2d89105f5e05d4d5f7fa73befa118f');
+    assert.equal(snapshotIdForName('x'.repeat(128)), 'snap-49397781636d53110471a6122b04aa31054c39cd');
+    fc.assert(
+      fc.property(
+        fc.string({ minLength: 1, maxLength: 300, unit: 'binary' }).filter((s) => !s.includes('\0')),
+        (name) => {
+          assert.equal(volumeIdForName(name), `vol-${old('volume', name)}`);
+          assert.equal(snapshotIdForName(name), `snap-${old('snapshot', name)}`);
         },
       ),
       { numRuns: 300 },

@@ -6,7 +6,7 @@
 //   name ──sha256──► volume id "vol-<40 hex>" ──► famfs dir "csi/vol-<40 hex>", file ".../data"
 // 160 bits of hash make an accidental collision impossible in practice, and hex ids can never
 // contain '/', '..' or NUL.
-import { createHash } from 'crypto';
+import { hash } from 'crypto';
 import * as path from 'path';
 import { invalidArgument } from './errors';
 
@@ -29,7 +29,9 @@ const SNAPSHOT_ID_RE = new RegExp(`^${SNAPSHOT_ID_PREFIX}[0-9a-f]{${HASH_HEX_CHA
 
 function hashName(kind: 'volume' | 'snapshot', name: string): string {
   // The kind is part of the hashed input, so a volume and a snapshot with the same name differ.
-  return createHash('sha256').update(`famfs-csi/${kind}\0`).update(name, 'utf8').digest('hex').slice(0, HASH_HEX_CHARS);
+  // One-shot (no Hash object): the same bytes as update(prefix).update(name) (the prefix is ASCII
+  // and ends in NUL, so the UTF-8 of the concatenation is the concatenation of the UTF-8s).
+  return hash('sha256', `famfs-csi/${kind}\0${name}`, 'hex').slice(0, HASH_HEX_CHARS);
 }
 
 /** Checks a CO-chosen name (CreateVolume / CreateSnapshot); `field` names it in the message. */

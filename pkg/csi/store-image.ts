@@ -498,7 +498,9 @@ export class SharedStateImage<T> {
     const len = Buffer.byteLength(json, 'utf8');
     const size = align(D.HEADER_SIZE + len);
     if (c.tail + size > SharedStateImage.halfOf(c.file)) return false;
-    const rec = Buffer.alloc(size);
+    if (this.recordScratch.length < size) this.recordScratch = Buffer.alloc(Math.max(size, 2 * this.recordScratch.length));
+    // Zeroed to its aligned end (the padding is part of what a reader looks at).
+    const rec = this.recordScratch.fill(0, 0, size).subarray(0, size);
     rec.writeUInt32LE(CSI_DELTA_MAGIC, D.magic);
     rec.writeUInt32LE(len, D.length);
     writeU64(rec, D.generation, c.header.generation);
@@ -516,6 +518,8 @@ export class SharedStateImage<T> {
     return true;
   }
 
+  /** A change record is built here (written, and copied to the device, at once; never kept). */
+  private recordScratch = Buffer.alloc(1024);
   /** The ack line is rebuilt in place for every record (it is written, and copied, at once). */
   private readonly ackScratch = Buffer.alloc(CSI_ACK.SIZE);
 

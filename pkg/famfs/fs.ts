@@ -1106,6 +1106,8 @@ export class FamfsFs {
   }
 
   private readonly uuidScratch = Buffer.alloc(16);
+  /** The entry an append writes (encoded here, copied to the device, not kept). */
+  private readonly entryScratch = Buffer.alloc(LE.SIZE);
   /** The slot an append is about to write, read to check it is empty. */
   private readonly slotScratch = Buffer.alloc(LE.SIZE);
   /** The superblock UUID as bytes, for checkFence. */
@@ -1309,7 +1311,7 @@ export class FamfsFs {
     if (slot !== this.tree.slot || index !== this.tree.nextIndex) {
       throw new FamfsError('ECORRUPT', `log moved under the writer (header ${slot}/${index}, replayed ${this.tree.slot}/${this.tree.nextIndex})`);
     }
-    const raw = encodeEntry(index, body);
+    const raw = encodeEntry(index, body, this.entryScratch);
     const base = this.reader.activeLog.offset;
     const at = base + entryOffset(slot);
     // Slots past the end are zero (mkfs zeroes the log, compaction zeroes the new region's tail,

@@ -473,8 +473,9 @@ function decodeExtent(b: Buffer, off: number): Extent {
 }
 
 /** Build the full 544-byte entry (zero-filled, CRC set). */
-export function encodeEntry(index: number, body: EntryBody): Buffer {
-  const b = Buffer.alloc(LE.SIZE);
+export function encodeEntry(index: number, body: EntryBody, into?: Buffer): Buffer {
+  // `into` (a writer's scratch slot, LE.SIZE bytes) spares an allocation per append.
+  const b = into === undefined ? Buffer.alloc(LE.SIZE) : into.fill(0, 0, LE.SIZE);
   putU64(b, LE.seqnum, index);
   const p = LE.payload;
   switch (body.type) {

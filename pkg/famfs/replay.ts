@@ -173,14 +173,10 @@ export class LogReader {
   notePublished(counters: Buffer): void {
     const last = this.lastHeader;
     if (last === undefined || counters.length !== 16) return;
-    const raw = Buffer.from(last.raw);
-    counters.copy(raw, LH.nextSeqnum);
-    const header = {
-      ...last.header,
-      nextSeqnum: counters.readUInt32LE(4) * 0x100000000 + counters.readUInt32LE(0),
-      nextIndex: counters.readUInt32LE(12) * 0x100000000 + counters.readUInt32LE(8),
-    };
-    this.lastHeader = { raw, compacted: last.compacted, header };
+    // In place: header() hands out copies of last.header, and last.raw is this reader's own.
+    counters.copy(last.raw, LH.nextSeqnum);
+    last.header.nextSeqnum = counters.readUInt32LE(4) * 0x100000000 + counters.readUInt32LE(0);
+    last.header.nextIndex = counters.readUInt32LE(12) * 0x100000000 + counters.readUInt32LE(8);
   }
   /** The header bytes header() last validated, and what they decoded to. */
   private lastHeader: { raw: Buffer; compacted: boolean; header: LogHeader } | undefined;
