@@ -298,23 +298,38 @@ build_famfs() {
 # --- pause -------------------------------------------------------------------------------------------
 build_pause() {
   local out="$OUT/pause.oci.tar"
-  [ -f "$out" ] && return 0
-  local work; work=$(mktemp -d "$OUT/.pause-XXXXXX")
-  cat >"$work/pause.c" <<'EOF'
-/* The pod sandbox's process: holds the pod's namespaces, sleeps, exits on SIGTERM/SIGINT. */
+  local src
+  src=$(cat <<'EOF'
+/* The pod sandbox's process: holds the pod's namespaces, sleeps, exits on SIGTERM/SIGINT. As the real
+ * pause does, it reaps the zombies of a pod that shares one pid namespace (shareProcessNamespace: it is
+ * that namespace's init, orphans become its children). */
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 static void done(int sig) { (void)sig; _exit(0); }
+static void reap(int sig) {
+  (void)sig;
+  while (waitpid(-1, 0, WNOHANG) > 0) {
+  }
+}
 int main(void) {
   signal(SIGTERM, done);
   signal(SIGINT, done);
+  signal(SIGCHLD, reap);
   for (;;) pause();
 }
 EOF
+)
+  # Rebuilt when its source changes (the digest of the source it was built from is kept next to it).
+  local key; key=$(printf '%s\n' "$src" | sha256sum | cut -c1-16)
+  [ -f "$out" ] && [ "$(cat "$out.src" 2>/dev/null)" = "$key" ] && return 0
+  local work; work=$(mktemp -d "$OUT/.pause-XXXXXX")
+  printf '%s\n' "$src" >"$work/pause.c"
   mkdir -p "$work/rootfs"
   gcc -Os -static -o "$work/rootfs/pause" "$work/pause.c" || die "cannot compile the pause program (gcc, static libc)"
   strip "$work/rootfs/pause"
   oci_archive "$work/rootfs" "$PAUSE_IMAGE" '{"Entrypoint":["/pause"]}' "$out"
+  echo "$key" >"$out.src"
   rm -rf "$work"
 }
 

@@ -81,6 +81,56 @@ interface FamfsPoolStatus {
   sizeBytes?: number;
 }
 
+/** What the helm-upgrade case reads of a node pod in the watch: its deletion and its containers' states. */
+interface WatchedPod {
+  metadata: { name: string; deletionTimestamp?: string; deletionGracePeriodSeconds?: number };
+  spec: { nodeName?: string };
+  status: { containerStatuses?: { name: string; restartCount: number; state: { terminated?: { exitCode: number; finishedAt: string } } }[] };
+}
+
+/**
+ * An old node pod's containers must have exited this many seconds after the pod was deleted, at most: they
+ * act on SIGTERM at once (~1-2 s here, more under load); the grace period they would otherwise sit out is 30 s.
+ */
+const STOP_BOUND_S = 15;
+
+/**
+ * From a watch of the node pods: when pod `name` was told to stop (its first deletionTimestamp minus the
+ * grace period the deletion gave), and how many seconds after that each of its containers exited, as its
+ * last state in the watch says (timestamps have 1 s resolution). A container not seen terminated counts as late.
+ */
+function oldPodStop(
+  name: string,
+  events: { type: string; object: WatchedPod }[],
+): { pod: string; node: string; containers: { afterS: number; text: string }[]; text: string } {
+  const seen = events.filter((e) => e.object.metadata.name === name).map((e) => e.object);
+  const deleted = seen.find((p) => p.metadata.deletionTimestamp !== undefined);
+  const last = seen[seen.length - 1];
+  if (deleted?.metadata.deletionTimestamp === undefined || last === undefined) {
+    return {
+      pod: name,
+      node: '?',
+      containers: [{ afterS: Infinity, text: 'its deletion is not in the watch' }],
+      text: `${name}: its deletion is not in the watch (${seen.length} events)`,
+    };
+  }
+  const told = Date.parse(deleted.metadata.deletionTimestamp) - (deleted.metadata.deletionGracePeriodSeconds ?? 0) * 1000;
+  const containers = (last.status.containerStatuses ?? []).map((cs) => {
+    const t = cs.state.terminated;
+    if (t === undefined) return { afterS: Infinity, text: `${cs.name}: not terminated in the pod's last state (${JSON.stringify(cs.state)})` };
+    const afterS = (Date.parse(t.finishedAt) - told) / 1000;
+    return { afterS, text: `${cs.name}: exit ${t.exitCode} ${afterS} s after the deletion (restarts ${cs.restartCount})` };
+  });
+  if (containers.length === 0) containers.push({ afterS: Infinity, text: 'no container status in its last state' });
+  const node = last.spec.nodeName ?? '?';
+  return {
+    pod: name,
+    node,
+    containers,
+    text: `${name} on ${node}, deleted ${new Date(told).toISOString()} with a ${deleted.metadata.deletionGracePeriodSeconds ?? 0} s grace period: ${containers.map((x) => x.text).join('; ')}`,
+  };
+}
+
 const suite = k8sTestsSkipped() || process.env['FAMFS_SKIP_REAL_NODES'] === '1' ? describe.skip : describe;
 
 suite('real nodes: kubelet + containerd run the chart; pods use famfs volumes through PVCs @slow', function () {
@@ -806,6 +856,12 @@ spec:
     const oldPods = c
       .kubectl(['-n', NAMESPACE, 'get', 'pods', '-l', 'app.kubernetes.io/component=node', '-o', 'jsonpath={.items[*].metadata.name}'])
       .split(' ');
+    // Every state the node pods go through, the old pods' last one (all containers terminated) included.
+    const watch = c.watch<WatchedPod>(`/api/v1/namespaces/${NAMESPACE}/pods?labelSelector=${encodeURIComponent('app.kubernetes.io/component=node')}`);
+    // (Established before the upgrade: the synchronous kubectl runs below hold the event loop; the stream waits in the socket.)
+    await c.waitFor('the watch of the node pods to list them', 30_000, () =>
+      oldPods.every((p) => watch.events.some((e) => e.object.metadata.name === p)) ? true : undefined,
+    );
     const up = c.run('helm', [
       'upgrade',
       RELEASE,
@@ -833,6 +889,19 @@ spec:
       () => c.kubectl(['-n', NAMESPACE, 'get', 'pods', '-o', 'wide']),
     );
     await new Promise((r) => setTimeout(r, 3000));
+    watch.stop();
+    assert.equal(watch.failure(), undefined, `the watch of the node pods broke: ${String(watch.failure())}`);
+    // The old pods go as soon as they are told to: every container of an old node pod has exited within
+    // STOP_BOUND_S of the pod's deletion (its grace period is 30 s). An old famfs-fused that the kubelet
+    // restarted after its handover and that got the SIGTERM while it was starting sat the 30 s out.
+    const stops = oldPods.map((name) => oldPodStop(name, watch.events));
+    const late = stops.flatMap((s) => s.containers.filter((x) => !(x.afterS <= STOP_BOUND_S)).map((x) => `${s.pod} on ${s.node}: ${x.text}`));
+    assert.deepEqual(
+      late,
+      [],
+      `old node pods' containers did not exit within ${STOP_BOUND_S} s of the pod's deletion:\n${stops.map((s) => s.text).join('\n')}`,
+    );
+    transcript("old node pods: seconds from deletion to each container's exit (helm upgrade)", stops.map((s) => s.text).join('\n'));
     const during = loopLines('steady2').slice(mark);
     assert.ok(during.length >= 5, `the reader stalled during the upgrade: ${during.length} rounds`);
     const fusedLogs = (): string =>

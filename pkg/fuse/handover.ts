@@ -87,16 +87,20 @@ function controlSocketAnswers(path: string): Promise<boolean> {
 
 /**
  * Confirms to the old server, waits for it to exit, then finishes the adoption. The old server may run
- * in another container (another pid namespace): its pid is then meaningless here — when it equals ours
- * it cannot be the old server — so its exit is also seen as its control socket no longer answering
- * (it closes it right before exiting).
+ * in another container or pod (another pid namespace): its pid is then meaningless here, and may even
+ * name a process of ours (the chart's node pod shares one pid namespace among its containers). A server
+ * of this release keeps the handover connection open until its process is gone, which tells its exit
+ * wherever it runs: its pid is not looked at. An earlier release's server closed that connection at
+ * once; its pid is looked at unless it cannot be it (ours, or 1: a container's init, which as our
+ * namespace's init would outlive us), and its exit is also seen as its control socket no longer
+ * answering (it closes it right before exiting).
  */
 export async function completeHandover(server: FamfsFuseServer, controlSocket: string, conn: AdoptedConnection, timeoutMs = 10_000): Promise<void> {
   const r = await controlRequest(controlSocket, { op: 'handover-done' }, timeoutMs);
   if (!r.ok) throw new FuseError('EHANDOVER', `the old server did not accept the confirmation: ${r.error}`);
   const native = handoverNative();
-  const pidVisible = conn.params.pid !== process.pid;
   const peer = conn.peer;
+  const pidVisible = peer?.heldUntilExit !== true && conn.params.pid !== process.pid && conn.params.pid !== 1;
   const gone = async (): Promise<boolean> =>
     (peer === undefined || native.fuseHandoverPeerGone(peer.fd)) && !(pidVisible && alive(conn.params.pid)) && !(await controlSocketAnswers(controlSocket));
   try {

@@ -187,6 +187,50 @@ export class RealCluster {
     });
   }
 
+  /**
+   * A watch of an API collection (e.g. `/api/v1/namespaces/NS/pods?labelSelector=...`): every event the
+   * API server streams, in order, the objects as they were at that moment (a pod's last status before it
+   * is removed is in its DELETED event, which polling can miss). stop() ends it.
+   */
+  watch<T>(apiPath: string): { events: { type: string; object: T }[]; failure(): Error | undefined; stop(): void } {
+    const agent = (this.agent ??= this.makeAgent());
+    this.calls.apiReads++;
+    const url = new URL(apiPath, this.server);
+    url.searchParams.set('watch', '1');
+    const events: { type: string; object: T }[] = [];
+    let rest = '';
+    let stopped = false;
+    let failed: Error | undefined;
+    // An error before stop() (the stream broke, an answer that is not JSON) is the caller's to report.
+    const fail = (e: Error): void => {
+      if (!stopped) failed ??= e;
+    };
+    const req = https.get(url, { agent, headers: { Accept: 'application/json' } }, (res) => {
+      if (res.statusCode !== 200) fail(new Error(`watch ${apiPath}: HTTP ${res.statusCode ?? 0}`));
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        const lines = (rest + chunk).split('\n');
+        rest = lines.pop() ?? '';
+        try {
+          for (const l of lines) if (l.trim() !== '') events.push(JSON.parse(l) as { type: string; object: T });
+        } catch (e) {
+          fail(e as Error);
+        }
+      });
+      res.on('error', fail);
+      res.on('end', () => fail(new Error(`watch ${apiPath}: the API server ended the stream`)));
+    });
+    req.on('error', fail);
+    return {
+      events,
+      failure: () => failed,
+      stop: () => {
+        stopped = true;
+        req.destroy();
+      },
+    };
+  }
+
   private agent: https.Agent | undefined;
 
   private makeAgent(): https.Agent {
