@@ -232,6 +232,47 @@ print(n,bad,failed,round(worst,3))`;
     assert.equal((await controlRequest(sock, { op: 'status' })).ok, true, 'the last server answers');
   }
 
+  it("as in the chart's node pod (its containers share a pid namespace, the pause container is PID 1): the old server's pid names another live process of the new server's namespace, and the takeover completes", async () => {
+    // Each server runs under a shell as its namespace's init, as famfs-fused runs under the pod's pause:
+    // the old one is pid 2 of its namespace, the new one pid 3 of another, where pid 2 is a live sleep.
+    // The old server's pid means nothing to the new one, which saw "pid 2 alive" until it gave up (10 s,
+    // EHANDOVER: the new server exited and the old one resumed serving).
+    mnt = path.join(dir, 'mnt-podns');
+    fs.mkdirSync(mnt);
+    sock = path.join(dir, 'ctl-podns', 'sock');
+    const fused = (extra: string): string =>
+      [process.execPath, FUSED, devPath, mnt, '--foreground', '--control-socket', sock, '--poll-ms', '50', extra].map((a) => `'${a}'`).join(' ');
+    const inPodNs = (script: string): NsServer => {
+      const srv = new NsServer(spawn('unshare', ['--pid', '--fork', '--kill-child', '/bin/sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
+      servers.push(srv);
+      return srv;
+    };
+    // (A SIGTERM to the shell, the namespace's init, is passed on to the server: NsServer.stop.)
+    const old = inPodNs(`trap 'kill $p; wait $p; exit' TERM; ${fused('--log-level=info')} & p=$!; echo "server pid $p"; wait $p`);
+    await until('the old server to answer', async () => {
+      if (!old.alive) assert.fail(`famfs-fused exited: ${old.out}`);
+      return controlRequest(sock, { op: 'status' }, 500).then(
+        (r) => r.ok,
+        () => false,
+      );
+    });
+    assert.match(old.out, /server pid 2\b/);
+    const cur = inPodNs(
+      `sleep 600 & s=$!; trap 'kill $p $s; wait $p; exit' TERM; ${fused('--takeover')} & p=$!; echo "server pid $p, sleep pid $s"; wait $p; kill $s`,
+    );
+    await until('the takeover to complete', () => {
+      if (!cur.alive) assert.fail(`the new famfs-fused exited: ${cur.out}\nold: ${old.out}`);
+      return cur.out.includes('took over the FUSE connection');
+    });
+    assert.match(cur.out, /server pid 3, sleep pid 2\b/);
+    assert.equal(await Promise.race([old.exited, sleep(20_000).then(() => 'still running')]), 0, `old server exits 0: ${old.out}`);
+    const want = fs.readFileSync(path.join(dir, 'want.bin'));
+    assert.ok(fs.readFileSync(path.join(mnt, 'data.bin')).equals(want), 'the new server serves the file');
+    const st = await controlRequest(sock, { op: 'status' });
+    assert.equal(st.ok, true);
+    assert.equal(st['pid'], 3, 'the new server answers on the control socket');
+  });
+
   it('a new server of an earlier release (reads the handover message to end of stream) still receives it at once', async () => {
     // Releases before this one read the handover message with one recvmsg(MSG_WAITALL) of 16 KiB and
     // then closed: the old server now keeps its end open until it exits, so that read must still end
