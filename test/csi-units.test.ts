@@ -4,8 +4,10 @@ import { strict as assert } from 'assert';
 import { status } from '@grpc/grpc-js';
 import { createHash } from 'crypto';
 import fc from 'fast-check';
+import { Histogram, Registry } from 'prom-client';
 import { checkCapability, publishIsReadOnly, requireCapabilities, type CapabilityPolicy } from '../pkg/csi/capabilities';
 import { CsiError, FAMFS_TO_GRPC, toCsiError } from '../pkg/csi/errors';
+import { DriverMetrics } from '../pkg/csi/metrics';
 import {
   FAMFS_MAX_RELPATH,
   isSnapshotId,
@@ -296,5 +298,37 @@ describe('errors: famfs codes → gRPC status', () => {
     assert.equal(toCsiError('str').code, status.INTERNAL);
     const ce = new CsiError(status.ABORTED, 'busy');
     assert.equal(toCsiError(ce), ce);
+  });
+});
+
+describe('metrics: the RPC duration histogram', () => {
+  it("exports exactly what prom-client's Histogram exports for the same observations", async () => {
+    const bounds = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+    const ours = new DriverMetrics({ defaultMetrics: false });
+    const reference = new Registry();
+    const h = new Histogram({
+      name: 'famfs_csi_rpc_duration_seconds',
+      help: 'CSI RPC latency by service, method and gRPC status',
+      labelNames: ['service', 'method', 'code'] as const,
+      buckets: bounds,
+      registers: [reference],
+    });
+    const calls: [string, string, status, number][] = [
+      ['Controller', 'CreateVolume', status.OK, 0.0007],
+      ['Controller', 'CreateVolume', status.OK, 0.0005],
+      ['Controller', 'CreateVolume', status.RESOURCE_EXHAUSTED, 0.003],
+      ['Controller', 'DeleteVolume', status.NOT_FOUND, 20],
+      ['Identity', 'Probe', status.OK, 0],
+      ['Node', 'NodePublishVolume', status.OK, 10],
+    ];
+    for (const [service, method, code, seconds] of calls) {
+      ours.observeRpc({ service, method, code, seconds });
+      h.observe({ service, method, code: status[code] }, seconds);
+    }
+    assert.equal(await ours.registry.metrics(), await reference.metrics());
+    assert.deepEqual(await ours.registry.getMetricsAsJSON(), await reference.getMetricsAsJSON());
+    ours.registry.resetMetrics();
+    reference.resetMetrics();
+    assert.equal(await ours.registry.metrics(), await reference.metrics());
   });
 });

@@ -182,6 +182,46 @@ describe('device: access', () => {
     assert.deepEqual([...dev.read(0, 3)], [1, 2, 3]);
   });
 
+  it('readFresh reads like invalidate + readInto; writeFlushIf writes only when every check range reads as expected', () => {
+    const { dev } = fresh(4 * MiB);
+    const data = crypto.randomBytes(600);
+    dev.write(MiB, data);
+    const into = Buffer.alloc(600);
+    dev.readFresh(MiB, into);
+    assert.ok(into.equals(data));
+    const empty = Buffer.alloc(544);
+    const entry = crypto.randomBytes(544);
+    // An empty slot: written and flushed.
+    assert.equal(dev.writeFlushIf(2 * MiB, entry, 2 * MiB, empty), true);
+    assert.ok(dev.read(2 * MiB, 544).equals(entry));
+    // Not empty any more: refused, nothing written.
+    assert.equal(dev.writeFlushIf(2 * MiB, crypto.randomBytes(544), 2 * MiB, empty), false);
+    assert.ok(dev.read(2 * MiB, 544).equals(entry));
+    // Two checks: both must match; a mismatch in the second one writes nothing either.
+    const fenceA = dev.read(MiB, 16);
+    const fenceB = dev.read(MiB + 100, 128);
+    const counters = crypto.randomBytes(16);
+    assert.equal(dev.writeFlushIf(3 * MiB, counters, MiB, fenceA, MiB + 100, fenceB), true);
+    assert.ok(dev.read(3 * MiB, 16).equals(counters));
+    dev.write(MiB + 227, Buffer.from([data[327] ^ 0xff])); // the last byte of the second range
+    assert.equal(dev.writeFlushIf(3 * MiB, crypto.randomBytes(16), MiB, fenceA, MiB + 100, fenceB), false);
+    assert.ok(dev.read(3 * MiB, 16).equals(counters));
+    // Without data: only the answer.
+    assert.equal(dev.writeFlushIf(0, undefined, MiB, fenceA), true);
+    assert.equal(dev.writeFlushIf(0, undefined, MiB + 100, fenceB), false);
+    // A check range larger than the native stack buffer.
+    const big = crypto.randomBytes(5000);
+    dev.write(MiB + 8192, big);
+    assert.equal(dev.writeFlushIf(0, undefined, MiB + 8192, big), true);
+    big[4999] ^= 1;
+    assert.equal(dev.writeFlushIf(0, undefined, MiB + 8192, big), false);
+    // Bad arguments are refused before anything is read or written.
+    expectCode(() => dev.writeFlushIf(4 * MiB - 8, counters, MiB, fenceA), 'ERANGE');
+    expectCode(() => dev.writeFlushIf(3 * MiB, Buffer.alloc(16), 4 * MiB - 8, fenceA), 'ERANGE');
+    expectCode(() => dev.readFresh(4 * MiB - 8, Buffer.alloc(16)), 'ERANGE');
+    assert.ok(dev.read(3 * MiB, 16).equals(counters));
+  });
+
   it('view() is zero-copy in both directions and outlives close()', () => {
     const { file, dev } = fresh(4 * MiB);
     const v = dev.view(4096, 8192);
@@ -328,6 +368,9 @@ describe('device: memory faults (SIGBUS)', () => {
       ['copy', (d) => d.copy(0, 2 * MiB, 4096)],
       ['flush', (d) => d.flush(2 * MiB, 4096)],
       ['invalidate', (d) => d.invalidate(2 * MiB, 4096)],
+      ['invalidate', (d) => d.readFresh(2 * MiB, Buffer.alloc(100))],
+      ['invalidate', (d) => d.writeFlushIf(0, Buffer.alloc(8), 2 * MiB, Buffer.alloc(64))],
+      ['write', (d) => d.writeFlushIf(2 * MiB, Buffer.alloc(64, 1))],
       ['zero', (d) => d.zero(2 * MiB, 4096)],
     ];
     for (const [what, op] of ops) {

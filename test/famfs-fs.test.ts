@@ -16,6 +16,8 @@ import {
   readExtBlock,
   repair,
 } from '../pkg/famfs';
+import { openDevice } from '../pkg/device';
+import { createEmulatedDevice, removeEmulatedDevice } from '../testkit/emulated-device';
 import { BufferMedia } from './helpers/buffer-media';
 import { famfsCode as code, freshFamfs, MASTER_UUID } from './helpers/famfs-image';
 
@@ -556,5 +558,69 @@ describe('famfs core: damaged host slots', () => {
       r.actions.join('; '),
     );
     assert.equal(fs.hosts().length, 0);
+  });
+});
+
+describe('famfs core on a mapped device (slot check and fence in the native compare-then-write)', () => {
+  const name = `famfs-fs-native-${process.pid}`;
+  afterEach(() => removeEmulatedDevice(name));
+
+  it('a fenced master publishes nothing, and an occupied slot is never overwritten', () => {
+    const made = createEmulatedDevice(name, 64 * MiB, { fresh: true });
+    FamfsFs.mkfs(made, { systemUuid: MASTER, devicePath: made.path, logLen: DEFAULT_LOG_LEN });
+    made.close();
+    const devA = openDevice(made.path);
+    const devB = openDevice(made.path);
+    try {
+      const a = FamfsFs.open(devA, { hostUuid: MASTER });
+      const epochA = a.takeOver(MASTER);
+      // Two writes: the second runs on the fence bytes the first verified (the one-call path).
+      a.creat('one', 1);
+      a.creat('two', 1);
+      a.writeFlushFenced(60 * MiB, Buffer.from('by a'), epochA);
+      assert.equal(devA.read(60 * MiB, 4).toString(), 'by a');
+
+      // An occupied slot at next_index (a counter that went backwards): refused, its bytes kept.
+      const slot = a.header().nextIndex;
+      const at = LOG_OFFSET + entryOffset(slot);
+      const junk = Buffer.alloc(LE.SIZE, 0x5a);
+      devB.write(at, junk);
+      assert.equal(
+        code(() => a.creat('three', 1)),
+        'ECORRUPT',
+      );
+      assert.ok(devA.read(at, LE.SIZE).equals(junk), 'the occupied slot is untouched');
+      devB.write(at, Buffer.alloc(LE.SIZE));
+
+      // Another master takes over: A's next store (log counters, or data outside the log) is refused.
+      const b = FamfsFs.open(devB, { hostUuid: OTHER });
+      b.takeOver(OTHER);
+      const before = devA.read(LOG_OFFSET, LH.SIZE);
+      assert.equal(
+        code(() => a.creat('stale', 1)),
+        'EFENCED',
+      );
+      assert.ok(devA.read(LOG_OFFSET, LH.SIZE).equals(before), 'the fenced writer did not publish');
+      assert.equal(
+        code(() => a.writeFlushFenced(60 * MiB, Buffer.from('late'), epochA)),
+        'EFENCED',
+      );
+      assert.equal(devA.read(60 * MiB, 4).toString(), 'by a');
+      b.creat('by-b', 1);
+      const ro = openDevice(made.path, { readOnly: true });
+      try {
+        const r = FamfsFs.open(ro, { readOnly: true });
+        assert.deepEqual(
+          ['one', 'two', 'stale', 'by-b'].map((p) => r.lookup(p) !== undefined),
+          [true, true, false, true],
+        );
+      } finally {
+        ro.close();
+      }
+      assert.equal(fsck(devB).clean, true);
+    } finally {
+      devA.close();
+      devB.close();
+    }
   });
 });

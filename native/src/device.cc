@@ -389,6 +389,8 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::Flush>("flush"),
                            InstanceMethod<&JsDevice::Zero>("zero"),
                            InstanceMethod<&JsDevice::Invalidate>("invalidate"),
+                           InstanceMethod<&JsDevice::ReadFresh>("readFresh"),
+                           InstanceMethod<&JsDevice::WriteFlushIf>("writeFlushIf"),
                            InstanceMethod<&JsDevice::View>("view"),
                            InstanceMethod<&JsDevice::Close>("close"),
                            InstanceMethod<&JsDevice::MarkFailedJs>("markFailed"),
@@ -586,6 +588,78 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
   Napi::Value Invalidate(const Napi::CallbackInfo& info) {
     return GuardedRange(
         info, "invalidate", [](void* p, size_t n, Fault* f) { return GuardedInvalidate(p, n, f); }, false);
+  }
+
+  // readFresh(offset, target): invalidate [offset, offset+target.length), then copy it into target:
+  // a read that sees what other hosts wrote, in one call instead of invalidate + readInto (a
+  // writer does several per append: log header, generation records, extension block).
+  Napi::Value ReadFresh(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    const uint64_t off = ToUint(env, info[0], "offset");
+    uint8_t* data = nullptr;
+    size_t n = 0;
+    BytesOf(env, info[1], "target", &data, &n);
+    CheckRange(env, d, off, n, "readFresh");
+    Fault f;
+    if (!GuardedInvalidate(d.base() + off, n, &f)) ThrowFault(env, d, f, "invalidate", off, n);
+    if (!GuardedCopy(data, d.base() + off, n, &f)) ThrowFault(env, d, f, "read", off, n);
+    return Napi::Number::New(env, static_cast<double>(n));
+  }
+
+  // writeFlushIf(offset, data, checkOffsetA?, expectedA?, checkOffsetB?, expectedB?): reads each
+  // given check range fresh (invalidated first) and compares it with its expected bytes; when all
+  // match, writes `data` at offset and flushes it (data undefined: writes nothing) and returns
+  // true; on the first mismatch returns false having written nothing. Every argument is checked
+  // before anything is read or written. The famfs writer's "the slot is still empty, then write
+  // the entry" and "still our fencing epoch, then publish" in one call each: the caller decides
+  // what a mismatch means (it re-reads and judges the bytes the slow way).
+  Napi::Value WriteFlushIf(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    const uint64_t off = ToUint(env, info[0], "offset");
+    uint8_t* data = nullptr;
+    size_t n = 0;
+    const bool writes = info.Length() > 1 && !info[1].IsUndefined();
+    if (writes) {
+      CheckWritable(env, d);
+      BytesOf(env, info[1], "data", &data, &n);
+      CheckRange(env, d, off, n, "writeFlushIf");
+    }
+    struct Check {
+      uint64_t off = 0;
+      const uint8_t* want = nullptr;
+      size_t n = 0;
+    } checks[2];
+    size_t nchecks = 0;
+    for (size_t a = 2; a + 1 < info.Length() && nchecks < 2; a += 2) {
+      if (info[a].IsUndefined() && info[a + 1].IsUndefined()) continue;
+      Check& c = checks[nchecks++];
+      c.off = ToUint(env, info[a], "checkOffset");
+      uint8_t* w = nullptr;
+      BytesOf(env, info[a + 1], "expected", &w, &c.n);
+      c.want = w;
+      CheckRange(env, d, c.off, c.n, "writeFlushIf (check)");
+    }
+    Fault f;
+    for (size_t i = 0; i < nchecks; i++) {
+      const Check& c = checks[i];
+      uint8_t local[1024];
+      std::unique_ptr<uint8_t[]> big;
+      uint8_t* got = local;
+      if (c.n > sizeof local) {
+        big.reset(new uint8_t[c.n]);
+        got = big.get();
+      }
+      if (!GuardedInvalidate(d.base() + c.off, c.n, &f)) ThrowFault(env, d, f, "invalidate", c.off, c.n);
+      if (!GuardedCopy(got, d.base() + c.off, c.n, &f)) ThrowFault(env, d, f, "read", c.off, c.n);
+      if (std::memcmp(got, c.want, c.n) != 0) return Napi::Boolean::New(env, false);
+    }
+    if (writes) {
+      if (!GuardedCopy(d.base() + off, data, n, &f)) ThrowFault(env, d, f, "write", off, n);
+      if (!GuardedFlush(d.base() + off, n, &f)) ThrowFault(env, d, f, "flush", off, n);
+    }
+    return Napi::Boolean::New(env, true);
   }
 
   // Zero-copy Buffer over the mapping. UNGUARDED: a fault while JS touches it kills the

@@ -39,7 +39,7 @@ import {
   CSI_IMAGE_REVISION_DELTAS,
   CSI_IMAGE_REVISION_RETIRED,
 } from '../famfs/layout';
-import type { Media } from '../famfs/media';
+import { writeFlush, type Media } from '../famfs/media';
 import type { FileNode } from '../famfs/tree';
 
 export const STATE_IMAGE_DIR = 'csi';
@@ -84,6 +84,12 @@ export interface ImageRead<T> {
    */
   unreadable?: string;
 }
+
+/**
+ * The fence check and the store in one step: writes and flushes `data` at device offset `offset`
+ * unless this writer lost its epoch (then it throws, having written nothing). FamfsFs.writeFlushFenced.
+ */
+export type FencedWrite = (offset: number, data: Buffer) => void;
 
 /** One change: set (or, without `value`, delete) the key at `path` of the document. */
 export interface ImageDelta {
@@ -292,8 +298,7 @@ export class SharedStateImage<T> {
     // The usual image file is one extent: no run walk for a record.
     const m = file.fmap;
     if (m.kind === 'simple' && m.extents.length === 1 && offset >= 0 && offset + data.length <= m.extents[0].len) {
-      this.media.write(m.extents[0].offset + offset, data);
-      this.media.flush(m.extents[0].offset + offset, data.length);
+      writeFlush(this.media, m.extents[0].offset + offset, data);
       return;
     }
     forEachDeviceRun(file.fmap, offset, data.length, (dev, fileOff, len) => {
@@ -489,7 +494,7 @@ export class SharedStateImage<T> {
    * does not fit (or the newest checkpoint is not this writer's): the caller writes a checkpoint.
    * `checkFence` runs right before the store and must throw when this writer lost epoch `epoch`.
    */
-  append(delta: ImageDelta, epoch: number, checkFence: () => void): boolean {
+  append(delta: ImageDelta, epoch: number, checkFence: () => void, fencedWrite?: FencedWrite): boolean {
     const c = this.current;
     if (c === undefined || c.header.epoch !== epoch || c.header.revision !== CSI_IMAGE_REVISION_DELTAS) return false;
     // The JSON goes straight into the record (no intermediate payload buffer): one of these per
@@ -507,15 +512,24 @@ export class SharedStateImage<T> {
     writeU64(rec, D.seq, c.nextSeq);
     rec.write(json, D.HEADER_SIZE, len, 'utf8');
     rec.writeUInt32LE(crc32(rec.subarray(D.HEADER_SIZE, D.HEADER_SIZE + len), crc32(rec.subarray(0, D.crc))) >>> 0, D.crc);
-    checkFence();
     const base = c.header.half * SharedStateImage.halfOf(c.file);
-    this.writeRange(c.file, base + c.tail, rec);
+    this.writeRangeFenced(c.file, base + c.tail, rec, checkFence, fencedWrite);
     c.tail += rec.length;
     c.nextSeq++;
     // The record is durable: count it (a reader then knows it was acknowledged, see CSI_ACK).
-    checkFence();
-    this.writeRange(c.file, base + CSI_ACK.OFFSET, encodeAck(c.header.generation, c.nextSeq, this.ackScratch));
+    this.writeRangeFenced(c.file, base + CSI_ACK.OFFSET, encodeAck(c.header.generation, c.nextSeq, this.ackScratch), checkFence, fencedWrite);
     return true;
+  }
+
+  /** checkFence, then writeRange; in one step through `fenced` when the range is one run of the device (the usual image file). */
+  private writeRangeFenced(file: FileNode, offset: number, data: Buffer, checkFence: () => void, fenced: FencedWrite | undefined): void {
+    const m = file.fmap;
+    if (fenced !== undefined && m.kind === 'simple' && m.extents.length === 1 && offset >= 0 && offset + data.length <= m.extents[0].len) {
+      fenced(m.extents[0].offset + offset, data);
+      return;
+    }
+    checkFence();
+    this.writeRange(file, offset, data);
   }
 
   /** A change record is built here (written, and copied to the device, at once; never kept). */

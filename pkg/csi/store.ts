@@ -416,13 +416,14 @@ export class ControllerStore {
     const changes = this.pending;
     this.pending = [];
     const fence = (): void => this.fs.checkFenceEpoch(this.epoch);
+    const fencedWrite = (offset: number, data: Buffer): void => this.fs.writeFlushFenced(offset, data, epoch);
     this.runFamfs('commit the controller state image', () => {
       // A record is serialised when it is written, so a put holds the record as it is now.
       for (let i = 0; i < changes.length; i++) {
         const c = changes[i];
         const section = (this.doc as unknown as Record<string, Record<string, unknown> | undefined>)[c.path[0]];
         const value = c.value === undefined ? undefined : section?.[c.path[1]];
-        if (!this.image.append(value === undefined ? { path: c.path } : { path: c.path, value }, epoch, fence)) {
+        if (!this.image.append(value === undefined ? { path: c.path } : { path: c.path, value }, epoch, fence, fencedWrite)) {
           this.image.commit(this.doc, epoch, fence);
           return;
         }

@@ -190,6 +190,25 @@ export class DaxDevice implements Media {
     }
   }
 
+  /** invalidate + readInto in one native call (Media.readFresh). */
+  readFresh(offset: number, target: Uint8Array): void {
+    try {
+      this.nativeHandle.readFresh(offset, target);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Compare-then-write-and-flush in one native call (Media.writeFlushIf). */
+  writeFlushIf(offset: number, data: Uint8Array | undefined, checkA?: number, expectedA?: Uint8Array, checkB?: number, expectedB?: Uint8Array): boolean {
+    if (data !== undefined) this.touched = true;
+    try {
+      return this.nativeHandle.writeFlushIf(offset, data, checkA, expectedA, checkB, expectedB);
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
   /**
    * Zero-copy Buffer over [offset, offset+length). UNGUARDED: if the memory faults while JS
    * touches the Buffer the process dies. For benchmarks and mmap-style users only; famfs code

@@ -38,6 +38,20 @@ export interface NativeDeviceHandle {
   flush(offset: NativeOffset, length: NativeOffset): void;
   zero(offset: NativeOffset, length: NativeOffset): void;
   invalidate(offset: NativeOffset, length: NativeOffset): void;
+  /** invalidate + readInto in one call; returns the byte count. */
+  readFresh(offset: NativeOffset, target: Uint8Array): number;
+  /**
+   * Reads each check range fresh and compares it with its expected bytes; when all match, writes
+   * and flushes `data` (if given) and returns true; false (nothing written) on a mismatch.
+   */
+  writeFlushIf(
+    offset: NativeOffset,
+    data: Uint8Array | undefined,
+    checkOffsetA?: NativeOffset,
+    expectedA?: Uint8Array,
+    checkOffsetB?: NativeOffset,
+    expectedB?: Uint8Array,
+  ): boolean;
   /** Zero-copy Buffer over the mapping. UNGUARDED: a fault while touching it kills the process. */
   view(offset: NativeOffset, length: NativeOffset): Buffer;
   close(): void;

@@ -9,7 +9,7 @@
  * A line that is torn, damaged or left by another file system fails its CRC: all its units are dirty.
  */
 import { CLEAN_LINE, CLEAN_MAP_LINES, CLEAN_MAP_OFFSET, decodeCleanLine, encodeCleanLine } from './layout';
-import { Media } from './media';
+import { Media, readFresh, writeFlush } from './media';
 
 /** Lines of the map that cover a device of `units` allocation units (the rest of the map is unused). */
 export function cleanMapLines(units: number): number {
@@ -73,8 +73,9 @@ export function writeCleanUnits(media: Media, fsUuid: string, deviceUnits: numbe
     let b = touched.get(l);
     if (b === undefined) {
       const at = CLEAN_MAP_OFFSET + l * CLEAN_LINE.SIZE;
-      media.invalidate(at, CLEAN_LINE.SIZE);
-      const cur = decodeCleanLine(fsUuid, l, media.read(at, CLEAN_LINE.SIZE));
+      const raw = Buffer.allocUnsafe(CLEAN_LINE.SIZE);
+      readFresh(media, at, raw);
+      const cur = decodeCleanLine(fsUuid, l, raw);
       b = typeof cur === 'string' ? Buffer.alloc(CLEAN_LINE.crc) : cur;
       touched.set(l, b);
     }
@@ -92,8 +93,7 @@ export function writeCleanUnits(media: Media, fsUuid: string, deviceUnits: numbe
   }
   for (const [l, bits] of touched) {
     const at = CLEAN_MAP_OFFSET + l * CLEAN_LINE.SIZE;
-    media.write(at, encodeCleanLine(fsUuid, l, bits));
-    media.flush(at, CLEAN_LINE.SIZE);
+    writeFlush(media, at, encodeCleanLine(fsUuid, l, bits));
   }
 }
 

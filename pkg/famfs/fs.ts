@@ -20,6 +20,7 @@ import {
   readAnyExtBlock,
   readEvictions,
   peekExtBlock,
+  extBlockBytes,
   readExtBlock,
   readHostSlots,
   upgradeExtBlock,
@@ -42,6 +43,7 @@ import {
   Extent,
   ExtBlock,
   EXT_REVISION_CLEAN_MAP,
+  EXT_BLOCK_OFFSET,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_CSI_EXT2_VERSION,
   FAMFS_VERSION,
@@ -68,7 +70,7 @@ import {
   uuidToBytes,
 } from './layout';
 import { fmapCapacity, fmapExtents } from './fmap';
-import { Media } from './media';
+import { Media, readFresh, writeFlush, writeFlushIf } from './media';
 import { isQuarantine } from './repair';
 import { CatchUpResult, LogReader, RewrittenEntry } from './replay';
 import { DirNode, FamfsTree, FileNode, TreeChange, reservedBytes } from './tree';
@@ -449,12 +451,10 @@ export class FamfsFs {
   private locateLog(): ActiveLog {
     if (!this.extended) return GENERATION_ZERO;
     const len = LOG_GEN_COMMIT_OFFSET + LOG_GEN_COMMIT.SIZE - LOG_GEN_OFFSET;
-    const readInto = this.media.readInto?.bind(this.media);
-    if (readInto === undefined) return this.decideLog();
+    if (this.media.readInto === undefined) return this.decideLog();
     const memo = this.locMemo;
     const scratch = memo?.scratch ?? Buffer.alloc(len);
-    this.media.invalidate(LOG_GEN_OFFSET, len);
-    readInto(LOG_GEN_OFFSET, scratch);
+    readFresh(this.media, LOG_GEN_OFFSET, scratch);
     if (memo !== undefined && memo.uuid === this.sb.uuid && memo.compacted === this.compacted && scratch.equals(memo.raw)) return { ...memo.active };
     const before = Buffer.from(scratch);
     this.locMemo = undefined;
@@ -462,8 +462,7 @@ export class FamfsFs {
     // Remembered only when the answer follows from these bytes alone (decideLog says so) and the
     // records did not move while they were decided on; a throw remembers nothing.
     if (this.decidedByRecords) {
-      this.media.invalidate(LOG_GEN_OFFSET, len);
-      readInto(LOG_GEN_OFFSET, scratch);
+      readFresh(this.media, LOG_GEN_OFFSET, scratch);
       if (scratch.equals(before)) this.locMemo = { raw: before, scratch, uuid: this.sb.uuid, compacted: this.compacted, active: { ...active } };
     }
     return active;
@@ -583,6 +582,7 @@ export class FamfsFs {
     if (epoch === undefined || block.epoch !== epoch) {
       throw new FamfsError('EFENCED', `this writer holds fencing epoch ${epoch ?? 'none'} but the device is at ${block.epoch}: another master took over`);
     }
+    this.noteFenceBlock(block);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1108,17 +1108,26 @@ export class FamfsFs {
   private readonly uuidScratch = Buffer.alloc(16);
   /** The entry an append writes (encoded here, copied to the device, not kept). */
   private readonly entryScratch = Buffer.alloc(LE.SIZE);
-  /** The slot an append is about to write, read to check it is empty. */
-  private readonly slotScratch = Buffer.alloc(LE.SIZE);
   /** The superblock UUID as bytes, for checkFence. */
   private uuidBytes: { text: string; bytes: Buffer } | undefined;
 
+  /**
+   * The extension block's bytes as the last fence check that passed read them, and the epoch they
+   * hold: while the device holds exactly these bytes, the block decodes to the same epoch, so the
+   * check is one compare in the native layer (fencedWriteFlush), made right before the store.
+   */
+  private fenceExt: { epoch: number; raw: Buffer } | undefined;
+
+  private noteFenceBlock(block: Readonly<ExtBlock>): void {
+    const raw = extBlockBytes(block);
+    this.fenceExt = raw === undefined ? undefined : { epoch: block.epoch, raw };
+  }
+
   private checkFence(): void {
+    if (this.fenceStillHolds(undefined)) return;
     // A device re-made under us (mkfs -f, ours or famfs') is another file system: nothing we know applies.
-    this.media.invalidate(SUPERBLOCK_OFFSET + SB.uuid, 16);
     const raw = this.uuidScratch;
-    if (this.media.readInto) this.media.readInto(SUPERBLOCK_OFFSET + SB.uuid, raw);
-    else this.media.read(SUPERBLOCK_OFFSET + SB.uuid, 16).copy(raw);
+    readFresh(this.media, SUPERBLOCK_OFFSET + SB.uuid, raw);
     // Compared as bytes (every append checks): the text form only for the message.
     if (this.uuidBytes?.text !== this.sb.uuid) this.uuidBytes = { text: this.sb.uuid, bytes: uuidToBytes(this.sb.uuid) };
     if (!raw.equals(this.uuidBytes.bytes)) {
@@ -1133,6 +1142,42 @@ export class FamfsFs {
         `this writer holds fencing epoch ${this.opts.fenceEpoch} but the device is at ${block?.epoch ?? 'none'}: another master took over`,
       );
     }
+    this.noteFenceBlock(block);
+  }
+
+  /**
+   * checkFence's answer from the bytes it last passed on, in one native call, writing and flushing
+   * `data` at `offset` when it holds (data undefined: only the check). False, nothing written, when
+   * those bytes are not known or no longer on the device: the caller then runs checkFence (which
+   * throws EFENCED, or passes on bytes that changed without changing the epoch) and writes.
+   */
+  private fenceStillHolds(data: Buffer | undefined, offset = 0): boolean {
+    const u = this.uuidBytes;
+    if (u === undefined || u.text !== this.sb.uuid) return false;
+    const epoch = this.opts.fenceEpoch;
+    if (epoch === undefined) return writeFlushIf(this.media, offset, data, SUPERBLOCK_OFFSET + SB.uuid, u.bytes);
+    const e = this.fenceExt;
+    if (e === undefined || e.epoch !== epoch) return false;
+    return writeFlushIf(this.media, offset, data, SUPERBLOCK_OFFSET + SB.uuid, u.bytes, EXT_BLOCK_OFFSET, e.raw);
+  }
+
+  /** checkFence, then write and flush `data` at `offset` (EFENCED: nothing written). */
+  private fencedWriteFlush(offset: number, data: Buffer): void {
+    if (this.fenceStillHolds(data, offset)) return;
+    this.checkFence();
+    writeFlush(this.media, offset, data);
+  }
+
+  /**
+   * checkFenceEpoch(epoch), then write and flush `data` at `offset` (EFENCED: nothing written). For
+   * writers of data outside the log (the CSI controller's state image): one native call while the
+   * extension block holds the bytes the last check passed on.
+   */
+  writeFlushFenced(offset: number, data: Buffer, epoch: number): void {
+    const e = this.fenceExt;
+    if (e !== undefined && e.epoch === epoch && writeFlushIf(this.media, offset, data, EXT_BLOCK_OFFSET, e.raw)) return;
+    this.checkFenceEpoch(epoch);
+    writeFlush(this.media, offset, data);
   }
 
   /** Writer preconditions, then catch up so decisions are made on the current log. */
@@ -1316,21 +1361,17 @@ export class FamfsFs {
     const at = base + entryOffset(slot);
     // Slots past the end are zero (mkfs zeroes the log, compaction zeroes the new region's tail,
     // repair clears a torn slot). Anything else may be an entry hosts replayed under a counter that
-    // has since gone backwards: never overwrite it.
-    this.media.invalidate(at, LE.SIZE);
-    const slotBytes = this.media.readInto ? (this.media.readInto(at, this.slotScratch), this.slotScratch) : this.media.read(at, LE.SIZE);
-    if (!slotBytes.equals(EMPTY_ENTRY)) {
+    // has since gone backwards: never overwrite it. The slot is read fresh and compared, and the
+    // entry written and flushed only if it is empty, in one step.
+    if (!writeFlushIf(this.media, at, raw, at, EMPTY_ENTRY)) {
       throw new FamfsError(
         'ECORRUPT',
         `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`,
       );
     }
-    this.media.write(at, raw);
-    this.media.flush(at, LE.SIZE);
-    this.checkFence();
+    // The fence is checked right before the counters publish the entry.
     const counters = encodeLogCounters(index + 1, slot + 1);
-    this.media.write(base + LH.nextSeqnum, counters);
-    this.media.flush(base + LH.nextSeqnum, 16);
+    this.fencedWriteFlush(base + LH.nextSeqnum, counters);
     this.reader.notePublished(counters);
     const entry: LogEntry = { index, seqnum: index, body };
     const change = this.tree.apply(entry);

@@ -51,7 +51,7 @@ import {
   bytesToUuid,
 } from './layout';
 import { clearCleanMap } from './clean-map';
-import { Media } from './media';
+import { Media, readFresh } from './media';
 
 /** Host slots end where the clean map (revision 4) begins. */
 export const MAX_HOST_SLOTS = Math.floor((CLEAN_MAP_OFFSET - HOST_SLOTS_OFFSET) / HOST_SLOT_SIZE);
@@ -107,21 +107,32 @@ export function peekExtBlock(media: Media, fsUuid: string): Readonly<ExtBlock> |
 
 /** Reads the block fresh; the object returned is the cached one (callers copy before changing it). */
 function sharedExtBlock(media: Media): ExtBlock | undefined {
-  media.invalidate(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
   // The block changes only when a master takes over, but writers read it before every append
   // (the fence check): the same bytes decode to the same block, so one memcmp replaces two CRCs
   // and two UUID conversions. Keyed by the bytes alone (decodeExtBlock depends on nothing else).
   // Read into a scratch buffer: a repeat allocates nothing.
   let raw: Buffer;
-  if (media.readInto) {
-    media.readInto(EXT_BLOCK_OFFSET, extScratch);
+  if (media.readInto !== undefined || media.readFresh !== undefined) {
+    readFresh(media, EXT_BLOCK_OFFSET, extScratch);
     if (lastExt !== undefined && extScratch.equals(lastExt.raw)) return lastExt.block;
     raw = Buffer.from(extScratch);
-  } else raw = media.read(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
+  } else {
+    media.invalidate(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
+    raw = media.read(EXT_BLOCK_OFFSET, EXT_AREA_SIZE);
+  }
   if (lastExt !== undefined && raw.equals(lastExt.raw)) return lastExt.block;
   const block = decodeExtBlock(raw);
   lastExt = block === undefined ? undefined : { raw, block };
   return block;
+}
+
+/**
+ * The EXT_AREA_SIZE bytes at EXT_BLOCK_OFFSET that decoded to `block` (an object peekExtBlock or
+ * readAnyExtBlock's cache returned), or undefined when the cache moved on. Equal bytes decode to
+ * the same block: a writer's fence check compares the device against them (FamfsFs).
+ */
+export function extBlockBytes(block: Readonly<ExtBlock>): Buffer | undefined {
+  return lastExt !== undefined && lastExt.block === block ? lastExt.raw : undefined;
 }
 
 /** The bytes readAnyExtBlock last decoded into a block, and that block. */

@@ -42,4 +42,64 @@ export interface Media {
   unlockWriter?(): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
   invalidate(offset: number, length: number): void;
+  /** invalidate + readInto in one step (optional: see readFresh below). */
+  readFresh?(offset: number, target: Uint8Array): void;
+  /**
+   * Reads each check range (checkA/expectedA, checkB/expectedB, when given) fresh and compares it
+   * with the expected bytes; when all match, writes and flushes `data` (when given) and returns
+   * true; on a mismatch returns false having written nothing (optional: see writeFlushIf below).
+   */
+  writeFlushIf?(offset: number, data: Uint8Array | undefined, checkA?: number, expectedA?: Uint8Array, checkB?: number, expectedB?: Uint8Array): boolean;
+}
+
+/**
+ * Fills `target` with what is at `offset` now (invalidated first, so other hosts' writes are seen):
+ * one call where the medium has readFresh, else invalidate then read.
+ */
+export function readFresh(media: Media, offset: number, target: Buffer): void {
+  if (media.readFresh) return media.readFresh(offset, target);
+  media.invalidate(offset, target.length);
+  if (media.readInto) media.readInto(offset, target);
+  else media.read(offset, target.length).copy(target);
+}
+
+/** Write and flush `data` at `offset` (one call where the medium has writeFlushIf). */
+export function writeFlush(media: Media, offset: number, data: Uint8Array): void {
+  if (media.writeFlushIf) {
+    media.writeFlushIf(offset, data);
+    return;
+  }
+  media.write(offset, data);
+  media.flush(offset, data.length);
+}
+
+/**
+ * Writes and flushes `data` (when given) only if each check range reads fresh exactly as expected;
+ * false, having written nothing, on a mismatch. One call where the medium has writeFlushIf: the
+ * famfs writer's compare-then-store steps (slot still empty, fence still ours) cost one crossing
+ * into the native layer instead of four to six.
+ */
+export function writeFlushIf(
+  media: Media,
+  offset: number,
+  data: Uint8Array | undefined,
+  checkA?: number,
+  expectedA?: Uint8Array,
+  checkB?: number,
+  expectedB?: Uint8Array,
+): boolean {
+  if (media.writeFlushIf) return media.writeFlushIf(offset, data, checkA, expectedA, checkB, expectedB);
+  for (const [at, want] of [
+    [checkA, expectedA],
+    [checkB, expectedB],
+  ] as const) {
+    if (at === undefined || want === undefined) continue;
+    media.invalidate(at, want.length);
+    if (!media.read(at, want.length).equals(want)) return false;
+  }
+  if (data !== undefined) {
+    media.write(offset, data);
+    media.flush(offset, data.length);
+  }
+  return true;
 }

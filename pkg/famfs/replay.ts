@@ -25,7 +25,7 @@ import {
 import { crcSlots } from './crc-slots';
 import { decodeSlots, nativeDecodeAvailable } from './decode-batch';
 import { ActiveLog, GENERATION_ZERO } from './generation';
-import { Media } from './media';
+import { Media, readFresh } from './media';
 import { FamfsTree, TreeChange } from './tree';
 
 export interface ReplayStop {
@@ -141,18 +141,20 @@ export class LogReader {
   /** Fresh header (invalidated first); throws ECORRUPT with every problem found. */
   header(): LogHeader {
     const at = this.active.offset;
-    this.media.invalidate(at, LH.SIZE);
     const compacted = this.active.generation > 0;
     // A writer reads the header several times per append (catch-up, room check, append): the same
     // bytes validate and decode the same way, so a memcmp answers the repeats (read into a
     // scratch buffer: no allocation either).
     const last = this.lastHeader;
     let raw: Buffer;
-    if (this.media.readInto) {
-      this.media.readInto(at, this.headerScratch);
+    if (this.media.readInto !== undefined || this.media.readFresh !== undefined) {
+      readFresh(this.media, at, this.headerScratch);
       if (last !== undefined && last.compacted === compacted && this.headerScratch.equals(last.raw)) return { ...last.header };
       raw = Buffer.from(this.headerScratch);
-    } else raw = this.media.read(at, LH.SIZE);
+    } else {
+      this.media.invalidate(at, LH.SIZE);
+      raw = this.media.read(at, LH.SIZE);
+    }
     if (last !== undefined && last.compacted === compacted && raw.equals(last.raw)) return { ...last.header };
     const problems = validateLogHeader(raw, this.logLen, compacted);
     if (problems.length)
