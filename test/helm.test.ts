@@ -222,6 +222,9 @@ describe('helm chart charts/famfs-csi', function () {
       assert.deepEqual(names, ['famfs-csi', 'famfs-fused']);
       // Only on nodes labelled as attached to the memory: elsewhere the plugin could not open the device.
       assert.deepEqual(ds.spec.template.spec.nodeSelector, { 'famfs.csi.cxl.io/attached': 'true' });
+      // The pause container is the pod's PID 1: a SIGTERM stops famfs-fused and the plugin even while they
+      // start (as PID 1 they ignored it then, and an updated pod sat out its grace period: real-node tier).
+      assert.equal((ds.spec.template.spec as unknown as { shareProcessNamespace?: boolean }).shareProcessNamespace, true);
       const drv = container(ds, 'famfs-csi');
       assert.equal(drv.securityContext?.privileged, true);
       assert.ok(drv.args?.includes('--mode=node'));
