@@ -293,6 +293,37 @@ function mmapWritable(file: string): string {
     await unstage(a, id, staging);
   });
 
+  it('publishes only from a live staging bind: one unmounted or whose FUSE server died is staged again first, and the target serves the volume', async () => {
+    const id = env.createVolume('stagedead', 2 * MiB);
+    const staging = env.staging('node-a', id);
+    const target = env.target('pod-stagedead');
+    await stage(a, id, staging);
+    fs.writeFileSync(path.join(staging, 'data'), 'staged-bytes', { flag: 'r+' });
+    const servesVolume = (what: string): void =>
+      assert.equal(fs.readFileSync(path.join(target, 'data')).subarray(0, 12).toString(), 'staged-bytes', `${what}: the target shows the volume's file`);
+
+    // 1. The staging bind is gone (unmounted behind the plugin's back): a plain directory is left.
+    assert.equal(spawnSync('umount', [staging]).status, 0);
+    assert.equal(fs.existsSync(path.join(staging, 'data')), false);
+    await publish(a, id, staging, target);
+    servesVolume('after the staging bind was unmounted');
+    await unpublish(a, id, target);
+
+    // 2. The FUSE server behind the staging bind died with nothing else holding its connection: the
+    //    bind answers ENOTCONN, and a bind made from it would too.
+    const pid = a.driver.node?.fuse.serverPid();
+    assert.ok(pid !== undefined);
+    a.driver.node!.fuse.close();
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => errnoOf(() => fs.statfsSync(staging)) === 'ENOTCONN');
+    await publish(a, id, staging, target);
+    servesVolume('after the FUSE server died');
+    assert.notEqual(a.driver.node?.fuse.serverPid(), pid, 'a new FUSE server serves');
+    assert.equal(errnoOf(() => fs.statfsSync(staging)), undefined, 'the staging bind was made again');
+    await unpublish(a, id, target);
+    await unstage(a, id, staging);
+  });
+
   it('publish records lost in a machine crash: unpublish still finds the bind at the target (asked of the path), unmounts and removes it', async () => {
     const id = env.createVolume('lostrec', 2 * MiB);
     const staging = env.staging('node-a', id);
