@@ -59,6 +59,27 @@ describe('node plugin: read-only guard bookkeeping', () => {
     assert.equal(sent.length, n, 'a second read-only target of a guarded path changes nothing');
   });
 
+  it('beginQuiet counts a bind at once only when famfs-fused needs to be told nothing; otherwise it changes nothing', async () => {
+    const { g, sent } = guardWith([['/pods/ro', { path: 'csi/shared', readOnly: true }]]);
+    assert.equal(g.beginQuiet('/pods/early', 'csi/early', false), undefined, 'before the records are loaded and sent');
+    await g.sync(true);
+    const n = sent.length;
+    const held = g.current();
+    const rw = g.beginQuiet('/pods/rw', 'csi/vol-1', false);
+    assert.ok(rw !== undefined, 'a read-write bind no read-only path overlaps');
+    assert.ok(g.beginQuiet('/pods/ro2', 'csi/shared', true) !== undefined, 'a second read-only target of a guarded path');
+    assert.equal(g.beginQuiet('/pods/ro3', 'csi/new', true), undefined, 'a new read-only path must be sent first');
+    assert.equal(g.beginQuiet('/pods/rw2', 'csi/shared', false), undefined, 'a read-write bind of a guarded path lifts the guard first');
+    assert.deepEqual(g.current(), held);
+    await g.sync();
+    assert.equal(sent.length, n, 'the refused ones left nothing to send');
+    // A quiet bind that fails goes away; one that succeeded is dropped like any other.
+    await assert.rejects(rw.fail(new Error('mount failed')), /mount failed/);
+    await g.drop('/pods/ro2');
+    await g.drop('/pods/ro');
+    assert.deepEqual(sent.at(-1), { readOnly: [], writable: [] }, 'the last read-only target lifts the guard (the entries were counted)');
+  });
+
   it('a bind that fails puts the entry back; a refusal by famfs-fused fails the change with UNAVAILABLE and keeps nothing of it', async () => {
     const { g, sent, reply } = guardWith();
     const intent = await g.begin('/pods/x', 'csi/x', true);

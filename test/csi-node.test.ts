@@ -319,7 +319,11 @@ function mmapWritable(file: string): string {
     await publish(a, id, staging, target);
     servesVolume('after the FUSE server died');
     assert.notEqual(a.driver.node?.fuse.serverPid(), pid, 'a new FUSE server serves');
-    assert.equal(errnoOf(() => fs.statfsSync(staging)), undefined, 'the staging bind was made again');
+    assert.equal(
+      errnoOf(() => fs.statfsSync(staging)),
+      undefined,
+      'the staging bind was made again',
+    );
     await unpublish(a, id, target);
     await unstage(a, id, staging);
   });

@@ -5,7 +5,7 @@ import { execFileSync, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { bindMount, ensureTarget, removeTarget, unmount, unmountAll } from '../pkg/mount/mount';
+import { bindLiveness, bindMount, bindMountIfAlive, ensureTarget, removeTarget, unmount, unmountAll } from '../pkg/mount/mount';
 import { MountError } from '../pkg/mount/errors';
 import { findMount, isMountPoint, mountsAt, parseMountinfo, probePath } from '../pkg/mount/mountinfo';
 import { JsonStateStore, nodeStateStore, StateFileError, writeFileAtomic } from '../pkg/mount/mount-records';
@@ -64,8 +64,20 @@ describe('mountinfo parsing', () => {
     const target = path.join(base, 'rw');
     await ensureTarget(target, 'dir');
     await ensureTarget(target, 'dir');
+    assert.equal(await bindLiveness(target, path.join(tmpfs, 'vol')), 'other', 'an empty directory is no bind of the source');
     await bindMount(path.join(tmpfs, 'vol'), target);
     assert.ok(await isMountPoint(target));
+    assert.equal(await bindLiveness(target, path.join(tmpfs, 'vol')), 'alive');
+    assert.equal(await bindLiveness(target, tmpfs), 'other', 'a bind of another directory of the same filesystem');
+    // Bound only from a live bind: from the bind just made, and not from a plain directory.
+    const second = path.join(base, 'rw-second');
+    await ensureTarget(second, 'dir');
+    assert.equal(await bindMountIfAlive(target, second, { bind: second, root: path.join(tmpfs, 'vol') }), 'other');
+    assert.equal(await isMountPoint(second), false, 'nothing mounted when the check fails');
+    assert.equal(await bindMountIfAlive(target, second, { bind: target, root: path.join(tmpfs, 'vol') }), 'bound');
+    assert.equal(fs.readFileSync(path.join(second, 'data'), 'utf8'), 'hello');
+    assert.equal(await unmountAll(second), 1);
+    await removeTarget(second);
     assert.equal(fs.readFileSync(path.join(target, 'data'), 'utf8'), 'hello');
     fs.writeFileSync(path.join(target, 'rwcheck'), 'x');
     assert.ok(fs.existsSync(path.join(tmpfs, 'vol', 'rwcheck')), 'write went through the bind');
@@ -225,6 +237,7 @@ describe('mountinfo parsing', () => {
     fs.mkdirSync(bind);
     execFileSync('mount', ['--bind', target, bind]);
     assert.equal((await probePath(bind)).health, 'disconnected');
+    assert.notEqual(await bindLiveness(bind, target), 'alive', 'a bind of a dead FUSE mount is not alive');
     assert.equal(await unmount(bind), true);
     await removeTarget(bind);
     assert.equal(await unmount(target), true);

@@ -19,10 +19,22 @@
 //       thread-pool round trip where a loop of unmount() calls costs one per mount plus the last
 //       (an unpublish: the bind and the check that nothing else is stacked there). A failure after
 //       some succeeded rejects with `unmounted` set to their number.
+//   bindMountIfAlive(source, target, readOnly, flags[], bind, root) -> Promise<'bound' | 'other' | 'dead'>
+//       bindMount, made only when bindAlive(bind, root) says 'alive' (else that answer, and nothing
+//       is mounted): a publish checks the staging bind it binds from and binds in one job.
+//   bindAlive(bind, root) -> Promise<'alive' | 'other' | 'dead'>
+//       Whether `bind` is a live bind of `root` (a path in the FUSE mount): stat of both shows the
+//       same device and inode ('other' when not: not a mount of it, or missing), and statfs of
+//       `bind` succeeds ('dead' when not: a FUSE mount sends statfs to its server, and answers
+//       ENOTCONN once the connection is gone, where stat may answer from cached attributes). One
+//       thread-pool job for the three calls: three parallel jobs woke three threads and cost a
+//       publish two of its three scheduling delays on a busy node.
 // Failures reject with an Error whose `code` is the errno name (EBUSY, EPERM, ...).
 #include <napi.h>
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -120,6 +132,17 @@ unsigned long CurrentMsFlags(const std::string& target) {
   return ms;
 }
 
+// Whether `bind` is a live bind of `root`: see bindAlive above.
+const char* Liveness(const std::string& bind, const std::string& root) {
+  struct stat at {};
+  struct stat want {};
+  if (stat(bind.c_str(), &at) != 0 || stat(root.c_str(), &want) != 0 || at.st_dev != want.st_dev ||
+      at.st_ino != want.st_ino)
+    return "other";
+  struct statfs sf {};
+  return statfs(bind.c_str(), &sf) == 0 ? "alive" : "dead";
+}
+
 class MountWorker : public Napi::AsyncWorker {
  public:
   MountWorker(Napi::Env env, std::string what)
@@ -144,14 +167,30 @@ class MountWorker : public Napi::AsyncWorker {
 
 class BindWorker : public MountWorker {
  public:
-  BindWorker(Napi::Env env, std::string source, std::string target, bool readOnly, BindFlags flags)
+  BindWorker(Napi::Env env, std::string source, std::string target, bool readOnly, BindFlags flags,
+             std::string aliveBind = "", std::string aliveRoot = "")
       : MountWorker(env, "bind mount of " + source + " on " + target),
         source_(std::move(source)),
         target_(std::move(target)),
         readOnly_(readOnly),
-        flags_(flags) {}
+        flags_(flags),
+        aliveBind_(std::move(aliveBind)),
+        aliveRoot_(std::move(aliveRoot)) {}
 
   void Execute() override {
+    if (!aliveBind_.empty()) {
+      const char* live = Liveness(aliveBind_, aliveRoot_);
+      if (std::strcmp(live, "alive") != 0) {
+        result_ = live;
+        return;
+      }
+    }
+    Bind();
+  }
+  void OnOK() override { deferred_.Resolve(Napi::String::New(Env(), result_)); }
+
+ private:
+  void Bind() {
     uint64_t set = flags_.set | (readOnly_ ? kAttrRdonly : 0);
     if (set != 0 || flags_.clr != 0) {
       // Attributes before attaching: propagated copies are clones of the mount as it is attached.
@@ -195,13 +234,14 @@ class BindWorker : public MountWorker {
     if (umount2(target_.c_str(), 0) != 0) umount2(target_.c_str(), MNT_DETACH);
     Fail("setting mount attributes (bind undone)", err);
   }
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
 
- private:
   std::string source_;
   std::string target_;
   bool readOnly_;
   BindFlags flags_;
+  std::string aliveBind_;
+  std::string aliveRoot_;
+  const char* result_ = "bound";
 };
 
 class UnmountWorker : public MountWorker {
@@ -258,10 +298,28 @@ class UnmountAllWorker : public MountWorker {
   uint32_t count_ = 0;
 };
 
-Napi::Value BindMount(const Napi::CallbackInfo& info) {
+class BindAliveWorker : public MountWorker {
+ public:
+  BindAliveWorker(Napi::Env env, std::string bind, std::string root)
+      : MountWorker(env, "liveness check of " + bind), bind_(std::move(bind)), root_(std::move(root)) {}
+
+  void Execute() override { result_ = Liveness(bind_, root_); }
+  void OnOK() override { deferred_.Resolve(Napi::String::New(Env(), result_)); }
+
+ private:
+  std::string bind_;
+  std::string root_;
+  const char* result_ = "other";
+};
+
+Napi::Value QueueBind(const Napi::CallbackInfo& info, bool checked) {
   Napi::Env env = info.Env();
-  if (info.Length() < 4 || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() || !info[3].IsArray()) {
-    throw Napi::TypeError::New(env, "bindMount(source: string, target: string, readOnly: boolean, flags: string[])");
+  if (info.Length() < (checked ? 6u : 4u) || !info[0].IsString() || !info[1].IsString() || !info[2].IsBoolean() ||
+      !info[3].IsArray() || (checked && (!info[4].IsString() || !info[5].IsString()))) {
+    throw Napi::TypeError::New(
+        env, checked ? "bindMountIfAlive(source: string, target: string, readOnly: boolean, "
+                       "flags: string[], bind: string, root: string)"
+                     : "bindMount(source: string, target: string, readOnly: boolean, flags: string[])");
   }
   BindFlags flags;
   Napi::Array arr = info[3].As<Napi::Array>();
@@ -272,11 +330,17 @@ Napi::Value BindMount(const Napi::CallbackInfo& info) {
     }
   }
   auto* w =
-      new BindWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Boolean>(), flags);
+      checked ? new BindWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Boolean>(),
+                               flags, info[4].As<Napi::String>(), info[5].As<Napi::String>())
+              : new BindWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>(), info[2].As<Napi::Boolean>(),
+                               flags);
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
 }
+
+Napi::Value BindMount(const Napi::CallbackInfo& info) { return QueueBind(info, false); }
+Napi::Value BindMountIfAlive(const Napi::CallbackInfo& info) { return QueueBind(info, true); }
 
 Napi::Value Unmount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -299,11 +363,23 @@ Napi::Value UnmountAll(const Napi::CallbackInfo& info) {
   return p;
 }
 
+Napi::Value BindAlive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsString())
+    throw Napi::TypeError::New(env, "bindAlive(bind: string, root: string)");
+  auto* w = new BindAliveWorker(env, info[0].As<Napi::String>(), info[1].As<Napi::String>());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Object m = Napi::Object::New(env);
   m.Set("bindMount", Napi::Function::New(env, BindMount, "bindMount"));
   m.Set("unmount", Napi::Function::New(env, Unmount, "unmount"));
   m.Set("unmountAll", Napi::Function::New(env, UnmountAll, "unmountAll"));
+  m.Set("bindAlive", Napi::Function::New(env, BindAlive, "bindAlive"));
+  m.Set("bindMountIfAlive", Napi::Function::New(env, BindMountIfAlive, "bindMountIfAlive"));
   exports.Set("mount", m);
 }
 

@@ -100,6 +100,8 @@ export class NodeGuardSync {
   private dirty = true;
   private retry: NodeJS.Timeout | undefined;
   private loaded: Promise<void> | undefined;
+  /** The records' entries are loaded (load() resolved). */
+  private ready = false;
 
   constructor(private readonly o: NodeGuardOptions) {}
 
@@ -108,6 +110,7 @@ export class NodeGuardSync {
     this.loaded ??= this.o.records().then((records) => {
       for (const [k, r] of records) if (!this.entries.has(k)) this.put(k, r);
       this.dirty = true;
+      this.ready = true;
     });
     this.loaded.catch(() => (this.loaded = undefined));
     return this.loaded;
@@ -127,6 +130,29 @@ export class NodeGuardSync {
       this.put(key, before);
       throw e;
     }
+    return this.intent(key, path, before);
+  }
+
+  /**
+   * begin, for a bind that changes nothing famfs-fused must hold (a read-write publish no read-only
+   * path overlaps, the publish hot path): the entry is counted and the intent returned at once.
+   * Undefined, with nothing changed, when something must be sent first (or the records are not
+   * loaded yet, or famfs-fused was never told): call begin then.
+   */
+  beginQuiet(key: string, path: string, readOnly: boolean): GuardIntent | undefined {
+    if (!this.ready || this.dirty || this.sent === undefined) return undefined;
+    const before = this.entries.get(key);
+    this.put(key, { path, readOnly });
+    if (this.dirty) {
+      // Back to the counts famfs-fused holds: nothing is left to send.
+      this.put(key, before);
+      this.dirty = false;
+      return undefined;
+    }
+    return this.intent(key, path, before);
+  }
+
+  private intent(key: string, path: string, before: GuardRecord | undefined): GuardIntent {
     return {
       fail: async (e: unknown): Promise<never> => {
         if (this.entries.get(key)?.path === clean(path)) {

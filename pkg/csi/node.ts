@@ -20,9 +20,9 @@ import type { DaxDevice } from '../device';
 import type { FamfsFs } from '../famfs/fs';
 import type { FileNode, TreeNode } from '../famfs/tree';
 import { filesUnder, resolveStaticPath, sharedVolumePath, staticPathOf, type StaticPath } from './static-path';
-import { bindMount, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
+import { bindLiveness, bindMount, bindMountIfAlive, ensureTarget, removeTarget, unmountAll } from '../mount/mount';
 import { FuseSupervisor, FuseSupervisorError, type FlushRoute } from '../fuse/supervisor';
-import { isMountPoint, probeConnection, probePath } from '../mount/mountinfo';
+import { isMountPoint, probePath } from '../mount/mountinfo';
 import { nodeStateStore, type NodeStateStore, type NodeStateDoc, type PublishedVolume, type StagedVolume } from '../mount/mount-records';
 import { ACCESS_MODE_RULES, checkCapability, publishIsReadOnly, type AccessProfile } from './capabilities';
 import { CTX_SHARING } from './volume-context';
@@ -248,15 +248,15 @@ export class NodeService {
     // the FUSE connection's device number is a bind of it, and the inode says which famfs node it
     // shows. A bind pins the connection it was made on: one from before a server restart shows
     // the old connection's device number and can never serve again.
-    // Attributes may be cached from before the server died: statfs always reaches it. Asked at the
-    // same time as the two stats (one round trip of the thread pool instead of two in a row).
-    const [at, want, conn] = await Promise.all([
-      fs.promises.stat(p).catch(() => undefined),
-      fs.promises.stat(this.fuse.hostPath(expectRoot.replace(/^\/+/, ''))).catch(() => undefined),
-      probeConnection(p),
-    ]);
-    if (at === undefined || want === undefined || at.dev !== want.dev || at.ino !== want.ino) return false;
-    return conn.health === 'ok';
+    // Attributes may be cached from before the server died: statfs always reaches it. The two
+    // stats and the statfs are one thread-pool job (three parallel ones woke three threads, and on
+    // a busy node each wake-up is a scheduling delay in the publish).
+    return (await bindLiveness(p, this.fuse.hostPath(expectRoot.replace(/^\/+/, '')))) === 'alive';
+  }
+
+  /** Where the FUSE mount shows what a volume's staging (mount) or block target binds. */
+  private hostRoot(volumeId: string, kind: 'mount' | 'block'): string {
+    return this.fuse.hostPath(this.expectedRoot(volumeId, kind).replace(/^\/+/, ''));
   }
 
   /** Catches this node's FUSE server up with the log until the volume's file shows in the mount. */
@@ -702,24 +702,39 @@ export class NodeService {
           }
         }
       }
+      // A target made just now has nothing mounted on it: no umount2 round trip for it.
+      if ((await ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir')) === 'existed') await unmountAll(target);
+      const source = this.publishSource(profile, staging);
+      const guardPath = objectDirRelpath(req.volume_id);
       // The staging bind must be alive to bind from it (it pins the FUSE connection we publish).
-      // Checked while the target is prepared: each waits on a different thread.
-      const [stagingAlive] = await Promise.all([
-        this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')),
-        // A target made just now has nothing mounted on it: no umount2 round trip for it.
-        ensureTarget(target, profile.kind === 'block' ? 'file' : 'dir').then((made) => (made === 'created' ? 0 : unmountAll(target))),
-      ]);
-      if (!stagingAlive) {
-        this.log.warn({ volume: req.volume_id, staging }, 'staging mount is dead or missing: re-staging before publishing');
-        await this.takeOver(req.volume_id, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
-        await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? []);
+      // When famfs-fused need not be told anything first (a read-write publish that no read-only
+      // path overlaps: the hot path), the check and the bind are one thread-pool job, one wake-up
+      // to wait for on a busy node. Otherwise the check comes first, so that a dead FUSE server is
+      // replaced before it is sent the guard.
+      let guard = this.roGuard.beginQuiet(target, guardPath, readOnly);
+      const quiet = guard;
+      const outcome =
+        quiet === undefined
+          ? (await this.bindAlive(staging, this.expectedRoot(req.volume_id, 'mount')))
+            ? 'alive'
+            : 'not alive'
+          : await bindMountIfAlive(source, target, { bind: staging, root: this.hostRoot(req.volume_id, 'mount') }, { readOnly, flags }).catch(quiet.fail);
+      if (outcome !== 'bound') {
+        if (outcome !== 'alive') {
+          this.log.warn({ volume: req.volume_id, staging }, 'staging mount is dead or missing: re-staging before publishing');
+          const restage = async (): Promise<void> => {
+            await this.takeOver(req.volume_id, Date.now() + (this.opts.stageCatchupMs ?? DEFAULT_STAGE_CATCHUP_MS));
+            await this.bindStaging(req.volume_id, staging, staged.readOnly, staged.flags ?? []);
+          };
+          await (quiet === undefined ? restage() : restage().catch(quiet.fail));
+        }
+        guard ??= await this.roGuard.begin(target, guardPath, readOnly);
+        await bindMount(source, target, { readOnly, flags }).catch(guard.fail);
       }
-      const guard = await this.roGuard.begin(target, objectDirRelpath(req.volume_id), readOnly);
-      await bindMount(this.publishSource(profile, staging), target, { readOnly, flags }).catch(guard.fail);
       const rec: PublishedVolume = {
         volumeId: req.volume_id,
         targetPath: target,
-        source: this.publishSource(profile, staging),
+        source,
         stagingPath: staging,
         kind: profile.kind,
         readOnly,

@@ -7,7 +7,7 @@ import { canonicalMountPath, probePath } from './mountinfo';
 
 /** unmountAll gives up after this many mounts stacked at one path. */
 const MAX_STACKED = 256;
-import { mountNative } from './native';
+import { mountNative, type BindLiveness } from './native';
 
 /** Per-mount flags a bind mount may carry (applied to the new bind only, as the kernel requires for binds). */
 export const BIND_FLAGS: ReadonlySet<string> = new Set(['nosuid', 'nodev', 'noexec', 'noatime', 'relatime', 'nodiratime', 'strictatime']);
@@ -28,16 +28,42 @@ const errnoOf = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? 'EI
  * read-only is never left writable.
  */
 export async function bindMount(source: string, target: string, opts: BindOptions = {}): Promise<void> {
+  await bindWith(opts, (flags) => mountNative().bindMount(source, target, opts.readOnly === true, flags));
+}
+
+/**
+ * bindMount, made only when `live.bind` is a live bind of `live.root` (see bindLiveness): resolves
+ * 'bound', or what bindLiveness says with nothing mounted. The check and the bind are one
+ * thread-pool job: a publish that checks the staging bind it binds from waits for one wake-up.
+ */
+export async function bindMountIfAlive(
+  source: string,
+  target: string,
+  live: { bind: string; root: string },
+  opts: BindOptions = {},
+): Promise<'bound' | 'other' | 'dead'> {
+  return bindWith(opts, (flags) => mountNative().bindMountIfAlive(source, target, opts.readOnly === true, flags, live.bind, live.root));
+}
+
+async function bindWith<T>(opts: BindOptions, bind: (flags: string[]) => Promise<T>): Promise<T> {
   const flags = opts.flags ?? [];
   const bad = flags.filter((f) => !BIND_FLAGS.has(f));
   if (bad.length > 0) throw new MountError('EMOUNT', `unsupported bind mount flags: ${bad.join(', ')}`);
   try {
-    await mountNative().bindMount(source, target, opts.readOnly === true, flags);
+    return await bind(flags);
   } catch (e) {
     const msg = (e as Error).message;
     const code = /bind undone/.test(msg) ? 'EREMOUNT' : 'EMOUNT';
     throw new MountError(code, `${msg} (${errnoOf(e)})`, { cause: e });
   }
+}
+
+/**
+ * Whether `bind` is a live bind of `root` (a path in a FUSE mount): the same device and inode, and
+ * a statfs that reaches the FUSE server ('dead' when its connection is gone). One thread-pool job.
+ */
+export function bindLiveness(bind: string, root: string): Promise<BindLiveness> {
+  return mountNative().bindAlive(bind, root);
 }
 
 export interface UnmountOptions {

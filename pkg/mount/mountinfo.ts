@@ -135,19 +135,6 @@ export async function isFuseMount(p: string): Promise<boolean> {
 
 export type PathHealth = 'ok' | 'missing' | 'disconnected' | 'error';
 
-/**
- * Whether the FUSE connection behind a mount point `p` still serves: one statfs, which a FUSE
- * mount always sends to its server (stat may be answered from cached attributes).
- */
-export async function probeConnection(p: string): Promise<{ health: PathHealth; error?: NodeJS.ErrnoException }> {
-  try {
-    await fs.promises.statfs(p);
-    return { health: 'ok' };
-  } catch (e) {
-    return probeFailure(e);
-  }
-}
-
 /** The health a failed stat/statfs reports: ENOTCONN is a dead FUSE connection, ENOENT a missing path. */
 function probeFailure(e: unknown): { health: PathHealth; error: NodeJS.ErrnoException } {
   const err = e as NodeJS.ErrnoException;

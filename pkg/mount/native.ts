@@ -13,14 +13,30 @@ export interface NativeMountFns {
    * resolves how many. A failure rejects with `unmounted` (how many went before it) besides `code`.
    */
   unmountAll(target: string, lazy: boolean, max: number): Promise<number>;
+  /**
+   * Whether `bind` is a live bind of `root`: 'other' when stat shows another device or inode (or
+   * fails), 'dead' when statfs fails (a FUSE connection that is gone), in one thread-pool job.
+   */
+  bindAlive(bind: string, root: string): Promise<BindLiveness>;
+  /** bindMount when bindAlive(bind, root) says 'alive' ('bound'), else that answer with nothing mounted; one job. */
+  bindMountIfAlive(source: string, target: string, readOnly: boolean, flags: string[], bind: string, root: string): Promise<'bound' | 'other' | 'dead'>;
 }
+
+export type BindLiveness = 'alive' | 'other' | 'dead';
 
 let cached: NativeMountFns | undefined;
 
 export function mountNative(): NativeMountFns {
   if (cached !== undefined) return cached;
   const m = (loadNative() as unknown as { mount?: Partial<NativeMountFns> }).mount;
-  if (m === undefined || typeof m.bindMount !== 'function' || typeof m.unmount !== 'function' || typeof m.unmountAll !== 'function') {
+  if (
+    m === undefined ||
+    typeof m.bindMount !== 'function' ||
+    typeof m.unmount !== 'function' ||
+    typeof m.unmountAll !== 'function' ||
+    typeof m.bindAlive !== 'function' ||
+    typeof m.bindMountIfAlive !== 'function'
+  ) {
     throw new MountError('EMOUNT', 'the native addon has no mount part (stale build?); rebuild with: npm run build:native');
   }
   cached = m as NativeMountFns;
