@@ -14,7 +14,7 @@ import * as zlib from 'zlib';
 import { openDevice, type DaxDevice } from '../pkg/device/index.js';
 import { FamfsFs } from '../pkg/famfs/fs.js';
 import { forEachDeviceRun } from '../pkg/famfs/fmap.js';
-import type { FileNode } from '../pkg/famfs/tree.js';
+import { reservedBytes, type FileNode } from '../pkg/famfs/tree.js';
 import { controlRequest } from '../pkg/fuse/control-client.js';
 import { canMount, FusedHost, sleep } from './helpers/fused-host.js';
 import { fuseMountType, mountState } from './helpers/mount-state.js';
@@ -162,6 +162,75 @@ function xattr(p: string, name: string): string {
     forEachDeviceRun(striped.fmap, 0, striped.size, (devOff, fileOff, len) => dev.write(devOff, other.subarray(fileOff, fileOff + len)));
     // b has never read the file: no page cache, so it reads the memory.
     assert.ok(fs.readFileSync(b.p('shared/striped')).equals(other));
+  });
+
+  it('lands O_DIRECT writes exactly where the fmap says, across chunk boundaries, and nowhere else', () => {
+    const striped = master.lookup('shared/striped') as FileNode;
+    assert.equal(striped.fmap.kind, 'interleave');
+    const chunk = striped.fmap.chunkSize;
+    // The device memory of every strip, 64 KiB wider on each side (never into the metadata): the
+    // strips are filled with known bytes and the margins are what they were, so a payload landing
+    // one byte off (in the file or outside it) is seen.
+    const runs: [number, number, number][] = []; // device offset, file offset, length
+    forEachDeviceRun(striped.fmap, 0, striped.size, (devOff, fileOff, len) => runs.push([devOff, fileOff, len]));
+    const metadataEnd = reservedBytes(master.superblock.logLen);
+    const spans: { lo: number; hi: number; expected: Buffer }[] = [];
+    for (const e of [...striped.fmap.strips].sort((x, y) => x.offset - y.offset)) {
+      const lo = Math.max(metadataEnd, e.offset - 64 * 1024);
+      const hi = Math.min(dev.size, e.offset + e.len + 64 * 1024);
+      const last = spans[spans.length - 1];
+      if (last && lo <= last.hi) last.hi = Math.max(last.hi, hi);
+      else spans.push({ lo, hi, expected: Buffer.alloc(0) });
+    }
+    const land = (data: Buffer, devOff: number, from: number, n: number) => {
+      const s = spans.find((x) => devOff >= x.lo && devOff + n <= x.hi);
+      assert.ok(s, `device run ${devOff}+${n} is inside a strip`);
+      data.copy(s.expected, devOff - s.lo, from, from + n);
+    };
+    for (const s of spans) {
+      dev.invalidate(s.lo, s.hi - s.lo);
+      s.expected = dev.read(s.lo, s.hi - s.lo);
+    }
+    for (const e of striped.fmap.strips) {
+      const fill = randomBytes(e.len);
+      dev.write(e.offset, fill);
+      dev.flush(e.offset, e.len);
+      land(fill, e.offset, 0, e.len);
+    }
+    const fd = fs.openSync(a.p('shared/striped'), fs.constants.O_RDWR | fs.constants.O_DIRECT);
+    try {
+      // [file offset, length]: both edges unaligned across a chunk boundary (the bulk copy's
+      // ragged head and tail), aligned, several requests across two boundaries, a few bytes
+      // across a boundary, and the last bytes of the file
+      const writes: [number, number][] = [
+        [chunk - 100_001, 300_017],
+        [0, MIB],
+        [3 * chunk - 3, MIB + 5],
+        [4 * chunk + 7, 2 * chunk + 5 * MIB - 11],
+        [8 * chunk - 5, 13],
+        [striped.size - 70_000, 70_000],
+      ];
+      for (const [off, len] of writes) {
+        const data = randomBytes(len);
+        assert.equal(fs.writeSync(fd, data, 0, len, off), len, `O_DIRECT write of ${len} at ${off}`);
+        forEachDeviceRun(striped.fmap, off, len, (devOff, fileOff, n) => land(data, devOff, fileOff - off, n));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    for (const { lo, hi, expected } of spans) {
+      dev.invalidate(lo, hi - lo);
+      const after = dev.read(lo, hi - lo);
+      for (let i = 0; i < after.length; i += 4096) {
+        const end = Math.min(after.length, i + 4096);
+        if (after.subarray(i, end).equals(expected.subarray(i, end))) continue;
+        let j = i;
+        while (after[j] === expected[j]) j++;
+        const at = lo + j;
+        const run = runs.find(([d, , l]) => at >= d && at < d + l);
+        assert.fail(`device byte ${at} (${run ? `file offset ${run[1] + at - run[0]}` : 'outside the file'}) is not what the fmap says`);
+      }
+    }
   });
 
   it('follows the master: creates and deletes appear on every host without a remount', async () => {

@@ -2,15 +2,21 @@
  * famfs FUSE server benchmark: sequential I/O through the mount against a raw memcpy from the
  * same mapping, measured in the same run.
  *
- *   node dist/bench/fuse/run.js [--file-mib 1024] [--runtime 1] [--repeat 1] [--cold-reps 3] [--shapes] [--only cold|paths] [--json PATH]
+ *   node dist/bench/fuse/run.js [--file-mib 1024] [--runtime 1] [--repeat 1] [--cold-reps 3] [--direct-reps 5] [--shapes]
+ *                               [--only cold|direct|paths] [--compare-addon PATH] [--json PATH]
  *
- * Needs root, /dev/fuse and fio (apt-get install fio). Prints two tables:
+ * Needs root, /dev/fuse and fio (apt-get install fio). Prints three tables:
  *  1. cold reads of the whole file (buffered read and mmap, what a model loader does first) by
  *     kernel readahead and by server shape (worker threads, one fd or one per thread), each sample
  *     between two single-thread memcpy runs of the same memory: median and spread of the ratios
  *     over --cold-reps interleaved rounds, and the CPU each costs per GB next to memcpy's;
- *  2. every other path (direct, warm cached, warm mmap, writes) at the default readahead, as GB/s
- *     and ratios to the raw memcpy with as many threads as fio jobs.
+ *  2. 1 MiB direct read and direct write with one job (the issue 15 targets): --direct-reps
+ *     interleaved rounds after an untimed warm-up pass, each round opening with single-thread
+ *     memcpy out of and into the same memory, median [min-max] of the ratios, the load of every
+ *     round, and the CPU each costs per GB next to memcpy's; --compare-addon adds the same rows
+ *     served by a second server running another build of the native addon (A/B in the same rounds);
+ *  3. every other path (direct with 4 jobs and 4 KiB, warm cached, warm mmap, writes) at the
+ *     default readahead, as GB/s and ratios to the raw memcpy with as many threads as fio jobs.
  */
 import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
@@ -36,15 +42,19 @@ interface Args {
   repeat: number;
   /** Interleaved rounds of the cold table (median and spread). */
   coldReps: number;
+  /** Interleaved rounds of the direct table. */
+  directReps: number;
   /** Also compare 2 and 8 worker threads in the cold table. */
   shapes: boolean;
-  /** Print only one table: 'cold' (the first) or 'paths' (the second). */
-  only?: 'cold' | 'paths';
+  /** Print only one table: 'cold' (the first), 'direct' (the second) or 'paths' (the third). */
+  only?: 'cold' | 'direct' | 'paths';
+  /** Another build's famfs_native.node: the direct table also measures a server running it. */
+  compareAddon?: string;
   json?: string;
 }
 
 function parseArgs(): Args {
-  const a: Args = { fileMib: 1024, runtime: 1, repeat: 1, coldReps: 3, shapes: false };
+  const a: Args = { fileMib: 1024, runtime: 1, repeat: 1, coldReps: 3, directReps: 5, shapes: false };
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
@@ -53,10 +63,12 @@ function parseArgs(): Args {
     else if (k === '--json') a.json = argv[++i];
     else if (k === '--repeat') a.repeat = Math.max(1, Number(argv[++i]));
     else if (k === '--cold-reps') a.coldReps = Math.max(1, Number(argv[++i]));
+    else if (k === '--direct-reps') a.directReps = Math.max(1, Number(argv[++i]));
+    else if (k === '--compare-addon') a.compareAddon = path.resolve(argv[++i]);
     else if (k === '--shapes') a.shapes = true;
     else if (k === '--only') {
       const v = argv[++i];
-      if (v !== 'cold' && v !== 'paths') throw new Error(`--only takes cold or paths, not ${v}`);
+      if (v !== 'cold' && v !== 'direct' && v !== 'paths') throw new Error(`--only takes cold, direct or paths, not ${v}`);
       a.only = v;
     } else if (k === '--quick') {
       a.fileMib = 256;
@@ -85,12 +97,13 @@ class Daemon {
     readonly socket: string,
   ) {}
 
-  static async start(device: string, dir: string, name: string, extra: string[]): Promise<Daemon> {
+  static async start(device: string, dir: string, name: string, extra: string[], addon?: string): Promise<Daemon> {
     const mountpoint = path.join(dir, `mnt-${name}`);
     const socket = path.join(dir, `ctl-${name}`, 'sock');
     fs.mkdirSync(mountpoint, { recursive: true });
     const proc = spawn(process.execPath, [FUSED, device, mountpoint, '--foreground', '--control-socket', socket, '--log-level', 'warn', ...extra], {
       stdio: ['ignore', 'inherit', 'inherit'],
+      env: addon === undefined ? process.env : { ...process.env, FAMFS_NATIVE_ADDON: addon },
     });
     for (let i = 0; i < 300; i++) {
       try {
@@ -180,15 +193,20 @@ interface MemcpyResult {
   cpuSeconds: number;
 }
 
-/** The physical limit: C++ threads memcpy'ing 1 MiB pieces out of a mapping of the same memory. */
-function rawMemcpy(device: string, offset: number, length: number, threads: number, passes: number): MemcpyResult {
+/**
+ * The physical limit: C++ threads memcpy'ing 1 MiB pieces out of a mapping of the same memory
+ * (`into`: from a 1 MiB buffer into it, overwriting it: the store side a write has to pay).
+ */
+function rawMemcpy(device: string, offset: number, length: number, threads: number, passes: number, into = false): MemcpyResult {
   // The bench-only addon (binding.gyp target famfs_bench), built next to the production one.
   const file = path.join(__dirname, '..', '..', '..', 'build', 'Release', 'famfs_bench.node');
   if (!fs.existsSync(file)) throw new Error(`${file} is missing (build it: node native/build.js --force)`);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const addon = require(file) as { memcpyBandwidth?: (path: string, off: number, len: number, chunk: number, threads: number, passes: number) => unknown };
+  const addon = require(file) as {
+    memcpyBandwidth?: (path: string, off: number, len: number, chunk: number, threads: number, passes: number, into: boolean) => unknown;
+  };
   if (typeof addon.memcpyBandwidth !== 'function') throw new Error(`${file} has no memcpyBandwidth (stale build: node native/build.js --force)`);
-  const r = addon.memcpyBandwidth(device, offset, length, MIB, threads, passes) as MemcpyResult;
+  const r = addon.memcpyBandwidth(device, offset, length, MIB, threads, passes, into) as MemcpyResult;
   if (typeof r !== 'object' || typeof r.cpuSeconds !== 'number')
     throw new Error(`${file} is stale (memcpyBandwidth returns no CPU time): node native/build.js --force`);
   return r;
@@ -227,6 +245,19 @@ interface ColdCase {
   /** CPU seconds per GB (reader + server) of each round */
   readCpu: number[];
   mmapCpu: number[];
+}
+
+/** One row of the direct table, a sample per round. */
+interface DirectCase {
+  label: string;
+  rw: 'read' | 'write';
+  daemon: Daemon;
+  gbps: number[];
+  /** ratio to memcpy out of the file's memory (the issue's target) and into it */
+  ratioFrom: number[];
+  ratioInto: number[];
+  /** CPU seconds per GB, fio + server */
+  cpu: number[];
 }
 
 async function main(): Promise<void> {
@@ -288,8 +319,9 @@ async function main(): Promise<void> {
       readCpu: [],
       mmapCpu: [],
     });
-    const doCold = args.only !== 'paths';
-    const doPaths = args.only !== 'cold';
+    const doCold = args.only === undefined || args.only === 'cold';
+    const doDirect = args.only === undefined || args.only === 'direct';
+    const doPaths = args.only === undefined || args.only === 'paths';
     for (const kb of doCold ? READAHEADS_KB : []) cases.push(newCase(`default server, readahead ${kbLabel(kb)}`, zc, kb));
     for (const s of doCold ? shapes : []) {
       const d = await Daemon.start(devPath, dir, s.label.replace(/[^a-z0-9]+/g, '-'), s.extra);
@@ -341,7 +373,70 @@ async function main(): Promise<void> {
     const memcpyCpuPerGb = median(memcpy1.map((m) => m.cpuSeconds / ((2 * memcpyBytes) / 1e9)));
     const memcpyGbps = memcpy1.map((m) => m.bytesPerSec / 1e9);
 
-    // ---- table 2: every other path at the default readahead
+    // ---- table 2: 1 MiB direct read and write with one job (the targets), interleaved rounds
+    // Every round opens with a single-thread memcpy out of the file's memory and one into it (the
+    // whole file: same 4 KiB tmpfs pages, touched, mapped the same way), and each sample's ratios are to the mean of
+    // its round's and the next round's runs. Writes are compared with both: a write has to store
+    // every byte into the device (the "into" copy), while the issue's target is stated against the
+    // copy out of it. The CPU column is the one load hardly moves: fio's and the server's CPU
+    // seconds per GB, next to memcpy's.
+    const other = doDirect && args.compareAddon !== undefined ? await Daemon.start(devPath, dir, 'other', [], args.compareAddon) : undefined;
+    if (other) daemons.push(other);
+    const direct: DirectCase[] = [];
+    for (const [d, tag] of doDirect ? ([[zc, ''], ...(other ? [[other, ', other addon']] : [])] as [Daemon, string][]) : []) {
+      direct.push({ label: `read direct (zero-copy reply${tag})`, rw: 'read', daemon: d, gbps: [], ratioFrom: [], ratioInto: [], cpu: [] });
+      direct.push({ label: `write direct${tag ? ` (${tag.slice(2)})` : ''}`, rw: 'write', daemon: d, gbps: [], ratioFrom: [], ratioInto: [], cpu: [] });
+    }
+    const memFrom: MemcpyResult[] = [];
+    const memInto: MemcpyResult[] = [];
+    const directLoads: number[] = [];
+    let directSeconds = 0;
+    if (doDirect) {
+      const t0 = Date.now();
+      // Untimed warm-up: one pass of each over the whole file, so no sample pays a first touch (the
+      // server's page-table entries for the file, its worker threads and their buffers).
+      for (const c of direct) fioRun({ file: f(c.daemon), rw: c.rw, bs: '1M', jobs: 1, direct: true, fileBytes, runtime: 0 });
+      // over the whole file, as the time-based fio runs cycle over it
+      const memcpyPair = () => {
+        memFrom.push(rawMemcpy(devPath, devOffset, fileBytes, 1, 2));
+        memInto.push(rawMemcpy(devPath, devOffset, fileBytes, 1, 2, true));
+      };
+      memcpyPair();
+      for (let round = 0; round < args.directReps; round++) {
+        directLoads.push(os.loadavg()[0]);
+        const samples: { c: DirectCase; bps: number; cpuPerGb: number }[] = [];
+        // the order rotates so no path always runs first after the memcpy pair
+        for (let i = 0; i < direct.length; i++) {
+          const c = direct[(i + round) % direct.length];
+          const cpu0 = c.daemon.cpuSeconds();
+          const r = fioRun({ file: f(c.daemon), rw: c.rw, bs: '1M', jobs: 1, direct: true, fileBytes, runtime: args.runtime });
+          samples.push({ c, bps: r.bps, cpuPerGb: (r.cpuSeconds + c.daemon.cpuSeconds() - cpu0) / (r.bytes / 1e9) });
+        }
+        memcpyPair();
+        const n = memFrom.length;
+        const from = (memFrom[n - 2].bytesPerSec + memFrom[n - 1].bytesPerSec) / 2;
+        const into = (memInto[n - 2].bytesPerSec + memInto[n - 1].bytesPerSec) / 2;
+        for (const { c, bps, cpuPerGb } of samples) {
+          c.gbps.push(bps / 1e9);
+          c.ratioFrom.push(bps / from);
+          c.ratioInto.push(bps / into);
+          c.cpu.push(cpuPerGb);
+          process.stderr.write(
+            `direct ${c.label.padEnd(30)} ${gb(bps)} GB/s, memcpy out ${gb(from)} into ${gb(into)} GB/s, ${cpuPerGb.toFixed(3)} CPU s/GB, load ${os.loadavg()[0].toFixed(1)}\n`,
+          );
+        }
+      }
+      directLoads.push(os.loadavg()[0]);
+      loads.push(...directLoads);
+      directSeconds = (Date.now() - t0) / 1000;
+      if (other) {
+        await other.stop();
+        daemons.splice(daemons.indexOf(other), 1);
+      }
+    }
+    const memCpuPerGb = (ms: MemcpyResult[]) => ms.map((m) => m.cpuSeconds / ((2 * fileBytes) / 1e9));
+
+    // ---- table 3: every other path at the default readahead
     // Each row sits between two memcpy runs of the same memory with as many threads as fio jobs
     // (the ratio is to their mean): on a shared machine a reference taken minutes away compares
     // different loads.
@@ -379,9 +474,11 @@ async function main(): Promise<void> {
 
     for (const jobs of doPaths ? [1, 4] : []) {
       // direct I/O reads (O_DIRECT through FUSE: every read is a request answered from the
-      // mapping; the page cache is never involved, so there is no cold/warm difference)
+      // mapping; the page cache is never involved, so there is no cold/warm difference).
+      // 1 MiB with one job: the direct table.
       for (const bs of ['1M', '4k']) {
-        await add('read direct (zero-copy reply)', zc, 'warm', { ...on(zc), rw: 'read', bs, jobs, direct: true, runtime: rt });
+        if (!(jobs === 1 && bs === '1M' && doDirect))
+          await add('read direct (zero-copy reply)', zc, 'warm', { ...on(zc), rw: 'read', bs, jobs, direct: true, runtime: rt });
         // the guarded copy (--copy-reads) differs from zero-copy in the copy, which 4 KiB reads hardly have
         if (bs === '1M') await add('read direct (guarded copy reply)', gc, 'warm', { ...on(gc), rw: 'read', bs, jobs, direct: true, runtime: rt });
       }
@@ -407,7 +504,7 @@ async function main(): Promise<void> {
       // writes: direct, and buffered (write-through; no writeback cache). The reads above already
       // ran every worker thread and the memory was filled before: nothing here is a first touch.
       for (const bs of ['1M', '4k']) {
-        await add('write direct', zc, 'warm', { ...on(zc), rw: 'write', bs, jobs, direct: true, runtime: rt });
+        if (!(jobs === 1 && bs === '1M' && doDirect)) await add('write direct', zc, 'warm', { ...on(zc), rw: 'write', bs, jobs, direct: true, runtime: rt });
         await add('write cached (write-through)', zc, 'warm', { ...on(zc), rw: 'write', bs, jobs, direct: false, runtime: rt });
       }
     }
@@ -436,13 +533,36 @@ async function main(): Promise<void> {
         );
       }
     }
+    if (doDirect) {
+      const fromGbps = memFrom.map((m) => m.bytesPerSec / 1e9);
+      const intoGbps = memInto.map((m) => m.bytesPerSec / 1e9);
+      const fromCpu = median(memCpuPerGb(memFrom));
+      lines.push('');
+      lines.push(
+        `Direct I/O, 1 job, 1 MiB requests: median [min-max] of ${args.directReps} interleaved rounds of ${args.runtime} s after an untimed warm-up pass ` +
+          `(${directSeconds.toFixed(0)} s; load average by round ${directLoads.map((l) => l.toFixed(1)).join(', ')}). ` +
+          `Ratios: to the mean of the single-thread memcpy runs of the same memory opening the sample's round and the next: ` +
+          `out of the memory (${spread(fromGbps, 2)} GB/s, ${fromCpu.toFixed(3)} CPU s/GB) and into it (${spread(intoGbps, 2)} GB/s, ` +
+          `${median(memCpuPerGb(memInto)).toFixed(3)} CPU s/GB). CPU: fio + server CPU seconds per GB; CPU ratio: memcpy out's CPU per GB over the row's ` +
+          `(what load hardly moves). Targets (ratio to memcpy out): direct read >= 0.35x, direct write >= 0.3x.` +
+          (args.compareAddon ? ` "other addon": a second server on the same device running ${args.compareAddon}.` : ''),
+      );
+      lines.push('');
+      lines.push('| path | GB/s | ratio to memcpy out | ratio to memcpy into | CPU s/GB | CPU ratio |');
+      lines.push('|---|---:|---:|---:|---:|---:|');
+      for (const c of direct)
+        lines.push(
+          `| ${c.label} | ${spread(c.gbps, 2)} | ${spread(c.ratioFrom, 2, 'x')} | ${spread(c.ratioInto, 2, 'x')} | ${spread(c.cpu, 3)} | ` +
+            `${(fromCpu / median(c.cpu)).toFixed(2)}x |`,
+        );
+    }
     if (doPaths) {
       lines.push('');
       const refText = [1, 4].map((j) => `${j} thread${j > 1 ? 's' : ''} ${spread(refs.get(j) ?? [0], 2)}`).join(', ');
       lines.push(
         `Other paths, default readahead ${ra}, best of ${args.repeat}, ${rt} s per time-based row. Ratio: to the mean of the memcpy runs of the same memory with as many threads as fio jobs ` +
           `just before and after the row (GB/s median [min-max]: ${refText}). CPU: fio + server CPU seconds per GB. ` +
-          `Targets (1 job): direct read 1M >= 0.35x, direct write 1M >= 0.3x, warm mmap >= 0.9x.`,
+          `Target: warm mmap (1 job) >= 0.9x; the direct targets are in the direct table.`,
       );
       lines.push('');
       lines.push('| path | bs | jobs | state | GB/s | ratio | CPU s/GB |');
@@ -451,7 +571,22 @@ async function main(): Promise<void> {
         lines.push(`| ${r.what} | ${r.bs} | ${r.jobs} | ${r.state} | ${r.gbps.toFixed(2)} | ${r.ratio.toFixed(2)}x | ${r.cpuPerGb.toFixed(2)} |`);
     }
     process.stdout.write(lines.join('\n') + '\n');
-    if (args.json) fs.writeFileSync(args.json, JSON.stringify({ rows, cold: cases.map(({ daemon: _d, ...c }) => c), loads }, null, 2));
+    if (args.json)
+      fs.writeFileSync(
+        args.json,
+        JSON.stringify(
+          {
+            rows,
+            cold: cases.map(({ daemon: _d, ...c }) => c),
+            direct: direct.map(({ daemon: _d, ...c }) => c),
+            memcpyOut: memFrom,
+            memcpyInto: memInto,
+            loads,
+          },
+          null,
+          2,
+        ),
+      );
   } finally {
     for (const d of daemons) await d.stop().catch(() => undefined);
     fs.rmSync(devPath, { force: true });

@@ -1,6 +1,7 @@
 // Benchmark-only addon (build/Release/famfs_bench.node; never shipped in the image): the physical
-// limit the FUSE read paths are compared with (bench/fuse). Plain memcpy out of a read-only shared
-// mapping of the device into a per-thread one-chunk buffer, on `threads` C++ threads each owning a
+// limit the FUSE paths are compared with (bench/fuse). Plain memcpy out of a read-only shared
+// mapping of the device into a per-thread one-chunk buffer (or, `into`, from that buffer into a
+// read-write shared mapping: the store side of a write), on `threads` C++ threads each owning a
 // slice, `passes` times; returns { bytesPerSec, cpuSeconds } (cpuSeconds: the copying threads' own CPU
 // time, which a loaded machine does not inflate the way it inflates wall time). It maps the device
 // itself, so the production addon carries no benchmark code.
@@ -30,7 +31,8 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-// memcpyBandwidth(path, offset, length, chunk, threads, passes) -> { bytesPerSec, cpuSeconds }
+// memcpyBandwidth(path, offset, length, chunk, threads, passes, into?) -> { bytesPerSec, cpuSeconds }
+// into: copy the buffer into the device (overwrites [offset, offset+length): bench memory only).
 Napi::Value MemcpyBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>().Utf8Value();
@@ -39,17 +41,19 @@ Napi::Value MemcpyBandwidth(const Napi::CallbackInfo& info) {
   uint64_t chunk = static_cast<uint64_t>(info[3].ToNumber().DoubleValue());
   unsigned threads = info[4].ToNumber().Uint32Value();
   unsigned passes = info[5].ToNumber().Uint32Value();
+  bool into = info.Length() > 6 && info[6].ToBoolean().Value();
   if (threads == 0 || chunk == 0 || length == 0)
     throw Napi::RangeError::New(env, "threads, chunk and length must be positive");
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), (into ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (fd < 0) throw Napi::Error::New(env, "open " + path + ": " + strerror(errno));
   uint64_t map_off = offset / kMapAlign * kMapAlign;
   uint64_t map_len = (offset - map_off + length + kMapAlign - 1) / kMapAlign * kMapAlign;
-  void* map = mmap(nullptr, map_len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(map_off));
+  void* map =
+      mmap(nullptr, map_len, into ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, static_cast<off_t>(map_off));
   int map_errno = errno;
   close(fd);
   if (map == MAP_FAILED) throw Napi::Error::New(env, "mmap " + path + ": " + strerror(map_errno));
-  const uint8_t* base = static_cast<const uint8_t*>(map) + (offset - map_off);
+  uint8_t* base = static_cast<uint8_t*>(map) + (offset - map_off);
   uint64_t per = (length / threads) / chunk * chunk;
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
@@ -57,15 +61,22 @@ Napi::Value MemcpyBandwidth(const Napi::CallbackInfo& info) {
   std::vector<std::thread> pool;
   for (unsigned t = 0; t < threads; t++) {
     pool.emplace_back([&, t] {
-      std::vector<char> buf(chunk);
-      const uint8_t* src = base + t * per;
-      for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);  // warm-up
+      std::vector<char> buf(chunk, 0x5a);
+      uint8_t* dev = base + t * per;
+      auto pass = [&] {
+        for (uint64_t o = 0; o < per; o += chunk) {
+          if (into) {
+            memcpy(dev + o, buf.data(), chunk);
+          } else {
+            memcpy(buf.data(), dev + o, chunk);
+          }
+        }
+      };
+      pass();  // warm-up: page-table entries of this mapping, the buffer
       ready++;
       while (!go.load()) std::this_thread::yield();
       double c0 = ThreadCpuSeconds();
-      for (unsigned p = 0; p < passes; p++) {
-        for (uint64_t o = 0; o < per; o += chunk) memcpy(buf.data(), src + o, chunk);
-      }
+      for (unsigned p = 0; p < passes; p++) pass();
       asm volatile("" : : "r"(buf.data()) : "memory");
       cpu[t] = ThreadCpuSeconds() - c0;
     });
