@@ -6,7 +6,7 @@
  */
 import { performance } from 'perf_hooks';
 
-export type ColdOp = 'replay' | 'fsck' | 'fsck-js';
+export type ColdOp = 'replay' | 'replay-all' | 'replay-js' | 'fsck' | 'fsck-js';
 export interface ColdSample {
   wall: number;
   cpu: number;
@@ -28,9 +28,17 @@ function coldChild(op: ColdOp, path: string, files: number): void {
   const dev = device.openDevice(path, { readOnly: true });
   const s = performance.now();
   const c = cpu();
-  if (op === 'replay') {
-    const r = famfs.FamfsFs.open(dev, { readOnly: true });
+  if (op === 'replay' || op === 'replay-all' || op === 'replay-js') {
+    // replay: the tree in the native log tree, node objects made when looked up; replay-all: and
+    // then every node made (what a FUSE server's inode table asks for); replay-js: every node a
+    // JavaScript object from the start (a build without the addon, and the replay before).
+    const r = famfs.FamfsFs.open(dev, { readOnly: true, nativeTree: op !== 'replay-js' });
     if (r.tree.fileCount !== files) throw new Error(`replay saw ${r.tree.fileCount} files, want ${files}`);
+    if (op === 'replay-all') {
+      let n = 0;
+      for (const node of r.tree.nodes()) if (node.kind === 'file') n++;
+      if (n !== files) throw new Error(`replay made ${n} file nodes, want ${files}`);
+    }
   } else {
     const rep = famfs.fsck(dev, { native: op === 'fsck' });
     if (!rep.clean || rep.files !== files) throw new Error(`fsck: ${rep.files} files, ${rep.errors.join('; ')}`);

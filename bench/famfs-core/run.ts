@@ -48,10 +48,10 @@ function main(): void {
 
     // Replay and fsck each run once in a fresh process per sample (what a mount or a `famfs fsck`
     // pays: node's own startup excluded, module load timed apart), interleaved A B C A B C, with
-    // fsck through replay's JavaScript tree (the path of a build without the addon, and what fsck
-    // ran before the native log tree) as the same-run baseline.
-    const ops: ColdOp[] = ['replay', 'fsck', 'fsck-js'];
-    const cold: Record<ColdOp, ColdSample[]> = { replay: [], fsck: [], 'fsck-js': [] };
+    // replay and fsck through JavaScript objects (the path of a build without the addon, and what
+    // both ran before the native log tree) as the same-run baselines.
+    const ops: ColdOp[] = ['replay', 'replay-js', 'replay-all', 'fsck', 'fsck-js'];
+    const cold: Record<ColdOp, ColdSample[]> = { replay: [], 'replay-js': [], 'replay-all': [], fsck: [], 'fsck-js': [] };
     const loads: number[] = [];
     for (let k = 0; k < SAMPLES; k++) {
       for (const op of ops) {
@@ -86,6 +86,16 @@ function main(): void {
         `target ≤ 20 ms; median of ${SAMPLES} processes; famfs C 110 ms (no tree) / 520 ms (shadow tree)`,
       ],
       ['full replay, fresh process, wall', ms(med('replay', (x) => x.wall)), 'inflated by the machine load (below)'],
+      [
+        'baseline: full replay into JavaScript objects, CPU',
+        ms(med('replay-js', (x) => x.cpu)),
+        `same run, interleaved (nativeTree: false: a build without the addon); native is ${(med('replay-js', (x) => x.cpu) / med('replay', (x) => x.cpu)).toFixed(1)}x cheaper`,
+      ],
+      [
+        'full replay, then every node object made, CPU',
+        ms(med('replay-all', (x) => x.cpu)),
+        'what a host that walks the whole tree (a FUSE inode table) pays; nodes are made on demand',
+      ],
       ['fsck (full log), fresh process, CPU', ms(med('fsck', (x) => x.cpu)), `target ≤ 7 ms (famfs C on this machine, issue 15); native log tree`],
       ['fsck (full log), fresh process, wall', ms(med('fsck', (x) => x.wall)), ''],
       [

@@ -1,27 +1,38 @@
 // The famfs log tree in native memory: replay's rules (pkg/famfs/tree.ts) applied to the entries
 // of a log buffer as they are decoded (famfs_decode.h), without a JavaScript object per entry.
-// fsck uses it for a whole log: a cold fsck of 15,420 entries spent most of its time building and
-// then walking 15,420 JavaScript nodes it only counted.
+// fsck uses it for a whole log, and so does every replay from an empty tree: tree.ts then makes a
+// node object only when one is looked up (a cold replay of 15,420 entries spent most of its time
+// making 15,420 objects nobody had asked for yet).
 //
 //   logTreeNew(deviceSize, reservedBytes, allocUnit, generation[, expectedEntries]) -> tree (an external)
 //   logTreeApplySlots(tree, buf, count, firstSlot, seqMin, seqMax, deletesAllowed) -> slots applied
 //       decodes and applies slots up to the first one DecodeOne leaves to decodeEntryAt
-//   logTreeApplyEntry(tree, kind, index, relpath, fields: Float64Array)
-//       an entry decodeEntryAt decoded (kind 0 file, 1 mkdir, 2 delete, 3 no tree effect); fields:
+//   logTreeApplyDevice(tree, device, offset, count, firstSlot, seqMin, seqMax, deletesAllowed)
+//       -> slots applied: the same, reading the slots straight from the DaxDevice's mapping
+//   logTreeApplyEntry(tree, kind, index, relpath, fields: Float64Array) -> what it did: the id of
+//       the node added, minus the id of the node removed, or 0. An entry decodeEntryAt decoded
+//       (kind 0 file, 1 mkdir, 2 delete, 3 no tree effect); fields:
 //       file [size, flags, uid, gid, mode, fmapKind, chunk, n, (devindex, offset, len) * n],
 //       mkdir [uid, gid, mode], delete [targetIndex, targetType (0 file, 1 mkdir)]
-//   logTreeCounts(tree) -> Float64Array [slot, nextIndex, files, dirs, generation]
+//   logTreeCounts(tree) -> Float64Array [slot, nextIndex, files, dirs, generation, problems, orphaned,
+//       released, deletes]
 //   logTreeSetNextIndex(tree, nextIndex)
 //   logTreeProblems(tree) -> [{ index, code, relpath, a, s, sKind, size, fmapKind, chunk, extents }]
 //   logTreeRootFiles(tree, prefix) -> [{ index, relpath, bytes }] live files in the root whose name
 //       starts with prefix, in the order the root's children map holds them
 //   logTreeSpace(tree, horizon, totalUnits, metaUnits, region2Start, region2Units)
 //       -> Float64Array [freeUnits, largestFreeRun, pendingUnits, collisions]
+//   logTreeFreeRuns(tree, same arguments) -> Float64Array [collisions, start0, end0, ...]
+//   logTreeFind(tree, relpath) / logTreeFindIndex(tree, index) -> live node id (root 0) or -1
+//   logTreeNodes(tree, ids: Int32Array) -> { rows, exts, paths } (see Nodes)
+//   logTreeChildren(tree, id) -> Int32Array, logTreeLive(tree) -> Int32Array
+//   logTreeLists(tree) -> { slotIndexes, deletes, released, orphaned, orphanedExts }
 //
 // Every rule and every number here mirrors tree.ts and allocator.ts (IntervalSweep, summary), in
 // the same double arithmetic; problems come back as codes with their operands, and tree.ts words
 // them (one wording). test/famfs-fsck-native.test.ts runs fsck both ways over damaged logs and
-// requires identical reports.
+// requires identical reports; test/famfs-tree-native.test.ts does the same for the tree itself
+// (nodes, children, lists, free space, and entries applied after the replay).
 //
 // Paths are compared as JavaScript compares the strings decodeEntryAt makes of them: a name that is
 // not valid UTF-8 is first rewritten as its decoded string (U+FFFD per maximal invalid subpart, the
@@ -36,6 +47,7 @@
 #include <string_view>
 #include <vector>
 
+#include "device.h"
 #include "famfs_decode.h"
 #include "module_init.h"
 
@@ -69,6 +81,9 @@ struct Node {
   uint32_t path_at, path_len;  // the relpath, in Tree::arena
   uint32_t name_at;            // the name is the relpath from here
   uint32_t children;
+  // Live children in creation order (the order tree.ts's children Map iterates): a list through
+  // the nodes, -1 for none.
+  int32_t first_child, last_child, prev_sib, next_sib;
   uint64_t path_hash, name_hash;  // Hash of the relpath, and of the name (root children only)
 };
 
@@ -102,6 +117,7 @@ struct ProblemRec {
 struct Held {
   double index;
   std::vector<Ext> ext;
+  int32_t node = -1;  // released: the deleted node (its relpath)
 };
 
 struct Tree {
@@ -122,7 +138,11 @@ struct Tree {
   std::vector<ProblemRec> problems;
   std::vector<Held> orphaned;
   std::vector<Held> released;
+  std::vector<double> slot_indexes;  // log index of the entry in each slot applied
+  std::vector<double> deletes;       // (delete index, target index) of every delete that took effect
+  int32_t last_change = 0;           // what the last entry did: node id added, -id removed, 0 nothing
   std::string scratch;
+  std::vector<uint8_t> group;  // logTreeApplyDevice's read buffer
 };
 
 std::string_view Path(const Tree& t, const Node& n) { return std::string_view(t.arena).substr(n.path_at, n.path_len); }
@@ -374,9 +394,19 @@ Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_v
   n.name_at = static_cast<uint32_t>(name_at);
   n.path_hash = path_hash;
   n.name_hash = name_hash;
+  n.first_child = n.last_child = n.next_sib = -1;
   t->arena.append(relpath);
+  const int32_t id = static_cast<int32_t>(t->nodes.size());
+  Node& p = t->nodes[parent];
+  n.prev_sib = p.last_child;
+  if (p.last_child >= 0) {
+    t->nodes[p.last_child].next_sib = id;
+  } else {
+    p.first_child = id;
+  }
+  p.last_child = id;
   t->nodes.push_back(n);
-  const int32_t id = static_cast<int32_t>(t->nodes.size() - 1);
+  t->last_change = id;
   Insert(*t, &t->by_path, id, path_hash);
   if (parent == 0) Insert(*t, &t->root_kids, id, name_hash);
   t->nodes[parent].children++;
@@ -457,13 +487,29 @@ void ApplyDelete(Tree* t, double index, std::string_view relpath, double target_
   }
   n.live = false;
   t->last_parent = -1;
+  t->last_change = -id;
+  t->deletes.push_back(index);
+  t->deletes.push_back(n.index);
+  {
+    Node& p = t->nodes[n.parent];
+    if (n.prev_sib >= 0) {
+      t->nodes[n.prev_sib].next_sib = n.next_sib;
+    } else {
+      p.first_child = n.next_sib;
+    }
+    if (n.next_sib >= 0) {
+      t->nodes[n.next_sib].prev_sib = n.prev_sib;
+    } else {
+      p.last_child = n.prev_sib;
+    }
+  }
   Erase(*t, &t->by_path, target);
   if (n.parent == 0) Erase(*t, &t->root_kids, target.substr(n.name_at));
   t->nodes[n.parent].children--;
   if (n.kind == 0) {
     t->files--;
     t->released.push_back(
-        Held{index, std::vector<Ext>(t->exts.begin() + n.ext_at, t->exts.begin() + n.ext_at + n.ext_n)});
+        Held{index, std::vector<Ext>(t->exts.begin() + n.ext_at, t->exts.begin() + n.ext_at + n.ext_n), id});
   } else {
     t->dirs--;
   }
@@ -478,6 +524,8 @@ void Advance(Napi::Env env, Tree* t, double index) {
   }
   t->next_index = index + 1;
   t->slot++;
+  t->slot_indexes.push_back(index);
+  t->last_change = 0;
 }
 
 Tree* Get(const Napi::CallbackInfo& info, size_t args) {
@@ -502,6 +550,7 @@ Napi::Value New(const Napi::CallbackInfo& info) {
   root.kind = 1;
   root.live = true;
   root.mode = 0755;
+  root.first_child = root.last_child = root.prev_sib = root.next_sib = -1;
   t->nodes.push_back(root);
   t->root_kids.by_name = true;
   // The caller's estimate of the entries to come (a replay knows the log header's count): every
@@ -511,6 +560,7 @@ Napi::Value New(const Napi::CallbackInfo& info) {
     if (want > 0 && want <= (1 << 24)) {
       const size_t n = static_cast<size_t>(want);
       t->nodes.reserve(n + 1);
+      t->slot_indexes.reserve(n);
       t->idx.reserve(n);
       t->exts.reserve(n);
       t->arena.reserve(n * 16);
@@ -518,6 +568,49 @@ Napi::Value New(const Napi::CallbackInfo& info) {
     }
   }
   return Napi::External<Tree>::New(env, t, [](Napi::Env, Tree* p) { delete p; });
+}
+
+// Decodes and applies the slots at `buf` up to the first one DecodeOne leaves to decodeEntryAt;
+// returns how many it applied. *seq_min moves past each entry of a compacted log.
+int64_t ApplyRun(Napi::Env env, Tree* t, const Layout& L, const uint8_t* buf, int64_t count, double first_slot,
+                 double* seq_min, double seq_max, bool deletes_allowed) {
+  const bool compacted = *seq_min >= 0;
+  const size_t more = static_cast<size_t>(count);
+  // Room for every slot up front, growing geometrically (a log arrives in 1 MiB chunks: an exact
+  // reserve per chunk would copy the arrays once per chunk).
+  auto grow = [](auto& v, size_t need) {
+    if (v.capacity() < need) v.reserve(std::max(need, v.capacity() * 2));
+  };
+  grow(t->nodes, t->nodes.size() + more);
+  grow(t->idx, t->idx.size() + more);
+  grow(t->exts, t->exts.size() + more);
+  grow(t->slot_indexes, t->slot_indexes.size() + more);
+  grow(t->arena, t->arena.size() + more * 16);
+  Reserve(*t, &t->by_path, more);
+  Decoded d;
+  Ext x[kDecodedMaxExtents];
+  int64_t n = 0;
+  for (; n < count; n++) {
+    if (!DecodeOne(L, buf + n * L.entry_size, first_slot + static_cast<double>(n), *seq_min, seq_max, deletes_allowed,
+                   &d)) {
+      break;
+    }
+    Advance(env, t, d.index);
+    std::string& path = t->scratch;
+    path.clear();
+    AppendDecodedUtf8(d.path, d.path_len, &path);
+    if (d.kind == 0) {
+      for (uint32_t i = 0; i < d.nx; i++) x[i] = Ext{d.ext[i * 3], d.ext[i * 3 + 1], d.ext[i * 3 + 2]};
+      ApplyFile(t, d.index, path, d.size, d.flags, d.uid, d.gid, d.mode, static_cast<uint8_t>(d.fmap_kind), d.chunk, x,
+                d.nx);
+    } else if (d.kind == 1) {
+      ApplyMkdir(t, d.index, path, d.uid, d.gid, d.mode);
+    } else {
+      ApplyDelete(t, d.index, path, d.target_index, d.target_type);
+    }
+    if (compacted) *seq_min = d.index + 1;
+  }
+  return n;
 }
 
 Napi::Value ApplySlots(const Napi::CallbackInfo& info) {
@@ -538,42 +631,53 @@ Napi::Value ApplySlots(const Napi::CallbackInfo& info) {
   if (count < 0 || static_cast<uint64_t>(count) * L.entry_size > buf.ByteLength()) {
     throw Napi::RangeError::New(env, "logTreeApplySlots: slots exceed the buffer");
   }
-  const bool compacted = seq_min >= 0;
-  const size_t more = static_cast<size_t>(count);
-  // Room for every slot up front, growing geometrically (a log arrives in 1 MiB chunks: an exact
-  // reserve per chunk would copy the arrays once per chunk).
-  auto grow = [](auto& v, size_t need) {
-    if (v.capacity() < need) v.reserve(std::max(need, v.capacity() * 2));
-  };
-  grow(t->nodes, t->nodes.size() + more);
-  grow(t->idx, t->idx.size() + more);
-  grow(t->exts, t->exts.size() + more);
-  grow(t->arena, t->arena.size() + more * 16);
-  Reserve(*t, &t->by_path, more);
-  Decoded d;
-  Ext x[kDecodedMaxExtents];
-  int64_t n = 0;
-  for (; n < count; n++) {
-    if (!DecodeOne(L, buf.Data() + n * L.entry_size, first_slot + static_cast<double>(n), seq_min, seq_max,
-                   deletes_allowed, &d)) {
-      break;
-    }
-    Advance(env, t, d.index);
-    std::string& path = t->scratch;
-    path.clear();
-    AppendDecodedUtf8(d.path, d.path_len, &path);
-    if (d.kind == 0) {
-      for (uint32_t i = 0; i < d.nx; i++) x[i] = Ext{d.ext[i * 3], d.ext[i * 3 + 1], d.ext[i * 3 + 2]};
-      ApplyFile(t, d.index, path, d.size, d.flags, d.uid, d.gid, d.mode, static_cast<uint8_t>(d.fmap_kind), d.chunk, x,
-                d.nx);
-    } else if (d.kind == 1) {
-      ApplyMkdir(t, d.index, path, d.uid, d.gid, d.mode);
-    } else {
-      ApplyDelete(t, d.index, path, d.target_index, d.target_type);
-    }
-    if (compacted) seq_min = d.index + 1;
-  }
+  const int64_t n = ApplyRun(env, t, L, buf.Data(), count, first_slot, &seq_min, seq_max, deletes_allowed);
   return Napi::Number::New(env, static_cast<double>(n));
+}
+
+// logTreeApplyDevice(tree, device, offset, count, firstSlot, seqMin, seqMax, deletesAllowed): as
+// logTreeApplySlots over the `count` slots at device offset `offset`, read straight from the
+// device's mapping: each group of slots is invalidated, then copied (guarded) into a buffer that
+// stays in L1 and decoded from there, where the JavaScript path invalidates a 1 MiB chunk, copies
+// it into a scratch buffer and decodes that. Returns the slots applied; it stops early at a slot
+// DecodeOne leaves to decodeEntryAt and at any device error (out of range, fault, failed, closed),
+// which the caller's own read of the rest then reports.
+Napi::Value ApplyDevice(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 8);
+  if (!info[1].IsObject() || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsNumber() || !info[5].IsNumber() ||
+      !info[6].IsNumber() || !info[7].IsBoolean()) {
+    throw Napi::TypeError::New(env,
+                               "logTreeApplyDevice(tree, device, offset, count, firstSlot, seqMin, seqMax, "
+                               "deletesAllowed: boolean)");
+  }
+  const Layout& L = *DecodeLayout();
+  DeviceMapping* dev = UnwrapDevice(info[1].As<Napi::Object>());
+  const double offset = info[2].As<Napi::Number>().DoubleValue();
+  const int64_t count = info[3].As<Napi::Number>().Int64Value();
+  const double first_slot = info[4].As<Napi::Number>().DoubleValue();
+  double seq_min = info[5].As<Napi::Number>().DoubleValue();
+  const double seq_max = info[6].As<Napi::Number>().DoubleValue();
+  const bool deletes_allowed = info[7].As<Napi::Boolean>().Value();
+  if (dev == nullptr || !(offset >= 0) || offset > 9007199254740991.0 || count <= 0) {
+    return Napi::Number::New(env, 0);
+  }
+  constexpr int64_t kGroup = 32;
+  std::vector<uint8_t>& buf = t->group;
+  buf.resize(static_cast<size_t>(kGroup) * L.entry_size);
+  int64_t at = 0;
+  while (at < count) {
+    const int64_t g = std::min(kGroup, count - at);
+    const uint64_t off = static_cast<uint64_t>(offset) + static_cast<uint64_t>(at) * L.entry_size;
+    const size_t n = static_cast<size_t>(g) * L.entry_size;
+    if (dev->failed() || !dev->InRange(off, n)) break;
+    if (dev->InvalidateRange(off, n) != IoStatus::kOk || dev->ReadAt(off, buf.data(), n) != IoStatus::kOk) break;
+    const int64_t k =
+        ApplyRun(env, t, L, buf.data(), g, first_slot + static_cast<double>(at), &seq_min, seq_max, deletes_allowed);
+    at += k;
+    if (k < g) break;
+  }
+  return Napi::Number::New(env, static_cast<double>(at));
 }
 
 Napi::Value ApplyEntry(const Napi::CallbackInfo& info) {
@@ -606,17 +710,21 @@ Napi::Value ApplyEntry(const Napi::CallbackInfo& info) {
   } else if (kind == 2) {
     ApplyDelete(t, index, relpath, at(0), static_cast<uint32_t>(at(1)));
   }
-  return env.Undefined();
+  return Napi::Number::New(env, t->last_change);
 }
 
 Napi::Value Counts(const Napi::CallbackInfo& info) {
   Tree* t = Get(info, 1);
-  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 5);
+  Napi::Float64Array out = Napi::Float64Array::New(info.Env(), 9);
   out[0] = t->slot;
   out[1] = t->next_index;
   out[2] = t->files;
   out[3] = t->dirs;
   out[4] = t->generation;
+  out[5] = static_cast<double>(t->problems.size());
+  out[6] = static_cast<double>(t->orphaned.size());
+  out[7] = static_cast<double>(t->released.size());
+  out[8] = static_cast<double>(t->deletes.size() / 2);
   return out;
 }
 
@@ -681,25 +789,15 @@ Napi::Value RootFiles(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// allocator.ts: Allocator.rebuild's intervals, IntervalSweep.sweep, SpaceMap.fromRuns and summary.
-Napi::Value Space(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Tree* t = Get(info, 6);
-  for (size_t i = 1; i < 6; i++) {
-    if (!info[i].IsNumber()) {
-      throw Napi::TypeError::New(env, "logTreeSpace(tree, horizon, totalUnits, metaUnits, region2Start, region2Units)");
-    }
-  }
-  const double horizon = info[1].As<Napi::Number>().DoubleValue();
-  const double total = info[2].As<Napi::Number>().DoubleValue();
-  const double meta_units = info[3].As<Napi::Number>().DoubleValue();
-  const double region2_start = info[4].As<Napi::Number>().DoubleValue();
-  const double region2_units = info[5].As<Napi::Number>().DoubleValue();
+// allocator.ts: Allocator.rebuild's intervals, IntervalSweep.sweep and SpaceMap.fromRuns: the free
+// runs (merged, as [start, end) pairs in `runs`) and the collisions; `pending` gets the releases at
+// or past the horizon as unit intervals.
+void Sweep(const Tree* t, double horizon, double total, double meta_units, double region2_start, double region2_units,
+           std::vector<double>* merged, double* collisions_out, std::vector<std::pair<double, double>>* pending) {
   const double au = t->alloc_unit;
   constexpr int kMeta = 0, kFile = 1, kOther = 2;
   std::vector<double> events;
   std::vector<std::pair<double, double>> past_end;  // FILE intervals that end past the device
-  std::vector<std::pair<double, double>> pending;
   events.reserve(2 * (t->exts.size() + 2));
   auto add = [&](double start, double count, int kind) {
     if (count <= 0) return;
@@ -726,7 +824,7 @@ Napi::Value Space(const Napi::CallbackInfo& info) {
     if (r.index < horizon) continue;
     for (const Ext& e : r.ext) {
       add(e.off / au, e.len / au, kOther);
-      pending.emplace_back(e.off / au, (e.off + e.len) / au);
+      pending->emplace_back(e.off / au, (e.off + e.len) / au);
     }
   }
   // Files laid out one after the other (what a fill leaves) give events already in order.
@@ -765,24 +863,42 @@ Napi::Value Space(const Napi::CallbackInfo& info) {
     runs.push_back(total);
   }
   // SpaceMap.fromRuns merges adjacent runs.
-  double free_units = 0, largest = 0, run_s = 0, run_e = -1;
-  bool have = false;
+  merged->clear();
   for (size_t i = 0; i + 1 < runs.size(); i += 2) {
-    if (have && run_e == runs[i]) {
-      run_e = runs[i + 1];
-      continue;
+    if (!merged->empty() && merged->back() == runs[i]) {
+      merged->back() = runs[i + 1];
+    } else {
+      merged->push_back(runs[i]);
+      merged->push_back(runs[i + 1]);
     }
-    if (have) {
-      free_units += run_e - run_s;
-      largest = std::max(largest, run_e - run_s);
-    }
-    run_s = runs[i];
-    run_e = runs[i + 1];
-    have = true;
   }
-  if (have) {
-    free_units += run_e - run_s;
-    largest = std::max(largest, run_e - run_s);
+  *collisions_out = collisions;
+}
+
+bool SpaceArgs(const Napi::CallbackInfo& info, double* v) {
+  for (size_t i = 1; i < 6; i++) {
+    if (!info[i].IsNumber()) return false;
+    v[i - 1] = info[i].As<Napi::Number>().DoubleValue();
+  }
+  return true;
+}
+
+// fsck's summary: Allocator.summary of that map.
+Napi::Value Space(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 6);
+  double v[5];
+  if (!SpaceArgs(info, v)) {
+    throw Napi::TypeError::New(env, "logTreeSpace(tree, horizon, totalUnits, metaUnits, region2Start, region2Units)");
+  }
+  std::vector<double> runs;
+  std::vector<std::pair<double, double>> pending;
+  double collisions = 0;
+  Sweep(t, v[0], v[1], v[2], v[3], v[4], &runs, &collisions, &pending);
+  double free_units = 0, largest = 0;
+  for (size_t i = 0; i + 1 < runs.size(); i += 2) {
+    free_units += runs[i + 1] - runs[i];
+    largest = std::max(largest, runs[i + 1] - runs[i]);
   }
   // Allocator.summary counts each pending unit once.
   std::sort(pending.begin(), pending.end());
@@ -800,6 +916,162 @@ Napi::Value Space(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// Allocator.rebuild's map: [collisions, start0, end0, start1, end1, ...] (free runs in units).
+Napi::Value FreeRuns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 6);
+  double v[5];
+  if (!SpaceArgs(info, v)) {
+    throw Napi::TypeError::New(env,
+                               "logTreeFreeRuns(tree, horizon, totalUnits, metaUnits, region2Start, region2Units)");
+  }
+  std::vector<double> runs;
+  std::vector<std::pair<double, double>> pending;
+  double collisions = 0;
+  Sweep(t, v[0], v[1], v[2], v[3], v[4], &runs, &collisions, &pending);
+  Napi::Float64Array out = Napi::Float64Array::New(env, runs.size() + 1);
+  out[0] = collisions;
+  std::memcpy(out.Data() + 1, runs.data(), runs.size() * sizeof(double));
+  return out;
+}
+
+// Lookups for the tree's JavaScript side (tree.ts makes a node object only when one is asked for).
+
+// logTreeFind(tree, relpath) -> id of the live node at relpath (0: the root), or -1.
+Napi::Value FindPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 2);
+  if (!info[1].IsString()) throw Napi::TypeError::New(env, "logTreeFind(tree, relpath: string)");
+  const std::string p = info[1].As<Napi::String>().Utf8Value();
+  if (p.empty() || p == ".") return Napi::Number::New(env, 0);
+  return Napi::Number::New(env, Find(*t, t->by_path, p));
+}
+
+// logTreeFindIndex(tree, index) -> id of the live node made by log entry `index`, or -1.
+Napi::Value FindIndex(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 2);
+  if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "logTreeFindIndex(tree, index)");
+  return Napi::Number::New(env, FindLive(*t, info[1].As<Napi::Number>().DoubleValue()));
+}
+
+constexpr size_t kRow = 12;  // per node: index, kind, live, mode, uid, gid, flags, size, fmapKind, chunk, extN, parent
+
+// logTreeNodes(tree, ids: Int32Array) -> { rows: Float64Array (kRow per node), exts: Float64Array
+// (devindex, offset, len per extent, node after node), paths: the relpaths joined by NUL }.
+Napi::Value Nodes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 2);
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(env, "logTreeNodes(tree, ids: Int32Array)");
+  }
+  Napi::Int32Array ids = info[1].As<Napi::Int32Array>();
+  const size_t n = ids.ElementLength();
+  size_t next = 0, path_bytes = 0;
+  for (size_t k = 0; k < n; k++) {
+    const int32_t id = ids[k];
+    if (id < 0 || static_cast<size_t>(id) >= t->nodes.size())
+      throw Napi::RangeError::New(env, "logTreeNodes: no such node");
+    next += t->nodes[id].ext_n;
+    path_bytes += t->nodes[id].path_len + 1;
+  }
+  Napi::Float64Array rows = Napi::Float64Array::New(env, n * kRow);
+  Napi::Float64Array exts = Napi::Float64Array::New(env, next * 3);
+  std::string paths;
+  paths.reserve(path_bytes);
+  double* r = rows.Data();
+  double* x = exts.Data();
+  for (size_t k = 0; k < n; k++, r += kRow) {
+    const Node& nd = t->nodes[ids[k]];
+    r[0] = nd.index;
+    r[1] = nd.kind;
+    r[2] = nd.live ? 1 : 0;
+    r[3] = nd.mode;
+    r[4] = nd.uid;
+    r[5] = nd.gid;
+    r[6] = nd.flags;
+    r[7] = nd.size;
+    r[8] = nd.fmap_kind;
+    r[9] = nd.chunk;
+    r[10] = nd.ext_n;
+    r[11] = nd.parent;
+    for (uint32_t i = 0; i < nd.ext_n; i++, x += 3) {
+      const Ext& e = t->exts[nd.ext_at + i];
+      x[0] = e.dev;
+      x[1] = e.off;
+      x[2] = e.len;
+    }
+    if (k > 0) paths.push_back('\0');
+    paths.append(Path(*t, nd));
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("rows", rows);
+  out.Set("exts", exts);
+  out.Set("paths", Napi::String::New(env, paths.data(), paths.size()));
+  return out;
+}
+
+// logTreeChildren(tree, id) -> Int32Array: the live children of node `id`, in creation order.
+Napi::Value Children(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 2);
+  if (!info[1].IsNumber()) throw Napi::TypeError::New(env, "logTreeChildren(tree, id)");
+  const int32_t id = info[1].As<Napi::Number>().Int32Value();
+  if (id < 0 || static_cast<size_t>(id) >= t->nodes.size())
+    throw Napi::RangeError::New(env, "logTreeChildren: no such node");
+  const Node& p = t->nodes[id];
+  Napi::Int32Array out = Napi::Int32Array::New(env, p.kind == 1 && p.live ? p.children : 0);
+  size_t k = 0;
+  for (int32_t c = p.first_child; c >= 0 && k < out.ElementLength(); c = t->nodes[c].next_sib) out[k++] = c;
+  return out;
+}
+
+// logTreeLive(tree) -> Int32Array: every live node but the root, in log order.
+Napi::Value Live(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 1);
+  const size_t live = static_cast<size_t>(t->files + t->dirs);
+  Napi::Int32Array out = Napi::Int32Array::New(env, live);
+  size_t k = 0;
+  for (size_t id = 1; id < t->nodes.size() && k < live; id++) {
+    if (t->nodes[id].live) out[k++] = static_cast<int32_t>(id);
+  }
+  return out;
+}
+
+// logTreeLists(tree) -> { slotIndexes, deletes: (delete index, target index)*, released: (delete
+// index, node id)*, orphaned: (index, extent count)*, orphanedExts: (devindex, offset, len)* }.
+Napi::Value Lists(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Tree* t = Get(info, 1);
+  auto f64 = [&](const double* p, size_t n) {
+    Napi::Float64Array a = Napi::Float64Array::New(env, n);
+    if (n > 0) std::memcpy(a.Data(), p, n * sizeof(double));
+    return a;
+  };
+  std::vector<double> released, orphaned, oext;
+  for (const Held& r : t->released) {
+    released.push_back(r.index);
+    released.push_back(r.node);
+  }
+  for (const Held& o : t->orphaned) {
+    orphaned.push_back(o.index);
+    orphaned.push_back(static_cast<double>(o.ext.size()));
+    for (const Ext& e : o.ext) {
+      oext.push_back(e.dev);
+      oext.push_back(e.off);
+      oext.push_back(e.len);
+    }
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("slotIndexes", f64(t->slot_indexes.data(), t->slot_indexes.size()));
+  out.Set("deletes", f64(t->deletes.data(), t->deletes.size()));
+  out.Set("released", f64(released.data(), released.size()));
+  out.Set("orphaned", f64(orphaned.data(), orphaned.size()));
+  out.Set("orphanedExts", f64(oext.data(), oext.size()));
+  return out;
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logTreeNew", Napi::Function::New(env, New, "logTreeNew"));
   exports.Set("logTreeApplySlots", Napi::Function::New(env, ApplySlots, "logTreeApplySlots"));
@@ -809,6 +1081,14 @@ void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("logTreeProblems", Napi::Function::New(env, Problems, "logTreeProblems"));
   exports.Set("logTreeRootFiles", Napi::Function::New(env, RootFiles, "logTreeRootFiles"));
   exports.Set("logTreeSpace", Napi::Function::New(env, Space, "logTreeSpace"));
+  exports.Set("logTreeFreeRuns", Napi::Function::New(env, FreeRuns, "logTreeFreeRuns"));
+  exports.Set("logTreeApplyDevice", Napi::Function::New(env, ApplyDevice, "logTreeApplyDevice"));
+  exports.Set("logTreeFind", Napi::Function::New(env, FindPath, "logTreeFind"));
+  exports.Set("logTreeFindIndex", Napi::Function::New(env, FindIndex, "logTreeFindIndex"));
+  exports.Set("logTreeNodes", Napi::Function::New(env, Nodes, "logTreeNodes"));
+  exports.Set("logTreeChildren", Napi::Function::New(env, Children, "logTreeChildren"));
+  exports.Set("logTreeLive", Napi::Function::New(env, Live, "logTreeLive"));
+  exports.Set("logTreeLists", Napi::Function::New(env, Lists, "logTreeLists"));
 }
 
 }  // namespace

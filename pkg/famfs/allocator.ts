@@ -308,10 +308,27 @@ export class Allocator {
    * (some host may not have replayed the delete and may still map them).
    */
   rebuild(horizon: number): void {
+    // Pending releases never count as collisions: a newer file may legitimately sit there once
+    // the horizon passed at its allocation time.
+    this.pending = this.tree.released.filter((r) => r.deleteIndex >= horizon).map((r) => ({ deleteIndex: r.deleteIndex, extents: r.extents }));
+    // A tree held by the native log tree sweeps its own nodes (the same intervals, the same sweep):
+    // no node object is made for it.
+    const metaUnits = Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT);
+    const native = this.tree.nativeFreeRuns(
+      horizon,
+      this.units,
+      metaUnits,
+      this.region2 > 0 ? this.region2 / ALLOC_UNIT : 0,
+      this.region2 > 0 ? Math.ceil(this.logLen / ALLOC_UNIT) : 0,
+    );
+    if (native !== undefined) {
+      this.setMap(SpaceMap.fromRuns(this.units, native.runs), native.collisions);
+      return;
+    }
     // Every used interval is collected and swept once in order (O(E log E) in the extents, whatever
     // the device size), where marking them one by one in the run list cost a splice each.
     const used = new IntervalSweep();
-    used.add(0, Math.ceil(reservedBytes(this.logLen) / ALLOC_UNIT), IntervalSweep.METADATA);
+    used.add(0, metaUnits, IntervalSweep.METADATA);
     if (this.region2 > 0) used.add(this.region2 / ALLOC_UNIT, Math.ceil(this.logLen / ALLOC_UNIT), IntervalSweep.METADATA);
     // The live nodes directly (no generator: one resume per file was most of a cold rebuild).
     for (const n of this.tree.byIndex.values()) {
@@ -323,11 +340,12 @@ export class Allocator {
       for (const e of o.extents)
         if (e.offset % ALLOC_UNIT === 0 && e.len % ALLOC_UNIT === 0) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
     }
-    // Pending releases never count as collisions: a newer file may legitimately sit there once
-    // the horizon passed at its allocation time.
-    this.pending = this.tree.released.filter((r) => r.deleteIndex >= horizon).map((r) => ({ deleteIndex: r.deleteIndex, extents: r.extents }));
     for (const p of this.pending) for (const e of p.extents) used.add(e.offset / ALLOC_UNIT, e.len / ALLOC_UNIT, IntervalSweep.OTHER);
     const { map, collisions } = used.sweep(this.units);
+    this.setMap(map, collisions);
+  }
+
+  private setMap(map: SpaceMap, collisions: number): void {
     this.map = map;
     this.collisions = collisions;
     // Clean units stay clean only while free (a rebuild never makes anything clean).

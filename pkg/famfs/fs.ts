@@ -126,6 +126,12 @@ export interface OpenOptions {
    * The CSI controller sets this: DeleteVolume must never fail for log space.
    */
   reserveDeleteEntries?: boolean;
+  /**
+   * false: keep the tree as JavaScript objects from the first entry (what a build without the
+   * addon does; the reference the native log tree is checked against). Default: replay through
+   * the native log tree and make node objects when they are looked up (see tree.ts).
+   */
+  nativeTree?: boolean;
 }
 
 /** One step of a compaction, for progress output (famfs compact prints one line per step). */
@@ -284,7 +290,7 @@ export class FamfsFs {
   ) {
     this.now = opts.now ?? Date.now;
     this.watch = new HostWatch(opts.monotonicNow ?? (() => performance.now()));
-    this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) });
+    this.tree = new FamfsTree({ deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) }, { native: opts.nativeTree });
     this.reader = new LogReader(
       media,
       sb.logLen,
@@ -419,10 +425,11 @@ export class FamfsFs {
         this.noteChanges(r.changes);
         return r;
       }
-      const fresh = new FamfsTree(this.tree.limits);
+      const fresh = new FamfsTree(this.tree.limits, { native: this.opts.nativeTree });
       const active = this.reader.relocate();
       fresh.generation = active.generation;
-      const f = this.reader.catchUp(fresh);
+      // No changes from this replay (replaceWith works them out): a fresh tree replays natively.
+      const f = this.reader.catchUp(fresh, false);
       if (f.generationChanged) continue; // compacted again while we read: look once more
       const changes = this.tree.replaceWith(fresh);
       this.allocator.setLogRegion2(active.altOffset);
@@ -826,7 +833,7 @@ export class FamfsFs {
     progress({ step: 'flush', done: tail });
 
     // Replay what is now in memory before anyone can see it: it must describe the same files.
-    const check = new FamfsTree(this.tree.limits);
+    const check = new FamfsTree(this.tree.limits, { native: this.opts.nativeTree });
     check.generation = next;
     const target: ActiveLog = { generation: next, offset: to, altOffset };
     const r = new LogReader(
@@ -834,7 +841,7 @@ export class FamfsFs {
       logLen,
       () => true,
       () => target,
-    ).catchUp(check);
+    ).catchUp(check, false);
     const mismatch = r.stop ? `replay stopped at slot ${r.stop.index}: ${r.stop.reason}` : compareTrees(this.tree, check, horizon);
     if (mismatch) throw new FamfsError('ECORRUPT', `compaction self-check failed, nothing was switched: ${mismatch}`);
     progress({ step: 'verify', done: check.slot });

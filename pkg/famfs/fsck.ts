@@ -76,14 +76,14 @@ interface CheckedLog {
   nextIndex: number;
   files: number;
   dirs: number;
-  problems: TreeProblem[];
+  problems: readonly TreeProblem[];
   quarantined: FsckReport['quarantined'];
   space(horizon: number): SpaceSummary;
 }
 
 /** Replay into a FamfsTree and rebuild an Allocator from it (replay's own code). */
 function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
-  const tree = new FamfsTree(limits);
+  const tree = new FamfsTree(limits, { native: false });
   tree.generation = active.generation;
   const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
   for (const e of entries) tree.apply(e);

@@ -378,6 +378,11 @@ export class HostWatch {
     for (let b = 0; b < len; b += WATCH_BLOCK) {
       const be = Math.min(len, b + WATCH_BLOCK);
       if (same && raw.compare(prev, b, be, b, be) === 0) continue;
+      // First look (or a new slot count): a block of free slots is one compare, not a look at each.
+      if (!same && raw.compare(ZERO_GROUP, 0, be - b, b, be) === 0) {
+        for (let i = b / HOST_SLOT_SIZE; i < be / HOST_SLOT_SIZE && this.watched.size > 0; i++) this.watched.delete(i);
+        continue;
+      }
       for (let off = b; off < be; off += HOST_SLOT_SIZE) {
         const end = off + HOST_SLOT_SIZE;
         if (same && raw.compare(prev, off, end, off, end) === 0) continue;

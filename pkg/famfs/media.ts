@@ -50,6 +50,12 @@ export interface Media {
    * true; on a mismatch returns false having written nothing (optional: see writeFlushIf below).
    */
   writeFlushIf?(offset: number, data: Uint8Array | undefined, checkA?: number, expectedA?: Uint8Array, checkB?: number, expectedB?: Uint8Array): boolean;
+  /**
+   * The addon's device object behind this medium (pkg/device), when there is one: the native log
+   * tree reads the log straight from its mapping (guarded, invalidated first) instead of through
+   * a copy. Absent for any other medium.
+   */
+  readonly nativeHandle?: object;
 }
 
 /**

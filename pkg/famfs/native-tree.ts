@@ -1,14 +1,16 @@
 // The log tree in native memory (native/src/famfs_tree.cc): replay's rules applied to raw log
-// slots without a JavaScript object per entry, for a consumer that needs what the tree *says*
-// (counts, problems, the space it uses), not the nodes: fsck. The rules are tree.ts's and
-// allocator.ts's; problems come back as codes and operands and are worded here by tree.ts's
-// problemText and fmapProblem, so both ways print the same text. test/famfs-fsck-native.test.ts
-// checks fsck both ways over damaged logs.
+// slots without a JavaScript object per entry. fsck asks it what the tree says (counts, problems,
+// the space it uses); tree.ts keeps a replayed tree in it and makes node objects from it when they
+// are looked up. The rules are tree.ts's and allocator.ts's; problems come back as codes and
+// operands and are worded here by tree-rules.ts's problemText and fmapProblem, so both ways print
+// the same text. test/famfs-fsck-native.test.ts checks fsck both ways over damaged logs, and
+// test/famfs-tree-native.test.ts the tree itself.
 import { configuredLogDecoder } from './decode-batch';
 import { ALLOC_UNIT, type EntryBody, type Extent, type Fmap, type LogEntry } from './layout';
 import { fmapCapacity, fmapExtents } from './fmap';
 import type { SlotSink } from './replay';
-import { fmapProblem, problemText, type TreeLimits, type TreeProblem } from './tree';
+import { fmapProblem, problemText, type TreeLimits } from './tree-rules';
+import type { TreeProblem } from './tree';
 
 type Handle = object;
 
@@ -29,19 +31,57 @@ interface NativeProblem {
 interface NativeTreeAddon {
   logTreeNew(deviceSize: number, reservedBytes: number, allocUnit: number, generation: number, expectedEntries?: number): Handle;
   logTreeApplySlots(t: Handle, buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number, deletesAllowed: boolean): number;
-  logTreeApplyEntry(t: Handle, kind: number, index: number, relpath: string, fields: Float64Array): void;
+  logTreeApplyEntry(t: Handle, kind: number, index: number, relpath: string, fields: Float64Array): number;
   logTreeCounts(t: Handle): Float64Array;
   logTreeSetNextIndex(t: Handle, nextIndex: number): void;
   logTreeProblems(t: Handle): NativeProblem[];
   logTreeRootFiles(t: Handle, prefix: string): { index: number; relpath: string; bytes: number }[];
   logTreeSpace(t: Handle, horizon: number, totalUnits: number, metaUnits: number, region2Start: number, region2Units: number): Float64Array;
+  logTreeFreeRuns(t: Handle, horizon: number, totalUnits: number, metaUnits: number, region2Start: number, region2Units: number): Float64Array;
+  logTreeApplyDevice(
+    t: Handle,
+    device: object,
+    offset: number,
+    count: number,
+    firstSlot: number,
+    seqMin: number,
+    seqMax: number,
+    deletesAllowed: boolean,
+  ): number;
+  logTreeFind(t: Handle, relpath: string): number;
+  logTreeFindIndex(t: Handle, index: number): number;
+  logTreeNodes(t: Handle, ids: Int32Array): NativeNodes;
+  logTreeChildren(t: Handle, id: number): Int32Array;
+  logTreeLive(t: Handle): Int32Array;
+  logTreeLists(t: Handle): NativeLists;
+}
+
+/** Node data, NODE_ROW numbers per node (see famfs_tree.cc Nodes), extents node after node, relpaths joined by NUL. */
+export interface NativeNodes {
+  rows: Float64Array;
+  exts: Float64Array;
+  paths: string;
+}
+
+/** Per node in NativeNodes.rows: index, kind (0 file, 1 dir), live, mode, uid, gid, flags, size, fmap kind, chunk, extent count, parent id. */
+export const NODE_ROW = 12;
+
+export interface NativeLists {
+  slotIndexes: Float64Array;
+  /** (delete index, target index) pairs. */
+  deletes: Float64Array;
+  /** (delete index, id of the deleted node) pairs. */
+  released: Float64Array;
+  /** (log index, extent count) pairs; their extents in orphanedExts. */
+  orphaned: Float64Array;
+  orphanedExts: Float64Array;
 }
 
 let addon: NativeTreeAddon | null | undefined;
 
 function resolve(): NativeTreeAddon | null {
   const a = configuredLogDecoder<Partial<NativeTreeAddon>>();
-  if (a === null || typeof a.logTreeNew !== 'function' || typeof a.logTreeSpace !== 'function') return null;
+  if (a === null || typeof a.logTreeNew !== 'function' || typeof a.logTreeLists !== 'function') return null;
   return a as NativeTreeAddon;
 }
 
@@ -59,10 +99,11 @@ export interface NativeSpace {
   collisions: number;
 }
 
-function fmapOf(kind: number, chunk: number, x: Float64Array): Fmap {
-  const list: Extent[] = [];
-  for (let i = 0; i + 2 < x.length; i += 3) list.push({ devindex: x[i], offset: x[i + 1], len: x[i + 2] });
-  return kind === 0 ? { kind: 'simple', extents: list } : { kind: 'interleave', nstrips: list.length, chunkSize: chunk, strips: list };
+/** The map of `n` extents at x[from..]: what decodeEntryAt makes of the entry's fmap. */
+export function fmapOf(kind: number, chunk: number, x: Float64Array, from = 0, n = (x.length - from) / 3): Fmap {
+  const list: Extent[] = new Array<Extent>(n);
+  for (let i = 0, o = from; i < n; i++, o += 3) list[i] = { devindex: x[o], offset: x[o + 1], len: x[o + 2] };
+  return kind === 0 ? { kind: 'simple', extents: list } : { kind: 'interleave', nstrips: n, chunkSize: chunk, strips: list };
 }
 
 export class NativeLogTree {
@@ -84,7 +125,10 @@ export class NativeLogTree {
     this.t = addon.logTreeNew(limits.deviceSize, limits.reservedBytes, ALLOC_UNIT, generation, expectedEntries);
   }
 
-  /** A LogReader.walk sink that applies every slot it validates to this tree. */
+  /**
+   * A LogReader.walk sink that applies every slot it validates to this tree (`device`: read
+   * straight from the device's mapping when the medium is the addon's device).
+   */
   sink(): SlotSink {
     return {
       batch: (raw, count, firstSlot, deletesAllowed, window) => {
@@ -92,12 +136,22 @@ export class NativeLogTree {
         if (window && n > 0) window.min = this.nextIndex;
         return n;
       },
-      one: (e) => this.apply(e),
+      device: (device, offset, count, firstSlot, deletesAllowed, window) => {
+        const n = this.a.logTreeApplyDevice(this.t, device, offset, count, firstSlot, window ? window.min : -1, window ? window.max : 0, deletesAllowed);
+        if (window && n > 0) window.min = this.nextIndex;
+        return n;
+      },
+      one: (e) => {
+        this.apply(e);
+      },
     };
   }
 
-  /** tree.apply for one decoded entry. */
-  apply(e: LogEntry): void {
+  /**
+   * tree.apply for one decoded entry. Returns what it did: the id of the node it added, minus the
+   * id of the node it removed, or 0 (skipped, or no tree effect).
+   */
+  apply(e: LogEntry): number {
     const b: EntryBody = e.body;
     switch (b.type) {
       case 'file': {
@@ -105,23 +159,20 @@ export class NativeLogTree {
         const f = new Float64Array(8 + xs.length * 3);
         f.set([b.size, b.flags, b.uid, b.gid, b.mode, b.fmap.kind === 'simple' ? 0 : 1, b.fmap.kind === 'simple' ? 0 : b.fmap.chunkSize, xs.length]);
         xs.forEach((x, i) => f.set([x.devindex, x.offset, x.len], 8 + i * 3));
-        this.a.logTreeApplyEntry(this.t, 0, e.index, b.relpath, f);
-        break;
+        return this.a.logTreeApplyEntry(this.t, 0, e.index, b.relpath, f);
       }
       case 'mkdir':
-        this.a.logTreeApplyEntry(this.t, 1, e.index, b.relpath, Float64Array.of(b.uid, b.gid, b.mode));
-        break;
+        return this.a.logTreeApplyEntry(this.t, 1, e.index, b.relpath, Float64Array.of(b.uid, b.gid, b.mode));
       case 'delete':
-        this.a.logTreeApplyEntry(this.t, 2, e.index, b.relpath, Float64Array.of(b.targetIndex, b.targetType === 'file' ? 0 : 1));
-        break;
+        return this.a.logTreeApplyEntry(this.t, 2, e.index, b.relpath, Float64Array.of(b.targetIndex, b.targetType === 'file' ? 0 : 1));
       case 'add_daxdev':
         // OMF 2.2 phase 1: no tree effect (as FamfsTree.apply).
-        this.a.logTreeApplyEntry(this.t, 3, e.index, '', new Float64Array(0));
-        break;
+        return this.a.logTreeApplyEntry(this.t, 3, e.index, '', new Float64Array(0));
     }
   }
 
-  private counts(): Float64Array {
+  /** [slot, nextIndex, files, dirs, generation, problems, orphaned, released, deletes]: the lengths of the lists. */
+  counts(): Float64Array {
     return this.a.logTreeCounts(this.t);
   }
 
@@ -170,6 +221,40 @@ export class NativeLogTree {
       region2Offset > 0 ? Math.ceil(logLen / ALLOC_UNIT) : 0,
     );
     return { freeUnits: r[0], largestFreeRun: r[1], pendingUnits: r[2], collisions: r[3] };
+  }
+
+  /** Allocator.rebuild's map from this tree: the free runs [start0, end0, ...] in units, and the collisions. */
+  freeRuns(horizon: number, totalUnits: number, metaUnits: number, region2Start: number, region2Units: number): { runs: number[]; collisions: number } {
+    const r = this.a.logTreeFreeRuns(this.t, horizon, totalUnits, metaUnits, region2Start, region2Units);
+    return { runs: Array.from(r.subarray(1)), collisions: r[0] };
+  }
+
+  /** Id of the live node at `relpath` (0: the root), or -1. */
+  find(relpath: string): number {
+    return this.a.logTreeFind(this.t, relpath);
+  }
+
+  /** Id of the live node log entry `index` made, or -1. */
+  findIndex(index: number): number {
+    return this.a.logTreeFindIndex(this.t, index);
+  }
+
+  nodes(ids: Int32Array): NativeNodes {
+    return this.a.logTreeNodes(this.t, ids);
+  }
+
+  /** The live children of node `id`, in the order they were made. */
+  children(id: number): Int32Array {
+    return this.a.logTreeChildren(this.t, id);
+  }
+
+  /** Every live node but the root, in log order. */
+  live(): Int32Array {
+    return this.a.logTreeLive(this.t);
+  }
+
+  lists(): NativeLists {
+    return this.a.logTreeLists(this.t);
   }
 }
 

@@ -87,6 +87,11 @@ export interface PastEndScan {
  */
 export interface SlotSink {
   batch?: (raw: Buffer, count: number, firstSlot: number, deletesAllowed: boolean, window: SeqWindow | undefined) => number;
+  /**
+   * Like batch, reading the `count` slots at device offset `offset` itself (invalidated first)
+   * from the addon's device object behind the medium; walk reads what it leaves.
+   */
+  device?: (device: object, offset: number, count: number, firstSlot: number, deletesAllowed: boolean, window: SeqWindow | undefined) => number;
   one: (e: LogEntry) => void;
 }
 
@@ -214,9 +219,16 @@ export class LogReader {
   walk(from: number, to: number, seq: SeqWindow | undefined, sink: SlotSink): ReplayStop | undefined {
     const compacted = this.active.generation > 0;
     const window = compacted ? { min: seq?.min ?? 0, max: seq?.max ?? Number.MAX_SAFE_INTEGER } : undefined;
+    const device = sink.device && this.media.nativeHandle;
     for (let chunkStart = from; chunkStart < to; chunkStart += CHUNK_ENTRIES) {
-      const n = Math.min(CHUNK_ENTRIES, to - chunkStart);
-      const base = this.active.offset + entryOffset(chunkStart);
+      const chunkEnd = Math.min(chunkStart + CHUNK_ENTRIES, to);
+      // Straight from the mapping first (no copy of the chunk); the slots it leaves are read here.
+      const start = device
+        ? chunkStart + sink.device!(device, this.active.offset + entryOffset(chunkStart), chunkEnd - chunkStart, chunkStart, this.deletesSeen, window)
+        : chunkStart;
+      if (start >= chunkEnd) continue;
+      const n = chunkEnd - start;
+      const base = this.active.offset + entryOffset(start);
       this.media.invalidate(base, n * LE.SIZE);
       const raw = this.readChunk(base, n * LE.SIZE);
       // The valid entries in one native call; a slot it leaves (damage, or an entry it does not
@@ -225,10 +237,10 @@ export class LogReader {
       const crcs = batch ? undefined : crcSlots(raw, n, LE.SIZE, LE.crc);
       for (let k = 0; k < n; k++) {
         if (batch) {
-          k += batch(k === 0 ? raw : raw.subarray(k * LE.SIZE), n - k, chunkStart + k, this.deletesSeen, window);
+          k += batch(k === 0 ? raw : raw.subarray(k * LE.SIZE), n - k, start + k, this.deletesSeen, window);
           if (k >= n) break;
         }
-        const i = chunkStart + k;
+        const i = start + k;
         let e: LogEntry;
         try {
           e = decodeEntryAt(raw, k * LE.SIZE, i, this.extended, window, crcs?.[k]);
@@ -342,18 +354,43 @@ export class LogReader {
         `famfs log went backwards: header says ${h.nextIndex} entries, ${tree.slot} were already replayed (was the device re-made? remount)`,
       );
     }
+    const fromSlot = tree.slot;
+    // A first replay nobody watches goes through the native log tree, slots straight into it.
+    const bulk = collectChanges ? undefined : tree.nativeSink(h.nextIndex - tree.slot);
+    if (bulk !== undefined) {
+      let stop: ReplayStop | undefined;
+      try {
+        stop = this.walk(tree.slot, h.nextIndex, { min: tree.nextIndex, max: h.nextSeqnum }, bulk);
+      } catch (e) {
+        // Entries applied as they are read: a region rewritten under us (the sequence lock below)
+        // can make the tree refuse one. The caller replays the new generation into a fresh tree.
+        if (moved()) return { ...unchanged, generationChanged: true };
+        throw e;
+      }
+      // Sequence lock, as below: what was applied is from a region that may have been rewritten;
+      // the caller replaces this tree with a replay of the new generation.
+      if (this.locate && this.relocate().generation !== tree.generation) return { ...unchanged, generationChanged: true };
+      const rewritten = settle();
+      if (this.watchRewrites) this.noteReplayed(tree.generation, fromSlot, tree.slotIndexes.slice(fromSlot));
+      if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
+      return { headerNextIndex: h.nextSeqnum, nextIndex: tree.nextIndex, changes: [], stop, rewritten, header: h };
+    }
     const { entries, stop } = this.entries(tree.slot, h.nextIndex, { min: tree.nextIndex, max: h.nextSeqnum });
     // Sequence lock: a compaction that switched generations while we read may have been
     // rewriting the region we read. Apply nothing; the caller replays the new generation.
     if (this.locate && this.relocate().generation !== tree.generation) return { ...unchanged, generationChanged: true };
     const rewritten = settle();
     const changes: TreeChange[] = [];
-    const fromSlot = tree.slot;
     for (const e of entries) {
       const c = tree.apply(e);
       if (c && collectChanges) changes.push(c);
     }
-    if (this.watchRewrites) this.noteReplayed(tree.generation, fromSlot, entries);
+    if (this.watchRewrites)
+      this.noteReplayed(
+        tree.generation,
+        fromSlot,
+        entries.map((e) => e.index),
+      );
     // A compacted log may end with indexes whose entries were dropped: the tree is at the
     // header's next index all the same (that is what a host acknowledges).
     if (!stop) tree.nextIndex = Math.max(tree.nextIndex, h.nextSeqnum);
@@ -379,8 +416,8 @@ export class LogReader {
     return { headerNextIndex: tree.nextIndex, nextIndex: tree.nextIndex, changes: [], rewritten: [], header: h };
   }
 
-  /** Record the CRC fields of the entries just applied from slot `from` (read once more: they are in cache). */
-  private noteReplayed(generation: number, from: number, entries: LogEntry[]): void {
+  /** Record the CRC fields of the entries just applied from slot `from` (their log indexes; read once more: they are in cache). */
+  private noteReplayed(generation: number, from: number, indexes: readonly number[]): void {
     if (generation !== this.recordedGeneration) {
       this.recordedGeneration = generation;
       this.replayedCrcs = [];
@@ -388,13 +425,13 @@ export class LogReader {
       this.rewritten.clear();
       this.sweepAt = 0;
     }
-    if (entries.length === 0) return;
-    const raw = this.media.read(this.active.offset + entryOffset(from), entries.length * LE.SIZE);
+    if (indexes.length === 0) return;
+    const raw = this.media.read(this.active.offset + entryOffset(from), indexes.length * LE.SIZE);
     this.replayedCrcs.length = from;
     this.replayedIndexes.length = from;
-    entries.forEach((e, k) => {
+    indexes.forEach((index, k) => {
       this.replayedCrcs.push(raw.readUInt32LE(k * LE.SIZE + LE.crc));
-      this.replayedIndexes.push(e.index);
+      this.replayedIndexes.push(index);
     });
   }
 

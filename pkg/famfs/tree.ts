@@ -6,9 +6,20 @@
  * does not match) is skipped and recorded as a problem, never exposed: a pod must not see a file
  * whose map could point at someone else's memory. Memory named by a skipped FILE entry still
  * counts as used (famfs' own allocator counts every FILE entry), so it is never handed out again.
+ *
+ * Two ways to hold it, one behaviour. A tree replayed from an empty start through the native log
+ * tree (native/src/famfs_tree.cc: the same rules, the same problems) keeps its nodes in native
+ * memory and makes the JavaScript node objects only when they are looked up (lookup, byIndex,
+ * a directory's children, nodes(), files()); a full log then costs no object per entry until
+ * someone asks for one. Entries applied later go through the native tree too, and update whatever
+ * objects were made. Without the addon, or with `native: false`, every node is an object from the
+ * start (the reference: test/famfs-tree-native.test.ts requires both to agree over damaged logs).
  */
-import { ALLOC_UNIT, Extent, Fmap, LogEntry, FileEntry, MkdirEntry, DeleteEntry, LOG_OFFSET } from './layout';
-import { fmapCapacity, fmapExtents } from './fmap';
+import { Extent, Fmap, LogEntry, FileEntry, MkdirEntry, DeleteEntry } from './layout';
+import { fmapExtents } from './fmap';
+import { fmapOf, NativeLogTree, nativeTreeAvailable, NODE_ROW } from './native-tree';
+import type { SlotSink } from './replay';
+import { fmapProblem, problemText, type TreeLimits } from './tree-rules';
 
 export interface DirNode {
   kind: 'dir';
@@ -52,89 +63,271 @@ export interface TreeProblem {
 
 export type TreeChange = { op: 'add'; node: TreeNode } | { op: 'remove'; node: TreeNode; deleteIndex: number };
 
-export interface TreeLimits {
-  /** Device size from the superblock: extents must end inside it. */
-  deviceSize: number;
-  /** Bytes at the start of the device that hold superblock and log: no extent may touch them. */
-  reservedBytes: number;
+export { fmapProblem, problemText, reservedBytes, type TreeLimits } from './tree-rules';
+
+export interface FamfsTreeOptions {
+  /** false: plain JavaScript objects for every node (the reference path); default: native when the addon has it. */
+  native?: boolean;
 }
 
-export function reservedBytes(logLen: number): number {
-  return LOG_OFFSET + logLen;
+/** Makes `node.children` a getter that fills the Map on first use and then becomes the plain property. */
+function lazyChildren(node: DirNode, load: () => Map<string, TreeNode>): void {
+  Object.defineProperty(node, 'children', {
+    configurable: true,
+    enumerable: true,
+    get(this: DirNode): Map<string, TreeNode> {
+      const m = load();
+      Object.defineProperty(this, 'children', { value: m, writable: true, configurable: true, enumerable: true });
+      return m;
+    },
+    set(this: DirNode, m: Map<string, TreeNode>) {
+      Object.defineProperty(this, 'children', { value: m, writable: true, configurable: true, enumerable: true });
+    },
+  });
 }
 
 /**
- * What replay says about an entry it skips: the one wording, used by this tree and by the native
- * log tree (native-tree.ts), which reports the same problems as codes and operands.
+ * The JavaScript face of a native log tree: node objects made on demand, one per native node id,
+ * and kept up to date as entries are applied.
  */
-export const problemText = {
-  noParent(relpath: string): string {
-    const cut = relpath.lastIndexOf('/');
-    return `"${relpath}": parent directory "${cut < 0 ? '' : relpath.slice(0, cut)}" does not exist`;
-  },
-  parentIsFile(relpath: string): string {
-    const cut = relpath.lastIndexOf('/');
-    return `"${relpath}": parent "${cut < 0 ? '' : relpath.slice(0, cut)}" is a file`;
-  },
-  badPath: (relpath: string): string => `"${relpath}": not a valid famfs path`,
-  exists: (relpath: string, holder: number): string => `"${relpath}" already exists (entry ${holder})`,
-  fmap: (relpath: string, why: string): string => `"${relpath}": ${why}`,
-  deleteMissing: (targetIndex: number, relpath: string): string => `delete of entry ${targetIndex} ("${relpath}"), which is not a live file or directory`,
-  deleteMismatch: (relpath: string, targetType: string, targetIndex: number, targetRelpath: string, targetKind: string): string =>
-    `delete names "${relpath}" (${targetType}) but entry ${targetIndex} is "${targetRelpath}" (${targetKind})`,
-  deleteNonEmpty: (relpath: string): string => `delete of non-empty directory "${relpath}"`,
-};
+class NativeNodes {
+  /** Node objects made so far, by native id (0: the root). */
+  private readonly made = new Map<number, TreeNode>();
+  /** Children Maps made so far, by the directory's native id: applied entries keep them current. */
+  private readonly kids = new Map<number, Map<string, TreeNode>>();
+  /** byIndex once every live node was made (then kept current by added and removed). */
+  private all_: Map<number, TreeNode> | undefined;
+  readonly index: ReadonlyMap<number, TreeNode>;
 
-/** Why an fmap cannot be trusted, or undefined when every byte of the file maps inside the device data area. */
-export function fmapProblem(fmap: Fmap, size: number, limits: TreeLimits): string | undefined {
-  const extents = fmapExtents(fmap);
-  for (const e of extents) {
-    if (e.devindex !== 0) return `extent on device ${e.devindex} (only device 0 exists)`;
-    if (e.len <= 0) return 'zero-length extent';
-    if (e.offset % ALLOC_UNIT !== 0 || e.len % ALLOC_UNIT !== 0) return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} is not 2 MiB aligned`;
-    if (e.offset < limits.reservedBytes) return `extent at 0x${e.offset.toString(16)} overlaps the superblock/log`;
-    if (e.offset + e.len > limits.deviceSize)
-      return `extent 0x${e.offset.toString(16)}+0x${e.len.toString(16)} ends past the device (${limits.deviceSize} bytes)`;
+  constructor(
+    readonly nt: NativeLogTree,
+    root: DirNode,
+  ) {
+    this.adoptRoot(root);
+    const all = (): Map<number, TreeNode> => {
+      if (this.all_ === undefined) {
+        const m = new Map<number, TreeNode>();
+        for (const n of this.make(this.nt.live())) m.set(n.index, n);
+        this.all_ = m;
+      }
+      return this.all_;
+    };
+    const native = this.nt;
+    this.index = {
+      get: (index: number) => {
+        if (this.all_ !== undefined) return this.all_.get(index);
+        const id = native.findIndex(index);
+        return id < 0 ? undefined : this.node(id);
+      },
+      has: (index: number) => (this.all_ !== undefined ? this.all_.has(index) : native.findIndex(index) >= 0),
+      get size() {
+        const c = native.counts();
+        return c[2] + c[3];
+      },
+      entries: () => all().entries(),
+      keys: () => all().keys(),
+      values: () => all().values(),
+      forEach: (fn: (value: TreeNode, key: number, map: ReadonlyMap<number, TreeNode>) => void) => {
+        for (const [k, v] of all()) fn(v, k, this.index);
+      },
+      [Symbol.iterator]: () => all().entries(),
+    };
   }
-  if (fmap.kind === 'interleave') {
-    const { chunkSize, strips } = fmap;
-    if (chunkSize % ALLOC_UNIT !== 0 || (chunkSize & (chunkSize - 1)) !== 0) return `interleave chunk ${chunkSize} is not a power-of-two multiple of 2 MiB`;
-    if (strips.some((s) => s.len !== strips[0].len || s.len % chunkSize !== 0)) return 'interleave strips differ in length or are not whole chunks';
+
+  /** `root` is this tree's root object: its children come from native node 0. */
+  adoptRoot(root: DirNode): void {
+    this.made.set(0, root);
+    this.kids.delete(0);
+    lazyChildren(root, () => this.childMap(0));
   }
-  if (fmapCapacity(fmap) < size) return `file size ${size} exceeds its ${fmapCapacity(fmap)} mapped bytes`;
-  return undefined;
+
+  node(id: number): TreeNode {
+    return this.made.get(id) ?? this.make(Int32Array.of(id))[0];
+  }
+
+  /** The objects of these nodes, made in one native call for those not made yet. */
+  make(ids: Int32Array): TreeNode[] {
+    const out = new Array<TreeNode>(ids.length);
+    const missing: number[] = [];
+    for (let k = 0; k < ids.length; k++) {
+      const n = this.made.get(ids[k]);
+      if (n === undefined) missing.push(k);
+      else out[k] = n;
+    }
+    if (missing.length === 0) return out;
+    const want = missing.length === ids.length ? ids : Int32Array.from(missing, (k) => ids[k]);
+    const { rows, exts, paths } = this.nt.nodes(want);
+    const rel = paths.split('\0');
+    let x = 0;
+    for (let j = 0; j < want.length; j++) {
+      const r = j * NODE_ROW;
+      const relpath = rel[j];
+      const name = relpath.slice(relpath.lastIndexOf('/') + 1);
+      let node: TreeNode;
+      if (rows[r + 1] === 0) {
+        const n = rows[r + 10];
+        node = {
+          kind: 'file',
+          relpath,
+          name,
+          index: rows[r],
+          size: rows[r + 7],
+          mode: rows[r + 3],
+          uid: rows[r + 4],
+          gid: rows[r + 5],
+          flags: rows[r + 6],
+          fmap: fmapOf(rows[r + 8], rows[r + 9], exts, x, n),
+        };
+        x += n * 3;
+      } else {
+        const id = want[j];
+        const dir: DirNode = { kind: 'dir', relpath, name, index: rows[r], mode: rows[r + 3], uid: rows[r + 4], gid: rows[r + 5], children: new Map() };
+        lazyChildren(dir, () => this.childMap(id));
+        node = dir;
+      }
+      this.made.set(want[j], node);
+      out[missing[j]] = node;
+    }
+    return out;
+  }
+
+  private childMap(id: number): Map<string, TreeNode> {
+    const m = new Map<string, TreeNode>();
+    for (const c of this.make(this.nt.children(id))) m.set(c.name, c);
+    this.kids.set(id, m);
+    return m;
+  }
+
+  /** After the native tree added node `id`: its object, entered in its parent's children if those were made. */
+  added(id: number): TreeNode {
+    const node = this.node(id);
+    const parent = this.nt.nodes(Int32Array.of(id)).rows[11];
+    this.kids.get(parent)?.set(node.name, node);
+    this.all_?.set(node.index, node);
+    return node;
+  }
+
+  /** After the native tree removed node `id`: its object, taken out of what was made. */
+  removed(id: number): TreeNode {
+    const node = this.node(id);
+    const parent = this.nt.nodes(Int32Array.of(id)).rows[11];
+    this.kids.get(parent)?.delete(node.name);
+    this.kids.delete(id);
+    this.made.delete(id);
+    this.all_?.delete(node.index);
+    return node;
+  }
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 export class FamfsTree {
   readonly root: DirNode = { kind: 'dir', relpath: '', name: '', index: -1, mode: 0o755, uid: 0, gid: 0, children: new Map() };
-  /** Live nodes by the log index that created them. */
-  readonly byIndex = new Map<number, TreeNode>();
-  readonly released: ReleasedExtents[] = [];
-  /** Extents of FILE entries that were skipped: still counted as allocated. */
-  readonly orphaned: { index: number; extents: Extent[] }[] = [];
-  readonly problems: TreeProblem[] = [];
   /**
    * Log index after the last entry applied. In famfs' own log (generation 0) this is also the
    * number of slots read; a compacted log keeps each entry's original index, so they differ.
    */
-  nextIndex = 0;
+  private next = 0;
   /** Log generation these entries come from, and how many of its slots were applied. */
   generation = 0;
-  slot = 0;
-  /** Log index of the entry in each slot applied from this generation (compaction plans from it). */
-  readonly slotIndexes: number[] = [];
-  /** Every delete that took effect: its log index and its target's (compaction drops both together). */
-  readonly deletes: { deleteIndex: number; targetIndex: number }[] = [];
-  fileCount = 0;
-  dirCount = 0;
+  private slots = 0;
+  private nFiles = 0;
+  private nDirs = 0;
 
-  constructor(readonly limits: TreeLimits) {}
-
+  // The JavaScript way (no native tree behind this tree).
+  /** Live nodes by the log index that created them. */
+  private readonly jsIndex = new Map<number, TreeNode>();
   /** Live nodes by relpath: replay looks up every parent, so this must not walk the tree. */
   private readonly byPath = new Map<string, TreeNode>();
+  private readonly lists = {
+    released: [] as ReleasedExtents[],
+    orphaned: [] as { index: number; extents: Extent[] }[],
+    problems: [] as TreeProblem[],
+    slotIndexes: [] as number[],
+    deletes: [] as { deleteIndex: number; targetIndex: number }[],
+  };
+
+  // The native way: set once a replay from an empty start went through the native log tree.
+  private nat: NativeNodes | undefined;
+  private readonly allowNative: boolean;
+
+  constructor(
+    readonly limits: TreeLimits,
+    opts: FamfsTreeOptions = {},
+  ) {
+    this.allowNative = opts.native !== false;
+  }
+
+  /** True when the nodes live in the native log tree (objects made on demand). */
+  get isNative(): boolean {
+    return this.nat !== undefined;
+  }
+
+  get nextIndex(): number {
+    return this.next;
+  }
+
+  set nextIndex(v: number) {
+    this.next = v;
+    if (this.nat) this.nat.nt.nextIndex = v;
+  }
+
+  /** Slots applied from this generation. */
+  get slot(): number {
+    return this.slots;
+  }
+
+  get fileCount(): number {
+    return this.nFiles;
+  }
+
+  get dirCount(): number {
+    return this.nDirs;
+  }
+
+  /** Live nodes by the log index that created them. */
+  get byIndex(): ReadonlyMap<number, TreeNode> {
+    return this.nat ? this.nat.index : this.jsIndex;
+  }
+
+  /** Extents released by deletes, in log order. */
+  get released(): readonly ReleasedExtents[] {
+    this.syncList('released');
+    return this.lists.released;
+  }
+
+  /** Extents of FILE entries that were skipped: still counted as allocated. */
+  get orphaned(): readonly { index: number; extents: Extent[] }[] {
+    this.syncList('orphaned');
+    return this.lists.orphaned;
+  }
+
+  get problems(): readonly TreeProblem[] {
+    this.syncList('problems');
+    return this.lists.problems;
+  }
+
+  /** Log index of the entry in each slot applied from this generation (compaction plans from it). */
+  get slotIndexes(): readonly number[] {
+    this.syncList('slotIndexes');
+    return this.lists.slotIndexes;
+  }
+
+  /** Every delete that took effect: its log index and its target's (compaction drops both together). */
+  get deletes(): readonly { deleteIndex: number; targetIndex: number }[] {
+    this.syncList('deletes');
+    return this.lists.deletes;
+  }
 
   lookup(relpath: string): TreeNode | undefined {
     if (relpath === '' || relpath === '.') return this.root;
+    if (this.nat) {
+      // The native tree compares UTF-8: a string no decoded name can equal (a lone surrogate would
+      // become U+FFFD there) finds nothing, as the JavaScript Map finds nothing.
+      if (LONE_SURROGATE.test(relpath)) return undefined;
+      const id = this.nat.nt.find(relpath);
+      return id < 0 ? undefined : this.nat.node(id);
+    }
     return this.byPath.get(relpath);
   }
 
@@ -152,16 +345,134 @@ export class FamfsTree {
   }
 
   /**
+   * A LogReader.walk sink that applies slots through the native log tree, for a replay into this
+   * tree while it is still empty; undefined when this tree cannot (no addon, `native: false`, or
+   * entries applied already). `expected`: how many entries are coming.
+   */
+  nativeSink(expected: number): SlotSink | undefined {
+    if (this.nat === undefined) {
+      if (!this.allowNative || this.slots > 0 || this.next > 0 || !nativeTreeAvailable()) return undefined;
+      const nt = new NativeLogTree(this.limits, this.generation, expected);
+      this.nat = new NativeNodes(nt, this.root);
+    }
+    const inner = this.nat.nt.sink();
+    const sync = () => this.syncCounts();
+    return {
+      batch: (raw, count, firstSlot, deletesAllowed, window) => {
+        const n = inner.batch!(raw, count, firstSlot, deletesAllowed, window);
+        sync();
+        return n;
+      },
+      device: (device, offset, count, firstSlot, deletesAllowed, window) => {
+        const n = inner.device!(device, offset, count, firstSlot, deletesAllowed, window);
+        sync();
+        return n;
+      },
+      one: (e) => {
+        this.apply(e);
+      },
+    };
+  }
+
+  private syncCounts(): void {
+    const c = this.nat!.nt.counts();
+    this.slots = c[0];
+    this.next = c[1];
+    this.nFiles = c[2];
+    this.nDirs = c[3];
+  }
+
+  /**
+   * One list as the native tree has it now (they only grow: just the new tail is made). Each is
+   * made when first asked for: a replay that nobody asks for its 15,420 slot indexes makes none.
+   */
+  private syncList(which: keyof FamfsTree['lists']): void {
+    const nat = this.nat;
+    if (nat === undefined) return;
+    const L = this.lists;
+    const c = nat.nt.counts();
+    switch (which) {
+      case 'problems': {
+        if (c[5] === L.problems.length) return;
+        const all = nat.nt.problems();
+        for (let i = L.problems.length; i < all.length; i++) L.problems.push(all[i]);
+        return;
+      }
+      case 'slotIndexes': {
+        if (c[0] === L.slotIndexes.length) return;
+        const r = nat.nt.lists().slotIndexes;
+        for (let i = L.slotIndexes.length; i < r.length; i++) L.slotIndexes.push(r[i]);
+        return;
+      }
+      case 'deletes': {
+        if (c[8] === L.deletes.length) return;
+        const r = nat.nt.lists().deletes;
+        for (let i = L.deletes.length; 2 * i < r.length; i++) L.deletes.push({ deleteIndex: r[2 * i], targetIndex: r[2 * i + 1] });
+        return;
+      }
+      case 'released': {
+        if (c[7] === L.released.length) return;
+        const r = nat.nt.lists().released;
+        const from = L.released.length;
+        const ids = new Int32Array(r.length / 2 - from);
+        for (let i = 0; i < ids.length; i++) ids[i] = r[2 * (from + i) + 1];
+        const { rows, exts, paths } = nat.nt.nodes(ids);
+        const rel = paths.split('\0');
+        let x = 0;
+        for (let i = 0; i < ids.length; i++) {
+          const n = rows[i * NODE_ROW + 10];
+          L.released.push({ deleteIndex: r[2 * (from + i)], relpath: rel[i], extents: fmapExtents(fmapOf(0, 0, exts, x, n)) });
+          x += n * 3;
+        }
+        return;
+      }
+      case 'orphaned': {
+        if (c[6] === L.orphaned.length) return;
+        const r = nat.nt.lists();
+        let x = 0;
+        for (let i = 0; 2 * i < r.orphaned.length; i++) {
+          const n = r.orphaned[2 * i + 1];
+          if (i >= L.orphaned.length) L.orphaned.push({ index: r.orphaned[2 * i], extents: fmapExtents(fmapOf(0, 0, r.orphanedExts, x, n)) });
+          x += n * 3;
+        }
+        return;
+      }
+    }
+  }
+
+  /**
+   * Allocator.rebuild's used-space sweep done by the native tree (free runs in units and the
+   * collisions), or undefined for a tree of JavaScript nodes (the allocator sweeps them itself).
+   */
+  nativeFreeRuns(
+    horizon: number,
+    totalUnits: number,
+    metaUnits: number,
+    region2Start: number,
+    region2Units: number,
+  ): { runs: number[]; collisions: number } | undefined {
+    return this.nat?.nt.freeRuns(horizon, totalUnits, metaUnits, region2Start, region2Units);
+  }
+
+  /**
    * Apply one validated entry, the next slot of the log. Log indexes only grow; in famfs' own log
    * (generation 0) they have no gaps.
    */
   apply(entry: LogEntry): TreeChange | undefined {
-    if (entry.index < this.nextIndex || (this.generation === 0 && entry.index !== this.nextIndex)) {
-      throw new Error(`tree expects entry ${this.nextIndex}${this.generation === 0 ? '' : ' or later'}, got ${entry.index}`);
+    const nat = this.nat;
+    if (nat !== undefined) {
+      const code = nat.nt.apply(entry);
+      this.syncCounts();
+      if (code > 0) return { op: 'add', node: nat.added(code) };
+      if (code < 0) return { op: 'remove', node: nat.removed(-code), deleteIndex: entry.index };
+      return undefined;
     }
-    this.nextIndex = entry.index + 1;
-    this.slot++;
-    this.slotIndexes.push(entry.index);
+    if (entry.index < this.next || (this.generation === 0 && entry.index !== this.next)) {
+      throw new Error(`tree expects entry ${this.next}${this.generation === 0 ? '' : ' or later'}, got ${entry.index}`);
+    }
+    this.next = entry.index + 1;
+    this.slots++;
+    this.lists.slotIndexes.push(entry.index);
     const body = entry.body;
     switch (body.type) {
       case 'file':
@@ -176,6 +487,17 @@ export class FamfsTree {
     }
   }
 
+  /** Log indexes of the live nodes, ascending (no node objects made). */
+  private liveIndexes(): number[] {
+    if (this.nat === undefined) return [...this.jsIndex.keys()];
+    const ids = this.nat.nt.live();
+    if (ids.length === 0) return [];
+    const rows = this.nat.nt.nodes(ids).rows;
+    const out = new Array<number>(ids.length);
+    for (let i = 0; i < ids.length; i++) out[i] = rows[i * NODE_ROW];
+    return out;
+  }
+
   /**
    * Take over everything `other` holds (a replay of a newer log generation), keeping this object:
    * readers hold on to the tree. Returns what changed for a host that had replayed this tree,
@@ -184,35 +506,46 @@ export class FamfsTree {
   replaceWith(other: FamfsTree): TreeChange[] {
     const changes: TreeChange[] = [];
     const released = new Map(other.released.map((r) => [r.relpath, r.deleteIndex]));
-    for (const [index, node] of this.byIndex) {
-      if (!other.byIndex.has(index)) changes.push({ op: 'remove', node, deleteIndex: released.get(node.relpath) ?? other.nextIndex });
+    // Only the nodes that differ are looked at (objects made for them alone).
+    const mine = this.liveIndexes();
+    const theirs = other.liveIndexes();
+    const theirSet = new Set(theirs);
+    const mineSet = new Set(mine);
+    for (const index of mine) {
+      if (theirSet.has(index)) continue;
+      const node = this.byIndex.get(index)!;
+      changes.push({ op: 'remove', node, deleteIndex: released.get(node.relpath) ?? other.nextIndex });
     }
-    for (const [index, node] of other.byIndex) if (!this.byIndex.has(index)) changes.push({ op: 'add', node });
-    this.root.children = other.root.children;
-    this.byIndex.clear();
-    for (const [k, v] of other.byIndex) this.byIndex.set(k, v);
-    this.byPath.clear();
-    for (const [k, v] of other.byPath) this.byPath.set(k, v);
-    this.released.length = 0;
-    for (const r of other.released) this.released.push(r);
-    this.orphaned.length = 0;
-    for (const o of other.orphaned) this.orphaned.push(o);
-    this.problems.length = 0;
-    for (const p of other.problems) this.problems.push(p);
-    this.nextIndex = other.nextIndex;
+    for (const index of theirs) if (!mineSet.has(index)) changes.push({ op: 'add', node: other.byIndex.get(index)! });
+    if (other.nat !== undefined) {
+      // Native behind both from now on: the other tree's native nodes, with this tree's root object.
+      this.nat = other.nat;
+      this.nat.adoptRoot(this.root);
+      this.jsIndex.clear();
+      this.byPath.clear();
+    } else {
+      this.nat = undefined;
+      this.root.children = other.root.children;
+      this.jsIndex.clear();
+      for (const [k, v] of other.jsIndex) this.jsIndex.set(k, v);
+      this.byPath.clear();
+      for (const [k, v] of other.byPath) this.byPath.set(k, v);
+    }
+    for (const k of ['released', 'orphaned', 'problems', 'slotIndexes', 'deletes'] as const) {
+      const mineList = this.lists[k] as unknown[];
+      mineList.length = 0;
+      for (const v of other[k] as readonly unknown[]) mineList.push(v);
+    }
+    this.next = other.next;
     this.generation = other.generation;
-    this.slot = other.slot;
-    this.slotIndexes.length = 0;
-    for (const i of other.slotIndexes) this.slotIndexes.push(i);
-    this.deletes.length = 0;
-    for (const d of other.deletes) this.deletes.push(d);
-    this.fileCount = other.fileCount;
-    this.dirCount = other.dirCount;
+    this.slots = other.slots;
+    this.nFiles = other.nFiles;
+    this.nDirs = other.nDirs;
     return changes;
   }
 
   private problem(index: number, message: string): undefined {
-    this.problems.push({ index, message });
+    this.lists.problems.push({ index, message });
     return undefined;
   }
 
@@ -235,7 +568,7 @@ export class FamfsTree {
     if (bad) return this.problem(index, problemText.fmap(body.relpath, bad));
     const where = this.parentOf(index, body.relpath);
     if (!where) {
-      this.orphaned.push({ index, extents: fmapExtents(body.fmap) });
+      this.lists.orphaned.push({ index, extents: fmapExtents(body.fmap) });
       return undefined;
     }
     const node: FileNode = {
@@ -251,9 +584,9 @@ export class FamfsTree {
       fmap: body.fmap,
     };
     where.parent.children.set(where.name, node);
-    this.byIndex.set(index, node);
+    this.jsIndex.set(index, node);
     this.byPath.set(node.relpath, node);
-    this.fileCount++;
+    this.nFiles++;
     return { op: 'add', node };
   }
 
@@ -271,14 +604,14 @@ export class FamfsTree {
       children: new Map(),
     };
     where.parent.children.set(where.name, node);
-    this.byIndex.set(index, node);
+    this.jsIndex.set(index, node);
     this.byPath.set(node.relpath, node);
-    this.dirCount++;
+    this.nDirs++;
     return { op: 'add', node };
   }
 
   private applyDelete(index: number, body: DeleteEntry): TreeChange | undefined {
-    const target = this.byIndex.get(body.targetIndex);
+    const target = this.jsIndex.get(body.targetIndex);
     if (!target) return this.problem(index, problemText.deleteMissing(body.targetIndex, body.relpath));
     if (target.relpath !== body.relpath || (target.kind === 'file') !== (body.targetType === 'file')) {
       return this.problem(index, problemText.deleteMismatch(body.relpath, body.targetType, body.targetIndex, target.relpath, target.kind));
@@ -287,14 +620,14 @@ export class FamfsTree {
     const cut = target.relpath.lastIndexOf('/');
     const parent = this.lookup(cut < 0 ? '' : target.relpath.slice(0, cut)) as DirNode;
     parent.children.delete(target.name);
-    this.byIndex.delete(target.index);
+    this.jsIndex.delete(target.index);
     this.byPath.delete(target.relpath);
-    this.deletes.push({ deleteIndex: index, targetIndex: target.index });
+    this.lists.deletes.push({ deleteIndex: index, targetIndex: target.index });
     if (target.kind === 'file') {
-      this.fileCount--;
-      this.released.push({ deleteIndex: index, relpath: target.relpath, extents: fmapExtents(target.fmap) });
+      this.nFiles--;
+      this.lists.released.push({ deleteIndex: index, relpath: target.relpath, extents: fmapExtents(target.fmap) });
     } else {
-      this.dirCount--;
+      this.nDirs--;
     }
     return { op: 'remove', node: target, deleteIndex: index };
   }
