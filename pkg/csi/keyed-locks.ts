@@ -27,20 +27,32 @@ export class KeyedLocks {
     }
   }
 
-  /** One key (most operations): no set, sort or wait on a free key. */
-  private async runOne<T>(k: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * One key (most operations): no set, sort or wait on a free key. The caller gets fn's own
+   * promise (no async wrapper around it: two microtask turns and a promise less per call); the
+   * key is released when it settles, before the caller's continuation runs (registered first).
+   */
+  private runOne<T>(k: string, fn: () => Promise<T>): Promise<T> {
     const prev = this.tails.get(k);
     let release!: () => void;
     const mine = new Promise<void>((r) => (release = r));
     const tail = prev === undefined ? mine : prev.then(() => mine);
     this.tails.set(k, tail);
-    try {
-      if (prev !== undefined) await prev;
-      return await fn();
-    } finally {
+    let run: Promise<T>;
+    if (prev !== undefined) run = prev.then(fn);
+    else {
+      try {
+        run = fn();
+      } catch (e) {
+        run = Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    const done = (): void => {
       release();
       if (this.tails.get(k) === tail) this.tails.delete(k);
-    }
+    };
+    run.then(done, done);
+    return run;
   }
 
   /** Keys with an operation in flight. */

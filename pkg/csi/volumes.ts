@@ -117,6 +117,11 @@ export class Volumes {
   }
 
   async describe(volumeId: string): Promise<VolumeInfo | undefined> {
+    return this.describeNow(volumeId);
+  }
+
+  /** describe without the promise (CreateVolume asks on every call). */
+  private describeNow(volumeId: string): VolumeInfo | undefined {
     this.store.refresh();
     if (!isVolumeId(volumeId)) return undefined;
     const rec = this.store.volume(volumeId);
@@ -267,7 +272,7 @@ export class Volumes {
     return this.exclusive(keys, async () => {
       this.store.requireMaster();
       if (req.share && req.source?.kind === 'volume') return this.createShare(req, volumeId, req.source.id);
-      const existing = await this.describe(volumeId);
+      const existing = this.describeNow(volumeId);
       if (existing !== undefined) return this.createAgain(req, existing);
 
       const source = req.source ? this.sourceFile(req.source) : undefined;
