@@ -215,6 +215,14 @@ function xattr(p: string, name: string): string {
         assert.equal(fs.writeSync(fd, data, 0, len, off), len, `O_DIRECT write of ${len} at ${off}`);
         forEachDeviceRun(striped.fmap, off, len, (devOff, fileOff, n) => land(data, devOff, fileOff - off, n));
       }
+      // A write crossing EOF: the server writes up to EOF and answers the short count, which the
+      // kernel's direct I/O turns into EIO for the caller.
+      const tail = randomBytes(100);
+      assert.equal(
+        errnoOf(() => fs.writeSync(fd, tail, 0, 100, striped.size - 10)),
+        'EIO',
+      );
+      forEachDeviceRun(striped.fmap, striped.size - 10, 10, (devOff, _f, n) => land(tail, devOff, 0, n));
     } finally {
       fs.closeSync(fd);
     }
