@@ -561,6 +561,16 @@ describe('famfs core: damaged host slots', () => {
   });
 });
 
+/** `CODE: message` of what fn throws (a FamfsError), or undefined. */
+function codeMessage(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (e) {
+    return `${(e as { code?: string }).code}: ${(e as Error).message}`;
+  }
+  return undefined;
+}
+
 describe('famfs core on a mapped device (slot check and fence in the native compare-then-write)', () => {
   const name = `famfs-fs-native-${process.pid}`;
   afterEach(() => removeEmulatedDevice(name));
@@ -591,6 +601,16 @@ describe('famfs core on a mapped device (slot check and fence in the native comp
       );
       assert.ok(devA.read(at, LE.SIZE).equals(junk), 'the occupied slot is untouched');
       devB.write(at, Buffer.alloc(LE.SIZE));
+      // A write of two entries (a directory and its file, published together) whose second slot
+      // is occupied: refused before anything is written, the first slot included.
+      devB.write(at + LE.SIZE, junk);
+      const header = devA.read(LOG_OFFSET, LH.SIZE);
+      assert.match(String(codeMessage(() => a.creat('dir/file', 1, { parents: {} }))), new RegExp(`ECORRUPT: log slot ${slot + 1} `));
+      assert.ok(devA.read(at, LE.SIZE).equals(Buffer.alloc(LE.SIZE)), 'nothing written to the free first slot');
+      assert.ok(devA.read(at + LE.SIZE, LE.SIZE).equals(junk), 'the occupied slot is untouched');
+      assert.ok(devA.read(LOG_OFFSET, LH.SIZE).equals(header), 'nothing published');
+      devB.write(at + LE.SIZE, Buffer.alloc(LE.SIZE));
+      a.creat('dir/file', 1, { parents: {} });
 
       // Another master takes over: A's next store (log counters, or data outside the log) is refused.
       const b = FamfsFs.open(devB, { hostUuid: OTHER });
@@ -611,8 +631,8 @@ describe('famfs core on a mapped device (slot check and fence in the native comp
       try {
         const r = FamfsFs.open(ro, { readOnly: true });
         assert.deepEqual(
-          ['one', 'two', 'stale', 'by-b'].map((p) => r.lookup(p) !== undefined),
-          [true, true, false, true],
+          ['one', 'two', 'dir', 'dir/file', 'stale', 'by-b'].map((p) => r.lookup(p) !== undefined),
+          [true, true, true, true, false, true],
         );
       } finally {
         ro.close();

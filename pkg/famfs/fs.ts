@@ -616,8 +616,11 @@ export class FamfsFs {
     if (missing.length > 1 && !o.parents) {
       throw new FamfsError('ENOENT', `parent directory "${relpath.split('/').slice(0, -1).join('/')}" does not exist (use -p)`);
     }
-    let next = this.ensureLogRoom(h, missing.length, true);
-    for (const p of missing) next = this.appendNext(next, { type: 'mkdir', relpath: p, mode, uid, gid });
+    const room = this.ensureLogRoom(h, missing.length, true);
+    this.appendAll(
+      room,
+      missing.map((p) => ({ type: 'mkdir', relpath: p, mode, uid, gid })),
+    );
     return missing.map((p) => this.tree.lookup(p) as DirNode);
   }
 
@@ -638,7 +641,7 @@ export class FamfsFs {
     const dirMode = missing.length > 0 ? checkMode(o.parents?.mode ?? 0o755) : 0;
     const dirUid = missing.length > 0 ? checkId(o.parents?.uid ?? 0, 'uid') : 0;
     const dirGid = missing.length > 0 ? checkId(o.parents?.gid ?? 0, 'gid') : 0;
-    let room = this.ensureLogRoom(h, 1 + missing.length, true);
+    const room = this.ensureLogRoom(h, 1 + missing.length, true);
     // A file that must read zeros goes to clean memory first; when it fits there, reclaiming first
     // would not change where it goes (reclaimed memory is dirty), so the host slots (the horizon)
     // are read only when it does not fit, or when many deletes wait (the zeroer reclaims too).
@@ -647,8 +650,8 @@ export class FamfsFs {
       this.reclaimReplayed();
       fmap = this.allocator.place(size, o.interleave, o.random, o.zero === true ? 'clean' : 'dirty');
     }
-    // Room, names and log entries are all known good: now the parents, then the file.
-    for (const p of missing) room = this.appendNext(room, { type: 'mkdir', relpath: p, mode: dirMode, uid: dirUid, gid: dirGid });
+    // Room, names and log entries are all known good: the parents, then the file, published together.
+    const bodies: EntryBody[] = missing.map((p) => ({ type: 'mkdir', relpath: p, mode: dirMode, uid: dirUid, gid: dirGid }));
     const dirty = o.zero ? this.allocator.dirtyParts(fmap) : [];
     // Dirty in shared memory (flushed) before the entry hands the units to the file.
     this.claimUnits(fmap);
@@ -661,7 +664,8 @@ export class FamfsFs {
       this.zeroStats.createsWaited++;
       this.zeroStats.createWaitBytes += bytes;
     }
-    this.append(room, { type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
+    bodies.push({ type: 'file', relpath, size, mode, uid, gid, flags: o.flags ?? FileFlags.ALL_HOSTS_RW, fmap });
+    this.appendAll(room, bodies);
     return this.tree.lookup(relpath) as FileNode;
   }
 
@@ -695,18 +699,26 @@ export class FamfsFs {
   }
 
   private rmPresentLocked(relpaths: readonly string[]): number {
-    let room = this.prepareWrite();
-    let n = 0;
+    const h = this.prepareWrite();
+    const bodies: EntryBody[] = [];
+    const deleted = new Set<string>();
     for (const relpath of relpaths) {
       const node = this.tree.lookup(relpath);
-      if (!node) continue;
-      if (node.kind === 'dir' && node.children.size > 0) throw new FamfsError('ENOTEMPTY', `directory "${relpath}" is not empty`);
-      room = this.ensureLogRoom(room, 1, false);
-      this.enableExtensions();
-      room = this.appendNext(room, { type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
-      n++;
+      if (!node || deleted.has(relpath)) continue;
+      // Empty once the earlier deletes of this write are applied (a file, then its directory).
+      if (node.kind === 'dir') {
+        for (const name of node.children.keys()) {
+          if (!deleted.has(`${relpath}/${name}`)) throw new FamfsError('ENOTEMPTY', `directory "${relpath}" is not empty`);
+        }
+      }
+      deleted.add(relpath);
+      bodies.push({ type: 'delete', targetIndex: node.index, targetType: node.kind === 'file' ? 'file' : 'mkdir', relpath });
     }
-    return n;
+    if (bodies.length === 0) return 0;
+    const room = this.ensureLogRoom(h, bodies.length, false);
+    this.enableExtensions();
+    this.appendAll(room, bodies);
+    return bodies.length;
   }
 
   /** The ancestors of `relpath` that do not exist, outermost first; ENOTDIR when one is a file. */
@@ -1351,39 +1363,66 @@ export class FamfsFs {
    * between leaves an entry past next_index that replay never reads. Cost is independent of how
    * full the log is.
    */
-  /** append, then the header as it stands after that entry: what the next append of the same write starts from. */
-  private appendNext(h: LogHeader, body: EntryBody): LogHeader {
-    const e = this.append(h, body);
-    return { ...h, nextIndex: h.nextIndex + 1, nextSeqnum: e.index + 1 };
+  private append(h: LogHeader, body: EntryBody): LogEntry {
+    return this.appendAll(h, [body])[0];
   }
 
-  private append(h: LogHeader, body: EntryBody): LogEntry {
+  /**
+   * Appends `bodies` as consecutive entries that one counter update publishes. Every slot they
+   * take must be empty: slots past the end are zero (mkfs zeroes the log, compaction zeroes the new
+   * region's tail, repair clears a torn slot), and anything else may be an entry hosts replayed
+   * under a counter that has since gone backwards, never to be overwritten. The first write reads
+   * all those slots fresh and writes only if every one is empty (one step); then the other entries;
+   * then the fence is checked and the counters publish them all. A crash before the counters
+   * leaves valid entries past next_index, which the next master's cross-check commits (as for a
+   * single entry); replay never reads past next_index.
+   */
+  private appendAll(h: LogHeader, bodies: readonly EntryBody[]): LogEntry[] {
+    const n = bodies.length;
     const slot = h.nextIndex;
     const index = h.nextSeqnum;
     if (slot !== this.tree.slot || index !== this.tree.nextIndex) {
       throw new FamfsError('ECORRUPT', `log moved under the writer (header ${slot}/${index}, replayed ${this.tree.slot}/${this.tree.nextIndex})`);
     }
-    const raw = encodeEntry(index, body, this.entryScratch);
     const base = this.reader.activeLog.offset;
     const at = base + entryOffset(slot);
-    // Slots past the end are zero (mkfs zeroes the log, compaction zeroes the new region's tail,
-    // repair clears a torn slot). Anything else may be an entry hosts replayed under a counter that
-    // has since gone backwards: never overwrite it. The slot is read fresh and compared, and the
-    // entry written and flushed only if it is empty, in one step.
-    if (!writeFlushIf(this.media, at, raw, at, EMPTY_ENTRY)) {
-      throw new FamfsError(
-        'ECORRUPT',
-        `log slot ${slot} (next_index) is not empty: it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)`,
-      );
+    if (this.emptySlots.length < n * LE.SIZE) this.emptySlots = Buffer.alloc(n * LE.SIZE);
+    for (let i = 0; i < n; i++) {
+      const raw = encodeEntry(index + i, bodies[i], this.entryScratch);
+      if (i > 0) writeFlush(this.media, at + i * LE.SIZE, raw);
+      else if (!writeFlushIf(this.media, at, raw, at, n === 1 ? EMPTY_ENTRY : this.emptySlots.subarray(0, n * LE.SIZE))) {
+        throw new FamfsError(
+          'ECORRUPT',
+          `log slot ${this.firstOccupied(at, slot, n)} (next_index${n > 1 ? ` or one of the ${n - 1} after it` : ''}) is not empty: ` +
+            'it may hold an entry hosts have replayed; refusing to overwrite it (run famfs fsck, then famfs repair)',
+        );
+      }
     }
-    // The fence is checked right before the counters publish the entry.
-    const counters = encodeLogCounters(index + 1, slot + 1);
+    // The fence is checked right before the counters publish the entries.
+    const counters = encodeLogCounters(index + n, slot + n);
     this.fencedWriteFlush(base + LH.nextSeqnum, counters);
     this.reader.notePublished(counters);
-    const entry: LogEntry = { index, seqnum: index, body };
-    const change = this.tree.apply(entry);
-    this.noteChanges(change ? [change] : []);
-    return entry;
+    const entries: LogEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const entry: LogEntry = { index: index + i, seqnum: index + i, body: bodies[i] };
+      const change = this.tree.apply(entry);
+      this.noteChanges(change ? [change] : []);
+      entries.push(entry);
+    }
+    return entries;
+  }
+
+  /** Zeros as long as the slots of the largest write so far (what appendAll's slots must read). */
+  private emptySlots = Buffer.alloc(2 * LE.SIZE);
+
+  /** The first of `n` slots from `slot` (at device offset `at`) that is not all zero, for the message. */
+  private firstOccupied(at: number, slot: number, n: number): number {
+    const b = Buffer.alloc(LE.SIZE);
+    for (let i = 0; i < n; i++) {
+      readFresh(this.media, at + i * LE.SIZE, b);
+      if (!b.equals(EMPTY_ENTRY)) return slot + i;
+    }
+    return slot;
   }
 
   private noteChanges(changes: TreeChange[]): void {
