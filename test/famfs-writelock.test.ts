@@ -7,7 +7,7 @@
  */
 import { strict as assert } from 'assert';
 import { spawn, spawnSync, type ChildProcess } from 'child_process';
-import { randomBytes } from 'crypto';
+import { randomBytes, randomUUID } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -16,7 +16,18 @@ import pino from 'pino';
 import * as grpc from '@grpc/grpc-js';
 
 import { openDevice } from '../pkg/device/index.js';
-import { ALLOC_UNIT, FamfsError, FamfsFs, fmapExtents, fsck, readCleanMap, type Extent } from '../pkg/famfs/index.js';
+import {
+  ALLOC_UNIT,
+  FamfsError,
+  FamfsFs,
+  fmapExtents,
+  fsck,
+  readCleanMap,
+  readExtBlock,
+  readHostSlots,
+  writeExtBlock,
+  type Extent,
+} from '../pkg/famfs/index.js';
 import { CsiClient } from '../pkg/csi/client.js';
 import { DEFAULT_DRIVER_NAME, startDriver } from '../pkg/csi/driver.js';
 import { toCsiError } from '../pkg/csi/errors.js';
@@ -25,17 +36,19 @@ import type { CreateVolumeResponse } from '../pkg/csi/types.js';
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 const MASTER = '11111111-2222-4333-8444-5555aaaa0001';
+const MASTER2 = '11111111-2222-4333-8444-5555aaaa0002';
 const WRITER = path.join(__dirname, 'helpers', 'log-writer.js');
 const CLI = path.join(__dirname, '..', 'cmd', 'famfs.js');
 
 interface Line {
-  op: 'create' | 'delete' | 'error' | 'done';
+  op: 'create' | 'delete' | 'error' | 'done' | 'epoch';
   relpath?: string;
   index?: number;
   extents?: [number, number][];
   code?: string;
   message?: string;
   locked?: number;
+  epoch?: number;
 }
 
 function devicePath(): string {
@@ -374,5 +387,182 @@ describe('famfs writer lock: one writer process at a time on the master host', f
       else process.env.FAMFS_SYSTEM_UUID = saved;
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/** The superblock UUID and extension block of the famfs on `p`, read fresh by a new open. */
+function look(p: string) {
+  const dev = openDevice(p, { readOnly: true });
+  try {
+    const f = FamfsFs.open(dev, { readOnly: true });
+    const block = readExtBlock(dev, f.superblock.uuid);
+    return { sb: f.superblock, block, slots: block ? readHostSlots(dev, block.slotCount) : [], nextIndex: f.header().nextIndex, fsck: fsck(dev) };
+  } finally {
+    dev.close();
+  }
+}
+
+describe('famfs writer lock: every host-local writer of shared metadata, not only the log', function () {
+  this.timeout(300_000);
+  const made: string[] = [];
+  const children: ChildProcess[] = [];
+  afterEach(async () => {
+    for (const c of children.splice(0)) await kill9(c);
+    for (const p of made.splice(0)) fs.rmSync(p, { force: true });
+  });
+
+  async function finish(runs: ReturnType<typeof runWriter>[]): Promise<Line[][]> {
+    children.push(...runs.map((r) => r.child));
+    const results = await Promise.all(runs.map((r) => r.done));
+    return results.map((r, w) => {
+      assert.equal(r.code, 0, `process ${w} exited ${r.code}: ${r.err}`);
+      assert.ok(
+        r.lines.some((l) => l.op === 'done'),
+        `process ${w} did not finish: ${r.err}`,
+      );
+      return r.lines;
+    });
+  }
+
+  it('two processes taking over at once (two controllers in a rollout): every epoch handed out once, none lost, the superblock names the master the block names', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const before = look(p).block?.epoch ?? 0;
+    const COUNT = 150;
+    // Two host UUIDs so that every take-over also rewrites the superblock's master.
+    const startAt = String(Date.now() + 1500);
+    const lines = await finish([runWriter(['takeover', p, MASTER, String(COUNT), startAt]), runWriter(['takeover', p, MASTER2, String(COUNT), startAt])]);
+    const epochs = lines
+      .flat()
+      .filter((l) => l.op === 'epoch')
+      .map((l) => l.epoch as number);
+    assert.equal(epochs.length, 2 * COUNT);
+    const twice = epochs.filter((e, i) => epochs.indexOf(e) !== i);
+    assert.deepEqual(twice.slice(0, 8), [], `${twice.length} epochs were handed to both processes (both believe they are the one master)`);
+    const after = look(p);
+    assert.equal(after.block?.epoch, before + 2 * COUNT, 'every take-over raised the epoch once (none written from a stale read)');
+    assert.equal(after.sb.systemUuid, after.block?.masterUuid, 'the superblock and the extension block name the same master');
+    assert.deepEqual(after.fsck.errors, []);
+  });
+
+  it('two processes acking under one host UUID (a FUSE server and its successor): every ack counted, one slot', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const HOST = '11111111-2222-4333-8444-5555aaaa00a0';
+    const dev = openDevice(p);
+    try {
+      FamfsFs.open(dev, { hostUuid: HOST }).ackReplay(HOST, 'racer');
+    } finally {
+      dev.close();
+    }
+    const beat0 = look(p).slots.find((s) => s.hostUuid === HOST)?.beat as number;
+    const COUNT = 400;
+    const startAt = String(Date.now() + 1500);
+    await finish([runWriter(['ack', p, HOST, String(COUNT), startAt]), runWriter(['ack', p, HOST, String(COUNT), startAt])]);
+    const mine = look(p).slots.filter((s) => s.hostUuid === HOST);
+    assert.equal(mine.length, 1, 'one slot for the host');
+    assert.equal(mine[0].beat - beat0, 2 * COUNT, 'acks written from a stale read of the slot (the same line written twice: the master sees nothing change)');
+  });
+
+  it('processes of one host making a missing extension block at once: one block, no host ack cleared by a second block', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const HOSTS = 4;
+    const uuids = Array.from({ length: HOSTS }, (_, i) => `11111111-2222-4333-8444-5555aaaa00b${i}`);
+    for (let round = 0; round < 4; round++) {
+      // The block an earlier file system on the device left: not ours, so the next user makes one.
+      const dev = openDevice(p);
+      try {
+        const uuid = FamfsFs.open(dev, { readOnly: true }).superblock.uuid;
+        const block = readExtBlock(dev, uuid);
+        assert.ok(block);
+        writeExtBlock(dev, { ...block, fsUuid: randomUUID() });
+        assert.equal(readExtBlock(dev, uuid), undefined);
+      } finally {
+        dev.close();
+      }
+      const startAt = String(Date.now() + 1500);
+      await finish(uuids.map((u) => runWriter(['ack', p, u, '1', startAt])));
+      const after = look(p);
+      assert.ok(after.block, `round ${round}: no block`);
+      assert.deepEqual(after.slots.map((s) => s.hostUuid).sort(), uuids, `round ${round}: a host's ack was cleared by another process making the block again`);
+    }
+  });
+
+  it('another process holds the lock: take-over, making the extension block, an ack and mkfs wait their bound, fail ELOCKED and write nothing', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const uuid = look(p).sb.uuid;
+    const dev = openDevice(p, { writerLockWaitMs: 200 });
+    try {
+      const m = FamfsFs.open(dev, { hostUuid: MASTER });
+      m.ackReplay(MASTER, 'me');
+      const stale = { ...(readExtBlock(dev, uuid) as NonNullable<ReturnType<typeof readExtBlock>>), fsUuid: randomUUID() };
+      const holder = await holdLock(p);
+      children.push(holder);
+      const snapshot = () => dev.read(0, 2 * MiB).toString('base64');
+      const before = snapshot();
+      const elocked = (e: unknown) => e instanceof FamfsError && e.code === 'ELOCKED';
+      assert.throws(() => m.takeOver(MASTER2), elocked, 'takeOver');
+      assert.throws(() => m.ackReplay(MASTER, 'me'), elocked, 'ackReplay');
+      assert.throws(() => FamfsFs.mkfs(dev, { systemUuid: MASTER2, devicePath: p, force: true }), elocked, 'mkfs --force');
+      assert.equal(snapshot(), before, 'something was written under another process lock');
+      writeExtBlock(dev, stale);
+      const stale2 = snapshot();
+      assert.throws(() => m.extBlock(), elocked, 'extBlock (making it)');
+      assert.equal(snapshot(), stale2, 'the block was made under another process lock');
+      const r = spawnSync(process.execPath, [CLI, 'mkfs', '--force', p], { env: { ...process.env, FAMFS_SYSTEM_UUID: MASTER2 }, encoding: 'utf8' });
+      assert.equal(r.status, 1, `famfs mkfs --force: exit ${r.status} (${r.stderr}${r.stdout})`);
+      assert.match(r.stderr, /another famfs writer on this host holds the log lock.*retry/);
+      assert.equal(snapshot(), stale2, 'famfs mkfs --force wrote under another process lock');
+      await kill9(holder);
+      assert.ok(m.extBlock().epoch > stale.epoch);
+      assert.equal(m.takeOver(MASTER), m.extBlock().epoch);
+    } finally {
+      dev.close();
+    }
+  });
+
+  it('mkfs --force (famfs mkfs) while a writer process appends: the new file system is whole (fsck clean, nothing of the old log in it) and the writer is fenced', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 16 * GiB);
+    // The device is re-made under the writer once it has appended a few entries.
+    const remake = spawn(process.execPath, [WRITER, 'mkfs', p, MASTER], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(remake);
+    let remakeOut = '';
+    remake.stderr.on('data', (d: Buffer) => (remakeOut += d.toString()));
+    const remade = new Promise<number | null>((resolve) => remake.on('close', resolve));
+    await new Promise<void>((resolve, reject) => {
+      remake.stdout.on('data', (d: Buffer) => {
+        remakeOut += d.toString();
+        if (remakeOut.includes('ready')) resolve();
+      });
+      remake.on('exit', (code) => reject(new Error(`mkfs process exited ${code}: ${remakeOut}`)));
+    });
+    const writer = runWriter(['create', p, MASTER, 'w', '3000', '3000']);
+    await new Promise<void>((resolve) => {
+      let n = 0;
+      writer.child.stdout?.on('data', (d: Buffer) => {
+        n += d.toString().split('"op":"create"').length - 1;
+        if (n >= 50) resolve();
+      });
+      void writer.done.then(() => resolve());
+    });
+    remake.stdin.end('go\n');
+    assert.equal(await remade, 0, `mkfs: ${remakeOut}`);
+    const [wrote] = await finish([writer]);
+    const after = look(p);
+    assert.deepEqual(after.fsck.errors, [], 'the new file system holds what a writer of the old one wrote');
+    assert.equal(after.nextIndex, 0, 'entries in the new log (written by the writer of the old one)');
+    const before = wrote.filter((l) => l.op === 'create').length;
+    assert.ok(before > 0 && before < 3000, `${before} creates before the device was re-made: the two did not overlap (${JSON.stringify(wrote.slice(0, 3))})`);
+    const failed = wrote.filter((l) => l.op === 'error');
+    assert.ok(failed.length > 0, 'the writer never failed after mkfs');
+    for (const l of failed) assert.equal(l.code, 'EFENCED', `${l.relpath}: ${l.message}`);
   });
 });

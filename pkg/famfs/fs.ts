@@ -319,6 +319,15 @@ export class FamfsFs {
     if (deviceSize < MIN_DEVICE_SIZE(logLen)) {
       throw new FamfsError('EINVAL', `device of ${media.size} bytes is too small for a ${logLen}-byte log (need at least ${MIN_DEVICE_SIZE(logLen)})`);
     }
+    // Under the writer lock from the look at the old superblock to the new file system's first
+    // write: a writer of this host mid-append (a controller next to `famfs mkfs --force`) passes its
+    // fence check on the old UUID, which mkfs only replaces at its end, and would write its entry
+    // and header into the log mkfs is making. With the lock it finishes first, or waits and then
+    // finds the new UUID (EFENCED).
+    return withWriterLock(media, () => FamfsFs.mkfsLocked(media, o, logLen, hostLiveMs, zeroed, deviceSize));
+  }
+
+  private static mkfsLocked(media: Media, o: MkfsOptions, logLen: number, hostLiveMs: number, zeroed: boolean, deviceSize: number): FamfsFs {
     media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
     const existing = validateSuperblock(media.read(SUPERBLOCK_OFFSET, SB.SIZE));
     if (existing.ok && !o.force) throw new FamfsError('EEXIST', 'the device already holds a famfs file system; pass --force to destroy it');
@@ -924,8 +933,15 @@ export class FamfsFs {
     const block = readExtBlock(this.media, this.sb.uuid);
     if (block) return block;
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'famfs-csi extension block missing and the device is open read-only');
-    const stale = readAnyExtBlock(this.media);
-    return initExtBlock(this.media, this.sb.uuid, this.sb.systemUuid, this.now(), undefined, (stale?.epoch ?? 0) + 1);
+    // Made under the writer lock and looked for again inside it: two processes of this host that
+    // both saw it missing would both make it, and the second would clear the host slots the first
+    // block's hosts had acked meanwhile (test/famfs-writelock.test.ts).
+    return this.exclusive(() => {
+      const now = readExtBlock(this.media, this.sb.uuid);
+      if (now) return now;
+      const stale = readAnyExtBlock(this.media);
+      return initExtBlock(this.media, this.sb.uuid, this.sb.systemUuid, this.now(), undefined, (stale?.epoch ?? 0) + 1);
+    });
   }
 
   /**
@@ -934,6 +950,14 @@ export class FamfsFs {
    */
   takeOver(hostUuid: string): number {
     if (this.opts.readOnly) throw new FamfsError('EROFS', 'device is open read-only');
+    // Under the writer lock, from the superblock re-read to the catch-up: two processes of this host
+    // (two controllers during a rollout, the CLI next to one) that both read epoch E would both
+    // write E + 1 and both believe they hold it, and a superblock written from a stale read would
+    // undo another writer's change (the master, the extension version).
+    return this.exclusive(() => this.takeOverLocked(hostUuid));
+  }
+
+  private takeOverLocked(hostUuid: string): number {
     // Another host may have taken over (and rewritten the superblock) since we last looked.
     this.rereadSuperblock();
     // A new master writes the current block revision and raises the liveness window if told to.
@@ -959,8 +983,11 @@ export class FamfsFs {
 
   /** Publish this host's replay position (see hosts.ts). */
   ackReplay(hostUuid: string, hostName: string): number {
-    const block = this.extBlock();
-    return ackReplay(this.media, block.slotCount, hostUuid, hostName, this.tree.nextIndex);
+    // The slot's read-modify-write (find or claim, beat + 1) under the writer lock: two processes
+    // of this host acking under its UUID (a FUSE server and its successor during a handover) would
+    // otherwise both write beat b + 1, one ack lost (the master sees the line unchanged), or both
+    // claim free slots for one host.
+    return this.exclusive(() => ackReplay(this.media, this.extBlock().slotCount, hostUuid, hostName, this.tree.nextIndex));
   }
 
   /** True once this file system has its extension block (host slots, fencing epoch). */
