@@ -93,10 +93,11 @@ async function main(): Promise<void> {
   const nodeDir = path.join(dir, 'node');
   fs.mkdirSync(path.join(dir, 'pods'), { recursive: true });
   fs.mkdirSync(nodeDir);
-  const ctl = await startDriver({ device, dir, hostUuid: MASTER });
+  let ctl: DriverProcess | undefined;
   let node: DriverProcess | undefined;
   const vols: Vol[] = [];
   try {
+    ctl = await startDriver({ device, dir, hostUuid: MASTER });
     node = await startDriver({ device, dir: nodeDir, hostUuid: NODE_HOST, mode: 'node', extraArgs: ['--allowed-path-root', dir] });
     const rssIdle = rssAnon(node.child.pid ?? 0);
     const v = await createAndStage(ctl, node, dir, 'node-bench');
@@ -243,7 +244,7 @@ async function main(): Promise<void> {
     }
     // The node plugin's FUSE server outlives the plugin by design; unmounting ends it.
     spawnSync('umount', ['-l', path.join(nodeDir, 'state', 'mnt', 'default')]);
-    await stopDriver(ctl);
+    if (ctl !== undefined) await stopDriver(ctl);
     spawnSync('umount', ['-l', path.join(dir, 'pods', 'baseline')]);
     removeEmulatedDevice(devName);
     fs.rmSync(dir, { recursive: true, force: true });
