@@ -95,7 +95,10 @@ function compare(r: SeededRandom, b: Base, what: string, more: number, natMedia:
   for (let k = 0; k < more; k++) {
     const index = js.tree.nextIndex;
     const live = [...js.tree.byIndex.values()];
-    const entry: LogEntry = { index, seqnum: index, body: craftedBody(r, b, live) };
+    const body = craftedBody(r, b, live);
+    // File type bits in the mode now and then (famfs keeps only the permission bits).
+    if ((body.type === 'file' || body.type === 'mkdir') && r.int(3) === 0) body.mode |= r.pick([0o100000, 0o40000, 0o170000]);
+    const entry: LogEntry = { index, seqnum: index, body };
     // Some directories' children made first: applied entries must keep those Maps current.
     if (r.int(2) === 0 && live.length > 0) {
       const d = nat.tree.lookup(r.pick(live).relpath);

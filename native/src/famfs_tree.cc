@@ -9,7 +9,8 @@
 //       decodes and applies slots up to the first one DecodeOne leaves to decodeEntryAt
 //   logTreeApplyDevice(tree, device, offset, count, firstSlot, seqMin, seqMax, deletesAllowed)
 //       -> slots applied: the same, reading the slots straight from the DaxDevice's mapping
-//   logTreeApplyEntry(tree, kind, index, relpath, fields: Float64Array) -> what it did: the id of
+//   logTreeApplyEntry(tree, kind, index, relpath, fields: Float64Array[, status: Float64Array(10)])
+//       -> what it did (status, when given, gets it with its parent and the counts): the id of
 //       the node added, minus the id of the node removed, or 0. An entry decodeEntryAt decoded
 //       (kind 0 file, 1 mkdir, 2 delete, 3 no tree effect); fields:
 //       file [size, flags, uid, gid, mode, fmapKind, chunk, n, (devindex, offset, len) * n],
@@ -138,9 +139,10 @@ struct Tree {
   std::vector<ProblemRec> problems;
   std::vector<Held> orphaned;
   std::vector<Held> released;
-  std::vector<double> slot_indexes;  // log index of the entry in each slot applied
-  std::vector<double> deletes;       // (delete index, target index) of every delete that took effect
-  int32_t last_change = 0;           // what the last entry did: node id added, -id removed, 0 nothing
+  std::vector<double> slot_indexes;    // log index of the entry in each slot applied
+  std::vector<double> deletes;         // (delete index, target index) of every delete that took effect
+  int32_t last_change = 0;             // what the last entry did: node id added, -id removed, 0 nothing
+  int32_t last_parent_of_change = -1;  // the parent of that node
   std::string scratch;
   std::vector<uint8_t> group;  // logTreeApplyDevice's read buffer
 };
@@ -407,6 +409,7 @@ Node& AddNode(Tree* t, double index, int32_t parent, uint8_t kind, std::string_v
   p.last_child = id;
   t->nodes.push_back(n);
   t->last_change = id;
+  t->last_parent_of_change = parent;
   Insert(*t, &t->by_path, id, path_hash);
   if (parent == 0) Insert(*t, &t->root_kids, id, name_hash);
   t->nodes[parent].children++;
@@ -488,6 +491,7 @@ void ApplyDelete(Tree* t, double index, std::string_view relpath, double target_
   n.live = false;
   t->last_parent = -1;
   t->last_change = -id;
+  t->last_parent_of_change = n.parent;
   t->deletes.push_back(index);
   t->deletes.push_back(n.index);
   {
@@ -709,6 +713,25 @@ Napi::Value ApplyEntry(const Napi::CallbackInfo& info) {
                static_cast<uint32_t>(at(2)));
   } else if (kind == 2) {
     ApplyDelete(t, index, relpath, at(0), static_cast<uint32_t>(at(1)));
+  }
+  // The caller's status array, written in place (no object per entry): [change, its parent, slot,
+  // nextIndex, files, dirs, problems, orphaned, released, deletes].
+  if (info.Length() > 5 && info[5].IsTypedArray() &&
+      info[5].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array) {
+    Napi::Float64Array st = info[5].As<Napi::Float64Array>();
+    if (st.ElementLength() >= 10) {
+      double* o = st.Data();
+      o[0] = t->last_change;
+      o[1] = t->last_change == 0 ? -1 : t->last_parent_of_change;
+      o[2] = t->slot;
+      o[3] = t->next_index;
+      o[4] = t->files;
+      o[5] = t->dirs;
+      o[6] = static_cast<double>(t->problems.size());
+      o[7] = static_cast<double>(t->orphaned.size());
+      o[8] = static_cast<double>(t->released.size());
+      o[9] = static_cast<double>(t->deletes.size() / 2);
+    }
   }
   return Napi::Number::New(env, t->last_change);
 }

@@ -31,7 +31,7 @@ interface NativeProblem {
 interface NativeTreeAddon {
   logTreeNew(deviceSize: number, reservedBytes: number, allocUnit: number, generation: number, expectedEntries?: number): Handle;
   logTreeApplySlots(t: Handle, buf: Uint8Array, count: number, firstSlot: number, seqMin: number, seqMax: number, deletesAllowed: boolean): number;
-  logTreeApplyEntry(t: Handle, kind: number, index: number, relpath: string, fields: Float64Array): number;
+  logTreeApplyEntry(t: Handle, kind: number, index: number, relpath: string, fields: Float64Array, status?: Float64Array): number;
   logTreeCounts(t: Handle): Float64Array;
   logTreeSetNextIndex(t: Handle, nextIndex: number): void;
   logTreeProblems(t: Handle): NativeProblem[];
@@ -147,27 +147,49 @@ export class NativeLogTree {
     };
   }
 
+  /** The fields of one entry for logTreeApplyEntry, reused (a master applies each of its appends). */
+  private readonly fields = new Float64Array(8 + 16 * 3);
+
   /**
    * tree.apply for one decoded entry. Returns what it did: the id of the node it added, minus the
-   * id of the node it removed, or 0 (skipped, or no tree effect).
+   * id of the node it removed, or 0 (skipped, or no tree effect). `status` (10 numbers) gets that,
+   * the node's parent id, and the counts: [change, parent, slot, nextIndex, files, dirs, problems,
+   * orphaned, released, deletes].
    */
-  apply(e: LogEntry): number {
+  apply(e: LogEntry, status?: Float64Array): number {
     const b: EntryBody = e.body;
+    let f = this.fields;
     switch (b.type) {
       case 'file': {
         const xs = fmapExtents(b.fmap);
-        const f = new Float64Array(8 + xs.length * 3);
-        f.set([b.size, b.flags, b.uid, b.gid, b.mode, b.fmap.kind === 'simple' ? 0 : 1, b.fmap.kind === 'simple' ? 0 : b.fmap.chunkSize, xs.length]);
-        xs.forEach((x, i) => f.set([x.devindex, x.offset, x.len], 8 + i * 3));
-        return this.a.logTreeApplyEntry(this.t, 0, e.index, b.relpath, f);
+        if (8 + xs.length * 3 > f.length) f = new Float64Array(8 + xs.length * 3);
+        f[0] = b.size;
+        f[1] = b.flags;
+        f[2] = b.uid;
+        f[3] = b.gid;
+        f[4] = b.mode;
+        f[5] = b.fmap.kind === 'simple' ? 0 : 1;
+        f[6] = b.fmap.kind === 'simple' ? 0 : b.fmap.chunkSize;
+        f[7] = xs.length;
+        for (let i = 0; i < xs.length; i++) {
+          f[8 + i * 3] = xs[i].devindex;
+          f[9 + i * 3] = xs[i].offset;
+          f[10 + i * 3] = xs[i].len;
+        }
+        return this.a.logTreeApplyEntry(this.t, 0, e.index, b.relpath, f, status);
       }
       case 'mkdir':
-        return this.a.logTreeApplyEntry(this.t, 1, e.index, b.relpath, Float64Array.of(b.uid, b.gid, b.mode));
+        f[0] = b.uid;
+        f[1] = b.gid;
+        f[2] = b.mode;
+        return this.a.logTreeApplyEntry(this.t, 1, e.index, b.relpath, f, status);
       case 'delete':
-        return this.a.logTreeApplyEntry(this.t, 2, e.index, b.relpath, Float64Array.of(b.targetIndex, b.targetType === 'file' ? 0 : 1));
+        f[0] = b.targetIndex;
+        f[1] = b.targetType === 'file' ? 0 : 1;
+        return this.a.logTreeApplyEntry(this.t, 2, e.index, b.relpath, f, status);
       case 'add_daxdev':
         // OMF 2.2 phase 1: no tree effect (as FamfsTree.apply).
-        return this.a.logTreeApplyEntry(this.t, 3, e.index, '', new Float64Array(0));
+        return this.a.logTreeApplyEntry(this.t, 3, e.index, '', f, status);
     }
   }
 

@@ -198,19 +198,48 @@ class NativeNodes {
     return m;
   }
 
-  /** After the native tree added node `id`: its object, entered in its parent's children if those were made. */
-  added(id: number): TreeNode {
-    const node = this.node(id);
-    const parent = this.nt.nodes(Int32Array.of(id)).rows[11];
+  /** Where apply() has the native tree write what an entry did (see NativeLogTree.apply). */
+  readonly status = new Float64Array(10);
+
+  /**
+   * After the native tree added node `id` (under node `parent`) for `entry`: its object, made from
+   * the entry as the JavaScript tree makes it, and entered in its parent's children if those were made.
+   */
+  added(id: number, parent: number, entry: LogEntry): TreeNode {
+    const b = entry.body;
+    let node: TreeNode;
+    if (b.type === 'file') {
+      const name = b.relpath.slice(b.relpath.lastIndexOf('/') + 1);
+      node = {
+        kind: 'file',
+        relpath: b.relpath,
+        name,
+        index: entry.index,
+        size: b.size,
+        mode: b.mode & 0o7777,
+        uid: b.uid,
+        gid: b.gid,
+        flags: b.flags,
+        fmap: b.fmap,
+      };
+    } else if (b.type === 'mkdir') {
+      // A new directory is empty: its children Map is made now and kept current.
+      const name = b.relpath.slice(b.relpath.lastIndexOf('/') + 1);
+      const dir: DirNode = { kind: 'dir', relpath: b.relpath, name, index: entry.index, mode: b.mode & 0o7777, uid: b.uid, gid: b.gid, children: new Map() };
+      this.kids.set(id, dir.children);
+      node = dir;
+    } else {
+      node = this.node(id);
+    }
+    this.made.set(id, node);
     this.kids.get(parent)?.set(node.name, node);
     this.all_?.set(node.index, node);
     return node;
   }
 
-  /** After the native tree removed node `id`: its object, taken out of what was made. */
-  removed(id: number): TreeNode {
+  /** After the native tree removed node `id` (under node `parent`): its object, taken out of what was made. */
+  removed(id: number, parent: number): TreeNode {
     const node = this.node(id);
-    const parent = this.nt.nodes(Int32Array.of(id)).rows[11];
     this.kids.get(parent)?.delete(node.name);
     this.kids.delete(id);
     this.made.delete(id);
@@ -461,10 +490,14 @@ export class FamfsTree {
   apply(entry: LogEntry): TreeChange | undefined {
     const nat = this.nat;
     if (nat !== undefined) {
-      const code = nat.nt.apply(entry);
-      this.syncCounts();
-      if (code > 0) return { op: 'add', node: nat.added(code) };
-      if (code < 0) return { op: 'remove', node: nat.removed(-code), deleteIndex: entry.index };
+      const st = nat.status;
+      const code = nat.nt.apply(entry, st);
+      this.slots = st[2];
+      this.next = st[3];
+      this.nFiles = st[4];
+      this.nDirs = st[5];
+      if (code > 0) return { op: 'add', node: nat.added(code, st[1], entry) };
+      if (code < 0) return { op: 'remove', node: nat.removed(-code, st[1]), deleteIndex: entry.index };
       return undefined;
     }
     if (entry.index < this.next || (this.generation === 0 && entry.index !== this.next)) {
