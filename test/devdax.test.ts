@@ -158,6 +158,10 @@ describe('devdax tier: two qemu guests sharing a real /dev/dax0.0 @slow', functi
     }
   });
 
+  it('the famfs writer lock on the char device: another process holding it makes writes fail ELOCKED; two writer processes racing in one guest never share a log slot', () => {
+    for (const name of ['mkfs', 'lock-held-elocked', 'race-no-collision']) expectOk('05-writelock', 'A', name);
+  });
+
   it('reports FUSE read vs raw mmap read in the same guest (when measured)', function () {
     const fuse = results.find((r) => r.name === 'fuse-read-mbps');
     const mmap = results.find((r) => r.name === 'mmap-read-mbps' && r.role === fuse?.role);

@@ -4,7 +4,7 @@
  * it believes done (what, log index, extents), so the test can check every acknowledged write is
  * in the log exactly once.
  *
- *   node log-writer.js create <device> <masterUuid> <prefix> <count> [lockWaitMs] [startAtMs]
+ *   node log-writer.js create <device> <masterUuid> <prefix> <count> [lockWaitMs] [startAtMs|stdin]
  *     creates <prefix>/d<i % 4>/f<i> (2 MiB, missing parents made), deletes every third file again
  *   node log-writer.js hold <device>
  *     takes the writer lock, prints "locked", and keeps it until killed
@@ -28,10 +28,14 @@ function out(line: object): void {
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
-function create(device: string, master: string, prefix: string, count: number, waitMs: number | undefined, startAtMs: number): void {
+function create(device: string, master: string, prefix: string, count: number, waitMs: number | undefined, startAtMs: number | 'stdin'): void {
   const dev = openDevice(device, waitMs === undefined ? {} : { writerLockWaitMs: waitMs });
   const fsys = FamfsFs.open(dev, { hostUuid: master, compactAt: 0 });
-  waitUntil(startAtMs);
+  if (startAtMs === 'stdin') {
+    // Opened: say so, and start on a line from the parent (a start line when starting is slow).
+    out({ op: 'ready' });
+    readSync(0, Buffer.alloc(1));
+  } else waitUntil(startAtMs);
   let locked = 0;
   for (let i = 0; i < count; i++) {
     const relpath = `${prefix}/d${i % 4}/f${i}`;
@@ -40,7 +44,8 @@ function create(device: string, master: string, prefix: string, count: number, w
         const n = fsys.creat(relpath, 2 * MiB, { parents: {} });
         out({ op: 'create', relpath, index: n.index, extents: fmapExtents(n.fmap).map((e) => [e.offset, e.len]) });
         if (i % 3 === 2) {
-          fsys.rm(relpath);
+          // Its own retry: the create is done, only the delete waits out the other writer.
+          locked += retryLocked(() => fsys.rm(relpath)).locked;
           out({ op: 'delete', relpath, index: n.index });
         }
         break;
@@ -127,7 +132,15 @@ function mkfs(device: string, systemUuid: string): void {
 }
 
 const [mode, device, master, prefix, count, wait, start] = process.argv.slice(2);
-if (mode === 'create') create(device, master, prefix, Number(count), wait === undefined ? undefined : Number(wait), start === undefined ? 0 : Number(start));
+if (mode === 'create')
+  create(
+    device,
+    master,
+    prefix,
+    Number(count),
+    wait === undefined ? undefined : Number(wait),
+    start === undefined ? 0 : start === 'stdin' ? start : Number(start),
+  );
 else if (mode === 'mkfs') mkfs(device, master);
 else if (mode === 'hold') hold(device);
 else if (mode === 'takeover') takeover(device, master, Number(prefix), count === undefined ? 0 : Number(count));
