@@ -32,24 +32,14 @@ import { CsiClient } from '../pkg/csi/client.js';
 import { DEFAULT_DRIVER_NAME, startDriver } from '../pkg/csi/driver.js';
 import { toCsiError } from '../pkg/csi/errors.js';
 import type { CreateVolumeResponse } from '../pkg/csi/types.js';
+import { LOG_WRITER, spawnLogWriter, type WriterLine } from './helpers/log-writer-child.js';
 
 const MiB = 1 << 20;
 const GiB = 1 << 30;
 const MASTER = '11111111-2222-4333-8444-5555aaaa0001';
 const MASTER2 = '11111111-2222-4333-8444-5555aaaa0002';
-const WRITER = path.join(__dirname, 'helpers', 'log-writer.js');
+const WRITER = LOG_WRITER;
 const CLI = path.join(__dirname, '..', 'cmd', 'famfs.js');
-
-interface Line {
-  op: 'create' | 'delete' | 'error' | 'done' | 'epoch';
-  relpath?: string;
-  index?: number;
-  extents?: [number, number][];
-  code?: string;
-  message?: string;
-  locked?: number;
-  epoch?: number;
-}
 
 function devicePath(): string {
   return `/dev/shm/famfs-writelock-${process.pid}-${randomBytes(4).toString('hex')}.img`;
@@ -62,28 +52,6 @@ function mkfs(p: string, size: number): void {
   } finally {
     dev.close();
   }
-}
-
-/** Runs a child to its end; resolves with its JSON lines. */
-function runWriter(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; lines: Line[]; err: string }> } {
-  const child = spawn(process.execPath, [WRITER, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const done = new Promise<{ code: number | null; lines: Line[]; err: string }>((resolve) =>
-    child.on('close', (code) =>
-      resolve({
-        code,
-        err,
-        lines: out
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => JSON.parse(l) as Line),
-      }),
-    ),
-  );
-  return { child, done };
 }
 
 /** Starts `log-writer hold` and resolves once it holds the lock. */
@@ -126,12 +94,12 @@ describe('famfs writer lock: one writer process at a time on the master host', f
     mkfs(p, 16 * GiB);
     const WRITERS = 4;
     const COUNT = 300;
-    const runs = Array.from({ length: WRITERS }, (_, w) => runWriter(['create', p, MASTER, `w${w}`, String(COUNT)]));
+    const runs = Array.from({ length: WRITERS }, (_, w) => spawnLogWriter(['create', p, MASTER, `w${w}`, String(COUNT)]));
     children.push(...runs.map((r) => r.child));
     // This process is a writer too (like the controller next to the CLI): creates, deletes,
     // background-zeroer steps, compactions, while the children append.
     const dev = openDevice(p);
-    const mine: Line[] = [];
+    const mine: WriterLine[] = [];
     const errors: string[] = [];
     let alive = WRITERS;
     for (const r of runs) void r.done.then(() => alive--);
@@ -158,7 +126,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
     }
     const results = await Promise.all(runs.map((r) => r.done));
 
-    const all: Line[] = [...mine];
+    const all: WriterLine[] = [...mine];
     results.forEach((r, w) => {
       assert.equal(r.code, 0, `writer ${w} exited ${r.code}: ${r.err}`);
       for (const l of r.lines) {
@@ -411,7 +379,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
     for (const p of made.splice(0)) fs.rmSync(p, { force: true });
   });
 
-  async function finish(runs: ReturnType<typeof runWriter>[]): Promise<Line[][]> {
+  async function finish(runs: ReturnType<typeof spawnLogWriter>[]): Promise<WriterLine[][]> {
     children.push(...runs.map((r) => r.child));
     const results = await Promise.all(runs.map((r) => r.done));
     return results.map((r, w) => {
@@ -432,7 +400,10 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
     const COUNT = 150;
     // Two host UUIDs so that every take-over also rewrites the superblock's master.
     const startAt = String(Date.now() + 1500);
-    const lines = await finish([runWriter(['takeover', p, MASTER, String(COUNT), startAt]), runWriter(['takeover', p, MASTER2, String(COUNT), startAt])]);
+    const lines = await finish([
+      spawnLogWriter(['takeover', p, MASTER, String(COUNT), startAt]),
+      spawnLogWriter(['takeover', p, MASTER2, String(COUNT), startAt]),
+    ]);
     const epochs = lines
       .flat()
       .filter((l) => l.op === 'epoch')
@@ -460,7 +431,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
     const beat0 = look(p).slots.find((s) => s.hostUuid === HOST)?.beat as number;
     const COUNT = 400;
     const startAt = String(Date.now() + 1500);
-    await finish([runWriter(['ack', p, HOST, String(COUNT), startAt]), runWriter(['ack', p, HOST, String(COUNT), startAt])]);
+    await finish([spawnLogWriter(['ack', p, HOST, String(COUNT), startAt]), spawnLogWriter(['ack', p, HOST, String(COUNT), startAt])]);
     const mine = look(p).slots.filter((s) => s.hostUuid === HOST);
     assert.equal(mine.length, 1, 'one slot for the host');
     assert.equal(mine[0].beat - beat0, 2 * COUNT, 'acks written from a stale read of the slot (the same line written twice: the master sees nothing change)');
@@ -485,7 +456,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
         dev.close();
       }
       const startAt = String(Date.now() + 1500);
-      await finish(uuids.map((u) => runWriter(['ack', p, u, '1', startAt])));
+      await finish(uuids.map((u) => spawnLogWriter(['ack', p, u, '1', startAt])));
       const after = look(p);
       assert.ok(after.block, `round ${round}: no block`);
       assert.deepEqual(after.slots.map((s) => s.hostUuid).sort(), uuids, `round ${round}: a host's ack was cleared by another process making the block again`);
@@ -544,7 +515,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
       });
       remake.on('exit', (code) => reject(new Error(`mkfs process exited ${code}: ${remakeOut}`)));
     });
-    const writer = runWriter(['create', p, MASTER, 'w', '3000', '3000']);
+    const writer = spawnLogWriter(['create', p, MASTER, 'w', '3000', '3000']);
     await new Promise<void>((resolve) => {
       let n = 0;
       writer.child.stdout?.on('data', (d: Buffer) => {

@@ -6,59 +6,19 @@
  * once, and do contend (ELOCKED retries counted): every acknowledged entry is in the log once, at
  * its index and memory, and fsck is clean.
  */
-import { spawn, type ChildProcess } from 'child_process';
-import * as path from 'path';
 
 import { openDevice } from '../../../pkg/device/index.js';
 import { FamfsError, FamfsFs, fmapExtents, fsck, type Extent } from '../../../pkg/famfs/index.js';
+import { spawnLogWriter, type WriterLine } from '../../helpers/log-writer-child.js';
 import { assertThat, check, result, runGuestCheck, type GuestContext } from './report.js';
 
 const MIB = 1 << 20;
 const MASTER = '11111111-2222-4333-8444-5555aaaa0d0a';
-const WRITER = path.join(__dirname, '..', '..', 'helpers', 'log-writer.js');
 const COUNT = 30;
-
-interface Line {
-  op: string;
-  relpath?: string;
-  index?: number;
-  extents?: [number, number][];
-  code?: string;
-  message?: string;
-  locked?: number;
-}
-
-/** A log-writer child; `lines` resolves with its JSON lines when it exits (code 0 asserted by the caller). */
-function writer(args: string[]): { child: ChildProcess; ready: Promise<void>; done: Promise<{ code: number | null; lines: Line[]; err: string }> } {
-  const child = spawn(process.execPath, [WRITER, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  let onReady: () => void = () => undefined;
-  const ready = new Promise<void>((resolve) => (onReady = resolve));
-  child.stdout?.on('data', (d: Buffer) => {
-    out += d.toString();
-    if (out.includes('"op":"ready"') || out.startsWith('locked')) onReady();
-  });
-  child.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const done = new Promise<{ code: number | null; lines: Line[]; err: string }>((resolve) =>
-    child.on('close', (code) => {
-      onReady();
-      resolve({
-        code,
-        err,
-        lines: out
-          .split('\n')
-          .filter((l) => l.startsWith('{'))
-          .map((l) => JSON.parse(l) as Line),
-      });
-    }),
-  );
-  return { child, ready, done };
-}
 
 function lockHeldControl(ctx: GuestContext): Promise<void> {
   return (async () => {
-    const holder = writer(['hold', ctx.dax]);
+    const holder = spawnLogWriter(['hold', ctx.dax]);
     try {
       await holder.ready;
       assertThat(holder.child.exitCode === null, 'the lock holder exited before taking the lock');
@@ -97,13 +57,13 @@ function lockHeldControl(ctx: GuestContext): Promise<void> {
 
 async function race(ctx: GuestContext): Promise<void> {
   // Lock wait 0: every time one writer finds the other holding the lock it counts an ELOCKED and retries.
-  const runs = ['a', 'b'].map((w) => writer(['create', ctx.dax, MASTER, w, String(COUNT), '0', 'stdin']));
+  const runs = ['a', 'b'].map((w) => spawnLogWriter(['create', ctx.dax, MASTER, w, String(COUNT), '0', 'stdin']));
   try {
     await Promise.all(runs.map((r) => r.ready));
     for (const r of runs) r.child.stdin?.end('go\n');
     const results = await Promise.all(runs.map((r) => r.done));
     check(ctx, 'race-no-collision', () => {
-      const creates: Line[] = [];
+      const creates: WriterLine[] = [];
       const deleted = new Set<string>();
       let locked = 0;
       results.forEach((r, w) => {
