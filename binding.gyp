@@ -15,6 +15,7 @@
         "native/src/famfs_crc.cc",
         "native/src/famfs_decode.cc",
         "native/src/famfs_tree.cc",
+        "native/src/famfs_fsck.cc",
         "native/src/crc32_fold.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -6,9 +6,9 @@
 // deletes that do not match, lowered and raised counters, compacted generations, quarantined
 // files) and requires identical reports, and that every kind of finding came up at least once.
 import { strict as assert } from 'assert';
-import { DEFAULT_LOG_LEN, fsck, type FsckReport } from '../pkg/famfs';
+import { DEFAULT_LOG_LEN, fsck, LH, LOG_OFFSET, SB, type FsckReport } from '../pkg/famfs';
 import { nativeTreeAvailable } from '../pkg/famfs/native-tree';
-import { compactedBase, damage, deletesBase, plainBase } from './helpers/damaged-logs';
+import { compactedBase, damage, damageHead, deletesBase, plainBase } from './helpers/damaged-logs';
 import { seededRandom } from './helpers/seeded-random';
 
 /** Which kind of finding a report line is (for the coverage check). */
@@ -66,5 +66,38 @@ describe('fsck: the native log tree reports exactly what the JavaScript tree rep
     assert.deepEqual(missing, [], `kinds never found: ${JSON.stringify(Object.fromEntries(seen))}`);
     assert.ok(unclean > 1000, `only ${unclean} of 2000 damaged logs were found unclean`);
     console.log(`      findings: ${JSON.stringify(Object.fromEntries(seen))}, ${unclean} unclean`);
+  });
+
+  // fsck checks a valid superblock and famfs' own log header in one native call (famfs_fsck.cc) and
+  // leaves anything else to validateSuperblock and validateLogHeader: the native call must accept
+  // exactly what they accept, and read the same values from it.
+  it('3,000 damaged superblocks and log headers: identical reports both ways', () => {
+    const r = seededRandom(0x15f5d);
+    const bases = [plainBase(), deletesBase(), compactedBase()];
+    const seen = { superblock: 0, header: 0, clean: 0, changedClean: 0 };
+    for (let run = 0; run < 3000; run++) {
+      const b = bases[run % bases.length];
+      const m = b.media.buffer;
+      for (const [at, n] of [
+        [0, SB.SIZE],
+        [LOG_OFFSET, LH.SIZE],
+        [b.logAt, LH.SIZE],
+      ])
+        m.set(b.pristine.subarray(at, at + n), at);
+      const what = damageHead(r, b);
+      const native = fsck(b.media);
+      const js: FsckReport = fsck(b.media, { native: false });
+      assert.deepEqual(native, js, `${b.name} run ${run} (seed ${r.seed}): ${what}`);
+      if (native.errors.some((e) => e.startsWith('superblock:'))) seen.superblock++;
+      if (native.errors.some((e) => e.startsWith('log header'))) seen.header++;
+      if (native.clean) {
+        seen.clean++;
+        if (m.subarray(0, SB.SIZE).compare(b.pristine.subarray(0, SB.SIZE)) !== 0) seen.changedClean++;
+      }
+    }
+    // Each way out came up often: damage found in the superblock, in the header, and clean images
+    // (some with a changed UUID, path, size or version the native call had to read right).
+    for (const [k, v] of Object.entries(seen)) assert.ok(v >= 100, `only ${v} runs ended ${k}: ${JSON.stringify(seen)}`);
+    console.log(`      ${JSON.stringify(seen)}`);
   });
 });

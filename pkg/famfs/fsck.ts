@@ -14,7 +14,6 @@ import {
   ALLOC_UNIT,
   LE,
   LH,
-  LogHeader,
   logCapacity,
   SB,
   SUPERBLOCK_OFFSET,
@@ -23,7 +22,7 @@ import {
 } from './layout';
 import { fmapCapacity } from './fmap';
 import { Media } from './media';
-import { NativeLogTree, nativeTreeAvailable } from './native-tree';
+import { fsckHead, NativeLogTree, nativeTreeAvailable, type FsckHead } from './native-tree';
 import { isQuarantine, QUARANTINE_PREFIX } from './repair';
 import { LogReader, ReplayStop } from './replay';
 import { FamfsTree, reservedBytes, TreeLimits, TreeProblem } from './tree';
@@ -82,7 +81,7 @@ interface CheckedLog {
 }
 
 /** Replay into a FamfsTree and rebuild an Allocator from it (replay's own code). */
-function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
+function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: Head['header']): CheckedLog {
   const tree = new FamfsTree(limits, { native: false });
   tree.generation = active.generation;
   const { entries, stop } = reader.entries(0, header.nextIndex, { min: 0, max: header.nextSeqnum });
@@ -111,7 +110,7 @@ function checkLogTree(reader: LogReader, limits: TreeLimits, logLen: number, act
 }
 
 /** The same through the native log tree: no JavaScript object per entry (see native-tree.ts). */
-function checkLogNative(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: LogHeader): CheckedLog {
+function checkLogNative(reader: LogReader, limits: TreeLimits, logLen: number, active: ActiveLog, header: Head['header']): CheckedLog {
   const tree = new NativeLogTree(limits, active.generation, header.nextIndex);
   const stop = reader.walk(0, header.nextIndex, { min: 0, max: header.nextSeqnum }, tree.sink());
   if (!stop) tree.nextIndex = Math.max(tree.nextIndex, header.nextSeqnum);
@@ -141,19 +140,22 @@ function checkLogNative(reader: LogReader, limits: TreeLimits, logLen: number, a
   };
 }
 
-/**
- * A one-shot check cannot judge host liveness (that takes a master watching slots for hostLiveMs on
- * its own clock), so every host with a slot counts as live: "pending free" is what some host may
- * still hold back.
- */
-export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
-  const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], quarantined: [], errors: [], warnings: [] };
+/** What fsck reads on with once the superblock and the active log's header are known valid. */
+interface Head {
+  sb: { uuid: string; logLen: number; deviceSize: number };
+  extended: boolean;
+  active: ActiveLog;
+  header: { nextIndex: number; nextSeqnum: number };
+}
+
+/** The superblock, the generation records (compacted logs) and the log header, checked in JavaScript; undefined when fsck ends there (the report says why). */
+function checkHead(media: Media, report: FsckReport): Head | undefined {
   media.invalidate(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbRaw = media.read(SUPERBLOCK_OFFSET, SB.SIZE);
   const sbCheck = validateSuperblock(sbRaw, media.size);
   if (!sbCheck.ok) {
     report.errors.push(...sbCheck.problems.map((p) => `superblock: ${p}`));
-    return report;
+    return undefined;
   }
   const sb = decodeSuperblock(sbRaw);
   report.superblock = {
@@ -171,13 +173,13 @@ export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
     report.warnings.push(...gens.notes.map((n) => `log generation records: ${n}`));
     if (!gens.active) {
       report.errors.push(`log generation records: ${gens.problem}; run famfs repair on the master (it rebuilds the records from the log regions)`);
-      return report;
+      return undefined;
     }
     active = gens.active;
     const a = active.altOffset;
     if (a !== 0 && (a % ALLOC_UNIT !== 0 || a < reservedBytes(sb.logLen) || a + sb.logLen > sb.deviceSize)) {
       report.errors.push(`log generation record: second log region at 0x${a.toString(16)} is outside the data area`);
-      return report;
+      return undefined;
     }
   }
   const compacted = active.generation > 0;
@@ -186,17 +188,53 @@ export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
   const lhProblems = validateLogHeader(lhRaw, sb.logLen, compacted);
   if (lhProblems.length) {
     report.errors.push(...lhProblems.map((p) => `log header${compacted ? ` (generation ${active.generation})` : ''}: ${p}`));
-    return report;
+    return undefined;
   }
-  const header = decodeLogHeader(lhRaw);
+  return { sb, extended: sbCheck.extended, active, header: decodeLogHeader(lhRaw) };
+}
+
+/** checkHead's answer and report fields from what fsckHead read (a valid superblock and generation-0 header). */
+function fromNativeHead(h: FsckHead, report: FsckReport): Head {
+  report.superblock = {
+    uuid: h.uuid,
+    systemUuid: h.systemUuid,
+    deviceSize: h.deviceSize,
+    logLen: h.logLen,
+    version: h.version,
+    famfsCsiExtensions: h.extended,
+    devicePath: h.devicePath,
+  };
+  return {
+    sb: { uuid: h.uuid, logLen: h.logLen, deviceSize: h.deviceSize },
+    extended: h.extended,
+    active: GENERATION_ZERO,
+    header: { nextIndex: h.nextIndex, nextSeqnum: h.nextSeqnum },
+  };
+}
+
+/**
+ * A one-shot check cannot judge host liveness (that takes a master watching slots for hostLiveMs on
+ * its own clock), so every host with a slot counts as live: "pending free" is what some host may
+ * still hold back.
+ */
+export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
+  const report: FsckReport = { clean: false, files: 0, directories: 0, hosts: [], quarantined: [], errors: [], warnings: [] };
+  const native = (opts.native ?? true) && nativeTreeAvailable();
+  // A valid superblock and generation-0 header in one native call; anything else (damage to word,
+  // a compacted log) goes through the JavaScript checks below.
+  const nh = native ? fsckHead(media) : undefined;
+  const head = nh ? fromNativeHead(nh, report) : checkHead(media, report);
+  if (!head) return report;
+  const { sb, extended, active, header } = head;
+  const compacted = active.generation > 0;
   const limits = { deviceSize: sb.deviceSize, reservedBytes: reservedBytes(sb.logLen) };
   const reader = new LogReader(
     media,
     sb.logLen,
-    () => sbCheck.extended,
+    () => extended,
     () => active,
   );
-  const check = (opts.native ?? true) && nativeTreeAvailable() ? checkLogNative : checkLogTree;
+  const check = native ? checkLogNative : checkLogTree;
   const log = check(reader, limits, sb.logLen, active, header);
   const stop = log.stop;
   if (stop)
@@ -223,7 +261,7 @@ export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
     const raw = media.read(at, LE.SIZE);
     try {
       const want = header.nextSeqnum + validPast;
-      decodeEntry(raw, header.nextIndex + validPast, sbCheck.extended, compacted ? { min: want, max: want + 1 } : undefined);
+      decodeEntry(raw, header.nextIndex + validPast, extended, compacted ? { min: want, max: want + 1 } : undefined);
       validPast++;
     } catch {
       if (validPast === 0 && raw.some((b) => b !== 0))

@@ -39,6 +39,8 @@ export const SUPERBLOCK_OFFSET = 0;
 export const SUPERBLOCK_REGION = 0x200000;
 export const LOG_OFFSET = 0x200000;
 export const ALLOC_UNIT = 0x200000;
+/** The other allocation unit a famfs superblock may name (4 KiB pages). */
+export const SMALL_ALLOC_UNIT = 4096;
 export const DEFAULT_LOG_LEN = 0x800000;
 export const MIN_LOG_LEN = 0x800000;
 export const CACHE_LINE = 64;
@@ -269,7 +271,7 @@ export function validateSuperblock(raw: Buffer, mediaSize?: number): SuperblockC
   }
   if (sb.logOffset !== LOG_OFFSET) problems.push(`log offset 0x${sb.logOffset.toString(16)} (want 0x200000)`);
   if (sb.logLen < MIN_LOG_LEN || (sb.logLen & (sb.logLen - 1)) !== 0) problems.push(`log length ${sb.logLen} is not a power of two >= 8 MiB`);
-  if (sb.allocUnit !== ALLOC_UNIT && sb.allocUnit !== 4096) problems.push(`allocation unit ${sb.allocUnit} (want 2 MiB or 4 KiB)`);
+  if (sb.allocUnit !== ALLOC_UNIT && sb.allocUnit !== SMALL_ALLOC_UNIT) problems.push(`allocation unit ${sb.allocUnit} (want 2 MiB or 4 KiB)`);
   if (sb.omfMajor !== OMF_MAJOR) problems.push(`OMF major version ${sb.omfMajor} (want ${OMF_MAJOR})`);
   if (sb.deviceSize < LOG_OFFSET + sb.logLen) problems.push(`device size ${sb.deviceSize} is smaller than superblock + log`);
   if (mediaSize !== undefined && sb.deviceSize > mediaSize) {

@@ -6,7 +6,29 @@
 // the same text. test/famfs-fsck-native.test.ts checks fsck both ways over damaged logs, and
 // test/famfs-tree-native.test.ts the tree itself.
 import { configuredLogDecoder } from './decode-batch';
-import { ALLOC_UNIT, type EntryBody, type Extent, type Fmap, type LogEntry } from './layout';
+import {
+  ALLOC_UNIT,
+  DAXDEV_PATH_FIELD,
+  FAMFS_CSI_EXT2_VERSION,
+  FAMFS_CSI_EXT_VERSION,
+  FAMFS_VERSION,
+  LH,
+  LOG_ENTRY_SIZE,
+  LOG_HEADER_SIZE,
+  LOG_MAGIC,
+  LOG_OFFSET,
+  MIN_LOG_LEN,
+  OMF_MAJOR,
+  SB,
+  SMALL_ALLOC_UNIT,
+  SUPERBLOCK_MAGIC,
+  SUPERBLOCK_OFFSET,
+  type EntryBody,
+  type Extent,
+  type Fmap,
+  type LogEntry,
+} from './layout';
+import { readFresh, type Media } from './media';
 import { fmapCapacity, fmapExtents } from './fmap';
 import type { SlotSink } from './replay';
 import { fmapProblem, problemText, type TreeLimits } from './tree-rules';
@@ -54,6 +76,7 @@ interface NativeTreeAddon {
   logTreeChildren(t: Handle, id: number): Int32Array;
   logTreeLive(t: Handle): Int32Array;
   logTreeLists(t: Handle): NativeLists;
+  fsckHead(sb: Uint8Array, lh: Uint8Array, mediaSize: number, layout: Float64Array, out: Float64Array): string | undefined;
 }
 
 /** Node data, NODE_ROW numbers per node (see famfs_tree.cc Nodes), extents node after node, relpaths joined by NUL. */
@@ -81,7 +104,7 @@ let addon: NativeTreeAddon | null | undefined;
 
 function resolve(): NativeTreeAddon | null {
   const a = configuredLogDecoder<Partial<NativeTreeAddon>>();
-  if (a === null || typeof a.logTreeNew !== 'function' || typeof a.logTreeLists !== 'function') return null;
+  if (a === null || typeof a.logTreeNew !== 'function' || typeof a.logTreeLists !== 'function' || typeof a.fsckHead !== 'function') return null;
   return a as NativeTreeAddon;
 }
 
@@ -89,6 +112,82 @@ function resolve(): NativeTreeAddon | null {
 export function nativeTreeAvailable(): boolean {
   addon ??= resolve();
   return addon !== null;
+}
+
+const lo = (v: bigint): number => Number(v & 0xffffffffn);
+const hi = (v: bigint): number => Number(v >> 32n);
+/** layout.ts's superblock and log header layout for fsckHead, in native/src/famfs_fsck.cc's order (enum Head). */
+const HEAD_LAYOUT = new Float64Array([
+  SB.SIZE,
+  SB.magic,
+  SB.version,
+  SB.logOffset,
+  SB.logLen,
+  SB.allocUnit,
+  SB.omfMajor,
+  SB.uuid,
+  SB.systemUuid,
+  SB.crc,
+  SB.daxdevSize,
+  SB.daxdevPath,
+  DAXDEV_PATH_FIELD,
+  lo(SUPERBLOCK_MAGIC),
+  hi(SUPERBLOCK_MAGIC),
+  lo(FAMFS_VERSION),
+  hi(FAMFS_VERSION),
+  lo(FAMFS_CSI_EXT_VERSION),
+  hi(FAMFS_CSI_EXT_VERSION),
+  lo(FAMFS_CSI_EXT2_VERSION),
+  hi(FAMFS_CSI_EXT2_VERSION),
+  LOG_OFFSET,
+  MIN_LOG_LEN,
+  ALLOC_UNIT,
+  SMALL_ALLOC_UNIT,
+  OMF_MAJOR,
+  LH.SIZE,
+  LH.magic,
+  LH.len,
+  LH.lastIndex,
+  LH.crc,
+  LH.nextSeqnum,
+  LH.nextIndex,
+  lo(LOG_MAGIC),
+  hi(LOG_MAGIC),
+  LOG_HEADER_SIZE,
+  LOG_ENTRY_SIZE,
+]);
+
+/** What a valid superblock and generation-0 log header say (fsck's report fields and what it reads on with). */
+export interface FsckHead {
+  uuid: string;
+  systemUuid: string;
+  devicePath: string;
+  version: string;
+  extended: boolean;
+  deviceSize: number;
+  logLen: number;
+  nextIndex: number;
+  nextSeqnum: number;
+}
+
+/**
+ * The superblock and famfs' own log header (generation 0), read fresh and checked in one native
+ * call (native/src/famfs_fsck.cc): what they say when validateSuperblock and validateLogHeader
+ * would find nothing wrong, undefined otherwise (and for a compacted log, or a build without the
+ * addon), when fsck runs those checks in JavaScript to word the problems.
+ */
+export function fsckHead(media: Media): FsckHead | undefined {
+  addon ??= resolve();
+  if (addon === null || media.size < LOG_OFFSET + LH.SIZE) return undefined;
+  const sb = Buffer.allocUnsafe(SB.SIZE);
+  const lh = Buffer.allocUnsafe(LH.SIZE);
+  readFresh(media, SUPERBLOCK_OFFSET, sb);
+  readFresh(media, LOG_OFFSET, lh);
+  const out = new Float64Array(5);
+  const s = addon.fsckHead(sb, lh, media.size, HEAD_LAYOUT, out);
+  if (s === undefined) return undefined;
+  const [uuid, systemUuid, devicePath, version] = s.split('\0');
+  return { uuid, systemUuid, devicePath, version, extended: out[0] === 1, deviceSize: out[1], logLen: out[2], nextIndex: out[3], nextSeqnum: out[4] };
 }
 
 /** Units of the space map, as Allocator.rebuild counts them. */

@@ -7,6 +7,13 @@ import { strict as assert } from 'assert';
 import {
   ALLOC_UNIT,
   crc,
+  DAXDEV_PATH_FIELD,
+  FAMFS_CSI_EXT2_VERSION,
+  FAMFS_CSI_EXT_VERSION,
+  FAMFS_VERSION,
+  LOG_OFFSET,
+  SB,
+  SMALL_ALLOC_UNIT,
   encodeEntry,
   encodeLogCounters,
   entryOffset,
@@ -239,6 +246,130 @@ export function damage(r: SeededRandom, b: Base, nodes: TreeNode[]): string {
       m.buffer.set(encodeLogCounters(Math.max(v, seq), v), h + LH.nextSeqnum);
       steps.push(`counters set to ${v}`);
     }
+  }
+  return steps.join('; ');
+}
+
+/**
+ * Damage `b`'s superblock and log header in place (from its pristine bytes) in one to three ways:
+ * fields set to values on and around every boundary validateSuperblock and validateLogHeader draw
+ * (and past 2^32, 2^48 and 2^53), each with or without a CRC that agrees, device paths that are
+ * not ASCII or not UTF-8, fields outside the CRC. Returns what was done.
+ */
+export function damageHead(r: SeededRandom, b: Base): string {
+  const m = b.media.buffer;
+  const steps: string[] = [];
+  const u64 = (at: number, v: bigint): void => {
+    m.writeBigUInt64LE(BigInt.asUintN(64, v), at);
+  };
+  const big = (): bigint => BigInt(r.int(0x100000000)) * 0x100000000n + BigInt(r.int(0x100000000));
+  const lh = b.logAt;
+  const logLens = [
+    8n * 1048576n,
+    16n * 1048576n,
+    4n * 1048576n,
+    8n * 1048576n + 1n,
+    1n << 32n,
+    (1n << 32n) + (8n << 20n),
+    (1n << 33n) + (8n << 20n),
+    1n << 48n,
+    (1n << 53n) + (8n << 20n),
+    1n << 63n,
+    BigInt(SIZE),
+    BigInt(SIZE) * 2n,
+  ];
+  for (let n = 1 + r.int(3); n > 0; n--) {
+    const what = r.int(16);
+    if (what === 0) {
+      u64(SB.magic, r.int(2) === 0 ? big() : 0x87b282ffn ^ (1n << BigInt(r.int(64))));
+      steps.push('superblock magic');
+    } else if (what === 1) {
+      const v = r.pick([FAMFS_VERSION, FAMFS_CSI_EXT_VERSION, FAMFS_CSI_EXT2_VERSION, 47n, FAMFS_VERSION | (1n << 40n), big()]);
+      u64(SB.version, v);
+      steps.push(`superblock version ${v}`);
+    } else if (what === 2) {
+      const v = r.pick([BigInt(LOG_OFFSET), 0n, BigInt(LOG_OFFSET + 4096), 1n << 40n, big()]);
+      u64(SB.logOffset, v);
+      steps.push(`superblock log offset ${v}`);
+    } else if (what === 3) {
+      const v = r.pick(logLens);
+      u64(SB.logLen, v);
+      steps.push(`superblock log length ${v}`);
+    } else if (what === 4) {
+      const v = r.pick([BigInt(ALLOC_UNIT), BigInt(SMALL_ALLOC_UNIT), 8192n, 0n, 1n << 60n, BigInt(ALLOC_UNIT) + (1n << 32n)]);
+      u64(SB.allocUnit, v);
+      steps.push(`superblock allocation unit ${v}`);
+    } else if (what === 5) {
+      const v = r.pick([2, 1, 3, 0x10002]);
+      m.writeUInt32LE(v, SB.omfMajor);
+      steps.push(`superblock OMF major ${v}`);
+    } else if (what === 6) {
+      const at = r.pick([SB.uuid, SB.systemUuid, SB.devUuid, SB.daxdevUuid]);
+      for (let i = 0; i < 16; i++) m[at + i] = r.int(256);
+      steps.push(`superblock UUID at ${at}`);
+    } else if (what === 7) {
+      // A stored CRC with bits above the low 32, or just wrong.
+      u64(SB.crc, r.int(2) === 0 ? m.readBigUInt64LE(SB.crc) + (1n << BigInt(32 + r.int(32))) : big());
+      steps.push('superblock CRC');
+    } else if (what === 8) {
+      const v = r.pick([
+        BigInt(SIZE),
+        BigInt(SIZE) + 1n,
+        BigInt(SIZE - ALLOC_UNIT),
+        BigInt(LOG_OFFSET) + 8n * 1048576n - 1n,
+        BigInt(LOG_OFFSET) + 8n * 1048576n,
+        1n << 48n,
+        (1n << 53n) + 1n,
+        (1n << 64n) - 1n,
+        0n,
+      ]);
+      u64(SB.daxdevSize, v);
+      steps.push(`superblock device size ${v}`);
+    } else if (what === 9) {
+      const bytes = r.pick([
+        Buffer.from('/dev/dax0.0'),
+        Buffer.from('/dev/shm/é'),
+        Buffer.from([0x2f, 0xff, 0x41]),
+        Buffer.from([0x2f, 0xe2, 0x82]),
+        Buffer.alloc(DAXDEV_PATH_FIELD, 0x61),
+        Buffer.from([0x2f, 0xc3, 0xa9, ...Buffer.alloc(DAXDEV_PATH_FIELD - 3, 0x62)]),
+        Buffer.alloc(0),
+      ]);
+      m.fill(0, SB.daxdevPath, SB.daxdevPath + DAXDEV_PATH_FIELD);
+      m.set(bytes, SB.daxdevPath);
+      steps.push(`superblock device path bytes ${bytes.toString('hex')}`);
+    } else if (what === 10) {
+      m.writeUInt32LE(r.int(0x100000000), SB.flags);
+      steps.push('superblock flags');
+    } else if (what === 11) {
+      u64(lh + LH.magic, r.int(2) === 0 ? big() : 0xbadcafef00dn ^ (1n << BigInt(r.int(64))));
+      steps.push('log magic');
+    } else if (what === 12) {
+      const v = r.pick([...logLens, 0n, 47n, 48n]);
+      u64(lh + LH.len, v);
+      steps.push(`log length ${v}`);
+    } else if (what === 13) {
+      const last = m.readBigUInt64LE(lh + LH.lastIndex);
+      const v = r.pick([last, last + 1n, last - 1n, 0n, (1n << 53n) + last, 1n << 63n, -2n]);
+      u64(lh + LH.lastIndex, v);
+      steps.push(`log last_index ${BigInt.asUintN(64, v)}`);
+    } else if (what === 14) {
+      u64(lh + LH.crc, r.int(2) === 0 ? m.readBigUInt64LE(lh + LH.crc) + (1n << BigInt(32 + r.int(32))) : big());
+      steps.push('log header CRC');
+    } else {
+      // The counters (outside the CRC): past the last slot, apart, beyond 2^53.
+      const last = m.readBigUInt64LE(lh + LH.lastIndex);
+      const used = BigInt(b.used);
+      const pick = (): bigint => r.pick([used, used + 1n, used - 1n, last, last + 1n, last + 2n, 1n << 53n, (1n << 53n) - 1n, 1n << 63n, 0n]);
+      const idx = pick();
+      const seq = r.int(2) === 0 ? idx : pick();
+      u64(lh + LH.nextSeqnum, seq);
+      u64(lh + LH.nextIndex, idx);
+      steps.push(`log counters seq ${seq} index ${idx}`);
+    }
+    // Most of the time the CRCs agree, so the checks behind them are reached.
+    if (r.int(4) !== 0) u64(SB.crc, BigInt(crc(m, 0, SB.crc)));
+    if (r.int(4) !== 0) u64(lh + LH.crc, BigInt(crc(m, lh, lh + LH.crc)));
   }
   return steps.join('; ');
 }
