@@ -15,6 +15,7 @@
 // test/famfs-fsck-native.test.ts runs fsck both ways over damaged superblocks and log headers.
 #include <napi.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -180,8 +181,114 @@ Napi::Value FsckHead(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, s.data(), s.size());
 }
 
+// The extension block and host slot table, in the order of pkg/famfs/native-tree.ts HOSTS_LAYOUT.
+enum Hosts {
+  kExtMagic,
+  kExtRevision,
+  kExtSlotCount,
+  kExtEpoch,
+  kExtFsUuid,
+  kExtCrc,
+  kExtSize,
+  kLiveHostLiveMs,
+  kLiveCrc,
+  kExtMagicLo,
+  kExtMagicHi,
+  kExtRevisionMax,
+  kHsHostUuid,
+  kHsAckedIndex,
+  kHsBeat,
+  kHsName,
+  kHsCrc,
+  kHostSlotSize,
+  kHostNameField,
+  kMaxHostSlots,
+  kHostsFields
+};
+
+// fsckHosts(area: Uint8Array, slots: Uint8Array, layout: Float64Array, out: Float64Array)
+//   -> "fsUuid\0hostUuid\0name\0hostUuid\0name..." | undefined
+//   out: [epoch, hosts, then slot, ackedIndex, beat per host]
+// What readExtBlock and readHostSlots read when the block (revision 2 and up) and every slot in use
+// pass their CRCs and hold values this code mirrors exactly (below 2^48, ASCII names); undefined
+// otherwise, when fsck reads them in JavaScript (which re-reads torn slots and words the damage).
+Napi::Value FsckHosts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+      !info[3].IsTypedArray()) {
+    throw Napi::TypeError::New(
+        env, "fsckHosts(area: Uint8Array, slots: Uint8Array, layout: Float64Array, out: Float64Array)");
+  }
+  Napi::Uint8Array area_a = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array slots_a = info[1].As<Napi::Uint8Array>();
+  Napi::Float64Array lay = info[2].As<Napi::Float64Array>();
+  Napi::Float64Array out = info[3].As<Napi::Float64Array>();
+  if (lay.ElementLength() != kHostsFields) throw Napi::RangeError::New(env, "fsckHosts: layout has the wrong length");
+  auto L = [&](Hosts h) -> uint64_t { return static_cast<uint64_t>(lay[h]); };
+  const uint64_t slot_size = L(kHostSlotSize);
+  const uint64_t max_slots = L(kMaxHostSlots);
+  if (area_a.ByteLength() < 2 * L(kExtSize) || L(kHsCrc) + 8 > slot_size ||
+      L(kHsName) + L(kHostNameField) > slot_size || slot_size > 64) {
+    throw Napi::RangeError::New(env, "fsckHosts: buffers smaller than the layout");
+  }
+  const uint8_t* b = area_a.Data();
+  Napi::Value no = env.Undefined();
+  if (U64(b + L(kExtMagic)) != (L(kExtMagicLo) | (L(kExtMagicHi) << 32))) return no;
+  const uint32_t revision = U32(b + L(kExtRevision));
+  if (revision < 2 || revision > L(kExtRevisionMax)) return no;
+  if (U32(b + L(kExtCrc)) != Crc32(0, b, L(kExtCrc))) return no;
+  if (revision >= 3) {
+    const uint8_t* live = b + L(kExtSize);
+    if (U64(live + L(kLiveCrc)) != Crc32(0, live, L(kLiveCrc))) return no;
+    const uint64_t ms = U64(live + L(kLiveHostLiveMs));
+    if (ms < 1 || ms >= kExact) return no;
+  }
+  const uint64_t epoch = U64(b + L(kExtEpoch));
+  const uint32_t count = U32(b + L(kExtSlotCount));
+  if (epoch >= kExact || count > max_slots) return no;
+  // The caller read the slots the block counts (readHostSlots reads no more).
+  if (slots_a.ByteLength() < count * slot_size || out.ElementLength() < 2 + 3 * static_cast<size_t>(count)) return no;
+  std::string s;
+  s.reserve(64);
+  Uuid(b + L(kExtFsUuid), &s);
+  s.push_back('\0');
+  static const uint8_t kZero[64] = {};
+  uint32_t hosts = 0;
+  for (uint32_t i = 0; i < count; i++) {
+    const uint8_t* h = slots_a.Data() + static_cast<size_t>(i) * slot_size;
+    bool zero = true;
+    for (uint64_t k = 0; k < slot_size && zero; k += sizeof kZero) {
+      zero = std::memcmp(h + k, kZero, std::min<uint64_t>(sizeof kZero, slot_size - k)) == 0;
+    }
+    if (zero) continue;
+    if (std::memcmp(h + L(kHsHostUuid), kZero, 16) == 0) return no;
+    if (U64(h + L(kHsCrc)) != Crc32(0, h, L(kHsCrc))) return no;
+    const uint64_t acked = U64(h + L(kHsAckedIndex));
+    const uint64_t beat = U64(h + L(kHsBeat));
+    if (acked >= kExact || beat >= kExact) return no;
+    const uint8_t* name = h + L(kHsName);
+    size_t name_len = 0;
+    while (name_len < L(kHostNameField) && name[name_len] != 0) {
+      if (name[name_len] >= 0x80) return no;
+      name_len++;
+    }
+    Uuid(h + L(kHsHostUuid), &s);
+    s.push_back('\0');
+    s.append(reinterpret_cast<const char*>(name), name_len);
+    s.push_back('\0');
+    out[2 + 3 * hosts] = i;
+    out[3 + 3 * hosts] = static_cast<double>(acked);
+    out[4 + 3 * hosts] = static_cast<double>(beat);
+    hosts++;
+  }
+  out[0] = static_cast<double>(epoch);
+  out[1] = hosts;
+  return Napi::String::New(env, s.data(), s.size());
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsckHead", Napi::Function::New(env, FsckHead, "fsckHead"));
+  exports.Set("fsckHosts", Napi::Function::New(env, FsckHosts, "fsckHosts"));
 }
 
 }  // namespace

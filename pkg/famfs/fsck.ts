@@ -22,7 +22,7 @@ import {
 } from './layout';
 import { fmapCapacity } from './fmap';
 import { Media } from './media';
-import { fsckHead, NativeLogTree, nativeTreeAvailable, type FsckHead } from './native-tree';
+import { fsckHead, fsckHosts, NativeLogTree, nativeTreeAvailable, type FsckHead } from './native-tree';
 import { isQuarantine, QUARANTINE_PREFIX } from './repair';
 import { LogReader, ReplayStop } from './replay';
 import { FamfsTree, reservedBytes, TreeLimits, TreeProblem } from './tree';
@@ -281,25 +281,32 @@ export function fsck(media: Media, opts: FsckOptions = {}): FsckReport {
   report.directories = log.dirs;
 
   let horizon = log.nextIndex;
-  try {
-    const block = readExtBlock(media, sb.uuid);
-    const any = block ? block : readAnyExtBlock(media);
-    if (!block && any) {
-      report.warnings.push(
-        `famfs-csi extension area belongs to ${any.revision === 1 ? 'an older famfs-csi (no file system UUID)' : `another file system (${any.fsUuid})`}: its epoch and host slots are ignored; the master re-makes it on first use (or famfs repair)`,
-      );
-    }
-    if (block) {
-      report.fencingEpoch = block.epoch;
-      report.hosts = readHostSlots(media, block.slotCount);
-      for (const h of report.hosts.filter((x) => x.damaged)) {
-        report.warnings.push(`host slot ${h.slot} is damaged: it holds back reuse of deleted memory until its host re-acks or famfs repair clears it`);
+  // This file system's block and undamaged slots in one native call; anything else in JavaScript.
+  const nhosts = nh ? fsckHosts(media, sb.uuid) : undefined;
+  if (nhosts) {
+    report.fencingEpoch = nhosts.epoch;
+    report.hosts = nhosts.hosts;
+    horizon = reclaimHorizon(report.hosts, log.nextIndex);
+  } else
+    try {
+      const block = readExtBlock(media, sb.uuid);
+      const any = block ? block : readAnyExtBlock(media);
+      if (!block && any) {
+        report.warnings.push(
+          `famfs-csi extension area belongs to ${any.revision === 1 ? 'an older famfs-csi (no file system UUID)' : `another file system (${any.fsUuid})`}: its epoch and host slots are ignored; the master re-makes it on first use (or famfs repair)`,
+        );
       }
-      horizon = reclaimHorizon(report.hosts, log.nextIndex);
+      if (block) {
+        report.fencingEpoch = block.epoch;
+        report.hosts = readHostSlots(media, block.slotCount);
+        for (const h of report.hosts.filter((x) => x.damaged)) {
+          report.warnings.push(`host slot ${h.slot} is damaged: it holds back reuse of deleted memory until its host re-acks or famfs repair clears it`);
+        }
+        horizon = reclaimHorizon(report.hosts, log.nextIndex);
+      }
+    } catch (e) {
+      report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);
     }
-  } catch (e) {
-    report.errors.push(`famfs-csi extension block: ${(e as Error).message}`);
-  }
   // A host that acked past next_index replayed entries the counter disowns: next_index went
   // backwards (a master appending there would overwrite them). One valid entry past the end that
   // no host has seen is what an interrupted append leaves (the next master commits it).

@@ -9,6 +9,17 @@ import { configuredLogDecoder } from './decode-batch';
 import {
   ALLOC_UNIT,
   DAXDEV_PATH_FIELD,
+  EXT,
+  EXT_AREA_SIZE,
+  EXT_BLOCK_OFFSET,
+  EXT_LIVE,
+  EXT_MAGIC,
+  EXT_REVISION,
+  HOST_NAME_FIELD,
+  HOST_SLOT_SIZE,
+  HOST_SLOTS_OFFSET,
+  HS,
+  type HostSlot,
   FAMFS_CSI_EXT2_VERSION,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
@@ -28,6 +39,7 @@ import {
   type Fmap,
   type LogEntry,
 } from './layout';
+import { MAX_HOST_SLOTS } from './hosts';
 import { readFresh, type Media } from './media';
 import { fmapCapacity, fmapExtents } from './fmap';
 import type { SlotSink } from './replay';
@@ -77,6 +89,7 @@ interface NativeTreeAddon {
   logTreeLive(t: Handle): Int32Array;
   logTreeLists(t: Handle): NativeLists;
   fsckHead(sb: Uint8Array, lh: Uint8Array, mediaSize: number, layout: Float64Array, out: Float64Array): string | undefined;
+  fsckHosts(area: Uint8Array, slots: Uint8Array, layout: Float64Array, out: Float64Array): string | undefined;
 }
 
 /** Node data, NODE_ROW numbers per node (see famfs_tree.cc Nodes), extents node after node, relpaths joined by NUL. */
@@ -188,6 +201,56 @@ export function fsckHead(media: Media): FsckHead | undefined {
   if (s === undefined) return undefined;
   const [uuid, systemUuid, devicePath, version] = s.split('\0');
   return { uuid, systemUuid, devicePath, version, extended: out[0] === 1, deviceSize: out[1], logLen: out[2], nextIndex: out[3], nextSeqnum: out[4] };
+}
+
+/** layout.ts's extension block and host slot layout for fsckHosts, in famfs_fsck.cc's order (enum Hosts). */
+const HOSTS_LAYOUT = new Float64Array([
+  EXT.magic,
+  EXT.revision,
+  EXT.slotCount,
+  EXT.epoch,
+  EXT.fsUuid,
+  EXT.crc,
+  EXT.SIZE,
+  EXT_LIVE.hostLiveMs,
+  EXT_LIVE.crc,
+  lo(EXT_MAGIC),
+  hi(EXT_MAGIC),
+  EXT_REVISION,
+  HS.hostUuid,
+  HS.ackedIndex,
+  HS.beat,
+  HS.name,
+  HS.crc,
+  HOST_SLOT_SIZE,
+  HOST_NAME_FIELD,
+  MAX_HOST_SLOTS,
+]);
+
+/**
+ * The fencing epoch and host slots of file system `fsUuid`, read fresh and checked in one native
+ * call: what readExtBlock and readHostSlots return when the block is this file system's (revision
+ * 2 and up) and no slot in use is damaged; undefined otherwise (fsck reads them in JavaScript).
+ */
+export function fsckHosts(media: Media, fsUuid: string): { epoch: number; hosts: HostSlot[] } | undefined {
+  addon ??= resolve();
+  if (addon === null || media.size < HOST_SLOTS_OFFSET + MAX_HOST_SLOTS * HOST_SLOT_SIZE) return undefined;
+  const area = Buffer.allocUnsafe(EXT_AREA_SIZE);
+  readFresh(media, EXT_BLOCK_OFFSET, area);
+  // The slots the block counts, as readHostSlots reads them (fsckHosts checks the block itself).
+  const count = area.readUInt32LE(EXT.slotCount);
+  if (count > MAX_HOST_SLOTS) return undefined;
+  const slots = Buffer.allocUnsafe(count * HOST_SLOT_SIZE);
+  if (count > 0) readFresh(media, HOST_SLOTS_OFFSET, slots);
+  const out = new Float64Array(2 + 3 * count);
+  const s = addon.fsckHosts(area, slots, HOSTS_LAYOUT, out);
+  if (s === undefined) return undefined;
+  const str = s.split('\0');
+  if (str[0] !== fsUuid) return undefined;
+  const hosts: HostSlot[] = [];
+  for (let k = 0; k < out[1]; k++)
+    hosts.push({ slot: out[2 + 3 * k], hostUuid: str[1 + 2 * k], ackedIndex: out[3 + 3 * k], beat: out[4 + 3 * k], name: str[2 + 2 * k] });
+  return { epoch: out[0], hosts };
 }
 
 /** Units of the space map, as Allocator.rebuild counts them. */

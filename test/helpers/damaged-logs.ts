@@ -8,6 +8,13 @@ import {
   ALLOC_UNIT,
   crc,
   DAXDEV_PATH_FIELD,
+  EXT,
+  EXT_BLOCK_OFFSET,
+  EXT_LIVE,
+  HOST_NAME_FIELD,
+  HOST_SLOT_SIZE,
+  HOST_SLOTS_OFFSET,
+  HS,
   FAMFS_CSI_EXT2_VERSION,
   FAMFS_CSI_EXT_VERSION,
   FAMFS_VERSION,
@@ -370,6 +377,77 @@ export function damageHead(r: SeededRandom, b: Base): string {
     // Most of the time the CRCs agree, so the checks behind them are reached.
     if (r.int(4) !== 0) u64(SB.crc, BigInt(crc(m, 0, SB.crc)));
     if (r.int(4) !== 0) u64(lh + LH.crc, BigInt(crc(m, lh, lh + LH.crc)));
+  }
+  return steps.join('; ');
+}
+
+/**
+ * Damage `b`'s famfs-csi extension block, its liveness line and host slots in place (from its
+ * pristine bytes) in one to three ways: every field on and around what readExtBlock and
+ * readHostSlots accept (revisions 1 to 5, slot counts past the table, epochs, windows and acks
+ * past 2^48 and 2^53, another file system's UUID, zero host UUIDs, names that are not ASCII or not
+ * UTF-8), most with CRCs that agree. Returns what was done.
+ */
+export function damageHosts(r: SeededRandom, b: Base): string {
+  const m = b.media.buffer;
+  const steps: string[] = [];
+  const u64 = (at: number, v: bigint): void => {
+    m.writeBigUInt64LE(BigInt.asUintN(64, v), at);
+  };
+  const big = (): bigint => BigInt(r.int(0x100000000)) * 0x100000000n + BigInt(r.int(0x100000000));
+  const E = EXT_BLOCK_OFFSET;
+  const live = E + EXT.SIZE;
+  for (let n = 1 + r.int(3); n > 0; n--) {
+    const what = r.int(12);
+    const slot = HOST_SLOTS_OFFSET + r.int(4) * HOST_SLOT_SIZE;
+    if (what === 0) {
+      u64(E + EXT.magic, r.int(2) === 0 ? big() : m.readBigUInt64LE(E + EXT.magic) ^ (1n << BigInt(r.int(64))));
+      steps.push('extension magic');
+    } else if (what === 1) {
+      const v = r.pick([1, 2, 3, 4, 5, 0]);
+      m.writeUInt32LE(v, E + EXT.revision);
+      steps.push(`extension revision ${v}`);
+    } else if (what === 2) {
+      const v = r.pick([0, 1, 2, 4, 1024, 1025, 2047, 2048, 0x80000000]);
+      m.writeUInt32LE(v, E + EXT.slotCount);
+      steps.push(`extension slot count ${v}`);
+    } else if (what === 3) {
+      const v = r.pick([0n, 1n, 1n << 48n, (1n << 53n) + 1n, (1n << 64n) - 1n]);
+      u64(E + EXT.epoch, v);
+      steps.push(`extension epoch ${v}`);
+    } else if (what === 4) {
+      const at = r.pick([E + EXT.fsUuid, E + EXT.masterUuid]);
+      for (let i = 0; i < 16; i++) m[at + i] = r.int(3) === 0 ? 0 : r.int(256);
+      steps.push(`extension UUID at ${at - E}`);
+    } else if (what === 5) {
+      m.writeUInt32LE(r.int(0x100000000), E + EXT.crc);
+      steps.push('extension CRC');
+    } else if (what === 6) {
+      const v = r.pick([0n, 1n, 60000n, 1n << 48n, (1n << 53n) + 1n, big()]);
+      u64(live + EXT_LIVE.hostLiveMs, v);
+      steps.push(`liveness window ${v}`);
+    } else if (what === 7) {
+      for (let i = 0; i < 16; i++) m[slot + HS.hostUuid + i] = r.int(2) === 0 ? 0 : r.int(256);
+      steps.push(`host slot at ${slot}: UUID`);
+    } else if (what === 8) {
+      const v = r.pick([0n, BigInt(b.used), BigInt(b.used) + 5n, 1n << 48n, (1n << 53n) + 1n, big()]);
+      u64(slot + r.pick([HS.ackedIndex, HS.beat]), v);
+      steps.push(`host slot at ${slot}: ack or beat ${v}`);
+    } else if (what === 9) {
+      const bytes = r.pick([Buffer.from('node-7'), Buffer.from('nœud'), Buffer.from([0x6e, 0xff]), Buffer.alloc(HOST_NAME_FIELD, 0x61), Buffer.alloc(0)]);
+      m.fill(0, slot + HS.name, slot + HS.name + HOST_NAME_FIELD);
+      m.set(bytes, slot + HS.name);
+      steps.push(`host slot at ${slot}: name bytes ${bytes.toString('hex')}`);
+    } else if (what === 10) {
+      m[slot + r.int(HOST_SLOT_SIZE)] ^= 1 + r.int(255);
+      steps.push(`host slot at ${slot}: a flipped byte`);
+    } else {
+      m.fill(0, slot, slot + HOST_SLOT_SIZE);
+      steps.push(`host slot at ${slot}: zeroed`);
+    }
+    if (r.int(4) !== 0) m.writeUInt32LE(crc(m, E, E + EXT.crc), E + EXT.crc);
+    if (r.int(4) !== 0) u64(live + EXT_LIVE.crc, BigInt(crc(m, live, live + EXT_LIVE.crc)));
+    if (what >= 7 && what <= 9 && r.int(4) !== 0) u64(slot + HS.crc, BigInt(crc(m, slot, slot + HS.crc)));
   }
   return steps.join('; ');
 }
