@@ -54,9 +54,9 @@ function mkfs(p: string, size: number): void {
   }
 }
 
-/** Starts `log-writer hold` and resolves once it holds the lock. */
-async function holdLock(p: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [WRITER, 'hold', p], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Starts `log-writer hold` and resolves once it holds the writer lock (or the host-slot lock). */
+async function holdLock(p: string, which: 'writer' | 'slots' = 'writer'): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [WRITER, 'hold', p, ...(which === 'slots' ? ['slots'] : [])], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (d: Buffer) => {
@@ -437,6 +437,34 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
     assert.equal(mine[0].beat - beat0, 2 * COUNT, 'acks written from a stale read of the slot (the same line written twice: the master sees nothing change)');
   });
 
+  it('another process holds the host-slot lock: an ack waits its bound, fails ELOCKED and writes nothing; a write of the log does not wait for it', async () => {
+    const p = devicePath();
+    made.push(p);
+    mkfs(p, 1 * GiB);
+    const dev = openDevice(p, { writerLockWaitMs: 200 });
+    try {
+      const m = FamfsFs.open(dev, { hostUuid: MASTER });
+      m.ackReplay(MASTER, 'me');
+      const holder = await holdLock(p, 'slots');
+      children.push(holder);
+      const slots = () => JSON.stringify(m.hosts());
+      const before = slots();
+      assert.throws(
+        () => m.ackReplay(MASTER, 'me'),
+        (e: unknown) => e instanceof FamfsError && e.code === 'ELOCKED',
+        'ackReplay under another process host-slot lock',
+      );
+      assert.equal(slots(), before, 'an ack was written under another process host-slot lock');
+      m.creat('f', 2 * MiB);
+      assert.equal(m.tree.lookup('f')?.kind, 'file', 'a log write waited for the host-slot lock');
+      await kill9(holder);
+      m.ackReplay(MASTER, 'me');
+      assert.notEqual(slots(), before, 'the ack after the holder died');
+    } finally {
+      dev.close();
+    }
+  });
+
   it('processes of one host making a missing extension block at once: one block, no host ack cleared by a second block', async () => {
     const p = devicePath();
     made.push(p);
@@ -463,7 +491,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
     }
   });
 
-  it('another process holds the lock: take-over, making the extension block, an ack and mkfs wait their bound, fail ELOCKED and write nothing', async () => {
+  it('another process holds the lock: take-over, making the extension block and mkfs wait their bound, fail ELOCKED and write nothing; an ack does not wait for it', async () => {
     const p = devicePath();
     made.push(p);
     mkfs(p, 1 * GiB);
@@ -479,9 +507,14 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
       const before = snapshot();
       const elocked = (e: unknown) => e instanceof FamfsError && e.code === 'ELOCKED';
       assert.throws(() => m.takeOver(MASTER2), elocked, 'takeOver');
-      assert.throws(() => m.ackReplay(MASTER, 'me'), elocked, 'ackReplay');
       assert.throws(() => FamfsFs.mkfs(dev, { systemUuid: MASTER2, devicePath: p, force: true }), elocked, 'mkfs --force');
       assert.equal(snapshot(), before, 'something was written under another process lock');
+      // An ack takes the host-slot lock, not this one: a master appending back to back must not
+      // keep this host's FUSE server from publishing its replay position (its self-fence).
+      const beat = (): number => m.hosts().find((h) => h.hostUuid === MASTER)!.beat;
+      const beat0 = beat();
+      m.ackReplay(MASTER, 'me');
+      assert.equal(beat(), beat0 + 1, 'the ack under another process writer lock was not published');
       writeExtBlock(dev, stale);
       const stale2 = snapshot();
       assert.throws(() => m.extBlock(), elocked, 'extBlock (making it)');

@@ -278,6 +278,34 @@ void DeviceMapping::UnlockWriter() {
   }
 }
 
+namespace {
+// Byte 0 of the inode, write-locked: what TryLockHostSlots takes (any fixed byte would do; the lock
+// names a range of the inode, it does not touch the device's bytes).
+int HostSlotsLock(int fd, short type, int cmd) {
+  struct flock l;
+  std::memset(&l, 0, sizeof l);
+  l.l_type = type;
+  l.l_whence = SEEK_SET;
+  l.l_start = 0;
+  l.l_len = 1;
+  return fcntl(fd, cmd, &l);
+}
+}  // namespace
+
+int DeviceMapping::TryLockHostSlots() {
+  for (;;) {
+    if (HostSlotsLock(fd_, F_WRLCK, F_OFD_SETLK) == 0) return 1;
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EACCES) return 0;
+    return -errno;
+  }
+}
+
+void DeviceMapping::UnlockHostSlots() {
+  while (HostSlotsLock(fd_, F_UNLCK, F_OFD_SETLK) != 0 && errno == EINTR) {
+  }
+}
+
 IoStatus DeviceMapping::FlushRange(uint64_t off, size_t n, Fault* fault) {
   if (failed()) return IoStatus::kFailed;
   if (!InRange(off, n)) return IoStatus::kRange;
@@ -396,6 +424,8 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
                            InstanceMethod<&JsDevice::MarkFailedJs>("markFailed"),
                            InstanceMethod<&JsDevice::TryLockWriter>("tryLockWriter"),
                            InstanceMethod<&JsDevice::UnlockWriter>("unlockWriter"),
+                           InstanceMethod<&JsDevice::TryLockHostSlots>("tryLockHostSlots"),
+                           InstanceMethod<&JsDevice::UnlockHostSlots>("unlockHostSlots"),
                            InstanceAccessor<&JsDevice::Size>("size"),
                            InstanceAccessor<&JsDevice::DeviceSize>("deviceSize"),
                            InstanceAccessor<&JsDevice::MapOffset>("mapOffset"),
@@ -700,6 +730,23 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
   // object has nothing left to release through.
   Napi::Value UnlockWriter(const Napi::CallbackInfo& info) {
     if (dev_) dev_->UnlockWriter();
+    return info.Env().Undefined();
+  }
+
+  // The host-slot lock (DeviceMapping::TryLockHostSlots), with TryLockWriter's returns.
+  Napi::Value TryLockHostSlots(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    DeviceMapping& d = Live(env);
+    const int r = d.TryLockHostSlots();
+    if (r < 0) {
+      ThrowCode(env, Napi::Error::New(env, "cannot lock " + d.path() + " (fcntl F_OFD_SETLK): " + ErrnoText(-r)),
+                ErrnoName(-r).c_str());
+    }
+    return Napi::Boolean::New(env, r == 1);
+  }
+
+  Napi::Value UnlockHostSlots(const Napi::CallbackInfo& info) {
+    if (dev_) dev_->UnlockHostSlots();
     return info.Env().Undefined();
   }
 

@@ -95,6 +95,12 @@ class DeviceMapping {
   // of the inode holds it, or -errno.
   int TryLockWriter();
   void UnlockWriter();
+  // The host-wide host-slot lock: an open file description lock (F_OFD_SETLK) on byte 0 of the
+  // same inode, independent of the flock above (Linux keeps the two kinds apart), so a host's
+  // replay-position ack excludes the other ackers of this host without waiting for the log
+  // writer, which may hold its lock back to back under load. Same returns as TryLockWriter.
+  int TryLockHostSlots();
+  void UnlockHostSlots();
 
   // Builds the "memory fault at ..." message for a fault taken during `what` (and marks the
   // device failed when the faulting address lies inside this mapping). Returns the message.

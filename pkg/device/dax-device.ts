@@ -56,6 +56,8 @@ export class DaxDevice implements Media {
   writerLockWaitMs = DEFAULT_WRITER_LOCK_WAIT_MS;
   /** lockWriter calls not yet matched by unlockWriter (the lock is held while > 0). */
   private writerLocks = 0;
+  /** lockHostSlots calls not yet matched by unlockHostSlots. */
+  private hostSlotLocks = 0;
 
   /** This open created the emulation file: it read as zeros (see unwritten). */
   readonly created: boolean;
@@ -236,22 +238,9 @@ export class DaxDevice implements Media {
       this.writerLocks++;
       return true;
     }
-    const deadline = Date.now() + this.writerLockWaitMs;
-    let sleep = LOCK_SLEEP_FIRST_MS;
-    for (;;) {
-      try {
-        if (this.nativeHandle.tryLockWriter()) {
-          this.writerLocks = 1;
-          return true;
-        }
-      } catch (e) {
-        throw toDeviceError(e, this.path);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) return false;
-      Atomics.wait(sleeper, 0, 0, Math.min(sleep, left));
-      sleep = Math.min(sleep * 2, LOCK_SLEEP_MAX_MS);
-    }
+    if (!this.waitFor(() => this.nativeHandle.tryLockWriter())) return false;
+    this.writerLocks = 1;
+    return true;
   }
 
   unlockWriter(): void {
@@ -260,6 +249,47 @@ export class DaxDevice implements Media {
       this.nativeHandle.unlockWriter();
     } catch (e) {
       throw toDeviceError(e, this.path);
+    }
+  }
+
+  /**
+   * The host-wide host-slot lock (Media.lockHostSlots): an open file description record lock on
+   * the device's inode, apart from the writer's flock, with lockWriter's wait bound. Released by
+   * unlockHostSlots, or by the kernel when the process exits.
+   */
+  lockHostSlots(): boolean {
+    if (this.hostSlotLocks > 0) {
+      this.hostSlotLocks++;
+      return true;
+    }
+    if (!this.waitFor(() => this.nativeHandle.tryLockHostSlots())) return false;
+    this.hostSlotLocks = 1;
+    return true;
+  }
+
+  unlockHostSlots(): void {
+    if (this.hostSlotLocks === 0 || --this.hostSlotLocks > 0) return;
+    try {
+      this.nativeHandle.unlockHostSlots();
+    } catch (e) {
+      throw toDeviceError(e, this.path);
+    }
+  }
+
+  /** Try `tryLock` without blocking, retried with short sleeps for up to writerLockWaitMs. */
+  private waitFor(tryLock: () => boolean): boolean {
+    const deadline = Date.now() + this.writerLockWaitMs;
+    let sleep = LOCK_SLEEP_FIRST_MS;
+    for (;;) {
+      try {
+        if (tryLock()) return true;
+      } catch (e) {
+        throw toDeviceError(e, this.path);
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      Atomics.wait(sleeper, 0, 0, Math.min(sleep, left));
+      sleep = Math.min(sleep * 2, LOCK_SLEEP_MAX_MS);
     }
   }
 

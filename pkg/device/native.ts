@@ -59,6 +59,9 @@ export interface NativeDeviceHandle {
   /** flock(2) LOCK_EX|LOCK_NB on the device's descriptor: true when taken, false when another open of the inode holds it. */
   tryLockWriter(): boolean;
   unlockWriter(): void;
+  /** fcntl(2) F_OFD_SETLK on byte 0 of the inode (apart from the flock): true when taken, false when another open holds it. */
+  tryLockHostSlots(): boolean;
+  unlockHostSlots(): void;
   readonly size: number;
   readonly deviceSize: number;
   readonly mapOffset: number;

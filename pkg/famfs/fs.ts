@@ -7,7 +7,7 @@
 import { randomUUID } from 'crypto';
 import { Allocator, InterleaveParams, SpaceSummary } from './allocator';
 import { readCleanMap, writeCleanUnits } from './clean-map';
-import { withWriterLock } from './writer-lock';
+import { withHostSlotLock, withWriterLock } from './writer-lock';
 import { FamfsError } from './errors';
 import { ActiveLog, clearLogGenRecords, GENERATION_ZERO, inspectGenerations, readActiveLog, writeLogGenCommit, writeLogGenRecord } from './generation';
 import {
@@ -983,11 +983,15 @@ export class FamfsFs {
 
   /** Publish this host's replay position (see hosts.ts). */
   ackReplay(hostUuid: string, hostName: string): number {
-    // The slot's read-modify-write (find or claim, beat + 1) under the writer lock: two processes
-    // of this host acking under its UUID (a FUSE server and its successor during a handover) would
-    // otherwise both write beat b + 1, one ack lost (the master sees the line unchanged), or both
-    // claim free slots for one host.
-    return this.exclusive(() => ackReplay(this.media, this.extBlock().slotCount, hostUuid, hostName, this.tree.nextIndex));
+    // The slot's read-modify-write (find or claim, beat + 1) under the host-slot lock: two
+    // processes of this host acking under its UUID (a FUSE server and its successor during a
+    // handover) would otherwise both write beat b + 1, one ack lost, or both claim free slots for
+    // one host. Not under the writer lock: a master appending back to back (volume churn) kept it
+    // from the master host's FUSE server, whose acks then failed until its self-fence ran out and
+    // the log filled with deletes no compaction could drop (test/famfs-churn.test.ts). Making a
+    // missing block (extBlock) still takes the writer lock, before the slot lock.
+    const slotCount = this.extBlock().slotCount;
+    return withHostSlotLock(this.media, () => ackReplay(this.media, slotCount, hostUuid, hostName, this.tree.nextIndex));
   }
 
   /** True once this file system has its extension block (host slots, fencing epoch). */

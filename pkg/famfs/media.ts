@@ -40,6 +40,16 @@ export interface Media {
   lockWriter?(): boolean;
   /** Release what the matching lockWriter took. */
   unlockWriter?(): void;
+  /**
+   * Take the host-wide host-slot lock, apart from the writer lock, with the same bound and
+   * nesting: the read-modify-write of this host's replay-position slot by two processes of one
+   * host (a FUSE server and its successor) would otherwise lose an ack. Apart so that an ack
+   * never waits for the log writer, which can hold its lock back to back while volumes churn:
+   * an ack that cannot be published lets the host's self-fence run out. Absent: as lockWriter.
+   */
+  lockHostSlots?(): boolean;
+  /** Release what the matching lockHostSlots took. */
+  unlockHostSlots?(): void;
   /** Drop CPU cache lines covering the range so the next read sees what other hosts wrote. */
   invalidate(offset: number, length: number): void;
   /** invalidate + readInto in one step (optional: see readFresh below). */

@@ -31,7 +31,7 @@ import { FamfsError } from './errors';
 import { fmapExtents } from './fmap';
 import { GENERATION_ZERO, inspectGenerations } from './generation';
 import { repairGenerations } from './repair-generation';
-import { withWriterLock } from './writer-lock';
+import { withHostSlotLock, withWriterLock } from './writer-lock';
 import { clearDamagedHostSlots, initExtBlock, readAnyExtBlock, readExtBlock } from './hosts';
 import {
   ALLOC_UNIT,
@@ -562,7 +562,8 @@ function repairLocked(media: Media, o: RepairOptions): RepairReport {
   try {
     const block = readExtBlock(media, sb.uuid);
     if (block) {
-      const cleared = clearDamagedHostSlots(media, block.slotCount);
+      // The slot lock too (after the writer lock, the one order): an ack of this host must not land between the read and the clear.
+      const cleared = withHostSlotLock(media, () => clearDamagedHostSlots(media, block.slotCount));
       if (cleared.length) report.actions.push(`cleared damaged host slots ${cleared.join(', ')} (live hosts re-ack within seconds)`);
     } else {
       const stale = readAnyExtBlock(media);

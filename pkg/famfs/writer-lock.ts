@@ -21,3 +21,20 @@ export function withWriterLock<T>(media: Media, fn: () => T): T {
     media.unlockWriter?.();
   }
 }
+
+/**
+ * Run `fn` holding the medium's host-slot lock (Media.lockHostSlots), or throw ELOCKED having run
+ * nothing. Taken by every write of host slots (acks, clearing damaged slots); never waits for the
+ * writer lock, and a writer that needs both takes the writer lock first.
+ */
+export function withHostSlotLock<T>(media: Media, fn: () => T): T {
+  if (media.lockHostSlots === undefined) return fn();
+  if (!media.lockHostSlots()) {
+    throw new FamfsError('ELOCKED', 'another process of this host is publishing its replay position (host-slot lock); nothing was written, retry');
+  }
+  try {
+    return fn();
+  } finally {
+    media.unlockHostSlots?.();
+  }
+}

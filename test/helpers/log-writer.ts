@@ -6,8 +6,8 @@
  *
  *   node log-writer.js create <device> <masterUuid> <prefix> <count> [lockWaitMs] [startAtMs|stdin]
  *     creates <prefix>/d<i % 4>/f<i> (2 MiB, missing parents made), deletes every third file again
- *   node log-writer.js hold <device>
- *     takes the writer lock, prints "locked", and keeps it until killed
+ *   node log-writer.js hold <device> [slots]
+ *     takes the writer lock (with "slots": the host-slot lock), prints "locked", and keeps it until killed
  *   node log-writer.js takeover <device> <hostUuid> <count> [startAtMs]
  *     from wall-clock time startAtMs on (a start line for racing processes), takes over as master
  *     <count> times, printing each epoch it was handed
@@ -111,10 +111,10 @@ function ack(device: string, host: string, count: number, startAtMs: number): vo
 /** Kept referenced: a collected device closes its descriptor, and that drops the lock. */
 let held: DaxDevice | undefined;
 
-function hold(device: string): void {
+function hold(device: string, which: string | undefined): void {
   const dev = openDevice(device, { writerLockWaitMs: 0 });
   held = dev;
-  if (!dev.lockWriter()) {
+  if (!(which === 'slots' ? dev.lockHostSlots() : dev.lockWriter())) {
     process.stdout.write('busy\n');
     process.exit(1);
   }
@@ -142,7 +142,7 @@ if (mode === 'create')
     start === undefined ? 0 : start === 'stdin' ? start : Number(start),
   );
 else if (mode === 'mkfs') mkfs(device, master);
-else if (mode === 'hold') hold(device);
+else if (mode === 'hold') hold(device, master);
 else if (mode === 'takeover') takeover(device, master, Number(prefix), count === undefined ? 0 : Number(count));
 else if (mode === 'ack') ack(device, master, Number(prefix), count === undefined ? 0 : Number(count));
 else {
