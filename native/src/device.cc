@@ -713,17 +713,22 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     return info.Env().Undefined();
   }
 
-  // The host-wide writer lock (DeviceMapping::TryLockWriter): true when taken, false when another
-  // process holds it; throws with the errno name as code on any other failure.
-  Napi::Value TryLockWriter(const Napi::CallbackInfo& info) {
+  // One shape for both host-wide locks: true when taken, false when another process holds it;
+  // throws with the errno name as code on any other failure. `how` names the call for the message.
+  Napi::Value TryLock(const Napi::CallbackInfo& info, int (DeviceMapping::*take)(), const char* how) {
     Napi::Env env = info.Env();
     DeviceMapping& d = Live(env);
-    const int r = d.TryLockWriter();
+    const int r = (d.*take)();
     if (r < 0) {
-      ThrowCode(env, Napi::Error::New(env, "cannot lock " + d.path() + " (flock): " + ErrnoText(-r)),
+      ThrowCode(env, Napi::Error::New(env, "cannot lock " + d.path() + " (" + how + "): " + ErrnoText(-r)),
                 ErrnoName(-r).c_str());
     }
     return Napi::Boolean::New(env, r == 1);
+  }
+
+  // The host-wide writer lock (DeviceMapping::TryLockWriter).
+  Napi::Value TryLockWriter(const Napi::CallbackInfo& info) {
+    return TryLock(info, &DeviceMapping::TryLockWriter, "flock");
   }
 
   // Works on a failed device too (it runs in the finally of the write that failed); a closed
@@ -733,16 +738,9 @@ class JsDevice : public Napi::ObjectWrap<JsDevice> {
     return info.Env().Undefined();
   }
 
-  // The host-slot lock (DeviceMapping::TryLockHostSlots), with TryLockWriter's returns.
+  // The host-slot lock (DeviceMapping::TryLockHostSlots).
   Napi::Value TryLockHostSlots(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    DeviceMapping& d = Live(env);
-    const int r = d.TryLockHostSlots();
-    if (r < 0) {
-      ThrowCode(env, Napi::Error::New(env, "cannot lock " + d.path() + " (fcntl F_OFD_SETLK): " + ErrnoText(-r)),
-                ErrnoName(-r).c_str());
-    }
-    return Napi::Boolean::New(env, r == 1);
+    return TryLock(info, &DeviceMapping::TryLockHostSlots, "fcntl F_OFD_SETLK");
   }
 
   Napi::Value UnlockHostSlots(const Napi::CallbackInfo& info) {
