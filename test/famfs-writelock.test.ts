@@ -79,19 +79,29 @@ function overlap(a: Pick<Extent, 'offset' | 'len'>, b: Pick<Extent, 'offset' | '
   return a.offset < b.offset + b.len && b.offset < a.offset + a.len;
 }
 
+/** Emulation files and child processes of the running case: removed and killed after it (cleanUp). */
+const made: string[] = [];
+const children: ChildProcess[] = [];
+
+async function cleanUp(): Promise<void> {
+  for (const c of children.splice(0)) await kill9(c);
+  for (const p of made.splice(0)) fs.rmSync(p, { force: true });
+}
+
+/** A new famfs on a new emulation file of `size` bytes, removed after the case. */
+function newFamfs(size: number): string {
+  const p = devicePath();
+  made.push(p);
+  mkfs(p, size);
+  return p;
+}
+
 describe('famfs writer lock: one writer process at a time on the master host', function () {
   this.timeout(300_000);
-  const made: string[] = [];
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    for (const c of children.splice(0)) await kill9(c);
-    for (const p of made.splice(0)) fs.rmSync(p, { force: true });
-  });
+  afterEach(cleanUp);
 
   it('writer processes appending at once (creates with parents, deletes, zeroing, compaction): every acknowledged write is in the log exactly once', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 16 * GiB);
+    const p = newFamfs(16 * GiB);
     const WRITERS = 4;
     const COUNT = 300;
     const runs = Array.from({ length: WRITERS }, (_, w) => spawnLogWriter(['create', p, MASTER, `w${w}`, String(COUNT)]));
@@ -188,9 +198,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
   });
 
   it('another process holds the lock: a write waits its bound, fails ELOCKED (gRPC UNAVAILABLE) and writes nothing; kill -9 of the holder releases it', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const holder = await holdLock(p);
     children.push(holder);
     const dev = openDevice(p, { writerLockWaitMs: 300 });
@@ -229,9 +237,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
   });
 
   it('nested writes of one process run under the one lock (compactions inside creates), and leave it free', () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 4 * GiB);
+    const p = newFamfs(4 * GiB);
     const dev = openDevice(p, { writerLockWaitMs: 0 });
     try {
       // compactAt 1e-9: once 1/16 of the log is garbage, a create compacts inside itself.
@@ -267,9 +273,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
   });
 
   it('famfs CLI while another process holds the lock: exit 1, the message says who and what to do, nothing written', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const env = { ...process.env, FAMFS_SYSTEM_UUID: MASTER };
     const made1 = spawnSync(process.execPath, [CLI, 'creat', '-s', '2M', p, 'old'], { env, encoding: 'utf8' });
     assert.equal(made1.status, 0, made1.stderr);
@@ -305,9 +309,7 @@ describe('famfs writer lock: one writer process at a time on the master host', f
   });
 
   it('the CSI controller while the famfs CLI holds the lock: CreateVolume answers UNAVAILABLE over gRPC, writes nothing, succeeds once it is free', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'famfs-writelock-'));
     const saved = process.env.FAMFS_SYSTEM_UUID;
     process.env.FAMFS_SYSTEM_UUID = MASTER;
@@ -372,12 +374,7 @@ function look(p: string) {
 
 describe('famfs writer lock: every host-local writer of shared metadata, not only the log', function () {
   this.timeout(300_000);
-  const made: string[] = [];
-  const children: ChildProcess[] = [];
-  afterEach(async () => {
-    for (const c of children.splice(0)) await kill9(c);
-    for (const p of made.splice(0)) fs.rmSync(p, { force: true });
-  });
+  afterEach(cleanUp);
 
   async function finish(runs: ReturnType<typeof spawnLogWriter>[]): Promise<WriterLine[][]> {
     children.push(...runs.map((r) => r.child));
@@ -393,9 +390,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   }
 
   it('two processes taking over at once (two controllers in a rollout): every epoch handed out once, none lost, the superblock names the master the block names', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const before = look(p).block?.epoch ?? 0;
     const COUNT = 150;
     // Two host UUIDs so that every take-over also rewrites the superblock's master.
@@ -418,9 +413,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   });
 
   it('two processes acking under one host UUID (a FUSE server and its successor): every ack counted, one slot', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const HOST = '11111111-2222-4333-8444-5555aaaa00a0';
     const dev = openDevice(p);
     try {
@@ -438,9 +431,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   });
 
   it('another process holds the host-slot lock: an ack waits its bound, fails ELOCKED and writes nothing; a write of the log does not wait for it', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const dev = openDevice(p, { writerLockWaitMs: 200 });
     try {
       const m = FamfsFs.open(dev, { hostUuid: MASTER });
@@ -466,9 +457,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   });
 
   it('processes of one host making a missing extension block at once: one block, no host ack cleared by a second block', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const HOSTS = 4;
     const uuids = Array.from({ length: HOSTS }, (_, i) => `11111111-2222-4333-8444-5555aaaa00b${i}`);
     for (let round = 0; round < 4; round++) {
@@ -492,9 +481,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   });
 
   it('another process holds the lock: take-over, making the extension block and mkfs wait their bound, fail ELOCKED and write nothing; an ack does not wait for it', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 1 * GiB);
+    const p = newFamfs(1 * GiB);
     const uuid = look(p).sb.uuid;
     const dev = openDevice(p, { writerLockWaitMs: 200 });
     try {
@@ -532,9 +519,7 @@ describe('famfs writer lock: every host-local writer of shared metadata, not onl
   });
 
   it('mkfs --force (famfs mkfs) while a writer process appends: the new file system is whole (fsck clean, nothing of the old log in it) and the writer is fenced', async () => {
-    const p = devicePath();
-    made.push(p);
-    mkfs(p, 16 * GiB);
+    const p = newFamfs(16 * GiB);
     // The device is re-made under the writer once it has appended a few entries.
     const remake = spawn(process.execPath, [WRITER, 'mkfs', p, MASTER], { stdio: ['pipe', 'pipe', 'pipe'] });
     children.push(remake);
