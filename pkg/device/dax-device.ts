@@ -54,10 +54,8 @@ export class DaxDevice implements Media {
 
   /** How long lockWriter waits (ms); see DEFAULT_WRITER_LOCK_WAIT_MS. */
   writerLockWaitMs = DEFAULT_WRITER_LOCK_WAIT_MS;
-  /** lockWriter calls not yet matched by unlockWriter (the lock is held while > 0). */
-  private writerLocks = 0;
-  /** lockHostSlots calls not yet matched by unlockHostSlots. */
-  private hostSlotLocks = 0;
+  /** Calls of each lock not yet matched by its unlock (a lock is held while its count is > 0). */
+  private readonly held = { writer: 0, hostSlots: 0 };
 
   /** This open created the emulation file: it read as zeros (see unwritten). */
   readonly created: boolean;
@@ -234,22 +232,11 @@ export class DaxDevice implements Media {
    */
   lockWriter(): boolean {
     // Nested writes (a compaction inside a create) hold it already through this descriptor.
-    if (this.writerLocks > 0) {
-      this.writerLocks++;
-      return true;
-    }
-    if (!this.waitFor(() => this.nativeHandle.tryLockWriter())) return false;
-    this.writerLocks = 1;
-    return true;
+    return this.lock('writer', () => this.nativeHandle.tryLockWriter());
   }
 
   unlockWriter(): void {
-    if (this.writerLocks === 0 || --this.writerLocks > 0) return;
-    try {
-      this.nativeHandle.unlockWriter();
-    } catch (e) {
-      throw toDeviceError(e, this.path);
-    }
+    this.unlock('writer', () => this.nativeHandle.unlockWriter());
   }
 
   /**
@@ -258,19 +245,29 @@ export class DaxDevice implements Media {
    * unlockHostSlots, or by the kernel when the process exits.
    */
   lockHostSlots(): boolean {
-    if (this.hostSlotLocks > 0) {
-      this.hostSlotLocks++;
-      return true;
-    }
-    if (!this.waitFor(() => this.nativeHandle.tryLockHostSlots())) return false;
-    this.hostSlotLocks = 1;
-    return true;
+    return this.lock('hostSlots', () => this.nativeHandle.tryLockHostSlots());
   }
 
   unlockHostSlots(): void {
-    if (this.hostSlotLocks === 0 || --this.hostSlotLocks > 0) return;
+    this.unlock('hostSlots', () => this.nativeHandle.unlockHostSlots());
+  }
+
+  /** Take lock `which` (or count one more nested call of it), waiting as waitFor does. */
+  private lock(which: keyof DaxDevice['held'], tryLock: () => boolean): boolean {
+    if (this.held[which] > 0) {
+      this.held[which]++;
+      return true;
+    }
+    if (!this.waitFor(tryLock)) return false;
+    this.held[which] = 1;
+    return true;
+  }
+
+  /** Release lock `which` once the outermost of its nested calls ends. */
+  private unlock(which: keyof DaxDevice['held'], release: () => void): void {
+    if (this.held[which] === 0 || --this.held[which] > 0) return;
     try {
-      this.nativeHandle.unlockHostSlots();
+      release();
     } catch (e) {
       throw toDeviceError(e, this.path);
     }
